@@ -1,0 +1,116 @@
+"""Process-tree memory and CPU accounting from /proc (Linux only, no psutil)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may contain spaces/parentheses
+        rest = stat[stat.rfind(")") + 2:].split()
+        ppid = int(rest[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def tree(roots: list[int]) -> list[int]:
+    """The given PIDs and all their descendants that still exist."""
+    children = _children_map()
+    seen: list[int] = []
+    todo = [r for r in roots if Path(f"/proc/{r}").exists()]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(children.get(pid, []))
+    return seen
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+@dataclass
+class MemorySample:
+    processes: int
+    rss_kib: int
+    pss_kib: int
+    by_name: dict[str, int]  # process count per command name
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "processes": self.processes,
+            "rss_mib": round(self.rss_kib / 1024, 2),
+            "pss_mib": round(self.pss_kib / 1024, 2),
+            "by_name": self.by_name,
+        }
+
+
+def memory(roots: list[int]) -> MemorySample:
+    pids = tree(roots)
+    rss = sum(_status_kib(p, "VmRSS") for p in pids)
+    pss = sum(_pss_kib(p) for p in pids)
+    names = Counter(_comm(p) for p in pids)
+    return MemorySample(len(pids), rss, pss, dict(sorted(names.items())))
+
+
+class CpuMeter:
+    """Whole-machine busy share and this process's own CPU over an interval."""
+
+    def __init__(self) -> None:
+        self._t0 = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float]:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        vals = [int(x) for x in fields]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        total = sum(vals[:8])
+        t = os.times()
+        return total / _HZ, idle / _HZ, t.user + t.system
+
+    def stop(self, wall_s: float) -> dict[str, float | None]:
+        total1, idle1, own1 = self._snapshot()
+        total0, idle0, own0 = self._t0
+        dt = total1 - total0
+        busy = None if dt <= 0 else round(100.0 * (1 - (idle1 - idle0) / dt), 1)
+        own = None if wall_s <= 0 else round(100.0 * (own1 - own0) / wall_s, 1)
+        return {"machine_cpu_busy_pct": busy, "client_cpu_pct": own}

@@ -1,0 +1,5 @@
+import sys
+
+from palais.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""The `palais` command: init, serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from palais.config import ConfigError, load_settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # aiosmtpd logs every command line at INFO; our own lines say what matters.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from palais.instance import InstanceExists, init_instance
+
+    try:
+        demo = init_instance(Path(args.dir), base_port=args.ports)
+    except InstanceExists as e:
+        print(f"palais init: {e}", file=sys.stderr)
+        return 1
+    print(f"palais init: instance created in {Path(args.dir).resolve()}")
+    print(f"  ports: {demo['ports']}")
+    print(f"  demo identities and dossier: {Path(args.dir) / 'demo.json'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from palais.app import serve
+
+    root = Path(args.dir)
+    config = root / "palais.toml" if root.is_dir() else root
+    try:
+        settings = load_settings(config)
+    except ConfigError as e:
+        print(f"palais serve: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log.level)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as e:
+        print(f"palais serve: cannot start: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="palais", description="Palais secure message gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("init", help="create an instance with a development PKI and demo data")
+    p.add_argument("dir")
+    p.add_argument("--ports", type=int, default=10000, metavar="BASE",
+                   help="listeners on BASE+465, +587, +993, +25, +443 (default 10000)")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("serve", help="run every listener of an instance")
+    p.add_argument("dir", help="instance directory (or its palais.toml)")
+    p.set_defaults(func=cmd_serve)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

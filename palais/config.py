@@ -1,0 +1,200 @@
+"""Configuration: declared by the code that uses it, loaded from TOML.
+
+Each section is a dataclass whose fields are the keys it accepts, with
+documented defaults (``conf/palais.example.toml`` shows them all). Relative
+paths are resolved against the directory of the configuration file. An
+unknown section or key is an error that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class InstanceSection:
+    name: str = "palais"
+    hostname: str = "localhost"  # announced in SMTP greetings
+    mail_domain: str = "palais.test"
+
+
+@dataclass(frozen=True)
+class DatabaseSection:
+    url: str = "sqlite:///palais.db"  # relative SQLite paths are resolved against the config dir
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    blobs: Path = Path("blobs")
+    max_batch: int = 256  # jobs committed together by the writer
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    certificate: Path = Path("pki/server.pem")
+    key: Path = Path("pki/server.key")
+
+
+@dataclass(frozen=True)
+class TrustSection:
+    avocats: Path = Path("pki/anchors/avocats.pem")
+    justice: Path = Path("pki/anchors/justice.pem")
+    juridictions: Path = Path("pki/anchors/juridictions.pem")
+    admin: Path = Path("pki/anchors/admin.pem")
+    crls: list[Path] = field(
+        default_factory=lambda: [
+            Path("pki/crl/avocats.pem"),
+            Path("pki/crl/justice.pem"),
+            Path("pki/crl/juridictions.pem"),
+            Path("pki/crl/admin.pem"),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class EvidenceSection:
+    certificate: Path = Path("pki/evidence.pem")
+    key: Path = Path("pki/evidence.key")
+
+
+@dataclass(frozen=True)
+class ListenSection:
+    host: str = "127.0.0.1"
+    smtps: int = 10465
+    submission: int = 10587
+    imaps: int = 10993
+    court: int = 10025
+    https: int = 10443
+
+
+@dataclass(frozen=True)
+class SmtpSection:
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 50
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class ImapSection:
+    max_append_size: int = 64 * 1024 * 1024
+    idle_timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    instance: InstanceSection = InstanceSection()
+    database: DatabaseSection = DatabaseSection()
+    storage: StorageSection = StorageSection()
+    tls: TlsSection = TlsSection()
+    trust: TrustSection = TrustSection()
+    evidence: EvidenceSection = EvidenceSection()
+    listen: ListenSection = ListenSection()
+    smtp: SmtpSection = SmtpSection()
+    imap: ImapSection = ImapSection()
+    log: LogSection = LogSection()
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def database_url(self) -> str:
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str((self.root / url[len(prefix) :]).resolve())
+        return url
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    f.name: f.type if isinstance(f.type, type) else typing.get_type_hints(Settings)[f.name]
+    for f in dataclasses.fields(Settings)
+    if f.name != "path"
+}
+
+
+def _coerce(value: Any, hint: Any, where: str, root: Path) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a path string")
+        p = Path(value)
+        return p if p.is_absolute() else (root / p)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        return [_coerce(v, inner, f"{where}[{i}]", root) for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
+
+
+def _resolve_defaults(section: Any, root: Path) -> Any:
+    changes = {}
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        if isinstance(v, Path) and not v.is_absolute():
+            changes[f.name] = root / v
+        elif isinstance(v, list) and v and isinstance(v[0], Path):
+            changes[f.name] = [p if p.is_absolute() else root / p for p in v]
+    return dataclasses.replace(section, **changes)
+
+
+def load_settings(path: Path) -> Settings:
+    path = path.resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such configuration file") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    root = path.parent
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        sections[name] = _resolve_defaults(cls(), root)
+    for name, values in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{name}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        cls = _SECTIONS[name]
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key '{key}' in [{name}]")
+            kwargs[key] = _coerce(value, hints[key], f"{path}: [{name}] {key}", root)
+        sections[name] = dataclasses.replace(sections[name], **kwargs)
+    return Settings(path=path, **sections)
+
+

@@ -1,0 +1,102 @@
+"""Wire encoding of server responses: strings, lists, names, dates, flags."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from palais.gateway.imap import mutf7
+from palais.gateway.imap.values import Atom, ImapValue, Run
+
+__all__ = [
+    "encode",
+    "flag_list",
+    "internaldate",
+    "mailbox_name",
+    "quoted",
+    "string",
+]
+
+# Long values go as literals: some clients cap the length of a quoted string.
+_MAX_QUOTED = 1024
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _needs_literal(data: bytes, utf8: bool) -> bool:
+    if len(data) > _MAX_QUOTED or b"\r" in data or b"\n" in data or b"\0" in data:
+        return True
+    if data.isascii():
+        return False
+    if not utf8:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def quoted(data: bytes) -> bytes:
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def string(data: bytes, *, utf8: bool = False) -> bytes:
+    """A string as quoted when it can be, as a literal otherwise."""
+    if _needs_literal(data, utf8):
+        return b"{%d}\r\n" % len(data) + data
+    return quoted(data)
+
+
+def encode(value: ImapValue, *, utf8: bool = False) -> bytes:
+    out: list[bytes] = []
+    _encode_into(value, utf8, out)
+    return b"".join(out)
+
+
+def _encode_into(value: ImapValue, utf8: bool, out: list[bytes]) -> None:
+    if value is None:
+        out.append(b"NIL")
+    elif isinstance(value, bool):
+        raise TypeError("booleans have no IMAP encoding")
+    elif isinstance(value, int):
+        out.append(b"%d" % value)
+    elif isinstance(value, bytes):
+        out.append(string(value, utf8=utf8))
+    elif isinstance(value, Atom):
+        out.append(value.raw)
+    elif isinstance(value, Run):
+        for item in value:
+            _encode_into(item, utf8, out)
+    else:
+        out.append(b"(")
+        for i, item in enumerate(value):
+            if i:
+                out.append(b" ")
+            _encode_into(item, utf8, out)
+        out.append(b")")
+
+
+def mailbox_name(name: str, *, utf8: bool = False) -> bytes:
+    if utf8:
+        return string(name.encode("utf-8"), utf8=True)
+    return quoted(mutf7.encode(name).encode("ascii"))
+
+
+def flag_list(flags: Iterable[str]) -> bytes:
+    return b"(" + b" ".join(f.encode("ascii", "replace") for f in sorted(flags)) + b")"
+
+
+def internaldate(when: datetime) -> bytes:
+    offset = when.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    text = (
+        f'"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
+        f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"'
+    )
+    return text.encode("ascii")
+
+
+def atoms(items: Iterable[str]) -> list[ImapValue]:
+    return [Atom(i.encode("ascii")) for i in items]

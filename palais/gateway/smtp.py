@@ -1,0 +1,317 @@
+"""SMTP front-end (aiosmtpd): mutual TLS, the certificate is the identity.
+
+The handler only translates: policy comes from the submission desk, every
+refusal is a ``PalaisError`` turned into a reply by ``replies.reply_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from palais.gateway import replies
+from palais.mailbox.errors import PalaisError
+from palais.mailbox.identity import Identity, Role
+from palais.mailbox.routing import Addressee
+from palais.mailbox.submission import SubmissionDesk
+
+ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
+log = logging.getLogger("palais.smtp")
+
+
+class _SessionState:
+    """What we know of one connection beyond aiosmtpd's own session."""
+
+    __slots__ = ("identity", "refused", "recipients")
+
+    def __init__(self) -> None:
+        self.identity: Identity | None = None
+        self.refused = False
+        self.recipients: list[Addressee] = []
+
+
+class PalaisSMTP(SMTP):
+    """aiosmtpd's protocol with certificate identity, EXTERNAL only, enhanced codes."""
+
+    def __init__(
+        self,
+        handler: SubmissionHandler,
+        *,
+        listener: str,
+        resolve_identity: ResolveIdentity,
+        allowed_roles: frozenset[Role],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.listener = listener
+        self._resolve_identity = resolve_identity
+        self._allowed_roles = allowed_roles
+        self.state = _SessionState()
+        self._in_ehlo = False
+
+    # -- identity ------------------------------------------------------------
+
+    def _ssl_object(self) -> ssl.SSLObject | None:
+        if self.transport is None:
+            return None
+        obj = self.transport.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else None
+
+    async def identity(self) -> Identity | None:
+        """The verified identity, or None (and a log line) if not acceptable."""
+        if self.state.identity is not None or self.state.refused:
+            return self.state.identity
+        obj = self._ssl_object()
+        der = obj.getpeercert(binary_form=True) if obj is not None else None
+        if not der:
+            return None
+        try:
+            who = await self._resolve_identity(der)
+            if who.role not in self._allowed_roles:
+                raise PalaisError(reason=f"role {who.role} not allowed on {self.listener}")
+        except Exception as error:
+            self.state.refused = True
+            reason = error.reason if isinstance(error, PalaisError) else repr(error)
+            log.warning(
+                "connection listener=%s peer=%s decision=refused reason=%r",
+                self.listener, self.session.peer if self.session else None, reason,
+            )
+            return None
+        self.state.identity = who
+        log.info(
+            "connection listener=%s peer=%s identity=%s role=%s fingerprint=%s decision=accepted",
+            self.listener, self.session.peer if self.session else None, who.address,
+            who.role, who.fingerprint,
+        )
+        return who
+
+    async def _gate(self) -> bool:
+        """True if the command may proceed; otherwise the refusal is sent."""
+        if self._ssl_object() is None:
+            await self.push(replies.STARTTLS_FIRST)
+            return False
+        if await self.identity() is None:
+            await self.push(replies.CERT_REFUSED)
+            return False
+        return True
+
+    # -- replies -------------------------------------------------------------
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str) and not self._in_ehlo:
+            status = replies.with_enhanced_code(status)
+        await super().push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        return replies.reply_for(error, log, f"listener={self.listener}")
+
+    # -- commands ------------------------------------------------------------
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._in_ehlo = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_ehlo = False
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await super().smtp_STARTTLS(arg)
+        self.state = _SessionState()  # RFC 3207: forget everything learnt in clear
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if await self.check_helo_needed("EHLO"):
+            return
+        if self._ssl_object() is None:
+            await self.push(replies.ENCRYPTION_REQUIRED)
+            return
+        assert self.session is not None
+        if self.session.authenticated:
+            await self.push(replies.ALREADY_AUTHENTICATED)
+            return
+        parts = (arg or "").split()
+        if not parts or len(parts) > 2:
+            await self.push("501 5.5.4 Syntax: AUTH EXTERNAL [initial-response]")
+            return
+        if parts[0].upper() != "EXTERNAL":
+            await self.push(replies.ONLY_EXTERNAL)
+            return
+        who = await self.identity()
+        if who is None:
+            await self.push(replies.CERT_REFUSED)
+            return
+        if len(parts) == 2:
+            response: bytes | None = b"" if parts[1] == "=" else self._b64(parts[1])
+        else:
+            response = await self._challenge()
+        if response is None:
+            return
+        authzid = response.decode("utf-8", errors="replace").strip()
+        if authzid and authzid.lower() != who.address:
+            log.warning("auth refused identity=%s authzid=%r", who.address, authzid)
+            await self.push(replies.AUTHZ_MISMATCH)
+            return
+        self.session.authenticated = True
+        self.session.auth_data = who
+        await self.push(replies.AUTH_OK)
+
+    def _b64(self, text: str) -> bytes | None:
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    async def _challenge(self) -> bytes | None:
+        await self.push("334 ")
+        line = (await self._reader.readline()).strip()
+        if line == b"*":
+            await self.push(replies.AUTH_ABORTED)
+            return None
+        if not line or line == b"=":
+            return b""
+        decoded = self._b64(line.decode("ascii", errors="replace"))
+        if decoded is None:
+            await self.push(replies.BAD_BASE64)
+        return decoded
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._gate():
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._gate():
+            return
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if not await self._gate():
+            return
+        await super().smtp_DATA(arg)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        await self.push("252 2.5.0 Cannot VRFY; send the message and the reply will tell")
+
+    async def smtp_RSET(self, arg: str) -> None:
+        self.state.recipients = []
+        await super().smtp_RSET(arg)
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        if hasattr(self, "state"):
+            self.state.recipients = []
+
+    def _set_rset_state(self) -> None:
+        super()._set_rset_state()
+        if hasattr(self, "state"):
+            self.state.recipients = []
+
+
+class SubmissionHandler:
+    """aiosmtpd hooks; each turns one protocol step into one desk call."""
+
+    def __init__(self, desk: SubmissionDesk, *, max_recipients: int) -> None:
+        self.desk = desk
+        self.max_recipients = max_recipients
+
+    async def handle_EHLO(
+        self, server: PalaisSMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        out = [r for r in responses if not r[4:].startswith("AUTH") and r[4:] != "HELP"]
+        if server._ssl_object() is not None:
+            out.append("250-AUTH EXTERNAL")
+        out.append("250-ENHANCEDSTATUSCODES")
+        out.append("250 PIPELINING")
+        return [r if i == len(out) - 1 else "250-" + r[4:] for i, r in enumerate(out)]
+
+    async def handle_MAIL(
+        self, server: PalaisSMTP, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        who = server.state.identity
+        assert who is not None
+        try:
+            self.desk.sender(who, address)
+        except Exception as error:
+            return replies.reply_for(error, log, f"MAIL identity={who.address}")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self, server: PalaisSMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        who = server.state.identity
+        assert who is not None
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        try:
+            found = self.desk.recipient(who, address)
+        except Exception as error:
+            return replies.reply_for(error, log, f"RCPT identity={who.address} rcpt={address!r}")
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        server.state.recipients.append(found)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: PalaisSMTP, session: Session, envelope: Envelope) -> str:
+        who = server.state.identity
+        assert who is not None
+        data = envelope.original_content or b""
+        context = f"DATA identity={who.address} fingerprint={who.fingerprint} size={len(data)}"
+        try:
+            accepted = await self.desk.accept(who, list(server.state.recipients), data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.info("message %s decision=refused", context)
+            return replies.reply_for(error, log, context)
+        log.info(
+            "message %s decision=accepted ref=%s sha256=%s rcpts=%s dossier=%s",
+            context, accepted.reference, accepted.sha256,
+            ",".join(envelope.rcpt_tos), accepted.plan.dossier,
+        )
+        return f"250 2.0.0 Accepted as {accepted.reference}"
+
+
+def make_smtp_factory(
+    *,
+    desk: SubmissionDesk,
+    listener: str,
+    resolve_identity: ResolveIdentity,
+    allowed_roles: frozenset[Role],
+    hostname: str,
+    max_size: int,
+    max_recipients: int,
+    timeout: float,
+    starttls_context: ssl.SSLContext | None,
+) -> Callable[[], PalaisSMTP]:
+    handler = SubmissionHandler(desk, max_recipients=max_recipients)
+
+    def factory() -> PalaisSMTP:
+        return PalaisSMTP(
+            handler,
+            listener=listener,
+            resolve_identity=resolve_identity,
+            allowed_roles=allowed_roles,
+            hostname=hostname,
+            ident="Palais ESMTP",
+            data_size_limit=max_size,
+            tls_context=starttls_context,
+            require_starttls=False,  # we refuse with an enhanced code ourselves
+            timeout=timeout,
+            enable_SMTPUTF8=True,
+        )
+
+    return factory
+
+

@@ -1,0 +1,109 @@
+"""Values the mailbox domain hands to front-ends: boxes and their entries."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class SpecialUse(enum.StrEnum):
+    """RFC 6154 attributes of the standard boxes."""
+
+    SENT = "\\Sent"
+    DRAFTS = "\\Drafts"
+    TRASH = "\\Trash"
+
+
+# Box names as a clerk knows them. The delimiter is "/".
+INBOX = "INBOX"
+ENVOYES = "Envoyés"
+BROUILLONS = "Brouillons"
+SUPPRIMES = "Supprimés"
+ACCUSES = "Accusés de réception"
+DELIMITER = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    """A box as seen by its owner at one instant."""
+
+    id: int
+    name: str  # full Unicode name with "/" as delimiter, e.g. "Dossiers/2025-0000138/Reçus"
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: int
+    unseen: int
+    special_use: SpecialUse | None = None
+    selectable: bool = True  # False for pure hierarchy nodes such as "Dossiers"
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message in one box: what SELECT needs, without the bytes."""
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """An entry with the message's metadata (no bytes)."""
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    internaldate: datetime  # timezone-aware
+    size: int
+    blob: str  # SHA-256 hex of the exact bytes
+    header_size: int = 0  # bytes of the header block including the blank line; 0 = unknown
+
+
+class FlagMode(enum.Enum):
+    REPLACE = "replace"
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    updated: list[Entry]  # entries whose flags were written (new flags, new modseq)
+    modified: list[int] = field(default_factory=list)  # UIDs refused by UNCHANGEDSINCE
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    uidvalidity: int
+    uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    uidvalidity: int  # of the destination
+    source_uids: list[int]
+    dest_uids: list[int]
+
+
+class HeaderField(enum.Enum):
+    """Header-based search keys that storage answers from its index."""
+
+    SUBJECT = "subject"
+    FROM = "from"
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"
+    MESSAGE_ID = "message-id"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxEvent:
+    """What other sessions with the box selected must hear about."""
+
+    mailbox_id: int
+    kind: str  # "exists" | "flags" | "expunge"
+    uid: int
+    flags: frozenset[str] = frozenset()
+    modseq: int = 0

@@ -1,0 +1,79 @@
+"""Who may send what to whom, and where an accepted message is filed.
+
+Pure rules: the directory facts come in as values, the filing plan goes out
+as a value that storage executes atomically.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from palais.mailbox.errors import SenderMismatch
+from palais.mailbox.identity import Identity, Role
+from palais.mailbox.model import ENVOYES, INBOX
+
+
+class AddresseeKind(enum.Enum):
+    DOSSIER = "dossier"  # writing to it reaches the service in charge
+    SERVICE = "service"
+    PERSON = "person"
+
+
+@dataclass(frozen=True, slots=True)
+class Addressee:
+    """A recipient address as the directory knows it."""
+
+    address: str
+    kind: AddresseeKind
+    mailbox_owner: str  # whose INBOX receives it
+    dossier: str | None = None  # dossier number, for a dossier address
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    owner: str
+    box: str
+    flags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class FilingPlan:
+    dossier: str | None
+    destinations: tuple[Destination, ...]
+
+
+# Roles that may submit mail at all through the submission listeners.
+SUBMITTING_ROLES = frozenset(
+    {Role.AVOCAT, Role.COLLABORATEUR, Role.GREFFIER, Role.MAGISTRAT, Role.JURIDICTION}
+)
+
+
+def check_sender(who: Identity, mail_from: str) -> None:
+    """The envelope sender must be the certificate's own address.
+
+    A clerk may also send as the service whose mailbox they share.
+    """
+    sender = mail_from.strip().lower()
+    if sender in (who.address, who.mailbox_owner):
+        return
+    raise SenderMismatch(
+        f"Sender <{mail_from}> is not your address <{who.address}>",
+        reason=f"MAIL FROM {mail_from!r} by {who.address}",
+    )
+
+
+def plan_filing(who: Identity, recipients: Sequence[Addressee]) -> FilingPlan:
+    """One copy in the sender's Envoyés (already read), one per recipient's INBOX."""
+    destinations: list[Destination] = [Destination(who.mailbox_owner, ENVOYES, frozenset({"\\Seen"}))]
+    seen_owners: set[str] = set()
+    dossier: str | None = None
+    for rcpt in recipients:
+        if rcpt.dossier and dossier is None:
+            dossier = rcpt.dossier
+        if rcpt.mailbox_owner in seen_owners:
+            continue  # a message is shown once per mailbox however it is addressed
+        seen_owners.add(rcpt.mailbox_owner)
+        destinations.append(Destination(rcpt.mailbox_owner, INBOX))
+    return FilingPlan(dossier=dossier, destinations=tuple(destinations))

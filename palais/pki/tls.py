@@ -1,0 +1,166 @@
+"""The one place TLS contexts are made (stdlib ``ssl``, as asyncio and aiosmtpd use).
+
+Every front-end (SMTP submission and relay, IMAP, HTTPS) gets its server
+context from :func:`server_context`, so the protocol floor, the cipher list
+and the revocation policy cannot drift between listeners.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from palais.pki.identify import CertificateRefused
+
+__all__ = [
+    "ReloadableServerContext",
+    "client_context",
+    "peer_certificate_der",
+    "server_context",
+]
+
+# TLS 1.2 suites: forward secrecy and AEAD only. ECDSA and RSA variants both
+# stay because an operator may deploy an RSA server certificate. TLS 1.3
+# suites are not configurable here and OpenSSL's defaults are all AEAD.
+_TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1"
+
+
+def server_context(
+    cert: Path,
+    key: Path,
+    anchors: Sequence[Path],
+    crls: Sequence[Path],
+    *,
+    require_client_cert: bool = True,
+) -> ssl.SSLContext:
+    """A server context that authenticates clients by certificate.
+
+    ``anchors`` are the client-trusted CAs (their union is accepted; which
+    one vouched for the client is decided afterwards by
+    ``TrustAnchors.identify``). One CRL per anchor is mandatory: the leaf
+    check fails closed for a CA without one. With ``require_client_cert``
+    false a certificate is requested and verified if sent, but its absence is
+    not an error (for endpoints such as health checks).
+    """
+    if not anchors:
+        raise ValueError("a server context needs at least one trust anchor")
+    if not crls:
+        # Without CRLs every client handshake would fail with "unable to get
+        # certificate CRL", which looks like a client problem; say it here.
+        raise ValueError("a server context needs the anchors' CRLs")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx)
+    ctx.load_cert_chain(certfile=cert, keyfile=key)
+    for anchor in anchors:
+        ctx.load_verify_locations(cafile=anchor)
+    # load_verify_locations with a file reads CRLs as well as certificates
+    # (cadata= would drop them), so CRLs go through the same call.
+    for crl in crls:
+        ctx.load_verify_locations(cafile=crl)
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_X509_STRICT
+    # Resumption (tickets for TLS 1.3, tickets and the session cache for 1.2)
+    # stays on: the benchmark reconnects constantly. A resumed session skips
+    # chain and CRL checks, which is why identify() re-checks revocation.
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
+def client_context(
+    ca: Path,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> ssl.SSLContext:
+    """A client context trusting ``ca`` for the server, with an optional client cert."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED
+    _harden(ctx)
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    ctx.load_verify_locations(cafile=ca)
+    if cert is not None:
+        ctx.load_cert_chain(certfile=cert, keyfile=key)
+    elif key is not None:
+        raise ValueError("a client key without its certificate")
+    return ctx
+
+
+class ReloadableServerContext:
+    """A server context whose anchors, CRLs and certificate can be reloaded.
+
+    Listeners (asyncio, aiosmtpd) keep the SSLContext they were started with,
+    and OpenSSL cannot drop a CRL from a context. So listeners get
+    ``.context``, a front context whose SNI callback (OpenSSL calls it for
+    every ClientHello, with or without a server name) moves each new
+    connection onto the most recently built context before the client
+    certificate is verified. Session tickets and the session cache belong to
+    the front context, so resumption survives reloads; a resumed session is
+    not re-verified, which identify() covers.
+    """
+
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        anchors: Sequence[Path],
+        crls: Sequence[Path],
+        *,
+        require_client_cert: bool = True,
+    ) -> None:
+        self._cert = Path(cert)
+        self._key = Path(key)
+        self._anchors = tuple(Path(p) for p in anchors)
+        self._crls = tuple(Path(p) for p in crls)
+        self._require_client_cert = require_client_cert
+        self._front = self._build()
+        self._current = self._front
+        self._front.sni_callback = self._select
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The context to hand to listeners; stays the same object across reloads."""
+        return self._front
+
+    def reload(self) -> None:
+        """Re-read every file; on error the previous material stays in force."""
+        self._current = self._build()
+
+    def _build(self) -> ssl.SSLContext:
+        return server_context(
+            self._cert,
+            self._key,
+            self._anchors,
+            self._crls,
+            require_client_cert=self._require_client_cert,
+        )
+
+    def _select(
+        self,
+        connection: ssl.SSLObject | ssl.SSLSocket,
+        server_name: str | None,
+        front: ssl.SSLContext,
+    ) -> int | None:
+        current = self._current
+        if current is not front:
+            connection.context = current
+        return None
+
+
+def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes:
+    """The verified client certificate (DER) of a completed handshake.
+
+    From asyncio: ``transport.get_extra_info("ssl_object")``.
+    """
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise CertificateRefused("no client certificate presented")
+    return der
+
+
+def _harden(ctx: ssl.SSLContext) -> None:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(_TLS12_CIPHERS)
+    # CRIME; Python already sets it, stated so a future default cannot drop it.
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    # Renegotiation adds attack surface and nothing the gateway needs.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION

@@ -1,0 +1,58 @@
+"""Persistence: SQL index, content-addressed message bytes, group commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from palais.storage.blobs import BlobStore
+from palais.storage.directory import Directory
+from palais.storage.engine import make_engine
+from palais.storage.hub import EventHub
+from palais.storage.mailstore import MailStore
+from palais.storage.migrate import upgrade
+from palais.storage.writer import CommitQueue
+
+__all__ = ["Storage", "open_storage"]
+
+
+@dataclass
+class Storage:
+    reader: Engine
+    writer_engine: Engine
+    blobs: BlobStore
+    hub: EventHub
+    commits: CommitQueue
+    mail: MailStore
+    directory: Directory
+
+    def start(self) -> None:
+        self.commits.start()
+
+    def close(self) -> None:
+        """Commit whatever is queued, then release files and connections."""
+        self.commits.stop()
+        self.blobs.close()
+        self.reader.dispose()
+        self.writer_engine.dispose()
+
+
+def open_storage(url: str, blob_dir: Path, *, max_batch: int = 256, migrate: bool = True) -> Storage:
+    writer_engine = make_engine(url, writer=True)
+    if migrate:
+        upgrade(writer_engine)
+    reader = make_engine(url, writer=False)
+    blobs = BlobStore(blob_dir)
+    hub = EventHub()
+    commits = CommitQueue(writer_engine, blobs, hub.publish, max_batch=max_batch)
+    return Storage(
+        reader=reader,
+        writer_engine=writer_engine,
+        blobs=blobs,
+        hub=hub,
+        commits=commits,
+        mail=MailStore(reader, commits, blobs, hub),
+        directory=Directory(reader, commits),
+    )

@@ -1,0 +1,201 @@
+"""Accounts, services and dossiers: who exists and where their mail goes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from palais.mailbox.errors import NotAllowed
+from palais.mailbox.identity import CertificateIdentity, Identity, Role
+from palais.mailbox.routing import Addressee, AddresseeKind
+from palais.storage import schema
+from palais.storage.mailstore import ensure_standard_boxes
+from palais.storage.writer import CommitQueue, WriteContext
+
+AC = schema.Account.__table__
+CE = schema.Certificate.__table__
+SV = schema.Service.__table__
+DO = schema.Dossier.__table__
+PA = schema.Participation.__table__
+
+log = logging.getLogger("palais.storage.directory")
+
+
+@dataclass(frozen=True, slots=True)
+class DossierRecord:
+    id: int
+    number: str
+    address: str
+    juridiction: str
+    service_address: str
+
+
+class Directory:
+    def __init__(self, reader: Engine, writer: CommitQueue) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._by_fingerprint: dict[str, Identity] = {}
+
+    # -- identities ------------------------------------------------------------
+
+    def _identity_row(self, conn: Connection, account_id: int, fingerprint: str) -> Identity:
+        row = conn.execute(
+            select(AC.c.id, AC.c.address, AC.c.role, AC.c.display_name, AC.c.active, SV.c.address.label("service"))
+            .outerjoin(SV, SV.c.id == AC.c.service_id)
+            .where(AC.c.id == account_id)
+        ).one()
+        if not row.active:
+            raise NotAllowed("This account is deactivated", reason=f"inactive account {row.address}")
+        return Identity(
+            account_id=int(row.id),
+            address=row.address,
+            role=Role(row.role),
+            display_name=row.display_name,
+            fingerprint=fingerprint,
+            mailbox_owner=row.service or row.address,
+        )
+
+    async def identity_for(self, cert: CertificateIdentity) -> Identity:
+        """The account a verified certificate proves; registers it on first use.
+
+        An unknown certificate from a trusted anchor is a first connection:
+        the account is created (or, for a known address of the same role, the
+        renewed card is linked to it) and the event is logged for operators.
+        """
+        cached = self._by_fingerprint.get(cert.fingerprint)
+        if cached is not None:
+            return cached
+        with self._reader.connect() as conn:
+            account_id = conn.execute(
+                select(CE.c.account_id).where(CE.c.fingerprint == cert.fingerprint)
+            ).scalar()
+            if account_id is not None:
+                ident = self._identity_row(conn, int(account_id), cert.fingerprint)
+                if ident.address != cert.address or ident.role != cert.role:
+                    raise NotAllowed(reason=f"certificate {cert.fingerprint} bound to {ident.address}")
+                self._by_fingerprint[cert.fingerprint] = ident
+                return ident
+        account_id = await self._writer.submit(lambda c, _ctx: self._register(c, cert))
+        with self._reader.connect() as conn:
+            ident = self._identity_row(conn, account_id, cert.fingerprint)
+        self._by_fingerprint[cert.fingerprint] = ident
+        return ident
+
+    def _register(self, conn: Connection, cert: CertificateIdentity) -> int:
+        now = datetime.now(UTC)
+        row = conn.execute(select(AC.c.id, AC.c.role).where(AC.c.address == cert.address)).first()
+        if row is not None:
+            if row.role != cert.role.value:
+                raise NotAllowed(reason=f"{cert.address} is a {row.role}, certificate says {cert.role}")
+            account_id = int(row.id)
+            log.info("certificate linked address=%s fingerprint=%s", cert.address, cert.fingerprint)
+        else:
+            res = conn.execute(
+                insert(AC).values(
+                    address=cert.address, role=cert.role.value, display_name=cert.display_name,
+                    service_id=None, active=True, created_at=now,
+                )
+            )
+            assert res.inserted_primary_key is not None
+            account_id = int(res.inserted_primary_key[0])
+            ensure_standard_boxes(conn, cert.address)
+            log.info("account registered address=%s role=%s fingerprint=%s", cert.address, cert.role, cert.fingerprint)
+        existing = conn.execute(select(CE.c.fingerprint).where(CE.c.fingerprint == cert.fingerprint)).first()
+        if existing is None:
+            conn.execute(
+                insert(CE).values(
+                    fingerprint=cert.fingerprint, account_id=account_id, subject=cert.subject,
+                    first_seen=now,
+                )
+            )
+        return account_id
+
+    # -- addresses -----------------------------------------------------------
+
+    def resolve(self, address: str) -> Addressee | None:
+        addr = address.strip().lower()
+        with self._reader.connect() as conn:
+            d = conn.execute(
+                select(DO.c.number, SV.c.address.label("service"))
+                .join(SV, SV.c.id == DO.c.service_id)
+                .where(DO.c.address == addr)
+            ).first()
+            if d is not None:
+                return Addressee(addr, AddresseeKind.DOSSIER, d.service, dossier=d.number)
+            if conn.execute(select(SV.c.id).where(SV.c.address == addr)).first() is not None:
+                return Addressee(addr, AddresseeKind.SERVICE, addr)
+            a = conn.execute(
+                select(AC.c.address, AC.c.active, SV.c.address.label("service"))
+                .outerjoin(SV, SV.c.id == AC.c.service_id)
+                .where(AC.c.address == addr)
+            ).first()
+            if a is not None and a.active:
+                return Addressee(addr, AddresseeKind.PERSON, a.service or a.address)
+        return None
+
+    def dossier(self, number: str) -> DossierRecord | None:
+        with self._reader.connect() as conn:
+            r = conn.execute(
+                select(DO.c.id, DO.c.number, DO.c.address, DO.c.juridiction, SV.c.address.label("service"))
+                .join(SV, SV.c.id == DO.c.service_id)
+                .where(DO.c.number == number)
+            ).first()
+        if r is None:
+            return None
+        return DossierRecord(int(r.id), r.number, r.address, r.juridiction, r.service)
+
+    # -- operator set-up (used by `palais init` and the operator's tools) ---------
+
+    @staticmethod
+    def add_service(conn: Connection, *, address: str, name: str, juridiction: str) -> int:
+        res = conn.execute(insert(SV).values(address=address.lower(), name=name, juridiction=juridiction))
+        assert res.inserted_primary_key is not None
+        ensure_standard_boxes(conn, address.lower())
+        return int(res.inserted_primary_key[0])
+
+    @staticmethod
+    def add_account(
+        conn: Connection,
+        *,
+        address: str,
+        role: Role,
+        display_name: str,
+        fingerprint: str | None = None,
+        subject: str = "",
+        service_id: int | None = None,
+    ) -> int:
+        now = datetime.now(UTC)
+        res = conn.execute(
+            insert(AC).values(
+                address=address.lower(), role=role.value, display_name=display_name,
+                service_id=service_id, active=True, created_at=now,
+            )
+        )
+        assert res.inserted_primary_key is not None
+        account_id = int(res.inserted_primary_key[0])
+        if service_id is None:
+            ensure_standard_boxes(conn, address.lower())
+        if fingerprint:
+            conn.execute(
+                insert(CE).values(fingerprint=fingerprint, account_id=account_id, subject=subject, first_seen=now)
+            )
+        return account_id
+
+    @staticmethod
+    def add_dossier(conn: Connection, *, number: str, address: str, juridiction: str, service_id: int) -> int:
+        res = conn.execute(
+            insert(DO).values(number=number, address=address.lower(), juridiction=juridiction, service_id=service_id)
+        )
+        assert res.inserted_primary_key is not None
+        return int(res.inserted_primary_key[0])
+
+    @staticmethod
+    def add_participant(conn: Connection, *, dossier_id: int, account_id: int, capacity: str) -> None:
+        conn.execute(insert(PA).values(dossier_id=dossier_id, account_id=account_id, capacity=capacity))
+
+    @staticmethod
+    def deactivate(conn: Connection, address: str) -> None:
+        conn.execute(update(AC).where(AC.c.address == address.lower()).values(active=False))

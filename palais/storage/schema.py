@@ -1,0 +1,131 @@
+"""Tables. Kept portable: the same DDL runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Service(Base):
+    """A greffe service whose mailbox several clerks share."""
+
+    __tablename__ = "service"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    juridiction: Mapped[str] = mapped_column(String(200))
+
+
+class Account(Base):
+    __tablename__ = "account"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    display_name: Mapped[str] = mapped_column(String(200))
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Certificate(Base):
+    """A card certificate linked to an account (several over renewals)."""
+
+    __tablename__ = "certificate"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Dossier(Base):
+    __tablename__ = "dossier"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    juridiction: Mapped[str] = mapped_column(String(200))
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"))
+
+
+class Participation(Base):
+    """Who takes part in a dossier besides its service (lawyers, magistrates...)."""
+
+    __tablename__ = "participation"
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), primary_key=True)
+    capacity: Mapped[str] = mapped_column(String(32))
+
+
+class Mailbox(Base):
+    __tablename__ = "mailbox"
+    __table_args__ = (UniqueConstraint("owner", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(400))
+    special_use: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
+    highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
+
+
+class Blob(Base):
+    """Where the bytes of a message live in the pack store, by SHA-256."""
+
+    __tablename__ = "blob"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(64))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(BigInteger)
+    refcount: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Message(Base):
+    """A message stored once, whatever the number of boxes showing it."""
+
+    __tablename__ = "message"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob: Mapped[str] = mapped_column(ForeignKey("blob.sha256"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    header_size: Mapped[int] = mapped_column(Integer)
+    internaldate: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(998), nullable=True, index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_addr: Mapped[str] = mapped_column(Text, default="")
+    to_addr: Mapped[str] = mapped_column(Text, default="")
+    cc_addr: Mapped[str] = mapped_column(Text, default="")
+    bcc_addr: Mapped[str] = mapped_column(Text, default="")
+    sender: Mapped[str] = mapped_column(String(320))
+    sender_fingerprint: Mapped[str] = mapped_column(String(64))
+    dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossier.id"), nullable=True)
+
+
+class Entry(Base):
+    """A message shown in a box, with its UID, flags and modification sequence."""
+
+    __tablename__ = "entry"
+    __table_args__ = (
+        Index("ix_entry_modseq", "mailbox_id", "modseq"),
+        Index("ix_entry_message", "message_id"),
+    )
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("message.id"))
+    flags: Mapped[str] = mapped_column(Text, default="")
+    modseq: Mapped[int] = mapped_column(BigInteger)
+

@@ -1,0 +1,174 @@
+"""Group commit: one writer thread, batches of jobs sharing one fsync each.
+
+Every change to the store is a job run in the writer thread. Jobs that queue
+up while a commit is in flight are committed together: their blobs share one
+``fdatasync`` of the pack segment and their rows one database commit. Each job
+runs in its own savepoint so that one refused job does not spoil its batch.
+A job's future resolves only after the commit is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from palais.mailbox.model import MailboxEvent
+from palais.storage.blobs import BlobLocation, BlobStore, sha256_hex
+
+T = TypeVar("T")
+log = logging.getLogger("palais.storage.writer")
+
+
+@dataclass
+class WriteContext:
+    """What a job may use and leave behind besides its rows."""
+
+    locations: dict[str, BlobLocation] = field(default_factory=dict)
+    events: list[MailboxEvent] = field(default_factory=list)
+    erase_after_commit: list[BlobLocation] = field(default_factory=list)
+
+
+Work = Callable[[Connection, WriteContext], T]
+
+
+@dataclass
+class _Job(Generic[T]):
+    work: Work[T]
+    blobs: Sequence[bytes]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+_STOP = object()
+
+
+class CommitQueue:
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: BlobStore,
+        publish: Callable[[list[MailboxEvent]], None],
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self._engine = engine
+        self._blobs = blobs
+        self._publish = publish
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="palais-writer", daemon=True)
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish every queued job, then stop. Safe to call twice."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    async def submit(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
+        if not self._thread.is_alive():
+            raise RuntimeError("writer is not running")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(work, blobs, loop, fut))
+        return await fut
+
+    def run_now(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
+        """Run a job synchronously in the caller's thread (CLI, before start)."""
+        assert not self._thread.is_alive(), "run_now is for when the writer is stopped"
+        ctx = WriteContext()
+        for data in blobs:
+            ctx.locations[sha256_hex(data)] = self._blobs.append(data)
+        self._blobs.sync()
+        with self._engine.begin() as conn:
+            result = work(conn, ctx)
+        for where in ctx.erase_after_commit:
+            self._blobs.erase(where)
+        self._publish(ctx.events)
+        return result
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Job[Any]] = [first]
+            stop_after = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop_after = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop_after:
+                return
+
+    def _commit(self, batch: list[_Job[Any]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            for job in batch:
+                for data in job.blobs:
+                    job.context.locations[sha256_hex(data)] = self._blobs.append(data)
+            self._blobs.sync()
+            with self._engine.begin() as conn:
+                for job in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        result = job.work(conn, job.context)
+                    except Exception as error:  # the job's own refusal or bug
+                        savepoint.rollback()
+                        job.context.events.clear()
+                        job.context.erase_after_commit.clear()
+                        outcomes.append((False, error))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((True, result))
+        except Exception as error:
+            log.exception("commit of a batch of %d jobs failed", len(batch))
+            outcomes = [(False, error)] * len(batch)
+            for job in batch:
+                job.context.events.clear()
+                job.context.erase_after_commit.clear()
+        self.batches += 1
+        self.jobs += len(batch)
+        events: list[MailboxEvent] = []
+        for job in batch:
+            for where in job.context.erase_after_commit:
+                try:
+                    self._blobs.erase(where)
+                except OSError:
+                    log.exception("could not erase deleted blob bytes at %s", where)
+            events.extend(job.context.events)
+        loop_events: dict[asyncio.AbstractEventLoop, list[MailboxEvent]] = {}
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
+            loop_events.setdefault(job.loop, [])
+        if events:
+            for loop in loop_events:
+                loop.call_soon_threadsafe(self._publish, events)
+                break
+
+
+def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():  # the waiter went away (client disconnected); the work is done
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
