@@ -8,7 +8,6 @@ import signal
 from dataclasses import dataclass, field
 
 from palais.config import Settings
-from palais.gateway.imap.server import start_imap_server
 from palais.gateway.smtp import make_smtp_factory
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import AnchorGroup, Identity, Role
@@ -88,6 +87,7 @@ class Gateway:
         self.servers.append(
             await loop.create_server(smtp("court", courts, False), host, s.listen.court)  # type: ignore[arg-type]
         )
+        from palais.gateway.imap.server import start_imap_server  # TEMP
         self.servers.append(
             await start_imap_server(
                 host=host,

@@ -18,7 +18,7 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     # aiosmtpd logs every command line at INFO; our own lines say what matters.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -1,0 +1,216 @@
+"""Palais as a benchmark target.
+
+Contract with the gateway (documented in bench/README.md):
+
+* ``palais init DIR --ports BASE`` creates an instance directory with
+  ``DIR/palais.toml`` and ``DIR/demo.json``::
+
+      {"ports": {"smtps": .., "submission": .., "imaps": .., "court": .., "https": ..},
+       "ca": "pki/ca.pem",
+       "identities": {"avocat1": {"role": "avocat", "address": "..", "cert": "..", "key": ".."},
+                      "greffier1": {...}, ...},
+       "dossiers": [{"number": "2025-0000138", "address": "..", "service_address": "..", ...}]}
+
+  Relative paths are relative to DIR. ``ca`` must verify the gateway's
+  server certificate (and is the bench's trust anchor for it).
+* ``palais serve DIR`` runs every listener until SIGTERM.
+* Sender: avocat1 (MAIL FROM its address) writing to the first dossier's
+  address over implicit-TLS SMTP (``smtps``), Subject starting with
+  ``[number] ``. Reader: greffier1, INBOX, over IMAPS with
+  ``AUTHENTICATE EXTERNAL =`` after TLS with its client certificate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .base import Endpoint, Identity, Target, TargetUnavailable, free_port_block, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def palais_command() -> list[str] | None:
+    """How to run the ``palais`` CLI: the venv script, else ``python -m palais``."""
+    script = Path(sys.executable).parent / "palais"
+    if script.exists():
+        return [str(script)]
+    venv_script = REPO / ".venv" / "bin" / "palais"
+    if venv_script.exists():
+        return [str(venv_script)]
+    try:
+        if importlib.util.find_spec("palais.__main__") is not None:
+            return [sys.executable, "-m", "palais"]
+    except (ImportError, ValueError):
+        pass
+    return None
+
+
+def create_instance(parent: Path, log: Callable[[str], None] = print, timeout: float = 120) -> Path:
+    """Run ``palais init DIR --ports BASE`` in ``parent``; return DIR."""
+    cmd = palais_command()
+    if cmd is None:
+        raise TargetUnavailable("no `palais` command (neither .venv/bin/palais nor `python -m palais`)")
+    inst = parent / "palais-instance"
+    base = free_port_block(10)
+    full = [*cmd, "init", str(inst), "--ports", str(base)]
+    log(f"  $ {' '.join(full)}")
+    try:
+        res = subprocess.run(full, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TargetUnavailable(f"`palais init` failed: {exc}") from exc
+    if res.returncode != 0:
+        raise TargetUnavailable(f"`palais init` exited {res.returncode}: {(res.stderr or res.stdout).strip()[-600:]}")
+    if not (inst / "demo.json").exists():
+        raise TargetUnavailable(f"`palais init` made no {inst / 'demo.json'}")
+    return inst
+
+
+class PalaisTarget(Target):
+    name = "palais"
+
+    def __init__(self, instance_dir: Path, *, command: list[str] | None = None,
+                 log: Callable[[str], None] = print, start_timeout: float = 60.0) -> None:
+        super().__init__()
+        self.dir = Path(instance_dir)
+        self.command = command or palais_command()
+        self.log = log
+        self.start_timeout = start_timeout
+        self.label = "Palais"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._demo: dict[str, Any] = {}
+        self._version = "unknown"
+
+    # -- demo.json ----------------------------------------------------------------
+    def _path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.dir / p
+
+    def _identity(self, name: str) -> Identity:
+        try:
+            ident = self._demo["identities"][name]
+            return Identity(name, ident["address"], self._path(ident["cert"]), self._path(ident["key"]))
+        except (KeyError, TypeError) as exc:
+            raise TargetUnavailable(f"demo.json has no usable identity {name!r} ({exc})") from exc
+
+    def _load_demo(self) -> None:
+        demo_file = self.dir / "demo.json"
+        try:
+            self._demo = json.loads(demo_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise TargetUnavailable(f"cannot read {demo_file}: {exc}") from exc
+        try:
+            ports = self._demo["ports"]
+            self.smtp = Endpoint("127.0.0.1", int(ports["smtps"]), implicit_tls=True)
+            self.imap = Endpoint("127.0.0.1", int(ports["imaps"]))
+            self.ca_file = self._path(self._demo["ca"])
+            dossiers = self._demo["dossiers"]
+            self.recipient = dossiers[0]["address"]
+            self.background_recipient = (dossiers[1] if len(dossiers) > 1 else dossiers[0])["address"]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise TargetUnavailable(f"demo.json lacks a required field ({exc!r})") from exc
+        self.sender = self._identity("avocat1")
+        self.reader = self._identity("greffier1")
+        self.server_hostname = str(self._demo.get("hostname", "localhost"))
+        for f in (self.ca_file, self.sender.cert, self.sender.key, self.reader.cert, self.reader.key):
+            if not Path(f).exists():
+                raise TargetUnavailable(f"file named in demo.json is missing: {f}")
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        if self.command is None:
+            raise TargetUnavailable("no `palais` command (neither .venv/bin/palais nor `python -m palais`)")
+        self._load_demo()
+        try:
+            from palais import __version__ as v  # noqa: PLC0415
+
+            self._version = str(v)
+        except ImportError:
+            pass
+        self.label = f"Palais {self._version}"
+        log_path = self.dir / "bench-serve.log"
+        log = open(log_path, "ab")
+        cmd = [*self.command, "serve", str(self.dir)]
+        self.log(f"  $ {' '.join(cmd)}")
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                          cwd=REPO, start_new_session=True)
+        except OSError as exc:
+            raise TargetUnavailable(f"cannot run `palais serve`: {exc}") from exc
+        finally:
+            log.close()
+        proc = self._proc
+        assert self.smtp is not None and self.imap is not None
+        try:
+            deadline = time.monotonic() + self.start_timeout
+            for ep in (self.smtp, self.imap):
+                wait_for_port(ep.host, ep.port, max(1.0, deadline - time.monotonic()),
+                              alive=lambda: proc.poll() is None)
+        except TargetUnavailable as exc:
+            tail = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
+            raise TargetUnavailable(f"`palais serve` did not come up: {exc}; log tail: {tail.strip()}") from exc
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except OSError:
+                proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    proc.kill()
+                proc.wait(5)
+        self._proc = None
+
+    # -- descriptions --------------------------------------------------------------
+    def versions(self) -> dict[str, str]:
+        return {"palais": self._version}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "instance": str(self.dir),
+            "ports": self._demo.get("ports", {}),
+            "smtp": "implicit TLS (smtps), client certificate required",
+            "imap_auth": "AUTHENTICATE EXTERNAL =",
+            "recipient": self.recipient,
+            "background_recipient": self.background_recipient,
+        }
+
+    def subject_prefix(self, recipient: str) -> str:
+        for d in self._demo.get("dossiers", []):
+            if d.get("address") == recipient and d.get("number"):
+                return f"[{d['number']}] "
+        dossiers = self._demo.get("dossiers") or [{}]
+        number = dossiers[0].get("number")
+        return f"[{number}] " if number else ""
+
+    # -- hooks ------------------------------------------------------------------------
+    def populate(self, mailbox: str, n: int, *, message_factory: Callable[[int], bytes]) -> str:
+        raise NotImplementedError(
+            "PalaisTarget.populate() is not implemented yet: it must store n messages "
+            "(message_factory(i), i ascending = UID order) in greffier1's mailbox directly "
+            "through palais.storage, bypassing SMTP, and return the mailbox name to SELECT"
+        )
+
+    def memory_root_pids(self) -> list[int]:
+        return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
+
+
+def port_base_hint() -> int:
+    """A free base port for ``palais init --ports`` (10 consecutive ports)."""
+    return free_port_block(10)

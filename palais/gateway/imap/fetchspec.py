@@ -1,0 +1,173 @@
+"""Grammar of FETCH attributes, macros and modifiers (RFC 3501, RFC 7162)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from palais.gateway.imap.mime import SectionSpec
+from palais.gateway.imap.parser import Args, ParseError
+
+__all__ = ["FetchItem", "FetchRequest", "parse_fetch_atts", "parse_fetch_modifiers"]
+
+_SIMPLE = frozenset(
+    {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "MODSEQ",
+     "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+)
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_MSGTEXT = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchItem:
+    name: str  # "BODY[]" for any section fetch, else the attribute name
+    section: SectionSpec | None = None
+    label: bytes = b""  # the section text echoed in the response, e.g. b"1.HEADER"
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+    @property
+    def sets_seen(self) -> bool:
+        return (self.name == "BODY[]" and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+
+    @property
+    def needs_message(self) -> bool:
+        """Whether the full bytes are needed (as opposed to the header block or nothing)."""
+        if self.name in ("BODYSTRUCTURE", "BODY", "RFC822", "RFC822.TEXT"):
+            return True
+        return self.name == "BODY[]" and self.section is not None and self.section.needs_body
+
+    @property
+    def needs_header(self) -> bool:
+        return self.name in ("ENVELOPE", "RFC822.HEADER") or self.name == "BODY[]"
+
+    def response_key(self) -> bytes:
+        if self.name != "BODY[]":
+            return self.name.encode("ascii")
+        key = b"BODY[" + self.label + b"]"
+        if self.partial is not None:
+            key += b"<%d>" % self.partial[0]
+        return key
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    items: tuple[FetchItem, ...]
+    changed_since: int | None = None
+
+    def wants(self, name: str) -> bool:
+        return any(i.name == name for i in self.items)
+
+
+def parse_fetch_atts(args: Args) -> tuple[FetchItem, ...]:
+    if args.peek() == 0x28:
+        args.expect(b"(")
+        items: list[FetchItem] = []
+        while not args.maybe(b")"):
+            if items:
+                args.sp()
+            items.append(_fetch_att(args))
+        if not items:
+            raise ParseError("Empty fetch attribute list")
+        return tuple(items)
+    for macro, names in _MACROS.items():
+        if args.startswith_ci(macro.encode()) and args.peek_at(len(macro)) in (None, 0x20):
+            args.expect(macro.encode())
+            return tuple(FetchItem(n) for n in names)
+    return (_fetch_att(args),)
+
+
+def _fetch_att(args: Args) -> FetchItem:
+    for prefix, peek in ((b"BODY.PEEK[", True), (b"BINARY", False)):
+        if args.startswith_ci(prefix):
+            if prefix == b"BINARY":
+                raise ParseError("BINARY is not supported")
+            args.expect(prefix)
+            return _section_item(args, peek=peek)
+    if args.startswith_ci(b"BODY["):
+        args.expect(b"BODY[")
+        return _section_item(args, peek=False)
+    name = _name(args)
+    if name == "BODY":
+        return FetchItem("BODY")
+    if name not in _SIMPLE:
+        raise ParseError(f"Unknown fetch attribute {name[:40]}")
+    return FetchItem(name)
+
+
+def _name(args: Args) -> str:
+    name = args.word()
+    if not name:
+        raise ParseError("Expected a fetch attribute")
+    return name
+
+
+def _section_item(args: Args, *, peek: bool) -> FetchItem:
+    section, label = parse_section(args)
+    partial = None
+    if args.maybe(b"<"):
+        start = args.number()
+        args.expect(b".")
+        length = args.nz_number()
+        args.expect(b">")
+        partial = (start, length)
+    return FetchItem("BODY[]", section, label, peek, partial)
+
+
+def parse_section(args: Args) -> tuple[SectionSpec, bytes]:
+    """After ``[``: the section spec up to and including ``]``."""
+    path: list[int] = []
+    label = bytearray()
+    while args.peek() is not None and 0x30 <= (args.peek() or 0) <= 0x39:
+        number = args.nz_number()
+        path.append(number)
+        label += b"%d" % number
+        if not args.maybe(b"."):
+            break
+        label += b"."
+    kind = ""
+    fields: tuple[str, ...] = ()
+    if not args.startswith(b"]"):
+        for candidate in _MSGTEXT:
+            if args.startswith_ci(candidate.encode()):
+                kind = candidate
+                break
+        if not kind or (kind == "MIME" and not path):
+            raise ParseError("Invalid section")
+        args.expect(kind.encode())
+        label += kind.encode()
+        if kind.startswith("HEADER.FIELDS"):
+            args.sp()
+            names = args.paren_list(item="astring")
+            if not names:
+                raise ParseError("Empty header field list")
+            fields = tuple(n.decode("ascii", "replace").lower() for n in names)
+            label += b" (" + b" ".join(n.upper() for n in names) + b")"
+    elif label.endswith(b"."):
+        raise ParseError("Invalid section")
+    args.expect(b"]")
+    return SectionSpec(tuple(path), kind, fields), bytes(label)
+
+
+def parse_fetch_modifiers(args: Args) -> int | None:
+    """Optional ``SP (CHANGEDSINCE n)``; returns the CHANGEDSINCE value."""
+    if args.at_end():
+        return None
+    args.sp()
+    args.expect(b"(")
+    changed_since: int | None = None
+    first = True
+    while not args.maybe(b")"):
+        if not first:
+            args.sp()
+        first = False
+        name = args.keyword()
+        if name == "CHANGEDSINCE":
+            args.sp()
+            changed_since = args.number64()
+        else:
+            raise ParseError(f"Unsupported FETCH modifier {name[:40]}")
+    return changed_since

@@ -1,0 +1,116 @@
+"""Sequence sets (``1:4,7,9:*``) and their resolution against a mailbox view."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["SequenceSet", "format_set", "parse_sequence_set"]
+
+STAR = 0  # stands for "*"; real numbers are never 0
+
+
+class SequenceSetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSet:
+    ranges: tuple[tuple[int, int], ...]  # (a, b) unordered, STAR for "*"
+
+    def seqnums(self, exists: int) -> list[int]:
+        """Message sequence numbers, ascending; raises on a number past ``exists``."""
+        chosen: set[int] = set()
+        for a, b in self.ranges:
+            lo, hi = (exists if a == STAR else a), (exists if b == STAR else b)
+            if lo > hi:
+                lo, hi = hi, lo
+            if (a != STAR and a > exists) or (b != STAR and b > exists):
+                raise SequenceSetError("Invalid sequence number")
+            if lo < 1:
+                continue  # "*" in an empty mailbox selects nothing
+            chosen.update(range(lo, hi + 1))
+        return sorted(chosen)
+
+    def uids(self, known: Sequence[int]) -> list[int]:
+        """The members of ``known`` (sorted UIDs) that the set names, ascending.
+
+        A UID range never fails: UIDs that do not exist are just not there.
+        """
+        if not known:
+            return []
+        top = known[-1]
+        picked: set[int] = set()
+        out: list[int] = []
+        for a, b in self.ranges:
+            lo, hi = (top if a == STAR else a), (top if b == STAR else b)
+            if lo > hi:
+                lo, hi = hi, lo
+            i = bisect.bisect_left(known, lo)
+            j = bisect.bisect_right(known, hi)
+            if j - i == len(known) and not picked:
+                picked.update(known)
+                out = list(known)
+                continue
+            for uid in known[i:j]:
+                if uid not in picked:
+                    picked.add(uid)
+                    out.append(uid)
+        out.sort()
+        return out
+
+    def contains_uid(self, uid: int, top: int) -> bool:
+        for a, b in self.ranges:
+            lo, hi = (top if a == STAR else a), (top if b == STAR else b)
+            if lo > hi:
+                lo, hi = hi, lo
+            if lo <= uid <= hi:
+                return True
+        return False
+
+
+def parse_sequence_set(text: bytes) -> SequenceSet:
+    ranges: list[tuple[int, int]] = []
+    if not text:
+        raise SequenceSetError("Empty sequence set")
+    for item in text.split(b","):
+        first, colon, second = item.partition(b":")
+        a = _number(first)
+        b = _number(second) if colon else a
+        ranges.append((a, b))
+    return SequenceSet(tuple(ranges))
+
+
+def _number(text: bytes) -> int:
+    if text == b"*":
+        return STAR
+    if not text.isdigit() or text.startswith(b"0"):
+        raise SequenceSetError("Invalid sequence set")
+    value = int(text)
+    if value > 0xFFFFFFFF:
+        raise SequenceSetError("Number out of range in sequence set")
+    return value
+
+
+def format_set(numbers: Iterable[int]) -> bytes:
+    """Ascending numbers as a compact set: 1:3,5,7:9 (empty input gives b"")."""
+    parts: list[bytes] = []
+    start = prev = -2
+    for n in sorted(numbers):
+        if n == prev + 1:
+            prev = n
+            continue
+        if start >= 0:
+            parts.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+        start = prev = n
+    if start >= 0:
+        parts.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+    return b",".join(parts)
+
+
+def format_pairs(numbers: Sequence[int]) -> bytes:
+    """Numbers in their given order (COPYUID pairs source and destination by position)."""
+    if list(numbers) == sorted(numbers):
+        return format_set(numbers)
+    return b",".join(b"%d" % n for n in numbers)

@@ -1,0 +1,124 @@
+"""A real Palais instance for end-to-end tests: `palais init` + `palais serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from palais.instance import PORT_OFFSETS
+
+
+def free_base() -> int:
+    """A base port whose five listener ports are all free on 127.0.0.1."""
+    for _ in range(200):
+        base = random.randrange(20000, 50000, 7)
+        ok = True
+        for off in PORT_OFFSETS.values():
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", base + off))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+@dataclass
+class Instance:
+    root: Path
+    demo: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def port(self, name: str) -> int:
+        return int(self.demo["ports"][name])
+
+    @property
+    def ca(self) -> Path:
+        return self.root / self.demo["ca"]
+
+    def ident(self, name: str) -> dict[str, Any]:
+        return dict(self.demo["identities"][name])
+
+    def address(self, name: str) -> str:
+        return str(self.demo["identities"][name]["address"])
+
+    def cert(self, name: str) -> Path:
+        return self.root / self.demo["identities"][name]["cert"]
+
+    def key(self, name: str) -> Path:
+        return self.root / self.demo["identities"][name]["key"]
+
+    @property
+    def dossier(self) -> dict[str, Any]:
+        return dict(self.demo["dossiers"][0])
+
+    def client_context(self, name: str | None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if name is not None:
+            ctx.load_cert_chain(self.cert(name), self.key(name))
+        return ctx
+
+    def start(self) -> None:
+        assert self.proc is None
+        self.log_path = self.root / "serve.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "palais", "serve", str(self.root)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"palais serve exited: {self.read_log()}")
+            if all(self._listening(self.port(n)) for n in ("smtps", "submission", "imaps", "court")):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"palais serve did not start: {self.read_log()}")
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def read_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def create_instance(root: Path, *, extra_config: str = "") -> Instance:
+    base = free_base()
+    env = dict(os.environ)
+    subprocess.run(
+        [sys.executable, "-m", "palais", "init", str(root), "--ports", str(base)],
+        check=True, capture_output=True, env=env,
+    )
+    if extra_config:
+        with (root / "palais.toml").open("a", encoding="utf-8") as f:
+            f.write("\n" + extra_config)
+    demo = json.loads((root / "demo.json").read_text(encoding="utf-8"))
+    return Instance(root=root, demo=demo)
