@@ -284,9 +284,7 @@ def create_dev_pki(
     # connection; S/MIME because receipts travel as CMS-signed mail, and
     # document signing for verifiers that know RFC 9336.
     evidence = evidence.add_extension(
-        x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.EMAIL_PROTECTION, _DOCUMENT_SIGNING]
-        ),
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION, _DOCUMENT_SIGNING]),
         critical=False,
     )
     _write_pair(
@@ -411,9 +409,7 @@ def issue_identity(
         cert_path=cert_path,
         key_path=key_path,
         address=mail.lower(),
-        fingerprint=hashlib.sha256(
-            cert.public_bytes(serialization.Encoding.DER)
-        ).hexdigest(),
+        fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
     )
 
 
@@ -594,13 +590,9 @@ def _create_ca(pki: DevPki, ca: CaName, now: datetime) -> None:
     _write_crl(pki, ca, [], 1)
 
 
-def _load_ca(
-    pki: DevPki, ca: CaName
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _load_ca(pki: DevPki, ca: CaName) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert = x509.load_pem_x509_certificate(pki.ca_cert_path(ca).read_bytes())
-    key = serialization.load_pem_private_key(
-        pki.ca_key_path(ca).read_bytes(), password=None
-    )
+    key = serialization.load_pem_private_key(pki.ca_key_path(ca).read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError(f"{pki.ca_key_path(ca)} is not an EC private key")
     return cert, key
@@ -634,9 +626,7 @@ def _leaf_builder(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
             critical=False,

@@ -151,9 +151,7 @@ class TrustAnchors:
         *,
         cache_size: int = _DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._anchor_paths = {
-            AnchorGroup(group): Path(p) for group, p in anchors.items()
-        }
+        self._anchor_paths = {AnchorGroup(group): Path(p) for group, p in anchors.items()}
         self._crl_paths = tuple(Path(p) for p in crls)
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -175,9 +173,7 @@ class TrustAnchors:
             self._snapshot = snapshot
             self._cache.clear()
 
-    def identify(
-        self, der: bytes, *, now: datetime | None = None
-    ) -> CertificateIdentity:
+    def identify(self, der: bytes, *, now: datetime | None = None) -> CertificateIdentity:
         """The identity a client certificate (DER) proves, or CertificateRefused."""
         when = now if now is not None else datetime.now(UTC)
         fingerprint = hashlib.sha256(der).hexdigest()
@@ -200,9 +196,7 @@ class TrustAnchors:
         return verified.identity
 
 
-def _load(
-    anchor_paths: Mapping[AnchorGroup, Path], crl_paths: Sequence[Path]
-) -> _Snapshot:
+def _load(anchor_paths: Mapping[AnchorGroup, Path], crl_paths: Sequence[Path]) -> _Snapshot:
     anchors: list[_Anchor] = []
     for group, path in anchor_paths.items():
         for cert in _read_certificates(path):
@@ -244,8 +238,9 @@ def _load(
         crl = _read_crl(path)
         issuer = _crl_issuer(crl, by_issuer.get(crl.issuer, ()))
         if issuer is None:
+            issuer_name = crl.issuer.rfc4514_string(_NAME_LABELS)
             raise TrustConfigError(
-                f"CRL {path} ({crl.issuer.rfc4514_string(_NAME_LABELS)}) is not signed by a configured anchor"
+                f"CRL {path} ({issuer_name}) is not signed by a configured anchor"
             )
         current = latest.get(id(issuer))
         if current is None or crl.last_update_utc > current[0].last_update_utc:
@@ -277,13 +272,9 @@ def _read_certificates(path: Path) -> list[x509.Certificate]:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except OSError as exc:
-        raise TrustConfigError(
-            f"cannot read anchor file {path}: {exc.strerror}"
-        ) from exc
+        raise TrustConfigError(f"cannot read anchor file {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise TrustConfigError(
-            f"anchor file {path} holds no valid certificate"
-        ) from exc
+        raise TrustConfigError(f"anchor file {path} holds no valid certificate") from exc
 
 
 def _read_crl(path: Path) -> x509.CertificateRevocationList:
@@ -300,9 +291,7 @@ def _read_crl(path: Path) -> x509.CertificateRevocationList:
 
 def _check_is_ca(cert: x509.Certificate, path: Path) -> None:
     try:
-        constraints = cert.extensions.get_extension_for_class(
-            x509.BasicConstraints
-        ).value
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is None or not constraints.ca:
@@ -342,12 +331,8 @@ def _verify(der: bytes, fingerprint: str, snapshot: _Snapshot) -> _Verified:
         raise CertificateRefused(f"not issued by a trust anchor (issuer {issuer})")
 
     for extension in extensions:
-        if extension.critical and isinstance(
-            extension.value, x509.UnrecognizedExtension
-        ):
-            raise CertificateRefused(
-                f"unknown critical extension {extension.oid.dotted_string}"
-            )
+        if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
+            raise CertificateRefused(f"unknown critical extension {extension.oid.dotted_string}")
     constraints = _extension(extensions, x509.BasicConstraints)
     if constraints is not None and constraints.ca:
         raise CertificateRefused("a CA certificate cannot be a client")
@@ -388,22 +373,14 @@ def _verify(der: bytes, fingerprint: str, snapshot: _Snapshot) -> _Verified:
     )
 
 
-def _check_time_and_revocation(
-    verified: _Verified, snapshot: _Snapshot, now: datetime
-) -> None:
+def _check_time_and_revocation(verified: _Verified, snapshot: _Snapshot, now: datetime) -> None:
     anchor = verified.anchor
     if not anchor.not_before <= now <= anchor.not_after:
-        raise CertificateRefused(
-            f"trust anchor {anchor.label} is outside its validity period"
-        )
+        raise CertificateRefused(f"trust anchor {anchor.label} is outside its validity period")
     if now < verified.not_before:
-        raise CertificateRefused(
-            f"certificate not valid before {verified.not_before.isoformat()}"
-        )
+        raise CertificateRefused(f"certificate not valid before {verified.not_before.isoformat()}")
     if now > verified.not_after:
-        raise CertificateRefused(
-            f"certificate expired on {verified.not_after.isoformat()}"
-        )
+        raise CertificateRefused(f"certificate expired on {verified.not_after.isoformat()}")
     revocations = snapshot.revocations[id(anchor)]
     if now > revocations.next_update:
         # A stale CRL may be missing recent revocations: fail closed, as
@@ -423,17 +400,13 @@ def _role(subject: x509.Name, group: AnchorGroup) -> Role:
     if title is None:
         implied = _IMPLIED_ROLE.get(group)
         if implied is None:
-            raise CertificateRefused(
-                f"no title in a certificate from the {group} anchor"
-            )
+            raise CertificateRefused(f"no title in a certificate from the {group} anchor")
         return implied
     role = TITLE_ROLES.get(title.strip().upper())
     if role is None:
         raise CertificateRefused(f"unknown title {title!r}")
     if role not in ROLES_BY_ANCHOR[group]:
-        raise CertificateRefused(
-            f"title {title!r} is not allowed for the {group} anchor"
-        )
+        raise CertificateRefused(f"title {title!r} is not allowed for the {group} anchor")
     return role
 
 
@@ -447,9 +420,7 @@ def _address(extensions: x509.Extensions) -> str:
         raise CertificateRefused("several e-mail addresses in subjectAltName")
     address = emails[0].lower()
     if not _ADDRESS_RE.fullmatch(address):
-        raise CertificateRefused(
-            "subjectAltName e-mail address is not a plain addr-spec"
-        )
+        raise CertificateRefused("subjectAltName e-mail address is not a plain addr-spec")
     return address
 
 

@@ -284,7 +284,7 @@ def test_load_dev_pki_reopens(shared_pki: DevPki) -> None:
 
 def test_load_dev_pki_names_missing_files(pki: DevPki) -> None:
     pki.crl_path(AnchorGroup.JUSTICE).unlink()
-    with pytest.raises(FileNotFoundError, match="crl/justice.pem"):
+    with pytest.raises(FileNotFoundError, match=r"crl/justice\.pem"):
         load_dev_pki(pki.root)
 
 
@@ -333,9 +333,7 @@ def test_issue_identity_refuses_bad_names(pki: DevPki) -> None:
 def test_issue_identity_refuses_duplicates(pki: DevPki) -> None:
     issue_identity(pki, "dup", role=Role.AVOCAT, given_name="A", surname="B", address="a@b.fr")
     with pytest.raises(FileExistsError):
-        issue_identity(
-            pki, "dup", role=Role.AVOCAT, given_name="C", surname="D", address="c@d.fr"
-        )
+        issue_identity(pki, "dup", role=Role.AVOCAT, given_name="C", surname="D", address="c@d.fr")
 
 
 def test_issue_identity_requires_a_person_name(pki: DevPki) -> None:
@@ -366,9 +364,7 @@ def test_revoke_adds_to_the_issuers_crl(pki: DevPki) -> None:
     assert sorted(serials) == sorted(
         [cert_at(first.cert_path).serial_number, cert_at(second.cert_path).serial_number]
     )
-    entry = crl.get_revoked_certificate_by_serial_number(
-        cert_at(second.cert_path).serial_number
-    )
+    entry = crl.get_revoked_certificate_by_serial_number(cert_at(second.cert_path).serial_number)
     assert entry is not None
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is (
         x509.ReasonFlags.key_compromise
@@ -403,8 +399,16 @@ def test_openssl_verifies_chains_strictly(
     for name in ("avocat", "collaborateur", "greffier", "magistrat", "juridiction", "admin"):
         result = subprocess.run(
             [
-                "openssl", "verify", "-x509_strict", "-crl_check", "-purpose", "sslclient",
-                "-CAfile", str(bundle), *crl_args, str(samples[name].cert_path),
+                "openssl",
+                "verify",
+                "-x509_strict",
+                "-crl_check",
+                "-purpose",
+                "sslclient",
+                "-CAfile",
+                str(bundle),
+                *crl_args,
+                str(samples[name].cert_path),
             ],
             capture_output=True,
             text=True,
@@ -414,8 +418,14 @@ def test_openssl_verifies_chains_strictly(
         assert result.returncode == 0, result.stdout + result.stderr
     server = subprocess.run(
         [
-            "openssl", "verify", "-x509_strict", "-purpose", "sslserver",
-            "-CAfile", str(shared_pki.ca_path), str(shared_pki.server_cert_path),
+            "openssl",
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            str(shared_pki.ca_path),
+            str(shared_pki.server_cert_path),
         ],
         capture_output=True,
         text=True,

@@ -1,0 +1,553 @@
+"""The five workloads. Each is an ``async`` function (target, params, run) -> dict.
+
+Every loop is bounded both in count and in wall-clock time, and every
+network wait has a timeout, so a workload always ends by itself; a workload
+that could not finish reports ``complete: false`` with what it measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import math
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import corpus, procs
+from .imap_client import IMAPConnection, IMAPError
+from .smtp_client import SMTPConnection, SMTPReplyError
+from .stats import latency_summary, median
+from .targets.base import Identity, Target
+
+NET_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError, asyncio.IncompleteReadError)
+
+
+@dataclass
+class Params:
+    # ingest
+    n: int = 10_000
+    size_kib: float = 4.0
+    concurrency: int = 20
+    # storm
+    storm_n: int = 2_000
+    storm_concurrency: int = 20
+    # imap
+    imap_messages: int = 100_000
+    imap_repeats: int = 3
+    # push
+    push_rate: float = 200.0
+    push_duration_s: float = 30.0
+    push_probe_rate: float = 10.0
+    push_connections: int = 4
+    # memory
+    memory_sessions: int = 1_000
+    memory_open_concurrency: int = 50
+    # bounds
+    send_timeout_s: float = 300.0  # max time for the sending phase of ingest/storm
+    filing_timeout_s: float = 120.0  # max wait after the last 250 for the last message to be readable
+    io_timeout_s: float = 30.0  # any single network wait
+    max_errors: int = 50  # a load loop stops after this many failed messages
+    rounds: int = 1  # repetitions of ingest/storm/push (alternating target order)
+
+
+@dataclass
+class Run:
+    run_id: str
+    log: Callable[[str], None] = print
+    makers: dict[float, corpus.MessageMaker] = field(default_factory=dict)
+
+    def maker(self, size_kib: float) -> corpus.MessageMaker:
+        if size_kib not in self.makers:
+            self.makers[size_kib] = corpus.MessageMaker(size_kib, self.run_id)
+        return self.makers[size_kib]
+
+
+# -- connection helpers ------------------------------------------------------------------
+async def open_imap(target: Target, identity: Identity, timeout: float) -> IMAPConnection:
+    assert target.imap is not None
+    conn = await IMAPConnection.open(
+        target.imap.host, target.imap.port, target.client_context(identity),
+        server_hostname=target.server_hostname, timeout=timeout,
+    )
+    try:
+        if identity.imap_user:
+            await conn.login(identity.imap_user, "")
+        else:
+            await conn.authenticate_external()
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def open_smtp(target: Target, ctx: ssl.SSLContext, timeout: float) -> SMTPConnection:
+    assert target.smtp is not None
+    return await SMTPConnection.open(
+        target.smtp.host, target.smtp.port, ctx, implicit_tls=target.smtp.implicit_tls,
+        server_hostname=target.server_hostname, timeout=timeout,
+    )
+
+
+async def inbox_count(conn: IMAPConnection, mailbox: str) -> int:
+    return (await conn.status(mailbox, "MESSAGES")).get("messages", 0)
+
+
+async def wait_filed(conn: IMAPConnection, mailbox: str, want: int, timeout: float,
+                     interval: float = 0.01) -> tuple[float | None, int]:
+    """Poll STATUS MESSAGES until ``want`` is reached; (time reached or None, last count)."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while True:
+        count = await inbox_count(conn, mailbox)
+        now = time.monotonic()
+        if count >= want:
+            return now, count
+        if now >= deadline:
+            return None, count
+        await asyncio.sleep(interval)
+
+
+def _errors_summary(errors: list[str]) -> dict[str, Any]:
+    return {"errors": len(errors), "error_sample": errors[:3]}
+
+
+# -- 1. ingest ---------------------------------------------------------------------------------
+async def ingest(target: Target, p: Params, run: Run) -> dict[str, Any]:
+    return await _smtp_load(target, p, run, mode="ingest", n=p.n, concurrency=p.concurrency)
+
+
+# -- 2. storm --------------------------------------------------------------------------------------
+async def storm(target: Target, p: Params, run: Run) -> dict[str, Any]:
+    return await _smtp_load(target, p, run, mode="storm", n=p.storm_n, concurrency=p.storm_concurrency)
+
+
+async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, concurrency: int) -> dict[str, Any]:
+    assert target.sender is not None and target.reader is not None
+    reader = await open_imap(target, target.reader, p.io_timeout_s)
+    try:
+        base = await inbox_count(reader, target.inbox)
+        maker = run.maker(p.size_kib)
+        prefix = target.subject_prefix(target.recipient)
+        tag = f"{mode}{int(time.time() * 1000) % 10**8}"
+        payloads = [
+            maker.make(tag=tag, i=i, sender=target.sender.address, recipient=target.recipient,
+                       subject_prefix=prefix)[1]
+            for i in range(n)
+        ]
+        ctx = target.client_context(target.sender)
+        concurrency = max(1, min(concurrency, n))
+        latencies: list[float] = []
+        handshakes: list[float] = []
+        sessions: list[float] = []
+        errors: list[str] = []
+        counter = itertools.count()
+        stop = asyncio.Event()
+
+        def fail(msg: str) -> None:
+            errors.append(msg)
+            if len(errors) >= p.max_errors:
+                stop.set()
+
+        async def reused_worker(conn: SMTPConnection | None) -> None:
+            while not stop.is_set():
+                i = next(counter)
+                if i >= n or time.monotonic() > send_deadline:
+                    break
+                try:
+                    if conn is None:
+                        conn = await open_smtp(target, ctx, p.io_timeout_s)
+                    latencies.append(await conn.send(target.sender.address, [target.recipient], payloads[i]))
+                except SMTPReplyError as exc:
+                    fail(str(exc))
+                    try:
+                        await conn.command("RSET", 250)  # type: ignore[union-attr]
+                    except (*NET_ERRORS, SMTPReplyError):
+                        if conn is not None:
+                            await conn.close()
+                        conn = None
+                except NET_ERRORS as exc:
+                    fail(f"{type(exc).__name__}: {exc}")
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+            if conn is not None:
+                await conn.quit()
+
+        async def storm_worker() -> None:
+            while not stop.is_set():
+                i = next(counter)
+                if i >= n or time.monotonic() > send_deadline:
+                    break
+                t_open = time.monotonic()
+                conn: SMTPConnection | None = None
+                try:
+                    conn = await open_smtp(target, ctx, p.io_timeout_s)
+                    handshakes.append(time.monotonic() - t_open)
+                    latencies.append(await conn.send(target.sender.address, [target.recipient], payloads[i]))
+                    await conn.quit()
+                    conn = None
+                    sessions.append(time.monotonic() - t_open)
+                except (SMTPReplyError, *NET_ERRORS) as exc:
+                    fail(f"{type(exc).__name__}: {exc}")
+                finally:
+                    if conn is not None:
+                        await conn.close()
+
+        connect_s = None
+        if mode == "ingest":
+            t_c = time.monotonic()
+            opened = await asyncio.gather(
+                *[open_smtp(target, ctx, p.io_timeout_s) for _ in range(concurrency)], return_exceptions=True
+            )
+            connect_s = time.monotonic() - t_c
+            conns: list[SMTPConnection | None] = []
+            for o in opened:
+                if isinstance(o, BaseException):
+                    fail(f"connect: {type(o).__name__}: {o}")
+                    conns.append(None)
+                else:
+                    conns.append(o)
+            if all(c is None for c in conns):
+                return {"complete": False, "error": "no SMTP connection could be opened", **_errors_summary(errors)}
+        cpu = procs.CpuMeter()
+        t0 = time.monotonic()
+        send_deadline = t0 + p.send_timeout_s
+        if mode == "ingest":
+            await asyncio.gather(*[reused_worker(c) for c in conns])
+        else:
+            await asyncio.gather(*[storm_worker() for _ in range(concurrency)])
+        t_accept = time.monotonic()
+        accepted = len(latencies)
+        filed_at, filed = await wait_filed(reader, target.inbox, base + accepted, p.filing_timeout_s)
+        t_end = filed_at if filed_at is not None else time.monotonic()
+        cpu_info = cpu.stop(t_end - t0)
+        filed_new = max(0, filed - base)
+        complete = filed_at is not None and accepted == n
+        out: dict[str, Any] = {
+            "messages": n,
+            "size_kib": p.size_kib,
+            "connections": concurrency,
+            "accepted": accepted,
+            "filed": min(filed_new, accepted),
+            "complete": complete,
+            "msgs_per_s": round(min(filed_new, accepted) / (t_end - t0), 1) if t_end > t0 else None,
+            "accepted_msgs_per_s": round(accepted / (t_accept - t0), 1) if t_accept > t0 else None,
+            "filing_lag_ms": round((t_end - t_accept) * 1000, 1),
+            "duration_s": round(t_end - t0, 3),
+            **latency_summary(latencies, "data_to_250"),
+        }
+        if mode == "storm":
+            out.update(latency_summary(handshakes, "handshake"))
+            out.update(latency_summary(sessions, "session"))
+        if connect_s is not None:
+            out["connect_all_ms"] = round(connect_s * 1000, 1)
+        out.update(cpu_info)
+        out.update(_errors_summary(errors))
+        return out
+    finally:
+        await reader.logout()
+
+
+# -- 3. IMAP on a large folder ------------------------------------------------------------------
+_FETCH_SEQ = re.compile(rb"^\* (\d+) FETCH", re.I)
+
+
+async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, Any]:
+    assert target.reader is not None
+    n = p.imap_messages
+    prefix = target.subject_prefix(target.recipient)
+    factory = functools.partial(corpus.folder_message, subject_prefix=prefix,
+                                recipient=target.recipient or "greffe@justice.test")
+    t = time.monotonic()
+    # NotImplementedError propagates: the runner reports the workload as skipped.
+    mailbox = await asyncio.to_thread(target.populate, "Bench100k", n, message_factory=factory)
+    populate_s = time.monotonic() - t
+    expected_hits = math.ceil(n / 100)
+    out: dict[str, Any] = {"messages": n, "populate_s": round(populate_s, 2), "mailbox": mailbox}
+    notes: list[str] = []
+    long = max(p.io_timeout_s, 600.0)  # the first SELECT of 100k unindexed messages can be slow
+
+    async def timed(coro: Awaitable[Any]) -> tuple[float, Any]:
+        t0 = time.monotonic()
+        res = await coro
+        return (time.monotonic() - t0) * 1000, res
+
+    c1 = await open_imap(target, target.reader, long)
+    try:
+        ms, info = await timed(c1.select(mailbox))
+        out["select_first_ms"] = round(ms, 2)
+        exists = info.get("exists", 0)
+        out["exists"] = exists
+        if exists != n:
+            notes.append(f"SELECT reported {exists} messages, expected {n}")
+    finally:
+        await c1.logout()
+
+    c2 = await open_imap(target, target.reader, long)
+    try:
+        ms, info = await timed(c2.select(mailbox))
+        out["select_ms"] = round(ms, 2)  # second SELECT, fresh session, index warm
+        exists = info.get("exists", exists)
+        lo = max(1, exists - 49)
+
+        async def repeat(name: str, cmd: str, check: Callable[[list[bytes]], str | None]) -> None:
+            times: list[float] = []
+            for _ in range(max(1, p.imap_repeats)):
+                ms2, resp = await timed(c2.command(cmd, timeout=long))
+                times.append(ms2)
+                problem = check(resp.untagged)
+                if problem and problem not in notes:
+                    notes.append(problem)
+            out[f"{name}_first_ms"] = round(times[0], 2)
+            out[f"{name}_ms"] = round(median(times[1:] or times) or 0.0, 2)
+
+        def check_fetch(untagged: list[bytes]) -> str | None:
+            got = sum(1 for u in untagged if _FETCH_SEQ.match(u))
+            return None if got == min(50, exists) else f"FETCH returned {got} envelopes"
+
+        await repeat("fetch_envelopes", f"FETCH {lo}:{exists} (UID FLAGS ENVELOPE)", check_fetch)
+
+        def check_search(untagged: list[bytes]) -> str | None:
+            hits = 0
+            for u in untagged:
+                if u.upper().startswith(b"* SEARCH"):
+                    hits += len(u.split()) - 2
+                elif u.upper().startswith(b"* ESEARCH"):
+                    m = re.search(rb"COUNT (\d+)", u, re.I)
+                    hits += int(m.group(1)) if m else 0
+            out["search_hits"] = hits
+            return None if hits == expected_hits else f"SEARCH found {hits}, expected {expected_hits}"
+
+        await repeat("search_subject", f"UID SEARCH SUBJECT {corpus.SEARCH_WORD}", check_search)
+    finally:
+        await c2.logout()
+
+    # Full resynchronisation with CONDSTORE, as a client with an empty cache does.
+    c3 = await open_imap(target, target.reader, long)
+    try:
+        if "CONDSTORE" not in c3.capabilities:
+            notes.append("server does not advertise CONDSTORE")
+        t0 = time.monotonic()
+        info = await c3.select(mailbox, condstore=True)
+        resp = await c3.command("UID FETCH 1:* (UID FLAGS MODSEQ)", timeout=long)
+        out["resync_condstore_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        got = sum(1 for u in resp.untagged if _FETCH_SEQ.match(u))
+        out["resync_fetched"] = got
+        if got != exists:
+            notes.append(f"resync fetched {got} of {exists}")
+        hms = info.get("highestmodseq")
+        if hms is not None:
+            t0 = time.monotonic()
+            resp = await c3.command(f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {hms})", timeout=long)
+            out["resync_changedsince_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        else:
+            notes.append("no HIGHESTMODSEQ in SELECT (CONDSTORE) response")
+    except IMAPError as exc:
+        notes.append(f"CONDSTORE resync failed: {exc}")
+    finally:
+        await c3.logout()
+    out["notes"] = notes
+    out["complete"] = not notes
+    return out
+
+
+# -- 4. push latency ---------------------------------------------------------------------------------
+_MSGID = re.compile(rb"Message-ID:\s*(<[^>\r\n]+>)", re.I)
+
+
+async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
+    assert target.sender is not None and target.reader is not None
+    duration = p.push_duration_s
+    n_bg = int(p.push_rate * duration)
+    n_probe = max(1, int(p.push_probe_rate * duration))
+    maker = run.maker(p.size_kib)
+    tag = f"push{int(time.time() * 1000) % 10**8}"
+    bg_prefix = target.subject_prefix(target.background_recipient)
+    probe_prefix = target.subject_prefix(target.recipient)
+    bg_payloads = [
+        maker.make(tag=tag + "bg", i=i, sender=target.sender.address, recipient=target.background_recipient,
+                   subject_prefix=bg_prefix)[1]
+        for i in range(n_bg)
+    ]
+    probes = [
+        maker.make(tag=tag + "probe", i=i, sender=target.sender.address, recipient=target.recipient,
+                   subject_prefix=probe_prefix)
+        for i in range(n_probe)
+    ]
+    ctx = target.client_context(target.sender)
+    reader = await open_imap(target, target.reader, p.io_timeout_s)
+    errors: list[str] = []
+    bg_done = 0
+    probe_sent: dict[str, float] = {}
+    try:
+        info = await reader.select(target.inbox)
+        n0 = info.get("exists", 0)
+        await reader.idle_start()
+        conns = [await open_smtp(target, ctx, p.io_timeout_s) for _ in range(max(1, p.push_connections))]
+        probe_conn = await open_smtp(target, ctx, p.io_timeout_s)
+        cpu = procs.CpuMeter()
+        t0 = time.monotonic() + 0.2
+        hard_end = t0 + duration * 2 + 10  # loops stop here whatever happens
+
+        async def bg_worker(k: int, conn: SMTPConnection) -> None:
+            nonlocal bg_done
+            for i in range(k, n_bg, len(conns)):
+                due = t0 + i / p.push_rate
+                now = time.monotonic()
+                if now > hard_end or len(errors) >= p.max_errors:
+                    break
+                if due > now:
+                    await asyncio.sleep(due - now)
+                try:
+                    await conn.send(target.sender.address, [target.background_recipient], bg_payloads[i])
+                    bg_done += 1
+                except (SMTPReplyError, *NET_ERRORS) as exc:
+                    errors.append(f"background: {type(exc).__name__}: {exc}")
+                    if not isinstance(exc, SMTPReplyError):
+                        break
+            await conn.quit()
+
+        async def probe_worker() -> None:
+            for i, (mid, payload) in enumerate(probes):
+                due = t0 + (i + 0.5) / p.push_probe_rate
+                now = time.monotonic()
+                if now > hard_end or len(errors) >= p.max_errors:
+                    break
+                if due > now:
+                    await asyncio.sleep(due - now)
+                try:
+                    await probe_conn.send(target.sender.address, [target.recipient], payload)
+                    probe_sent[mid] = time.monotonic()
+                except (SMTPReplyError, *NET_ERRORS) as exc:
+                    errors.append(f"probe: {type(exc).__name__}: {exc}")
+                    if not isinstance(exc, SMTPReplyError):
+                        break
+            await probe_conn.quit()
+
+        await asyncio.gather(probe_worker(), *[bg_worker(k, c) for k, c in enumerate(conns)])
+        t_sent = time.monotonic()
+        cpu_info = cpu.stop(t_sent - t0)
+        # Give the last notifications time to arrive (bounded).
+        settle_deadline = time.monotonic() + max(10.0, p.io_timeout_s)
+        last_change = time.monotonic()
+        last_max = 0
+        while time.monotonic() < settle_deadline:
+            cur = max((e[0] for e in reader.idle_events), default=n0)
+            if cur != last_max:
+                last_max, last_change = cur, time.monotonic()
+            if cur >= n0 + len(probe_sent) and time.monotonic() - last_change > 0.5:
+                break
+            await asyncio.sleep(0.05)
+        events = list(reader.idle_events)
+        await reader.idle_stop()
+        # Map sequence numbers to Message-IDs, then each probe to its first notification.
+        seq_mid: dict[int, str] = {}
+        final_exists = max((e[0] for e in events), default=n0)
+        if final_exists > n0:
+            resp = await reader.command(
+                f"FETCH {n0 + 1}:{final_exists} (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", timeout=120)
+            for u in resp.untagged:
+                m = _FETCH_SEQ.match(u)
+                m2 = _MSGID.search(u)
+                if m and m2:
+                    seq_mid[int(m.group(1))] = m2.group(1).decode()
+        mid_seq = {v: k for k, v in seq_mid.items()}
+        lat: list[float] = []
+        for mid, t250 in probe_sent.items():
+            seq = mid_seq.get(mid)
+            if seq is None:
+                continue
+            t_note = next((t for (num, t) in events if num >= seq), None)
+            if t_note is not None:
+                lat.append(t_note - t250)
+        notified = len(lat)
+        out: dict[str, Any] = {
+            "background_rate_target": p.push_rate,
+            "background_rate_achieved": round(bg_done / max(1e-9, t_sent - t0), 1),
+            "background_sent": bg_done,
+            "probes_sent": len(probe_sent),
+            "probes_notified": notified,
+            "complete": notified == len(probes) and bg_done == n_bg,
+            **latency_summary(lat, "notify"),
+            "notify_min_ms": round(min(lat) * 1000, 3) if lat else None,
+            "duration_s": round(t_sent - t0, 2),
+        }
+        out.update(cpu_info)
+        out.update(_errors_summary(errors))
+        return out
+    finally:
+        await reader.close()
+
+
+# -- 5. memory with idle IMAP sessions ----------------------------------------------------------------
+async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
+    assert target.reader is not None
+    roots = target.memory_root_pids()
+    if not roots:
+        return {"complete": False, "error": "target exposes no process to measure"}
+    await asyncio.sleep(1.0)
+    before = procs.memory(roots)
+    sessions: list[IMAPConnection] = []
+    errors: list[str] = []
+    sem = asyncio.Semaphore(max(1, p.memory_open_concurrency))
+    deadline = time.monotonic() + max(60.0, p.memory_sessions * 0.2)
+
+    async def one() -> None:
+        if time.monotonic() > deadline or len(errors) >= p.max_errors:
+            return
+        async with sem:
+            if time.monotonic() > deadline or len(errors) >= p.max_errors:
+                return
+            conn = None
+            try:
+                conn = await open_imap(target, target.reader, p.io_timeout_s)
+                await conn.select(target.inbox)
+                await conn.idle_start()
+                sessions.append(conn)
+            except (IMAPError, *NET_ERRORS) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                if conn is not None:
+                    await conn.close()
+
+    t0 = time.monotonic()
+    try:
+        await asyncio.gather(*[one() for _ in range(p.memory_sessions)])
+        open_s = time.monotonic() - t0
+        await asyncio.sleep(2.0)
+        after = procs.memory(roots)
+        alive = sum(1 for s in sessions if not s.reader.at_eof())
+    finally:
+        await asyncio.gather(*[s.close() for s in sessions], return_exceptions=True)
+    n = max(1, len(sessions))
+    rss_delta = after.rss_kib - before.rss_kib
+    pss_delta = after.pss_kib - before.pss_kib
+    return {
+        "sessions_requested": p.memory_sessions,
+        "sessions": len(sessions),
+        "sessions_alive": alive,
+        "complete": len(sessions) == p.memory_sessions,
+        "rss_delta_mib": round(rss_delta / 1024, 2),
+        "pss_delta_mib": round(pss_delta / 1024, 2),
+        "per_session_rss_kib": round(rss_delta / n, 1),
+        "per_session_pss_kib": round(pss_delta / n, 1),
+        "rss_total_mib": round(after.rss_kib / 1024, 2),
+        "baseline_rss_mib": round(before.rss_kib / 1024, 2),
+        "open_all_s": round(open_s, 2),
+        "before": before.as_dict(),
+        "after": after.as_dict(),
+        **_errors_summary(errors),
+    }
+
+
+WORKLOADS: dict[str, Callable[[Target, Params, Run], Awaitable[dict[str, Any]]]] = {
+    "ingest": ingest,
+    "storm": storm,
+    "imap": imap_large_folder,
+    "push": push,
+    "memory": memory,
+}

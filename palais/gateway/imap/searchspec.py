@@ -1,0 +1,221 @@
+"""Grammar of SEARCH: keys (RFC 3501 6.4.4, RFC 7162 MODSEQ) and RETURN options (RFC 4731)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Union
+
+from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.sequence import SequenceSet
+
+__all__ = ["SearchKey", "SearchRequest", "parse_search"]
+
+CHARSETS = ("UTF-8", "US-ASCII")
+_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True), "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False), "UNDRAFT": ("\\Draft", False), "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+_HEADER_KEYS = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT"})
+_DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Everything:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Nothing:
+    """RECENT and NEW: this server never has recent messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class HasFlag:
+    flag: str
+    present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InSequence:
+    numbers: SequenceSet
+    uid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DateKey:
+    op: str  # "BEFORE" | "ON" | "SINCE"
+    day: date
+    sent: bool  # Date: header rather than the internal date
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderKey:
+    name: str  # lower-case field name
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextKey:
+    text: str
+    headers_too: bool  # TEXT searches header and body, BODY only the body
+
+
+@dataclass(frozen=True, slots=True)
+class SizeKey:
+    larger: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModSeqKey:
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    keys: tuple[SearchKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    keys: tuple[SearchKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Negation:
+    key: SearchKey
+
+
+SearchKey = Union[
+    Everything, Nothing, HasFlag, InSequence, DateKey, HeaderKey, TextKey, SizeKey, ModSeqKey, AllOf, AnyOf, Negation
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    key: SearchKey
+    returns: frozenset[str] | None  # None: classic SEARCH response; else ESEARCH
+    charset_ok: bool = True
+
+    @property
+    def uses_modseq(self) -> bool:
+        return _uses_modseq(self.key)
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    if isinstance(key, ModSeqKey):
+        return True
+    if isinstance(key, (AllOf, AnyOf)):
+        return any(_uses_modseq(k) for k in key.keys)
+    if isinstance(key, Negation):
+        return _uses_modseq(key.key)
+    return False
+
+
+def parse_search(args: Args) -> SearchRequest:
+    returns: frozenset[str] | None = None
+    if args.startswith_ci(b"RETURN ") or args.startswith_ci(b"RETURN("):
+        args.expect(b"RETURN")
+        args.sp()
+        options = {o.decode("ascii").upper() for o in args.paren_list()}
+        unknown = options - _RETURN_OPTIONS
+        if unknown:
+            raise ParseError(f"Unsupported RETURN option {sorted(unknown)[0][:40]}")
+        returns = frozenset(options or {"ALL"})
+        args.sp()
+    charset_ok = True
+    if args.startswith_ci(b"CHARSET "):
+        args.expect(b"CHARSET")
+        args.sp()
+        charset = args.astring().decode("ascii", "replace").upper()
+        charset_ok = charset in CHARSETS
+        args.sp()
+    keys = [_key(args, 0)]
+    while not args.at_end():
+        args.sp()
+        keys.append(_key(args, 0))
+    key = keys[0] if len(keys) == 1 else AllOf(tuple(keys))
+    return SearchRequest(key, returns, charset_ok)
+
+
+def _text(args: Args) -> str:
+    raw = args.astring()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+# Deeply nested NOT/OR/() must not exhaust the stack.
+_MAX_NESTING = 100
+
+
+def _key(args: Args, depth: int) -> SearchKey:
+    if depth > _MAX_NESTING:
+        raise ParseError("Search program too deeply nested")
+    c = args.peek()
+    if c == 0x28:
+        args.expect(b"(")
+        keys = [_key(args, depth + 1)]
+        while not args.maybe(b")"):
+            args.sp()
+            keys.append(_key(args, depth + 1))
+        return keys[0] if len(keys) == 1 else AllOf(tuple(keys))
+    if c is not None and (0x30 <= c <= 0x39 or c == 0x2A):
+        return InSequence(args.sequence_set(), uid=False)
+    name = args.word()
+    if not name:
+        raise ParseError("Expected a search key")
+    if name in ("ALL", "OLD"):
+        return Everything()
+    if name in ("NEW", "RECENT"):
+        return Nothing()
+    if name in _FLAG_KEYS:
+        flag, present = _FLAG_KEYS[name]
+        return HasFlag(flag, present)
+    if name in ("KEYWORD", "UNKEYWORD"):
+        args.sp()
+        return HasFlag(args.atom().decode("ascii"), name == "KEYWORD")
+    if name == "NOT":
+        args.sp()
+        return Negation(_key(args, depth + 1))
+    if name == "OR":
+        args.sp()
+        first = _key(args, depth + 1)
+        args.sp()
+        return AnyOf((first, _key(args, depth + 1)))
+    if name == "UID":
+        args.sp()
+        return InSequence(args.sequence_set(), uid=True)
+    if name in _HEADER_KEYS:
+        args.sp()
+        return HeaderKey(name.lower(), _text(args))
+    if name == "HEADER":
+        args.sp()
+        field = args.astring().decode("ascii", "replace").lower()
+        args.sp()
+        return HeaderKey(field, _text(args))
+    if name in ("BODY", "TEXT"):
+        args.sp()
+        return TextKey(_text(args), headers_too=name == "TEXT")
+    if name in _DATE_KEYS:
+        args.sp()
+        sent = name.startswith("SENT")
+        return DateKey(name[4:] if sent else name, args.date(), sent)
+    if name in ("LARGER", "SMALLER"):
+        args.sp()
+        return SizeKey(name == "LARGER", args.number())
+    if name == "MODSEQ":
+        args.sp()
+        if args.peek() == 0x22:
+            # entry-name and entry-type-req: per-flag modseqs are not kept, so ignored.
+            args.quoted()
+            args.sp()
+            args.word()
+            args.sp()
+        return ModSeqKey(args.number64())
+    raise ParseError(f"Unknown search key {name[:40]}")
