@@ -213,6 +213,8 @@ class IMAPConnection:
                 raise IMAPError(f"IDLE refused: {line[:200]!r}")
         loop = asyncio.get_running_loop()
         self._idle_done = loop.create_future()
+        # mark any exception as retrieved: a session closed while idling is not an error here
+        self._idle_done.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._idle_task = asyncio.create_task(self._idle_reader(tag))
 
     def _note_untagged(self, line: bytes) -> None:
@@ -237,11 +239,13 @@ class IMAPConnection:
                     return
                 self._note_untagged(line)
                 untagged.append(line)
-        except BaseException as exc:  # noqa: BLE001 - forwarded to idle_stop()
+        except asyncio.CancelledError:
+            if not self._idle_done.done():
+                self._idle_done.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - forwarded to idle_stop()
             if not self._idle_done.done():
                 self._idle_done.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
 
     async def idle_stop(self) -> Response:
         if self._idle_done is None:

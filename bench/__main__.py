@@ -1,0 +1,277 @@
+"""python -m bench: run the workloads against Palais and Postfix + Dovecot, alternating.
+
+Examples::
+
+    python -m bench                      # full run, both targets, writes bench/results/latest.json + bench/RESULTS.md
+    python -m bench --quick              # < 1 minute, writes bench/results/quick.json only
+    python -m bench --targets peer --only ingest,storm -n 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .targets.base import Target, TargetUnavailable
+from .workloads import WORKLOADS, Params, Run
+
+BENCH_DIR = Path(__file__).resolve().parent
+ALL_TARGETS = ("palais", "peer")
+
+QUICK = dict(
+    n=400, storm_n=150, imap_messages=3_000, imap_repeats=2, push_duration_s=3.0, push_probe_rate=10.0,
+    memory_sessions=100, send_timeout_s=20.0, filing_timeout_s=15.0, io_timeout_s=15.0, rounds=1,
+)
+FULL = dict(
+    n=10_000, storm_n=2_000, imap_messages=100_000, imap_repeats=3, push_duration_s=30.0, push_probe_rate=10.0,
+    memory_sessions=1_000, send_timeout_s=300.0, filing_timeout_s=120.0, io_timeout_s=30.0, rounds=2,
+)
+# Workloads repeated `rounds` times (alternating target order); the others run once per target.
+REPEATED = {"ingest", "storm", "push"}
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small counts, under a minute (development)")
+    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma list of workloads: " + ",".join(WORKLOADS))
+    ap.add_argument("--targets", default="palais,peer", help="comma list among: palais,peer")
+    ap.add_argument("-n", type=int, help="ingest: number of messages")
+    ap.add_argument("--size-kib", type=float, help="message size for ingest/storm/push (KiB, default 4)")
+    ap.add_argument("--concurrency", type=int, help="ingest and storm: concurrent connections (default 20)")
+    ap.add_argument("--storm-n", type=int, help="storm: number of messages (one connection each)")
+    ap.add_argument("--imap-messages", type=int, help="imap: folder size (default 100000)")
+    ap.add_argument("--push-rate", type=float, help="push: background msg/s (default 200)")
+    ap.add_argument("--push-duration", type=float, help="push: seconds of load")
+    ap.add_argument("--memory-sessions", type=int, help="memory: idle IMAP sessions (default 1000)")
+    ap.add_argument("--rounds", type=int, help="repetitions of ingest/storm/push, alternating target order")
+    ap.add_argument("--out", type=Path, help="JSON output (default bench/results/latest.json, quick: quick.json)")
+    ap.add_argument("--markdown", type=Path,
+                    help="Markdown table output (default bench/RESULTS.md; quick mode: none unless given)")
+    ap.add_argument("--palais-dir", type=Path,
+                    help="existing instance made by `palais init DIR --ports BASE` (default: made in the work dir)")
+    ap.add_argument("--workdir", type=Path, help="parent for the temporary directory (default /tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, maildirs)")
+    ap.add_argument("--no-install", action="store_true", help="never apt-get install the peer's packages")
+    args = ap.parse_args(argv)
+    args.only = [w.strip() for w in args.only.split(",") if w.strip()]
+    bad = [w for w in args.only if w not in WORKLOADS]
+    if bad:
+        ap.error(f"unknown workload(s): {', '.join(bad)}")
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if any(t not in ALL_TARGETS for t in args.targets) or not args.targets:
+        ap.error("--targets takes palais and/or peer")
+    return args
+
+
+def build_params(args: argparse.Namespace) -> Params:
+    p = Params(**(QUICK if args.quick else FULL))
+    overrides = {
+        "n": args.n, "size_kib": args.size_kib, "concurrency": args.concurrency, "storm_n": args.storm_n,
+        "imap_messages": args.imap_messages, "push_rate": args.push_rate, "push_duration_s": args.push_duration,
+        "memory_sessions": args.memory_sessions, "rounds": args.rounds,
+    }
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(p, k, v)
+    if args.concurrency is not None:
+        p.storm_concurrency = args.concurrency
+    return p
+
+
+def workload_time_limit(name: str, p: Params) -> float:
+    """Outer wall-clock bound per workload run (inner loops have their own, smaller ones)."""
+    if name in ("ingest", "storm"):
+        return p.send_timeout_s + p.filing_timeout_s + 60
+    if name == "imap":
+        return 1800 if p.imap_messages > 20_000 else 300
+    if name == "push":
+        return p.push_duration_s * 2 + 90
+    return max(120.0, p.memory_sessions * 0.2 + 90)
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def make_targets(args: argparse.Namespace, p: Params, work: Path) -> list[Target | tuple[str, str]]:
+    """Targets in the order of --targets; a (name, reason) pair for one that cannot be built."""
+    out: list[Target | tuple[str, str]] = []
+    for name in args.targets:
+        try:
+            if name == "peer":
+                from .targets.peer import PeerTarget
+
+                out.append(PeerTarget(work / "peer", max_sessions=p.memory_sessions + 50,
+                                      allow_install=not args.no_install, log=_log))
+            else:
+                from .targets.palais import PalaisTarget, create_instance
+
+                inst = args.palais_dir or create_instance(work, log=_log)
+                out.append(PalaisTarget(inst, log=_log))
+        except TargetUnavailable as exc:
+            out.append((name, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - any failure skips this target only
+            out.append((name, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, Any]:
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t_start = time.monotonic()
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "mode": "quick" if args.quick else "full",
+        "started": started.isoformat(timespec="seconds"),
+        "machine": report.machine_info(),
+        "versions": report.base_versions(),
+        "parameters": asdict(p),
+        "workloads": args.only,
+        "targets": {},
+    }
+    run = Run(run_id=started.strftime("%Y%m%d%H%M%S"), log=_log)
+    active: list[Target] = []
+    built = make_targets(args, p, work)
+    try:
+        for t in built:
+            if isinstance(t, tuple):
+                name, reason = t
+                _log(f"{name}: skipped: {reason}")
+                doc["targets"][name] = {"status": "skipped", "reason": reason}
+                continue
+            _log(f"{t.name}: starting")
+            try:
+                t.start()
+            except Exception as exc:  # noqa: BLE001
+                reason = str(exc) if isinstance(exc, TargetUnavailable) else f"{type(exc).__name__}: {exc}"
+                _log(f"{t.name}: skipped: {reason}")
+                doc["targets"][t.name] = {"status": "skipped", "reason": reason, "label": t.label}
+                try:
+                    t.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+                continue
+            _log(f"{t.name}: up ({t.label})")
+            doc["targets"][t.name] = {"status": "ok", "label": t.label, "settings": t.settings()}
+            doc["versions"].update(t.versions())
+            active.append(t)
+
+        for wl in args.only:
+            fn = WORKLOADS[wl]
+            rounds = max(1, p.rounds) if wl in REPEATED else 1
+            runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in active}
+            skipped: dict[str, str] = {}
+            for r in range(rounds):
+                order = active if r % 2 == 0 else list(reversed(active))
+                for t in order:
+                    if t.name in skipped:
+                        continue
+                    _log(f"{wl} [{r + 1}/{rounds}] on {t.name} ...")
+                    await asyncio.to_thread(t.quiesce, 30.0)
+                    try:
+                        res = await asyncio.wait_for(fn(t, p, run), workload_time_limit(wl, p))
+                    except NotImplementedError as exc:
+                        skipped[t.name] = f"not implemented: {exc}"
+                        _log(f"{wl} on {t.name}: skipped: {exc}")
+                        continue
+                    except asyncio.TimeoutError:
+                        res = {"complete": False, "error": f"workload exceeded {workload_time_limit(wl, p):.0f} s"}
+                    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                        traceback.print_exc()
+                        res = {"complete": False, "error": f"{type(exc).__name__}: {exc}"}
+                    runs[t.name].append(res)
+                    _log(f"{wl} on {t.name}: " + _brief(wl, res))
+            entry: dict[str, Any] = {}
+            for name in ALL_TARGETS:
+                if name in skipped:
+                    entry[name] = {"skipped": skipped[name]}
+                elif name in runs and runs[name]:
+                    entry[name] = report.aggregate(runs[name])
+                elif name in doc["targets"]:
+                    entry[name] = {"skipped": doc["targets"][name].get("reason", "not run")}
+                else:
+                    entry[name] = {"skipped": "not selected (--targets)"}
+            entry["ratio"] = report.ratios(entry.get("palais"), entry.get("peer"))
+            doc[wl] = entry
+    finally:
+        for t in active:
+            _log(f"{t.name}: stopping")
+            try:
+                await asyncio.to_thread(t.stop)
+            except Exception as exc:  # noqa: BLE001
+                _log(f"{t.name}: stop failed: {exc}")
+    doc["duration_s"] = round(time.monotonic() - t_start, 1)
+    return doc
+
+
+def _brief(wl: str, res: dict[str, Any]) -> str:
+    if "error" in res:
+        return f"ERROR {res['error']}"
+    keys = {
+        "ingest": ("msgs_per_s", "accepted_msgs_per_s", "data_to_250_p50_ms", "data_to_250_p99_ms", "errors"),
+        "storm": ("msgs_per_s", "accepted_msgs_per_s", "handshake_p50_ms", "data_to_250_p99_ms", "errors"),
+        "imap": ("select_first_ms", "select_ms", "fetch_envelopes_ms", "search_subject_ms", "resync_condstore_ms"),
+        "push": ("notify_p50_ms", "notify_p99_ms", "background_rate_achieved", "probes_notified", "errors"),
+        "memory": ("sessions", "rss_delta_mib", "per_session_rss_kib", "per_session_pss_kib"),
+    }[wl]
+    return ", ".join(f"{k}={res.get(k)}" for k in keys)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    p = build_params(args)
+    raise_fd_limit()
+    out = args.out or BENCH_DIR / "results" / ("quick.json" if args.quick else "latest.json")
+    md = args.markdown or (None if args.quick else BENCH_DIR / "RESULTS.md")
+    parent = args.workdir or Path("/tmp")
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="palais-bench-", dir=parent))
+    work.chmod(0o755)  # the peer's unprivileged processes traverse it
+    _log(f"work directory {work}")
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        doc = asyncio.run(run_all(args, p, work))
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+    finally:
+        if args.keep:
+            _log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    report.write_json(doc, out)
+    text = report.markdown(doc)
+    if md is not None:
+        md.write_text(text)
+    print()
+    print(text)
+    _log(f"wrote {out}" + (f" and {md}" if md else ""))
+    ok = [n for n, t in doc["targets"].items() if t.get("status") == "ok"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

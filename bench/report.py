@@ -1,0 +1,204 @@
+"""Results: machine description, aggregation, ratios, JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from .stats import median, ratio
+
+# Figures shown in the Markdown table: (workload, key, label, better)
+HEADLINE: list[tuple[str, str, str, str]] = [
+    ("ingest", "msgs_per_s", "filed & readable, msg/s", "higher"),
+    ("ingest", "accepted_msgs_per_s", "accepted (250), msg/s", "higher"),
+    ("ingest", "data_to_250_p50_ms", "DATA end to 250, p50 ms", "lower"),
+    ("ingest", "data_to_250_p99_ms", "DATA end to 250, p99 ms", "lower"),
+    ("storm", "msgs_per_s", "filed & readable, msg/s", "higher"),
+    ("storm", "accepted_msgs_per_s", "accepted (250), msg/s", "higher"),
+    ("storm", "handshake_p50_ms", "connect+TLS+EHLO, p50 ms", "lower"),
+    ("storm", "handshake_p99_ms", "connect+TLS+EHLO, p99 ms", "lower"),
+    ("storm", "data_to_250_p50_ms", "DATA end to 250, p50 ms", "lower"),
+    ("storm", "data_to_250_p99_ms", "DATA end to 250, p99 ms", "lower"),
+    ("imap", "select_first_ms", "first SELECT (cold), ms", "lower"),
+    ("imap", "select_ms", "second SELECT (new session), ms", "lower"),
+    ("imap", "fetch_envelopes_ms", "FETCH last 50 ENVELOPE, ms", "lower"),
+    ("imap", "search_subject_first_ms", "UID SEARCH SUBJECT (first), ms", "lower"),
+    ("imap", "search_subject_ms", "UID SEARCH SUBJECT (again), ms", "lower"),
+    ("imap", "resync_condstore_ms", "full resync: SELECT (CONDSTORE) + UID FETCH 1:* (FLAGS MODSEQ), ms", "lower"),
+    ("imap", "resync_changedsince_ms", "UID FETCH 1:* CHANGEDSINCE highestmodseq, ms", "lower"),
+    ("push", "notify_p50_ms", "250 to IDLE EXISTS, p50 ms", "lower"),
+    ("push", "notify_p99_ms", "250 to IDLE EXISTS, p99 ms", "lower"),
+    ("push", "background_rate_achieved", "background load achieved, msg/s", "info"),
+    ("memory", "rss_delta_mib", "RSS added by the sessions, MiB", "lower"),
+    ("memory", "per_session_rss_kib", "RSS per session, KiB", "lower"),
+    ("memory", "pss_delta_mib", "PSS added by the sessions, MiB", "lower"),
+    ("memory", "per_session_pss_kib", "PSS per session, KiB", "lower"),
+]
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                info["os"] = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return info
+
+
+def base_versions() -> dict[str, str]:
+    return {"python": sys.version.split()[0], "openssl": ssl.OPENSSL_VERSION}
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several rounds: median of each number, all rounds kept."""
+    if len(runs) == 1:
+        return runs[0]
+    out: dict[str, Any] = {}
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k in r if k not in keys]
+    for k in keys:
+        vals = [r[k] for r in runs if k in r]
+        if all(_is_num(v) for v in vals):
+            m = median([float(v) for v in vals])
+            out[k] = round(m, 3) if m is not None else None
+        elif all(isinstance(v, bool) for v in vals):
+            out[k] = all(vals)
+        else:
+            out[k] = vals[-1]
+    out["rounds"] = runs
+    return out
+
+
+def ratios(palais: dict[str, Any] | None, peer: dict[str, Any] | None) -> dict[str, float | None]:
+    if not palais or not peer or "skipped" in palais or "skipped" in peer:
+        return {}
+    out: dict[str, float | None] = {}
+    for k, v in palais.items():
+        if k == "rounds" or not _is_num(v) or not _is_num(peer.get(k)):
+            continue
+        out[k] = ratio(float(v), float(peer[k]))
+    return out
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.2f}"
+    return str(v)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    targets = doc.get("targets", {})
+    plabel = targets.get("palais", {}).get("label", "Palais")
+    qlabel = targets.get("peer", {}).get("label", "Postfix + Dovecot")
+    lines = [
+        "# Palais benchmark results",
+        "",
+        f"Run {doc.get('started', '?')} ({doc.get('mode', '?')} mode, {doc.get('duration_s', '?')} s). "
+        "Generated by `python -m bench`; the JSON beside it has every figure.",
+        "",
+    ]
+    m = doc.get("machine", {})
+    lines.append(
+        f"Machine: {m.get('cpus', '?')} CPUs ({m.get('cpu_model', '?')}), {m.get('memory_gib', '?')} GiB, "
+        f"{m.get('os', '?')}, Linux {m.get('kernel', '?')}."
+    )
+    v = doc.get("versions", {})
+    lines.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".")
+    pr = doc.get("parameters", {})
+    lines.append(
+        f"Parameters: ingest {pr.get('n')} msgs of {pr.get('size_kib')} KiB over {pr.get('concurrency')} reused "
+        f"connections; storm {pr.get('storm_n')} msgs, {pr.get('storm_concurrency')} at a time, one connection "
+        f"each; IMAP folder of {pr.get('imap_messages')} msgs; push {pr.get('push_duration_s')} s at "
+        f"{pr.get('push_rate')} msg/s background, {pr.get('push_probe_rate')} probes/s; memory "
+        f"{pr.get('memory_sessions')} idle sessions (SELECT INBOX + IDLE); rounds {pr.get('rounds')}."
+    )
+    lines.append("")
+    for name, t in targets.items():
+        if t.get("status") != "ok":
+            lines.append(f"**{name} skipped:** {t.get('reason', '?')}")
+            lines.append("")
+    lines += [
+        f"| workload | figure | better | {plabel} | {qlabel} | Palais/peer |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for wl, key, label, better in HEADLINE:
+        if wl not in doc:
+            continue
+        w = doc[wl]
+        pa = w.get("palais") or {}
+        pe = w.get("peer") or {}
+        pv = pa.get(key) if "skipped" not in pa else None
+        qv = pe.get(key) if "skipped" not in pe else None
+        if pv is None and qv is None:
+            continue
+        r = (w.get("ratio") or {}).get(key)
+        lines.append(f"| {wl} | {label} | {better} | {_fmt(pv)} | {_fmt(qv)} | {_fmt(r)} |")
+    lines.append("")
+    notes: list[str] = []
+    for wl in ("ingest", "storm", "imap", "push", "memory"):
+        w = doc.get(wl)
+        if not w:
+            continue
+        for side in ("palais", "peer"):
+            r = w.get(side) or {}
+            if "skipped" in r:
+                if targets.get(side, {}).get("status") == "ok":
+                    notes.append(f"- {wl} / {side}: skipped: {r['skipped']}")
+                continue
+            if r.get("complete") is False:
+                notes.append(f"- {wl} / {side}: incomplete ({'; '.join(r.get('notes', [])) or r.get('error', '') or 'see JSON'})")
+            if r.get("errors"):
+                notes.append(f"- {wl} / {side}: {r['errors']} errors, e.g. {r.get('error_sample', [''])[0]}")
+    if notes:
+        lines += ["Notes:", "", *notes, ""]
+    lines += [
+        "Figures: *filed & readable* is messages per second from the first MAIL FROM until the last",
+        "message is counted by IMAP STATUS in the recipient's INBOX; *accepted* stops at the last 250.",
+        "Ratios are Palais divided by peer for every figure (above 1 is better only where higher is better).",
+        "",
+    ]
+    return "\n".join(lines)

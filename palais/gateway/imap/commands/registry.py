@@ -1,0 +1,94 @@
+"""The command table: verb -> handler, argument syntax and permitted states."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from palais.gateway.imap.parser import Args
+from palais.gateway.imap.states import StateName
+
+__all__ = ["Handler", "Optional", "REGISTRY", "Reply", "bad", "command", "no", "ok"]
+
+T = TypeVar("T")
+Grammar = Callable[[Args], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The tagged completion of a command."""
+
+    status: bytes  # b"OK" | b"NO" | b"BAD"
+    text: str
+    code: bytes | None = None
+
+
+def ok(text: str, code: bytes | None = None) -> Reply:
+    return Reply(b"OK", text, code)
+
+
+def no(text: str, code: bytes | None = None) -> Reply:
+    return Reply(b"NO", text, code)
+
+
+def bad(text: str, code: bytes | None = None) -> Reply:
+    return Reply(b"BAD", text, code)
+
+
+class Optional(Generic[T]):
+    """A trailing argument that may be absent; it reads its own leading space."""
+
+    __slots__ = ("grammar",)
+
+    def __init__(self, grammar: Callable[[Args], T]) -> None:
+        self.grammar = grammar
+
+    def __call__(self, args: Args) -> T | None:
+        if args.at_end():
+            return None
+        args.sp()
+        return self.grammar(args)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    name: str
+    syntax: tuple[Grammar, ...]
+    states: frozenset[StateName]
+    run: Callable[..., Awaitable[Reply]]
+    # FETCH, STORE and SEARCH by sequence number must not shift numbers
+    # under the client's feet (RFC 3501 7.4.1).
+    defers_expunge: bool = False
+    # A grammar that reads the rest of the line itself (no trailing-arguments check).
+    raw_tail: bool = False
+
+    def parse(self, args: Args) -> list[object]:
+        values: list[object] = []
+        for grammar in self.syntax:
+            if not isinstance(grammar, Optional):
+                args.sp()
+            values.append(grammar(args))
+        if not self.raw_tail:
+            args.end()
+        return values
+
+
+REGISTRY: dict[str, Handler] = {}
+
+
+def command(
+    *names: str,
+    syntax: tuple[Grammar, ...] = (),
+    states: frozenset[StateName],
+    defers_expunge: bool = False,
+    raw_tail: bool = False,
+) -> Callable[[Callable[..., Awaitable[Reply]]], Callable[..., Awaitable[Reply]]]:
+    def register(fn: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
+        for name in names:
+            if name in REGISTRY:
+                raise RuntimeError(f"IMAP command {name} registered twice")
+            REGISTRY[name] = Handler(name, syntax, states, fn, defers_expunge, raw_tail)
+        return fn
+
+    return register

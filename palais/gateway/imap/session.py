@@ -1,0 +1,218 @@
+"""One client connection: read a command, check state, run its handler, answer.
+
+Everything protocol-wide lives here: the tagged/untagged writing, the
+translation of domain errors into NO with their response code, the
+catch-all that keeps a bug from reaching the client or killing the
+connection, the autologout timer and the mailbox-change notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from palais.gateway.imap import codes
+from palais.gateway.imap.commands import REGISTRY
+from palais.gateway.imap.commands.registry import Reply
+from palais.gateway.imap.framing import FramingError, Limits, CommandTooBig, RawCommand, read_command
+from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.states import Logout, NotAuthenticated, Selected, State, permits
+from palais.mailbox.errors import PalaisError
+from palais.mailbox.identity import Identity
+from palais.mailbox.ports import MailAccess
+
+__all__ = ["Session", "Transport"]
+
+# Before authentication there is nothing to wait for: drop silent clients sooner.
+_PRE_AUTH_TIMEOUT = 60.0
+# Flush to the socket at least this often while answering a big command.
+_WRITE_HIGH_WATER = 256 * 1024
+
+
+class Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+
+class Session:
+    __slots__ = (
+        "reader", "transport", "access", "log", "limits", "idle_timeout", "state", "condstore",
+        "utf8", "commands", "outcome", "_pending_bytes", "_closing", "identity_address",
+    )
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        transport: Transport,
+        access: MailAccess,
+        *,
+        proven: Identity | None,
+        refusal: PalaisError | None,
+        log: logging.Logger,
+        limits: Limits,
+        idle_timeout: float,
+    ) -> None:
+        self.reader = reader
+        self.transport = transport
+        self.access = access
+        self.log = log
+        self.limits = limits
+        self.idle_timeout = idle_timeout
+        self.state: State = NotAuthenticated(proven, refusal)
+        self.condstore = False
+        self.utf8 = False
+        self.commands = 0
+        self.outcome = "eof"
+        self._pending_bytes = 0
+        self._closing = False
+        self.identity_address: str | None = None
+
+    # -- output ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.transport.write(data)
+        self._pending_bytes += len(data)
+
+    async def flush(self, *, force: bool = False) -> None:
+        if force or self._pending_bytes >= _WRITE_HIGH_WATER:
+            self._pending_bytes = 0
+            await self.transport.drain()
+
+    def untagged(self, text: bytes) -> None:
+        self.write(b"* " + text + b"\r\n")
+
+    def _tagged(self, tag: bytes, reply: Reply) -> None:
+        code = b"[" + reply.code + b"] " if reply.code else b""
+        text = reply.text.encode("utf-8", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+        self.write(tag + b" " + reply.status + b" " + code + text + b"\r\n")
+
+    async def continuation(self, text: bytes = b"Ready") -> None:
+        self.write(b"+ " + text + b"\r\n")
+        await self.flush(force=True)
+
+    def capabilities(self) -> bytes:
+        if isinstance(self.state, NotAuthenticated):
+            return b" ".join(codes.CAPABILITIES_BEFORE_AUTH)
+        return b" ".join(codes.CAPABILITIES_AFTER_AUTH)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def shutdown(self, text: bytes = b"Server shutting down") -> None:
+        """Say goodbye and close; the command loop ends when the stream does."""
+        if self._closing:
+            return
+        self.write(b"* BYE " + text + b"\r\n")
+        self._closing = True
+        self.outcome = "shutdown"
+        self.transport.close()
+
+    async def run(self) -> str:
+        self.write(b"* OK [CAPABILITY " + self.capabilities() + b"] Palais IMAP ready\r\n")
+        await self.flush(force=True)
+        try:
+            while not self._closing and not isinstance(self.state, Logout):
+                timeout = self.idle_timeout
+                if isinstance(self.state, NotAuthenticated):
+                    timeout = min(timeout, _PRE_AUTH_TIMEOUT)
+                try:
+                    async with asyncio.timeout(timeout):
+                        raw = await read_command(self.reader, self.continuation, self.limits)
+                except TimeoutError:
+                    self.shutdown(b"Autologout; idle for too long")
+                    self.outcome = "timeout"
+                    break
+                except FramingError as exc:
+                    self._framing_error(exc)
+                    await self.flush(force=True)
+                    continue
+                if raw is None:
+                    break
+                await self.execute(raw)
+                await self.flush(force=True)
+        except (ConnectionError, OSError):
+            self.outcome = "connection-lost"
+        finally:
+            self.release()
+        return self.outcome
+
+    def release(self) -> None:
+        if isinstance(self.state, Selected):
+            self.state.mailbox.close()
+
+    def _framing_error(self, exc: FramingError) -> None:
+        tag = exc.tag or b"*"
+        if isinstance(exc, CommandTooBig) and exc.is_append and exc.tag:
+            self._tagged(tag, Reply(b"NO", exc.text, codes.TOOBIG))
+        else:
+            self._tagged(tag, Reply(b"BAD", exc.text, codes.TOOBIG if isinstance(exc, CommandTooBig) else None))
+
+    # -- dispatch ------------------------------------------------------------
+
+    async def execute(self, raw: RawCommand) -> None:
+        self.commands += 1
+        args = Args(raw, utf8=self.utf8)
+        try:
+            tag = _read_tag(args)
+        except ParseError:
+            self.untagged(b"BAD Missing or invalid tag")
+            return
+        try:
+            args.sp()
+            name = args.keyword()
+            if name == "UID":
+                args.sp()
+                name = "UID " + args.keyword()
+        except ParseError:
+            self._tagged(tag, Reply(b"BAD", "Missing or invalid command name"))
+            return
+        handler = REGISTRY.get(name)
+        if handler is None:
+            self._tagged(tag, Reply(b"BAD", "Unknown command"))
+            return
+        if not permits(self.state, handler.states):
+            self._tagged(tag, Reply(b"BAD", f"{name} is not allowed now", codes.CLIENTBUG))
+            return
+        try:
+            values = handler.parse(args)
+        except ParseError as exc:
+            self._tagged(tag, Reply(b"BAD", f"{name}: {exc.text}"))
+            return
+        reply = await self._run(tag, handler.run, values)
+        if isinstance(self.state, Selected) and reply.status != b"BAD":
+            for line in self.state.mailbox.take_updates(
+                allow_expunge=not handler.defers_expunge, condstore=self.condstore
+            ):
+                self.write(line)
+        self._tagged(tag, reply)
+
+    async def _run(self, tag: bytes, run: Callable[..., Awaitable[Reply]], values: list[object]) -> Reply:
+        try:
+            return await run(self, tag, *values)
+        except ParseError as exc:
+            return Reply(b"BAD", exc.text)
+        except PalaisError as exc:
+            code = exc.imap_code.encode("ascii") if exc.imap_code else None
+            return Reply(b"NO", exc.text, code)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            # Never show the exception to the client: its text may carry
+            # paths, SQL or another user's data.
+            self.log.exception("imap command failed identity=%s", self.identity_address or "-")
+            return Reply(b"NO", "Internal error", codes.SERVERBUG)
+
+
+def _read_tag(args: Args) -> bytes:
+    tag = args.atom()
+    if b"+" in tag:
+        raise ParseError("invalid tag")
+    return tag

@@ -1,0 +1,146 @@
+"""One session's view of its selected mailbox: UID <-> sequence numbers and pending changes.
+
+The store tells every subscriber about every change, this session's own
+included. Changes are coalesced here (so a burst of events costs memory
+bounded by the mailbox, not by the burst) and turned into untagged
+responses only when the protocol allows: EXPUNGE never while answering a
+FETCH, STORE or SEARCH (RFC 3501 7.4.1), everything at once while idling.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+
+from palais.gateway.imap.response import flag_list
+from palais.mailbox.model import MailboxEvent, MailboxInfo
+from palais.mailbox.ports import Unsubscribe
+
+__all__ = ["SelectedMailbox"]
+
+# Own changes we already reported, awaiting the store's echo. Bounded: if
+# echoes never come, forgetting them only costs a duplicate FETCH response.
+_MAX_REPORTED = 10_000
+
+
+class SelectedMailbox:
+    __slots__ = (
+        "info", "read_only", "uids", "_unsubscribe", "_new", "_flags", "_expunged", "_reported",
+        "_wake",
+    )
+
+    def __init__(self, info: MailboxInfo, *, read_only: bool) -> None:
+        self.info = info
+        self.read_only = read_only
+        self.uids = array("I")  # ascending; index + 1 is the sequence number
+        self._unsubscribe: Unsubscribe | None = None
+        self._new: list[int] = []
+        self._flags: dict[int, tuple[frozenset[str], int]] = {}
+        self._expunged: set[int] = set()
+        self._reported: dict[int, int] = {}
+        self._wake: Callable[[], None] | None = None
+
+    # -- wiring ----------------------------------------------------------
+
+    def attach(self, unsubscribe: Unsubscribe) -> None:
+        self._unsubscribe = unsubscribe
+
+    def load(self, uids: Iterable[int]) -> None:
+        self.uids = array("I", uids)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._wake = None
+
+    def set_waker(self, wake: Callable[[], None] | None) -> None:
+        self._wake = wake
+
+    def on_event(self, event: MailboxEvent) -> None:
+        """The store's listener: record, never answer (that is the session's job)."""
+        if event.kind == "exists":
+            self._new.append(event.uid)
+        elif event.kind == "flags":
+            seen = self._flags.get(event.uid)
+            if seen is None or seen[1] <= event.modseq:
+                self._flags[event.uid] = (event.flags, event.modseq)
+        elif event.kind == "expunge":
+            self._expunged.add(event.uid)
+            self._flags.pop(event.uid, None)
+        else:
+            return
+        if self._wake is not None:
+            self._wake()
+
+    # -- lookups ---------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
+        return None
+
+    def uid_at(self, seq: int) -> int:
+        return self.uids[seq - 1]
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._new or self._flags or self._expunged)
+
+    # -- own changes -----------------------------------------------------
+
+    def note_reported(self, uid: int, modseq: int) -> None:
+        if len(self._reported) >= _MAX_REPORTED:
+            self._reported.clear()
+        self._reported[uid] = modseq
+
+    def remove(self, uids: Sequence[int]) -> list[int]:
+        """Drop expunged UIDs; their sequence numbers, highest first, as EXPUNGE wants them."""
+        gone = set(uids)
+        seqs = [i + 1 for i, uid in enumerate(self.uids) if uid in gone]
+        if seqs:
+            self.uids = array("I", (u for u in self.uids if u not in gone))
+        for uid in gone:
+            self._reported.pop(uid, None)
+        seqs.reverse()
+        return seqs
+
+    # -- turning changes into responses ------------------------------------
+
+    def take_updates(self, *, allow_expunge: bool, condstore: bool) -> list[bytes]:
+        out: list[bytes] = []
+        if allow_expunge and self._expunged:
+            for seq in self.remove(sorted(self._expunged)):
+                out.append(b"* %d EXPUNGE\r\n" % seq)
+            self._expunged.clear()
+        if self._new:
+            before = len(self.uids)
+            top = self.uids[-1] if self.uids else 0
+            for uid in sorted(set(self._new)):
+                if uid > top and uid not in self._expunged:
+                    self.uids.append(uid)
+                    top = uid
+            self._new.clear()
+            if len(self.uids) != before:
+                out.append(b"* %d EXISTS\r\n" % len(self.uids))
+        if self._flags:
+            for uid, (flags, modseq) in sorted(self._flags.items()):
+                if self._reported.get(uid, -1) >= modseq:
+                    if self._reported[uid] == modseq:
+                        del self._reported[uid]
+                    continue
+                seq = self.seq_of(uid)
+                if seq is None:
+                    continue
+                line = b"* %d FETCH (UID %d FLAGS %s" % (seq, uid, flag_list(flags))
+                if condstore:
+                    line += b" MODSEQ (%d)" % modseq
+                out.append(line + b")\r\n")
+            self._flags.clear()
+        return out
