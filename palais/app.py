@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from palais.config import Settings
-from palais.gateway.smtp import make_smtp_factory
+from palais.gateway.smtp import PalaisSMTP, make_smtp_factory
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import AnchorGroup, Identity, Role
 from palais.mailbox.routing import SUBMITTING_ROLES
@@ -63,7 +64,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         host = s.listen.host
 
-        def smtp(listener: str, roles: frozenset[Role], implicit: bool) -> object:
+        def smtp(listener: str, roles: frozenset[Role], implicit: bool) -> Callable[[], PalaisSMTP]:
             return make_smtp_factory(
                 desk=desk,
                 listener=listener,
@@ -79,15 +80,16 @@ class Gateway:
         people = SUBMITTING_ROLES
         courts = frozenset({Role.JURIDICTION})
         self.servers.append(
-            await loop.create_server(smtp("smtps", people, True), host, s.listen.smtps, ssl=tls)  # type: ignore[arg-type]
+            await loop.create_server(smtp("smtps", people, True), host, s.listen.smtps, ssl=tls)
         )
         self.servers.append(
-            await loop.create_server(smtp("submission", people, False), host, s.listen.submission)  # type: ignore[arg-type]
+            await loop.create_server(smtp("submission", people, False), host, s.listen.submission)
         )
         self.servers.append(
-            await loop.create_server(smtp("court", courts, False), host, s.listen.court)  # type: ignore[arg-type]
+            await loop.create_server(smtp("court", courts, False), host, s.listen.court)
         )
         from palais.gateway.imap.server import start_imap_server  # TEMP
+
         self.servers.append(
             await start_imap_server(
                 host=host,
@@ -102,7 +104,11 @@ class Gateway:
         )
         log.info(
             "listening host=%s smtps=%d submission=%d court=%d imaps=%d",
-            host, s.listen.smtps, s.listen.submission, s.listen.court, s.listen.imaps,
+            host,
+            s.listen.smtps,
+            s.listen.submission,
+            s.listen.court,
+            s.listen.imaps,
         )
 
     async def stop(self) -> None:

@@ -59,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("init", help="create an instance with a development PKI and demo data")
     p.add_argument("dir")
-    p.add_argument("--ports", type=int, default=10000, metavar="BASE",
-                   help="listeners on BASE+465, +587, +993, +25, +443 (default 10000)")
+    p.add_argument(
+        "--ports",
+        type=int,
+        default=10000,
+        metavar="BASE",
+        help="listeners on BASE+465, +587, +993, +25, +443 (default 10000)",
+    )
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("serve", help="run every listener of an instance")
     p.add_argument("dir", help="instance directory (or its palais.toml)")

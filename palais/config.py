@@ -159,7 +159,7 @@ def _coerce(value: Any, hint: Any, where: str, root: Path) -> Any:
 
 
 def _resolve_defaults(section: Any, root: Path) -> Any:
-    changes = {}
+    changes: dict[str, Any] = {}
     for f in dataclasses.fields(section):
         v = getattr(section, f.name)
         if isinstance(v, Path) and not v.is_absolute():
@@ -196,5 +196,3 @@ def load_settings(path: Path) -> Settings:
             kwargs[key] = _coerce(value, hints[key], f"{path}: [{name}] {key}", root)
         sections[name] = dataclasses.replace(sections[name], **kwargs)
     return Settings(path=path, **sections)
-
-

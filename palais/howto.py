@@ -16,24 +16,24 @@ def main(root: Path) -> None:
     d = demo["dossiers"][0]
     print(f"""
 Palais demo instance in {r}
-  SMTPS (implicit TLS) 127.0.0.1:{ports['smtps']}   submission (STARTTLS) :{ports['submission']}
-  IMAPS 127.0.0.1:{ports['imaps']}   court systems :{ports['court']}   HTTPS :{ports['https']}
+  SMTPS (implicit TLS) 127.0.0.1:{ports["smtps"]}   submission (STARTTLS) :{ports["submission"]}
+  IMAPS 127.0.0.1:{ports["imaps"]}   court systems :{ports["court"]}   HTTPS :{ports["https"]}
 
-Send a message into dossier {d['number']} as avocat1 with curl:
-  printf 'Subject: [{d['number']}] Conclusions\\r\\n\\r\\nBonjour\\r\\n' > /tmp/msg.eml
-  curl --cacert {r / demo['ca']} --cert {r / a1['cert']} --key {r / a1['key']} \\
-       "smtps://;AUTH=EXTERNAL@localhost:{ports['smtps']}/client" \\
-       --mail-from {a1['address']} --mail-rcpt {d['address']} -T /tmp/msg.eml
+Send a message into dossier {d["number"]} as avocat1 with curl:
+  printf 'Subject: [{d["number"]}] Conclusions\\r\\n\\r\\nBonjour\\r\\n' > /tmp/msg.eml
+  curl --cacert {r / demo["ca"]} --cert {r / a1["cert"]} --key {r / a1["key"]} \\
+       "smtps://;AUTH=EXTERNAL@localhost:{ports["smtps"]}/client" \\
+       --mail-from {a1["address"]} --mail-rcpt {d["address"]} -T /tmp/msg.eml
 
 Read it as greffier1 over IMAP:
-  curl --cacert {r / demo['ca']} --cert {r / g1['cert']} --key {r / g1['key']} \\
-       --login-options AUTH=EXTERNAL -u '{g1['address']}:' "imaps://localhost:{ports['imaps']}/INBOX;UID=1"
+  curl --cacert {r / demo["ca"]} --cert {r / g1["cert"]} --key {r / g1["key"]} \\
+       --login-options AUTH=EXTERNAL -u '{g1["address"]}:' "imaps://localhost:{ports["imaps"]}/INBOX;UID=1"
 
 Thunderbird: import the identity as a PKCS#12 file
-  openssl pkcs12 -export -in {r / a1['cert']} -inkey {r / a1['key']} -out avocat1.p12
-  (Settings > Privacy & Security > Certificates > Your Certificates > Import; trust {r / demo['ca']}
-  under Authorities), then add an account {a1['address']}: IMAP localhost:{ports['imaps']} SSL/TLS,
-  SMTP localhost:{ports['smtps']} SSL/TLS, authentication "TLS Certificate".
+  openssl pkcs12 -export -in {r / a1["cert"]} -inkey {r / a1["key"]} -out avocat1.p12
+  (Settings > Privacy & Security > Certificates > Your Certificates > Import; trust {r / demo["ca"]}
+  under Authorities), then add an account {a1["address"]}: IMAP localhost:{ports["imaps"]} SSL/TLS,
+  SMTP localhost:{ports["smtps"]} SSL/TLS, authentication "TLS Certificate".
 """)
 
 

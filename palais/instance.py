@@ -30,17 +30,74 @@ class DemoPerson:
 
 
 DEMO_PEOPLE = (
-    DemoPerson("avocat1", Role.AVOCAT, "Camille", "Dupont", "camille.dupont@avocats.palais.test", "CNB-33-012345"),
-    DemoPerson("avocat2", Role.AVOCAT, "Hugo", "Lambert", "hugo.lambert@avocats.palais.test", "CNB-33-023456"),
-    DemoPerson("avocat3", Role.AVOCAT, "Sarah", "Petit", "sarah.petit@avocats.palais.test", "CNB-75-034567"),
-    DemoPerson("collaborateur1", Role.COLLABORATEUR, "Lucas", "Martin", "lucas.martin@avocats.palais.test", "CNB-33-C-000871"),
-    DemoPerson("greffier1", Role.GREFFIER, "Nadia", "Bernard", "nadia.bernard@justice.palais.test", "MJ-G-104233"),
-    DemoPerson("magistrat1", Role.MAGISTRAT, "Paul", "Lefèvre", "paul.lefevre@justice.palais.test", "MJ-M-009871"),
-    DemoPerson("admin1", Role.ADMIN, "Inès", "Moreau", "ines.moreau@admin.palais.test", "PAL-ADM-0001"),
-    DemoPerson("revoked", Role.AVOCAT, "Victor", "Radie", "victor.radie@avocats.palais.test", "CNB-33-099999"),
-    DemoPerson("expired", Role.AVOCAT, "Odile", "Perimee", "odile.perimee@avocats.palais.test", "CNB-33-088888"),
+    DemoPerson(
+        "avocat1",
+        Role.AVOCAT,
+        "Camille",
+        "Dupont",
+        "camille.dupont@avocats.palais.test",
+        "CNB-33-012345",
+    ),
+    DemoPerson(
+        "avocat2",
+        Role.AVOCAT,
+        "Hugo",
+        "Lambert",
+        "hugo.lambert@avocats.palais.test",
+        "CNB-33-023456",
+    ),
+    DemoPerson(
+        "avocat3", Role.AVOCAT, "Sarah", "Petit", "sarah.petit@avocats.palais.test", "CNB-75-034567"
+    ),
+    DemoPerson(
+        "collaborateur1",
+        Role.COLLABORATEUR,
+        "Lucas",
+        "Martin",
+        "lucas.martin@avocats.palais.test",
+        "CNB-33-C-000871",
+    ),
+    DemoPerson(
+        "greffier1",
+        Role.GREFFIER,
+        "Nadia",
+        "Bernard",
+        "nadia.bernard@justice.palais.test",
+        "MJ-G-104233",
+    ),
+    DemoPerson(
+        "magistrat1",
+        Role.MAGISTRAT,
+        "Paul",
+        "Lefèvre",
+        "paul.lefevre@justice.palais.test",
+        "MJ-M-009871",
+    ),
+    DemoPerson(
+        "admin1", Role.ADMIN, "Inès", "Moreau", "ines.moreau@admin.palais.test", "PAL-ADM-0001"
+    ),
+    DemoPerson(
+        "revoked",
+        Role.AVOCAT,
+        "Victor",
+        "Radie",
+        "victor.radie@avocats.palais.test",
+        "CNB-33-099999",
+    ),
+    DemoPerson(
+        "expired",
+        Role.AVOCAT,
+        "Odile",
+        "Perimee",
+        "odile.perimee@avocats.palais.test",
+        "CNB-33-088888",
+    ),
 )
-SERVICE = ("cph-bordeaux-commerce@greffes.palais.test", "CPH BORDEAUX - Commerce", "Conseil de prud'hommes de Bordeaux")
+SERVICE = (
+    "cph-bordeaux-commerce@greffes.palais.test",
+    "CPH BORDEAUX - Commerce",
+    "Conseil de prud'hommes de Bordeaux",
+)
 COURT = ("court1", "portalis@cph-bordeaux.juridictions.palais.test", "Portalis CPH Bordeaux")
 STRANGER_PERSON = ("stranger", "eve.intrus@avocats.palais.test")
 
@@ -62,11 +119,11 @@ blobs = "blobs"
 
 [listen]
 host = "127.0.0.1"
-smtps = {ports['smtps']}
-submission = {ports['submission']}
-imaps = {ports['imaps']}
-court = {ports['court']}
-https = {ports['https']}
+smtps = {ports["smtps"]}
+submission = {ports["submission"]}
+imaps = {ports["imaps"]}
+court = {ports["court"]}
+https = {ports["https"]}
 """
 
 
@@ -88,58 +145,103 @@ def init_instance(root: Path, *, base_port: int = 10000) -> dict[str, object]:
         return str(p.resolve().relative_to(root))
 
     for person in DEMO_PEOPLE:
-        extra: dict[str, datetime] = {}
+        not_before = not_after = None
         if person.name == "expired":
-            extra = {"not_before": now - timedelta(days=400), "not_after": now - timedelta(days=1)}
+            not_before, not_after = now - timedelta(days=400), now - timedelta(days=1)
         issued = issue_identity(
-            pki, person.name, role=person.role, given_name=person.given, surname=person.surname,
-            address=person.address, serial_number=person.serial, **extra,
+            pki,
+            person.name,
+            role=person.role,
+            given_name=person.given,
+            surname=person.surname,
+            address=person.address,
+            serial_number=person.serial,
+            not_before=not_before,
+            not_after=not_after,
         )
         if person.name == "revoked":
             revoke(pki, issued.cert_path)
         identities[person.name] = {
-            "role": person.role.value, "address": issued.address,
-            "cert": rel(issued.cert_path), "key": rel(issued.key_path),
+            "role": person.role.value,
+            "address": issued.address,
+            "cert": rel(issued.cert_path),
+            "key": rel(issued.key_path),
         }
         fingerprints[person.name] = issued.fingerprint
     court = issue_identity(
-        pki, COURT[0], role=Role.JURIDICTION, common_name=COURT[2],
-        organization="Conseil de prud'hommes de Bordeaux", address=COURT[1],
+        pki,
+        COURT[0],
+        role=Role.JURIDICTION,
+        common_name=COURT[2],
+        organization="Conseil de prud'hommes de Bordeaux",
+        address=COURT[1],
     )
-    identities[COURT[0]] = {"role": Role.JURIDICTION.value, "address": court.address,
-                            "cert": rel(court.cert_path), "key": rel(court.key_path)}
+    identities[COURT[0]] = {
+        "role": Role.JURIDICTION.value,
+        "address": court.address,
+        "cert": rel(court.cert_path),
+        "key": rel(court.key_path),
+    }
     fingerprints[COURT[0]] = court.fingerprint
     stranger = issue_identity(
-        pki, STRANGER_PERSON[0], role=Role.AVOCAT, given_name="Eve", surname="Intrus",
-        address=STRANGER_PERSON[1], serial_number="CNB-99-000000", issuer=STRANGER,
+        pki,
+        STRANGER_PERSON[0],
+        role=Role.AVOCAT,
+        given_name="Eve",
+        surname="Intrus",
+        address=STRANGER_PERSON[1],
+        serial_number="CNB-99-000000",
+        issuer=STRANGER,
     )
-    identities["stranger"] = {"role": Role.AVOCAT.value, "address": stranger.address,
-                              "cert": rel(stranger.cert_path), "key": rel(stranger.key_path)}
+    identities["stranger"] = {
+        "role": Role.AVOCAT.value,
+        "address": stranger.address,
+        "cert": rel(stranger.cert_path),
+        "key": rel(stranger.key_path),
+    }
 
     (root / "palais.toml").write_text(config_text(base_port), encoding="utf-8")
     storage = open_storage(f"sqlite:///{root / 'palais.db'}", root / "blobs")
     dossier_address = f"{DOSSIER}@dossiers.palais.test"
     try:
+
         def populate(conn: Connection, _ctx: WriteContext) -> None:
-            service_id = Directory.add_service(conn, address=SERVICE[0], name=SERVICE[1], juridiction=SERVICE[2])
+            service_id = Directory.add_service(
+                conn, address=SERVICE[0], name=SERVICE[1], juridiction=SERVICE[2]
+            )
             accounts: dict[str, int] = {}
             for person in DEMO_PEOPLE:
                 accounts[person.name] = Directory.add_account(
-                    conn, address=person.address, role=person.role,
+                    conn,
+                    address=person.address,
+                    role=person.role,
                     display_name=f"{person.given} {person.surname.upper()}",
                     fingerprint=fingerprints[person.name],
                     service_id=service_id if person.role is Role.GREFFIER else None,
                 )
             accounts[COURT[0]] = Directory.add_account(
-                conn, address=COURT[1], role=Role.JURIDICTION, display_name=COURT[2],
+                conn,
+                address=COURT[1],
+                role=Role.JURIDICTION,
+                display_name=COURT[2],
                 fingerprint=fingerprints[COURT[0]],
             )
             dossier_id = Directory.add_dossier(
-                conn, number=DOSSIER, address=dossier_address, juridiction=SERVICE[2], service_id=service_id
+                conn,
+                number=DOSSIER,
+                address=dossier_address,
+                juridiction=SERVICE[2],
+                service_id=service_id,
             )
-            for name, capacity in (("avocat1", "avocat"), ("avocat2", "avocat"), ("magistrat1", "magistrat"),
-                                   (COURT[0], "juridiction")):
-                Directory.add_participant(conn, dossier_id=dossier_id, account_id=accounts[name], capacity=capacity)
+            for name, capacity in (
+                ("avocat1", "avocat"),
+                ("avocat2", "avocat"),
+                ("magistrat1", "magistrat"),
+                (COURT[0], "juridiction"),
+            ):
+                Directory.add_participant(
+                    conn, dossier_id=dossier_id, account_id=accounts[name], capacity=capacity
+                )
 
         storage.commits.run_now(populate)
     finally:
@@ -160,5 +262,7 @@ def init_instance(root: Path, *, base_port: int = 10000) -> dict[str, object]:
             }
         ],
     }
-    (root / "demo.json").write_text(json.dumps(demo, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (root / "demo.json").write_text(
+        json.dumps(demo, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return demo

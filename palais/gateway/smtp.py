@@ -29,7 +29,7 @@ log = logging.getLogger("palais.smtp")
 class _SessionState:
     """What we know of one connection beyond aiosmtpd's own session."""
 
-    __slots__ = ("identity", "refused", "recipients")
+    __slots__ = ("identity", "recipients", "refused")
 
     def __init__(self) -> None:
         self.identity: Identity | None = None
@@ -58,7 +58,7 @@ class PalaisSMTP(SMTP):
 
     # -- identity ------------------------------------------------------------
 
-    def _ssl_object(self) -> ssl.SSLObject | None:
+    def _ssl_object(self) -> ssl.SSLObject | ssl.SSLSocket | None:
         if self.transport is None:
             return None
         obj = self.transport.get_extra_info("ssl_object")
@@ -81,14 +81,19 @@ class PalaisSMTP(SMTP):
             reason = error.reason if isinstance(error, PalaisError) else repr(error)
             log.warning(
                 "connection listener=%s peer=%s decision=refused reason=%r",
-                self.listener, self.session.peer if self.session else None, reason,
+                self.listener,
+                self.session.peer if self.session else None,
+                reason,
             )
             return None
         self.state.identity = who
         log.info(
             "connection listener=%s peer=%s identity=%s role=%s fingerprint=%s decision=accepted",
-            self.listener, self.session.peer if self.session else None, who.address,
-            who.role, who.fingerprint,
+            self.listener,
+            self.session.peer if self.session else None,
+            who.address,
+            who.role,
+            who.fingerprint,
         )
         return who
 
@@ -158,7 +163,7 @@ class PalaisSMTP(SMTP):
             await self.push(replies.AUTHZ_MISMATCH)
             return
         self.session.authenticated = True
-        self.session.auth_data = who
+        self.session.auth_data = who  # type: ignore[assignment]
         await self.push(replies.AUTH_OK)
 
     def _b64(self, text: str) -> bytes | None:
@@ -203,12 +208,12 @@ class PalaisSMTP(SMTP):
         await super().smtp_RSET(arg)
 
     def _set_post_data_state(self) -> None:
-        super()._set_post_data_state()
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]
         if hasattr(self, "state"):
             self.state.recipients = []
 
     def _set_rset_state(self) -> None:
-        super()._set_rset_state()
+        super()._set_rset_state()  # type: ignore[no-untyped-call]
         if hasattr(self, "state"):
             self.state.recipients = []
 
@@ -221,7 +226,11 @@ class SubmissionHandler:
         self.max_recipients = max_recipients
 
     async def handle_EHLO(
-        self, server: PalaisSMTP, session: Session, envelope: Envelope, hostname: str,
+        self,
+        server: PalaisSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
@@ -233,7 +242,11 @@ class SubmissionHandler:
         return [r if i == len(out) - 1 else "250-" + r[4:] for i, r in enumerate(out)]
 
     async def handle_MAIL(
-        self, server: PalaisSMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        server: PalaisSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         mail_options: list[str],
     ) -> str:
         who = server.state.identity
@@ -247,7 +260,11 @@ class SubmissionHandler:
         return "250 2.1.0 Sender OK"
 
     async def handle_RCPT(
-        self, server: PalaisSMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        server: PalaisSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         who = server.state.identity
@@ -277,8 +294,11 @@ class SubmissionHandler:
             return replies.reply_for(error, log, context)
         log.info(
             "message %s decision=accepted ref=%s sha256=%s rcpts=%s dossier=%s",
-            context, accepted.reference, accepted.sha256,
-            ",".join(envelope.rcpt_tos), accepted.plan.dossier,
+            context,
+            accepted.reference,
+            accepted.sha256,
+            ",".join(envelope.rcpt_tos),
+            accepted.plan.dossier,
         )
         return f"250 2.0.0 Accepted as {accepted.reference}"
 
@@ -313,5 +333,3 @@ def make_smtp_factory(
         )
 
     return factory
-
-

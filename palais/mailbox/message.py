@@ -62,9 +62,7 @@ def decode_header_value(value: str | None) -> str:
 def _addresses(msg: Message, name: str) -> str:
     values = msg.get_all(name) or []
     pairs = email.utils.getaddresses([decode_header_value(str(v)) for v in values])
-    return ", ".join(
-        f"{display} <{addr}>" if display else addr for display, addr in pairs if addr
-    )
+    return ", ".join(f"{display} <{addr}>" if display else addr for display, addr in pairs if addr)
 
 
 def summarize(data: bytes) -> MessageSummary:

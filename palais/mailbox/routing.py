@@ -66,7 +66,9 @@ def check_sender(who: Identity, mail_from: str) -> None:
 
 def plan_filing(who: Identity, recipients: Sequence[Addressee]) -> FilingPlan:
     """One copy in the sender's Envoyés (already read), one per recipient's INBOX."""
-    destinations: list[Destination] = [Destination(who.mailbox_owner, ENVOYES, frozenset({"\\Seen"}))]
+    destinations: list[Destination] = [
+        Destination(who.mailbox_owner, ENVOYES, frozenset({"\\Seen"}))
+    ]
     seen_owners: set[str] = set()
     dossier: str | None = None
     for rcpt in recipients:

@@ -56,9 +56,7 @@ class SubmissionDesk:
             )
         return found
 
-    async def accept(
-        self, who: Identity, recipients: Sequence[Addressee], data: bytes
-    ) -> Accepted:
+    async def accept(self, who: Identity, recipients: Sequence[Addressee], data: bytes) -> Accepted:
         """Validate and file a message; durable when this returns."""
         if len(data) > self._max_size:
             raise MessageTooBig(f"Message exceeds the {self._max_size} byte limit")

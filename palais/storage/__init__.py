@@ -39,7 +39,9 @@ class Storage:
         self.writer_engine.dispose()
 
 
-def open_storage(url: str, blob_dir: Path, *, max_batch: int = 256, migrate: bool = True) -> Storage:
+def open_storage(
+    url: str, blob_dir: Path, *, max_batch: int = 256, migrate: bool = True
+) -> Storage:
     writer_engine = make_engine(url, writer=True)
     if migrate:
         upgrade(writer_engine)

@@ -13,13 +13,13 @@ from palais.mailbox.identity import CertificateIdentity, Identity, Role
 from palais.mailbox.routing import Addressee, AddresseeKind
 from palais.storage import schema
 from palais.storage.mailstore import ensure_standard_boxes
-from palais.storage.writer import CommitQueue, WriteContext
+from palais.storage.writer import CommitQueue
 
-AC = schema.Account.__table__
-CE = schema.Certificate.__table__
-SV = schema.Service.__table__
-DO = schema.Dossier.__table__
-PA = schema.Participation.__table__
+AC = schema.table(schema.Account)
+CE = schema.table(schema.Certificate)
+SV = schema.table(schema.Service)
+DO = schema.table(schema.Dossier)
+PA = schema.table(schema.Participation)
 
 log = logging.getLogger("palais.storage.directory")
 
@@ -43,12 +43,21 @@ class Directory:
 
     def _identity_row(self, conn: Connection, account_id: int, fingerprint: str) -> Identity:
         row = conn.execute(
-            select(AC.c.id, AC.c.address, AC.c.role, AC.c.display_name, AC.c.active, SV.c.address.label("service"))
+            select(
+                AC.c.id,
+                AC.c.address,
+                AC.c.role,
+                AC.c.display_name,
+                AC.c.active,
+                SV.c.address.label("service"),
+            )
             .outerjoin(SV, SV.c.id == AC.c.service_id)
             .where(AC.c.id == account_id)
         ).one()
         if not row.active:
-            raise NotAllowed("This account is deactivated", reason=f"inactive account {row.address}")
+            raise NotAllowed(
+                "This account is deactivated", reason=f"inactive account {row.address}"
+            )
         return Identity(
             account_id=int(row.id),
             address=row.address,
@@ -75,12 +84,14 @@ class Directory:
             if account_id is not None:
                 ident = self._identity_row(conn, int(account_id), cert.fingerprint)
                 if ident.address != cert.address or ident.role != cert.role:
-                    raise NotAllowed(reason=f"certificate {cert.fingerprint} bound to {ident.address}")
+                    raise NotAllowed(
+                        reason=f"certificate {cert.fingerprint} bound to {ident.address}"
+                    )
                 self._by_fingerprint[cert.fingerprint] = ident
                 return ident
-        account_id = await self._writer.submit(lambda c, _ctx: self._register(c, cert))
+        new_id: int = await self._writer.submit(lambda c, _ctx: self._register(c, cert))
         with self._reader.connect() as conn:
-            ident = self._identity_row(conn, account_id, cert.fingerprint)
+            ident = self._identity_row(conn, new_id, cert.fingerprint)
         self._by_fingerprint[cert.fingerprint] = ident
         return ident
 
@@ -89,25 +100,40 @@ class Directory:
         row = conn.execute(select(AC.c.id, AC.c.role).where(AC.c.address == cert.address)).first()
         if row is not None:
             if row.role != cert.role.value:
-                raise NotAllowed(reason=f"{cert.address} is a {row.role}, certificate says {cert.role}")
+                raise NotAllowed(
+                    reason=f"{cert.address} is a {row.role}, certificate says {cert.role}"
+                )
             account_id = int(row.id)
             log.info("certificate linked address=%s fingerprint=%s", cert.address, cert.fingerprint)
         else:
             res = conn.execute(
                 insert(AC).values(
-                    address=cert.address, role=cert.role.value, display_name=cert.display_name,
-                    service_id=None, active=True, created_at=now,
+                    address=cert.address,
+                    role=cert.role.value,
+                    display_name=cert.display_name,
+                    service_id=None,
+                    active=True,
+                    created_at=now,
                 )
             )
             assert res.inserted_primary_key is not None
             account_id = int(res.inserted_primary_key[0])
             ensure_standard_boxes(conn, cert.address)
-            log.info("account registered address=%s role=%s fingerprint=%s", cert.address, cert.role, cert.fingerprint)
-        existing = conn.execute(select(CE.c.fingerprint).where(CE.c.fingerprint == cert.fingerprint)).first()
+            log.info(
+                "account registered address=%s role=%s fingerprint=%s",
+                cert.address,
+                cert.role,
+                cert.fingerprint,
+            )
+        existing = conn.execute(
+            select(CE.c.fingerprint).where(CE.c.fingerprint == cert.fingerprint)
+        ).first()
         if existing is None:
             conn.execute(
                 insert(CE).values(
-                    fingerprint=cert.fingerprint, account_id=account_id, subject=cert.subject,
+                    fingerprint=cert.fingerprint,
+                    account_id=account_id,
+                    subject=cert.subject,
                     first_seen=now,
                 )
             )
@@ -139,7 +165,13 @@ class Directory:
     def dossier(self, number: str) -> DossierRecord | None:
         with self._reader.connect() as conn:
             r = conn.execute(
-                select(DO.c.id, DO.c.number, DO.c.address, DO.c.juridiction, SV.c.address.label("service"))
+                select(
+                    DO.c.id,
+                    DO.c.number,
+                    DO.c.address,
+                    DO.c.juridiction,
+                    SV.c.address.label("service"),
+                )
                 .join(SV, SV.c.id == DO.c.service_id)
                 .where(DO.c.number == number)
             ).first()
@@ -151,7 +183,9 @@ class Directory:
 
     @staticmethod
     def add_service(conn: Connection, *, address: str, name: str, juridiction: str) -> int:
-        res = conn.execute(insert(SV).values(address=address.lower(), name=name, juridiction=juridiction))
+        res = conn.execute(
+            insert(SV).values(address=address.lower(), name=name, juridiction=juridiction)
+        )
         assert res.inserted_primary_key is not None
         ensure_standard_boxes(conn, address.lower())
         return int(res.inserted_primary_key[0])
@@ -170,8 +204,12 @@ class Directory:
         now = datetime.now(UTC)
         res = conn.execute(
             insert(AC).values(
-                address=address.lower(), role=role.value, display_name=display_name,
-                service_id=service_id, active=True, created_at=now,
+                address=address.lower(),
+                role=role.value,
+                display_name=display_name,
+                service_id=service_id,
+                active=True,
+                created_at=now,
             )
         )
         assert res.inserted_primary_key is not None
@@ -180,21 +218,34 @@ class Directory:
             ensure_standard_boxes(conn, address.lower())
         if fingerprint:
             conn.execute(
-                insert(CE).values(fingerprint=fingerprint, account_id=account_id, subject=subject, first_seen=now)
+                insert(CE).values(
+                    fingerprint=fingerprint, account_id=account_id, subject=subject, first_seen=now
+                )
             )
         return account_id
 
     @staticmethod
-    def add_dossier(conn: Connection, *, number: str, address: str, juridiction: str, service_id: int) -> int:
+    def add_dossier(
+        conn: Connection, *, number: str, address: str, juridiction: str, service_id: int
+    ) -> int:
         res = conn.execute(
-            insert(DO).values(number=number, address=address.lower(), juridiction=juridiction, service_id=service_id)
+            insert(DO).values(
+                number=number,
+                address=address.lower(),
+                juridiction=juridiction,
+                service_id=service_id,
+            )
         )
         assert res.inserted_primary_key is not None
         return int(res.inserted_primary_key[0])
 
     @staticmethod
-    def add_participant(conn: Connection, *, dossier_id: int, account_id: int, capacity: str) -> None:
-        conn.execute(insert(PA).values(dossier_id=dossier_id, account_id=account_id, capacity=capacity))
+    def add_participant(
+        conn: Connection, *, dossier_id: int, account_id: int, capacity: str
+    ) -> None:
+        conn.execute(
+            insert(PA).values(dossier_id=dossier_id, account_id=account_id, capacity=capacity)
+        )
 
     @staticmethod
     def deactivate(conn: Connection, address: str) -> None:

@@ -37,10 +37,10 @@ from palais.storage.blobs import BlobLocation, BlobStore, sha256_hex
 from palais.storage.hub import EventHub
 from palais.storage.writer import CommitQueue, WriteContext
 
-MB = schema.Mailbox.__table__
-EN = schema.Entry.__table__
-MS = schema.Message.__table__
-BL = schema.Blob.__table__
+MB = schema.table(schema.Mailbox)
+EN = schema.table(schema.Entry)
+MS = schema.table(schema.Message)
+BL = schema.table(schema.Blob)
 
 STANDARD_BOXES: tuple[tuple[str, SpecialUse | None], ...] = (
     (INBOX, None),
@@ -122,7 +122,10 @@ def _store_blob(conn: Connection, sha: str, where: BlobLocation) -> None:
     if res.rowcount == 0:
         conn.execute(
             insert(BL).values(
-                sha256=sha, segment=where.segment, offset=where.offset, length=where.length,
+                sha256=sha,
+                segment=where.segment,
+                offset=where.offset,
+                length=where.length,
                 refcount=1,
             )
         )
@@ -178,8 +181,13 @@ def _add_entries(
         uid = first + i
         uids.append(uid)
         rows.append(
-            {"mailbox_id": mailbox_id, "uid": uid, "message_id": message_id,
-             "flags": encode_flags(flags), "modseq": modseq}
+            {
+                "mailbox_id": mailbox_id,
+                "uid": uid,
+                "message_id": message_id,
+                "flags": encode_flags(flags),
+                "modseq": modseq,
+            }
         )
         ctx.events.append(MailboxEvent(mailbox_id, "exists", uid, flags, modseq))
     if rows:
@@ -207,7 +215,9 @@ def _release_messages(conn: Connection, ctx: WriteContext, message_ids: set[int]
 class MailStore:
     """Implements ``palais.mailbox.ports.MailAccess`` on SQL plus the pack store."""
 
-    def __init__(self, reader: Engine, writer: CommitQueue, blobs: BlobStore, hub: EventHub) -> None:
+    def __init__(
+        self, reader: Engine, writer: CommitQueue, blobs: BlobStore, hub: EventHub
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._blobs = blobs
@@ -311,8 +321,13 @@ class MailStore:
             for part in _chunks(wanted):
                 rows = conn.execute(
                     select(
-                        EN.c.uid, EN.c.flags, EN.c.modseq, MS.c.internaldate, MS.c.size,
-                        MS.c.blob, MS.c.header_size,
+                        EN.c.uid,
+                        EN.c.flags,
+                        EN.c.modseq,
+                        MS.c.internaldate,
+                        MS.c.size,
+                        MS.c.blob,
+                        MS.c.header_size,
                     )
                     .join(MS, MS.c.id == EN.c.message_id)
                     .where(EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part))
@@ -324,8 +339,12 @@ class MailStore:
                         when = when.replace(tzinfo=UTC)
                     out.append(
                         MessageRecord(
-                            uid=int(r.uid), flags=decode_flags(r.flags), modseq=int(r.modseq),
-                            internaldate=when, size=int(r.size), blob=r.blob,
+                            uid=int(r.uid),
+                            flags=decode_flags(r.flags),
+                            modseq=int(r.modseq),
+                            internaldate=when,
+                            size=int(r.size),
+                            blob=r.blob,
                             header_size=int(r.header_size),
                         )
                     )
@@ -420,8 +439,7 @@ class MailStore:
             doomed = [
                 (int(r.uid), int(r.message_id))
                 for r in rows
-                if _DELETED in decode_flags(r.flags)
-                and (only is None or int(r.uid) in only)
+                if _DELETED in decode_flags(r.flags) and (only is None or int(r.uid) in only)
             ]
             if not doomed:
                 return []
@@ -454,8 +472,14 @@ class MailStore:
 
         def work(conn: Connection, ctx: WriteContext) -> AppendResult:
             mid, _ = _insert_message(
-                conn, ctx, data, summary, internaldate=when, sender=who.address,
-                fingerprint=who.fingerprint, dossier_id=None,
+                conn,
+                ctx,
+                data,
+                summary,
+                internaldate=when,
+                sender=who.address,
+                fingerprint=who.fingerprint,
+                dossier_id=None,
             )
             uids, validity = _add_entries(conn, ctx, box, [(mid, flags)])
             return AppendResult(uidvalidity=validity, uid=uids[0])
@@ -484,7 +508,9 @@ class MailStore:
                 )
             found.sort()
             if not found:
-                validity = conn.execute(select(MB.c.uidvalidity).where(MB.c.id == dest)).scalar_one()
+                validity = conn.execute(
+                    select(MB.c.uidvalidity).where(MB.c.id == dest)
+                ).scalar_one()
                 return CopyResult(int(validity), [], [])
             new_uids, validity = _add_entries(conn, ctx, dest, [(m, f) for _, m, f in found])
             if move:
@@ -522,13 +548,21 @@ class MailStore:
             HeaderField.BCC: MS.c.bcc_addr,
             HeaderField.MESSAGE_ID: MS.c.message_id,
         }[field]
-        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = (
+            "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
         rows = self._read(
-            lambda c: c.execute(
-                select(EN.c.uid)
-                .join(MS, MS.c.id == EN.c.message_id)
-                .where(EN.c.mailbox_id == mailbox_id, func.lower(column).like(pattern, escape="\\"))
-            ).scalars().all()
+            lambda c: (
+                c.execute(
+                    select(EN.c.uid)
+                    .join(MS, MS.c.id == EN.c.message_id)
+                    .where(
+                        EN.c.mailbox_id == mailbox_id, func.lower(column).like(pattern, escape="\\")
+                    )
+                )
+                .scalars()
+                .all()
+            )
         )
         return {int(u) for u in rows}
 
@@ -544,9 +578,11 @@ class MailStore:
         if before is not None:
             conds.append(MS.c.sent_date < datetime.combine(before, time(), tzinfo=UTC))
         rows = self._read(
-            lambda c: c.execute(
-                select(EN.c.uid).join(MS, MS.c.id == EN.c.message_id).where(and_(*conds))
-            ).scalars().all()
+            lambda c: (
+                c.execute(select(EN.c.uid).join(MS, MS.c.id == EN.c.message_id).where(and_(*conds)))
+                .scalars()
+                .all()
+            )
         )
         return {int(u) for u in rows}
 
@@ -570,8 +606,8 @@ class MailStore:
         if plan.dossier is not None:
             dossier_id = self._read(
                 lambda c: c.execute(
-                    select(schema.Dossier.__table__.c.id).where(
-                        schema.Dossier.__table__.c.number == plan.dossier
+                    select(schema.table(schema.Dossier).c.id).where(
+                        schema.table(schema.Dossier).c.number == plan.dossier
                     )
                 ).scalar()
             )
@@ -579,8 +615,14 @@ class MailStore:
 
         def work(conn: Connection, ctx: WriteContext) -> FiledMessage:
             mid, sha = _insert_message(
-                conn, ctx, data, summary, internaldate=now, sender=who.address,
-                fingerprint=who.fingerprint, dossier_id=dossier_id,
+                conn,
+                ctx,
+                data,
+                summary,
+                internaldate=now,
+                sender=who.address,
+                fingerprint=who.fingerprint,
+                dossier_id=dossier_id,
             )
             uids: dict[str, int] = {}
             for dest, box in boxes:
@@ -593,4 +635,3 @@ class MailStore:
 
 def _canonical(name: str) -> str:
     return INBOX if name.upper() == INBOX else name
-

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -129,3 +130,9 @@ class Entry(Base):
     flags: Mapped[str] = mapped_column(Text, default="")
     modseq: Mapped[int] = mapped_column(BigInteger)
 
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, typed for insert/update/delete."""
+    t = model.__table__
+    assert isinstance(t, Table)
+    return t

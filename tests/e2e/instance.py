@@ -77,14 +77,18 @@ class Instance:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "palais", "serve", str(self.root)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
         )
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"palais serve exited: {self.read_log()}")
-            if all(self._listening(self.port(n)) for n in ("smtps", "submission", "imaps", "court")):
+            if all(
+                self._listening(self.port(n)) for n in ("smtps", "submission", "imaps", "court")
+            ):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"palais serve did not start: {self.read_log()}")
@@ -115,7 +119,9 @@ def create_instance(root: Path, *, extra_config: str = "") -> Instance:
     env = dict(os.environ)
     subprocess.run(
         [sys.executable, "-m", "palais", "init", str(root), "--ports", str(base)],
-        check=True, capture_output=True, env=env,
+        check=True,
+        capture_output=True,
+        env=env,
     )
     if extra_config:
         with (root / "palais.toml").open("a", encoding="utf-8") as f:

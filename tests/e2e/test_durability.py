@@ -29,7 +29,8 @@ def _submit_until_dead(inst: Instance, accepted: list[str], stop: threading.Even
                 body = (
                     f"From: {inst.address('avocat1')}\r\nTo: {inst.dossier['address']}\r\n"
                     f"Subject: [{inst.dossier['number']}] durabilite\r\nMessage-ID: {mid}\r\n\r\n"
-                    + ("x" * 70 + "\r\n") * 30
+                    + ("x" * 70 + "\r\n")
+                    * 30
                 )
                 code, _ = s.mail(inst.address("avocat1"))
                 code, _ = s.rcpt(inst.dossier["address"])
@@ -46,7 +47,8 @@ def test_sigkill_loses_no_accepted_message(tmp_path: Path) -> None:
     accepted: list[str] = []
     stop = threading.Event()
     threads = [
-        threading.Thread(target=_submit_until_dead, args=(inst, accepted, stop)) for _ in range(CLIENTS)
+        threading.Thread(target=_submit_until_dead, args=(inst, accepted, stop))
+        for _ in range(CLIENTS)
     ]
     for t in threads:
         t.start()
@@ -72,8 +74,10 @@ def test_sigkill_loses_no_accepted_message(tmp_path: Path) -> None:
             stored = set(
                 conn.execute(
                     text(
-                        "SELECT m.message_id FROM message m JOIN entry e ON e.message_id = m.id "
-                        "JOIN mailbox b ON b.id = e.mailbox_id WHERE b.owner = :o AND b.name = 'INBOX'"
+                        "SELECT m.message_id FROM message m"
+                        " JOIN entry e ON e.message_id = m.id"
+                        " JOIN mailbox b ON b.id = e.mailbox_id"
+                        " WHERE b.owner = :o AND b.name = 'INBOX'"
                     ),
                     {"o": inst.dossier["service_address"]},
                 ).scalars()

@@ -18,7 +18,9 @@ from tests.conftest import TEST_MAX_SIZE
 from tests.e2e.instance import Instance
 
 
-def message(inst: Instance, sender: str = "avocat1", subject: str = "test", body: str = "Bonjour") -> EmailMessage:
+def message(
+    inst: Instance, sender: str = "avocat1", subject: str = "test", body: str = "Bonjour"
+) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = inst.address(sender)
     msg["To"] = inst.dossier["address"]
@@ -29,7 +31,9 @@ def message(inst: Instance, sender: str = "avocat1", subject: str = "test", body
 
 
 def smtps(inst: Instance, who: str | None) -> smtplib.SMTP_SSL:
-    return smtplib.SMTP_SSL("localhost", inst.port("smtps"), context=inst.client_context(who), timeout=10)
+    return smtplib.SMTP_SSL(
+        "localhost", inst.port("smtps"), context=inst.client_context(who), timeout=10
+    )
 
 
 def submission(inst: Instance, who: str | None) -> smtplib.SMTP:
@@ -61,8 +65,11 @@ def test_plain_submission_advertises_no_auth_before_tls(instance: Instance) -> N
 def test_lawyer_sends_to_dossier(instance: Instance, listener: str) -> None:
     client = smtps if listener == "smtps" else submission
     with client(instance, "avocat1") as s:
-        refused = s.send_message(message(instance), from_addr=instance.address("avocat1"),
-                                 to_addrs=[instance.dossier["address"]])
+        refused = s.send_message(
+            message(instance),
+            from_addr=instance.address("avocat1"),
+            to_addrs=[instance.dossier["address"]],
+        )
         assert refused == {}
 
 
@@ -79,24 +86,27 @@ def test_reply_to_data_names_the_message(instance: Instance) -> None:
 def test_mail_before_starttls_is_refused(instance: Instance) -> None:
     with smtplib.SMTP("localhost", instance.port("submission"), timeout=10) as s:
         s.ehlo()
-        assert s.mail(instance.address("avocat1")) == (530, b"5.7.0 Must issue a STARTTLS command first")
+        assert s.mail(instance.address("avocat1")) == (
+            530,
+            b"5.7.0 Must issue a STARTTLS command first",
+        )
         assert s.rcpt(instance.dossier["address"])[0] == 530
 
 
 @pytest.mark.parametrize("who", [None, "stranger", "expired", "revoked"])
 def test_bad_certificates_fail_the_handshake_smtps(instance: Instance, who: str | None) -> None:
-    with pytest.raises((ssl.SSLError, ConnectionResetError, smtplib.SMTPServerDisconnected)):
-        with smtps(instance, who) as s:
-            # TLS 1.3 reports a refused client certificate on the first read.
-            s.ehlo()
-            s.mail(instance.address("avocat1"))
+    refused = (ssl.SSLError, ConnectionResetError, smtplib.SMTPServerDisconnected)
+    # TLS 1.3 reports a refused client certificate on the first read.
+    with pytest.raises(refused), smtps(instance, who) as s:
+        s.ehlo()
+        s.mail(instance.address("avocat1"))
 
 
 @pytest.mark.parametrize("who", [None, "stranger", "expired", "revoked"])
 def test_bad_certificates_fail_starttls(instance: Instance, who: str | None) -> None:
-    with pytest.raises((ssl.SSLError, ConnectionResetError, smtplib.SMTPServerDisconnected)):
-        with submission(instance, who) as s:
-            s.mail(instance.address("avocat1"))
+    refused = (ssl.SSLError, ConnectionResetError, smtplib.SMTPServerDisconnected)
+    with pytest.raises(refused), submission(instance, who) as s:
+        s.mail(instance.address("avocat1"))
 
 
 def test_mail_from_must_be_own_address(instance: Instance) -> None:
@@ -161,7 +171,10 @@ def test_auth_external_variants(instance: Instance) -> None:
     with smtps(instance, "avocat1") as s:
         s.ehlo()
         other = base64.b64encode(instance.address("avocat2").encode()).decode()
-        assert s.docmd("AUTH", "EXTERNAL " + other) == (535, b"5.7.8 Authorization identity does not match your certificate")
+        assert s.docmd("AUTH", "EXTERNAL " + other) == (
+            535,
+            b"5.7.8 Authorization identity does not match your certificate",
+        )
     with smtps(instance, "avocat1") as s:
         s.ehlo()
         code, text = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0u\0p").decode())
@@ -224,12 +237,28 @@ def test_curl_smtps_external(instance: Instance, tmp_path) -> None:  # type: ign
     eml = tmp_path / "msg.eml"
     eml.write_bytes(message(instance, subject="via curl").as_bytes(policy=SMTP))
     out = subprocess.run(
-        ["curl", "-sS", "--cacert", str(instance.ca), "--cert", str(instance.cert("avocat1")),
-         "--key", str(instance.key("avocat1")),
-         f"smtps://;AUTH=EXTERNAL@localhost:{instance.port('smtps')}/client",
-         "--mail-from", instance.address("avocat1"), "--mail-rcpt", instance.dossier["address"],
-         "-T", str(eml), "-v"],
-        capture_output=True, text=True, errors="replace", timeout=30,
+        [
+            "curl",
+            "-sS",
+            "--cacert",
+            str(instance.ca),
+            "--cert",
+            str(instance.cert("avocat1")),
+            "--key",
+            str(instance.key("avocat1")),
+            f"smtps://;AUTH=EXTERNAL@localhost:{instance.port('smtps')}/client",
+            "--mail-from",
+            instance.address("avocat1"),
+            "--mail-rcpt",
+            instance.dossier["address"],
+            "-T",
+            str(eml),
+            "-v",
+        ],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=30,
     )
     assert out.returncode == 0, out.stderr
     assert "< 235 2.7.0" in out.stderr
@@ -241,11 +270,23 @@ def test_curl_without_certificate_fails(instance: Instance, tmp_path) -> None:  
     eml = tmp_path / "msg.eml"
     eml.write_bytes(message(instance).as_bytes(policy=SMTP))
     out = subprocess.run(
-        ["curl", "-sS", "--cacert", str(instance.ca),
-         f"smtps://localhost:{instance.port('smtps')}/client",
-         "--mail-from", instance.address("avocat1"), "--mail-rcpt", instance.dossier["address"],
-         "-T", str(eml)],
-        capture_output=True, text=True, errors="replace", timeout=30,
+        [
+            "curl",
+            "-sS",
+            "--cacert",
+            str(instance.ca),
+            f"smtps://localhost:{instance.port('smtps')}/client",
+            "--mail-from",
+            instance.address("avocat1"),
+            "--mail-rcpt",
+            instance.dossier["address"],
+            "-T",
+            str(eml),
+        ],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=30,
     )
     assert out.returncode != 0
 
@@ -254,12 +295,31 @@ def test_curl_without_certificate_fails(instance: Instance, tmp_path) -> None:  
 @pytest.mark.parametrize("mode", ["tlsc", "tls"])
 def test_swaks(instance: Instance, mode: str) -> None:
     port = instance.port("smtps" if mode == "tlsc" else "submission")
-    args = ["swaks", "--server", "127.0.0.1", "--port", str(port), f"--{mode}",
-            "--tls-cert", str(instance.cert("avocat2")), "--tls-key", str(instance.key("avocat2")),
-            "--tls-ca-path", str(instance.ca), "--tls-verify",
-            "--from", instance.address("avocat2"), "--to", instance.dossier["address"],
-            "--header", f"Subject: [{instance.dossier['number']}] via swaks", "--body", "Bonjour",
-            "--tls-sni", "localhost"]
+    args = [
+        "swaks",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        f"--{mode}",
+        "--tls-cert",
+        str(instance.cert("avocat2")),
+        "--tls-key",
+        str(instance.key("avocat2")),
+        "--tls-ca-path",
+        str(instance.ca),
+        "--tls-verify",
+        "--from",
+        instance.address("avocat2"),
+        "--to",
+        instance.dossier["address"],
+        "--header",
+        f"Subject: [{instance.dossier['number']}] via swaks",
+        "--body",
+        "Bonjour",
+        "--tls-sni",
+        "localhost",
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"<[~-]  250 2.0.0 Accepted as M", out.stdout), out.stdout
@@ -267,10 +327,24 @@ def test_swaks(instance: Instance, mode: str) -> None:
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
 def test_swaks_wrong_sender(instance: Instance) -> None:
-    args = ["swaks", "--server", "127.0.0.1", "--port", str(instance.port("smtps")), "--tlsc",
-            "--tls-cert", str(instance.cert("avocat2")), "--tls-key", str(instance.key("avocat2")),
-            "--from", instance.address("avocat1"), "--to", instance.dossier["address"],
-            "--body", "x"]
+    args = [
+        "swaks",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        str(instance.port("smtps")),
+        "--tlsc",
+        "--tls-cert",
+        str(instance.cert("avocat2")),
+        "--tls-key",
+        str(instance.key("avocat2")),
+        "--from",
+        instance.address("avocat1"),
+        "--to",
+        instance.dossier["address"],
+        "--body",
+        "x",
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert re.search(r"<[~*]\* 550 5.7.1", out.stdout), out.stdout

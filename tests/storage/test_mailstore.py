@@ -23,7 +23,9 @@ OTHER = Identity(2, "b@x.test", Role.AVOCAT, "B", "e" * 64, "b@x.test")
 
 
 def msg(n: int) -> bytes:
-    return f"From: a@x.test\r\nSubject: sujet {n}\r\nMessage-ID: <{n}@x>\r\n\r\ncorps {n}\r\n".encode()
+    return (
+        f"From: a@x.test\r\nSubject: sujet {n}\r\nMessage-ID: <{n}@x>\r\n\r\ncorps {n}\r\n".encode()
+    )
 
 
 @pytest.fixture
@@ -79,9 +81,13 @@ def test_store_flags_condstore(storage: Storage) -> None:
         r = await mail.store_flags(ME, box.id, [1, 2], FlagMode.ADD, frozenset({"\\Seen"}))
         assert [e.uid for e in r.updated] == [1, 2]
         modseq = r.updated[0].modseq
-        r2 = await mail.store_flags(ME, box.id, [1], FlagMode.ADD, frozenset({"$Urgent"}), unchanged_since=modseq - 1)
+        r2 = await mail.store_flags(
+            ME, box.id, [1], FlagMode.ADD, frozenset({"$Urgent"}), unchanged_since=modseq - 1
+        )
         assert r2.modified == [1] and not r2.updated
-        r3 = await mail.store_flags(ME, box.id, [1], FlagMode.REPLACE, frozenset(), unchanged_since=modseq)
+        r3 = await mail.store_flags(
+            ME, box.id, [1], FlagMode.REPLACE, frozenset(), unchanged_since=modseq
+        )
         assert r3.updated[0].flags == frozenset() and r3.updated[0].modseq > modseq
         assert (await mail.mailbox(ME, "INBOX")).unseen == 1
 
@@ -142,7 +148,9 @@ def test_search_header_and_sent(storage: Storage) -> None:
 
 
 def test_concurrent_filings_share_commits(storage: Storage) -> None:
-    plan = FilingPlan(None, (Destination(ME.address, "Envoyés"), Destination(OTHER.address, "INBOX")))
+    plan = FilingPlan(
+        None, (Destination(ME.address, "Envoyés"), Destination(OTHER.address, "INBOX"))
+    )
 
     async def go() -> None:
         before = storage.commits.batches

@@ -57,5 +57,8 @@ def test_plan_files_once_per_mailbox() -> None:
     s = Addressee("greffe@x", AddresseeKind.SERVICE, "greffe@x")
     plan = plan_filing(_who(), [d, s])
     assert plan.dossier == "2025-0000138"
-    assert [(x.owner, x.box) for x in plan.destinations] == [("a@x", "Envoyés"), ("greffe@x", "INBOX")]
+    assert [(x.owner, x.box) for x in plan.destinations] == [
+        ("a@x", "Envoyés"),
+        ("greffe@x", "INBOX"),
+    ]
     assert "\\Seen" in plan.destinations[0].flags

@@ -44,7 +44,7 @@ class Transport(Protocol):
 class Session:
     __slots__ = (
         "reader", "transport", "access", "log", "limits", "idle_timeout", "state", "condstore",
-        "utf8", "commands", "outcome", "_pending_bytes", "_closing", "identity_address",
+        "utf8", "commands", "outcome", "_pending_bytes", "_closing", "_close_after", "identity_address",
     )
 
     def __init__(
@@ -72,6 +72,7 @@ class Session:
         self.outcome = "eof"
         self._pending_bytes = 0
         self._closing = False
+        self._close_after = False
         self.identity_address: str | None = None
 
     # -- output ------------------------------------------------------------
@@ -106,6 +107,9 @@ class Session:
 
     # -- lifecycle -----------------------------------------------------------
 
+    def close_after_reply(self) -> None:
+        self._close_after = True
+
     def shutdown(self, text: bytes = b"Server shutting down") -> None:
         """Say goodbye and close; the command loop ends when the stream does."""
         if self._closing:
@@ -138,6 +142,10 @@ class Session:
                     break
                 await self.execute(raw)
                 await self.flush(force=True)
+                if self._close_after:
+                    outcome = self.outcome
+                    self.shutdown(b"Goodbye")
+                    self.outcome = outcome if outcome != "eof" else "refused"
         except (ConnectionError, OSError):
             self.outcome = "connection-lost"
         finally:

@@ -39,7 +39,7 @@ def _select_identity(session: Session, requested: str | None) -> Reply:
     assert isinstance(state, NotAuthenticated)  # guaranteed by the command's allowed states
     if state.proven is None:
         refusal = state.refusal
-        session.shutdown(b"Goodbye")
+        session.close_after_reply()
         if refusal is not None:
             code = refusal.imap_code.encode("ascii") if refusal.imap_code else codes.AUTHENTICATIONFAILED
             return no(refusal.text, code)

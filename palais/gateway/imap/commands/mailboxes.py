@@ -1,0 +1,203 @@
+"""LIST (with RFC 5258 basics), LSUB, SUBSCRIBE, UNSUBSCRIBE, NAMESPACE, STATUS, CREATE, DELETE, RENAME."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from palais.gateway.imap import codes
+from palais.gateway.imap.commands.common import identity
+from palais.gateway.imap.commands.registry import Reply, command, no, ok
+from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.response import mailbox_name
+from palais.gateway.imap.states import AUTHENTICATED_OR_SELECTED
+from palais.mailbox.errors import NoSuchMailbox
+from palais.mailbox.model import DELIMITER, MailboxInfo
+
+if TYPE_CHECKING:
+    from palais.gateway.imap.session import Session
+
+_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    select: frozenset[str]
+    reference: str
+    patterns: tuple[str, ...]
+    returns: frozenset[str]
+
+
+def _options(args: Args, allowed: frozenset[str], what: str) -> frozenset[str]:
+    opts = {o.decode("ascii").upper() for o in args.paren_list()}
+    unknown = opts - allowed
+    if unknown:
+        raise ParseError(f"Unsupported {what} option {sorted(unknown)[0][:40]}")
+    return frozenset(opts)
+
+
+def list_arguments(args: Args) -> ListRequest:
+    select: frozenset[str] = frozenset()
+    if args.peek() == 0x28:
+        select = _options(args, _SELECT_OPTIONS, "LIST selection")
+        args.sp()
+    reference = args.decode_name(args.astring(), pattern=True)
+    args.sp()
+    if args.peek() == 0x28:
+        args.expect(b"(")
+        patterns = [args.list_mailbox()]
+        while not args.maybe(b")"):
+            args.sp()
+            patterns.append(args.list_mailbox())
+    else:
+        patterns = [args.list_mailbox()]
+    returns: frozenset[str] = frozenset()
+    if not args.at_end():
+        args.sp()
+        args.expect(b"RETURN")
+        args.sp()
+        returns = _options(args, _RETURN_OPTIONS, "LIST return")
+    return ListRequest(select, reference, tuple(patterns), returns)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(DELIMITER)}]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _matches(name: str, regexes: list[re.Pattern[str]], patterns: tuple[str, ...]) -> bool:
+    for regex, pattern in zip(regexes, patterns, strict=True):
+        if regex.fullmatch(name):
+            return True
+        # INBOX is case-insensitive, also as the first level of a pattern.
+        if (name == "INBOX" or name.startswith("INBOX" + DELIMITER)) and pattern[:5].upper() == "INBOX":
+            if _pattern_regex("INBOX" + pattern[5:]).fullmatch(name):
+                return True
+    return False
+
+
+def _attributes(box: MailboxInfo, names: set[str], *, subscribed: bool) -> bytes:
+    attrs: list[bytes] = []
+    if not box.selectable:
+        attrs.append(b"\\Noselect")
+    prefix = box.name + DELIMITER
+    has_children = any(n.startswith(prefix) for n in names)
+    attrs.append(b"\\HasChildren" if has_children else b"\\HasNoChildren")
+    if box.special_use is not None:
+        attrs.append(str(box.special_use).encode("ascii"))
+    if subscribed:
+        attrs.append(b"\\Subscribed")
+    return b"(" + b" ".join(attrs) + b")"
+
+
+async def _list(session: Session, request: ListRequest, verb: bytes) -> Reply:
+    if request.patterns == ("",):
+        # The special case that only asks for the hierarchy delimiter.
+        session.untagged(verb + b' (\\Noselect) "' + DELIMITER.encode() + b'" ""')
+        return ok(f"{verb.decode()} completed")
+    boxes = await session.access.list_mailboxes(identity(session))
+    names = {b.name for b in boxes}
+    full = tuple(_join(request.reference, p) for p in request.patterns)
+    regexes = [_pattern_regex(p) for p in full]
+    subscribed = "SUBSCRIBED" in request.select or "SUBSCRIBED" in request.returns or verb == b"LSUB"
+    for box in sorted(boxes, key=lambda b: (b.name != "INBOX", b.name)):
+        if "SPECIAL-USE" in request.select and box.special_use is None:
+            continue
+        if not _matches(box.name, regexes, full):
+            continue
+        session.untagged(
+            verb + b" " + _attributes(box, names, subscribed=subscribed and verb != b"LSUB")
+            + b' "' + DELIMITER.encode() + b'" ' + mailbox_name(box.name, utf8=session.utf8)
+        )
+    return ok(f"{verb.decode()} completed")
+
+
+def _join(reference: str, pattern: str) -> str:
+    if not reference or pattern.startswith(DELIMITER):
+        return pattern
+    if reference.endswith(DELIMITER):
+        return reference + pattern
+    return reference + DELIMITER + pattern if pattern else reference
+
+
+@command("LIST", syntax=(list_arguments,), states=AUTHENTICATED_OR_SELECTED)
+async def list_(session: Session, tag: bytes, request: ListRequest) -> Reply:
+    return await _list(session, request, b"LIST")
+
+
+def _lsub_arguments(args: Args) -> ListRequest:
+    reference = args.decode_name(args.astring(), pattern=True)
+    args.sp()
+    return ListRequest(frozenset(), reference, (args.list_mailbox(),), frozenset())
+
+
+@command("LSUB", syntax=(_lsub_arguments,), states=AUTHENTICATED_OR_SELECTED)
+async def lsub(session: Session, tag: bytes, request: ListRequest) -> Reply:
+    # Every visible box counts as subscribed: the gateway owns the tree.
+    return await _list(session, request, b"LSUB")
+
+
+@command("SUBSCRIBE", "UNSUBSCRIBE", syntax=(Args.mailbox,), states=AUTHENTICATED_OR_SELECTED)
+async def subscribe(session: Session, tag: bytes, name: str) -> Reply:
+    return ok("Subscriptions follow the dossiers you can see")
+
+
+@command("NAMESPACE", states=AUTHENTICATED_OR_SELECTED)
+async def namespace(session: Session, tag: bytes) -> Reply:
+    session.untagged(b'NAMESPACE (("" "' + DELIMITER.encode() + b'")) NIL NIL')
+    return ok("NAMESPACE completed")
+
+
+def status_items(args: Args) -> list[str]:
+    items = [i.decode("ascii").upper() for i in args.paren_list()]
+    if not items:
+        raise ParseError("Empty STATUS item list")
+    for item in items:
+        if item not in _STATUS_ITEMS:
+            raise ParseError(f"Unsupported STATUS item {item[:40]}")
+    return items
+
+
+@command("STATUS", syntax=(Args.mailbox, status_items), states=AUTHENTICATED_OR_SELECTED)
+async def status(session: Session, tag: bytes, name: str, items: list[str]) -> Reply:
+    box = await session.access.mailbox(identity(session), name)
+    if not box.selectable:
+        return no("That is a folder of mailboxes, not a mailbox", codes.NONEXISTENT)
+    values = {
+        "MESSAGES": box.messages, "RECENT": 0, "UIDNEXT": box.uidnext, "UIDVALIDITY": box.uidvalidity,
+        "UNSEEN": box.unseen, "HIGHESTMODSEQ": box.highestmodseq,
+    }
+    body = b" ".join(b"%s %d" % (i.encode(), values[i]) for i in items)
+    session.untagged(b"STATUS " + mailbox_name(box.name, utf8=session.utf8) + b" (" + body + b")")
+    return ok("STATUS completed")
+
+
+@command("CREATE", syntax=(Args.mailbox,), states=AUTHENTICATED_OR_SELECTED)
+async def create(session: Session, tag: bytes, name: str) -> Reply:
+    try:
+        await session.access.mailbox(identity(session), name.rstrip(DELIMITER))
+    except NoSuchMailbox:
+        return no("Mailboxes are created by the gateway, with the dossiers", codes.CANNOT)
+    return no("That mailbox already exists", codes.ALREADYEXISTS)
+
+
+@command("DELETE", syntax=(Args.mailbox,), states=AUTHENTICATED_OR_SELECTED)
+async def delete(session: Session, tag: bytes, name: str) -> Reply:
+    await session.access.mailbox(identity(session), name)
+    return no("Mailboxes are removed by the gateway, with the dossiers", codes.CANNOT)
+
+
+@command("RENAME", syntax=(Args.mailbox, Args.mailbox), states=AUTHENTICATED_OR_SELECTED)
+async def rename(session: Session, tag: bytes, old: str, new: str) -> Reply:
+    await session.access.mailbox(identity(session), old)
+    return no("Mailbox names are set by the gateway", codes.CANNOT)
