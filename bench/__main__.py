@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import report
+from . import procs, report
 from .targets.base import Target, TargetUnavailable
 from .workloads import WORKLOADS, Params, Run
 
@@ -187,6 +187,7 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
                         continue
                     _log(f"{wl} [{r + 1}/{rounds}] on {t.name} ...")
                     await asyncio.to_thread(t.quiesce, 30.0)
+                    noise = await asyncio.to_thread(procs.cpu_busy_sample, 0.5)
                     try:
                         res = await asyncio.wait_for(fn(t, p, run), workload_time_limit(wl, p))
                     except NotImplementedError as exc:
@@ -198,6 +199,7 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
                     except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                         traceback.print_exc()
                         res = {"complete": False, "error": f"{type(exc).__name__}: {exc}"}
+                    res["cpu_busy_before_pct"] = noise  # other load on the machine just before
                     runs[t.name].append(res)
                     _log(f"{wl} on {t.name}: " + _brief(wl, res))
             entry: dict[str, Any] = {}

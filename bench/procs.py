@@ -84,8 +84,9 @@ class MemorySample:
         }
 
 
-def memory(roots: list[int]) -> MemorySample:
-    pids = tree(roots)
+def memory(roots: list[int], exclude: frozenset[str] | set[str] = frozenset()) -> MemorySample:
+    """RSS/PSS summed over the process trees of ``roots``, minus processes named in ``exclude``."""
+    pids = [p for p in tree(roots) if _comm(p) not in exclude]
     rss = sum(_status_kib(p, "VmRSS") for p in pids)
     pss = sum(_pss_kib(p) for p in pids)
     names = Counter(_comm(p) for p in pids)
@@ -114,3 +115,12 @@ class CpuMeter:
         busy = None if dt <= 0 else round(100.0 * (1 - (idle1 - idle0) / dt), 1)
         own = None if wall_s <= 0 else round(100.0 * (own1 - own0) / wall_s, 1)
         return {"machine_cpu_busy_pct": busy, "client_cpu_pct": own}
+
+
+def cpu_busy_sample(seconds: float = 0.5) -> float | None:
+    """Whole-machine CPU busy share over a short idle interval (detects other load)."""
+    import time as _time
+
+    meter = CpuMeter()
+    _time.sleep(seconds)
+    return meter.stop(seconds)["machine_cpu_busy_pct"]

@@ -34,6 +34,7 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ("push", "notify_p50_ms", "250 to IDLE EXISTS, p50 ms", "lower"),
     ("push", "notify_p99_ms", "250 to IDLE EXISTS, p99 ms", "lower"),
     ("push", "background_rate_achieved", "background load achieved, msg/s", "info"),
+    ("memory", "rss_total_mib", "RSS with the sessions open (whole server), MiB", "lower"),
     ("memory", "rss_delta_mib", "RSS added by the sessions, MiB", "lower"),
     ("memory", "per_session_rss_kib", "RSS per session, KiB", "lower"),
     ("memory", "pss_delta_mib", "PSS added by the sessions, MiB", "lower"),
@@ -191,6 +192,9 @@ def markdown(doc: dict[str, Any]) -> str:
                 continue
             if r.get("complete") is False:
                 notes.append(f"- {wl} / {side}: incomplete ({'; '.join(r.get('notes', [])) or r.get('error', '') or 'see JSON'})")
+            busy = r.get("cpu_busy_before_pct")
+            if _is_num(busy) and busy > 15:
+                notes.append(f"- {wl} / {side}: the machine was already {busy:.0f}% busy just before (other processes)")
             if r.get("errors"):
                 notes.append(f"- {wl} / {side}: {r['errors']} errors, e.g. {r.get('error_sample', [''])[0]}")
     if notes:

@@ -57,24 +57,24 @@ class SMTPConnection:
                 timeout,
             )
             conn = cls(reader, writer, timeout)
-            await conn._expect("greeting", 220)
-            await conn._ehlo(helo)
+            async with asyncio.timeout(timeout):
+                await conn._expect("greeting", 220)
+                await conn._ehlo(helo)
         else:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
             conn = cls(reader, writer, timeout)
-            await conn._expect("greeting", 220)
-            await conn._ehlo(helo)
-            await conn.command("STARTTLS", 220)
-            await asyncio.wait_for(
-                writer.start_tls(ssl_context, server_hostname=server_hostname or host), timeout
-            )
-            await conn._ehlo(helo)
+            async with asyncio.timeout(timeout):
+                await conn._expect("greeting", 220)
+                await conn._ehlo(helo)
+                await conn._command("STARTTLS", 220)
+                await writer.start_tls(ssl_context, server_hostname=server_hostname or host)
+                await conn._ehlo(helo)
         return conn
 
     async def _read_reply(self) -> Reply:
         lines: list[str] = []
         while True:
-            raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
+            raw = await self.reader.readline()
             if not raw:
                 raise ConnectionError("SMTP server closed the connection")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -93,10 +93,14 @@ class SMTPConnection:
         return reply
 
     async def _ehlo(self, helo: str) -> None:
-        reply = await self.command(f"EHLO {helo}", 250)
+        reply = await self._command(f"EHLO {helo}", 250)
         self.extensions = {ln.split(" ", 1)[0].upper() for ln in reply.text.split("\n")[1:]}
 
     async def command(self, line: str, code: int) -> Reply:
+        async with asyncio.timeout(self.timeout):
+            return await self._command(line, code)
+
+    async def _command(self, line: str, code: int) -> Reply:
         self.writer.write(line.encode("ascii") + b"\r\n")
         return await self._expect(line.split(" ", 1)[0], code)
 
@@ -106,21 +110,23 @@ class SMTPConnection:
         Returns the time in seconds from the end of DATA (the final ``.``)
         being written to the 250 reply being read.
         """
-        await self.command(f"MAIL FROM:<{mail_from}>", 250)
-        for rcpt in rcpts:
-            await self.command(f"RCPT TO:<{rcpt}>", 250)
-        await self.command("DATA", 354)
-        self.writer.write(payload)
-        self.writer.write(b".\r\n")
-        t0 = time.monotonic()
-        await self.writer.drain()
-        await self._expect("end of DATA", 250)
-        return time.monotonic() - t0
+        async with asyncio.timeout(self.timeout):  # one timer per transaction
+            await self._command(f"MAIL FROM:<{mail_from}>", 250)
+            for rcpt in rcpts:
+                await self._command(f"RCPT TO:<{rcpt}>", 250)
+            await self._command("DATA", 354)
+            self.writer.write(payload)
+            self.writer.write(b".\r\n")
+            t0 = time.monotonic()
+            await self.writer.drain()
+            await self._expect("end of DATA", 250)
+            return time.monotonic() - t0
 
     async def quit(self) -> None:
         try:
             self.writer.write(b"QUIT\r\n")
-            await asyncio.wait_for(self._read_reply(), min(self.timeout, 5.0))
+            async with asyncio.timeout(min(self.timeout, 5.0)):
+                await self._read_reply()
         except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError):
             pass
         finally:

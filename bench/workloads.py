@@ -308,7 +308,11 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
 
         def check_fetch(untagged: list[bytes]) -> str | None:
             got = sum(1 for u in untagged if _FETCH_SEQ.match(u))
-            return None if got == min(50, exists) else f"FETCH returned {got} envelopes"
+            if got != min(50, exists):
+                return f"FETCH returned {got} envelopes"
+            if exists == n and f"numero {n - 1}".encode() not in b"\n".join(untagged):
+                return f"the last message is not message {n - 1}: populate() did not keep the order"
+            return None
 
         await repeat("fetch_envelopes", f"FETCH {lo}:{exists} (UID FLAGS ENVELOPE)", check_fetch)
 
@@ -487,11 +491,21 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
 # -- 5. memory with idle IMAP sessions ----------------------------------------------------------------
 async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
     assert target.reader is not None
+    await asyncio.to_thread(target.prepare_memory)
     roots = target.memory_root_pids()
     if not roots:
         return {"complete": False, "error": "target exposes no process to measure"}
+    # Warm-up: one session opened and closed first, so that one-off lazy
+    # initialisation (imports, caches, the first TLS context) is in the baseline.
+    try:
+        warm = await open_imap(target, target.reader, p.io_timeout_s)
+        await warm.select(target.inbox)
+        await warm.logout()
+    except (IMAPError, *NET_ERRORS) as exc:
+        return {"complete": False, "error": f"first IMAP session failed: {type(exc).__name__}: {exc}"}
     await asyncio.sleep(1.0)
-    before = procs.memory(roots)
+    exclude = target.memory_exclude
+    before = procs.memory(roots, exclude)
     sessions: list[IMAPConnection] = []
     errors: list[str] = []
     sem = asyncio.Semaphore(max(1, p.memory_open_concurrency))
@@ -519,7 +533,7 @@ async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
         await asyncio.gather(*[one() for _ in range(p.memory_sessions)])
         open_s = time.monotonic() - t0
         await asyncio.sleep(2.0)
-        after = procs.memory(roots)
+        after = procs.memory(roots, exclude)
         alive = sum(1 for s in sessions if not s.reader.at_eof())
     finally:
         await asyncio.gather(*[s.close() for s in sessions], return_exceptions=True)
@@ -538,6 +552,7 @@ async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
         "rss_total_mib": round(after.rss_kib / 1024, 2),
         "baseline_rss_mib": round(before.rss_kib / 1024, 2),
         "open_all_s": round(open_s, 2),
+        "excluded_processes": sorted(exclude),
         "before": before.as_dict(),
         "after": after.as_dict(),
         **_errors_summary(errors),

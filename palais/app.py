@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from palais.config import Settings
-from palais.gateway.smtp import PalaisSMTP, make_smtp_factory
+from palais.gateway.imap.server import start_imap_server
+from palais.gateway.smtp import PalaisSMTP, SubmissionHandler, make_smtp_factory
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import AnchorGroup, Identity, Role
 from palais.mailbox.routing import SUBMITTING_ROLES
@@ -45,6 +46,18 @@ class Gateway:
     settings: Settings
     storage: Storage | None = None
     servers: list[asyncio.Server] = field(default_factory=list)
+    handlers: dict[str, SubmissionHandler] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Counters for the operator's /metrics endpoint."""
+        out: dict[str, float] = {}
+        for name, h in self.handlers.items():
+            out[f'palais_smtp_accepted_total{{listener="{name}"}}'] = h.accepted
+            out[f'palais_smtp_refused_total{{listener="{name}"}}'] = h.refused
+        if self.storage is not None:
+            out["palais_writer_batches_total"] = self.storage.commits.batches
+            out["palais_writer_jobs_total"] = self.storage.commits.jobs
+        return out
 
     async def start(self) -> None:
         s = self.settings
@@ -65,7 +78,7 @@ class Gateway:
         host = s.listen.host
 
         def smtp(listener: str, roles: frozenset[Role], implicit: bool) -> Callable[[], PalaisSMTP]:
-            return make_smtp_factory(
+            factory, handler = make_smtp_factory(
                 desk=desk,
                 listener=listener,
                 resolve_identity=resolve_identity,
@@ -76,6 +89,8 @@ class Gateway:
                 timeout=s.smtp.timeout,
                 starttls_context=None if implicit else tls,
             )
+            self.handlers[listener] = handler
+            return factory
 
         people = SUBMITTING_ROLES
         courts = frozenset({Role.JURIDICTION})
@@ -88,7 +103,6 @@ class Gateway:
         self.servers.append(
             await loop.create_server(smtp("court", courts, False), host, s.listen.court)
         )
-        from palais.gateway.imap.server import start_imap_server  # TEMP
 
         self.servers.append(
             await start_imap_server(

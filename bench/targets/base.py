@@ -127,6 +127,13 @@ class Target(abc.ABC):
         """PIDs whose whole process trees hold the IMAP sessions (for RSS)."""
         return []
 
+    #: process names (/proc/PID/comm) left out of the memory sums (e.g. delivery agents)
+    memory_exclude: frozenset[str] = frozenset()
+
+    def prepare_memory(self) -> None:
+        """Called before the memory workload (bounded): e.g. restart a long-lived process
+        so that heap kept from earlier workloads does not hide the sessions' cost."""
+
     def quiesce(self, timeout: float = 30.0) -> None:
         """Wait (bounded) until the target has no work in flight, before a workload."""
 

@@ -207,6 +207,12 @@ class PalaisTarget(Target):
             "through palais.storage, bypassing SMTP, and return the mailbox name to SELECT"
         )
 
+    def prepare_memory(self) -> None:
+        """Restart `palais serve`: the heap a Python process keeps after the earlier
+        workloads would otherwise absorb the sessions and understate their cost."""
+        self.stop()
+        self.start()
+
     def memory_root_pids(self) -> list[int]:
         return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
 

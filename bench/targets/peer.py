@@ -420,6 +420,10 @@ protocol lmtp {{
             os.chown(d, uid, gid)
         return mailbox
 
+    # LMTP delivery processes linger after the ingest workloads and exit on their
+    # own; they are not part of the IMAP sessions' cost.
+    memory_exclude = frozenset({"lmtp"})
+
     def memory_root_pids(self) -> list[int]:
         return [self._dovecot.pid] if self._dovecot is not None and self._dovecot.poll() is None else []
 

@@ -224,6 +224,8 @@ class SubmissionHandler:
     def __init__(self, desk: SubmissionDesk, *, max_recipients: int) -> None:
         self.desk = desk
         self.max_recipients = max_recipients
+        self.accepted = 0  # exported as metrics
+        self.refused = 0
 
     async def handle_EHLO(
         self,
@@ -290,8 +292,10 @@ class SubmissionHandler:
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            self.refused += 1
             log.info("message %s decision=refused", context)
             return replies.reply_for(error, log, context)
+        self.accepted += 1
         log.info(
             "message %s decision=accepted ref=%s sha256=%s rcpts=%s dossier=%s",
             context,
@@ -314,7 +318,7 @@ def make_smtp_factory(
     max_recipients: int,
     timeout: float,
     starttls_context: ssl.SSLContext | None,
-) -> Callable[[], PalaisSMTP]:
+) -> tuple[Callable[[], PalaisSMTP], SubmissionHandler]:
     handler = SubmissionHandler(desk, max_recipients=max_recipients)
 
     def factory() -> PalaisSMTP:
@@ -332,4 +336,4 @@ def make_smtp_factory(
             enable_SMTPUTF8=True,
         )
 
-    return factory
+    return factory, handler

@@ -155,14 +155,20 @@ class CommitQueue:
                 except OSError:
                     log.exception("could not erase deleted blob bytes at %s", where)
             events.extend(job.context.events)
-        loop_events: dict[asyncio.AbstractEventLoop, list[MailboxEvent]] = {}
-        for job, (ok, value) in zip(batch, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
-            loop_events.setdefault(job.loop, [])
+        # Events first, so that a session's listener hears of a change no
+        # later than the command that made it completes.
         if events:
-            for loop in loop_events:
-                loop.call_soon_threadsafe(self._publish, events)
-                break
+            # The hub lives on the gateway's one event loop.
+            _call(batch[0].loop, self._publish, events)
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            _call(job.loop, _resolve, job.future, ok, value)
+
+
+def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # that loop has closed (its caller is gone); the commit stands
+        log.debug("event loop closed before a commit outcome could be delivered")
 
 
 def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 __all__ = [
-    "ALREADYEXISTS", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "BADCHARSET", "CANNOT", "CLIENTBUG",
-    "CAPABILITIES_AFTER_AUTH", "CAPABILITIES_BEFORE_AUTH", "LIMIT", "NONEXISTENT", "NOPERM",
-    "SERVERBUG", "TOOBIG", "TRYCREATE", "UNAVAILABLE",
+    "ALREADYEXISTS",
+    "AUTHENTICATIONFAILED",
+    "AUTHORIZATIONFAILED",
+    "BADCHARSET",
+    "CANNOT",
+    "CAPABILITIES_AFTER_AUTH",
+    "CAPABILITIES_BEFORE_AUTH",
+    "CLIENTBUG",
+    "LIMIT",
+    "NONEXISTENT",
+    "NOPERM",
+    "SERVERBUG",
+    "TOOBIG",
+    "TRYCREATE",
+    "UNAVAILABLE",
 ]
 
 ALREADYEXISTS = b"ALREADYEXISTS"
@@ -27,10 +39,28 @@ READ_WRITE = b"READ-WRITE"
 # LOGINDISABLED is deliberately absent: LOGIN only selects the identity the
 # client certificate already proves, so it is safe to offer.
 CAPABILITIES_BEFORE_AUTH = (
-    b"IMAP4rev1", b"SASL-IR", b"LITERAL+", b"ID", b"ENABLE", b"AUTH=EXTERNAL",
+    b"IMAP4rev1",
+    b"SASL-IR",
+    b"LITERAL+",
+    b"ID",
+    b"ENABLE",
+    b"AUTH=EXTERNAL",
 )
 CAPABILITIES_AFTER_AUTH = (
-    b"IMAP4rev1", b"SASL-IR", b"LITERAL+", b"ID", b"ENABLE", b"IDLE", b"UIDPLUS", b"MOVE",
-    b"SPECIAL-USE", b"NAMESPACE", b"UNSELECT", b"CHILDREN", b"ESEARCH", b"CONDSTORE",
-    b"UTF8=ACCEPT", b"LIST-EXTENDED",
+    b"IMAP4rev1",
+    b"SASL-IR",
+    b"LITERAL+",
+    b"ID",
+    b"ENABLE",
+    b"IDLE",
+    b"UIDPLUS",
+    b"MOVE",
+    b"SPECIAL-USE",
+    b"NAMESPACE",
+    b"UNSELECT",
+    b"CHILDREN",
+    b"ESEARCH",
+    b"CONDSTORE",
+    b"UTF8=ACCEPT",
+    b"LIST-EXTENDED",
 )

@@ -86,7 +86,11 @@ def _tokenize(value: bytes) -> list[_Token]:
             i += 1
         else:
             start = i
-            while i < n and value[i : i + 1] not in (b" ", b"\t", b"\r", b"\n", b'"', b"(") and value[i] not in _SPECIALS:
+            while (
+                i < n
+                and value[i : i + 1] not in (b" ", b"\t", b"\r", b"\n", b'"', b"(")
+                and value[i] not in _SPECIALS
+            ):
                 i += 1
             tokens.append(("atom", value[start:i]))
     return tokens
@@ -109,7 +113,11 @@ def parse_addresses(value: bytes) -> list[ImapValue]:
                 _flush(current, out)
                 current = []
                 continue
-            if text == b":" and not in_group and not any(k == "special" and t == b"<" for k, t in current):
+            if (
+                text == b":"
+                and not in_group
+                and not any(k == "special" and t == b"<" for k, t in current)
+            ):
                 out.append([None, None, _phrase(current) or b"", None])
                 in_group = True
                 current = []
@@ -139,7 +147,9 @@ def _flush(tokens: list[_Token], out: list[ImapValue]) -> None:
     if opens:
         lt = opens[0]
         name = _phrase(tokens[:lt])
-        gt = next((i for i in range(lt, len(tokens)) if tokens[i] == ("special", b">")), len(tokens))
+        gt = next(
+            (i for i in range(lt, len(tokens)) if tokens[i] == ("special", b">")), len(tokens)
+        )
         spec = tokens[lt + 1 : gt]
     else:
         spec = [t for t in tokens if t[0] != "comment"]

@@ -10,8 +10,18 @@ from palais.gateway.imap.parser import Args, ParseError
 __all__ = ["FetchItem", "FetchRequest", "parse_fetch_atts", "parse_fetch_modifiers"]
 
 _SIMPLE = frozenset(
-    {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "MODSEQ",
-     "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+    {
+        "UID",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "ENVELOPE",
+        "BODYSTRUCTURE",
+        "MODSEQ",
+        "RFC822",
+        "RFC822.HEADER",
+        "RFC822.TEXT",
+    }
 )
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -153,10 +163,7 @@ def parse_section(args: Args) -> tuple[SectionSpec, bytes]:
 
 
 def parse_fetch_modifiers(args: Args) -> int | None:
-    """Optional ``SP (CHANGEDSINCE n)``; returns the CHANGEDSINCE value."""
-    if args.at_end():
-        return None
-    args.sp()
+    """``(CHANGEDSINCE n)``; returns the CHANGEDSINCE value."""
     args.expect(b"(")
     changed_since: int | None = None
     first = True

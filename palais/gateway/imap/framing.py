@@ -13,7 +13,15 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["CommandTooBig", "Limits", "LineTooLong", "Literal", "RawCommand", "read_command", "read_line"]
+__all__ = [
+    "CommandTooBig",
+    "Limits",
+    "LineTooLong",
+    "Literal",
+    "RawCommand",
+    "read_command",
+    "read_line",
+]
 
 _LITERAL_AT_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}$")
 _DISCARD_CHUNK = 64 * 1024
@@ -131,7 +139,9 @@ async def read_command(
         cap = limits.max_append if is_append else limits.max_literal
         literals += 1
         total += size
-        if refused is None and (size > cap or literals > limits.max_literals or total > cap + limits.max_line):
+        if refused is None and (
+            size > cap or literals > limits.max_literals or total > cap + limits.max_line
+        ):
             text = "Message too big" if is_append else "Literal too big"
             refused = CommandTooBig(tag, text, is_append=is_append)
         if refused is not None:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Field", "ContentValue", "find_body_start", "parse_fields", "parse_content_value", "unfold"]
+__all__ = [
+    "ContentValue",
+    "Field",
+    "find_body_start",
+    "parse_content_value",
+    "parse_fields",
+    "unfold",
+]
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
@@ -95,10 +102,7 @@ def parse_content_value(value: bytes) -> ContentValue:
             continue
         name = _strip_comments(name).strip().lower()
         raw = raw.strip()
-        if raw.startswith(b'"'):
-            text = _unquote(raw)
-        else:
-            text = _strip_comments(raw).strip()
+        text = _unquote(raw) if raw.startswith(b'"') else _strip_comments(raw).strip()
         if name:
             params.append((name, text))
     return ContentValue(token, params)

@@ -134,10 +134,10 @@ class SectionSpec:
 def find_part(root: Part, path: Sequence[int]) -> Part | None:
     part = root
     for i, number in enumerate(path):
-        if i:
-            if part.message is None:
-                return None
-            part = part.message
+        if i and part.message is not None:
+            part = part.message  # numbers below a message/rfc822 count its parts
+        elif i and not part.is_multipart:
+            return None
         if part.is_multipart:
             if not 1 <= number <= len(part.children):
                 return None
@@ -187,9 +187,17 @@ def header_fields(header: bytes) -> list[Field]:
 def bodystructure(data: bytes, part: Part, *, extended: bool) -> list[ImapValue]:
     if part.is_multipart:
         children = part.children or [_empty_text_part(part.end)]
-        items: list[ImapValue] = [Run([bodystructure(data, c, extended=extended) for c in children]), part.subtype]
+        items: list[ImapValue] = [
+            Run([bodystructure(data, c, extended=extended) for c in children]),
+            part.subtype,
+        ]
         if extended:
-            items += [_params(part.params), _disposition(part), _language(part), part.header("content-location")]
+            items += [
+                _params(part.params),
+                _disposition(part),
+                _language(part),
+                part.header("content-location"),
+            ]
         return items
     size = part.end - part.body_start
     items = [
@@ -203,11 +211,20 @@ def bodystructure(data: bytes, part: Part, *, extended: bool) -> list[ImapValue]
     ]
     lines = data.count(b"\n", part.body_start, part.end)
     if part.message is not None:
-        items += [envelope(part.message.fields), bodystructure(data, part.message, extended=extended), lines]
+        items += [
+            envelope(part.message.fields),
+            bodystructure(data, part.message, extended=extended),
+            lines,
+        ]
     elif part.maintype == b"text":
         items.append(lines)
     if extended:
-        items += [part.header("content-md5"), _disposition(part), _language(part), part.header("content-location")]
+        items += [
+            part.header("content-md5"),
+            _disposition(part),
+            _language(part),
+            part.header("content-location"),
+        ]
     return items
 
 

@@ -17,16 +17,36 @@ from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, parse_se
 
 __all__ = ["Args", "ParseError"]
 
-# ATOM-CHAR: any CHAR except atom-specials "(" ")" "{" SP CTL list-wildcards quoted-specials resp-specials
+# ATOM-CHAR: any CHAR except atom-specials: "(" ")" "{" SP CTL list-wildcards
+# quoted-specials resp-specials.
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
 _ASTRING_SPECIALS = _ATOM_SPECIALS - {ord("]")}
 _LIST_SPECIALS = _ASTRING_SPECIALS - {ord("%"), ord("*")}
+_SEQUENCE_CHARS = frozenset(b"0123456789:,*")
 _LITERAL = re.compile(rb"~?\{(\d{1,20})\+?\}$")
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec")
-)}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        (
+            b"jan",
+            b"feb",
+            b"mar",
+            b"apr",
+            b"may",
+            b"jun",
+            b"jul",
+            b"aug",
+            b"sep",
+            b"oct",
+            b"nov",
+            b"dec",
+        )
+    )
+}
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})$")
-_DATE_TIME = re.compile(rb"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$")
+_DATE_TIME = re.compile(
+    rb"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
+)
 SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"})
 
 
@@ -39,7 +59,7 @@ class ParseError(Exception):
 class Args:
     """A cursor over a command's text segments and literals."""
 
-    __slots__ = ("_segments", "_index", "_text", "_pos", "utf8")
+    __slots__ = ("_index", "_pos", "_segments", "_text", "utf8")
 
     def __init__(self, raw: RawCommand, *, utf8: bool = False) -> None:
         self._segments = raw.segments
@@ -63,7 +83,9 @@ class Args:
         """Letters, digits, dots and dashes, upper-cased: a keyword such as RFC822.SIZE."""
         start = self._pos
         text = self._text
-        while self._pos < len(text) and (chr(text[self._pos]).isalnum() or text[self._pos] in b".-"):
+        while self._pos < len(text) and (
+            chr(text[self._pos]).isalnum() or text[self._pos] in b".-"
+        ):
             self._pos += 1
         return text[start : self._pos].decode("ascii").upper()
 
@@ -252,7 +274,10 @@ class Args:
         return name
 
     def sequence_set(self) -> SequenceSet:
-        text = self._run(_ATOM_SPECIALS)
+        start = self._pos
+        while self._pos < len(self._text) and self._text[self._pos] in _SEQUENCE_CHARS:
+            self._pos += 1
+        text = self._text[start : self._pos]
         try:
             return parse_sequence_set(text)
         except SequenceSetError as exc:
@@ -307,8 +332,12 @@ class Args:
         offset = timedelta(hours=int(match.group(8)), minutes=int(match.group(9)))
         try:
             return datetime(
-                int(match.group(3)), month, int(match.group(1)),
-                int(match.group(4)), int(match.group(5)), int(match.group(6)),
+                int(match.group(3)),
+                month,
+                int(match.group(1)),
+                int(match.group(4)),
+                int(match.group(5)),
+                int(match.group(6)),
                 tzinfo=timezone(sign * offset),
             )
         except ValueError as exc:

@@ -91,9 +91,10 @@ def internaldate(when: datetime) -> bytes:
     minutes = int(offset.total_seconds() // 60) if offset is not None else 0
     sign = "+" if minutes >= 0 else "-"
     minutes = abs(minutes)
+    zone = f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
     text = (
         f'"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
-        f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"'
+        f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} {zone}"'
     )
     return text.encode("ascii")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Union
+from typing import TypeAlias
 
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.sequence import SequenceSet
@@ -14,9 +14,15 @@ __all__ = ["SearchKey", "SearchRequest", "parse_search"]
 CHARSETS = ("UTF-8", "US-ASCII")
 _RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
 _FLAG_KEYS = {
-    "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
-    "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True), "UNANSWERED": ("\\Answered", False),
-    "UNDELETED": ("\\Deleted", False), "UNDRAFT": ("\\Draft", False), "UNFLAGGED": ("\\Flagged", False),
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
     "UNSEEN": ("\\Seen", False),
 }
 _HEADER_KEYS = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT"})
@@ -90,9 +96,20 @@ class Negation:
     key: SearchKey
 
 
-SearchKey = Union[
-    Everything, Nothing, HasFlag, InSequence, DateKey, HeaderKey, TextKey, SizeKey, ModSeqKey, AllOf, AnyOf, Negation
-]
+SearchKey: TypeAlias = (
+    Everything
+    | Nothing
+    | HasFlag
+    | InSequence
+    | DateKey
+    | HeaderKey
+    | TextKey
+    | SizeKey
+    | ModSeqKey
+    | AllOf
+    | AnyOf
+    | Negation
+)
 
 
 @dataclass(frozen=True, slots=True)

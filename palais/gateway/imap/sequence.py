@@ -23,6 +23,8 @@ class SequenceSet:
         """Message sequence numbers, ascending; raises on a number past ``exists``."""
         chosen: set[int] = set()
         for a, b in self.ranges:
+            if exists == 0 and STAR in (a, b):
+                continue  # clients say "1:*" to mean "everything", even when that is nothing
             lo, hi = (exists if a == STAR else a), (exists if b == STAR else b)
             if lo > hi:
                 lo, hi = hi, lo

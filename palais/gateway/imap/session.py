@@ -16,7 +16,13 @@ from typing import Protocol
 from palais.gateway.imap import codes
 from palais.gateway.imap.commands import REGISTRY
 from palais.gateway.imap.commands.registry import Reply
-from palais.gateway.imap.framing import FramingError, Limits, CommandTooBig, RawCommand, read_command
+from palais.gateway.imap.framing import (
+    CommandTooBig,
+    FramingError,
+    Limits,
+    RawCommand,
+    read_command,
+)
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.states import Logout, NotAuthenticated, Selected, State, permits
 from palais.mailbox.errors import PalaisError
@@ -43,8 +49,21 @@ class Transport(Protocol):
 
 class Session:
     __slots__ = (
-        "reader", "transport", "access", "log", "limits", "idle_timeout", "state", "condstore",
-        "utf8", "commands", "outcome", "_pending_bytes", "_closing", "_close_after", "identity_address",
+        "_close_after",
+        "_closing",
+        "_pending_bytes",
+        "access",
+        "commands",
+        "condstore",
+        "identity_address",
+        "idle_timeout",
+        "limits",
+        "log",
+        "outcome",
+        "reader",
+        "state",
+        "transport",
+        "utf8",
     )
 
     def __init__(
@@ -161,7 +180,10 @@ class Session:
         if isinstance(exc, CommandTooBig) and exc.is_append and exc.tag:
             self._tagged(tag, Reply(b"NO", exc.text, codes.TOOBIG))
         else:
-            self._tagged(tag, Reply(b"BAD", exc.text, codes.TOOBIG if isinstance(exc, CommandTooBig) else None))
+            self._tagged(
+                tag,
+                Reply(b"BAD", exc.text, codes.TOOBIG if isinstance(exc, CommandTooBig) else None),
+            )
 
     # -- dispatch ------------------------------------------------------------
 
@@ -202,7 +224,9 @@ class Session:
                 self.write(line)
         self._tagged(tag, reply)
 
-    async def _run(self, tag: bytes, run: Callable[..., Awaitable[Reply]], values: list[object]) -> Reply:
+    async def _run(
+        self, tag: bytes, run: Callable[..., Awaitable[Reply]], values: list[object]
+    ) -> Reply:
         try:
             return await run(self, tag, *values)
         except ParseError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, TypeAlias
 
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity
@@ -42,7 +42,7 @@ class Logout:
     __slots__ = ()
 
 
-State = Union[NotAuthenticated, Authenticated, Selected, Logout]
+State: TypeAlias = NotAuthenticated | Authenticated | Selected | Logout
 StateName = str  # "not-authenticated" | "authenticated" | "selected" | "logout"
 
 NOT_AUTHENTICATED = "not-authenticated"

@@ -7,7 +7,7 @@ the client has enabled.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TypeAlias
 
 __all__ = ["Atom", "ImapValue", "Run"]
 
@@ -39,4 +39,4 @@ class Run(list["ImapValue"]):
 
 
 # None is NIL, int a number, bytes a string, list a parenthesized list.
-ImapValue = Union[None, int, bytes, Atom, list["ImapValue"]]
+ImapValue: TypeAlias = int | bytes | Atom | list["ImapValue"] | None

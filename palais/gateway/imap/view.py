@@ -26,8 +26,15 @@ _MAX_REPORTED = 10_000
 
 class SelectedMailbox:
     __slots__ = (
-        "info", "read_only", "uids", "_unsubscribe", "_new", "_flags", "_expunged", "_reported",
+        "_expunged",
+        "_flags",
+        "_new",
+        "_reported",
+        "_unsubscribe",
         "_wake",
+        "info",
+        "read_only",
+        "uids",
     )
 
     def __init__(self, info: MailboxInfo, *, read_only: bool) -> None:
@@ -135,10 +142,10 @@ class SelectedMailbox:
                     if self._reported[uid] == modseq:
                         del self._reported[uid]
                     continue
-                seq = self.seq_of(uid)
-                if seq is None:
+                position = self.seq_of(uid)
+                if position is None:
                     continue
-                line = b"* %d FETCH (UID %d FLAGS %s" % (seq, uid, flag_list(flags))
+                line = b"* %d FETCH (UID %d FLAGS %s" % (position, uid, flag_list(flags))
                 if condstore:
                     line += b" MODSEQ (%d)" % modseq
                 out.append(line + b")\r\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from palais.gateway.imap.commands.registry import REGISTRY, Handler
 
 # Imported for their registration side effect.
-from palais.gateway.imap.commands import (  # noqa: E402,F401  isort: skip
+from palais.gateway.imap.commands import (  # noqa: F401  isort: skip
     any_state,
     auth,
     mailboxes,

@@ -54,8 +54,19 @@ def id_params(args: Args) -> list[tuple[bytes, bytes | None]] | None:
 
 
 @command("ID", syntax=(id_params,), states=ANY)
-async def id_(session: Session, tag: bytes, params: list[tuple[bytes, bytes | None]] | None) -> Reply:
+async def id_(
+    session: Session, tag: bytes, params: list[tuple[bytes, bytes | None]] | None
+) -> Reply:
     # The client's ID is not logged verbatim: it is client-controlled text.
-    session.untagged(b"ID (" + quoted(b"name") + b" " + quoted(b"Palais") + b" "
-                     + quoted(b"version") + b" " + quoted(__version__.encode()) + b")")
+    session.untagged(
+        b"ID ("
+        + quoted(b"name")
+        + b" "
+        + quoted(b"Palais")
+        + b" "
+        + quoted(b"version")
+        + b" "
+        + quoted(__version__.encode())
+        + b")"
+    )
     return ok("ID completed")

@@ -16,7 +16,12 @@ from palais.gateway.imap import codes
 from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, no, ok
 from palais.gateway.imap.framing import read_line
 from palais.gateway.imap.parser import Args
-from palais.gateway.imap.states import AUTHENTICATED_ONLY, NOT_AUTHENTICATED_ONLY, Authenticated, NotAuthenticated
+from palais.gateway.imap.states import (
+    AUTHENTICATED_ONLY,
+    NOT_AUTHENTICATED_ONLY,
+    Authenticated,
+    NotAuthenticated,
+)
 from palais.mailbox.errors import AuthorizationFailed
 from palais.mailbox.identity import Identity
 
@@ -41,7 +46,11 @@ def _select_identity(session: Session, requested: str | None) -> Reply:
         refusal = state.refusal
         session.close_after_reply()
         if refusal is not None:
-            code = refusal.imap_code.encode("ascii") if refusal.imap_code else codes.AUTHENTICATIONFAILED
+            code = (
+                refusal.imap_code.encode("ascii")
+                if refusal.imap_code
+                else codes.AUTHENTICATIONFAILED
+            )
             return no(refusal.text, code)
         return no("A trusted client certificate is required", codes.AUTHENTICATIONFAILED)
     identity: Identity = state.proven
@@ -53,8 +62,12 @@ def _select_identity(session: Session, requested: str | None) -> Reply:
     return ok("Logged in", b"CAPABILITY " + session.capabilities())
 
 
-@command("AUTHENTICATE", syntax=(_atom_text, Optional(_initial_response)), states=NOT_AUTHENTICATED_ONLY)
-async def authenticate(session: Session, tag: bytes, mechanism: str, initial: bytes | None) -> Reply:
+@command(
+    "AUTHENTICATE", syntax=(_atom_text, Optional(_initial_response)), states=NOT_AUTHENTICATED_ONLY
+)
+async def authenticate(
+    session: Session, tag: bytes, mechanism: str, initial: bytes | None
+) -> Reply:
     if mechanism.upper() != "EXTERNAL":
         return no("Only EXTERNAL (client certificate) authentication is offered", codes.CANNOT)
     if initial is None:

@@ -1,4 +1,5 @@
-"""LIST (with RFC 5258 basics), LSUB, SUBSCRIBE, UNSUBSCRIBE, NAMESPACE, STATUS, CREATE, DELETE, RENAME."""
+"""Mailbox-level commands: LIST (RFC 5258 basics), LSUB, (UN)SUBSCRIBE, NAMESPACE, STATUS,
+CREATE, DELETE, RENAME."""
 
 from __future__ import annotations
 
@@ -80,9 +81,10 @@ def _matches(name: str, regexes: list[re.Pattern[str]], patterns: tuple[str, ...
         if regex.fullmatch(name):
             return True
         # INBOX is case-insensitive, also as the first level of a pattern.
-        if (name == "INBOX" or name.startswith("INBOX" + DELIMITER)) and pattern[:5].upper() == "INBOX":
-            if _pattern_regex("INBOX" + pattern[5:]).fullmatch(name):
-                return True
+        in_inbox = name == "INBOX" or name.startswith("INBOX" + DELIMITER)
+        inbox_pattern = pattern[:5].upper() == "INBOX"
+        if in_inbox and inbox_pattern and _pattern_regex("INBOX" + pattern[5:]).fullmatch(name):
+            return True
     return False
 
 
@@ -109,15 +111,22 @@ async def _list(session: Session, request: ListRequest, verb: bytes) -> Reply:
     names = {b.name for b in boxes}
     full = tuple(_join(request.reference, p) for p in request.patterns)
     regexes = [_pattern_regex(p) for p in full]
-    subscribed = "SUBSCRIBED" in request.select or "SUBSCRIBED" in request.returns or verb == b"LSUB"
+    subscribed = (
+        "SUBSCRIBED" in request.select or "SUBSCRIBED" in request.returns or verb == b"LSUB"
+    )
     for box in sorted(boxes, key=lambda b: (b.name != "INBOX", b.name)):
         if "SPECIAL-USE" in request.select and box.special_use is None:
             continue
         if not _matches(box.name, regexes, full):
             continue
         session.untagged(
-            verb + b" " + _attributes(box, names, subscribed=subscribed and verb != b"LSUB")
-            + b' "' + DELIMITER.encode() + b'" ' + mailbox_name(box.name, utf8=session.utf8)
+            verb
+            + b" "
+            + _attributes(box, names, subscribed=subscribed and verb != b"LSUB")
+            + b' "'
+            + DELIMITER.encode()
+            + b'" '
+            + mailbox_name(box.name, utf8=session.utf8)
         )
     return ok(f"{verb.decode()} completed")
 
@@ -174,8 +183,12 @@ async def status(session: Session, tag: bytes, name: str, items: list[str]) -> R
     if not box.selectable:
         return no("That is a folder of mailboxes, not a mailbox", codes.NONEXISTENT)
     values = {
-        "MESSAGES": box.messages, "RECENT": 0, "UIDNEXT": box.uidnext, "UIDVALIDITY": box.uidvalidity,
-        "UNSEEN": box.unseen, "HIGHESTMODSEQ": box.highestmodseq,
+        "MESSAGES": box.messages,
+        "RECENT": 0,
+        "UIDNEXT": box.uidnext,
+        "UIDVALIDITY": box.uidvalidity,
+        "UNSEEN": box.unseen,
+        "HIGHESTMODSEQ": box.highestmodseq,
     }
     body = b" ".join(b"%s %d" % (i.encode(), values[i]) for i in items)
     session.untagged(b"STATUS " + mailbox_name(box.name, utf8=session.utf8) + b" (" + body + b")")

@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.states import StateName
 
-__all__ = ["Handler", "Optional", "REGISTRY", "Reply", "bad", "command", "no", "ok"]
+__all__ = ["REGISTRY", "Handler", "Optional", "Reply", "bad", "command", "no", "ok"]
 
 T = TypeVar("T")
 Grammar = Callable[[Args], object]

@@ -9,7 +9,12 @@ from palais.gateway.imap.commands.common import identity, selected
 from palais.gateway.imap.commands.registry import Optional, Reply, command, no, ok
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.sequence import SequenceSet
-from palais.gateway.imap.states import AUTHENTICATED_OR_SELECTED, SELECTED_ONLY, Authenticated, Selected
+from palais.gateway.imap.states import (
+    AUTHENTICATED_OR_SELECTED,
+    SELECTED_ONLY,
+    Authenticated,
+    Selected,
+)
 from palais.gateway.imap.view import SelectedMailbox
 
 if TYPE_CHECKING:
@@ -33,7 +38,9 @@ def _deselect(session: Session) -> None:
         session.state = Authenticated(state.identity)
 
 
-async def _select(session: Session, name: str, params: frozenset[str] | None, *, examine: bool) -> Reply:
+async def _select(
+    session: Session, name: str, params: frozenset[str] | None, *, examine: bool
+) -> Reply:
     who = identity(session)
     _deselect(session)
     if params and "CONDSTORE" in params:
@@ -66,7 +73,9 @@ async def _select(session: Session, name: str, params: frozenset[str] | None, *,
     session.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % highest)
     session.state = Selected(who, view)
     if view.read_only:
-        return ok("EXAMINE completed" if examine else "SELECT completed, read-only", codes.READ_ONLY)
+        return ok(
+            "EXAMINE completed" if examine else "SELECT completed, read-only", codes.READ_ONLY
+        )
     return ok("SELECT completed", codes.READ_WRITE)
 
 
@@ -75,7 +84,9 @@ async def select(session: Session, tag: bytes, name: str, params: frozenset[str]
     return await _select(session, name, params, examine=False)
 
 
-@command("EXAMINE", syntax=(Args.mailbox, Optional(select_params)), states=AUTHENTICATED_OR_SELECTED)
+@command(
+    "EXAMINE", syntax=(Args.mailbox, Optional(select_params)), states=AUTHENTICATED_OR_SELECTED
+)
 async def examine(session: Session, tag: bytes, name: str, params: frozenset[str] | None) -> Reply:
     return await _select(session, name, params, examine=True)
 

@@ -1,0 +1,560 @@
+"""The HTTPS front-end: health, metrics and mail-client autoconfiguration.
+
+twisted.web serves it on the gateway's own asyncio loop. The reactor is an
+``AsyncioSelectorReactor`` *instance* bound to the running loop and handed
+explicitly to every Twisted object that would otherwise reach for the global
+``twisted.internet.reactor``: importing that module would install a default
+reactor process-wide, which nothing runs, so its timers (TLS write
+aggregation, HTTP timeouts) would never fire. For the same reason this
+module never calls ``reactor.run()``/``stop()``: asyncio owns the loop, and
+the asyncio reactor's ``stop`` would stop the loop under everyone else.
+
+Mutual TLS uses pyOpenSSL (Twisted's TLS layer requires it): a client
+certificate is requested and, when sent, verified against the anchors and
+their CRLs; its absence is allowed so that a load balancer can probe
+``/health``. Routes that need an identity check for themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnectionCreator
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+from palais.mailbox.errors import PalaisError
+from palais.mailbox.identity import Identity, Role
+
+# Shared with the stdlib contexts so the cipher floor cannot drift between
+# the HTTPS listener and the SMTP/IMAP ones.
+from palais.pki.tls import _TLS12_CIPHERS
+
+__all__ = ["HttpsHandle", "start_https"]
+
+AUTOCONFIG_PATHS: Final = (
+    b"/.well-known/autoconfig/mail/config-v1.1.xml",
+    b"/mail/config-v1.1.xml",
+)
+_AUTOCONFIG_KEYS: Final = frozenset({"hostname", "imaps_port", "smtps_port", "domain", "display_name"})
+
+# A probe or a scraper finishes in well under a minute; Twisted's default
+# (twelve hours) would let idle connections pile up.
+_IDLE_TIMEOUT: Final = 60.0
+# How long stop() lets in-flight responses finish before cutting connections.
+_STOP_GRACE: Final = 5.0
+_SESSION_ID_CONTEXT: Final = b"palais-https"
+
+_METRIC_NAME_RE: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_PROMETHEUS_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+_JSON_TYPE: Final = b"application/json"
+_XML_TYPE: Final = b"application/xml; charset=utf-8"
+
+# OpenSSL X509_V_ERR_* codes worth naming in the log; others are logged by number.
+_VERIFY_ERRORS: Final[dict[int, str]] = {
+    2: "issuer certificate not found",
+    3: "CRL not found for the issuer",
+    7: "certificate signature failure",
+    8: "CRL signature failure",
+    9: "certificate not yet valid",
+    10: "certificate expired",
+    11: "CRL not yet valid",
+    12: "CRL expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in chain",
+    20: "issuer not trusted",
+    21: "unable to verify the first certificate",
+    23: "certificate revoked",
+}
+
+
+ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
+Metrics = Callable[[], dict[str, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    content_type: bytes
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    identity: Identity | None = None
+
+
+class HttpsHandle:
+    """A running HTTPS listener; ``port`` is the bound port (useful with 0)."""
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        listener: IListeningPort,
+        tls_factory: TLSMemoryBIOFactory,
+        reactor: AsyncioSelectorReactor,
+        root: _Root,
+    ) -> None:
+        self.port = port
+        self._listener = listener
+        self._tls_factory = tls_factory
+        self._reactor = reactor
+        self._root = root
+        self._stopped = False
+
+    async def stop(self, *, grace: float = _STOP_GRACE) -> None:
+        """Stop listening, let responses in flight finish, then close everything.
+
+        Idempotent. Whatever is still running after ``grace`` seconds is
+        cancelled and its connection aborted.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        loop = asyncio.get_running_loop()
+        try:
+            stopped = self._listener.stopListening()
+            if isinstance(stopped, Deferred):
+                await stopped.asFuture(loop)
+            await self._root.finish_pending(grace)
+            await self._close_connections()
+        finally:
+            _release(self._reactor)
+
+    async def _close_connections(self) -> None:
+        # WrappingFactory keeps every live TLS protocol in ``protocols``.
+        connections: dict[TLSMemoryBIOProtocol, int] = self._tls_factory.protocols
+        for proto in list(connections):
+            # Sends close_notify after anything still buffered.
+            proto.loseConnection()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for proto in list(connections):
+            proto.abortConnection()
+        # Aborts complete on the next reactor turn (a callLater(0)).
+        deadline = loop.time() + 1.0
+        while connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+
+def _release(reactor: AsyncioSelectorReactor) -> None:
+    for call in reactor.getDelayedCalls():
+        if call.active():
+            call.cancel()
+    # The waker's pipe is the only descriptor the reactor owns itself;
+    # without this every start/stop cycle would leak two fds and leave a
+    # reader registered on a loop that outlives the listener.
+    waker = reactor.waker
+    if waker is not None:
+        reactor.removeReader(waker)
+        waker.connectionLost(None)
+        reactor.waker = None
+
+
+async def start_https(
+    *,
+    host: str,
+    port: int,
+    cert: Path,
+    key: Path,
+    anchors: Sequence[Path],
+    crls: Sequence[Path],
+    resolve_identity: ResolveIdentity,
+    metrics: Metrics,
+    log: logging.Logger,
+    autoconfig: Mapping[str, object],
+) -> HttpsHandle:
+    """Serve HTTPS with mutual TLS on the running asyncio loop.
+
+    ``autoconfig`` has the keys ``hostname``, ``imaps_port``, ``smtps_port``,
+    ``domain`` and ``display_name``; any other key is an error.
+    """
+    loop = asyncio.get_running_loop()
+    # Everything that can fail on bad files or settings runs before a socket
+    # or a reactor exists, so there is nothing to undo.
+    context = server_tls_context(cert, key, anchors, crls, log=log)
+    autoconfig_xml = autoconfig_document(autoconfig)
+
+    reactor = AsyncioSelectorReactor(eventloop=loop)
+    root = _Root(
+        resolve_identity=resolve_identity,
+        metrics=metrics,
+        log=log,
+        autoconfig_xml=autoconfig_xml,
+    )
+    site = _Site(root, timeout=_IDLE_TIMEOUT, reactor=reactor)
+    site.noisy = False
+    # listenSSL would build this factory with the global reactor as its
+    # clock; building it here keeps every timer on our loop.
+    tls_factory = TLSMemoryBIOFactory(_ServerTls(context), False, site, clock=reactor)
+    try:
+        listener: IListeningPort = reactor.listenTCP(port, tls_factory, interface=host)
+    except BaseException:
+        _release(reactor)
+        raise
+    bound = listener.getHost().port  # type: ignore[attr-defined]
+    log.info("HTTPS listening on %s:%d", host, bound)
+    return HttpsHandle(
+        port=bound, listener=listener, tls_factory=tls_factory, reactor=reactor, root=root
+    )
+
+
+# --- TLS --------------------------------------------------------------------
+
+
+def server_tls_context(
+    cert: Path,
+    key: Path,
+    anchors: Sequence[Path],
+    crls: Sequence[Path],
+    *,
+    log: logging.Logger,
+) -> SSL.Context:
+    """A pyOpenSSL server context: optional but verified client certificates.
+
+    Mirrors ``palais.pki.tls.server_context`` (TLS 1.2 floor, AEAD suites,
+    leaf CRL check, strict X.509) for Twisted, which cannot use ``ssl``.
+    """
+    if not anchors:
+        raise ValueError("the HTTPS context needs at least one trust anchor")
+    if not crls:
+        # CRL_CHECK fails closed: with no CRL every client certificate would
+        # be refused, which would look like a client problem.
+        raise ValueError("the HTTPS context needs the anchors' CRLs")
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_cipher_list(_TLS12_CIPHERS.encode("ascii"))
+    ctx.set_options(
+        SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
+    )
+    ctx.use_certificate_chain_file(str(cert))
+    ctx.use_privatekey_file(str(key))
+    ctx.check_privatekey()
+
+    store = ctx.get_cert_store()
+    if store is None:  # pragma: no cover - OpenSSL always gives a context a store
+        raise RuntimeError("OpenSSL context without a certificate store")
+    for path in anchors:
+        certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        for ca in certificates:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+            # Sent in the CertificateRequest so that a client holding several
+            # cards (a lawyer who is also an admin) picks the right one.
+            ctx.add_client_ca(ca)
+    for path in crls:
+        for crl in _load_crls(Path(path)):
+            store.add_crl(crl)
+    store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.X509_STRICT)
+
+    # Without FAIL_IF_NO_PEER_CERT a client may send no certificate; one it
+    # does send must verify, or the handshake fails.
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _verify_logger(log))
+    # OpenSSL refuses to resume sessions of a verifying context that has no
+    # session id context, which breaks clients that reconnect. A resumed
+    # session skips chain and CRL checks; resolve_identity re-checks.
+    ctx.set_session_id(_SESSION_ID_CONTEXT)
+    return ctx
+
+
+def _load_crls(path: Path) -> list[x509.CertificateRevocationList]:
+    data = path.read_bytes()
+    marker = b"-----BEGIN X509 CRL-----"
+    if marker not in data:
+        return [x509.load_der_x509_crl(data)]
+    blocks = data.split(marker)[1:]
+    return [x509.load_pem_x509_crl(marker + block) for block in blocks]
+
+
+def _verify_logger(
+    log: logging.Logger,
+) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+    def verify(
+        conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
+    ) -> bool:
+        # Only observes: OpenSSL's own verdict stands. Without this, a refused
+        # client certificate leaves no trace, since the handshake never
+        # reaches HTTP.
+        if not ok:
+            reason = _VERIFY_ERRORS.get(errno, f"X509 verify error {errno}")
+            try:
+                subject = cert.to_cryptography().subject.rfc4514_string()
+            except Exception:
+                subject = "?"
+            log.warning("HTTPS client certificate refused: %s (depth %d): %s",
+                        reason, depth, subject)
+        return bool(ok)
+
+    return verify
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class _ServerTls:
+    def __init__(self, context: SSL.Context) -> None:
+        self._context = context
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        return SSL.Connection(self._context, None)
+
+
+# --- HTTP -------------------------------------------------------------------
+
+
+class _Site(Site):
+    def log(self, request: Request) -> None:
+        # _Root logs one line per request through the gateway's logger; the
+        # default would go to Twisted's global log in combined format.
+        return None
+
+
+@dataclass(slots=True)
+class _InFlight:
+    request: Request
+    gone: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class _Root(Resource):
+    """Every path: the routing is a table, not a resource tree."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        *,
+        resolve_identity: ResolveIdentity,
+        metrics: Metrics,
+        log: logging.Logger,
+        autoconfig_xml: bytes,
+    ) -> None:
+        super().__init__()
+        self._resolve_identity = resolve_identity
+        self._metrics = metrics
+        self._log = log
+        self._autoconfig_xml = autoconfig_xml
+        self._routes: dict[bytes, Callable[[Request], Awaitable[_Response]]] = {
+            b"/health": self._health,
+            b"/metrics": self._metrics_route,
+        }
+        for path in AUTOCONFIG_PATHS:
+            self._routes[path] = self._autoconfig
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def render(self, request: Request) -> int:
+        # Handlers are coroutines: run each as a task on the loop this
+        # reactor shares, and answer when it finishes. A plain task rather
+        # than Deferred.fromFuture: failures stay in our logger instead of
+        # surfacing as Twisted "unhandled error in Deferred".
+        flight = _InFlight(request)
+        task = asyncio.get_running_loop().create_task(self._respond(flight))
+        flight.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        request.notifyFinish().addErrback(self._client_gone, flight)
+        return NOT_DONE_YET
+
+    async def finish_pending(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for responses in flight, then cancel them."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    def _client_gone(failure: Failure, flight: _InFlight) -> None:
+        flight.gone = True
+        if flight.task is not None:
+            flight.task.cancel()
+
+    async def _respond(self, flight: _InFlight) -> None:
+        request = flight.request
+        method = request.method.decode("ascii", "replace")
+        path = request.path.decode("utf-8", "replace")
+        try:
+            response = await self._dispatch(request)
+        except asyncio.CancelledError:
+            self._log.info("HTTPS %s %s aborted (client gone or server stopping)", method, path)
+            if not flight.gone:
+                # Server stopping: drop the connection rather than leave the
+                # client waiting for an answer that will never come.
+                request.transport.abortConnection()  # type: ignore[union-attr]
+            raise
+        except Exception:
+            self._log.exception("HTTPS %s %s failed", method, path)
+            response = _json(500, {"error": "internal error"})
+        if flight.gone:
+            return
+        self._write(request, response)
+        identity = response.identity
+        self._log.info(
+            "HTTPS %s %s %d%s",
+            method,
+            path,
+            response.status,
+            f" {identity.address} ({identity.role})" if identity else "",
+        )
+
+    @staticmethod
+    def _write(request: Request, response: _Response) -> None:
+        request.setResponseCode(response.status)
+        # Twisted advertises its version by default; nothing to gain from it.
+        request.setHeader(b"server", b"palais")
+        request.setHeader(b"content-type", response.content_type)
+        request.setHeader(b"content-length", str(len(response.body)).encode("ascii"))
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"cache-control", b"no-store")
+        for name, value in response.headers:
+            request.setHeader(name, value)
+        request.write(response.body)  # Twisted drops the body itself for HEAD
+        request.finish()
+
+    async def _dispatch(self, request: Request) -> _Response:
+        route = self._routes.get(request.path)
+        if route is None:
+            return _json(404, {"error": "not found"})
+        if request.method not in (b"GET", b"HEAD"):
+            return _json(405, {"error": "method not allowed"}, headers=((b"allow", b"GET, HEAD"),))
+        return await route(request)
+
+    async def _health(self, request: Request) -> _Response:
+        return _json(200, {"status": "ok"})
+
+    async def _autoconfig(self, request: Request) -> _Response:
+        return _Response(200, _XML_TYPE, self._autoconfig_xml)
+
+    async def _metrics_route(self, request: Request) -> _Response:
+        der = _peer_certificate_der(request)
+        if der is None:
+            return _json(401, {"error": "client certificate required"})
+        try:
+            identity = await self._resolve_identity(der)
+        except PalaisError as exc:
+            if not exc.permanent:
+                self._log.warning("HTTPS identity lookup failed temporarily: %s", exc.reason)
+                return _json(
+                    503, {"error": "temporarily unavailable"}, headers=((b"retry-after", b"30"),)
+                )
+            self._log.info("HTTPS certificate refused: %s", exc.reason)
+            return _json(403, {"error": "forbidden"})
+        if identity.role is not Role.ADMIN:
+            return _json(403, {"error": "forbidden"}, identity=identity)
+        body = prometheus_text(self._metrics(), log=self._log)
+        return _Response(200, _PROMETHEUS_TYPE, body, identity=identity)
+
+
+def _peer_certificate_der(request: Request) -> bytes | None:
+    transport = request.transport
+    get_peer = getattr(transport, "getPeerCertificate", None)
+    if get_peer is None:
+        return None
+    peer: crypto.X509 | None = get_peer()
+    if peer is None:
+        return None
+    return crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
+
+
+def _json(
+    status: int,
+    payload: Mapping[str, object],
+    *,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    identity: Identity | None = None,
+) -> _Response:
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n"
+    return _Response(status, _JSON_TYPE, body, headers, identity)
+
+
+# --- bodies -----------------------------------------------------------------
+
+
+def prometheus_text(values: Mapping[str, float], *, log: logging.Logger) -> bytes:
+    """Prometheus text exposition (0.0.4) of gauges, with ``palais_up 1`` first."""
+    lines = ["# TYPE palais_up gauge", "palais_up 1"]
+    for name in sorted(values):
+        if name == "palais_up":
+            continue
+        if not _METRIC_NAME_RE.fullmatch(name):
+            # One bad name would make Prometheus reject the whole scrape.
+            log.warning("metric name %r is not valid for Prometheus; skipped", name)
+            continue
+        lines.append(f"# TYPE {name} gauge")
+        lines.append(f"{name} {_prometheus_value(values[name])}")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _prometheus_value(value: float) -> str:
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)
+
+
+def autoconfig_document(settings: Mapping[str, object]) -> bytes:
+    """Thunderbird's autoconfig (config-v1.1) for certificate-only IMAP and SMTP."""
+    unknown = set(settings) - _AUTOCONFIG_KEYS
+    missing = _AUTOCONFIG_KEYS - set(settings)
+    if unknown or missing:
+        raise ValueError(
+            f"autoconfig: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+        )
+    hostname = _text_setting(settings, "hostname")
+    domain = _text_setting(settings, "domain")
+    display_name = _text_setting(settings, "display_name")
+    imaps_port = _port_setting(settings, "imaps_port")
+    smtps_port = _port_setting(settings, "smtps_port")
+
+    root = ET.Element("clientConfig", version="1.1")
+    provider = ET.SubElement(root, "emailProvider", id=domain)
+    ET.SubElement(provider, "domain").text = domain
+    ET.SubElement(provider, "displayName").text = display_name
+    ET.SubElement(provider, "displayShortName").text = display_name
+    for tag, kind, server_port in (
+        ("incomingServer", "imap", imaps_port),
+        ("outgoingServer", "smtp", smtps_port),
+    ):
+        server = ET.SubElement(provider, tag, type=kind)
+        ET.SubElement(server, "hostname").text = hostname
+        ET.SubElement(server, "port").text = str(server_port)
+        # Implicit TLS only: STARTTLS would let a client send its first
+        # command in clear.
+        ET.SubElement(server, "socketType").text = "SSL"
+        ET.SubElement(server, "authentication").text = "TLS-client-cert"
+        ET.SubElement(server, "username").text = "%EMAILADDRESS%"
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def _text_setting(settings: Mapping[str, object], name: str) -> str:
+    value = settings[name]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"autoconfig: {name} must be a non-empty string")
+    return value
+
+
+def _port_setting(settings: Mapping[str, object], name: str) -> int:
+    value = settings[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"autoconfig: {name} must be a port number")
+    return value

@@ -1,0 +1,62 @@
+"""SEARCH and UID SEARCH, with ESEARCH RETURN options and CONDSTORE MODSEQ."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from palais.gateway.imap import codes
+from palais.gateway.imap.commands.common import identity, selected
+from palais.gateway.imap.commands.registry import Reply, command, no, ok
+from palais.gateway.imap.response import quoted
+from palais.gateway.imap.searching import Searcher
+from palais.gateway.imap.searchspec import SearchRequest, parse_search
+from palais.gateway.imap.sequence import format_set
+from palais.gateway.imap.states import SELECTED_ONLY
+
+if TYPE_CHECKING:
+    from palais.gateway.imap.session import Session
+
+
+async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid: bool) -> Reply:
+    if not request.charset_ok:
+        return no("Unsupported charset", codes.BADCHARSET)
+    view = selected(session)
+    searcher = Searcher(session.access, identity(session), view)
+    uids = await searcher.run(request.key)
+    numbers = uids if uid else [s for s in (view.seq_of(u) for u in uids) if s is not None]
+    modseq = 0
+    if request.uses_modseq:
+        session.condstore = True
+        modseq = await searcher.modseq_of(uids)
+    if request.returns is None:
+        line = b"SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if modseq and numbers:
+            line += b" (MODSEQ %d)" % modseq
+        session.untagged(line)
+        return ok("SEARCH completed")
+    line = b"ESEARCH (TAG " + quoted(tag) + b")"
+    if uid:
+        line += b" UID"
+    if numbers:
+        if "MIN" in request.returns:
+            line += b" MIN %d" % numbers[0]
+        if "MAX" in request.returns:
+            line += b" MAX %d" % numbers[-1]
+    if "COUNT" in request.returns:
+        line += b" COUNT %d" % len(numbers)
+    if numbers and "ALL" in request.returns:
+        line += b" ALL " + format_set(numbers)
+    if modseq and numbers:
+        line += b" MODSEQ %d" % modseq
+    session.untagged(line)
+    return ok("SEARCH completed")
+
+
+@command("SEARCH", syntax=(parse_search,), states=SELECTED_ONLY, defers_expunge=True)
+async def search(session: Session, tag: bytes, request: SearchRequest) -> Reply:
+    return await do_search(session, tag, request, uid=False)
+
+
+@command("UID SEARCH", syntax=(parse_search,), states=SELECTED_ONLY)
+async def uid_search(session: Session, tag: bytes, request: SearchRequest) -> Reply:
+    return await do_search(session, tag, request, uid=True)

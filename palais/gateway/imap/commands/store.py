@@ -1,0 +1,113 @@
+"""STORE and UID STORE, with .SILENT and CONDSTORE's UNCHANGEDSINCE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from palais.gateway.imap import codes
+from palais.gateway.imap.commands.common import identity, selected
+from palais.gateway.imap.commands.fetch import resolve
+from palais.gateway.imap.commands.registry import Reply, bad, command, no, ok
+from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.response import flag_list
+from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_set
+from palais.gateway.imap.states import SELECTED_ONLY
+from palais.mailbox.model import FlagMode
+
+if TYPE_CHECKING:
+    from palais.gateway.imap.session import Session
+
+_MODES = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": FlagMode.REMOVE}
+
+
+@dataclass(frozen=True, slots=True)
+class StoreArgs:
+    unchanged_since: int | None
+    mode: FlagMode
+    silent: bool
+    flags: frozenset[str]
+
+
+def store_arguments(args: Args) -> StoreArgs:
+    unchanged_since = None
+    if args.peek() == 0x28:
+        args.expect(b"(")
+        if args.keyword() != "UNCHANGEDSINCE":
+            raise ParseError("Unsupported STORE modifier")
+        args.sp()
+        unchanged_since = args.number64()
+        args.expect(b")")
+        args.sp()
+    prefix = ""
+    if args.peek() in (0x2B, 0x2D):
+        prefix = chr(args.peek() or 0)
+        args.expect(prefix.encode())
+    name = args.word()
+    silent = name.endswith(".SILENT")
+    if silent:
+        name = name[: -len(".SILENT")]
+    if name != "FLAGS":
+        raise ParseError("Expected FLAGS, +FLAGS or -FLAGS")
+    args.sp()
+    flags = args.flags_maybe_parenthesized()
+    return StoreArgs(
+        unchanged_since,
+        _MODES[prefix + name],
+        silent,
+        frozenset(f for f in flags if f != "\\Recent"),
+    )
+
+
+async def do_store(
+    session: Session, numbers: SequenceSet, request: StoreArgs, *, uid: bool
+) -> Reply:
+    view = selected(session)
+    if view.read_only:
+        return no("Mailbox is open read-only", codes.CANNOT)
+    try:
+        pairs = resolve(session, numbers, uid=uid)
+    except SequenceSetError as exc:
+        return bad(str(exc))
+    if request.unchanged_since is not None:
+        session.condstore = True
+    if not pairs:
+        return ok("STORE completed")
+    result = await session.access.store_flags(
+        identity(session),
+        view.info.id,
+        [u for _, u in pairs],
+        request.mode,
+        request.flags,
+        request.unchanged_since,
+    )
+    seq_of = {u: s for s, u in pairs}
+    for entry in result.updated:
+        view.note_reported(entry.uid, entry.modseq)
+        seq = seq_of.get(entry.uid)
+        if seq is None or (request.silent and request.unchanged_since is None):
+            continue
+        items = [b"UID %d" % entry.uid] if uid else []
+        if not request.silent:
+            items.append(b"FLAGS " + flag_list(entry.flags))
+        if session.condstore:
+            items.append(b"MODSEQ (%d)" % entry.modseq)
+        session.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")")
+    if result.modified:
+        refused = result.modified if uid else [seq_of[u] for u in result.modified if u in seq_of]
+        return ok("Conditional STORE failed for some messages", b"MODIFIED " + format_set(refused))
+    return ok("STORE completed")
+
+
+@command(
+    "STORE", syntax=(Args.sequence_set, store_arguments), states=SELECTED_ONLY, defers_expunge=True
+)
+async def store(session: Session, tag: bytes, numbers: SequenceSet, request: StoreArgs) -> Reply:
+    return await do_store(session, numbers, request, uid=False)
+
+
+@command("UID STORE", syntax=(Args.sequence_set, store_arguments), states=SELECTED_ONLY)
+async def uid_store(
+    session: Session, tag: bytes, numbers: SequenceSet, request: StoreArgs
+) -> Reply:
+    return await do_store(session, numbers, request, uid=True)

@@ -1,0 +1,166 @@
+"""The IMAPS listener: TLS with a client certificate, one session per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from palais.gateway.imap.framing import Limits
+from palais.gateway.imap.session import Session
+from palais.gateway.imap.tls import TlsServerProtocol, TlsStream
+from palais.mailbox.errors import AuthenticationRequired, PalaisError
+from palais.mailbox.identity import Identity
+from palais.mailbox.ports import MailAccess
+
+__all__ = ["start_imap_server"]
+
+_HANDSHAKE_TIMEOUT = 30.0
+# The decrypted-input buffer per connection: a long command line is read
+# in pieces of this size (up to Limits.max_line), a literal straight through.
+_READER_LIMIT = 8 * 1024
+
+
+class ImapServer(asyncio.Server):
+    """An ``asyncio.Server`` whose ``close()`` also ends the open sessions with BYE."""
+
+    _palais_sessions: set[Session]
+
+    def close(self) -> None:
+        super().close()
+        for session in list(self._palais_sessions):
+            session.shutdown()
+
+
+async def start_imap_server(
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    access: MailAccess,
+    resolve_identity: Callable[[bytes], Awaitable[Identity]],
+    log: logging.Logger,
+    max_append_size: int = 64 * 1024 * 1024,
+    idle_timeout: float = 1800,
+) -> asyncio.Server:
+    """Listen for IMAPS (implicit TLS) connections; the certificate is the login."""
+    loop = asyncio.get_running_loop()
+    limits = Limits(max_append=max_append_size)
+    sessions: set[Session] = set()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_failure(outcome: str, peer: Any) -> None:
+        log.info(
+            "imap connection peer=%s identity=- fingerprint=- outcome=%s",
+            _peer(peer),
+            outcome,
+            extra={"peer": _peer(peer), "identity": None, "fingerprint": None, "outcome": outcome},
+        )
+
+    def on_ready(reader: asyncio.StreamReader, stream: TlsStream) -> None:
+        task = loop.create_task(_serve(reader, stream))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _serve(reader: asyncio.StreamReader, stream: TlsStream) -> None:
+        started = time.monotonic()
+        peer = _peer(stream.get_extra_info("peername"))
+        ssl_object = stream.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        fingerprint = hashlib.sha256(der).hexdigest() if der else None
+        proven: Identity | None = None
+        refusal: PalaisError | None = None
+        if der is None:
+            refusal = AuthenticationRequired()
+        else:
+            try:
+                proven = await resolve_identity(der)
+            except PalaisError as exc:
+                refusal = exc
+            except Exception:
+                log.exception(
+                    "imap identity resolution failed peer=%s fingerprint=%s", peer, fingerprint
+                )
+                stream.write(b"* BYE [UNAVAILABLE] Service temporarily unavailable\r\n")
+                stream.close()
+                _log_line(log, peer, None, fingerprint, "unavailable", 0, started)
+                return
+        session = Session(
+            reader,
+            stream,
+            access,
+            proven=proven,
+            refusal=refusal,
+            log=log,
+            limits=limits,
+            idle_timeout=idle_timeout,
+        )
+        sessions.add(session)
+        outcome = "error"
+        try:
+            outcome = await session.run()
+        except Exception:
+            log.exception("imap session failed peer=%s fingerprint=%s", peer, fingerprint)
+        finally:
+            sessions.discard(session)
+            stream.close()
+        if refusal is not None and outcome in ("eof", "refused"):
+            outcome = f"refused:{type(refusal).__name__}"
+        identity = session.identity_address or (proven.address if proven else None)
+        _log_line(log, peer, identity, fingerprint, outcome, session.commands, started)
+
+    def factory() -> asyncio.Protocol:
+        return TlsServerProtocol(
+            ssl_context,
+            on_ready=on_ready,
+            on_failure=on_failure,
+            handshake_timeout=min(_HANDSHAKE_TIMEOUT, idle_timeout),
+            reader_limit=_READER_LIMIT,
+        )
+
+    server = await loop.create_server(factory, host, port)
+    # asyncio (3.11) has no hook to reach open connections when a server
+    # closes; the subclass adds one without re-implementing the listener.
+    server.__class__ = ImapServer
+    assert isinstance(server, ImapServer)
+    server._palais_sessions = sessions
+    return server
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else "-"
+
+
+def _log_line(
+    log: logging.Logger,
+    peer: str,
+    identity: str | None,
+    fingerprint: str | None,
+    outcome: str,
+    commands: int,
+    started: float,
+) -> None:
+    duration = time.monotonic() - started
+    log.info(
+        "imap connection peer=%s identity=%s fingerprint=%s outcome=%s commands=%d duration=%.3f",
+        peer,
+        identity or "-",
+        fingerprint or "-",
+        outcome,
+        commands,
+        duration,
+        extra={
+            "peer": peer,
+            "identity": identity,
+            "fingerprint": fingerprint,
+            "outcome": outcome,
+            "commands": commands,
+            "duration": round(duration, 3),
+        },
+    )
