@@ -87,3 +87,23 @@ def test_sigkill_loses_no_accepted_message(tmp_path: Path) -> None:
         assert not missing, f"{len(missing)} accepted messages lost of {len(got)}"
     finally:
         inst.stop()
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    inst = create_instance(tmp_path / "instance")
+    inst.start()
+    accepted: list[str] = []
+    stop = threading.Event()
+    t = threading.Thread(target=_submit_until_dead, args=(inst, accepted, stop))
+    t.start()
+    deadline = time.monotonic() + MAX_SECONDS
+    while len(accepted) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert inst.stop(signal.SIGTERM) == 0
+    stop.set()
+    t.join(timeout=30)
+    log = inst.read_log()
+    assert "stopping" in log and "stopped" in log
+    assert "Traceback" not in log
+    inst.start()
+    inst.stop()
