@@ -36,7 +36,7 @@ QUICK = dict(
 )
 FULL = dict(
     n=10_000, storm_n=2_000, imap_messages=100_000, imap_repeats=3, push_duration_s=30.0, push_probe_rate=10.0,
-    memory_sessions=1_000, send_timeout_s=300.0, filing_timeout_s=120.0, io_timeout_s=30.0, rounds=2,
+    memory_sessions=1_000, send_timeout_s=300.0, filing_timeout_s=180.0, io_timeout_s=30.0, rounds=1,
 )
 # Workloads repeated `rounds` times (alternating target order); the others run once per target.
 REPEATED = {"ingest", "storm", "push"}
@@ -186,7 +186,9 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
                     if t.name in skipped:
                         continue
                     _log(f"{wl} [{r + 1}/{rounds}] on {t.name} ...")
-                    await asyncio.to_thread(t.quiesce, 30.0)
+                    quiet = await asyncio.to_thread(t.quiesce, 30.0 if args.quick else 180.0)
+                    if not quiet:
+                        _log(f"{t.name}: still busy with earlier work after the quiesce timeout")
                     noise = await asyncio.to_thread(procs.cpu_busy_sample, 0.5)
                     try:
                         res = await asyncio.wait_for(fn(t, p, run), workload_time_limit(wl, p))
@@ -200,6 +202,7 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
                         traceback.print_exc()
                         res = {"complete": False, "error": f"{type(exc).__name__}: {exc}"}
                     res["cpu_busy_before_pct"] = noise  # other load on the machine just before
+                    res["quiet_before"] = quiet  # False: the target still had work queued
                     runs[t.name].append(res)
                     _log(f"{wl} on {t.name}: " + _brief(wl, res))
             entry: dict[str, Any] = {}

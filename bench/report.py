@@ -127,7 +127,9 @@ def _fmt(v: Any) -> str:
             return f"{v:,.0f}"
         if abs(v) >= 10:
             return f"{v:.1f}"
-        return f"{v:.2f}"
+        if abs(v) >= 1 or v == 0:
+            return f"{v:.2f}"
+        return f"{v:.2g}"
     return str(v)
 
 

@@ -44,4 +44,4 @@ def ratio(a: float | None, b: float | None) -> float | None:
         return None
     if b == 0:
         return None
-    return round(a / b, 3)
+    return float(f"{a / b:.4g}")  # 4 significant digits: tiny ratios must not round to 0

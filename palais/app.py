@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from palais.config import Settings
+from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
 from palais.gateway.smtp import PalaisSMTP, SubmissionHandler, make_smtp_factory
 from palais.mailbox.errors import NotAllowed
@@ -47,6 +48,7 @@ class Gateway:
     storage: Storage | None = None
     servers: list[asyncio.Server] = field(default_factory=list)
     handlers: dict[str, SubmissionHandler] = field(default_factory=dict)
+    https: HttpsHandle | None = None
 
     def metrics(self) -> dict[str, float]:
         """Counters for the operator's /metrics endpoint."""
@@ -116,9 +118,28 @@ class Gateway:
                 idle_timeout=s.imap.idle_timeout,
             )
         )
+        self.https = await start_https(
+            host=host,
+            port=s.listen.https,
+            cert=s.tls.certificate,
+            key=s.tls.key,
+            anchors=anchors.anchor_paths,
+            crls=anchors.crl_paths,
+            resolve_identity=resolve_identity,
+            metrics=self.metrics,
+            log=logging.getLogger("palais.https"),
+            autoconfig={
+                "hostname": s.instance.hostname,
+                "imaps_port": s.listen.imaps,
+                "smtps_port": s.listen.smtps,
+                "domain": s.instance.mail_domain,
+                "display_name": s.instance.name,
+            },
+        )
         log.info(
-            "listening host=%s smtps=%d submission=%d court=%d imaps=%d",
+            "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d",
             host,
+            s.listen.https,
             s.listen.smtps,
             s.listen.submission,
             s.listen.court,
@@ -126,6 +147,9 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self.https is not None:
+            await self.https.stop()
+            self.https = None
         for server in self.servers:
             server.close()
         for server in self.servers:

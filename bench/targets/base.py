@@ -134,8 +134,10 @@ class Target(abc.ABC):
         """Called before the memory workload (bounded): e.g. restart a long-lived process
         so that heap kept from earlier workloads does not hide the sessions' cost."""
 
-    def quiesce(self, timeout: float = 30.0) -> None:
-        """Wait (bounded) until the target has no work in flight, before a workload."""
+    def quiesce(self, timeout: float = 30.0) -> bool:
+        """Wait (bounded) until the target has no work in flight, before a workload.
+        Return False if it was still busy when the time ran out."""
+        return True
 
     # -- helpers shared by all targets --------------------------------------------
     def client_context(self, identity: Identity) -> ssl.SSLContext:

@@ -427,7 +427,7 @@ protocol lmtp {{
     def memory_root_pids(self) -> list[int]:
         return [self._dovecot.pid] if self._dovecot is not None and self._dovecot.poll() is None else []
 
-    def quiesce(self, timeout: float = 30.0) -> None:
+    def quiesce(self, timeout: float = 30.0) -> bool:
         """Wait until the Postfix queue is empty (bounded)."""
         queue = self.dir / "postfix" / "queue"
         deadline = time.monotonic() + timeout
@@ -439,5 +439,6 @@ protocol lmtp {{
                     busy = True
                     break
             if not busy:
-                return
+                return True
             time.sleep(0.1)
+        return False

@@ -12,7 +12,7 @@ the asyncio reactor's ``stop`` would stop the loop under everyone else.
 Mutual TLS uses pyOpenSSL (Twisted's TLS layer requires it): a client
 certificate is requested and, when sent, verified against the anchors and
 their CRLs; its absence is allowed so that a load balancer can probe
-``/health``. Routes that need an identity check for themselves.
+``/health``. Each route that needs an identity asks for one itself.
 """
 
 from __future__ import annotations
@@ -26,18 +26,21 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol, cast
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL, crypto
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
@@ -46,13 +49,22 @@ from palais.mailbox.identity import Identity, Role
 # the HTTPS listener and the SMTP/IMAP ones.
 from palais.pki.tls import _TLS12_CIPHERS
 
-__all__ = ["HttpsHandle", "start_https"]
+__all__ = [
+    "AUTOCONFIG_PATHS",
+    "HttpsHandle",
+    "autoconfig_document",
+    "prometheus_text",
+    "server_tls_context",
+    "start_https",
+]
 
 AUTOCONFIG_PATHS: Final = (
     b"/.well-known/autoconfig/mail/config-v1.1.xml",
     b"/mail/config-v1.1.xml",
 )
-_AUTOCONFIG_KEYS: Final = frozenset({"hostname", "imaps_port", "smtps_port", "domain", "display_name"})
+_AUTOCONFIG_KEYS: Final = frozenset(
+    {"hostname", "imaps_port", "smtps_port", "domain", "display_name"}
+)
 
 # A probe or a scraper finishes in well under a minute; Twisted's default
 # (twelve hours) would let idle connections pile up.
@@ -88,6 +100,49 @@ ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
 Metrics = Callable[[], dict[str, float]]
 
 
+# Twisted declares much of its API through zope interfaces, which mypy cannot
+# see without a plugin; these protocols state the part this module relies on.
+class _DelayedCall(Protocol):
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class _Address(Protocol):
+    port: int
+
+
+class _Listener(Protocol):
+    def stopListening(self) -> Deferred[None] | None: ...
+    def getHost(self) -> _Address: ...
+
+
+class _Reactor(Protocol):
+    waker: Any
+
+    def listenTCP(
+        self, port: int, factory: object, backlog: int = ..., interface: str = ...
+    ) -> _Listener: ...
+    def removeReader(self, reader: object) -> None: ...
+    def getDelayedCalls(self) -> Sequence[_DelayedCall]: ...
+
+
+class _Connection(Protocol):
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+
+
+class _HttpRequest(Protocol):
+    method: bytes
+    path: bytes
+    transport: object
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+    def notifyFinish(self) -> Deferred[None]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Response:
     status: int
@@ -104,9 +159,9 @@ class HttpsHandle:
         self,
         *,
         port: int,
-        listener: IListeningPort,
+        listener: _Listener,
         tls_factory: TLSMemoryBIOFactory,
-        reactor: AsyncioSelectorReactor,
+        reactor: _Reactor,
         root: _Root,
     ) -> None:
         self.port = port
@@ -137,7 +192,7 @@ class HttpsHandle:
 
     async def _close_connections(self) -> None:
         # WrappingFactory keeps every live TLS protocol in ``protocols``.
-        connections: dict[TLSMemoryBIOProtocol, int] = self._tls_factory.protocols
+        connections = cast(dict[_Connection, int], self._tls_factory.protocols)
         for proto in list(connections):
             # Sends close_notify after anything still buffered.
             proto.loseConnection()
@@ -153,7 +208,7 @@ class HttpsHandle:
             await asyncio.sleep(0.01)
 
 
-def _release(reactor: AsyncioSelectorReactor) -> None:
+def _release(reactor: _Reactor) -> None:
     for call in reactor.getDelayedCalls():
         if call.active():
             call.cancel()
@@ -186,29 +241,31 @@ async def start_https(
     ``domain`` and ``display_name``; any other key is an error.
     """
     loop = asyncio.get_running_loop()
-    # Everything that can fail on bad files or settings runs before a socket
-    # or a reactor exists, so there is nothing to undo.
+    # Bad files or settings fail here, before a reactor exists to clean up.
     context = server_tls_context(cert, key, anchors, crls, log=log)
     autoconfig_xml = autoconfig_document(autoconfig)
 
-    reactor = AsyncioSelectorReactor(eventloop=loop)
+    twisted_reactor = AsyncioSelectorReactor(eventloop=loop)
+    reactor = cast(_Reactor, twisted_reactor)
     root = _Root(
         resolve_identity=resolve_identity,
         metrics=metrics,
         log=log,
         autoconfig_xml=autoconfig_xml,
     )
-    site = _Site(root, timeout=_IDLE_TIMEOUT, reactor=reactor)
+    site = _Site(root, timeout=_IDLE_TIMEOUT, reactor=twisted_reactor)  # type: ignore[no-untyped-call]
     site.noisy = False
     # listenSSL would build this factory with the global reactor as its
     # clock; building it here keeps every timer on our loop.
-    tls_factory = TLSMemoryBIOFactory(_ServerTls(context), False, site, clock=reactor)
+    tls_factory = TLSMemoryBIOFactory(
+        cast(Any, _ServerTls(context)), False, cast(Any, site), clock=cast(Any, twisted_reactor)
+    )
     try:
-        listener: IListeningPort = reactor.listenTCP(port, tls_factory, interface=host)
+        listener = reactor.listenTCP(port, tls_factory, interface=host)
     except BaseException:
         _release(reactor)
         raise
-    bound = listener.getHost().port  # type: ignore[attr-defined]
+    bound = listener.getHost().port
     log.info("HTTPS listening on %s:%d", host, bound)
     return HttpsHandle(
         port=bound, listener=listener, tls_factory=tls_factory, reactor=reactor, root=root
@@ -243,8 +300,16 @@ def server_tls_context(
     ctx.set_options(
         SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
     )
-    ctx.use_certificate_chain_file(str(cert))
-    ctx.use_privatekey_file(str(key))
+    # Read through cryptography rather than OpenSSL's file loaders, whose
+    # errors name neither the file nor the problem.
+    chain = x509.load_pem_x509_certificates(Path(cert).read_bytes())
+    ctx.use_certificate(chain[0])
+    for intermediate in chain[1:]:
+        ctx.add_extra_chain_cert(intermediate)
+    private_key = serialization.load_pem_private_key(Path(key).read_bytes(), password=None)
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"{key}: the server key must be EC or RSA")
+    ctx.use_privatekey(private_key)
     ctx.check_privatekey()
 
     store = ctx.get_cert_store()
@@ -284,9 +349,7 @@ def _load_crls(path: Path) -> list[x509.CertificateRevocationList]:
 def _verify_logger(
     log: logging.Logger,
 ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
-    def verify(
-        conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
-    ) -> bool:
+    def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         # Only observes: OpenSSL's own verdict stands. Without this, a refused
         # client certificate leaves no trace, since the handshake never
         # reaches HTTP.
@@ -296,8 +359,9 @@ def _verify_logger(
                 subject = cert.to_cryptography().subject.rfc4514_string()
             except Exception:
                 subject = "?"
-            log.warning("HTTPS client certificate refused: %s (depth %d): %s",
-                        reason, depth, subject)
+            log.warning(
+                "HTTPS client certificate refused: %s (depth %d): %s", reason, depth, subject
+            )
         return bool(ok)
 
     return verify
@@ -316,7 +380,7 @@ class _ServerTls:
 
 
 class _Site(Site):
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         # _Root logs one line per request through the gateway's logger; the
         # default would go to Twisted's global log in combined format.
         return None
@@ -324,7 +388,7 @@ class _Site(Site):
 
 @dataclass(slots=True)
 class _InFlight:
-    request: Request
+    request: _HttpRequest
     gone: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -342,12 +406,12 @@ class _Root(Resource):
         log: logging.Logger,
         autoconfig_xml: bytes,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._resolve_identity = resolve_identity
         self._metrics = metrics
         self._log = log
         self._autoconfig_xml = autoconfig_xml
-        self._routes: dict[bytes, Callable[[Request], Awaitable[_Response]]] = {
+        self._routes: dict[bytes, Callable[[_HttpRequest], Awaitable[_Response]]] = {
             b"/health": self._health,
             b"/metrics": self._metrics_route,
         }
@@ -360,12 +424,12 @@ class _Root(Resource):
         # reactor shares, and answer when it finishes. A plain task rather
         # than Deferred.fromFuture: failures stay in our logger instead of
         # surfacing as Twisted "unhandled error in Deferred".
-        flight = _InFlight(request)
+        flight = _InFlight(cast(_HttpRequest, request))
         task = asyncio.get_running_loop().create_task(self._respond(flight))
         flight.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        request.notifyFinish().addErrback(self._client_gone, flight)
+        flight.request.notifyFinish().addErrback(self._client_gone, flight)
         return NOT_DONE_YET
 
     async def finish_pending(self, grace: float) -> None:
@@ -391,11 +455,8 @@ class _Root(Resource):
         try:
             response = await self._dispatch(request)
         except asyncio.CancelledError:
-            self._log.info("HTTPS %s %s aborted (client gone or server stopping)", method, path)
-            if not flight.gone:
-                # Server stopping: drop the connection rather than leave the
-                # client waiting for an answer that will never come.
-                request.transport.abortConnection()  # type: ignore[union-attr]
+            # The connection is gone, or stop() is about to close it.
+            self._log.info("HTTPS %s %s abandoned (client gone or server stopping)", method, path)
             raise
         except Exception:
             self._log.exception("HTTPS %s %s failed", method, path)
@@ -413,7 +474,7 @@ class _Root(Resource):
         )
 
     @staticmethod
-    def _write(request: Request, response: _Response) -> None:
+    def _write(request: _HttpRequest, response: _Response) -> None:
         request.setResponseCode(response.status)
         # Twisted advertises its version by default; nothing to gain from it.
         request.setHeader(b"server", b"palais")
@@ -426,7 +487,7 @@ class _Root(Resource):
         request.write(response.body)  # Twisted drops the body itself for HEAD
         request.finish()
 
-    async def _dispatch(self, request: Request) -> _Response:
+    async def _dispatch(self, request: _HttpRequest) -> _Response:
         route = self._routes.get(request.path)
         if route is None:
             return _json(404, {"error": "not found"})
@@ -434,13 +495,13 @@ class _Root(Resource):
             return _json(405, {"error": "method not allowed"}, headers=((b"allow", b"GET, HEAD"),))
         return await route(request)
 
-    async def _health(self, request: Request) -> _Response:
+    async def _health(self, request: _HttpRequest) -> _Response:
         return _json(200, {"status": "ok"})
 
-    async def _autoconfig(self, request: Request) -> _Response:
+    async def _autoconfig(self, request: _HttpRequest) -> _Response:
         return _Response(200, _XML_TYPE, self._autoconfig_xml)
 
-    async def _metrics_route(self, request: Request) -> _Response:
+    async def _metrics_route(self, request: _HttpRequest) -> _Response:
         der = _peer_certificate_der(request)
         if der is None:
             return _json(401, {"error": "client certificate required"})
@@ -460,7 +521,7 @@ class _Root(Resource):
         return _Response(200, _PROMETHEUS_TYPE, body, identity=identity)
 
 
-def _peer_certificate_der(request: Request) -> bytes | None:
+def _peer_certificate_der(request: _HttpRequest) -> bytes | None:
     transport = request.transport
     get_peer = getattr(transport, "getPeerCertificate", None)
     if get_peer is None:
@@ -543,7 +604,8 @@ def autoconfig_document(settings: Mapping[str, object]) -> bytes:
         ET.SubElement(server, "authentication").text = "TLS-client-cert"
         ET.SubElement(server, "username").text = "%EMAILADDRESS%"
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
 
 
 def _text_setting(settings: Mapping[str, object], name: str) -> str:

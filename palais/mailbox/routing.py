@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from palais.mailbox.errors import SenderMismatch
 from palais.mailbox.identity import Identity, Role
-from palais.mailbox.model import ENVOYES, INBOX
+from palais.mailbox.boxes import BoxKind
 
 
 class AddresseeKind(enum.Enum):
@@ -34,7 +34,7 @@ class Addressee:
 @dataclass(frozen=True, slots=True)
 class Destination:
     owner: str
-    box: str
+    kind: BoxKind
     flags: frozenset[str] = frozenset()
 
 
@@ -67,7 +67,7 @@ def check_sender(who: Identity, mail_from: str) -> None:
 def plan_filing(who: Identity, recipients: Sequence[Addressee]) -> FilingPlan:
     """One copy in the sender's Envoyés (already read), one per recipient's INBOX."""
     destinations: list[Destination] = [
-        Destination(who.mailbox_owner, ENVOYES, frozenset({"\\Seen"}))
+        Destination(who.mailbox_owner, BoxKind.ENVOYES, frozenset({"\\Seen"}))
     ]
     seen_owners: set[str] = set()
     dossier: str | None = None
@@ -77,5 +77,5 @@ def plan_filing(who: Identity, recipients: Sequence[Addressee]) -> FilingPlan:
         if rcpt.mailbox_owner in seen_owners:
             continue  # a message is shown once per mailbox however it is addressed
         seen_owners.add(rcpt.mailbox_owner)
-        destinations.append(Destination(rcpt.mailbox_owner, INBOX))
+        destinations.append(Destination(rcpt.mailbox_owner, BoxKind.RECUS))
     return FilingPlan(dossier=dossier, destinations=tuple(destinations))

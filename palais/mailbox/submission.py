@@ -1,19 +1,37 @@
-"""The submission desk: the rules every path that creates a message goes through."""
+"""The submission desk: the rules every path that creates a message goes through.
+
+A message belongs to exactly one dossier: it is written to the dossier's
+address (which reaches the service in charge), copies may go to other
+participants of that dossier only, only participants may write, and the
+subject always starts with the dossier number in brackets.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from palais.mailbox.errors import InvalidMessage, MessageTooBig, UnknownRecipient
+from palais.mailbox.boxes import NUMBER_IN_TEXT
+from palais.mailbox.errors import InvalidMessage, MessageTooBig, NotAllowed, UnknownRecipient
 from palais.mailbox.identity import Identity
-from palais.mailbox.message import MessageSummary, summarize
-from palais.mailbox.routing import Addressee, FilingPlan, check_sender, plan_filing
+from palais.mailbox.message import MessageSummary, header_size, summarize
+from palais.mailbox.routing import (
+    Addressee,
+    AddresseeKind,
+    FilingPlan,
+    check_sender,
+    plan_filing,
+)
+
+_SUBJECT_LINE = re.compile(rb"(?im)^subject:[ \t]*")
 
 
 class AddressBook(Protocol):
     def resolve(self, address: str) -> Addressee | None: ...
+
+    def participants(self, number: str) -> frozenset[str]: ...
 
 
 class Filed(Protocol):
@@ -38,6 +56,30 @@ class Accepted:
     plan: FilingPlan
 
 
+def with_subject_prefix(data: bytes, number: str) -> bytes:
+    """The message with ``[number] `` put at the start of its Subject."""
+    size = header_size(data)
+    head, body = data[:size], data[size:]
+    found = _SUBJECT_LINE.search(head)
+    prefix = f"[{number}] ".encode()
+    if found is None:  # pragma: no cover - an empty subject is refused before
+        return data
+    return head[: found.end()] + prefix + head[found.end() :] + body
+
+
+def check_subject(subject: str, number: str) -> bool:
+    """True if the subject needs the dossier prefix; refuses a wrong dossier."""
+    if not subject.strip():
+        raise InvalidMessage("The subject is empty", reason="empty subject")
+    for other in NUMBER_IN_TEXT.findall(subject):
+        if other != number:
+            raise InvalidMessage(
+                f"The subject names dossier {other} but the message is for dossier {number}",
+                reason=f"subject names {other}, sent to {number}",
+            )
+    return not subject.startswith(f"[{number}]")
+
+
 class SubmissionDesk:
     def __init__(self, addresses: AddressBook, filer: Filer, *, max_size: int) -> None:
         self._addresses = addresses
@@ -47,12 +89,37 @@ class SubmissionDesk:
     def sender(self, who: Identity, mail_from: str) -> None:
         check_sender(who, mail_from)
 
-    def recipient(self, who: Identity, address: str) -> Addressee:
+    def _is_participant(self, who: Identity, number: str) -> bool:
+        members = self._addresses.participants(number)
+        return who.address in members or who.mailbox_owner in members
+
+    def recipient(
+        self, who: Identity, address: str, already: Sequence[Addressee] = ()
+    ) -> Addressee:
+        """Accept one more recipient, given those already accepted."""
         found = self._addresses.resolve(address)
         if found is None:
             raise UnknownRecipient(
                 f"<{address}> is not a known address here",
                 reason=f"{who.address} wrote to unknown {address!r}",
+            )
+        current = next((a.dossier for a in already if a.dossier), None)
+        if found.kind is AddresseeKind.DOSSIER:
+            assert found.dossier is not None
+            if current is not None and current != found.dossier:
+                raise NotAllowed(
+                    "A message belongs to one dossier only",
+                    reason=f"{who.address} mixed dossiers {current} and {found.dossier}",
+                )
+            if not self._is_participant(who, found.dossier):
+                raise NotAllowed(
+                    f"You take no part in dossier {found.dossier}",
+                    reason=f"{who.address} not a participant of {found.dossier}",
+                )
+        elif current is not None and found.address not in self._addresses.participants(current):
+            raise NotAllowed(
+                f"<{address}> takes no part in dossier {current}",
+                reason=f"copy to non-participant {address} in {current}",
             )
         return found
 
@@ -60,7 +127,24 @@ class SubmissionDesk:
         """Validate and file a message; durable when this returns."""
         if len(data) > self._max_size:
             raise MessageTooBig(f"Message exceeds the {self._max_size} byte limit")
+        dossiers = {r.dossier for r in recipients if r.dossier}
+        if len(dossiers) != 1:
+            raise InvalidMessage(
+                "A message must be written to the address of one dossier",
+                reason=f"dossiers among recipients: {sorted(dossiers)}",
+            )
+        (number,) = dossiers
+        members = self._addresses.participants(number)
+        for rcpt in recipients:
+            if rcpt.kind is not AddresseeKind.DOSSIER and rcpt.address not in members:
+                raise NotAllowed(
+                    f"<{rcpt.address}> takes no part in dossier {number}",
+                    reason=f"copy to non-participant {rcpt.address} in {number}",
+                )
         summary = summarize(data)
+        if check_subject(summary.subject, number):
+            data = with_subject_prefix(data, number)
+            summary = summarize(data)
         if not summary.has_body:
             raise InvalidMessage("The message body is empty", reason="empty body")
         plan = plan_filing(who, recipients)

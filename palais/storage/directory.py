@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity, Role
 from palais.mailbox.routing import Addressee, AddresseeKind
 from palais.storage import schema
-from palais.storage.mailstore import ensure_standard_boxes
+from palais.storage.mailstore import ensure_boxes
 from palais.storage.writer import CommitQueue
 
 AC = schema.table(schema.Account)
@@ -118,7 +118,7 @@ class Directory:
             )
             assert res.inserted_primary_key is not None
             account_id = int(res.inserted_primary_key[0])
-            ensure_standard_boxes(conn, cert.address)
+            ensure_boxes(conn, cert.address)
             log.info(
                 "account registered address=%s role=%s fingerprint=%s",
                 cert.address,
@@ -179,6 +179,37 @@ class Directory:
             return None
         return DossierRecord(int(r.id), r.number, r.address, r.juridiction, r.service)
 
+    def participants(self, number: str) -> frozenset[str]:
+        """Addresses that take part in a dossier: its service and the service's
+        clerks, its constituted lawyers, its magistrates and its court system."""
+        with self._reader.connect() as conn:
+            d = conn.execute(
+                select(DO.c.id, DO.c.service_id, SV.c.address)
+                .join(SV, SV.c.id == DO.c.service_id)
+                .where(DO.c.number == number)
+            ).first()
+            if d is None:
+                return frozenset()
+            people = (
+                conn.execute(
+                    select(AC.c.address)
+                    .join(PA, PA.c.account_id == AC.c.id)
+                    .where(PA.c.dossier_id == d.id, AC.c.active.is_(True))
+                )
+                .scalars()
+                .all()
+            )
+            clerks = (
+                conn.execute(
+                    select(AC.c.address).where(
+                        AC.c.service_id == d.service_id, AC.c.active.is_(True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return frozenset([d.address, *people, *clerks])
+
     # -- operator set-up (used by `palais init` and the operator's tools) ---------
 
     @staticmethod
@@ -187,7 +218,7 @@ class Directory:
             insert(SV).values(address=address.lower(), name=name, juridiction=juridiction)
         )
         assert res.inserted_primary_key is not None
-        ensure_standard_boxes(conn, address.lower())
+        ensure_boxes(conn, address.lower())
         return int(res.inserted_primary_key[0])
 
     @staticmethod
@@ -215,7 +246,7 @@ class Directory:
         assert res.inserted_primary_key is not None
         account_id = int(res.inserted_primary_key[0])
         if service_id is None:
-            ensure_standard_boxes(conn, address.lower())
+            ensure_boxes(conn, address.lower())
         if fingerprint:
             conn.execute(
                 insert(CE).values(
@@ -237,6 +268,8 @@ class Directory:
             )
         )
         assert res.inserted_primary_key is not None
+        service = conn.execute(select(SV.c.address).where(SV.c.id == service_id)).scalar_one()
+        ensure_boxes(conn, service, number)
         return int(res.inserted_primary_key[0])
 
     @staticmethod
@@ -246,6 +279,15 @@ class Directory:
         conn.execute(
             insert(PA).values(dossier_id=dossier_id, account_id=account_id, capacity=capacity)
         )
+        # Gaining access to a dossier brings its five boxes.
+        number = conn.execute(select(DO.c.number).where(DO.c.id == dossier_id)).scalar_one()
+        owner = conn.execute(
+            select(func.coalesce(SV.c.address, AC.c.address))
+            .select_from(AC)
+            .outerjoin(SV, SV.c.id == AC.c.service_id)
+            .where(AC.c.id == account_id)
+        ).scalar_one()
+        ensure_boxes(conn, owner, number)
 
     @staticmethod
     def deactivate(conn: Connection, address: str) -> None:

@@ -10,15 +10,23 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, select, update
 
-from palais.mailbox.errors import CannotDoThat, NoSuchMailbox
+from palais.mailbox.boxes import (
+    GLOBAL_BOXES,
+    NUMBER_IN_TEXT,
+    BoxKind,
+    BoxRef,
+    MoveOutcome,
+    boxes_for_dossier,
+    check_append,
+    decide_expunge,
+    decide_move,
+)
+from palais.mailbox.errors import CannotDoThat, NoSuchMailbox, PalaisError
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary, header_size, summarize
 from palais.mailbox.model import (
-    ACCUSES,
-    BROUILLONS,
-    ENVOYES,
+    DELIMITER,
     INBOX,
-    SUPPRIMES,
     AppendResult,
     CopyResult,
     Entry,
@@ -41,14 +49,9 @@ MB = schema.table(schema.Mailbox)
 EN = schema.table(schema.Entry)
 MS = schema.table(schema.Message)
 BL = schema.table(schema.Blob)
+PL = schema.table(schema.Placement)
+DO = schema.table(schema.Dossier)
 
-STANDARD_BOXES: tuple[tuple[str, SpecialUse | None], ...] = (
-    (INBOX, None),
-    (ENVOYES, SpecialUse.SENT),
-    (BROUILLONS, SpecialUse.DRAFTS),
-    (SUPPRIMES, SpecialUse.TRASH),
-    (ACCUSES, None),
-)
 _CHUNK = 500
 _SEEN = "\\Seen"
 _DELETED = "\\Deleted"
@@ -73,20 +76,30 @@ def _new_uidvalidity() -> int:
     return int(datetime.now(UTC).timestamp()) & 0xFFFFFFFF
 
 
-def ensure_standard_boxes(conn: Connection, owner: str) -> None:
+def ensure_boxes(conn: Connection, owner: str, dossier: str | None = None) -> None:
+    """Create the global views of an owner, or the five boxes of one of its dossiers."""
+    refs = GLOBAL_BOXES if dossier is None else boxes_for_dossier(dossier)
     existing = set(conn.execute(select(MB.c.name).where(MB.c.owner == owner)).scalars())
-    for name, use in STANDARD_BOXES:
-        if name not in existing:
-            conn.execute(
-                insert(MB).values(
-                    owner=owner,
-                    name=name,
-                    special_use=use.value if use else None,
-                    uidvalidity=_new_uidvalidity(),
-                    uidnext=1,
-                    highestmodseq=1,
-                )
+    for ref in refs:
+        if ref.name in existing:
+            continue
+        use = ref.special_use
+        conn.execute(
+            insert(MB).values(
+                owner=owner,
+                name=ref.name,
+                special_use=use.value if use else None,
+                kind=ref.kind.value,
+                dossier=ref.dossier,
+                uidvalidity=_new_uidvalidity(),
+                uidnext=1,
+                highestmodseq=1,
             )
+        )
+
+
+# Kept for callers that think in terms of "the standard boxes".
+ensure_standard_boxes = ensure_boxes
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +107,7 @@ class FiledMessage:
     message_id: int
     sha256: str
     size: int
-    uids: dict[str, int]  # "owner/box" -> uid
+    uids: dict[str, int]  # "owner/box name" -> uid
 
 
 def _allocate(conn: Connection, mailbox_id: int, count: int) -> tuple[int, int, int]:
@@ -167,38 +180,91 @@ def _insert_message(
     return int(pk[0]), sha
 
 
-def _add_entries(
+def _box_id(conn: Connection, owner: str, ref: BoxRef) -> int | None:
+    box = conn.execute(select(MB.c.id).where(MB.c.owner == owner, MB.c.name == ref.name)).scalar()
+    return None if box is None else int(box)
+
+
+def _place(
     conn: Connection,
     ctx: WriteContext,
-    mailbox_id: int,
-    items: Sequence[tuple[int, frozenset[str]]],
-) -> tuple[list[int], int]:
-    """File messages (message row id, flags) into a box; returns (uids, uidvalidity)."""
-    first, modseq, uidvalidity = _allocate(conn, mailbox_id, len(items))
-    rows = []
-    uids = []
-    for i, (message_id, flags) in enumerate(items):
-        uid = first + i
-        uids.append(uid)
-        rows.append(
-            {
-                "mailbox_id": mailbox_id,
-                "uid": uid,
-                "message_id": message_id,
-                "flags": encode_flags(flags),
-                "modseq": modseq,
-            }
+    owner: str,
+    message_id: int,
+    kind: BoxKind,
+    dossier: str | None,
+    flags: frozenset[str],
+    origin: BoxKind | None = None,
+) -> dict[int, int]:
+    """Put a message in an owner's box (both views); returns {mailbox id: uid}."""
+    res = conn.execute(
+        insert(PL).values(
+            owner=owner,
+            message_id=message_id,
+            kind=kind.value,
+            dossier=dossier,
+            origin=origin.value if origin else None,
         )
-        ctx.events.append(MailboxEvent(mailbox_id, "exists", uid, flags, modseq))
-    if rows:
-        conn.execute(insert(EN), rows)
-    return uids, uidvalidity
+    )
+    assert res.inserted_primary_key is not None
+    placement = int(res.inserted_primary_key[0])
+    refs = [BoxRef(kind, None)] + ([BoxRef(kind, dossier)] if dossier else [])
+    uids: dict[int, int] = {}
+    for ref in refs:
+        box = _box_id(conn, owner, ref)
+        if box is None:
+            continue  # an owner without access to that dossier only has the global view
+        first, modseq, _ = _allocate(conn, box, 1)
+        conn.execute(
+            insert(EN).values(
+                mailbox_id=box,
+                uid=first,
+                message_id=message_id,
+                placement_id=placement,
+                flags=encode_flags(flags),
+                modseq=modseq,
+            )
+        )
+        ctx.events.append(MailboxEvent(box, "exists", first, flags, modseq))
+        uids[box] = first
+    return uids
+
+
+def _remove_entries(conn: Connection, ctx: WriteContext, placement: int) -> None:
+    rows = conn.execute(
+        select(EN.c.mailbox_id, EN.c.uid).where(EN.c.placement_id == placement)
+    ).all()
+    for r in rows:
+        modseq = _bump_modseq(conn, r.mailbox_id)
+        conn.execute(delete(EN).where(EN.c.mailbox_id == r.mailbox_id, EN.c.uid == r.uid))
+        ctx.events.append(MailboxEvent(int(r.mailbox_id), "expunge", int(r.uid), modseq=modseq))
+
+
+def _drop_placement(conn: Connection, ctx: WriteContext, placement: int) -> None:
+    """Remove a placement from both views; the message goes when nobody holds it."""
+    message_id = conn.execute(select(PL.c.message_id).where(PL.c.id == placement)).scalar_one()
+    _remove_entries(conn, ctx, placement)
+    conn.execute(delete(PL).where(PL.c.id == placement))
+    _release_messages(conn, ctx, {int(message_id)})
+
+
+def _move_placement(
+    conn: Connection,
+    ctx: WriteContext,
+    placement: int,
+    kind: BoxKind,
+    origin: BoxKind | None,
+    flags: frozenset[str],
+) -> dict[int, int]:
+    row = conn.execute(select(PL).where(PL.c.id == placement)).one()
+    _remove_entries(conn, ctx, placement)
+    conn.execute(delete(PL).where(PL.c.id == placement))
+    return _place(conn, ctx, row.owner, int(row.message_id), kind, row.dossier, flags, origin)
 
 
 def _release_messages(conn: Connection, ctx: WriteContext, message_ids: set[int]) -> None:
-    """Delete messages no box shows any more, and their bytes if no message shares them."""
+    """Delete messages nobody holds any more, and their bytes if no message shares them."""
     for mid in message_ids:
-        still = conn.execute(select(EN.c.uid).where(EN.c.message_id == mid).limit(1)).first()
+        still = conn.execute(select(PL.c.id).where(PL.c.message_id == mid).limit(1)).first()
         if still is not None:
             continue
         sha = conn.execute(select(MS.c.blob).where(MS.c.id == mid)).scalar_one()
@@ -212,6 +278,51 @@ def _release_messages(conn: Connection, ctx: WriteContext, message_ids: set[int]
             ctx.erase_after_commit.append(BlobLocation(blob.segment, blob.offset, blob.length))
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """An entry of the box being acted on, with its placement."""
+
+    uid: int
+    placement: int
+    message_id: int
+    flags: frozenset[str]
+    kind: BoxKind
+    dossier: str | None
+    origin: BoxKind | None
+
+
+def _held(conn: Connection, mailbox_id: int, uids: Sequence[int]) -> list[_Held]:
+    out: list[_Held] = []
+    for part in _chunks(sorted(set(uids))):
+        rows = conn.execute(
+            select(
+                EN.c.uid,
+                EN.c.placement_id,
+                EN.c.message_id,
+                EN.c.flags,
+                PL.c.kind,
+                PL.c.dossier,
+                PL.c.origin,
+            )
+            .join(PL, PL.c.id == EN.c.placement_id)
+            .where(EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part))
+        ).all()
+        out.extend(
+            _Held(
+                int(r.uid),
+                int(r.placement_id),
+                int(r.message_id),
+                decode_flags(r.flags),
+                BoxKind(r.kind),
+                r.dossier,
+                BoxKind(r.origin) if r.origin else None,
+            )
+            for r in rows
+        )
+    out.sort(key=lambda h: h.uid)
+    return out
+
+
 class MailStore:
     """Implements ``palais.mailbox.ports.MailAccess`` on SQL plus the pack store."""
 
@@ -223,7 +334,6 @@ class MailStore:
         self._blobs = blobs
         self._hub = hub
         self._owners: dict[int, str] = {}
-        self._box_ids: dict[tuple[str, str], int] = {}
 
     # -- helpers -------------------------------------------------------------
 
@@ -242,18 +352,6 @@ class MailStore:
             self._owners[mailbox_id] = owner
         if owner != who.mailbox_owner:
             raise NoSuchMailbox(reason=f"{who.address} asked for box {mailbox_id} of {owner}")
-
-    def _box_id(self, conn: Connection, owner: str, name: str) -> int:
-        key = (owner, name)
-        box = self._box_ids.get(key)
-        if box is None:
-            box = conn.execute(
-                select(MB.c.id).where(MB.c.owner == owner, MB.c.name == name)
-            ).scalar()
-            if box is None:
-                raise NoSuchMailbox(f"No mailbox named {name}")
-            self._box_ids[key] = box
-        return box
 
     def _infos(self, conn: Connection, owner: str, name: str | None = None) -> list[MailboxInfo]:
         q = select(MB).where(MB.c.owner == owner)
@@ -289,7 +387,25 @@ class MailStore:
 
     async def list_mailboxes(self, who: Identity) -> list[MailboxInfo]:
         infos: list[MailboxInfo] = self._read(lambda c: self._infos(c, who.mailbox_owner))
-        return infos
+        parents: dict[str, None] = {}
+        for info in infos:
+            parts = info.name.split(DELIMITER)
+            for i in range(1, len(parts)):
+                parents[DELIMITER.join(parts[:i])] = None
+        nodes = [
+            MailboxInfo(
+                id=0,
+                name=name,
+                uidvalidity=0,
+                uidnext=0,
+                highestmodseq=0,
+                messages=0,
+                unseen=0,
+                selectable=False,
+            )
+            for name in parents
+        ]
+        return sorted(infos + nodes, key=_listing_order)
 
     async def mailbox(self, who: Identity, name: str) -> MailboxInfo:
         if name.upper() == INBOX:
@@ -386,17 +502,21 @@ class MailStore:
         wanted = sorted(set(uids))
 
         def work(conn: Connection, ctx: WriteContext) -> StoreResult:
-            current: dict[int, tuple[frozenset[str], int]] = {}
+            current: dict[int, tuple[frozenset[str], int, int]] = {}
             for part in _chunks(wanted):
                 for r in conn.execute(
-                    select(EN.c.uid, EN.c.flags, EN.c.modseq).where(
+                    select(EN.c.uid, EN.c.flags, EN.c.modseq, EN.c.placement_id).where(
                         EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part)
                     )
                 ):
-                    current[int(r.uid)] = (decode_flags(r.flags), int(r.modseq))
+                    current[int(r.uid)] = (
+                        decode_flags(r.flags),
+                        int(r.modseq),
+                        int(r.placement_id),
+                    )
             modified: list[int] = []
-            changes: dict[int, frozenset[str]] = {}
-            for uid, (old, modseq) in current.items():
+            changes: dict[int, tuple[frozenset[str], int]] = {}
+            for uid, (old, modseq, placement) in current.items():
                 if unchanged_since is not None and modseq > unchanged_since:
                     modified.append(uid)
                     continue
@@ -407,12 +527,12 @@ class MailStore:
                 else:
                     new = flags
                 if new != old:
-                    changes[uid] = new
+                    changes[uid] = (new, placement)
             if not changes:
                 return StoreResult(updated=[], modified=sorted(modified))
             modseq = _bump_modseq(conn, mailbox_id)
             updated: list[Entry] = []
-            for uid, new in sorted(changes.items()):
+            for uid, (new, placement) in sorted(changes.items()):
                 conn.execute(
                     update(EN)
                     .where(EN.c.mailbox_id == mailbox_id, EN.c.uid == uid)
@@ -420,37 +540,65 @@ class MailStore:
                 )
                 updated.append(Entry(uid, new, modseq))
                 ctx.events.append(MailboxEvent(mailbox_id, "flags", uid, new, modseq))
+                _sync_twins(conn, ctx, placement, mailbox_id, new)
             return StoreResult(updated=updated, modified=sorted(modified))
 
         return await self._writer.submit(work)
+
+    def _kind_of(self, mailbox_id: int) -> BoxRef:
+        row = self._read(
+            lambda c: c.execute(select(MB.c.kind, MB.c.dossier).where(MB.c.id == mailbox_id)).one()
+        )
+        return BoxRef(BoxKind(row.kind), row.dossier)
 
     async def expunge(
         self, who: Identity, mailbox_id: int, uids: Sequence[int] | None = None
     ) -> list[int]:
         self._check_owner(who, mailbox_id)
+        box = self._kind_of(mailbox_id)
         only = set(uids) if uids is not None else None
 
         def work(conn: Connection, ctx: WriteContext) -> list[int]:
             rows = conn.execute(
-                select(EN.c.uid, EN.c.message_id, EN.c.flags).where(
-                    EN.c.mailbox_id == mailbox_id, EN.c.flags.like("%\\Deleted%", escape="!")
+                select(EN.c.uid, EN.c.flags).where(
+                    EN.c.mailbox_id == mailbox_id,
+                    EN.c.flags.like("%\\Deleted%", escape="!"),
                 )
             ).all()
             doomed = [
-                (int(r.uid), int(r.message_id))
+                int(r.uid)
                 for r in rows
                 if _DELETED in decode_flags(r.flags) and (only is None or int(r.uid) in only)
             ]
             if not doomed:
                 return []
-            doomed.sort()
-            modseq = _bump_modseq(conn, mailbox_id)
-            for part in _chunks([u for u, _ in doomed]):
-                conn.execute(delete(EN).where(EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part)))
-            for uid, _ in doomed:
-                ctx.events.append(MailboxEvent(mailbox_id, "expunge", uid, modseq=modseq))
-            _release_messages(conn, ctx, {m for _, m in doomed})
-            return [u for u, _ in doomed]
+            outcome = decide_expunge(box.kind)
+            for held in _held(conn, mailbox_id, doomed):
+                if outcome is MoveOutcome.PURGE:
+                    _drop_placement(conn, ctx, held.placement)
+                    continue
+                # Deleting outside Supprimés never loses a message: it goes to
+                # Supprimés, unless the client already copied it there.
+                trashed = conn.execute(
+                    select(PL.c.id).where(
+                        PL.c.owner == who.mailbox_owner,
+                        PL.c.message_id == held.message_id,
+                        PL.c.kind == BoxKind.SUPPRIMES.value,
+                    )
+                ).first()
+                if trashed is not None:
+                    _remove_entries(conn, ctx, held.placement)
+                    conn.execute(delete(PL).where(PL.c.id == held.placement))
+                else:
+                    _move_placement(
+                        conn,
+                        ctx,
+                        held.placement,
+                        BoxKind.SUPPRIMES,
+                        held.kind,
+                        held.flags - {_DELETED},
+                    )
+            return sorted(doomed)
 
         return await self._writer.submit(work)
 
@@ -463,12 +611,35 @@ class MailStore:
         internaldate: datetime | None,
     ) -> AppendResult:
         owner = who.mailbox_owner
-        box = self._read(lambda c: self._box_id(c, owner, _canonical(mailbox_name)))
+        box = await self.mailbox(who, mailbox_name)
+        ref = self._kind_of(box.id)
+        check_append(ref.kind)
         try:
             summary = summarize(data)
-        except Exception:  # IMAP lets a client store any bytes; index what we can
+        except PalaisError:  # IMAP lets a client store any bytes; index what we can
             summary = MessageSummary(header_size(data), "", "", "", "", "", None, None, True)
         when = (internaldate or datetime.now(UTC)).astimezone(UTC)
+
+        if ref.kind is BoxKind.ENVOYES:
+            # The client files its own copy of what it just sent: answer with ours.
+            def known(conn: Connection) -> int | None:
+                if not summary.message_id:
+                    return None
+                uid = conn.execute(
+                    select(EN.c.uid)
+                    .join(MS, MS.c.id == EN.c.message_id)
+                    .where(EN.c.mailbox_id == box.id, MS.c.message_id == summary.message_id)
+                    .order_by(EN.c.uid.desc())
+                    .limit(1)
+                ).scalar()
+                return None if uid is None else int(uid)
+
+            uid = self._read(known)
+            if uid is None:
+                raise CannotDoThat("Messages enter Envoyés by being sent, not by APPEND")
+            return AppendResult(uidvalidity=box.uidvalidity, uid=uid)
+
+        dossier = ref.dossier or self._read(lambda c: _dossier_from_recipients(c, summary))
 
         def work(conn: Connection, ctx: WriteContext) -> AppendResult:
             mid, _ = _insert_message(
@@ -481,60 +652,62 @@ class MailStore:
                 fingerprint=who.fingerprint,
                 dossier_id=None,
             )
-            uids, validity = _add_entries(conn, ctx, box, [(mid, flags)])
-            return AppendResult(uidvalidity=validity, uid=uids[0])
+            uids = _place(conn, ctx, owner, mid, BoxKind.BROUILLONS, dossier, flags)
+            validity = conn.execute(select(MB.c.uidvalidity).where(MB.c.id == box.id)).scalar_one()
+            return AppendResult(uidvalidity=int(validity), uid=uids[box.id])
 
         return await self._writer.submit(work, [data])
 
-    async def _copy(
+    async def _transfer(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool
     ) -> CopyResult:
         self._check_owner(who, mailbox_id)
-        dest = self._read(lambda c: self._box_id(c, who.mailbox_owner, _canonical(dest_name)))
-        if dest == mailbox_id and move:
-            raise CannotDoThat("The message is already in that mailbox")
-        wanted = sorted(set(uids))
+        dest_box = await self.mailbox(who, dest_name)
+        dest = self._kind_of(dest_box.id)
 
         def work(conn: Connection, ctx: WriteContext) -> CopyResult:
-            found: list[tuple[int, int, frozenset[str]]] = []
-            for part in _chunks(wanted):
-                found.extend(
-                    (int(r.uid), int(r.message_id), decode_flags(r.flags))
-                    for r in conn.execute(
-                        select(EN.c.uid, EN.c.message_id, EN.c.flags).where(
-                            EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part)
-                        )
+            src_uids: list[int] = []
+            dst_uids: list[int] = []
+            for held in _held(conn, mailbox_id, uids):
+                if dest.dossier is not None and dest.dossier != held.dossier:
+                    raise CannotDoThat("That message belongs to another dossier")
+                outcome = decide_move(held.kind, held.origin, dest.kind)
+                keep = held.flags - {_DELETED}
+                if outcome is MoveOutcome.PURGE:
+                    if move:
+                        _drop_placement(conn, ctx, held.placement)
+                    continue
+                new_kind = dest.kind
+                origin = held.kind if outcome is MoveOutcome.DELETE else None
+                if move:
+                    placed = _move_placement(conn, ctx, held.placement, new_kind, origin, keep)
+                else:
+                    placed = _place(
+                        conn,
+                        ctx,
+                        who.mailbox_owner,
+                        held.message_id,
+                        new_kind,
+                        held.dossier,
+                        keep,
+                        origin,
                     )
-                )
-            found.sort()
-            if not found:
-                validity = conn.execute(
-                    select(MB.c.uidvalidity).where(MB.c.id == dest)
-                ).scalar_one()
-                return CopyResult(int(validity), [], [])
-            new_uids, validity = _add_entries(conn, ctx, dest, [(m, f) for _, m, f in found])
-            if move:
-                modseq = _bump_modseq(conn, mailbox_id)
-                src = [u for u, _, _ in found]
-                for part in _chunks(src):
-                    conn.execute(
-                        delete(EN).where(EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part))
-                    )
-                for uid in src:
-                    ctx.events.append(MailboxEvent(mailbox_id, "expunge", uid, modseq=modseq))
-            return CopyResult(validity, [u for u, _, _ in found], new_uids)
+                if dest_box.id in placed:
+                    src_uids.append(held.uid)
+                    dst_uids.append(placed[dest_box.id])
+            return CopyResult(dest_box.uidvalidity, src_uids, dst_uids)
 
         return await self._writer.submit(work)
 
     async def copy(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
     ) -> CopyResult:
-        return await self._copy(who, mailbox_id, uids, dest_name, move=False)
+        return await self._transfer(who, mailbox_id, uids, dest_name, move=False)
 
     async def move(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
     ) -> CopyResult:
-        return await self._copy(who, mailbox_id, uids, dest_name, move=True)
+        return await self._transfer(who, mailbox_id, uids, dest_name, move=True)
 
     async def search_header(
         self, who: Identity, mailbox_id: int, field: HeaderField, text: str
@@ -598,18 +771,15 @@ class MailStore:
         summary: MessageSummary,
         plan: FilingPlan,
     ) -> FiledMessage:
-        """Store an accepted message in every box of the plan; durable on return."""
-        boxes = self._read(
-            lambda c: [(d, self._box_id(c, d.owner, d.box)) for d in plan.destinations]
-        )
+        """Store an accepted message in every box of the plan; durable on return.
+
+        A draft of the sender's with the same Message-ID has now been sent:
+        it leaves Brouillons.
+        """
         dossier_id: int | None = None
         if plan.dossier is not None:
             dossier_id = self._read(
-                lambda c: c.execute(
-                    select(schema.table(schema.Dossier).c.id).where(
-                        schema.table(schema.Dossier).c.number == plan.dossier
-                    )
-                ).scalar()
+                lambda c: c.execute(select(DO.c.id).where(DO.c.number == plan.dossier)).scalar()
             )
         now = datetime.now(UTC)
 
@@ -624,14 +794,62 @@ class MailStore:
                 fingerprint=who.fingerprint,
                 dossier_id=dossier_id,
             )
+            if summary.message_id:
+                drafts = (
+                    conn.execute(
+                        select(PL.c.id)
+                        .join(MS, MS.c.id == PL.c.message_id)
+                        .where(
+                            PL.c.owner == who.mailbox_owner,
+                            PL.c.kind == BoxKind.BROUILLONS.value,
+                            MS.c.message_id == summary.message_id,
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                for draft in drafts:
+                    _drop_placement(conn, ctx, int(draft))
             uids: dict[str, int] = {}
-            for dest, box in boxes:
-                got, _ = _add_entries(conn, ctx, box, [(mid, dest.flags)])
-                uids[f"{dest.owner}/{dest.box}"] = got[0]
+            for dest in plan.destinations:
+                placed = _place(conn, ctx, dest.owner, mid, dest.kind, plan.dossier, dest.flags)
+                for uid in placed.values():
+                    uids.setdefault(f"{dest.owner}/{dest.kind.value}", uid)
             return FiledMessage(mid, sha, len(data), uids)
 
         return await self._writer.submit(work, [data])
 
 
-def _canonical(name: str) -> str:
-    return INBOX if name.upper() == INBOX else name
+def _sync_twins(
+    conn: Connection, ctx: WriteContext, placement: int, except_box: int, flags: frozenset[str]
+) -> None:
+    """A flag set in one view is set in the other view of the same placement."""
+    twins = conn.execute(
+        select(EN.c.mailbox_id, EN.c.uid).where(
+            EN.c.placement_id == placement, EN.c.mailbox_id != except_box
+        )
+    ).all()
+    for t in twins:
+        modseq = _bump_modseq(conn, t.mailbox_id)
+        conn.execute(
+            update(EN)
+            .where(EN.c.mailbox_id == t.mailbox_id, EN.c.uid == t.uid)
+            .values(flags=encode_flags(flags), modseq=modseq)
+        )
+        ctx.events.append(MailboxEvent(int(t.mailbox_id), "flags", int(t.uid), flags, modseq))
+
+
+def _dossier_from_recipients(conn: Connection, summary: MessageSummary) -> str | None:
+    """A draft saved in a global view belongs to the dossier it is written to."""
+    text = " ".join((summary.to_addr, summary.cc_addr)).lower()
+    for addr in re.findall(r"[\w.+-]+@[\w.-]+", text):
+        number = conn.execute(select(DO.c.number).where(DO.c.address == addr)).scalar()
+        if number is not None:
+            return str(number)
+    found = NUMBER_IN_TEXT.search(summary.subject)
+    return found.group(1) if found else None
+
+
+def _listing_order(info: MailboxInfo) -> tuple[int, str]:
+    order = {ref.name: i for i, ref in enumerate(GLOBAL_BOXES)}
+    return (order.get(info.name, len(order)), info.name)

@@ -79,6 +79,8 @@ class Mailbox(Base):
     owner: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(400))
     special_use: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # BoxKind
+    dossier: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: global view
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
@@ -116,6 +118,22 @@ class Message(Base):
     dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossier.id"), nullable=True)
 
 
+class Placement(Base):
+    """Where one owner holds one message: a box kind, a dossier, where it came from.
+
+    A placement shows as two entries: in the dossier's box and in the global view.
+    """
+
+    __tablename__ = "placement"
+    __table_args__ = (Index("ix_placement_owner_message", "owner", "message_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[int] = mapped_column(ForeignKey("message.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    dossier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
 class Entry(Base):
     """A message shown in a box, with its UID, flags and modification sequence."""
 
@@ -127,6 +145,7 @@ class Entry(Base):
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id"), primary_key=True)
     uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("message.id"))
+    placement_id: Mapped[int] = mapped_column(ForeignKey("placement.id"), index=True)
     flags: Mapped[str] = mapped_column(Text, default="")
     modseq: Mapped[int] = mapped_column(BigInteger)
 

@@ -101,14 +101,24 @@ def test_other_lawyer_does_not_see_service_mail(instance: Instance) -> None:
 def test_curl_imaps_fetch(instance: Instance) -> None:
     _, raw = send(instance, subject="curl lit")
     base = [
-        "curl", "-sS", "--cacert", str(instance.ca),
-        "--cert", str(instance.cert("greffier1")), "--key", str(instance.key("greffier1")),
-        "--login-options", "AUTH=EXTERNAL", "-u", f"{instance.address('greffier1')}:",
+        "curl",
+        "-sS",
+        "--cacert",
+        str(instance.ca),
+        "--cert",
+        str(instance.cert("greffier1")),
+        "--key",
+        str(instance.key("greffier1")),
+        "--login-options",
+        "AUTH=EXTERNAL",
+        "-u",
+        f"{instance.address('greffier1')}:",
     ]
     url = f"imaps://localhost:{instance.port('imaps')}/INBOX"
     out = subprocess.run(
-        [*base, url, "-X", "UID SEARCH SUBJECT \"curl lit\""],
-        capture_output=True, timeout=30,
+        [*base, url, "-X", 'UID SEARCH SUBJECT "curl lit"'],
+        capture_output=True,
+        timeout=30,
     )
     assert out.returncode == 0, out.stderr
     uid = out.stdout.decode().split()[-1]
@@ -121,8 +131,12 @@ def test_imap_tools_client(instance: Instance) -> None:
     from imap_tools import MailBox
 
     mid, _ = send(instance, subject="imap-tools")
-    with MailBox("localhost", instance.port("imaps"), ssl_context=instance.client_context("greffier1")).login(
-        instance.address("greffier1"), "ignored", initial_folder="INBOX"
-    ) as mb:
-        subjects = [m.subject for m in mb.fetch(mark_seen=False) if m.headers.get("message-id", ("",))[0] == mid]
+    with MailBox(
+        "localhost", instance.port("imaps"), ssl_context=instance.client_context("greffier1")
+    ).login(instance.address("greffier1"), "ignored", initial_folder="INBOX") as mb:
+        subjects = [
+            m.subject
+            for m in mb.fetch(mark_seen=False)
+            if m.headers.get("message-id", ("",))[0] == mid
+        ]
         assert subjects == [f"[{instance.dossier['number']}] imap-tools"]

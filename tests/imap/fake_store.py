@@ -154,9 +154,14 @@ class FakeStore:
     async def entries(self, who: Identity, mailbox_id: int) -> list[Entry]:
         self.calls.append(("entries", mailbox_id))
         box = self._by_id(mailbox_id)
-        return [Entry(m.uid, m.flags, m.modseq) for m in sorted(box.messages.values(), key=lambda m: m.uid)]
+        return [
+            Entry(m.uid, m.flags, m.modseq)
+            for m in sorted(box.messages.values(), key=lambda m: m.uid)
+        ]
 
-    async def records(self, who: Identity, mailbox_id: int, uids: Sequence[int]) -> list[MessageRecord]:
+    async def records(
+        self, who: Identity, mailbox_id: int, uids: Sequence[int]
+    ) -> list[MessageRecord]:
         self.calls.append(("records", mailbox_id, list(uids)))
         box = self._by_id(mailbox_id)
         return [

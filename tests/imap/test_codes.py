@@ -19,6 +19,16 @@ def test_capabilities_before_and_after_login() -> None:
     # LOGIN only selects the certificate's identity: it must stay offered.
     assert b"LOGINDISABLED" not in before
     assert not any(c.startswith(b"AUTH=") for c in after)
-    for cap in (b"IDLE", b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"NAMESPACE", b"UNSELECT",
-                b"CHILDREN", b"ESEARCH", b"CONDSTORE", b"UTF8=ACCEPT"):
+    for cap in (
+        b"IDLE",
+        b"UIDPLUS",
+        b"MOVE",
+        b"SPECIAL-USE",
+        b"NAMESPACE",
+        b"UNSELECT",
+        b"CHILDREN",
+        b"ESEARCH",
+        b"CONDSTORE",
+        b"UTF8=ACCEPT",
+    ):
         assert cap in after

@@ -9,7 +9,13 @@ from __future__ import annotations
 import pytest
 
 from palais.gateway.imap.envelope import envelope, parse_addresses
-from palais.gateway.imap.mime import SectionSpec, bodystructure, extract, header_fields, parse_message
+from palais.gateway.imap.mime import (
+    SectionSpec,
+    bodystructure,
+    extract,
+    header_fields,
+    parse_message,
+)
 from palais.gateway.imap.response import encode
 
 
@@ -18,7 +24,7 @@ def crlf(text: str) -> bytes:
 
 
 DOVECOT_NESTED = crlf(
-    'From: user@domain.org\nDate: Sat, 24 Mar 2007 23:00:00 +0200\nMime-Version: 1.0\n'
+    "From: user@domain.org\nDate: Sat, 24 Mar 2007 23:00:00 +0200\nMime-Version: 1.0\n"
     'Content-Type: multipart/mixed; boundary="foo\n bar"\n\nRoot MIME prologue\n\n--foo bar\n'
     'Content-Type: text/x-myown; charset=us-ascii; foo="quoted\\"string"\n'
     "Content-ID: <foo@example.com>\nContent-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\n"
@@ -77,7 +83,8 @@ ATTACHED = crlf(
             '(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 17 1)("message" "rfc822" NIL '
             'NIL NIL "7bit" 133 ("Sat, 24 Mar 2017 23:00:00 +0200" NIL ((NIL NIL "user" '
             '"domain.org")) ((NIL NIL "user" "domain.org")) ((NIL NIL "user" "domain.org")) NIL '
-            'NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1) 6) "mixed")',
+            'NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1) 6) '
+            '"mixed")',
         ),
         (DOVECOT_NESTED, DOVECOT_NESTED_BODYSTRUCTURE, None),
         (
@@ -89,11 +96,12 @@ ATTACHED = crlf(
         (
             crlf(
                 'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: image/png\n'
-                'Content-Transfer-Encoding: base64\nContent-Disposition: attachment; filename="p.png"\n'
+                "Content-Transfer-Encoding: base64\n"
+                'Content-Disposition: attachment; filename="p.png"\n'
                 "\niVBORw0KGgo=\n--b--\n"
             ),
-            '(("image" "png" NIL NIL NIL "base64" 12 NIL ("attachment" ("filename" "p.png")) NIL NIL)'
-            ' "mixed" ("boundary" "b") NIL NIL NIL)',
+            '(("image" "png" NIL NIL NIL "base64" 12 NIL ("attachment" ("filename" "p.png")) '
+            'NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL)',
             '(("image" "png" NIL NIL NIL "base64" 12) "mixed")',
         ),
     ],
@@ -107,7 +115,9 @@ def test_bodystructure_matches_dovecot(
         assert encode(bodystructure(message, root, extended=False)).decode() == expected_body
 
 
-def section(message: bytes, path: tuple[int, ...] = (), kind: str = "", *fields: str) -> bytes | None:
+def section(
+    message: bytes, path: tuple[int, ...] = (), kind: str = "", *fields: str
+) -> bytes | None:
     return extract(message, parse_message(message), SectionSpec(path, kind, fields))
 
 
@@ -123,7 +133,9 @@ def test_sections_are_byte_exact_slices() -> None:
     assert section(msg, (1,), "MIME").endswith(b"test.txt\r\n\r\n")  # type: ignore[union-attr]
     inner = section(msg, (2,))
     assert inner is not None and inner.startswith(b"From: sub@domain.org\r\n")
-    assert inner.endswith(b"Sub MIME epilogue\r\n")  # the CRLF before "--foo bar--" is the delimiter's
+    assert inner.endswith(
+        b"Sub MIME epilogue\r\n"
+    )  # the CRLF before "--foo bar--" is the delimiter's
     assert section(msg, (2,), "HEADER") == inner[: inner.index(b"\r\n\r\n") + 4]
     assert section(msg, (2,), "TEXT") == inner[inner.index(b"\r\n\r\n") + 4 :]
     assert section(msg, (2, 1)) == b"<p>Hello world</p>\r\n"

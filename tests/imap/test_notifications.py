@@ -19,9 +19,10 @@ MSG = b"From: a@b.test\r\nSubject: s\r\n\r\nbody\r\n"
 def pair(server: ServerThread, store: FakeStore, pki: Pki) -> Iterator[tuple[RawClient, RawClient]]:
     for _ in range(3):
         server.run(store.deliver, "INBOX", MSG)
-    with RawClient(server.port, pki.client_context()) as one, RawClient(
-        server.port, pki.client_context()
-    ) as two:
+    with (
+        RawClient(server.port, pki.client_context()) as one,
+        RawClient(server.port, pki.client_context()) as two,
+    ):
         for client in (one, two):
             client.login()
             client.cmd(b"s", b"SELECT INBOX")
@@ -67,7 +68,9 @@ def test_new_message_and_flags_are_pushed_while_idle(
     assert done(two) == [b"i OK IDLE terminated\r\n"]
 
 
-def test_flag_change_seen_by_other_session_at_next_command(pair: tuple[RawClient, RawClient]) -> None:
+def test_flag_change_seen_by_other_session_at_next_command(
+    pair: tuple[RawClient, RawClient],
+) -> None:
     one, two = pair
     assert one.cmd(b"a", b"STORE 3 +FLAGS (\\Flagged)") == [
         b"* 3 FETCH (FLAGS (\\Flagged))\r\n",
@@ -120,9 +123,7 @@ def test_condstore_sessions_get_modseq(pair: tuple[RawClient, RawClient]) -> Non
     assert re.fullmatch(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Answered\) MODSEQ \(\d+\)\)\r\n", lines[0])
 
 
-def test_session_closes_its_subscription(
-    server: ServerThread, store: FakeStore, pki: Pki
-) -> None:
+def test_session_closes_its_subscription(server: ServerThread, store: FakeStore, pki: Pki) -> None:
     with RawClient(server.port, pki.client_context()) as client:
         client.login()
         client.cmd(b"a", b"SELECT INBOX")
@@ -160,3 +161,18 @@ def test_server_close_says_bye(store: FakeStore, pki: Pki) -> None:
     finally:
         client.close()
     assert store.listener_count() == 0
+
+
+def test_server_close_drops_unfinished_handshakes(store: FakeStore, pki: Pki) -> None:
+    thread = ServerThread(store, pki).start()
+    silent = socket.create_connection(("127.0.0.1", thread.port), timeout=5)
+    try:
+        time.sleep(0.05)
+        started = time.monotonic()
+        thread.stop()
+        assert time.monotonic() - started < 2
+        assert silent.recv(10) == b""
+    finally:
+        silent.close()
+    outcomes = [r.__dict__.get("outcome") for r in thread.handler.records]
+    assert "tls-shutdown" in outcomes

@@ -8,8 +8,8 @@ import pytest
 from palais.gateway.imap.fetchspec import parse_fetch_atts, parse_fetch_modifiers
 from palais.gateway.imap.framing import (
     CommandTooBig,
-    LineTooLong,
     Limits,
+    LineTooLong,
     Literal,
     RawCommand,
     read_command,
@@ -83,8 +83,12 @@ def test_synchronizing_literal_asks_for_continuation() -> None:
 def test_non_synchronizing_literal_needs_no_continuation() -> None:
     raw, asked = frame(b"a LOGIN {5+}\r\nhe\r\no {2+}\r\n\r\n\r\n")
     assert asked == 0
-    args = Args(raw)  # type: ignore[arg-type]
-    args.atom(), args.sp(), args.keyword(), args.sp()
+    assert raw is not None
+    args = Args(raw)
+    args.atom()
+    args.sp()
+    args.keyword()
+    args.sp()
     assert args.astring() == b"he\r\no"  # literals are byte-exact, CRLF included
     args.sp()
     assert args.astring() == b"\r\n"
@@ -214,7 +218,9 @@ def test_fetch_attributes() -> None:
     assert items[3].section == SectionSpec((1, 2), "MIME")
     assert items[3].sets_seen
     assert [i.name for i in parse_fetch_atts(args_of(b"FAST"))] == [
-        "FLAGS", "INTERNALDATE", "RFC822.SIZE",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
     ]
     assert [i.name for i in parse_fetch_atts(args_of(b"full"))][-1] == "BODY"
     assert parse_fetch_atts(args_of(b"BODY[]"))[0].section == SectionSpec()

@@ -61,7 +61,7 @@ def test_login_selects_certificate_identity_and_ignores_password(raw: RawClient)
 
 
 def test_commands_need_authentication(raw: RawClient) -> None:
-    assert raw.cmd(b"a", b"LIST \"\" *")[-1].startswith(b"a BAD")
+    assert raw.cmd(b"a", b'LIST "" *')[-1].startswith(b"a BAD")
     assert raw.cmd(b"b", b"CAPABILITY")[0].startswith(b"* CAPABILITY IMAP4rev1")
 
 
@@ -77,12 +77,16 @@ def test_unknown_certificate_gets_a_safe_no_then_bye(server: ServerThread, pki: 
 
 def test_connection_without_client_certificate_is_refused(server: ServerThread, pki: Pki) -> None:
     ctx = ssl.create_default_context(cafile=str(pki.ca))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):  # noqa: PT012
-            with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-                # TLS 1.3 reports the missing certificate on the first read.
-                if not tls.recv(100):
-                    raise EOFError
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
+            tls = ctx.wrap_socket(sock, server_hostname="localhost")
+            sock = tls
+            # TLS 1.3 reports the missing certificate on the first read.
+            if not tls.recv(100):
+                raise EOFError
+    finally:
+        sock.close()
 
 
 def test_one_log_line_per_connection(server: ServerThread, pki: Pki) -> None:
@@ -91,7 +95,9 @@ def test_one_log_line_per_connection(server: ServerThread, pki: Pki) -> None:
     conn.logout()
 
     def lines() -> list[str]:
-        return [r.getMessage() for r in server.handler.records if "imap connection" in r.getMessage()]
+        return [
+            r.getMessage() for r in server.handler.records if "imap connection" in r.getMessage()
+        ]
 
     for _ in range(200):
         if lines():

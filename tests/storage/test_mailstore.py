@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection
 
-from palais.mailbox.errors import NoSuchMailbox
+from palais.mailbox.boxes import BoxKind
+from palais.mailbox.errors import CannotDoThat, NoSuchMailbox
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
 from palais.mailbox.model import FlagMode, MailboxEvent
@@ -20,6 +21,8 @@ from palais.storage.writer import WriteContext
 
 ME = Identity(1, "a@x.test", Role.AVOCAT, "A", "f" * 64, "a@x.test")
 OTHER = Identity(2, "b@x.test", Role.AVOCAT, "B", "e" * 64, "b@x.test")
+GREFFE = "greffe@x.test"
+NUMBER = "2025-0000138"
 
 
 def msg(n: int) -> bytes:
@@ -33,8 +36,16 @@ def storage(tmp_path: Path) -> Iterator[Storage]:
     st = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
 
     def setup(conn: Connection, _ctx: WriteContext) -> None:
-        Directory.add_account(conn, address=ME.address, role=Role.AVOCAT, display_name="A")
-        Directory.add_account(conn, address=OTHER.address, role=Role.AVOCAT, display_name="B")
+        me = Directory.add_account(conn, address=ME.address, role=Role.AVOCAT, display_name="A")
+        other = Directory.add_account(
+            conn, address=OTHER.address, role=Role.AVOCAT, display_name="B"
+        )
+        service = Directory.add_service(conn, address=GREFFE, name="CPH", juridiction="CPH X")
+        dossier = Directory.add_dossier(
+            conn, number=NUMBER, address="d@x.test", juridiction="CPH X", service_id=service
+        )
+        Directory.add_participant(conn, dossier_id=dossier, account_id=me, capacity="avocat")
+        Directory.add_participant(conn, dossier_id=dossier, account_id=other, capacity="avocat")
 
     st.commits.run_now(setup)
     st.start()
@@ -51,9 +62,9 @@ def run(coro):  # type: ignore[no-untyped-def]
 def test_append_fetch_and_bytes(storage: Storage) -> None:
     async def go() -> None:
         mail = storage.mail
-        res = await mail.append(ME, "INBOX", msg(1), frozenset({"\\Flagged"}), None)
+        res = await mail.append(ME, "Brouillons", msg(1), frozenset({"\\Flagged"}), None)
         assert res.uid == 1
-        box = await mail.mailbox(ME, "inbox")
+        box = await mail.mailbox(ME, "Brouillons")
         assert (box.messages, box.unseen, box.uidnext) == (1, 1, 2)
         (rec,) = await mail.records(ME, box.id, [1, 99])
         assert await mail.read(rec.blob) == msg(1)
@@ -65,7 +76,7 @@ def test_append_fetch_and_bytes(storage: Storage) -> None:
 
 def test_boxes_are_private(storage: Storage) -> None:
     async def go() -> None:
-        box = await storage.mail.mailbox(ME, "INBOX")
+        box = await storage.mail.mailbox(ME, "Brouillons")
         with pytest.raises(NoSuchMailbox):
             await storage.mail.entries(OTHER, box.id)
 
@@ -75,9 +86,9 @@ def test_boxes_are_private(storage: Storage) -> None:
 def test_store_flags_condstore(storage: Storage) -> None:
     async def go() -> None:
         mail = storage.mail
-        await mail.append(ME, "INBOX", msg(1), frozenset(), None)
-        await mail.append(ME, "INBOX", msg(2), frozenset(), None)
-        box = await mail.mailbox(ME, "INBOX")
+        await mail.append(ME, "Brouillons", msg(1), frozenset(), None)
+        await mail.append(ME, "Brouillons", msg(2), frozenset(), None)
+        box = await mail.mailbox(ME, "Brouillons")
         r = await mail.store_flags(ME, box.id, [1, 2], FlagMode.ADD, frozenset({"\\Seen"}))
         assert [e.uid for e in r.updated] == [1, 2]
         modseq = r.updated[0].modseq
@@ -89,7 +100,7 @@ def test_store_flags_condstore(storage: Storage) -> None:
             ME, box.id, [1], FlagMode.REPLACE, frozenset(), unchanged_since=modseq
         )
         assert r3.updated[0].flags == frozenset() and r3.updated[0].modseq > modseq
-        assert (await mail.mailbox(ME, "INBOX")).unseen == 1
+        assert (await mail.mailbox(ME, "Brouillons")).unseen == 1
 
     run(go())
 
@@ -98,36 +109,121 @@ def test_expunge_erases_bytes(storage: Storage, tmp_path: Path) -> None:
     async def go() -> None:
         mail = storage.mail
         secret = msg(7) + b"SECRET-DOCUMENT\r\n"
-        await mail.append(ME, "INBOX", secret, frozenset({"\\Deleted"}), None)
-        box = await mail.mailbox(ME, "INBOX")
+        await mail.append(ME, "Brouillons", secret, frozenset({"\\Deleted"}), None)
+        box = await mail.mailbox(ME, "Brouillons")
         events: list[MailboxEvent] = []
         unsubscribe = mail.subscribe(box.id, events.append)
         assert await mail.expunge(ME, box.id) == [1]
         await asyncio.sleep(0.05)
         unsubscribe()
         assert [e.kind for e in events] == ["expunge"]
-        assert (await mail.mailbox(ME, "INBOX")).messages == 0
+        assert (await mail.mailbox(ME, "Brouillons")).messages == 0
 
     run(go())
     data = b"".join(p.read_bytes() for p in (tmp_path / "blobs").iterdir())
     assert b"SECRET-DOCUMENT" not in data
 
 
-def test_copy_keeps_one_message_and_move_removes_source(storage: Storage) -> None:
+def _send(storage: Storage, n: int) -> None:
+    plan = FilingPlan(
+        NUMBER,
+        (
+            Destination(ME.address, BoxKind.ENVOYES, frozenset({"\\Seen"})),
+            Destination(GREFFE, BoxKind.RECUS),
+        ),
+    )
+    asyncio.run(storage.mail.file(ME, msg(n), summarize(msg(n)), plan))
+
+
+def test_message_shows_in_dossier_box_and_global_view(storage: Storage) -> None:
+    _send(storage, 1)
+
+    async def go() -> None:
+        sent = await storage.mail.mailbox(ME, "Envoyés")
+        dossier_sent = await storage.mail.mailbox(ME, f"Dossiers/{NUMBER}/Envoyés")
+        assert sent.messages == dossier_sent.messages == 1
+        assert sent.id != dossier_sent.id
+        # A flag set in one view shows in the other.
+        await storage.mail.store_flags(ME, sent.id, [1], FlagMode.ADD, frozenset({"\\Flagged"}))
+        (rec,) = await storage.mail.records(ME, dossier_sent.id, [1])
+        assert "\\Flagged" in rec.flags
+        names = [b.name for b in await storage.mail.list_mailboxes(ME)]
+        assert names[:5] == ["INBOX", "Envoyés", "Supprimés", "Brouillons", "Accusés de réception"]
+        assert "Dossiers" in names and f"Dossiers/{NUMBER}/Reçus" in names
+
+    run(go())
+
+
+def test_delete_restore_and_refusals(storage: Storage) -> None:
+    _send(storage, 1)
+
     async def go() -> None:
         mail = storage.mail
-        await mail.append(ME, "INBOX", msg(1), frozenset({"\\Seen"}), None)
-        inbox = await mail.mailbox(ME, "INBOX")
-        c = await mail.copy(ME, inbox.id, [1], "Supprimés")
-        assert c.dest_uids == [1]
-        m = await mail.move(ME, inbox.id, [1], "Envoyés")
-        assert m.source_uids == [1] and m.dest_uids == [1]
-        assert (await mail.mailbox(ME, "INBOX")).messages == 0
-        sent = await mail.mailbox(ME, "Envoyés")
-        (rec,) = await mail.records(ME, sent.id, [1])
-        assert rec.flags == frozenset({"\\Seen"})
-        with pytest.raises(NoSuchMailbox):
-            await mail.copy(ME, sent.id, [1], "Nulle part")
+        sent = await mail.mailbox(ME, f"Dossiers/{NUMBER}/Envoyés")
+        moved = await mail.move(ME, sent.id, [1], "Supprimés")
+        assert moved.source_uids == [1] and len(moved.dest_uids) == 1
+        assert (await mail.mailbox(ME, "Envoyés")).messages == 0
+        assert (await mail.mailbox(ME, f"Dossiers/{NUMBER}/Supprimés")).messages == 1
+        trash = await mail.mailbox(ME, "Supprimés")
+        with pytest.raises(CannotDoThat):
+            await mail.move(ME, trash.id, moved.dest_uids, "INBOX")
+        back = await mail.move(ME, trash.id, moved.dest_uids, "Envoyés")
+        assert back.dest_uids
+        (rec,) = await mail.records(ME, (await mail.mailbox(ME, "Envoyés")).id, back.dest_uids)
+        assert "\\Seen" in rec.flags  # flags kept
+        with pytest.raises(CannotDoThat):
+            await mail.move(ME, (await mail.mailbox(ME, "Envoyés")).id, back.dest_uids, "INBOX")
+
+    run(go())
+
+
+def test_expunge_outside_trash_deletes_to_trash(storage: Storage) -> None:
+    _send(storage, 1)
+
+    async def go() -> None:
+        mail = storage.mail
+        inbox = await mail.mailbox(OTHER, "INBOX")  # OTHER has nothing; use the service
+        assert inbox.messages == 0
+        who = Identity(3, "clerk@x.test", Role.GREFFIER, "C", "d" * 64, GREFFE)
+        box = await mail.mailbox(who, "INBOX")
+        await mail.store_flags(who, box.id, [1], FlagMode.ADD, frozenset({"\\Deleted"}))
+        assert await mail.expunge(who, box.id) == [1]
+        trash = await mail.mailbox(who, "Supprimés")
+        assert trash.messages == 1
+        (rec,) = await mail.records(who, trash.id, [1])
+        assert "\\Deleted" not in rec.flags
+        await mail.store_flags(who, trash.id, [1], FlagMode.ADD, frozenset({"\\Deleted"}))
+        assert await mail.expunge(who, trash.id) == [1]
+        assert (await mail.mailbox(who, f"Dossiers/{NUMBER}/Supprimés")).messages == 0
+
+    run(go())
+
+
+def test_sent_copy_append_is_recognised(storage: Storage) -> None:
+    _send(storage, 5)
+
+    async def go() -> None:
+        sent = await storage.mail.mailbox(ME, "Envoyés")
+        res = await storage.mail.append(ME, "Envoyés", msg(5), frozenset({"\\Seen"}), None)
+        assert res.uid == 1 and (await storage.mail.mailbox(ME, "Envoyés")).messages == 1
+        assert res.uidvalidity == sent.uidvalidity
+        with pytest.raises(CannotDoThat):
+            await storage.mail.append(ME, "Envoyés", msg(6), frozenset(), None)
+        with pytest.raises(CannotDoThat):
+            await storage.mail.append(ME, "INBOX", msg(6), frozenset(), None)
+
+    run(go())
+
+
+def test_sending_a_draft_removes_it(storage: Storage) -> None:
+    async def go() -> None:
+        mail = storage.mail
+        await mail.append(ME, f"Dossiers/{NUMBER}/Brouillons", msg(9), frozenset(), None)
+        assert (await mail.mailbox(ME, "Brouillons")).messages == 1
+        plan = FilingPlan(NUMBER, (Destination(ME.address, BoxKind.ENVOYES),))
+        await mail.file(ME, msg(9), summarize(msg(9)), plan)
+        assert (await mail.mailbox(ME, "Brouillons")).messages == 0
+        assert (await mail.mailbox(ME, f"Dossiers/{NUMBER}/Brouillons")).messages == 0
 
     run(go())
 
@@ -136,8 +232,8 @@ def test_search_header_and_sent(storage: Storage) -> None:
     async def go() -> None:
         mail = storage.mail
         for n in range(5):
-            await mail.append(ME, "INBOX", msg(n), frozenset(), None)
-        box = await mail.mailbox(ME, "INBOX")
+            await mail.append(ME, "Brouillons", msg(n), frozenset(), None)
+        box = await mail.mailbox(ME, "Brouillons")
         from palais.mailbox.model import HeaderField
 
         assert await mail.search_header(ME, box.id, HeaderField.SUBJECT, "SUJET 3") == {4}
@@ -149,7 +245,7 @@ def test_search_header_and_sent(storage: Storage) -> None:
 
 def test_concurrent_filings_share_commits(storage: Storage) -> None:
     plan = FilingPlan(
-        None, (Destination(ME.address, "Envoyés"), Destination(OTHER.address, "INBOX"))
+        None, (Destination(ME.address, BoxKind.ENVOYES), Destination(OTHER.address, BoxKind.RECUS))
     )
 
     async def go() -> None:
@@ -173,10 +269,10 @@ def test_failed_job_does_not_spoil_batch(storage: Storage) -> None:
         def boom(conn: Connection, ctx: WriteContext) -> None:
             raise ValueError("refused")
 
-        ok = storage.mail.append(ME, "INBOX", msg(1), frozenset(), None)
+        ok = storage.mail.append(ME, "Brouillons", msg(1), frozenset(), None)
         bad = storage.commits.submit(boom)
         res = await asyncio.gather(ok, bad, return_exceptions=True)
         assert isinstance(res[1], ValueError)
-        assert (await storage.mail.mailbox(ME, "INBOX")).messages == 1
+        assert (await storage.mail.mailbox(ME, "Brouillons")).messages == 1
 
     run(go())

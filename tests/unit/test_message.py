@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from palais.mailbox.boxes import BoxKind
 from palais.mailbox.errors import InvalidMessage, SenderMismatch
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import header_size, summarize
@@ -57,8 +58,8 @@ def test_plan_files_once_per_mailbox() -> None:
     s = Addressee("greffe@x", AddresseeKind.SERVICE, "greffe@x")
     plan = plan_filing(_who(), [d, s])
     assert plan.dossier == "2025-0000138"
-    assert [(x.owner, x.box) for x in plan.destinations] == [
-        ("a@x", "Envoyés"),
-        ("greffe@x", "INBOX"),
+    assert [(x.owner, x.kind) for x in plan.destinations] == [
+        ("a@x", BoxKind.ENVOYES),
+        ("greffe@x", BoxKind.RECUS),
     ]
     assert "\\Seen" in plan.destinations[0].flags

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,9 +30,12 @@ class ImapServer(asyncio.Server):
     """An ``asyncio.Server`` whose ``close()`` also ends the open sessions with BYE."""
 
     _palais_sessions: set[Session]
+    _palais_handshakes: weakref.WeakSet[TlsServerProtocol]
 
     def close(self) -> None:
         super().close()
+        for protocol in list(self._palais_handshakes):
+            protocol.abort_handshake()
         for session in list(self._palais_sessions):
             session.shutdown()
 
@@ -51,6 +55,7 @@ async def start_imap_server(
     loop = asyncio.get_running_loop()
     limits = Limits(max_append=max_append_size)
     sessions: set[Session] = set()
+    handshakes: weakref.WeakSet[TlsServerProtocol] = weakref.WeakSet()
     tasks: set[asyncio.Task[None]] = set()
 
     def on_failure(outcome: str, peer: Any) -> None:
@@ -114,13 +119,15 @@ async def start_imap_server(
         _log_line(log, peer, identity, fingerprint, outcome, session.commands, started)
 
     def factory() -> asyncio.Protocol:
-        return TlsServerProtocol(
+        protocol = TlsServerProtocol(
             ssl_context,
             on_ready=on_ready,
             on_failure=on_failure,
             handshake_timeout=min(_HANDSHAKE_TIMEOUT, idle_timeout),
             reader_limit=_READER_LIMIT,
         )
+        handshakes.add(protocol)
+        return protocol
 
     server = await loop.create_server(factory, host, port)
     # asyncio (3.11) has no hook to reach open connections when a server
@@ -128,6 +135,7 @@ async def start_imap_server(
     server.__class__ = ImapServer
     assert isinstance(server, ImapServer)
     server._palais_sessions = sessions
+    server._palais_handshakes = handshakes
     return server
 
 

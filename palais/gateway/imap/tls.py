@@ -45,6 +45,7 @@ class TlsStream:
 
 class TlsServerProtocol(asyncio.Protocol):
     __slots__ = (
+        "__weakref__",  # the server tracks handshakes in a WeakSet
         "_closing",
         "_context",
         "_drain_waiter",
@@ -188,6 +189,12 @@ class TlsServerProtocol(asyncio.Protocol):
         self._timer = None
         if not self._ready:
             self._fail("tls-timeout")
+            self._abort()
+
+    def abort_handshake(self) -> None:
+        """Drop a connection that has not finished its handshake (server shutdown)."""
+        if not self._ready:
+            self._fail("tls-shutdown")
             self._abort()
 
     def _abort(self) -> None:

@@ -60,8 +60,6 @@ class Handler:
     # FETCH, STORE and SEARCH by sequence number must not shift numbers
     # under the client's feet (RFC 3501 7.4.1).
     defers_expunge: bool = False
-    # A grammar that reads the rest of the line itself (no trailing-arguments check).
-    raw_tail: bool = False
 
     def parse(self, args: Args) -> list[object]:
         values: list[object] = []
@@ -69,8 +67,7 @@ class Handler:
             if not isinstance(grammar, Optional):
                 args.sp()
             values.append(grammar(args))
-        if not self.raw_tail:
-            args.end()
+        args.end()
         return values
 
 
@@ -82,13 +79,12 @@ def command(
     syntax: tuple[Grammar, ...] = (),
     states: frozenset[StateName],
     defers_expunge: bool = False,
-    raw_tail: bool = False,
 ) -> Callable[[Callable[..., Awaitable[Reply]]], Callable[..., Awaitable[Reply]]]:
     def register(fn: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
         for name in names:
             if name in REGISTRY:
                 raise RuntimeError(f"IMAP command {name} registered twice")
-            REGISTRY[name] = Handler(name, syntax, states, fn, defers_expunge, raw_tail)
+            REGISTRY[name] = Handler(name, syntax, states, fn, defers_expunge)
         return fn
 
     return register

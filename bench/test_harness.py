@@ -1,0 +1,73 @@
+"""Fast, offline tests of the harness's own logic (no servers, no root)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bench import corpus, report, stats
+from bench.imap_client import IMAPConnection, encode_mutf7
+from bench.pki import BenchPKI
+
+
+def test_percentile_and_ratio() -> None:
+    assert stats.percentile([], 50) is None
+    assert stats.percentile([3.0], 99) == 3.0
+    assert stats.percentile([1, 2, 3, 4], 50) == 2.5
+    assert stats.ratio(1, 0) is None
+    assert stats.ratio(0.1, 338.0) == 0.0002959  # small ratios keep significant digits
+    s = stats.latency_summary([0.010, 0.020, 0.030], "x")
+    assert s["x_p50_ms"] == 20.0 and s["x_max_ms"] == 30.0
+
+
+def test_aggregate_and_ratios() -> None:
+    agg = report.aggregate([{"a": 1.0, "ok": True, "s": "x"}, {"a": 3.0, "ok": False, "s": "y"}])
+    assert agg["a"] == 2.0 and agg["ok"] is False and len(agg["rounds"]) == 2
+    r = report.ratios({"a": 2.0, "b": "t", "c": True}, {"a": 4.0, "b": "u", "c": True})
+    assert r == {"a": 0.5}
+    assert report.ratios({"skipped": "why"}, {"a": 1}) == {}
+
+
+def test_markdown_renders_skips() -> None:
+    doc = {
+        "targets": {"palais": {"status": "skipped", "reason": "nope"}, "peer": {"status": "ok", "label": "P"}},
+        "ingest": {"palais": {"skipped": "nope"}, "peer": {"msgs_per_s": 200.0}, "ratio": {}},
+    }
+    md = report.markdown(doc)
+    assert "palais skipped:** nope" in md
+    assert "| ingest | filed & readable, msg/s | higher | – | 200 | – |" in md
+
+
+def test_corpus() -> None:
+    maker = corpus.MessageMaker(4, "run")
+    mid, payload = maker.make(tag="t", i=7, sender="a@x", recipient="b@y", subject_prefix="[1] ")
+    assert mid in payload.decode() and b"Subject: [1] bench t 7\r\n" in payload
+    assert 3900 <= len(payload) <= 4300
+    assert b"\n." not in payload and payload.endswith(b"\r\n")
+    assert corpus.SEARCH_WORD.encode() in corpus.folder_message(200)
+    assert corpus.SEARCH_WORD.encode() not in corpus.folder_message(201)
+
+
+def test_mutf7() -> None:
+    assert encode_mutf7("INBOX") == "INBOX"
+    assert encode_mutf7("Envoyés") == "Envoy&AOk-s"
+    assert encode_mutf7("a&b") == "a&-b"
+
+
+def test_pki(tmp_path: Path) -> None:
+    pki = BenchPKI(tmp_path)
+    files = pki.client("greffier1", email="greffier1@justice.test")
+    assert files.cert.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert b"X509 CRL" in pki.ca_with_crl_file.read_bytes()
+
+
+def test_imap_literal_parsing() -> None:
+    async def go() -> list[bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"* 1 FETCH (BODY[HEADER] {5}\r\nab\r\nc)\r\nB00001 OK done\r\n")
+        reader.feed_eof()
+        conn = IMAPConnection(reader, writer=None, timeout=5)  # type: ignore[arg-type]
+        resp = await conn._collect("B00001", "FETCH", check=True)
+        return resp.untagged
+
+    assert asyncio.run(go()) == [b"* 1 FETCH (BODY[HEADER] {5}\r\nab\r\nc)"]

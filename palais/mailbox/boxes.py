@@ -1,0 +1,139 @@
+"""The five boxes of a dossier, their global views, and what may move where.
+
+Every message an identity holds sits in one *placement*: a box kind
+(Reçus, Envoyés, Supprimés, Brouillons, Accusés de réception), optionally a
+dossier, and, once deleted, the kind it came from. Each placement shows in
+two IMAP folders: the dossier's own box and the global view of that kind.
+These rules decide what a move, an expunge or an append means; storage only
+carries the decision out.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from palais.mailbox.errors import CannotDoThat, NoSuchMailbox
+from palais.mailbox.model import (
+    ACCUSES,
+    BROUILLONS,
+    DELIMITER,
+    ENVOYES,
+    INBOX,
+    SUPPRIMES,
+    SpecialUse,
+)
+
+DOSSIERS = "Dossiers"
+DOSSIER_NUMBER = re.compile(r"^\d{4}-\d{7}$")
+NUMBER_IN_TEXT = re.compile(r"\[(\d{4}-\d{7})\]")
+
+
+class BoxKind(enum.StrEnum):
+    RECUS = "recus"
+    ENVOYES = "envoyes"
+    SUPPRIMES = "supprimes"
+    BROUILLONS = "brouillons"
+    ACCUSES = "accuses"
+
+
+GLOBAL_NAMES: dict[BoxKind, str] = {
+    BoxKind.RECUS: INBOX,
+    BoxKind.ENVOYES: ENVOYES,
+    BoxKind.BROUILLONS: BROUILLONS,
+    BoxKind.SUPPRIMES: SUPPRIMES,
+    BoxKind.ACCUSES: ACCUSES,
+}
+DOSSIER_NAMES: dict[BoxKind, str] = {
+    BoxKind.RECUS: "Reçus",
+    BoxKind.ENVOYES: ENVOYES,
+    BoxKind.SUPPRIMES: SUPPRIMES,
+    BoxKind.BROUILLONS: BROUILLONS,
+    BoxKind.ACCUSES: ACCUSES,
+}
+SPECIAL_USE: dict[BoxKind, SpecialUse] = {
+    BoxKind.ENVOYES: SpecialUse.SENT,
+    BoxKind.BROUILLONS: SpecialUse.DRAFTS,
+    BoxKind.SUPPRIMES: SpecialUse.TRASH,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BoxRef:
+    kind: BoxKind
+    dossier: str | None  # None: the global view
+
+    @property
+    def name(self) -> str:
+        if self.dossier is None:
+            return GLOBAL_NAMES[self.kind]
+        return DELIMITER.join((DOSSIERS, self.dossier, DOSSIER_NAMES[self.kind]))
+
+    @property
+    def special_use(self) -> SpecialUse | None:
+        # Only the global views carry SPECIAL-USE: a client wants one Sent folder.
+        return SPECIAL_USE.get(self.kind) if self.dossier is None else None
+
+
+def parse_box_name(name: str) -> BoxRef:
+    """The box a folder name designates; NoSuchMailbox if none."""
+    if name.upper() == INBOX:
+        return BoxRef(BoxKind.RECUS, None)
+    for kind, global_name in GLOBAL_NAMES.items():
+        if name == global_name:
+            return BoxRef(kind, None)
+    parts = name.split(DELIMITER)
+    if len(parts) == 3 and parts[0] == DOSSIERS and DOSSIER_NUMBER.match(parts[1]):
+        for kind, leaf in DOSSIER_NAMES.items():
+            if parts[2] == leaf:
+                return BoxRef(kind, parts[1])
+    raise NoSuchMailbox(f"No mailbox named {name}")
+
+
+def boxes_for_dossier(number: str) -> list[BoxRef]:
+    return [BoxRef(kind, number) for kind in BoxKind]
+
+
+GLOBAL_BOXES = [BoxRef(kind, None) for kind in BoxKind]
+
+
+class MoveOutcome(enum.Enum):
+    DELETE = "delete"  # to Supprimés, remembering where it came from
+    RESTORE = "restore"  # back from Supprimés to where it came from
+    PURGE = "purge"  # a draft deleted: gone for good, never in Supprimés
+
+
+def decide_move(kind: BoxKind, origin: BoxKind | None, dest: BoxKind) -> MoveOutcome:
+    if kind == dest:
+        raise CannotDoThat("The message is already in that box")
+    if dest is BoxKind.SUPPRIMES:
+        if kind is BoxKind.BROUILLONS:
+            return MoveOutcome.PURGE
+        if kind in (BoxKind.RECUS, BoxKind.ENVOYES):
+            return MoveOutcome.DELETE
+        raise CannotDoThat("Receipts cannot be deleted")
+    if kind is BoxKind.SUPPRIMES:
+        if dest == origin:
+            return MoveOutcome.RESTORE
+        where = GLOBAL_NAMES[origin] if origin else "its box"
+        raise CannotDoThat(f"A deleted message can only be restored to {where}")
+    raise CannotDoThat("Messages can only be deleted to Supprimés or restored from it")
+
+
+def decide_expunge(kind: BoxKind) -> MoveOutcome:
+    """EXPUNGE purges in Supprimés and Brouillons; elsewhere it deletes to Supprimés."""
+    if kind in (BoxKind.SUPPRIMES, BoxKind.BROUILLONS):
+        return MoveOutcome.PURGE
+    if kind is BoxKind.ACCUSES:
+        raise CannotDoThat("Receipts cannot be deleted")
+    return MoveOutcome.DELETE
+
+
+def check_append(kind: BoxKind) -> None:
+    """Clients may save drafts and file their sent copies; nothing else."""
+    if kind in (BoxKind.BROUILLONS, BoxKind.ENVOYES):
+        return
+    raise CannotDoThat(
+        f"Messages arrive in {GLOBAL_NAMES[kind]} by being sent; only drafts can be saved"
+    )
