@@ -2,7 +2,8 @@
 
 Examples::
 
-    python -m bench                      # full run, both targets, writes bench/results/latest.json + bench/RESULTS.md
+    python -m bench                      # full run, both targets: bench/results/latest.json
+                                         # and bench/RESULTS.md
     python -m bench --quick              # < 1 minute, writes bench/results/quick.json only
     python -m bench --targets peer --only ingest,storm -n 5000
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as _dt
 import resource
 import shutil
@@ -30,13 +32,31 @@ from .workloads import WORKLOADS, Params, Run
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_TARGETS = ("palais", "peer")
 
-QUICK = dict(
-    n=400, storm_n=150, imap_messages=3_000, imap_repeats=2, push_duration_s=3.0, push_probe_rate=10.0,
-    memory_sessions=100, send_timeout_s=20.0, filing_timeout_s=15.0, io_timeout_s=15.0, rounds=1,
+QUICK: dict[str, Any] = dict(
+    n=400,
+    storm_n=150,
+    imap_messages=3_000,
+    imap_repeats=2,
+    push_duration_s=3.0,
+    push_probe_rate=10.0,
+    memory_sessions=100,
+    send_timeout_s=20.0,
+    filing_timeout_s=15.0,
+    io_timeout_s=15.0,
+    rounds=1,
 )
-FULL = dict(
-    n=10_000, storm_n=2_000, imap_messages=100_000, imap_repeats=3, push_duration_s=30.0, push_probe_rate=10.0,
-    memory_sessions=1_000, send_timeout_s=300.0, filing_timeout_s=180.0, io_timeout_s=30.0, rounds=1,
+FULL: dict[str, Any] = dict(
+    n=10_000,
+    storm_n=2_000,
+    imap_messages=100_000,
+    imap_repeats=3,
+    push_duration_s=30.0,
+    push_probe_rate=10.0,
+    memory_sessions=1_000,
+    send_timeout_s=300.0,
+    filing_timeout_s=180.0,
+    io_timeout_s=30.0,
+    rounds=1,
 )
 # Workloads repeated `rounds` times (alternating target order); the others run once per target.
 REPEATED = {"ingest", "storm", "push"}
@@ -47,28 +67,60 @@ def _log(msg: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small counts, under a minute (development)")
-    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma list of workloads: " + ",".join(WORKLOADS))
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="small counts, under a minute (development)"
+    )
+    ap.add_argument(
+        "--only",
+        default=",".join(WORKLOADS),
+        help="comma list of workloads: " + ",".join(WORKLOADS),
+    )
     ap.add_argument("--targets", default="palais,peer", help="comma list among: palais,peer")
     ap.add_argument("-n", type=int, help="ingest: number of messages")
-    ap.add_argument("--size-kib", type=float, help="message size for ingest/storm/push (KiB, default 4)")
-    ap.add_argument("--concurrency", type=int, help="ingest and storm: concurrent connections (default 20)")
+    ap.add_argument(
+        "--size-kib", type=float, help="message size for ingest/storm/push (KiB, default 4)"
+    )
+    ap.add_argument(
+        "--concurrency", type=int, help="ingest and storm: concurrent connections (default 20)"
+    )
     ap.add_argument("--storm-n", type=int, help="storm: number of messages (one connection each)")
     ap.add_argument("--imap-messages", type=int, help="imap: folder size (default 100000)")
     ap.add_argument("--push-rate", type=float, help="push: background msg/s (default 200)")
     ap.add_argument("--push-duration", type=float, help="push: seconds of load")
     ap.add_argument("--memory-sessions", type=int, help="memory: idle IMAP sessions (default 1000)")
-    ap.add_argument("--rounds", type=int, help="repetitions of ingest/storm/push, alternating target order")
-    ap.add_argument("--out", type=Path, help="JSON output (default bench/results/latest.json, quick: quick.json)")
-    ap.add_argument("--markdown", type=Path,
-                    help="Markdown table output (default bench/RESULTS.md; quick mode: none unless given)")
-    ap.add_argument("--palais-dir", type=Path,
-                    help="existing instance made by `palais init DIR --ports BASE` (default: made in the work dir)")
-    ap.add_argument("--workdir", type=Path, help="parent for the temporary directory (default /tmp)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, maildirs)")
-    ap.add_argument("--no-install", action="store_true", help="never apt-get install the peer's packages")
+    ap.add_argument(
+        "--rounds", type=int, help="repetitions of ingest/storm/push, alternating target order"
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="JSON output (default bench/results/latest.json, quick: quick.json)",
+    )
+    ap.add_argument(
+        "--markdown",
+        type=Path,
+        help="Markdown table output (default bench/RESULTS.md; quick mode: none unless given)",
+    )
+    ap.add_argument(
+        "--palais-dir",
+        type=Path,
+        help="existing instance made by `palais init DIR --ports BASE` "
+        "(default: made in the work dir)",
+    )
+    ap.add_argument(
+        "--workdir", type=Path, help="parent for the temporary directory (default /tmp)"
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (configs, logs, maildirs)"
+    )
+    ap.add_argument(
+        "--no-install", action="store_true", help="never apt-get install the peer's packages"
+    )
     args = ap.parse_args(argv)
     args.only = [w.strip() for w in args.only.split(",") if w.strip()]
     bad = [w for w in args.only if w not in WORKLOADS]
@@ -83,9 +135,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_params(args: argparse.Namespace) -> Params:
     p = Params(**(QUICK if args.quick else FULL))
     overrides = {
-        "n": args.n, "size_kib": args.size_kib, "concurrency": args.concurrency, "storm_n": args.storm_n,
-        "imap_messages": args.imap_messages, "push_rate": args.push_rate, "push_duration_s": args.push_duration,
-        "memory_sessions": args.memory_sessions, "rounds": args.rounds,
+        "n": args.n,
+        "size_kib": args.size_kib,
+        "concurrency": args.concurrency,
+        "storm_n": args.storm_n,
+        "imap_messages": args.imap_messages,
+        "push_rate": args.push_rate,
+        "push_duration_s": args.push_duration,
+        "memory_sessions": args.memory_sessions,
+        "rounds": args.rounds,
     }
     for k, v in overrides.items():
         if v is not None:
@@ -121,8 +179,14 @@ def make_targets(args: argparse.Namespace, p: Params, work: Path) -> list[Target
             if name == "peer":
                 from .targets.peer import PeerTarget
 
-                out.append(PeerTarget(work / "peer", max_sessions=p.memory_sessions + 50,
-                                      allow_install=not args.no_install, log=_log))
+                out.append(
+                    PeerTarget(
+                        work / "peer",
+                        max_sessions=p.memory_sessions + 50,
+                        allow_install=not args.no_install,
+                        log=_log,
+                    )
+                )
             else:
                 from .targets.palais import PalaisTarget, create_instance
 
@@ -130,13 +194,13 @@ def make_targets(args: argparse.Namespace, p: Params, work: Path) -> list[Target
                 out.append(PalaisTarget(inst, log=_log))
         except TargetUnavailable as exc:
             out.append((name, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - any failure skips this target only
+        except Exception as exc:
             out.append((name, f"{type(exc).__name__}: {exc}"))
     return out
 
 
 async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, Any]:
-    started = _dt.datetime.now(_dt.timezone.utc)
+    started = _dt.datetime.now(_dt.UTC)
     t_start = time.monotonic()
     doc: dict[str, Any] = {
         "schema": 1,
@@ -161,14 +225,16 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
             _log(f"{t.name}: starting")
             try:
                 t.start()
-            except Exception as exc:  # noqa: BLE001
-                reason = str(exc) if isinstance(exc, TargetUnavailable) else f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                reason = (
+                    str(exc)
+                    if isinstance(exc, TargetUnavailable)
+                    else f"{type(exc).__name__}: {exc}"
+                )
                 _log(f"{t.name}: skipped: {reason}")
                 doc["targets"][t.name] = {"status": "skipped", "reason": reason, "label": t.label}
-                try:
+                with contextlib.suppress(Exception):
                     t.stop()
-                except Exception:  # noqa: BLE001
-                    pass
                 continue
             _log(f"{t.name}: up ({t.label})")
             doc["targets"][t.name] = {"status": "ok", "label": t.label, "settings": t.settings()}
@@ -196,9 +262,12 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
                         skipped[t.name] = f"not implemented: {exc}"
                         _log(f"{wl} on {t.name}: skipped: {exc}")
                         continue
-                    except asyncio.TimeoutError:
-                        res = {"complete": False, "error": f"workload exceeded {workload_time_limit(wl, p):.0f} s"}
-                    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                    except TimeoutError:
+                        res = {
+                            "complete": False,
+                            "error": f"workload exceeded {workload_time_limit(wl, p):.0f} s",
+                        }
+                    except Exception as exc:
                         traceback.print_exc()
                         res = {"complete": False, "error": f"{type(exc).__name__}: {exc}"}
                     res["cpu_busy_before_pct"] = noise  # other load on the machine just before
@@ -209,7 +278,7 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
             for name in ALL_TARGETS:
                 if name in skipped:
                     entry[name] = {"skipped": skipped[name]}
-                elif name in runs and runs[name]:
+                elif runs.get(name):
                     entry[name] = report.aggregate(runs[name])
                 elif name in doc["targets"]:
                     entry[name] = {"skipped": doc["targets"][name].get("reason", "not run")}
@@ -222,7 +291,7 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
             _log(f"{t.name}: stopping")
             try:
                 await asyncio.to_thread(t.stop)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 _log(f"{t.name}: stop failed: {exc}")
     doc["duration_s"] = round(time.monotonic() - t_start, 1)
     return doc
@@ -232,10 +301,34 @@ def _brief(wl: str, res: dict[str, Any]) -> str:
     if "error" in res:
         return f"ERROR {res['error']}"
     keys = {
-        "ingest": ("msgs_per_s", "accepted_msgs_per_s", "data_to_250_p50_ms", "data_to_250_p99_ms", "errors"),
-        "storm": ("msgs_per_s", "accepted_msgs_per_s", "handshake_p50_ms", "data_to_250_p99_ms", "errors"),
-        "imap": ("select_first_ms", "select_ms", "fetch_envelopes_ms", "search_subject_ms", "resync_condstore_ms"),
-        "push": ("notify_p50_ms", "notify_p99_ms", "background_rate_achieved", "probes_notified", "errors"),
+        "ingest": (
+            "msgs_per_s",
+            "accepted_msgs_per_s",
+            "data_to_250_p50_ms",
+            "data_to_250_p99_ms",
+            "errors",
+        ),
+        "storm": (
+            "msgs_per_s",
+            "accepted_msgs_per_s",
+            "handshake_p50_ms",
+            "data_to_250_p99_ms",
+            "errors",
+        ),
+        "imap": (
+            "select_first_ms",
+            "select_ms",
+            "fetch_envelopes_ms",
+            "search_subject_ms",
+            "resync_condstore_ms",
+        ),
+        "push": (
+            "notify_p50_ms",
+            "notify_p99_ms",
+            "background_rate_achieved",
+            "probes_notified",
+            "errors",
+        ),
         "memory": ("sessions", "rss_delta_mib", "per_session_rss_kib", "per_session_pss_kib"),
     }[wl]
     return ", ".join(f"{k}={res.get(k)}" for k in keys)

@@ -15,12 +15,36 @@ import time
 SEARCH_WORD = "pourvoi"  # present in the Subject of every 100th folder message
 DOMAIN = "bench.invalid"
 
-_WORDS = (
-    "audience conclusions dossier greffe avocat partie demande jugement "
-    "renvoi expertise piece bordereau signification assignation appel "
-    "juridiction instance tribunal memoire notification delai requete "
-    "ordonnance decision provision constitution saisine calendrier"
-).split()
+_WORDS = [
+    "audience",
+    "conclusions",
+    "dossier",
+    "greffe",
+    "avocat",
+    "partie",
+    "demande",
+    "jugement",
+    "renvoi",
+    "expertise",
+    "piece",
+    "bordereau",
+    "signification",
+    "assignation",
+    "appel",
+    "juridiction",
+    "instance",
+    "tribunal",
+    "memoire",
+    "notification",
+    "delai",
+    "requete",
+    "ordonnance",
+    "decision",
+    "provision",
+    "constitution",
+    "saisine",
+    "calendrier",
+]
 
 
 def filler_lines(n_bytes: int, seed: int = 1) -> list[bytes]:
@@ -55,7 +79,9 @@ class MessageMaker:
         # Headers take ~350 bytes; the body fills the rest.
         self._body = b"".join(filler_lines(max(64, self.size - 360), seed=7))
 
-    def make(self, *, tag: str, i: int, sender: str, recipient: str, subject_prefix: str = "") -> tuple[str, bytes]:
+    def make(
+        self, *, tag: str, i: int, sender: str, recipient: str, subject_prefix: str = ""
+    ) -> tuple[str, bytes]:
         mid = message_id(tag, i, self.run_id)
         head = (
             f"From: <{sender}>\r\n"
@@ -75,8 +101,13 @@ _FOLDER_BODY = b"".join(filler_lines(900, seed=3))
 _FOLDER_EPOCH = 1_735_689_600  # 2025-01-01T00:00:00Z
 
 
-def folder_message(i: int, *, subject_prefix: str = "", sender: str = "avocat1@barreau.test",
-                   recipient: str = "greffe@justice.test") -> bytes:
+def folder_message(
+    i: int,
+    *,
+    subject_prefix: str = "",
+    sender: str = "avocat1@barreau.test",
+    recipient: str = "greffe@justice.test",
+) -> bytes:
     """Message i of the large IMAP folder (about 1.3 KiB)."""
     word = f" {SEARCH_WORD}" if i % 100 == 0 else ""
     date = email.utils.formatdate(_FOLDER_EPOCH + i * 60, localtime=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import ssl
 import time
@@ -55,7 +56,9 @@ class Response:
 
 
 class IMAPConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.timeout = timeout
@@ -75,11 +78,15 @@ class IMAPConnection:
         *,
         server_hostname: str | None = None,
         timeout: float = 60.0,
-    ) -> "IMAPConnection":
+    ) -> IMAPConnection:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                host, port, ssl=ssl_context, server_hostname=server_hostname or host,
-                ssl_handshake_timeout=timeout, limit=1 << 20,
+                host,
+                port,
+                ssl=ssl_context,
+                server_hostname=server_hostname or host,
+                ssl_handshake_timeout=timeout,
+                limit=1 << 20,
             ),
             timeout,
         )
@@ -116,12 +123,16 @@ class IMAPConnection:
         self._tag += 1
         return f"B{self._tag:05d}"
 
-    async def command(self, line: str, *, check: bool = True, timeout: float | None = None) -> Response:
+    async def command(
+        self, line: str, *, check: bool = True, timeout: float | None = None
+    ) -> Response:
         tag = self._next_tag()
-        self.writer.write(f"{tag} {line}\r\n".encode("utf-8"))
+        self.writer.write(f"{tag} {line}\r\n".encode())
         return await self._collect(tag, line, check=check, timeout=timeout)
 
-    async def _collect(self, tag: str, line: str, *, check: bool, timeout: float | None = None) -> Response:
+    async def _collect(
+        self, tag: str, line: str, *, check: bool, timeout: float | None = None
+    ) -> Response:
         # One timer for the whole response: asyncio.wait_for per line would cost
         # a task per line and make the client the bottleneck on 100k-line FETCHes.
         async with asyncio.timeout(timeout or self.timeout):
@@ -133,7 +144,7 @@ class IMAPConnection:
         while True:
             resp = await self._read_line()
             if resp.startswith(tagb):
-                rest = resp[len(tagb):].decode("utf-8", "replace").strip()
+                rest = resp[len(tagb) :].decode("utf-8", "replace").strip()
                 status, _, text = rest.partition(" ")
                 status = status.upper()
                 if check and status != "OK":
@@ -164,7 +175,10 @@ class IMAPConnection:
                 raise IMAPError(f"AUTHENTICATE EXTERNAL: no continuation: {cont[:100]!r}")
             self.writer.write((ir if ir != "=" else "").encode() + b"\r\n")
             await self._collect(tag, "AUTHENTICATE", check=True)
-        if not any(c.startswith("IMAP4") for c in self.capabilities) or "IDLE" not in self.capabilities:
+        if (
+            not any(c.startswith("IMAP4") for c in self.capabilities)
+            or "IDLE" not in self.capabilities
+        ):
             await self.refresh_capabilities()
 
     async def login(self, user: str, password: str) -> None:
@@ -174,7 +188,9 @@ class IMAPConnection:
         await self.command(f"LOGIN {q(user)} {q(password)}")
         await self.refresh_capabilities()
 
-    async def select(self, mailbox: str, *, condstore: bool = False, examine: bool = False) -> dict[str, int]:
+    async def select(
+        self, mailbox: str, *, condstore: bool = False, examine: bool = False
+    ) -> dict[str, int]:
         verb = "EXAMINE" if examine else "SELECT"
         suffix = " (CONDSTORE)" if condstore else ""
         resp = await self.command(f"{verb} {quote(mailbox)}{suffix}")
@@ -197,7 +213,7 @@ class IMAPConnection:
                 m = re.search(rb"\(([^()]*)\)\s*$", u)
                 if m:
                     toks = m.group(1).split()
-                    for k, v in zip(toks[::2], toks[1::2]):
+                    for k, v in zip(toks[::2], toks[1::2], strict=False):
                         out[k.decode().lower()] = int(v)
         return out
 
@@ -239,7 +255,7 @@ class IMAPConnection:
                     raise ConnectionError("IMAP server closed the connection during IDLE")
                 line = raw.rstrip(b"\r\n")
                 if line.startswith(tagb):
-                    rest = line[len(tagb):].decode("utf-8", "replace")
+                    rest = line[len(tagb) :].decode("utf-8", "replace")
                     status, _, text = rest.partition(" ")
                     self._idle_done.set_result(Response(status.upper(), text, untagged))
                     return
@@ -249,7 +265,7 @@ class IMAPConnection:
             if not self._idle_done.done():
                 self._idle_done.cancel()
             raise
-        except Exception as exc:  # noqa: BLE001 - forwarded to idle_stop()
+        except Exception as exc:
             if not self._idle_done.done():
                 self._idle_done.set_exception(exc)
 
@@ -269,7 +285,7 @@ class IMAPConnection:
                 await self.idle_stop()
             self.writer.write(f"{self._next_tag()} LOGOUT\r\n".encode())
             await asyncio.wait_for(self.writer.drain(), 2.0)
-        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError, IMAPError):
+        except (TimeoutError, OSError, ConnectionError, ssl.SSLError, IMAPError):
             pass
         await self.close()
 
@@ -277,7 +293,5 @@ class IMAPConnection:
         if self._idle_task is not None:
             self._idle_task.cancel()
         self.writer.close()
-        try:
+        with contextlib.suppress(TimeoutError, OSError, ConnectionError, ssl.SSLError):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError):
-            pass

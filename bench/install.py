@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGES = ["postfix", "dovecot-imapd", "dovecot-lmtpd"]
@@ -32,28 +33,41 @@ def missing_programs() -> list[str]:
     return [name for name, path in REQUIRED.items() if not Path(path).exists()]
 
 
-def _run(cmd: list[str], log, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str],
+    log: Callable[[str], None],
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
     log(f"  $ {' '.join(cmd)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
-def ensure_peer_packages(log=print, allow_install: bool = True) -> None:
+def ensure_peer_packages(log: Callable[[str], None] = print, allow_install: bool = True) -> None:
     """Raise RuntimeError with a readable reason if the peer cannot be installed."""
     missing = missing_programs()
     if not missing:
         return
     if not allow_install:
-        raise RuntimeError(f"missing {', '.join(missing)}; install: apt-get install {' '.join(PACKAGES)}")
+        raise RuntimeError(
+            f"missing {', '.join(missing)}; install: apt-get install {' '.join(PACKAGES)}"
+        )
     if os.geteuid() != 0:
-        raise RuntimeError(f"missing {', '.join(missing)} and not root; run: sudo apt-get install {' '.join(PACKAGES)}")
+        raise RuntimeError(
+            f"missing {', '.join(missing)} and not root; "
+            f"run: sudo apt-get install {' '.join(PACKAGES)}"
+        )
     if shutil.which("apt-get") is None:
         raise RuntimeError(f"missing {', '.join(missing)} and no apt-get on this system")
     log(f"installing {' '.join(PACKAGES)} (missing: {', '.join(missing)})")
     subprocess.run(
         ["debconf-set-selections"],
         input="postfix postfix/main_mailer_type select No configuration\n",
-        text=True, capture_output=True, check=False,
+        text=True,
+        capture_output=True,
+        check=False,
     )
     policy = Path("/usr/sbin/policy-rc.d")
     temp_policy = not policy.exists()
@@ -76,7 +90,7 @@ def ensure_peer_packages(log=print, allow_install: bool = True) -> None:
         raise RuntimeError(f"still missing after install: {', '.join(still)}")
 
 
-def ensure_mail_user(log=print) -> tuple[int, int]:
+def ensure_mail_user(log: Callable[[str], None] = print) -> tuple[int, int]:
     """uid/gid of the unprivileged user that owns the peer's mail (created if needed)."""
     try:
         pw = pwd.getpwnam(MAIL_USER)
@@ -87,9 +101,20 @@ def ensure_mail_user(log=print) -> tuple[int, int]:
         raise RuntimeError(f"system user {MAIL_USER!r} missing and not root to create it")
     log(f"creating system user {MAIL_USER} (owner of the benchmark Maildirs)")
     res = subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", MAIL_USER],
-        capture_output=True, text=True, check=False,
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            MAIL_USER,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if res.returncode != 0:
         raise RuntimeError(f"useradd {MAIL_USER} failed: {res.stderr.strip()}")

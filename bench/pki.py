@@ -53,7 +53,7 @@ class BenchPKI:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._now = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=5)
+        self._now = _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=5)
         self.ca_key = _key()
         self.ca_name = _name("Palais bench CA")
         self.ca_cert = (
@@ -140,7 +140,11 @@ class BenchPKI:
         if server:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName(cn), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        x509.DNSName(cn),
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
                 ),
                 critical=False,
             )
@@ -157,5 +161,7 @@ class BenchPKI:
     def server(self, hostname: str = "localhost", stem: str = "server") -> CertFiles:
         return self._issue(hostname, server=True, stem=stem)
 
-    def client(self, common_name: str, email: str | None = None, stem: str | None = None) -> CertFiles:
+    def client(
+        self, common_name: str, email: str | None = None, stem: str | None = None
+    ) -> CertFiles:
         return self._issue(common_name, server=False, stem=stem or common_name, email=email)

@@ -21,7 +21,7 @@ def _children_map() -> dict[int, list[int]]:
         except OSError:
             continue
         # pid (comm) state ppid ...; comm may contain spaces/parentheses
-        rest = stat[stat.rfind(")") + 2:].split()
+        rest = stat[stat.rfind(")") + 2 :].split()
         ppid = int(rest[1])
         children.setdefault(ppid, []).append(int(entry.name))
     return children

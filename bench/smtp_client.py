@@ -9,6 +9,7 @@ reply), so every server is measured with the same, lock-step dialogue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ class Reply:
 
 
 class SMTPConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.timeout = timeout
@@ -46,12 +49,15 @@ class SMTPConnection:
         server_hostname: str | None = None,
         helo: str = "bench.invalid",
         timeout: float = 30.0,
-    ) -> "SMTPConnection":
+    ) -> SMTPConnection:
         """Connect, complete TLS (implicit or STARTTLS), read the greeting and EHLO."""
         if implicit_tls:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
-                    host, port, ssl=ssl_context, server_hostname=server_hostname or host,
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname or host,
                     ssl_handshake_timeout=timeout,
                 ),
                 timeout,
@@ -127,14 +133,12 @@ class SMTPConnection:
             self.writer.write(b"QUIT\r\n")
             async with asyncio.timeout(min(self.timeout, 5.0)):
                 await self._read_reply()
-        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ConnectionError, ssl.SSLError):
             pass
         finally:
             await self.close()
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(TimeoutError, OSError, ConnectionError, ssl.SSLError):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError):
-            pass

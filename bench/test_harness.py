@@ -30,7 +30,10 @@ def test_aggregate_and_ratios() -> None:
 
 def test_markdown_renders_skips() -> None:
     doc = {
-        "targets": {"palais": {"status": "skipped", "reason": "nope"}, "peer": {"status": "ok", "label": "P"}},
+        "targets": {
+            "palais": {"status": "skipped", "reason": "nope"},
+            "peer": {"status": "ok", "label": "P"},
+        },
         "ingest": {"palais": {"skipped": "nope"}, "peer": {"msgs_per_s": 200.0}, "ratio": {}},
     }
     md = report.markdown(doc)

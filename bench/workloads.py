@@ -24,7 +24,13 @@ from .smtp_client import SMTPConnection, SMTPReplyError
 from .stats import latency_summary, median
 from .targets.base import Identity, Target
 
-NET_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError, asyncio.IncompleteReadError)
+NET_ERRORS = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    ssl.SSLError,
+    asyncio.IncompleteReadError,
+)
 
 
 @dataclass
@@ -49,7 +55,9 @@ class Params:
     memory_open_concurrency: int = 50
     # bounds
     send_timeout_s: float = 300.0  # max time for the sending phase of ingest/storm
-    filing_timeout_s: float = 120.0  # max wait after the last 250 for the last message to be readable
+    filing_timeout_s: float = (
+        120.0  # max wait after the last 250 for the last message to be readable
+    )
     io_timeout_s: float = 30.0  # any single network wait
     max_errors: int = 50  # a load loop stops after this many failed messages
     rounds: int = 1  # repetitions of ingest/storm/push (alternating target order)
@@ -67,12 +75,15 @@ class Run:
         return self.makers[size_kib]
 
 
-# -- connection helpers ------------------------------------------------------------------
+# -- connection helpers ---------------------------------------------------------------------------
 async def open_imap(target: Target, identity: Identity, timeout: float) -> IMAPConnection:
     assert target.imap is not None
     conn = await IMAPConnection.open(
-        target.imap.host, target.imap.port, target.client_context(identity),
-        server_hostname=target.server_hostname, timeout=timeout,
+        target.imap.host,
+        target.imap.port,
+        target.client_context(identity),
+        server_hostname=target.server_hostname,
+        timeout=timeout,
     )
     try:
         if identity.imap_user:
@@ -88,8 +99,12 @@ async def open_imap(target: Target, identity: Identity, timeout: float) -> IMAPC
 async def open_smtp(target: Target, ctx: ssl.SSLContext, timeout: float) -> SMTPConnection:
     assert target.smtp is not None
     return await SMTPConnection.open(
-        target.smtp.host, target.smtp.port, ctx, implicit_tls=target.smtp.implicit_tls,
-        server_hostname=target.server_hostname, timeout=timeout,
+        target.smtp.host,
+        target.smtp.port,
+        ctx,
+        implicit_tls=target.smtp.implicit_tls,
+        server_hostname=target.server_hostname,
+        timeout=timeout,
     )
 
 
@@ -97,8 +112,14 @@ async def inbox_count(conn: IMAPConnection, mailbox: str) -> int:
     return (await conn.status(mailbox, "MESSAGES")).get("messages", 0)
 
 
-async def wait_filed(conn: IMAPConnection, mailbox: str, want: int, timeout: float,
-                     min_interval: float = 0.02, max_interval: float = 0.5) -> tuple[float | None, int]:
+async def wait_filed(
+    conn: IMAPConnection,
+    mailbox: str,
+    want: int,
+    timeout: float,
+    min_interval: float = 0.02,
+    max_interval: float = 0.5,
+) -> tuple[float | None, int]:
     """Poll STATUS MESSAGES until ``want`` is reached; (time reached or None, last count).
 
     Polling is adaptive: each STATUS makes the server look at the mailbox
@@ -124,25 +145,32 @@ async def wait_filed(conn: IMAPConnection, mailbox: str, want: int, timeout: flo
         elif prev is not None:
             interval = max_interval / 2
         prev = (now, count)
-        await asyncio.sleep(min(max_interval, max(min_interval, interval), max(0.0, deadline - now)))
+        await asyncio.sleep(
+            min(max_interval, max(min_interval, interval), max(0.0, deadline - now))
+        )
 
 
 def _errors_summary(errors: list[str]) -> dict[str, Any]:
     return {"errors": len(errors), "error_sample": errors[:3]}
 
 
-# -- 1. ingest ---------------------------------------------------------------------------------
+# -- 1. ingest ------------------------------------------------------------------------------------
 async def ingest(target: Target, p: Params, run: Run) -> dict[str, Any]:
     return await _smtp_load(target, p, run, mode="ingest", n=p.n, concurrency=p.concurrency)
 
 
-# -- 2. storm --------------------------------------------------------------------------------------
+# -- 2. storm -------------------------------------------------------------------------------------
 async def storm(target: Target, p: Params, run: Run) -> dict[str, Any]:
-    return await _smtp_load(target, p, run, mode="storm", n=p.storm_n, concurrency=p.storm_concurrency)
+    return await _smtp_load(
+        target, p, run, mode="storm", n=p.storm_n, concurrency=p.storm_concurrency
+    )
 
 
-async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, concurrency: int) -> dict[str, Any]:
+async def _smtp_load(
+    target: Target, p: Params, run: Run, *, mode: str, n: int, concurrency: int
+) -> dict[str, Any]:
     assert target.sender is not None and target.reader is not None
+    sender_addr = target.sender.address
     reader = await open_imap(target, target.reader, p.io_timeout_s)
     try:
         base = await inbox_count(reader, target.inbox)
@@ -150,8 +178,13 @@ async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, 
         prefix = target.subject_prefix(target.recipient)
         tag = f"{mode}{int(time.time() * 1000) % 10**8}"
         payloads = [
-            maker.make(tag=tag, i=i, sender=target.sender.address, recipient=target.recipient,
-                       subject_prefix=prefix)[1]
+            maker.make(
+                tag=tag,
+                i=i,
+                sender=sender_addr,
+                recipient=target.recipient,
+                subject_prefix=prefix,
+            )[1]
             for i in range(n)
         ]
         ctx = target.client_context(target.sender)
@@ -176,7 +209,7 @@ async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, 
                 try:
                     if conn is None:
                         conn = await open_smtp(target, ctx, p.io_timeout_s)
-                    latencies.append(await conn.send(target.sender.address, [target.recipient], payloads[i]))
+                    latencies.append(await conn.send(sender_addr, [target.recipient], payloads[i]))
                 except SMTPReplyError as exc:
                     fail(str(exc))
                     try:
@@ -203,7 +236,7 @@ async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, 
                 try:
                     conn = await open_smtp(target, ctx, p.io_timeout_s)
                     handshakes.append(time.monotonic() - t_open)
-                    latencies.append(await conn.send(target.sender.address, [target.recipient], payloads[i]))
+                    latencies.append(await conn.send(sender_addr, [target.recipient], payloads[i]))
                     await conn.quit()
                     conn = None
                     sessions.append(time.monotonic() - t_open)
@@ -217,7 +250,8 @@ async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, 
         if mode == "ingest":
             t_c = time.monotonic()
             opened = await asyncio.gather(
-                *[open_smtp(target, ctx, p.io_timeout_s) for _ in range(concurrency)], return_exceptions=True
+                *[open_smtp(target, ctx, p.io_timeout_s) for _ in range(concurrency)],
+                return_exceptions=True,
             )
             connect_s = time.monotonic() - t_c
             conns: list[SMTPConnection | None] = []
@@ -228,7 +262,11 @@ async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, 
                 else:
                     conns.append(o)
             if all(c is None for c in conns):
-                return {"complete": False, "error": "no SMTP connection could be opened", **_errors_summary(errors)}
+                return {
+                    "complete": False,
+                    "error": "no SMTP connection could be opened",
+                    **_errors_summary(errors),
+                }
         cpu = procs.CpuMeter()
         t0 = time.monotonic()
         send_deadline = t0 + p.send_timeout_s
@@ -238,7 +276,9 @@ async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, 
             await asyncio.gather(*[storm_worker() for _ in range(concurrency)])
         t_accept = time.monotonic()
         accepted = len(latencies)
-        filed_at, filed = await wait_filed(reader, target.inbox, base + accepted, p.filing_timeout_s)
+        filed_at, filed = await wait_filed(
+            reader, target.inbox, base + accepted, p.filing_timeout_s
+        )
         t_end = filed_at if filed_at is not None else time.monotonic()
         cpu_info = cpu.stop(t_end - t0)
         filed_new = max(0, filed - base)
@@ -269,7 +309,7 @@ async def _smtp_load(target: Target, p: Params, run: Run, *, mode: str, n: int, 
         await reader.logout()
 
 
-# -- 3. IMAP on a large folder ------------------------------------------------------------------
+# -- 3. IMAP on a large folder --------------------------------------------------------------------
 _FETCH_SEQ = re.compile(rb"^\* (\d+) FETCH", re.I)
 
 
@@ -277,8 +317,11 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
     assert target.reader is not None
     n = p.imap_messages
     prefix = target.subject_prefix(target.recipient)
-    factory = functools.partial(corpus.folder_message, subject_prefix=prefix,
-                                recipient=target.recipient or "greffe@justice.test")
+    factory = functools.partial(
+        corpus.folder_message,
+        subject_prefix=prefix,
+        recipient=target.recipient or "greffe@justice.test",
+    )
     t = time.monotonic()
     # NotImplementedError propagates: the runner reports the workload as skipped.
     mailbox = await asyncio.to_thread(target.populate, "Bench100k", n, message_factory=factory)
@@ -341,7 +384,9 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
                     m = re.search(rb"COUNT (\d+)", u, re.I)
                     hits += int(m.group(1)) if m else 0
             out["search_hits"] = hits
-            return None if hits == expected_hits else f"SEARCH found {hits}, expected {expected_hits}"
+            return (
+                None if hits == expected_hits else f"SEARCH found {hits}, expected {expected_hits}"
+            )
 
         await repeat("search_subject", f"UID SEARCH SUBJECT {corpus.SEARCH_WORD}", check_search)
     finally:
@@ -376,12 +421,13 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
     return out
 
 
-# -- 4. push latency ---------------------------------------------------------------------------------
+# -- 4. push latency ------------------------------------------------------------------------------
 _MSGID = re.compile(rb"Message-ID:\s*(<[^>\r\n]+>)", re.I)
 
 
 async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
     assert target.sender is not None and target.reader is not None
+    sender_addr = target.sender.address
     duration = p.push_duration_s
     n_bg = int(p.push_rate * duration)
     n_probe = max(1, int(p.push_probe_rate * duration))
@@ -390,13 +436,23 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
     bg_prefix = target.subject_prefix(target.background_recipient)
     probe_prefix = target.subject_prefix(target.recipient)
     bg_payloads = [
-        maker.make(tag=tag + "bg", i=i, sender=target.sender.address, recipient=target.background_recipient,
-                   subject_prefix=bg_prefix)[1]
+        maker.make(
+            tag=tag + "bg",
+            i=i,
+            sender=sender_addr,
+            recipient=target.background_recipient,
+            subject_prefix=bg_prefix,
+        )[1]
         for i in range(n_bg)
     ]
     probes = [
-        maker.make(tag=tag + "probe", i=i, sender=target.sender.address, recipient=target.recipient,
-                   subject_prefix=probe_prefix)
+        maker.make(
+            tag=tag + "probe",
+            i=i,
+            sender=sender_addr,
+            recipient=target.recipient,
+            subject_prefix=probe_prefix,
+        )
         for i in range(n_probe)
     ]
     ctx = target.client_context(target.sender)
@@ -408,7 +464,9 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
         info = await reader.select(target.inbox)
         n0 = info.get("exists", 0)
         await reader.idle_start()
-        conns = [await open_smtp(target, ctx, p.io_timeout_s) for _ in range(max(1, p.push_connections))]
+        conns = [
+            await open_smtp(target, ctx, p.io_timeout_s) for _ in range(max(1, p.push_connections))
+        ]
         probe_conn = await open_smtp(target, ctx, p.io_timeout_s)
         cpu = procs.CpuMeter()
         t0 = time.monotonic() + 0.2
@@ -424,7 +482,7 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
                 if due > now:
                     await asyncio.sleep(due - now)
                 try:
-                    await conn.send(target.sender.address, [target.background_recipient], bg_payloads[i])
+                    await conn.send(sender_addr, [target.background_recipient], bg_payloads[i])
                     bg_done += 1
                 except (SMTPReplyError, *NET_ERRORS) as exc:
                     errors.append(f"background: {type(exc).__name__}: {exc}")
@@ -441,7 +499,7 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
                 if due > now:
                     await asyncio.sleep(due - now)
                 try:
-                    await probe_conn.send(target.sender.address, [target.recipient], payload)
+                    await probe_conn.send(sender_addr, [target.recipient], payload)
                     probe_sent[mid] = time.monotonic()
                 except (SMTPReplyError, *NET_ERRORS) as exc:
                     errors.append(f"probe: {type(exc).__name__}: {exc}")
@@ -470,7 +528,9 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
         final_exists = max((e[0] for e in events), default=n0)
         if final_exists > n0:
             resp = await reader.command(
-                f"FETCH {n0 + 1}:{final_exists} (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", timeout=120)
+                f"FETCH {n0 + 1}:{final_exists} (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+                timeout=120,
+            )
             for u in resp.untagged:
                 m = _FETCH_SEQ.match(u)
                 m2 = _MSGID.search(u)
@@ -505,9 +565,10 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
         await reader.close()
 
 
-# -- 5. memory with idle IMAP sessions ----------------------------------------------------------------
+# -- 5. memory with idle IMAP sessions ------------------------------------------------------------
 async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
     assert target.reader is not None
+    reader_id = target.reader
     await asyncio.to_thread(target.prepare_memory)
     roots = target.memory_root_pids()
     if not roots:
@@ -519,7 +580,10 @@ async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
         await warm.select(target.inbox)
         await warm.logout()
     except (IMAPError, *NET_ERRORS) as exc:
-        return {"complete": False, "error": f"first IMAP session failed: {type(exc).__name__}: {exc}"}
+        return {
+            "complete": False,
+            "error": f"first IMAP session failed: {type(exc).__name__}: {exc}",
+        }
     await asyncio.sleep(1.0)
     exclude = target.memory_exclude
     before = procs.memory(roots, exclude)
@@ -536,7 +600,7 @@ async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
                 return
             conn = None
             try:
-                conn = await open_imap(target, target.reader, p.io_timeout_s)
+                conn = await open_imap(target, reader_id, p.io_timeout_s)
                 await conn.select(target.inbox)
                 await conn.idle_start()
                 sessions.append(conn)

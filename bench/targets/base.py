@@ -130,7 +130,7 @@ class Target(abc.ABC):
     #: process names (/proc/PID/comm) left out of the memory sums (e.g. delivery agents)
     memory_exclude: frozenset[str] = frozenset()
 
-    def prepare_memory(self) -> None:
+    def prepare_memory(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Called before the memory workload (bounded): e.g. restart a long-lived process
         so that heap kept from earlier workloads does not hide the sessions' cost."""
 
@@ -152,7 +152,9 @@ class Target(abc.ABC):
         return ctx
 
 
-def wait_for_port(host: str, port: int, timeout: float, *, alive: Callable[[], bool] | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, *, alive: Callable[[], bool] | None = None
+) -> None:
     """Wait until a TCP port accepts connections (bounded)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None

@@ -58,17 +58,23 @@ def create_instance(parent: Path, log: Callable[[str], None] = print, timeout: f
     """Run ``palais init DIR --ports BASE`` in ``parent``; return DIR."""
     cmd = palais_command()
     if cmd is None:
-        raise TargetUnavailable("no `palais` command (neither .venv/bin/palais nor `python -m palais`)")
+        raise TargetUnavailable(
+            "no `palais` command (neither .venv/bin/palais nor `python -m palais`)"
+        )
     inst = parent / "palais-instance"
     base = free_port_block(10)
     full = [*cmd, "init", str(inst), "--ports", str(base)]
     log(f"  $ {' '.join(full)}")
     try:
-        res = subprocess.run(full, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+        res = subprocess.run(
+            full, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise TargetUnavailable(f"`palais init` failed: {exc}") from exc
     if res.returncode != 0:
-        raise TargetUnavailable(f"`palais init` exited {res.returncode}: {(res.stderr or res.stdout).strip()[-600:]}")
+        raise TargetUnavailable(
+            f"`palais init` exited {res.returncode}: {(res.stderr or res.stdout).strip()[-600:]}"
+        )
     if not (inst / "demo.json").exists():
         raise TargetUnavailable(f"`palais init` made no {inst / 'demo.json'}")
     return inst
@@ -77,8 +83,14 @@ def create_instance(parent: Path, log: Callable[[str], None] = print, timeout: f
 class PalaisTarget(Target):
     name = "palais"
 
-    def __init__(self, instance_dir: Path, *, command: list[str] | None = None,
-                 log: Callable[[str], None] = print, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        instance_dir: Path,
+        *,
+        command: list[str] | None = None,
+        log: Callable[[str], None] = print,
+        start_timeout: float = 60.0,
+    ) -> None:
         super().__init__()
         self.dir = Path(instance_dir)
         self.command = command or palais_command()
@@ -97,7 +109,9 @@ class PalaisTarget(Target):
     def _identity(self, name: str) -> Identity:
         try:
             ident = self._demo["identities"][name]
-            return Identity(name, ident["address"], self._path(ident["cert"]), self._path(ident["key"]))
+            return Identity(
+                name, ident["address"], self._path(ident["cert"]), self._path(ident["key"])
+            )
         except (KeyError, TypeError) as exc:
             raise TargetUnavailable(f"demo.json has no usable identity {name!r} ({exc})") from exc
 
@@ -114,49 +128,69 @@ class PalaisTarget(Target):
             self.ca_file = self._path(self._demo["ca"])
             dossiers = self._demo["dossiers"]
             self.recipient = dossiers[0]["address"]
-            self.background_recipient = (dossiers[1] if len(dossiers) > 1 else dossiers[0])["address"]
+            self.background_recipient = (dossiers[1] if len(dossiers) > 1 else dossiers[0])[
+                "address"
+            ]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise TargetUnavailable(f"demo.json lacks a required field ({exc!r})") from exc
         self.sender = self._identity("avocat1")
         self.reader = self._identity("greffier1")
         self.server_hostname = str(self._demo.get("hostname", "localhost"))
-        for f in (self.ca_file, self.sender.cert, self.sender.key, self.reader.cert, self.reader.key):
+        for f in (
+            self.ca_file,
+            self.sender.cert,
+            self.sender.key,
+            self.reader.cert,
+            self.reader.key,
+        ):
             if not Path(f).exists():
                 raise TargetUnavailable(f"file named in demo.json is missing: {f}")
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         if self.command is None:
-            raise TargetUnavailable("no `palais` command (neither .venv/bin/palais nor `python -m palais`)")
+            raise TargetUnavailable(
+                "no `palais` command (neither .venv/bin/palais nor `python -m palais`)"
+            )
         self._load_demo()
         try:
-            from palais import __version__ as v  # noqa: PLC0415
+            from palais import __version__ as v
 
             self._version = str(v)
         except ImportError:
             pass
         self.label = f"Palais {self._version}"
         log_path = self.dir / "bench-serve.log"
-        log = open(log_path, "ab")
         cmd = [*self.command, "serve", str(self.dir)]
         self.log(f"  $ {' '.join(cmd)}")
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                          cwd=REPO, start_new_session=True)
+            with open(log_path, "ab") as log:
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    cwd=REPO,
+                    start_new_session=True,
+                )
         except OSError as exc:
             raise TargetUnavailable(f"cannot run `palais serve`: {exc}") from exc
-        finally:
-            log.close()
         proc = self._proc
         assert self.smtp is not None and self.imap is not None
         try:
             deadline = time.monotonic() + self.start_timeout
             for ep in (self.smtp, self.imap):
-                wait_for_port(ep.host, ep.port, max(1.0, deadline - time.monotonic()),
-                              alive=lambda: proc.poll() is None)
+                wait_for_port(
+                    ep.host,
+                    ep.port,
+                    max(1.0, deadline - time.monotonic()),
+                    alive=lambda: proc.poll() is None,
+                )
         except TargetUnavailable as exc:
             tail = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
-            raise TargetUnavailable(f"`palais serve` did not come up: {exc}; log tail: {tail.strip()}") from exc
+            raise TargetUnavailable(
+                f"`palais serve` did not come up: {exc}; log tail: {tail.strip()}"
+            ) from exc
 
     def stop(self) -> None:
         proc = self._proc

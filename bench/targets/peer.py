@@ -15,6 +15,7 @@ setting names and is refused with a clear message rather than misconfigured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -52,8 +53,14 @@ def _version(cmd: list[str], pattern: str = r"(\S+)") -> str:
 class PeerTarget(Target):
     name = "peer"
 
-    def __init__(self, workdir: Path, *, max_sessions: int = 1100, allow_install: bool = True,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        max_sessions: int = 1100,
+        allow_install: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
         super().__init__()
         self.dir = workdir
         self.max_sessions = max(100, max_sessions)
@@ -85,7 +92,10 @@ class PeerTarget(Target):
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
         if os.geteuid() != 0:
-            raise TargetUnavailable("the peer needs root (Postfix's master and Dovecot start as root, then drop privileges)")
+            raise TargetUnavailable(
+                "the peer needs root (Postfix's master and Dovecot start as root, "
+                "then drop privileges)"
+            )
         try:
             install.ensure_peer_packages(self.log, self.allow_install)
             self._mail_ids = install.ensure_mail_user(self.log)
@@ -109,7 +119,8 @@ class PeerTarget(Target):
         for p in self.dir.parents:
             if not os.stat(p).st_mode & 0o001:
                 raise TargetUnavailable(
-                    f"{p} is not traversable by other users; use a work directory under /tmp (--workdir)"
+                    f"{p} is not traversable by other users; "
+                    "use a work directory under /tmp (--workdir)"
                 )
         base = free_port_block(2)
         self._ports = {"smtps": base, "imaps": base + 1}
@@ -146,11 +157,11 @@ class PeerTarget(Target):
         main_cf = f"""\
 # Palais benchmark peer: self-contained Postfix instance (generated)
 compatibility_level = 3.6
-queue_directory = {pf / 'queue'}
-data_directory = {pf / 'data'}
+queue_directory = {pf / "queue"}
+data_directory = {pf / "data"}
 mail_owner = postfix
 setgid_group = postdrop
-maillog_file = {pf / 'postfix.log'}
+maillog_file = {pf / "postfix.log"}
 maillog_file_prefixes = {pf}
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
@@ -226,12 +237,12 @@ smtpd_tls_loglevel = 0
         conf = f"""\
 # Palais benchmark peer: self-contained Dovecot 2.3 instance (generated)
 instance_name = palaisbench-{os.getpid()}
-base_dir = {dc / 'run'}
-state_dir = {dc / 'state'}
+base_dir = {dc / "run"}
+state_dir = {dc / "state"}
 protocols = imap lmtp
 listen = 127.0.0.1
-log_path = {dc / 'dovecot.log'}
-info_log_path = {dc / 'dovecot.log'}
+log_path = {dc / "dovecot.log"}
+info_log_path = {dc / "dovecot.log"}
 default_internal_user = dovecot
 default_login_user = dovenull
 
@@ -268,7 +279,7 @@ service imap-login {{
   }}
   inet_listener imaps {{
     address = 127.0.0.1
-    port = {self._ports['imaps']}
+    port = {self._ports["imaps"]}
     ssl = yes
   }}
   process_limit = {limit}
@@ -296,7 +307,9 @@ protocol lmtp {{
         self.dc_conf.write_text(conf)
         res = _run(["doveconf", "-c", str(self.dc_conf), "-n"])
         if res.returncode != 0:
-            raise TargetUnavailable(f"doveconf rejected the configuration: {res.stderr.strip()[-600:]}")
+            raise TargetUnavailable(
+                f"doveconf rejected the configuration: {res.stderr.strip()[-600:]}"
+            )
 
     def _start_dovecot(self) -> None:
         def raise_fd_limit() -> None:
@@ -304,13 +317,15 @@ protocol lmtp {{
             want = max(soft, min(hard, 65536))
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
-        log = open(self.dir / "dovecot" / "stderr.log", "ab")
-        self._dovecot = subprocess.Popen(
-            ["dovecot", "-F", "-c", str(self.dc_conf)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            preexec_fn=raise_fd_limit, start_new_session=True,
-        )
-        log.close()
+        with open(self.dir / "dovecot" / "stderr.log", "ab") as log:
+            self._dovecot = subprocess.Popen(
+                ["dovecot", "-F", "-c", str(self.dc_conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=raise_fd_limit,
+                start_new_session=True,
+            )
         proc = self._dovecot
         try:
             wait_for_port("127.0.0.1", self._ports["imaps"], 30, alive=lambda: proc.poll() is None)
@@ -320,20 +335,26 @@ protocol lmtp {{
                     raise TargetUnavailable("Dovecot LMTP socket did not appear")
                 time.sleep(0.05)
         except TargetUnavailable as exc:
-            raise TargetUnavailable(f"Dovecot: {exc}; log: {self._tail(self.dir / 'dovecot' / 'dovecot.log')}") from exc
+            raise TargetUnavailable(
+                f"Dovecot: {exc}; log: {self._tail(self.dir / 'dovecot' / 'dovecot.log')}"
+            ) from exc
 
     def _start_postfix(self) -> None:
         conf = str(self.pf_conf)
         _run(["postfix", "-c", conf, "check"])  # creates the queue directories
         res = _run(["postfix", "-c", conf, "start"])
         if res.returncode != 0:
-            raise TargetUnavailable(f"postfix start failed: {res.stderr.strip() or res.stdout.strip()}; "
-                                    f"log: {self._tail(self.dir / 'postfix' / 'postfix.log')}")
+            raise TargetUnavailable(
+                f"postfix start failed: {res.stderr.strip() or res.stdout.strip()}; "
+                f"log: {self._tail(self.dir / 'postfix' / 'postfix.log')}"
+            )
         self._postfix_started = True
         try:
             wait_for_port("127.0.0.1", self._ports["smtps"], 30)
         except TargetUnavailable as exc:
-            raise TargetUnavailable(f"Postfix: {exc}; log: {self._tail(self.dir / 'postfix' / 'postfix.log')}") from exc
+            raise TargetUnavailable(
+                f"Postfix: {exc}; log: {self._tail(self.dir / 'postfix' / 'postfix.log')}"
+            ) from exc
 
     @staticmethod
     def _tail(path: Path, n: int = 600) -> str:
@@ -344,25 +365,23 @@ protocol lmtp {{
 
     def _postfix_master_pid(self) -> int | None:
         try:
-            return int((self.dir / "postfix" / "queue" / "pid" / "master.pid").read_text().split()[0])
+            return int(
+                (self.dir / "postfix" / "queue" / "pid" / "master.pid").read_text().split()[0]
+            )
         except (OSError, ValueError, IndexError):
             return None
 
     def stop(self) -> None:
         if self._postfix_started:
             pid = self._postfix_master_pid()
-            try:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 _run(["postfix", "-c", str(self.pf_conf), "stop"], timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
             deadline = time.monotonic() + 15
             while pid and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
             if pid and Path(f"/proc/{pid}").exists():
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
             self._postfix_started = False
         if self._dovecot is not None:
             if self._dovecot.poll() is None:
@@ -382,9 +401,11 @@ protocol lmtp {{
         return {
             "ports": dict(self._ports),
             "smtp": "Postfix smtpd, implicit TLS (wrappermode), smtpd_tls_req_ccert = yes",
-            "delivery": "Postfix lmtp -> Dovecot LMTP (unix socket) -> Maildir, mail_fsync = optimized",
+            "delivery": "Postfix lmtp -> Dovecot LMTP (unix socket) -> Maildir, "
+            "mail_fsync = optimized",
             "imap_auth": "AUTHENTICATE EXTERNAL (SASL-IR), username = certificate commonName",
-            "imap_login_mode": "high-security (service_count = 1: one imap-login + one imap process per session)",
+            "imap_login_mode": "high-security (service_count = 1: "
+            "one imap-login + one imap process per session)",
             "recipient": f"{DOSSIER_ADDRESS} (virtual alias to greffier1)",
             "workdir": str(self.dir),
         }
@@ -399,7 +420,16 @@ protocol lmtp {{
         uid, gid = self._mail_ids
         root = self.maildir(self.reader.name)
         folder = root / f".{mailbox}"
-        for d in (root, root / "cur", root / "new", root / "tmp", folder, folder / "cur", folder / "new", folder / "tmp"):
+        for d in (
+            root,
+            root / "cur",
+            root / "new",
+            root / "tmp",
+            folder,
+            folder / "cur",
+            folder / "new",
+            folder / "tmp",
+        ):
             d.mkdir(parents=True, exist_ok=True)
         (folder / "maildirfolder").touch()
         base_ts = 1_735_689_600
@@ -415,8 +445,18 @@ protocol lmtp {{
                 os.fchown(fd, uid, gid)
             finally:
                 os.close(fd)
-        for d in (self.mail_root / self.reader.name, root, root / "cur", root / "new", root / "tmp",
-                  folder, folder / "cur", folder / "new", folder / "tmp", folder / "maildirfolder"):
+        for d in (
+            self.mail_root / self.reader.name,
+            root,
+            root / "cur",
+            root / "new",
+            root / "tmp",
+            folder,
+            folder / "cur",
+            folder / "new",
+            folder / "tmp",
+            folder / "maildirfolder",
+        ):
             os.chown(d, uid, gid)
         return mailbox
 
@@ -425,7 +465,11 @@ protocol lmtp {{
     memory_exclude = frozenset({"lmtp"})
 
     def memory_root_pids(self) -> list[int]:
-        return [self._dovecot.pid] if self._dovecot is not None and self._dovecot.poll() is None else []
+        return (
+            [self._dovecot.pid]
+            if self._dovecot is not None and self._dovecot.poll() is None
+            else []
+        )
 
     def quiesce(self, timeout: float = 30.0) -> bool:
         """Wait until the Postfix queue is empty (bounded)."""

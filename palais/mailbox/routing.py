@@ -10,9 +10,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from palais.mailbox.boxes import BoxKind
 from palais.mailbox.errors import SenderMismatch
 from palais.mailbox.identity import Identity, Role
-from palais.mailbox.boxes import BoxKind
 
 
 class AddresseeKind(enum.Enum):
@@ -64,13 +64,14 @@ def check_sender(who: Identity, mail_from: str) -> None:
     )
 
 
-def plan_filing(who: Identity, recipients: Sequence[Addressee]) -> FilingPlan:
+def plan_filing(
+    who: Identity, recipients: Sequence[Addressee], dossier: str | None = None
+) -> FilingPlan:
     """One copy in the sender's Envoyés (already read), one per recipient's INBOX."""
     destinations: list[Destination] = [
         Destination(who.mailbox_owner, BoxKind.ENVOYES, frozenset({"\\Seen"}))
     ]
     seen_owners: set[str] = set()
-    dossier: str | None = None
     for rcpt in recipients:
         if rcpt.dossier and dossier is None:
             dossier = rcpt.dossier

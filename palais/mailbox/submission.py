@@ -57,14 +57,23 @@ class Accepted:
 
 
 def with_subject_prefix(data: bytes, number: str) -> bytes:
-    """The message with ``[number] `` put at the start of its Subject."""
+    """The message with its Subject starting with ``[number] ``.
+
+    A number already present later ("Re: [N] ...") moves to the front rather
+    than appearing twice.
+    """
     size = header_size(data)
     head, body = data[:size], data[size:]
     found = _SUBJECT_LINE.search(head)
-    prefix = f"[{number}] ".encode()
     if found is None:  # pragma: no cover - an empty subject is refused before
         return data
-    return head[: found.end()] + prefix + head[found.end() :] + body
+    tag = f"[{number}]".encode()
+    end = head.find(b"\n", found.end())
+    end = len(head) if end < 0 else end
+    line = head[found.end() : end]
+    if tag in line:
+        line = line.replace(tag + b" ", b"", 1).replace(tag, b"", 1)
+    return head[: found.end()] + tag + b" " + line + head[end:] + body
 
 
 def check_subject(subject: str, number: str) -> bool:
@@ -77,7 +86,7 @@ def check_subject(subject: str, number: str) -> bool:
                 f"The subject names dossier {other} but the message is for dossier {number}",
                 reason=f"subject names {other}, sent to {number}",
             )
-    return not subject.startswith(f"[{number}]")
+    return not subject.startswith(f"[{number}] ")
 
 
 class SubmissionDesk:
@@ -123,31 +132,47 @@ class SubmissionDesk:
             )
         return found
 
+    def _dossier_of(self, recipients: Sequence[Addressee], subject: str) -> str:
+        """The dossier a message belongs to: its dossier address, else its subject."""
+        dossiers = {r.dossier for r in recipients if r.dossier}
+        if len(dossiers) > 1:
+            raise NotAllowed("A message belongs to one dossier only")
+        if dossiers:
+            return dossiers.pop()
+        named = set(NUMBER_IN_TEXT.findall(subject))
+        if len(named) == 1:
+            number = named.pop()
+            if self._addresses.participants(number):
+                return number
+        raise InvalidMessage(
+            "Write to the dossier's address, or name the dossier as [YYYY-NNNNNNN] in the subject",
+            reason=f"no dossier in recipients nor subject {subject!r}",
+        )
+
     async def accept(self, who: Identity, recipients: Sequence[Addressee], data: bytes) -> Accepted:
         """Validate and file a message; durable when this returns."""
         if len(data) > self._max_size:
             raise MessageTooBig(f"Message exceeds the {self._max_size} byte limit")
-        dossiers = {r.dossier for r in recipients if r.dossier}
-        if len(dossiers) != 1:
-            raise InvalidMessage(
-                "A message must be written to the address of one dossier",
-                reason=f"dossiers among recipients: {sorted(dossiers)}",
-            )
-        (number,) = dossiers
+        summary = summarize(data)
+        number = self._dossier_of(recipients, summary.subject)
         members = self._addresses.participants(number)
+        if who.address not in members and who.mailbox_owner not in members:
+            raise NotAllowed(
+                f"You take no part in dossier {number}",
+                reason=f"{who.address} not a participant of {number}",
+            )
         for rcpt in recipients:
             if rcpt.kind is not AddresseeKind.DOSSIER and rcpt.address not in members:
                 raise NotAllowed(
                     f"<{rcpt.address}> takes no part in dossier {number}",
                     reason=f"copy to non-participant {rcpt.address} in {number}",
                 )
-        summary = summarize(data)
         if check_subject(summary.subject, number):
             data = with_subject_prefix(data, number)
             summary = summarize(data)
         if not summary.has_body:
             raise InvalidMessage("The message body is empty", reason="empty body")
-        plan = plan_filing(who, recipients)
+        plan = plan_filing(who, recipients, number)
         filed = await self._filer.file(who, data, summary, plan)
         return Accepted(
             reference=f"M{filed.message_id}", sha256=filed.sha256, size=len(data), plan=plan

@@ -67,7 +67,7 @@ def test_sender_keeps_a_copy(instance: Instance) -> None:
         assert conn.select('"Envoy&AOk-s"')[0] == "OK"
         uid = find(conn, mid)
         typ, data = conn.uid("FETCH", uid, "(FLAGS BODY.PEEK[])")
-        assert data[0][1] == raw
+        assert typ == "OK" and data[0][1] == raw
         assert b"\\Seen" in data[0][0]
     finally:
         conn.logout()
