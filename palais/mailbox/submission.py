@@ -138,10 +138,10 @@ class SubmissionDesk:
         if len(dossiers) > 1:
             raise NotAllowed("A message belongs to one dossier only")
         if dossiers:
-            return dossiers.pop()
+            return str(dossiers.pop())
         named = set(NUMBER_IN_TEXT.findall(subject))
         if len(named) == 1:
-            number = named.pop()
+            number: str = named.pop()
             if self._addresses.participants(number):
                 return number
         raise InvalidMessage(

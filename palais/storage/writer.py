@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.model import MailboxEvent
 from palais.storage.blobs import BlobLocation, BlobStore, sha256_hex
 
@@ -79,7 +80,10 @@ class CommitQueue:
 
     async def submit(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
         if not self._thread.is_alive():
-            raise RuntimeError("writer is not running")
+            # Shutting down: the client is told to come back (4xx), nothing half-done.
+            raise TemporaryFailure(
+                "The gateway is restarting, please try again shortly", reason="writer stopped"
+            )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Job(work, blobs, loop, fut))

@@ -183,7 +183,7 @@ def test_subject_prefix_added(instance: Instance) -> None:
     try:
         conn.select("INBOX")
         (uid,) = by_mid(conn, mid)
-        typ, data = conn.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        _typ, data = conn.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         assert f"[{instance.dossier['number']}] Sans numero".encode() in data[0][1]
     finally:
         conn.logout()
