@@ -233,3 +233,56 @@ def test_idle_sees_other_sessions_expunge(instance: Instance) -> None:
     finally:
         watcher.logout()
         actor.logout()
+
+
+def test_older_clients_copy_then_expunge(instance: Instance) -> None:
+    """COPY to Supprimés, \\Deleted, EXPUNGE: one deleted message, restorable."""
+    n = instance.dossier["number"]
+    mid = new_mid()
+    raw = eml(
+        instance.address("avocat1"), [instance.dossier["address"]], f"[{n}] ancien client", mid
+    )
+    with smtp(instance, "avocat1") as s:
+        s.sendmail(instance.address("avocat1"), [instance.dossier["address"]], raw)
+    conn = imap(instance, "avocat1")
+    try:
+        conn.select(SENT)
+        (uid,) = by_mid(conn, mid)
+        typ, data = conn.uid("COPY", uid, Q)
+        assert typ == "OK", data
+        conn.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
+        conn.expunge()
+        assert by_mid(conn, mid) == []
+        conn.select(Q)
+        (t_uid,) = by_mid(conn, mid)
+        conn.select(f'"Dossiers/{n}/Supprim&AOk-s"')
+        assert len(by_mid(conn, mid)) == 1
+        conn.select(Q)
+        assert conn.uid("MOVE", t_uid, f'"Dossiers/{n}/Envoy&AOk-s"')[0] == "OK"
+        conn.select(SENT)
+        assert len(by_mid(conn, mid)) == 1
+    finally:
+        conn.logout()
+
+
+def test_imap_tools_delete_and_search(instance: Instance) -> None:
+    from imap_tools import AND, MailBox
+
+    n = instance.dossier["number"]
+    mid = new_mid()
+    raw = eml(
+        instance.address("avocat2"), [instance.dossier["address"]], f"[{n}] via imap-tools", mid
+    )
+    with smtp(instance, "avocat2") as s:
+        s.sendmail(instance.address("avocat2"), [instance.dossier["address"]], raw)
+    ctx = instance.client_context("greffier1")
+    with MailBox("localhost", instance.port("imaps"), ssl_context=ctx).login(
+        instance.address("greffier1"), "ignored", initial_folder="INBOX"
+    ) as mb:
+        found = [m.uid for m in mb.fetch(AND(subject="via imap-tools"), mark_seen=False)]
+        assert len(found) >= 1
+        names = [f.name for f in mb.folder.list()]
+        assert "Supprimés" in names and f"Dossiers/{n}/Reçus" in names
+        mb.move(found[-1:], "Supprimés")
+        mb.folder.set("Supprimés")
+        assert [m.uid for m in mb.fetch(AND(subject="via imap-tools"), mark_seen=False)]
