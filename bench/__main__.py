@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as _dt
+import json
 import resource
 import shutil
 import signal
@@ -120,6 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--no-install", action="store_true", help="never apt-get install the peer's packages"
+    )
+    ap.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only rewrite the Markdown table (--markdown, default bench/RESULTS.md) from a JSON",
     )
     args = ap.parse_args(argv)
     args.only = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -336,6 +343,11 @@ def _brief(wl: str, res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        md_path = args.markdown or BENCH_DIR / "RESULTS.md"
+        md_path.write_text(report.markdown(json.loads(args.render.read_text())))
+        print(f"wrote {md_path}")
+        return 0
     p = build_params(args)
     raise_fd_limit()
     out = args.out or BENCH_DIR / "results" / ("quick.json" if args.quick else "latest.json")

@@ -207,8 +207,8 @@ def markdown(doc: dict[str, Any]) -> str:
             busy = r.get("cpu_busy_before_pct")
             if isinstance(busy, (int, float)) and busy > 15:
                 notes.append(
-                    f"- {wl} / {side}: the machine was already {busy:.0f}% busy just before "
-                    "(other processes)"
+                    f"- {wl} / {side}: the machine was already {busy:.0f}% busy in the half "
+                    "second before (other processes, or the target still busy with earlier work)"
                 )
             if r.get("errors"):
                 notes.append(

@@ -235,11 +235,31 @@ class PalaisTarget(Target):
 
     # -- hooks ------------------------------------------------------------------------
     def populate(self, mailbox: str, n: int, *, message_factory: Callable[[int], bytes]) -> str:
-        raise NotImplementedError(
-            "PalaisTarget.populate() is not implemented yet: it must store n messages "
-            "(message_factory(i), i ascending = UID order) in greffier1's mailbox directly "
-            "through palais.storage, bypassing SMTP, and return the mailbox name to SELECT"
-        )
+        """Import n messages into the service's drafts box of the first dossier.
+
+        Goes through palais.storage's bulk import (the operator's migration
+        path), committed by the same writer code as SMTP filing. The drafts box
+        keeps the reader's INBOX (used by ingest, push and memory) unchanged;
+        ``mailbox`` is only a label here.
+        """
+        from palais.mailbox.boxes import BoxKind, BoxRef
+        from palais.storage import open_storage
+        from palais.storage.bulk import import_messages
+
+        dossier = self._demo["dossiers"][0]
+        storage = open_storage(f"sqlite:///{self.dir / 'palais.db'}", self.dir / "blobs")
+        try:
+            import_messages(
+                storage,
+                owner=dossier["service_address"],
+                kind=BoxKind.BROUILLONS,
+                dossier=dossier["number"],
+                messages=(message_factory(i) for i in range(n)),
+                sender=self._demo["identities"]["greffier1"]["address"],
+            )
+        finally:
+            storage.close()
+        return BoxRef(BoxKind.BROUILLONS, dossier["number"]).name
 
     def prepare_memory(self) -> None:
         """Restart `palais serve`: the heap a Python process keeps after the earlier
