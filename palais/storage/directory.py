@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
@@ -22,6 +25,7 @@ DO = schema.table(schema.Dossier)
 PA = schema.table(schema.Participation)
 
 log = logging.getLogger("palais.storage.directory")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +38,28 @@ class DossierRecord:
 
 
 class Directory:
+    # Directory facts change rarely (a constitution, a departure); several
+    # gateway nodes share the database, so cached answers expire quickly
+    # rather than being invalidated.
+    TTL = 5.0
+
     def __init__(self, reader: Engine, writer: CommitQueue) -> None:
         self._reader = reader
         self._writer = writer
         self._by_fingerprint: dict[str, Identity] = {}
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def _cached(self, kind: str, key: str, compute: Callable[[], T]) -> T:
+        now = time.monotonic()
+        hit = self._cache.get((kind, key))
+        if hit is not None and hit[0] > now:
+            value: T = hit[1]
+            return value
+        value = compute()
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[(kind, key)] = (now + self.TTL, value)
+        return value
 
     # -- identities ------------------------------------------------------------
 
@@ -143,6 +165,9 @@ class Directory:
 
     def resolve(self, address: str) -> Addressee | None:
         addr = address.strip().lower()
+        return self._cached("resolve", addr, lambda: self._resolve(addr))
+
+    def _resolve(self, addr: str) -> Addressee | None:
         with self._reader.connect() as conn:
             d = conn.execute(
                 select(DO.c.number, SV.c.address.label("service"))
@@ -182,6 +207,9 @@ class Directory:
     def participants(self, number: str) -> frozenset[str]:
         """Addresses that take part in a dossier: its service and the service's
         clerks, its constituted lawyers, its magistrates and its court system."""
+        return self._cached("participants", number, lambda: self._participants(number))
+
+    def _participants(self, number: str) -> frozenset[str]:
         with self._reader.connect() as conn:
             d = conn.execute(
                 select(DO.c.id, DO.c.service_id, SV.c.address)

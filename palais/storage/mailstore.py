@@ -44,6 +44,7 @@ from palais.mailbox.routing import FilingPlan
 from palais.storage import schema
 from palais.storage.blobs import BlobLocation, BlobStore, sha256_hex
 from palais.storage.hub import EventHub
+from palais.storage.rows import rows_for
 from palais.storage.writer import CommitQueue, WriteContext
 
 MB = schema.table(schema.Mailbox)
@@ -118,37 +119,37 @@ class FiledMessage:
 
 
 def _allocate(conn: Connection, mailbox_id: int, count: int) -> tuple[int, int, int]:
-    """Reserve ``count`` UIDs and a new modseq; returns (first uid, modseq, uidvalidity)."""
-    conn.execute(
-        update(MB)
-        .where(MB.c.id == mailbox_id)
-        .values(uidnext=MB.c.uidnext + count, highestmodseq=MB.c.highestmodseq + 1)
+    """Reserve ``count`` UIDs and a new modseq; returns (first uid, modseq, uidvalidity).
+
+    One UPDATE ... RETURNING: it also locks the box's row on PostgreSQL, so
+    that several nodes never hand out the same UID.
+    """
+    row = rows_for(conn).one(
+        "UPDATE mailbox SET uidnext = uidnext + ?, highestmodseq = highestmodseq + 1"
+        " WHERE id = ? RETURNING uidnext, highestmodseq, uidvalidity",
+        (count, mailbox_id),
     )
-    row = conn.execute(
-        select(MB.c.uidnext, MB.c.highestmodseq, MB.c.uidvalidity).where(MB.c.id == mailbox_id)
-    ).one()
-    return int(row.uidnext) - count, int(row.highestmodseq), int(row.uidvalidity)
+    assert row is not None
+    return int(row[0]) - count, int(row[1]), int(row[2])
 
 
 def _bump_modseq(conn: Connection, mailbox_id: int) -> int:
-    conn.execute(
-        update(MB).where(MB.c.id == mailbox_id).values(highestmodseq=MB.c.highestmodseq + 1)
+    row = rows_for(conn).one(
+        "UPDATE mailbox SET highestmodseq = highestmodseq + 1 WHERE id = ? RETURNING highestmodseq",
+        (mailbox_id,),
     )
-    return int(conn.execute(select(MB.c.highestmodseq).where(MB.c.id == mailbox_id)).scalar_one())
+    assert row is not None
+    return int(row[0])
 
 
 def _store_blob(conn: Connection, sha: str, where: BlobLocation) -> None:
-    res = conn.execute(update(BL).where(BL.c.sha256 == sha).values(refcount=BL.c.refcount + 1))
-    if res.rowcount == 0:
-        conn.execute(
-            insert(BL).values(
-                sha256=sha,
-                segment=where.segment,
-                offset=where.offset,
-                length=where.length,
-                refcount=1,
-            )
-        )
+    # A second copy of the same bytes only takes a reference; its appended
+    # bytes in the pack stay unreferenced (reclaimed by compaction).
+    rows_for(conn).run(
+        'INSERT INTO blob (sha256, segment, "offset", length, refcount) VALUES (?, ?, ?, ?, 1)'
+        " ON CONFLICT (sha256) DO UPDATE SET refcount = blob.refcount + 1",
+        (sha, where.segment, where.offset, where.length),
+    )
 
 
 def _insert_message(
@@ -164,32 +165,51 @@ def _insert_message(
 ) -> tuple[int, str]:
     sha = sha256_hex(data)
     _store_blob(conn, sha, ctx.locations[sha])
-    res = conn.execute(
-        insert(MS).values(
-            blob=sha,
-            size=len(data),
-            header_size=summary.header_size,
-            internaldate=internaldate,
-            sent_date=summary.sent_date,
-            message_id=summary.message_id,
-            subject=summary.subject,
-            from_addr=summary.from_addr,
-            to_addr=summary.to_addr,
-            cc_addr=summary.cc_addr,
-            bcc_addr=summary.bcc_addr,
-            sender=sender,
-            sender_fingerprint=fingerprint,
-            dossier_id=dossier_id,
-        )
+    row = rows_for(conn).one(
+        "INSERT INTO message (blob, size, header_size, internaldate, sent_date, message_id,"
+        " subject, from_addr, to_addr, cc_addr, bcc_addr, sender, sender_fingerprint, dossier_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            sha,
+            len(data),
+            summary.header_size,
+            _when(conn, internaldate),
+            _when(conn, summary.sent_date),
+            summary.message_id,
+            summary.subject,
+            summary.from_addr,
+            summary.to_addr,
+            summary.cc_addr,
+            summary.bcc_addr,
+            sender,
+            fingerprint,
+            dossier_id,
+        ),
     )
-    pk = res.inserted_primary_key
-    assert pk is not None
-    return int(pk[0]), sha
+    assert row is not None
+    return int(row[0]), sha
 
 
-def _box_id(conn: Connection, owner: str, ref: BoxRef) -> int | None:
+def _when(conn: Connection, value: datetime | None) -> Any:
+    """A timestamp as SQLAlchemy's DateTime column would have stored it."""
+    if value is None or conn.dialect.name != "sqlite":
+        return value
+    # SQLAlchemy keeps SQLite datetimes as naive UTC text; do the same.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _box_id(
+    conn: Connection, owner: str, ref: BoxRef, cache: dict[Any, Any] | None = None
+) -> int | None:
+    key = ("box", owner, ref.name)
+    if cache is not None and key in cache:
+        return int(cache[key])
     box = conn.execute(select(MB.c.id).where(MB.c.owner == owner, MB.c.name == ref.name)).scalar()
-    return None if box is None else int(box)
+    if box is None:
+        return None
+    if cache is not None:
+        cache[key] = int(box)  # boxes are never renamed nor removed
+    return int(box)
 
 
 def _place(
@@ -203,33 +223,26 @@ def _place(
     origin: BoxKind | None = None,
 ) -> dict[int, int]:
     """Put a message in an owner's box (both views); returns {mailbox id: uid}."""
-    res = conn.execute(
-        insert(PL).values(
-            owner=owner,
-            message_id=message_id,
-            kind=kind.value,
-            dossier=dossier,
-            origin=origin.value if origin else None,
-        )
+    rows = rows_for(conn)
+    row = rows.one(
+        "INSERT INTO placement (owner, message_id, kind, dossier, origin)"
+        " VALUES (?, ?, ?, ?, ?) RETURNING id",
+        (owner, message_id, kind.value, dossier, origin.value if origin else None),
     )
-    assert res.inserted_primary_key is not None
-    placement = int(res.inserted_primary_key[0])
+    assert row is not None
+    placement = int(row[0])
     refs = [BoxRef(kind, None)] + ([BoxRef(kind, dossier)] if dossier else [])
     uids: dict[int, int] = {}
+    text = encode_flags(flags)
     for ref in refs:
-        box = _box_id(conn, owner, ref)
+        box = _box_id(conn, owner, ref, ctx.cache)
         if box is None:
             continue  # an owner without access to that dossier only has the global view
         first, modseq, _ = _allocate(conn, box, 1)
-        conn.execute(
-            insert(EN).values(
-                mailbox_id=box,
-                uid=first,
-                message_id=message_id,
-                placement_id=placement,
-                flags=encode_flags(flags),
-                modseq=modseq,
-            )
+        rows.run(
+            "INSERT INTO entry (mailbox_id, uid, message_id, placement_id, flags, modseq)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (box, first, message_id, placement, text, modseq),
         )
         ctx.events.append(MailboxEvent(box, "exists", first, flags, modseq))
         uids[box] = first
@@ -341,6 +354,7 @@ class MailStore:
         self._blobs = blobs
         self._hub = hub
         self._owners: dict[int, str] = {}
+        self._dossier_ids: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------
 
@@ -794,9 +808,13 @@ class MailStore:
         """
         dossier_id: int | None = None
         if plan.dossier is not None:
-            dossier_id = self._read(
-                lambda c: c.execute(select(DO.c.id).where(DO.c.number == plan.dossier)).scalar()
-            )
+            dossier_id = self._dossier_ids.get(plan.dossier)
+            if dossier_id is None:
+                dossier_id = self._read(
+                    lambda c: c.execute(select(DO.c.id).where(DO.c.number == plan.dossier)).scalar()
+                )
+                if dossier_id is not None:
+                    self._dossier_ids[plan.dossier] = dossier_id
         now = datetime.now(UTC)
 
         def work(conn: Connection, ctx: WriteContext) -> FiledMessage:
@@ -811,19 +829,13 @@ class MailStore:
                 dossier_id=dossier_id,
             )
             if summary.message_id:
-                drafts = (
-                    conn.execute(
-                        select(PL.c.id)
-                        .join(MS, MS.c.id == PL.c.message_id)
-                        .where(
-                            PL.c.owner == who.mailbox_owner,
-                            PL.c.kind == BoxKind.BROUILLONS.value,
-                            MS.c.message_id == summary.message_id,
-                        )
-                    )
-                    .scalars()
-                    .all()
+                cur = rows_for(conn)
+                draft_rows = cur.all(
+                    "SELECT p.id FROM placement p JOIN message m ON m.id = p.message_id"
+                    " WHERE p.owner = ? AND p.kind = ? AND m.message_id = ?",
+                    (who.mailbox_owner, BoxKind.BROUILLONS.value, summary.message_id),
                 )
+                drafts = [r[0] for r in draft_rows]
                 for draft in drafts:
                     _drop_placement(conn, ctx, int(draft))
             uids: dict[str, int] = {}

@@ -34,6 +34,9 @@ class WriteContext:
     locations: dict[str, BlobLocation] = field(default_factory=dict)
     events: list[MailboxEvent] = field(default_factory=list)
     erase_after_commit: list[BlobLocation] = field(default_factory=list)
+    # Facts that never change once written (a box's id by owner and name),
+    # shared by every job of this writer.
+    cache: dict[Any, Any] = field(default_factory=dict)
 
 
 Work = Callable[[Connection, WriteContext], T]
@@ -68,6 +71,7 @@ class CommitQueue:
         self._thread = threading.Thread(target=self._run, name="palais-writer", daemon=True)
         self.batches = 0
         self.jobs = 0
+        self._cache: dict[Any, Any] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -92,7 +96,7 @@ class CommitQueue:
     def run_now(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
         """Run a job synchronously in the caller's thread (CLI, before start)."""
         assert not self._thread.is_alive(), "run_now is for when the writer is stopped"
-        ctx = WriteContext()
+        ctx = WriteContext(cache=self._cache)
         for data in blobs:
             ctx.locations[sha256_hex(data)] = self._blobs.append(data)
         self._blobs.sync()
@@ -127,6 +131,7 @@ class CommitQueue:
         outcomes: list[tuple[bool, Any]] = []
         try:
             for job in batch:
+                job.context.cache = self._cache
                 for data in job.blobs:
                     job.context.locations[sha256_hex(data)] = self._blobs.append(data)
             self._blobs.sync()
