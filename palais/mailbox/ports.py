@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import bisect
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Protocol
 
@@ -20,6 +22,121 @@ from palais.mailbox.model import (
 )
 
 Unsubscribe = Callable[[], None]
+
+_SEEN = "\\Seen"
+
+
+class EntryTable:
+    """Every entry of one box at one instant, in UID order, as compact arrays.
+
+    What SELECT, flag searches and FETCH of UID/FLAGS/MODSEQ need, without
+    one Python object per message: ``uids`` (array "I"), ``modseqs`` (array
+    "Q") and ``flag_ids`` (array "H" or "I"), an index into ``flag_sets`` (a
+    box holds a handful of distinct flag sets). ``counts[i]`` is how many
+    entries have ``flag_sets[i]``. A table is never modified once built: a
+    store may hand the same one to every session of the box. Iterating gives
+    ``Entry`` objects (convenient, not fast).
+    """
+
+    __slots__ = (
+        "counts",
+        "flag_ids",
+        "flag_sets",
+        "highestmodseq",
+        "modseqs",
+        "uidnext",
+        "uids",
+    )
+
+    def __init__(
+        self,
+        uids: array[int],
+        modseqs: array[int],
+        flag_ids: array[int],
+        flag_sets: Sequence[frozenset[str]],
+        counts: Sequence[int],
+        *,
+        highestmodseq: int = 0,
+        uidnext: int = 0,
+    ) -> None:
+        self.uids = uids
+        self.modseqs = modseqs
+        self.flag_ids = flag_ids
+        self.flag_sets = tuple(flag_sets)
+        self.counts = tuple(counts)
+        # The box's own highestmodseq is at least its entries' (given by a store).
+        self.highestmodseq = highestmodseq or max(modseqs, default=0)
+        self.uidnext = max(uidnext, (uids[-1] + 1) if uids else 1)
+
+    @classmethod
+    def build(
+        cls,
+        entries: Iterable[tuple[int, frozenset[str], int]],
+        *,
+        highestmodseq: int = 0,
+        uidnext: int = 0,
+    ) -> EntryTable:
+        """From (uid, flags, modseq) in ascending UID order."""
+        uids: array[int] = array("I")
+        modseqs: array[int] = array("Q")
+        ids: list[int] = []
+        index: dict[frozenset[str], int] = {}
+        for uid, flags, modseq in entries:
+            uids.append(uid)
+            modseqs.append(modseq)
+            ids.append(index.setdefault(flags, len(index)))
+        counts = [0] * len(index)
+        for i in ids:
+            counts[i] += 1
+        return cls(
+            uids,
+            modseqs,
+            flag_id_array(ids, len(index)),
+            list(index),
+            counts,
+            highestmodseq=highestmodseq,
+            uidnext=uidnext,
+        )
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def __iter__(self) -> Iterator[Entry]:
+        sets = self.flag_sets
+        for uid, fid, modseq in zip(self.uids, self.flag_ids, self.modseqs, strict=True):
+            yield Entry(uid, sets[fid], modseq)
+
+    def flags_at(self, i: int) -> frozenset[str]:
+        return self.flag_sets[self.flag_ids[i]]
+
+    def index_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i
+        return None
+
+    @property
+    def unseen(self) -> int:
+        return sum(
+            n for n, flags in zip(self.counts, self.flag_sets, strict=True) if _SEEN not in flags
+        )
+
+    def first_unseen(self) -> int | None:
+        """Index of the first entry without \\Seen."""
+        found: int | None = None
+        for fid, (n, flags) in enumerate(zip(self.counts, self.flag_sets, strict=True)):
+            if n and _SEEN not in flags:
+                stop = len(self.flag_ids) if found is None else found
+                try:
+                    found = self.flag_ids.index(fid, 0, stop)
+                except ValueError:
+                    continue
+        return found
+
+
+def flag_id_array(ids: Iterable[int], distinct: int) -> array[int]:
+    """Flag-set numbers in the smallest array type that holds them."""
+    return array("H" if distinct <= 0xFFFF else "I", ids)
 
 
 class MailAccess(Protocol):
@@ -39,8 +156,12 @@ class MailAccess(Protocol):
         """One box's current status; raises NoSuchMailbox."""
         ...
 
-    async def entries(self, who: Identity, mailbox_id: int) -> list[Entry]:
-        """All entries in UID order: uid, flags as this identity sees them, modseq."""
+    async def entries(self, who: Identity, mailbox_id: int) -> EntryTable:
+        """All entries in UID order: uid, flags as this identity sees them, modseq.
+
+        Cheap to call again while the box has not changed (a store may keep
+        the table and bring it up to date from what changed since).
+        """
         ...
 
     async def records(

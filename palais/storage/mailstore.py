@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
+import weakref
+from array import array
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -39,7 +43,7 @@ from palais.mailbox.model import (
     SpecialUse,
     StoreResult,
 )
-from palais.mailbox.ports import Unsubscribe
+from palais.mailbox.ports import EntryTable, Unsubscribe, flag_id_array
 from palais.mailbox.routing import FilingPlan
 from palais.storage import schema
 from palais.storage.blobs import BlobLocation, BlobStore, sha256_hex
@@ -381,15 +385,33 @@ class MailStore:
         boxes = conn.execute(q.order_by(MB.c.id)).all()
         if not boxes:
             return []
-        unseen_expr = func.sum(case((EN.c.flags.like("%\\Seen%", escape="!"), 0), else_=1))
-        counts = {
-            r.mailbox_id: (int(r.n), int(r.unseen or 0))
+        # Counts come from what the read cache knows for the box's current
+        # key (a table kept for SELECT, or counts taken earlier); only the
+        # other boxes have their entries counted.
+        cache = _read_cache(self)
+        counts: dict[int, tuple[int, int]] = {}
+        keys: dict[int, _BoxKey] = {}
+        for b in boxes:
+            key = (int(b.uidvalidity), int(b.highestmodseq), int(b.uidnext))
+            known = cache.counts_for(b.id, key)
+            if known is None and cache.has_table(b.id):
+                table = cache.table(conn, b.id, key)
+                known = (len(table), table.unseen)
+            if known is not None:
+                counts[b.id] = known
+            else:
+                keys[b.id] = key
+        if keys:
+            unseen_expr = func.sum(case((EN.c.flags.like("%\\Seen%", escape="!"), 0), else_=1))
             for r in conn.execute(
                 select(EN.c.mailbox_id, func.count().label("n"), unseen_expr.label("unseen"))
-                .where(EN.c.mailbox_id.in_([b.id for b in boxes]))
+                .where(EN.c.mailbox_id.in_(list(keys)))
                 .group_by(EN.c.mailbox_id)
-            )
-        }
+            ):
+                counts[r.mailbox_id] = (int(r.n), int(r.unseen or 0))
+            for box_id, key in keys.items():
+                n, unseen = counts.setdefault(box_id, (0, 0))
+                cache.remember_counts(box_id, key, n, unseen)
         return [
             MailboxInfo(
                 id=b.id,
@@ -436,25 +458,24 @@ class MailStore:
             raise NoSuchMailbox(f"No mailbox named {name}")
         return infos[0]
 
-    async def entries(self, who: Identity, mailbox_id: int) -> list[Entry]:
+    async def entries(self, who: Identity, mailbox_id: int) -> EntryTable:
         self._check_owner(who, mailbox_id)
 
-        def run(conn: Connection) -> list[tuple[int, str, int]]:
-            # Straight from the driver: SELECT of a 100,000-message box spends
-            # its time here, and SQLAlchemy's result layer costs ten times the query.
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cur.execute(
-                    f"SELECT uid, flags, modseq FROM entry WHERE mailbox_id = {mark} ORDER BY uid",
-                    (mailbox_id,),
+        def run(conn: Connection) -> EntryTable:
+            # The mailbox row first: it opens the read transaction, so the
+            # entries read next are those of this very key.
+            row = conn.execute(
+                select(MB.c.uidvalidity, MB.c.highestmodseq, MB.c.uidnext).where(
+                    MB.c.id == mailbox_id
                 )
-                return list(cur.fetchall())
-            finally:
-                cur.close()
+            ).first()
+            if row is None:
+                raise NoSuchMailbox(reason=f"box {mailbox_id} is gone")
+            key = (int(row.uidvalidity), int(row.highestmodseq), int(row.uidnext))
+            return _read_cache(self).table(conn, mailbox_id, key)
 
-        rows = self._read(run)
-        return [Entry(uid, decode_flags(flags), modseq) for uid, flags, modseq in rows]
+        table: EntryTable = self._read(run)
+        return table
 
     async def records(
         self, who: Identity, mailbox_id: int, uids: Sequence[int]
@@ -831,9 +852,10 @@ class MailStore:
             if summary.message_id:
                 cur = rows_for(conn)
                 draft_rows = cur.all(
-                    "SELECT p.id FROM placement p JOIN message m ON m.id = p.message_id"
-                    " WHERE p.owner = ? AND p.kind = ? AND m.message_id = ?",
-                    (who.mailbox_owner, BoxKind.BROUILLONS.value, summary.message_id),
+                    # Through the Message-ID index first: the sender's placements grow.
+                    "SELECT id FROM placement WHERE message_id IN"
+                    " (SELECT id FROM message WHERE message_id = ?) AND owner = ? AND kind = ?",
+                    (summary.message_id, who.mailbox_owner, BoxKind.BROUILLONS.value),
                 )
                 drafts = [r[0] for r in draft_rows]
                 for draft in drafts:
@@ -881,3 +903,178 @@ def _dossier_from_recipients(conn: Connection, summary: MessageSummary) -> str |
 def _listing_order(info: MailboxInfo) -> tuple[int, str]:
     order = {ref.name: i for i, ref in enumerate(GLOBAL_BOXES)}
     return (order.get(info.name, len(order)), info.name)
+
+
+# -- the read side's memory of big boxes -----------------------------------------
+
+# uidvalidity, highestmodseq, uidnext of a box. Every change to a box's
+# entries moves its highestmodseq (CONDSTORE needs it), in the same commit,
+# whichever process makes it: what was read at one key holds while the
+# mailbox row still shows that key.
+_BoxKey = tuple[int, int, int]
+
+# Entries kept over all cached tables (about 14 bytes each).
+_TABLE_BUDGET = 2_000_000
+# Past this many changed entries, reading the whole box again is cheaper.
+_REFRESH_LIMIT = 20_000
+# Bound on the boxes whose bare counts are remembered.
+_COUNTS_LIMIT = 100_000
+
+
+class _ReadCache:
+    """Entry tables of recently selected boxes, and counts of others, by key.
+
+    A table whose key is behind is brought forward from the entries with a
+    higher modseq (an index read) rather than read again: a new message or a
+    flag change costs a few rows, not the box. Tables are never modified in
+    place (sessions may hold them); bringing one forward builds a new one.
+    """
+
+    __slots__ = ("counts", "tables")
+
+    def __init__(self) -> None:
+        self.tables: OrderedDict[int, tuple[_BoxKey, EntryTable]] = OrderedDict()
+        self.counts: dict[int, tuple[_BoxKey, int, int]] = {}
+
+    def has_table(self, box_id: int) -> bool:
+        return box_id in self.tables
+
+    def counts_for(self, box_id: int, key: _BoxKey) -> tuple[int, int] | None:
+        known = self.counts.get(box_id)
+        if known is None or known[0] != key:
+            return None
+        return known[1], known[2]
+
+    def remember_counts(self, box_id: int, key: _BoxKey, messages: int, unseen: int) -> None:
+        if len(self.counts) >= _COUNTS_LIMIT:
+            self.counts.clear()
+        self.counts[box_id] = (key, messages, unseen)
+
+    def table(self, conn: Connection, box_id: int, key: _BoxKey) -> EntryTable:
+        """The box's entries at ``key``; ``conn`` must have read ``key`` in its transaction."""
+        cached = self.tables.get(box_id)
+        table: EntryTable | None = None
+        if cached is not None:
+            old_key, old = cached
+            if old_key == key:
+                self.tables.move_to_end(box_id)
+                return old
+            if old_key[0] == key[0] and old_key[1] < key[1]:
+                table = _advance_table(conn, box_id, old, old_key[1], key)
+        if table is None:
+            table = _load_table(conn, box_id, key)
+        self._keep(box_id, key, table)
+        return table
+
+    def _keep(self, box_id: int, key: _BoxKey, table: EntryTable) -> None:
+        self.tables[box_id] = (key, table)
+        self.tables.move_to_end(box_id)
+        self.remember_counts(box_id, key, len(table), table.unseen)
+        total = sum(len(t) for _, t in self.tables.values())
+        while total > _TABLE_BUDGET and len(self.tables) > 1:
+            _, (_, dropped) = self.tables.popitem(last=False)
+            total -= len(dropped)
+
+
+_READ_CACHES: weakref.WeakKeyDictionary[MailStore, _ReadCache] = weakref.WeakKeyDictionary()
+
+
+def _read_cache(store: MailStore) -> _ReadCache:
+    cache = _READ_CACHES.get(store)
+    if cache is None:
+        cache = _READ_CACHES[store] = _ReadCache()
+    return cache
+
+
+def _driver(conn: Connection) -> tuple[Any, str]:
+    """A DB-API cursor in ``conn``'s transaction, and its parameter mark.
+
+    Whole-box reads go straight to the driver: for 100,000 rows SQLAlchemy's
+    result layer costs several times the query.
+    """
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return conn.connection.dbapi_connection.cursor(), mark  # type: ignore[union-attr]
+
+
+def _load_table(conn: Connection, box_id: int, key: _BoxKey) -> EntryTable:
+    cur, mark = _driver(conn)
+    try:
+        cur.execute(
+            f"SELECT uid, flags, modseq FROM entry WHERE mailbox_id = {mark} ORDER BY uid",
+            (box_id,),
+        )
+        uids: array[int] = array("I")
+        modseqs: array[int] = array("Q")
+        texts: list[str] = []
+        add_uid, add_modseq, add_text = uids.append, modseqs.append, texts.append
+        for uid, text, modseq in cur:
+            add_uid(uid)
+            add_text(text)
+            add_modseq(modseq)
+    finally:
+        cur.close()
+    seen = Counter(texts)
+    distinct = list(seen)
+    position = {text: i for i, text in enumerate(distinct)}
+    return EntryTable(
+        uids,
+        modseqs,
+        flag_id_array(map(position.__getitem__, texts), len(distinct)),
+        [decode_flags(t) for t in distinct],
+        [seen[t] for t in distinct],
+        highestmodseq=key[1],
+        uidnext=key[2],
+    )
+
+
+def _advance_table(
+    conn: Connection, box_id: int, old: EntryTable, since: int, key: _BoxKey
+) -> EntryTable | None:
+    """``old`` (read at modseq ``since``) brought to ``key``; None: read the box again."""
+    cur, mark = _driver(conn)
+    try:
+        cur.execute(
+            "SELECT uid, flags, modseq FROM entry"
+            f" WHERE mailbox_id = {mark} AND modseq > {mark} ORDER BY uid",
+            (box_id, since),
+        )
+        changed = cur.fetchmany(_REFRESH_LIMIT + 1)
+        if len(changed) > _REFRESH_LIMIT:
+            return None
+        cur.execute(f"SELECT count(*) FROM entry WHERE mailbox_id = {mark}", (box_id,))
+        (present,) = cur.fetchone()
+        uids, modseqs, fids = old.uids[:], old.modseqs[:], old.flag_ids[:]
+        sets, counts = list(old.flag_sets), list(old.counts)
+        position = {flags: i for i, flags in enumerate(sets)}
+        for uid, text, modseq in changed:
+            flags = decode_flags(text)
+            fid = position.get(flags)
+            if fid is None:
+                fid = position[flags] = len(sets)
+                sets.append(flags)
+                counts.append(0)
+                if fid > 0xFFFF and fids.typecode == "H":
+                    fids = array("I", fids)
+            i = bisect.bisect_left(uids, uid)
+            if i < len(uids) and uids[i] == uid:
+                counts[fids[i]] -= 1
+                fids[i] = fid
+                modseqs[i] = modseq
+            else:  # new entries have the highest UIDs: this appends
+                uids.insert(i, uid)
+                fids.insert(i, fid)
+                modseqs.insert(i, modseq)
+            counts[fid] += 1
+        if len(uids) != int(present):
+            # Expunged entries leave no row behind: find them by difference.
+            cur.execute(f"SELECT uid FROM entry WHERE mailbox_id = {mark} ORDER BY uid", (box_id,))
+            still = {int(r[0]) for r in cur}
+            gone = [i for i, uid in enumerate(uids) if uid not in still]
+            if len(uids) - len(gone) != len(still):
+                return None  # rows we have not seen: concurrent changes, start over
+            for i in reversed(gone):
+                counts[fids[i]] -= 1
+                del uids[i], fids[i], modseqs[i]
+    finally:
+        cur.close()
+    return EntryTable(uids, modseqs, fids, sets, counts, highestmodseq=key[1], uidnext=key[2])
