@@ -198,7 +198,72 @@ class PalaisSMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         if not await self._gate():
             return
-        await super().smtp_DATA(arg)
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content = await self._read_data()
+        if content is None:
+            self._set_post_data_state()
+            await self.push("552 5.3.4 Message exceeds the size limit")
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def _read_data(self) -> bytes | None:
+        """The message up to <CRLF>.<CRLF>, dot-unstuffed; None if over the size limit.
+
+        aiosmtpd reads DATA one line at a time (an await per line); reading up
+        to the terminator in one go is what lets ingest keep up.
+        """
+        reader = self._reader
+        limit = self.data_size_limit or 0
+        saved = reader._limit  # type: ignore[attr-defined]
+        # The stream's limit is the command-line limit; a body chunk may be larger.
+        reader._limit = (limit or 1 << 30) + 5  # type: ignore[attr-defined]
+        parts: list[bytes] = []
+        size = 0
+        too_big = False
+        tail = b""
+        try:
+            while True:
+                try:
+                    chunk = await reader.readuntil(b".\r\n")
+                except asyncio.LimitOverrunError as e:
+                    chunk = await reader.readexactly(e.consumed)
+                size += len(chunk)
+                if limit and size > limit + 5:
+                    too_big = True
+                    parts.clear()
+                else:
+                    parts.append(chunk)
+                # ".\r\n" ends the data only at the start of a line.
+                tail = (tail + chunk)[-5:]
+                if tail == b"\r\n.\r\n" or (size == 3 and chunk == b".\r\n"):
+                    break
+        finally:
+            reader._limit = saved  # type: ignore[attr-defined]
+        if too_big:
+            return None
+        raw = b"".join(parts)
+        if raw.startswith(b".\r\n"):
+            body = b""
+        else:
+            body = raw[:-3]  # keep the final CRLF, drop ".\r\n"
+        if body.startswith(b"."):
+            body = body[1:]
+        body = body.replace(b"\r\n.", b"\r\n")
+        if limit and len(body) > limit:
+            return None
+        return body
 
     async def smtp_VRFY(self, arg: str) -> None:
         await self.push("252 2.5.0 Cannot VRFY; send the message and the reply will tell")

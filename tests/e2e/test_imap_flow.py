@@ -140,3 +140,25 @@ def test_imap_tools_client(instance: Instance) -> None:
             if m.headers.get("message-id", ("",))[0] == mid
         ]
         assert subjects == [f"[{instance.dossier['number']}] imap-tools"]
+
+
+def test_dot_stuffing_round_trip(instance: Instance) -> None:
+    """Lines starting with a dot, or ending with one, come back byte-exact."""
+    mid = f"<{uuid.uuid4().hex}@avocats.palais.test>"
+    raw = (
+        f"From: {instance.address('avocat1')}\r\nTo: {instance.dossier['address']}\r\n"
+        f"Subject: [{instance.dossier['number']}] points\r\nMessage-ID: {mid}\r\n\r\n"
+        ".premiere ligne\r\netc.\r\n..deux points\r\n.\r\nfin.\r\n"
+    ).encode()
+    with smtplib.SMTP_SSL(
+        "localhost", instance.port("smtps"), context=instance.client_context("avocat1")
+    ) as s:
+        s.sendmail(instance.address("avocat1"), [instance.dossier["address"]], raw)
+    conn = imap(instance, "greffier1")
+    try:
+        conn.select("INBOX")
+        uid = find(conn, mid)
+        typ, data = conn.uid("FETCH", uid, "(BODY.PEEK[])")
+        assert typ == "OK" and data[0][1] == raw
+    finally:
+        conn.logout()
