@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import NullPool
 
 
 def is_sqlite(url: str) -> bool:
@@ -17,9 +16,10 @@ def make_engine(url: str, *, writer: bool) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=5 if writer else 10)
     engine = create_engine(
         url,
-        # The writer keeps one connection for its thread; readers may come
-        # from the event loop and from worker threads.
-        poolclass=NullPool if writer else None,
+        # The writer keeps its one connection open (opening one per batch
+        # cost as much as the batch); readers pool theirs.
+        pool_size=1 if writer else 5,
+        max_overflow=0 if writer else 10,
         connect_args={"check_same_thread": False, "timeout": 30},
     )
 
