@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -72,6 +73,7 @@ class CommitQueue:
         self.batches = 0
         self.jobs = 0
         self._cache: dict[Any, Any] = {}
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palais-fsync")
 
     def start(self) -> None:
         self._thread.start()
@@ -81,6 +83,7 @@ class CommitQueue:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+        self._syncer.shutdown(wait=True)
 
     async def submit(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
         if not self._thread.is_alive():
@@ -134,7 +137,9 @@ class CommitQueue:
                 job.context.cache = self._cache
                 for data in job.blobs:
                     job.context.locations[sha256_hex(data)] = self._blobs.append(data)
-            self._blobs.sync()
+            # The pack's fdatasync runs while the rows are written; the commit
+            # waits for it, so no row ever points at bytes not yet on disk.
+            synced = self._syncer.submit(self._blobs.sync)
             with self._engine.begin() as conn:
                 for job in batch:
                     savepoint = conn.begin_nested()
@@ -148,6 +153,7 @@ class CommitQueue:
                     else:
                         savepoint.commit()
                         outcomes.append((True, result))
+                synced.result()
         except Exception as error:
             log.exception("commit of a batch of %d jobs failed", len(batch))
             outcomes = [(False, error)] * len(batch)
