@@ -254,10 +254,8 @@ class PalaisSMTP(SMTP):
         if too_big:
             return None
         raw = b"".join(parts)
-        if raw.startswith(b".\r\n"):
-            body = b""
-        else:
-            body = raw[:-3]  # keep the final CRLF, drop ".\r\n"
+        # Keep the final CRLF, drop ".\r\n"; a lone ".\r\n" is an empty message.
+        body = b"" if raw.startswith(b".\r\n") else raw[:-3]
         if body.startswith(b"."):
             body = body[1:]
         body = body.replace(b"\r\n.", b"\r\n")

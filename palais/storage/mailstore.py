@@ -46,7 +46,7 @@ from palais.mailbox.model import (
 from palais.mailbox.ports import EntryTable, Unsubscribe, flag_id_array
 from palais.mailbox.routing import FilingPlan
 from palais.storage import schema
-from palais.storage.blobs import BlobLocation, BlobStore, sha256_hex
+from palais.storage.blobs import BlobCorrupted, BlobLocation, BlobStore, sha256_hex
 from palais.storage.hub import EventHub
 from palais.storage.rows import rows_for
 from palais.storage.writer import CommitQueue, WriteContext
@@ -359,6 +359,7 @@ class MailStore:
         self._hub = hub
         self._owners: dict[int, str] = {}
         self._dossier_ids: dict[str, int] = {}
+        self._locations: dict[str, BlobLocation] = {}
 
     # -- helpers -------------------------------------------------------------
 
@@ -485,42 +486,50 @@ class MailStore:
 
         def run(conn: Connection) -> list[MessageRecord]:
             out: list[MessageRecord] = []
-            for part in _chunks(wanted):
-                rows = conn.execute(
-                    select(
-                        EN.c.uid,
-                        EN.c.flags,
-                        EN.c.modseq,
-                        MS.c.internaldate,
-                        MS.c.size,
-                        MS.c.blob,
-                        MS.c.header_size,
-                    )
-                    .join(MS, MS.c.id == EN.c.message_id)
-                    .where(EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part))
-                    .order_by(EN.c.uid)
-                ).all()
-                for r in rows:
-                    when = r.internaldate
-                    if when.tzinfo is None:  # SQLite drops the zone; we store UTC
-                        when = when.replace(tzinfo=UTC)
-                    out.append(
-                        MessageRecord(
-                            uid=int(r.uid),
-                            flags=decode_flags(r.flags),
-                            modseq=int(r.modseq),
-                            internaldate=when,
-                            size=int(r.size),
-                            blob=r.blob,
-                            header_size=int(r.header_size),
+            add = out.append
+            cur, mark = _driver(conn)
+            base = (
+                "SELECT e.uid, e.flags, e.modseq, m.internaldate, m.size, m.blob, m.header_size"
+                f" FROM entry e JOIN message m ON m.id = e.message_id WHERE e.mailbox_id = {mark}"
+            )
+            try:
+                for part in _chunks(wanted):
+                    lo, hi = part[0], part[-1]
+                    if hi - lo < 2 * len(part):
+                        # A run of UIDs (the usual FETCH n:m): a range on the
+                        # primary key, the few UIDs between filtered out below.
+                        cur.execute(
+                            f"{base} AND e.uid >= {mark} AND e.uid <= {mark} ORDER BY e.uid",
+                            (mailbox_id, lo, hi),
                         )
-                    )
+                    else:
+                        marks = ", ".join([mark] * len(part))
+                        cur.execute(
+                            f"{base} AND e.uid IN ({marks}) ORDER BY e.uid", (mailbox_id, *part)
+                        )
+                    rows = cur.fetchall()
+                    if len(rows) > len(part):
+                        asked = set(part)
+                        rows = [r for r in rows if r[0] in asked]
+                    for uid, flags, modseq, when, size, blob, hsize in rows:
+                        add(
+                            MessageRecord(
+                                uid, decode_flags(flags), modseq, _utc(when), size, blob, hsize
+                            )
+                        )
+            finally:
+                cur.close()
             return out
 
         records: list[MessageRecord] = self._read(run)
         return records
 
     def _location(self, sha: str) -> BlobLocation:
+        # Where a blob lives never changes while it exists; FETCH of a page of
+        # envelopes asks for fifty of them at once.
+        where = self._locations.get(sha)
+        if where is not None:
+            return where
         row = self._read(
             lambda c: c.execute(
                 select(BL.c.segment, BL.c.offset, BL.c.length).where(BL.c.sha256 == sha)
@@ -528,14 +537,30 @@ class MailStore:
         )
         if row is None:
             raise NoSuchMailbox("That message is no longer available", reason=f"blob {sha} gone")
-        return BlobLocation(row.segment, int(row.offset), int(row.length))
+        where = BlobLocation(row.segment, int(row.offset), int(row.length))
+        if len(self._locations) > 100_000:
+            self._locations.clear()
+        self._locations[sha] = where
+        return where
 
     async def read(self, blob: str) -> bytes:
-        return self._blobs.read(self._location(blob), blob)
+        try:
+            return self._blobs.read(self._location(blob), blob)
+        except BlobCorrupted:
+            # A cached location whose bytes were erased since: ask again.
+            self._locations.pop(blob, None)
+            return self._blobs.read(self._location(blob), blob)
 
     async def read_header(self, blob: str, header_size: int) -> bytes:
         where = self._location(blob)
-        return self._blobs.read(where, blob, length=header_size or where.length)
+        data = self._blobs.read(where, blob, length=header_size or where.length)
+        if data and not data.strip(b"\0"):
+            # Erased bytes: the same message was deleted and sent again since
+            # its location was cached. Headers are never all zeros.
+            self._locations.pop(blob, None)
+            where = self._location(blob)
+            data = self._blobs.read(where, blob, length=header_size or where.length)
+        return data
 
     async def store_flags(
         self,
@@ -775,20 +800,53 @@ class MailStore:
         pattern = (
             "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         )
-        rows = self._read(
-            lambda c: (
-                c.execute(
+        cache = _read_cache(self)
+
+        def run(conn: Connection) -> set[int]:
+            if conn.dialect.name != "sqlite":
+                rows = conn.execute(
                     select(EN.c.uid)
                     .join(MS, MS.c.id == EN.c.message_id)
                     .where(
                         EN.c.mailbox_id == mailbox_id, func.lower(column).like(pattern, escape="\\")
                     )
-                )
-                .scalars()
-                .all()
-            )
-        )
-        return {int(u) for u in rows}
+                ).scalars()
+                return {int(u) for u in rows}
+            # SQLite's LIKE ignores ASCII case and its lower() folds nothing
+            # else: the same test without lower(). A box holding a good part
+            # of all messages is searched message table first (one scan of it,
+            # then the entries of the hits) rather than by a lookup per entry.
+            cur, mark = _driver(conn)
+            try:
+                size = cache.messages_hint(mailbox_id)
+                if size is None:
+                    cur.execute(
+                        f"SELECT count(*) FROM entry WHERE mailbox_id = {mark}", (mailbox_id,)
+                    )
+                    size = int(cur.fetchone()[0])
+                cur.execute("SELECT max(id) FROM message")
+                total = int(cur.fetchone()[0] or 0)
+                matching = f"SELECT id FROM message WHERE {column.name} LIKE {mark} ESCAPE '\\'"
+                if size * 4 >= total:
+                    # "+mailbox_id": no index on the box, so the hits' entries
+                    # are found through the message_id index.
+                    sql = (
+                        f"SELECT uid FROM entry WHERE +mailbox_id = {mark}"
+                        f" AND message_id IN ({matching})"
+                    )
+                else:
+                    sql = (
+                        "SELECT e.uid FROM entry e JOIN message m ON m.id = e.message_id"
+                        f" WHERE e.mailbox_id = {mark}"
+                        f" AND m.{column.name} LIKE {mark} ESCAPE '\\'"
+                    )
+                cur.execute(sql, (mailbox_id, pattern))
+                return {int(r[0]) for r in cur}
+            finally:
+                cur.close()
+
+        found: set[int] = self._read(run)
+        return found
 
     async def search_sent(
         self, who: Identity, mailbox_id: int, since: date | None, before: date | None
@@ -945,6 +1003,11 @@ class _ReadCache:
             return None
         return known[1], known[2]
 
+    def messages_hint(self, box_id: int) -> int | None:
+        """The box's message count when last seen (perhaps not current)."""
+        known = self.counts.get(box_id)
+        return None if known is None else known[1]
+
     def remember_counts(self, box_id: int, key: _BoxKey, messages: int, unseen: int) -> None:
         if len(self.counts) >= _COUNTS_LIMIT:
             self.counts.clear()
@@ -984,6 +1047,17 @@ def _read_cache(store: MailStore) -> _ReadCache:
     if cache is None:
         cache = _READ_CACHES[store] = _ReadCache()
     return cache
+
+
+def _utc(value: datetime | str) -> datetime:
+    """A stored timestamp as an aware datetime (SQLite keeps text, without zone: UTC)."""
+    if isinstance(value, str):
+        try:
+            # Parsing the zone costs far less than replace(tzinfo=...) afterwards.
+            return datetime.fromisoformat(value + "+00:00")
+        except ValueError:  # the text had a zone of its own
+            value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _driver(conn: Connection) -> tuple[Any, str]:

@@ -24,7 +24,7 @@ from palais.mailbox.model import (
     SpecialUse,
     StoreResult,
 )
-from palais.mailbox.ports import Unsubscribe
+from palais.mailbox.ports import EntryTable, Unsubscribe
 
 Listener = Callable[[MailboxEvent], None]
 
@@ -151,13 +151,17 @@ class FakeStore:
         self.calls.append(("mailbox", name))
         return self._info(self._box(name))
 
-    async def entries(self, who: Identity, mailbox_id: int) -> list[Entry]:
+    async def entries(self, who: Identity, mailbox_id: int) -> EntryTable:
         self.calls.append(("entries", mailbox_id))
         box = self._by_id(mailbox_id)
-        return [
-            Entry(m.uid, m.flags, m.modseq)
-            for m in sorted(box.messages.values(), key=lambda m: m.uid)
-        ]
+        return EntryTable.build(
+            (
+                (m.uid, m.flags, m.modseq)
+                for m in sorted(box.messages.values(), key=lambda m: m.uid)
+            ),
+            highestmodseq=box.modseq,
+            uidnext=box.uidnext,
+        )
 
     async def records(
         self, who: Identity, mailbox_id: int, uids: Sequence[int]

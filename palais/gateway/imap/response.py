@@ -19,7 +19,20 @@ __all__ = [
 
 # Long values go as literals: some clients cap the length of a quoted string.
 _MAX_QUOTED = 1024
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = (
+    b"Jan",
+    b"Feb",
+    b"Mar",
+    b"Apr",
+    b"May",
+    b"Jun",
+    b"Jul",
+    b"Aug",
+    b"Sep",
+    b"Oct",
+    b"Nov",
+    b"Dec",
+)
 
 
 def _needs_literal(data: bytes, utf8: bool) -> bool:
@@ -89,14 +102,19 @@ def flag_list(flags: Iterable[str]) -> bytes:
 def internaldate(when: datetime) -> bytes:
     offset = when.utcoffset()
     minutes = int(offset.total_seconds() // 60) if offset is not None else 0
-    sign = "+" if minutes >= 0 else "-"
+    sign = b"+" if minutes >= 0 else b"-"
     minutes = abs(minutes)
-    zone = f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
-    text = (
-        f'"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
-        f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} {zone}"'
+    return b'"%02d-%s-%04d %02d:%02d:%02d %s%02d%02d"' % (
+        when.day,
+        _MONTHS[when.month - 1],
+        when.year,
+        when.hour,
+        when.minute,
+        when.second,
+        sign,
+        minutes // 60,
+        minutes % 60,
     )
-    return text.encode("ascii")
 
 
 def atoms(items: Iterable[str]) -> list[ImapValue]:

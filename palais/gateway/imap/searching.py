@@ -8,7 +8,7 @@ to the store's index.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from palais.gateway.imap.mime import header_fields
@@ -30,8 +30,8 @@ from palais.gateway.imap.searchspec import (
 from palais.gateway.imap.textsearch import body_text, decode_header_value, header_text
 from palais.gateway.imap.view import SelectedMailbox
 from palais.mailbox.identity import Identity
-from palais.mailbox.model import Entry, HeaderField, MessageRecord
-from palais.mailbox.ports import MailAccess
+from palais.mailbox.model import HeaderField, MessageRecord
+from palais.mailbox.ports import EntryTable, MailAccess
 
 __all__ = ["Searcher"]
 
@@ -40,13 +40,13 @@ _BATCH = 500
 
 
 class Searcher:
-    __slots__ = ("_entries", "_records", "access", "view", "who")
+    __slots__ = ("_records", "_table", "access", "view", "who")
 
     def __init__(self, access: MailAccess, who: Identity, view: SelectedMailbox) -> None:
         self.access = access
         self.who = who
         self.view = view
-        self._entries: dict[int, Entry] | None = None
+        self._table: EntryTable | None = None
         self._records: dict[int, MessageRecord] = {}
 
     async def run(self, key: SearchKey) -> list[int]:
@@ -54,14 +54,26 @@ class Searcher:
         return sorted(await self._eval(key, set(self.view.uids)))
 
     async def modseq_of(self, uids: Iterable[int]) -> int:
-        entries = await self._entry_map()
-        return max((entries[u].modseq for u in uids if u in entries), default=0)
+        table = await self._entry_table()
+        modseqs = table.modseqs
+        found = (table.index_of(u) for u in uids)
+        return max((modseqs[i] for i in found if i is not None), default=0)
 
-    async def _entry_map(self) -> dict[int, Entry]:
-        if self._entries is None:
-            entries = await self.access.entries(self.who, self.view.info.id)
-            self._entries = {e.uid: e for e in entries}
-        return self._entries
+    async def _entry_table(self) -> EntryTable:
+        if self._table is None:
+            self._table = await self.access.entries(self.who, self.view.info.id)
+        return self._table
+
+    async def _uids_where(self, keep_flags: Callable[[frozenset[str]], bool]) -> set[int]:
+        """UIDs of the entries whose flag set passes ``keep_flags``."""
+        table = await self._entry_table()
+        chosen = {fid for fid, flags in enumerate(table.flag_sets) if keep_flags(flags)}
+        if not chosen:
+            return set()
+        uids = table.uids
+        if len(chosen) == len(table.flag_sets):
+            return set(uids)
+        return {uids[i] for i, fid in enumerate(table.flag_ids) if fid in chosen}
 
     async def _record_map(self, uids: set[int]) -> dict[int, MessageRecord]:
         missing = sorted(u for u in uids if u not in self._records)
@@ -93,17 +105,15 @@ class Searcher:
         if isinstance(key, InSequence):
             return self._in_sequence(key, candidates)
         if isinstance(key, HasFlag):
-            entries = await self._entry_map()
             wanted = key.flag.lower()
-            return {
-                u
-                for u in candidates
-                if u in entries
-                and any(f.lower() == wanted for f in entries[u].flags) == key.present
-            }
+            present = key.present
+            return candidates & await self._uids_where(
+                lambda flags: any(f.lower() == wanted for f in flags) == present
+            )
         if isinstance(key, ModSeqKey):
-            entries = await self._entry_map()
-            return {u for u in candidates if u in entries and entries[u].modseq >= key.modseq}
+            table = await self._entry_table()
+            uids, floor = table.uids, key.modseq
+            return candidates & {uids[i] for i, m in enumerate(table.modseqs) if m >= floor}
         if isinstance(key, SizeKey):
             records = await self._record_map(candidates)
             if key.larger:

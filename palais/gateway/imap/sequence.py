@@ -62,6 +62,38 @@ class SequenceSet:
         out.sort()
         return out
 
+    def seq_spans(self, exists: int) -> list[tuple[int, int]]:
+        """What ``seqnums`` names, as 0-based [start, stop) index ranges, merged, ascending."""
+        spans: list[tuple[int, int]] = []
+        for a, b in self.ranges:
+            if exists == 0 and STAR in (a, b):
+                continue
+            lo, hi = (exists if a == STAR else a), (exists if b == STAR else b)
+            if lo > hi:
+                lo, hi = hi, lo
+            if (a != STAR and a > exists) or (b != STAR and b > exists):
+                raise SequenceSetError("Invalid sequence number")
+            if lo < 1:
+                continue
+            spans.append((lo - 1, hi))
+        return merge_spans(spans)
+
+    def uid_spans(self, known: Sequence[int]) -> list[tuple[int, int]]:
+        """Positions in ``known`` (sorted UIDs) of what ``uids`` names, as ``seq_spans``."""
+        if not known:
+            return []
+        top = known[-1]
+        spans: list[tuple[int, int]] = []
+        for a, b in self.ranges:
+            lo, hi = (top if a == STAR else a), (top if b == STAR else b)
+            if lo > hi:
+                lo, hi = hi, lo
+            i = bisect.bisect_left(known, lo)
+            j = bisect.bisect_right(known, hi)
+            if i < j:
+                spans.append((i, j))
+        return merge_spans(spans)
+
     def contains_uid(self, uid: int, top: int) -> bool:
         for a, b in self.ranges:
             lo, hi = (top if a == STAR else a), (top if b == STAR else b)
@@ -70,6 +102,20 @@ class SequenceSet:
             if lo <= uid <= hi:
                 return True
         return False
+
+
+def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, stop) ranges sorted, with overlapping or touching ones joined."""
+    if len(spans) <= 1:
+        return spans
+    out: list[tuple[int, int]] = []
+    for start, stop in sorted(spans):
+        if out and start <= out[-1][1]:
+            if stop > out[-1][1]:
+                out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out
 
 
 def parse_sequence_set(text: bytes) -> SequenceSet:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from palais.gateway.imap.response import flag_list
 from palais.mailbox.model import MailboxEvent, MailboxInfo
@@ -29,6 +29,7 @@ class SelectedMailbox:
         "_expunged",
         "_flags",
         "_new",
+        "_own_uids",
         "_reported",
         "_unsubscribe",
         "_wake",
@@ -41,6 +42,7 @@ class SelectedMailbox:
         self.info = info
         self.read_only = read_only
         self.uids = array("I")  # ascending; index + 1 is the sequence number
+        self._own_uids = True  # False while ``uids`` is shared with the store's snapshot
         self._unsubscribe: Unsubscribe | None = None
         self._new: list[int] = []
         self._flags: dict[int, tuple[frozenset[str], int]] = {}
@@ -53,8 +55,10 @@ class SelectedMailbox:
     def attach(self, unsubscribe: Unsubscribe) -> None:
         self._unsubscribe = unsubscribe
 
-    def load(self, uids: Iterable[int]) -> None:
-        self.uids = array("I", uids)
+    def load(self, uids: array[int]) -> None:
+        """Take the UIDs of a snapshot; they stay shared with it until this view changes them."""
+        self.uids = uids
+        self._own_uids = False
 
     def close(self) -> None:
         if self._unsubscribe is not None:
@@ -110,12 +114,19 @@ class SelectedMailbox:
     def remove(self, uids: Sequence[int]) -> list[int]:
         """Drop expunged UIDs; their sequence numbers, highest first, as EXPUNGE wants them."""
         gone = set(uids)
-        seqs = [i + 1 for i, uid in enumerate(self.uids) if uid in gone]
-        if seqs:
+        found = [self.seq_of(uid) for uid in gone]
+        seqs = sorted((s for s in found if s is not None), reverse=True)
+        if len(seqs) > 64:
             self.uids = array("I", (u for u in self.uids if u not in gone))
+            self._own_uids = True
+        elif seqs:
+            if not self._own_uids:
+                self.uids = self.uids[:]
+                self._own_uids = True
+            for seq in seqs:  # highest first: the others keep their place
+                del self.uids[seq - 1]
         for uid in gone:
             self._reported.pop(uid, None)
-        seqs.reverse()
         return seqs
 
     # -- turning changes into responses ------------------------------------
@@ -131,6 +142,9 @@ class SelectedMailbox:
             top = self.uids[-1] if self.uids else 0
             for uid in sorted(set(self._new)):
                 if uid > top and uid not in self._expunged:
+                    if not self._own_uids:
+                        self.uids = self.uids[:]
+                        self._own_uids = True
                     self.uids.append(uid)
                     top = uid
             self._new.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress
 from typing import TYPE_CHECKING
 
 from palais.gateway.imap.commands.common import identity, selected
@@ -26,23 +27,36 @@ from palais.mailbox.model import FlagMode, MessageRecord
 
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
+    from palais.gateway.imap.view import SelectedMailbox
+
+Span = tuple[int, int]
 
 # Records are asked for in batches: bounded memory on "1:* FLAGS" of a big box.
 _BATCH = 500
 _SEEN = frozenset({"\\Seen"})
+# Responses are built in memory and handed to TLS in pieces of about this size.
+_CHUNK = 128 * 1024
+# Items the store's entry table answers without reading any message.
+_TABLE_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+_WINDOW = 4096  # table entries formatted at a time
+
+
+def resolve_spans(view: SelectedMailbox, numbers: SequenceSet, *, uid: bool) -> list[Span]:
+    """0-based [start, stop) positions in the view that the set names, ascending."""
+    if uid:
+        return numbers.uid_spans(view.uids)
+    return numbers.seq_spans(view.exists)
 
 
 def resolve(session: Session, numbers: SequenceSet, *, uid: bool) -> list[tuple[int, int]]:
     """(sequence number, UID) pairs the set names, ascending."""
     view = selected(session)
-    if uid:
-        pairs = []
-        for u in numbers.uids(view.uids):
-            seq = view.seq_of(u)
-            if seq is not None:
-                pairs.append((seq, u))
-        return pairs
-    return [(s, view.uid_at(s)) for s in numbers.seqnums(view.exists)]
+    uids = view.uids
+    return [
+        (i + 1, uids[i])
+        for start, stop in resolve_spans(view, numbers, uid=uid)
+        for i in range(start, stop)
+    ]
 
 
 class _Message:
@@ -135,6 +149,32 @@ async def _item(session: Session, item: FetchItem, msg: _Message) -> Piece:
     return key, content
 
 
+class _Output:
+    """FETCH responses gathered into large writes: one TLS write per ~128 KiB, not per item."""
+
+    __slots__ = ("parts", "session", "size")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.size += len(data)
+
+    async def maybe_flush(self) -> None:
+        if self.size >= _CHUNK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.parts:
+            self.session.write(b"".join(self.parts))
+            self.parts.clear()
+            self.size = 0
+            await self.session.flush()
+
+
 async def do_fetch(
     session: Session,
     numbers: SequenceSet,
@@ -146,7 +186,7 @@ async def do_fetch(
     view = selected(session)
     who = identity(session)
     try:
-        pairs = resolve(session, numbers, uid=uid)
+        spans = resolve_spans(view, numbers, uid=uid)
     except SequenceSetError as exc:
         return bad(str(exc))
     wanted = list(items)
@@ -157,6 +197,12 @@ async def do_fetch(
         if not any(i.name == "MODSEQ" for i in wanted):
             wanted.append(FetchItem("MODSEQ"))
     marks_seen = any(i.sets_seen for i in wanted) and not view.read_only
+    out = _Output(session)
+    if all(i.name in _TABLE_ITEMS for i in wanted):
+        await _fetch_from_table(session, view, spans, wanted, changed_since, out)
+        await out.flush()
+        return ok("FETCH completed")
+    pairs = [(i + 1, view.uids[i]) for start, stop in spans for i in range(start, stop)]
     seq_of = dict((u, s) for s, u in pairs)
     for start in range(0, len(pairs), _BATCH):
         batch = [u for _, u in pairs[start : start + _BATCH]]
@@ -188,6 +234,10 @@ async def do_fetch(
                     pieces.append((b"FLAGS " + flag_list(flags), None))
                 elif item.name == "MODSEQ":
                     pieces.append((b"MODSEQ (%d)" % modseq, None))
+                elif item.name == "INTERNALDATE":
+                    pieces.append((b"INTERNALDATE " + internaldate(record.internaldate), None))
+                elif item.name == "RFC822.SIZE":
+                    pieces.append((b"RFC822.SIZE %d" % record.size, None))
                 else:
                     pieces.append(await _item(session, item, msg))
             if record.uid in changed and "FLAGS" not in names:
@@ -195,19 +245,79 @@ async def do_fetch(
                 names.add("FLAGS")
             if session.condstore and "FLAGS" in names and "MODSEQ" not in names:
                 pieces.append((b"MODSEQ (%d)" % modseq, None))
-            _write_fetch(session, seq_of[record.uid], pieces)
-            await session.flush()
+            _write_fetch(out, seq_of[record.uid], pieces)
+            await out.maybe_flush()
+    await out.flush()
     return ok("FETCH completed")
 
 
-def _write_fetch(session: Session, seq: int, pieces: list[Piece]) -> None:
-    session.write(b"* %d FETCH (" % seq)
+async def _fetch_from_table(
+    session: Session,
+    view: SelectedMailbox,
+    spans: list[Span],
+    wanted: list[FetchItem],
+    changed_since: int | None,
+    out: _Output,
+) -> None:
+    """UID, FLAGS and MODSEQ straight from the store's entry table: no record, no message."""
+    if not spans:
+        return
+    table = await session.access.entries(identity(session), view.info.id)
+    if changed_since is not None and changed_since >= table.highestmodseq:
+        return  # a client in sync asks this on every connection
+    names: list[str] = []
+    for item in wanted:
+        if item.name not in names:
+            names.append(item.name)
+    if session.condstore and "FLAGS" in names and "MODSEQ" not in names:
+        names.append("MODSEQ")
+    formats = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
+    line = b"* %d FETCH (" + b" ".join(formats[n] for n in names) + b")\r\n"
+    flag_text = [flag_list(flags) for flags in table.flag_sets]
+    uids, modseqs, flag_ids = view.uids, table.modseqs, table.flag_ids
+    # Usually the view shows the table's entries (perhaps with new ones after
+    # them, not yet announced): a view position is then a table position.
+    count = len(uids)
+    aligned = len(table.uids) >= count and table.uids[:count] == uids
+    for first, stop in spans:
+        for start in range(first, stop, _WINDOW):
+            end = min(stop, start + _WINDOW)
+            view_pos: Sequence[int]
+            table_pos: Sequence[int]
+            if aligned:
+                view_pos = table_pos = range(start, end)
+                if changed_since is not None:
+                    window = modseqs[start:end]
+                    if max(window) <= changed_since:
+                        continue
+                    newer = map(changed_since.__lt__, window)
+                    view_pos = table_pos = list(compress(range(start, end), newer))
+            else:
+                found = [(i, table.index_of(uids[i])) for i in range(start, end)]
+                pairs = [(i, j) for i, j in found if j is not None]
+                if changed_since is not None:
+                    pairs = [(i, j) for i, j in pairs if modseqs[j] > changed_since]
+                view_pos = [i for i, _ in pairs]
+                table_pos = [j for _, j in pairs]
+            columns = {
+                "UID": map(uids.__getitem__, view_pos),
+                "FLAGS": map(flag_text.__getitem__, map(flag_ids.__getitem__, table_pos)),
+                "MODSEQ": map(modseqs.__getitem__, table_pos),
+            }
+            seqs = (i + 1 for i in view_pos)
+            rows = zip(seqs, *(columns[n] for n in names), strict=True)
+            out.add(b"".join(map(line.__mod__, rows)))
+            await out.maybe_flush()
+
+
+def _write_fetch(out: _Output, seq: int, pieces: list[Piece]) -> None:
+    out.add(b"* %d FETCH (" % seq)
     for i, (text, content) in enumerate(pieces):
-        session.write(b" " + text if i else text)
+        out.add(b" " + text if i else text)
         if content is not None:
-            session.write(b" {%d}\r\n" % len(content))
-            session.write(content)
-    session.write(b")\r\n")
+            out.add(b" {%d}\r\n" % len(content))
+            out.add(content)
+    out.add(b")\r\n")
 
 
 @command(

@@ -52,15 +52,16 @@ async def _select(
     # Subscribe before the snapshot so that no change falls between the two.
     view.attach(session.access.subscribe(info.id, view.on_event))
     try:
-        entries = await session.access.entries(who, info.id)
+        table = await session.access.entries(who, info.id)
     except BaseException:
         view.close()
         raise
-    view.load(e.uid for e in entries)
-    highest = max([info.highestmodseq, *(e.modseq for e in entries)])
-    first_unseen = next((i + 1 for i, e in enumerate(entries) if "\\Seen" not in e.flags), None)
-    uidnext = max(info.uidnext, (entries[-1].uid + 1) if entries else 1)
-    del entries
+    view.load(table.uids)
+    highest = max(info.highestmodseq, table.highestmodseq)
+    first = table.first_unseen()
+    first_unseen = None if first is None else first + 1
+    uidnext = max(info.uidnext, table.uidnext)
+    del table
     session.untagged(b"FLAGS " + SYSTEM_FLAGS)
     permanent = b"()" if view.read_only else PERMANENT_FLAGS
     session.untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags you can change")
