@@ -54,8 +54,9 @@ class Gateway:
         """Counters for the operator's /metrics endpoint."""
         out: dict[str, float] = {}
         for name, h in self.handlers.items():
-            out[f'palais_smtp_accepted_total{{listener="{name}"}}'] = h.accepted
-            out[f'palais_smtp_refused_total{{listener="{name}"}}'] = h.refused
+            # One metric per listener: the exposition helper takes plain names.
+            out[f"palais_smtp_{name}_accepted_total"] = h.accepted
+            out[f"palais_smtp_{name}_refused_total"] = h.refused
         if self.storage is not None:
             out["palais_writer_batches_total"] = self.storage.commits.batches
             out["palais_writer_jobs_total"] = self.storage.commits.jobs
