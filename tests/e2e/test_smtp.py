@@ -348,3 +348,32 @@ def test_swaks_wrong_sender(instance: Instance) -> None:
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert re.search(r"<[~*]\* 550 5.7.1", out.stdout), out.stdout
+
+
+def test_court_system_listener(instance: Instance) -> None:
+    """Court systems push on their own listener; people's cards are refused there."""
+    with smtplib.SMTP("localhost", instance.port("court"), timeout=10) as s:
+        s.ehlo()
+        s.starttls(context=instance.client_context("court1"))
+        s.ehlo()
+        refused = s.send_message(
+            message(instance, sender="court1", subject="Audience fixée"),
+            from_addr=instance.address("court1"),
+            to_addrs=[instance.dossier["address"]],
+        )
+        assert refused == {}
+    with smtplib.SMTP("localhost", instance.port("court"), timeout=10) as s:
+        s.ehlo()
+        s.starttls(context=instance.client_context("avocat1"))
+        s.ehlo()
+        assert s.mail(instance.address("avocat1")) == (
+            530,
+            b"5.7.0 Your client certificate is not accepted here",
+        )
+
+
+def test_admin_certificate_cannot_submit(instance: Instance) -> None:
+    with smtps(instance, "admin1") as s:
+        s.ehlo()
+        code, text = s.mail(instance.address("admin1"))
+        assert (code, text[:6]) == (530, b"5.7.0 ")
