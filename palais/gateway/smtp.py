@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,11 @@ from palais.mailbox.submission import SubmissionDesk
 
 ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
 log = logging.getLogger("palais.smtp")
+
+# The common form of a MAIL/RCPT argument: an ASCII dot-atom address in angle
+# brackets, then parameters. Anything else goes through aiosmtpd's parser.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 class _SessionState:
@@ -106,6 +112,19 @@ class PalaisSMTP(SMTP):
             await self.push(replies.CERT_REFUSED)
             return False
         return True
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd builds a class and runs the email package's full parser on
+        # each MAIL and RCPT; the usual address needs neither.
+        found = _PLAIN_ADDRESS.match(arg) if arg else None
+        rest = arg[found.end() :].lstrip(" \t") if found else ""
+        if found is None or rest.startswith("(") or (rest and rest == arg[found.end() :]):
+            result: tuple[str | None, str | None] = super()._getaddr(arg)
+            return result
+        local, domain = found.group(1), found.group(2)
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return f"{local}@{domain}", rest
 
     # -- replies -------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.header
 import email.utils
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
@@ -60,9 +61,23 @@ def decode_header_value(value: str | None) -> str:
 
 
 def _addresses(msg: Message, name: str) -> str:
-    values = msg.get_all(name) or []
-    pairs = email.utils.getaddresses([decode_header_value(str(v)) for v in values])
+    values = msg.get_all(name)
+    if not values:
+        return ""
+    key = tuple(str(v) for v in values)
+    # Correspondents repeat from one message to the next: a short list is
+    # parsed once (long ones are not kept, to bound the memory used).
+    if sum(map(len, key)) <= 512:
+        return _remembered_address_text(key)
+    return _address_text(key)
+
+
+def _address_text(values: tuple[str, ...]) -> str:
+    pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
     return ", ".join(f"{display} <{addr}>" if display else addr for display, addr in pairs if addr)
+
+
+_remembered_address_text = functools.lru_cache(maxsize=4096)(_address_text)
 
 
 def summarize(data: bytes) -> MessageSummary:

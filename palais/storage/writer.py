@@ -3,7 +3,8 @@
 Every change to the store is a job run in the writer thread. Jobs that queue
 up while a commit is in flight are committed together: their blobs share one
 ``fdatasync`` of the pack segment and their rows one database commit. Each job
-runs in its own savepoint so that one refused job does not spoil its batch.
+is isolated from the others so that one refused job does not spoil its batch
+(see ``CommitQueue._commit``).
 A job's future resolves only after the commit is durable.
 """
 
@@ -53,6 +54,14 @@ class _Job(Generic[T]):
 
 
 _STOP = object()
+
+
+class _Refused(Exception):
+    """A job failed outside a savepoint: the attempt is rolled back whole."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class CommitQueue:
@@ -110,6 +119,25 @@ class CommitQueue:
         self._publish(ctx.events)
         return result
 
+    @staticmethod
+    def _bare(conn: Connection, job: _Job[Any]) -> tuple[bool, Any]:
+        try:
+            return (True, job.work(conn, job.context))
+        except Exception as error:  # the job's own refusal or bug
+            raise _Refused(error) from error
+
+    def _isolated(self, conn: Connection, job: _Job[Any]) -> tuple[bool, Any]:
+        savepoint = conn.begin_nested()
+        try:
+            result = job.work(conn, job.context)
+        except Exception as error:  # the job's own refusal or bug
+            savepoint.rollback()
+            job.context.events.clear()
+            job.context.erase_after_commit.clear()
+            return (False, error)
+        savepoint.commit()
+        return (True, result)
+
     def _run(self) -> None:
         while True:
             first = self._queue.get()
@@ -140,20 +168,33 @@ class CommitQueue:
             # The pack's fdatasync runs while the rows are written; the commit
             # waits for it, so no row ever points at bytes not yet on disk.
             synced = self._syncer.submit(self._blobs.sync)
-            with self._engine.begin() as conn:
-                for job in batch:
-                    savepoint = conn.begin_nested()
-                    try:
-                        result = job.work(conn, job.context)
-                    except Exception as error:  # the job's own refusal or bug
-                        savepoint.rollback()
+            # Jobs are seldom refused: the batch first runs without a savepoint
+            # per job (SQLAlchemy's savepoints cost more than a filing's rows).
+            # If one job fails, that attempt is rolled back whole and the batch
+            # runs again with each job in its own savepoint, so that only the
+            # refused job fails. A batch of one needs no second attempt.
+            isolate = False
+            while True:
+                outcomes = []
+                try:
+                    with self._engine.begin() as conn:
+                        for job in batch:
+                            outcomes.append(
+                                self._isolated(conn, job) if isolate else self._bare(conn, job)
+                            )
+                        synced.result()
+                except _Refused as refused:
+                    for job in batch:
                         job.context.events.clear()
                         job.context.erase_after_commit.clear()
-                        outcomes.append((False, error))
-                    else:
-                        savepoint.commit()
-                        outcomes.append((True, result))
-                synced.result()
+                    # Facts cached by the rolled-back attempt may not hold.
+                    self._cache.clear()
+                    if len(batch) == 1:
+                        outcomes = [(False, refused.error)]
+                        break
+                    isolate = True
+                    continue
+                break
         except Exception as error:
             log.exception("commit of a batch of %d jobs failed", len(batch))
             outcomes = [(False, error)] * len(batch)

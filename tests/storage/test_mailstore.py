@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -274,5 +275,40 @@ def test_failed_job_does_not_spoil_batch(storage: Storage) -> None:
         res = await asyncio.gather(ok, bad, return_exceptions=True)
         assert isinstance(res[1], ValueError)
         assert (await storage.mail.mailbox(ME, "Brouillons")).messages == 1
+
+    run(go())
+
+
+def test_refused_job_inside_a_batch_leaves_nothing_behind(storage: Storage) -> None:
+    async def go() -> None:
+        gate = threading.Event()
+        before = await storage.mail.mailbox(ME, "Brouillons")
+
+        def hold(conn: Connection, ctx: WriteContext) -> None:
+            gate.wait(10)
+
+        def half(conn: Connection, ctx: WriteContext) -> None:
+            conn.exec_driver_sql(
+                "UPDATE mailbox SET highestmodseq = highestmodseq + 1000 WHERE id = ?",
+                (before.id,),
+            )
+            raise ValueError("refused")
+
+        held = asyncio.ensure_future(storage.commits.submit(hold))
+        await asyncio.sleep(0.2)  # the writer is now inside the held job
+        batches = storage.commits.batches
+        first = storage.mail.append(ME, "Brouillons", msg(1), frozenset(), None)
+        bad = storage.commits.submit(half)
+        last = storage.mail.append(ME, "Brouillons", msg(2), frozenset(), None)
+        pending = asyncio.gather(first, bad, last, return_exceptions=True)
+        await asyncio.sleep(0.2)
+        gate.set()
+        await held
+        res = await pending
+        assert storage.commits.batches - batches == 2  # the held job, then the three
+        assert isinstance(res[1], ValueError)
+        after = await storage.mail.mailbox(ME, "Brouillons")
+        assert after.messages == before.messages + 2
+        assert after.highestmodseq < before.highestmodseq + 1000
 
     run(go())
