@@ -285,10 +285,6 @@ class PalaisSMTP(SMTP):
     async def smtp_VRFY(self, arg: str) -> None:
         await self.push("252 2.5.0 Cannot VRFY; send the message and the reply will tell")
 
-    async def smtp_RSET(self, arg: str) -> None:
-        self.state.recipients = []
-        await super().smtp_RSET(arg)
-
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()  # type: ignore[no-untyped-call]
         if hasattr(self, "state"):

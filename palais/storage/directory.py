@@ -118,35 +118,26 @@ class Directory:
         return ident
 
     def _register(self, conn: Connection, cert: CertificateIdentity) -> int:
-        now = datetime.now(UTC)
         row = conn.execute(select(AC.c.id, AC.c.role).where(AC.c.address == cert.address)).first()
-        if row is not None:
-            if row.role != cert.role.value:
-                raise NotAllowed(
-                    reason=f"{cert.address} is a {row.role}, certificate says {cert.role}"
-                )
-            account_id = int(row.id)
-            log.info("certificate linked address=%s fingerprint=%s", cert.address, cert.fingerprint)
-        else:
-            res = conn.execute(
-                insert(AC).values(
-                    address=cert.address,
-                    role=cert.role.value,
-                    display_name=cert.display_name,
-                    service_id=None,
-                    active=True,
-                    created_at=now,
-                )
+        if row is None:
+            account_id = self.add_account(
+                conn,
+                address=cert.address,
+                role=cert.role,
+                display_name=cert.display_name,
+                fingerprint=cert.fingerprint,
+                subject=cert.subject,
             )
-            assert res.inserted_primary_key is not None
-            account_id = int(res.inserted_primary_key[0])
-            ensure_boxes(conn, cert.address)
             log.info(
                 "account registered address=%s role=%s fingerprint=%s",
                 cert.address,
                 cert.role,
                 cert.fingerprint,
             )
+            return account_id
+        if row.role != cert.role.value:
+            raise NotAllowed(reason=f"{cert.address} is a {row.role}, certificate says {cert.role}")
+        account_id = int(row.id)
         existing = conn.execute(
             select(CE.c.fingerprint).where(CE.c.fingerprint == cert.fingerprint)
         ).first()
@@ -156,9 +147,10 @@ class Directory:
                     fingerprint=cert.fingerprint,
                     account_id=account_id,
                     subject=cert.subject,
-                    first_seen=now,
+                    first_seen=datetime.now(UTC),
                 )
             )
+        log.info("certificate linked address=%s fingerprint=%s", cert.address, cert.fingerprint)
         return account_id
 
     # -- addresses -----------------------------------------------------------

@@ -110,10 +110,6 @@ def ensure_boxes(conn: Connection, owner: str, dossier: str | None = None) -> No
         )
 
 
-# Kept for callers that think in terms of "the standard boxes".
-ensure_standard_boxes = ensure_boxes
-
-
 @dataclass(frozen=True, slots=True)
 class FiledMessage:
     message_id: int
