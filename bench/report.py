@@ -26,7 +26,8 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ("storm", "data_to_250_p99_ms", "DATA end to 250, p99 ms", "lower"),
     ("imap", "select_first_ms", "first SELECT (cold), ms", "lower"),
     ("imap", "select_ms", "second SELECT (new session), ms", "lower"),
-    ("imap", "fetch_envelopes_ms", "FETCH last 50 ENVELOPE, ms", "lower"),
+    ("imap", "fetch_envelopes_first_ms", "FETCH last 50 ENVELOPE (first), ms", "lower"),
+    ("imap", "fetch_envelopes_ms", "FETCH last 50 ENVELOPE (again), ms", "lower"),
     ("imap", "search_subject_first_ms", "UID SEARCH SUBJECT (first), ms", "lower"),
     ("imap", "search_subject_ms", "UID SEARCH SUBJECT (again), ms", "lower"),
     (
@@ -35,7 +36,12 @@ HEADLINE: list[tuple[str, str, str, str]] = [
         "full resync: SELECT (CONDSTORE) + UID FETCH 1:* (FLAGS MODSEQ), ms",
         "lower",
     ),
-    ("imap", "resync_changedsince_ms", "UID FETCH 1:* CHANGEDSINCE highestmodseq, ms", "lower"),
+    (
+        "imap",
+        "resync_changedsince_ms",
+        "UID FETCH 1:* CHANGEDSINCE highestmodseq (in sync), ms",
+        "lower",
+    ),
     ("push", "notify_p50_ms", "250 to IDLE EXISTS, p50 ms", "lower"),
     ("push", "notify_p99_ms", "250 to IDLE EXISTS, p99 ms", "lower"),
     ("push", "background_rate_achieved", "background load achieved, msg/s", "info"),

@@ -44,7 +44,7 @@ class Params:
     storm_concurrency: int = 20
     # imap
     imap_messages: int = 100_000
-    imap_repeats: int = 3
+    imap_repeats: int = 15
     # push
     push_rate: float = 200.0
     push_duration_s: float = 30.0
@@ -407,9 +407,20 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
             notes.append(f"resync fetched {got} of {exists}")
         hms = info.get("highestmodseq")
         if hms is not None:
-            t0 = time.monotonic()
-            resp = await c3.command(f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {hms})", timeout=long)
-            out["resync_changedsince_ms"] = round((time.monotonic() - t0) * 1000, 2)
+            # A client in sync asks this on every reconnection: timed like the
+            # operations above (first, then the median of the repeats).
+            times: list[float] = []
+            for _ in range(max(1, p.imap_repeats)):
+                t0 = time.monotonic()
+                resp = await c3.command(
+                    f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {hms})", timeout=long
+                )
+                times.append((time.monotonic() - t0) * 1000)
+                if any(_FETCH_SEQ.match(u) for u in resp.untagged):
+                    notes.append("CHANGEDSINCE highestmodseq returned messages")
+                    break
+            out["resync_changedsince_first_ms"] = round(times[0], 2)
+            out["resync_changedsince_ms"] = round(median(times[1:] or times), 2)
         else:
             notes.append("no HIGHESTMODSEQ in SELECT (CONDSTORE) response")
     except IMAPError as exc:

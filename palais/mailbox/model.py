@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 
 class SpecialUse(enum.StrEnum):
@@ -49,9 +50,12 @@ class Entry:
     modseq: int
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """An entry with the message's metadata (no bytes)."""
+class MessageRecord(NamedTuple):
+    """An entry with the message's metadata (no bytes).
+
+    A named tuple rather than a frozen dataclass: FETCH builds one per message
+    of every page, and a frozen dataclass's constructor costs five times more.
+    """
 
     uid: int
     flags: frozenset[str]

@@ -178,6 +178,16 @@ class MailAccess(Protocol):
         """The header block only (cheaper than read() for ENVELOPE)."""
         ...
 
+    def recall(self, blob: str, aspect: str) -> bytes | None:
+        """A value remembered for this message's bytes, if still held."""
+        ...
+
+    def remember(self, blob: str, aspect: str, value: bytes) -> None:
+        """Keep a value derived from this message's bytes (a front-end's
+        rendering of its headers, say) for ``recall``; the store may drop it
+        at any time and does when the bytes are erased."""
+        ...
+
     async def store_flags(
         self,
         who: Identity,

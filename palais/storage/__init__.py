@@ -34,6 +34,7 @@ class Storage:
     def close(self) -> None:
         """Commit whatever is queued, then release files and connections."""
         self.commits.stop()
+        self.mail.close()
         self.blobs.close()
         self.reader.dispose()
         self.writer_engine.dispose()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+import threading
 import weakref
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, select, update
 
@@ -48,8 +49,11 @@ from palais.mailbox.routing import FilingPlan
 from palais.storage import schema
 from palais.storage.blobs import BlobCorrupted, BlobLocation, BlobStore, sha256_hex
 from palais.storage.hub import EventHub
+from palais.storage.memo import Memo
 from palais.storage.rows import rows_for
 from palais.storage.writer import CommitQueue, WriteContext
+
+T = TypeVar("T")
 
 MB = schema.table(schema.Mailbox)
 EN = schema.table(schema.Entry)
@@ -295,7 +299,7 @@ def _release_messages(conn: Connection, ctx: WriteContext, message_ids: set[int]
         ).one()
         if blob.refcount <= 0:
             conn.execute(delete(BL).where(BL.c.sha256 == sha))
-            ctx.erase_after_commit.append(BlobLocation(blob.segment, blob.offset, blob.length))
+            ctx.erase_after_commit[sha] = BlobLocation(blob.segment, blob.offset, blob.length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,12 +360,55 @@ class MailStore:
         self._owners: dict[int, str] = {}
         self._dossier_ids: dict[str, int] = {}
         self._locations: dict[str, BlobLocation] = {}
+        self._memo = Memo()
+        self._mark = "?" if reader.dialect.paramstyle == "qmark" else "%s"
+        self._sqlite = reader.dialect.name == "sqlite"
+        self._own = threading.local()
+        self._own_conns: list[Any] = []
+        writer.on_erased.append(self._forget_blob)
 
     # -- helpers -------------------------------------------------------------
 
     def _read(self, fn: Callable[[Connection], Any]) -> Any:
         with self._reader.connect() as conn:
             return fn(conn)
+
+    def _read_raw(self, fn: Callable[[Any, str], T]) -> T:
+        """``fn(cursor, parameter mark)``: one statement, straight on the driver.
+
+        For the reads every FETCH makes: SQLAlchemy's Connection object, and
+        even a pool checkout, cost more than the statement itself. On SQLite
+        each thread keeps one connection of its own in autocommit (a WAL
+        reader holds no lock between statements); elsewhere the pool lends one.
+        """
+        if self._sqlite:
+            conn: Any = getattr(self._own, "conn", None)
+            if conn is None:
+                lent = self._reader.raw_connection()
+                lent.detach()  # this thread's for good; closed by close()
+                self._own_conns.append(lent)
+                conn = self._own.conn = lent.dbapi_connection
+            cur = conn.cursor()
+            try:
+                return fn(cur, self._mark)
+            finally:
+                cur.close()  # resets the statement: no read transaction lingers
+        raw = self._reader.raw_connection()
+        try:
+            cur = raw.cursor()
+            try:
+                return fn(cur, self._mark)
+            finally:
+                cur.close()
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        """Close the connections kept by ``_read_raw``."""
+        for conn in self._own_conns:
+            conn.close()
+        self._own_conns.clear()
+        self._own = threading.local()
 
     def _check_owner(self, who: Identity, mailbox_id: int) -> None:
         owner = self._owners.get(mailbox_id)
@@ -458,6 +505,21 @@ class MailStore:
     async def entries(self, who: Identity, mailbox_id: int) -> EntryTable:
         self._check_owner(who, mailbox_id)
 
+        def peek(cur: Any, mark: str) -> Any:
+            cur.execute(
+                f"SELECT uidvalidity, highestmodseq, uidnext FROM mailbox WHERE id = {mark}",
+                (mailbox_id,),
+            )
+            return cur.fetchone()
+
+        # A client in sync asks again on every reconnection: one statement
+        # tells that the kept table is still the box's.
+        row = self._read_raw(peek)
+        if row is not None:
+            current = _read_cache(self).current(mailbox_id, (int(row[0]), int(row[1]), int(row[2])))
+            if current is not None:
+                return current
+
         def run(conn: Connection) -> EntryTable:
             # The mailbox row first: it opens the read transaction, so the
             # entries read next are those of this very key.
@@ -480,44 +542,40 @@ class MailStore:
         self._check_owner(who, mailbox_id)
         wanted = sorted(set(uids))
 
-        def run(conn: Connection) -> list[MessageRecord]:
+        def run(cur: Any, mark: str) -> list[MessageRecord]:
             out: list[MessageRecord] = []
             add = out.append
-            cur, mark = _driver(conn)
             base = (
                 "SELECT e.uid, e.flags, e.modseq, m.internaldate, m.size, m.blob, m.header_size"
                 f" FROM entry e JOIN message m ON m.id = e.message_id WHERE e.mailbox_id = {mark}"
             )
-            try:
-                for part in _chunks(wanted):
-                    lo, hi = part[0], part[-1]
-                    if hi - lo < 2 * len(part):
-                        # A run of UIDs (the usual FETCH n:m): a range on the
-                        # primary key, the few UIDs between filtered out below.
-                        cur.execute(
-                            f"{base} AND e.uid >= {mark} AND e.uid <= {mark} ORDER BY e.uid",
-                            (mailbox_id, lo, hi),
+            for part in _chunks(wanted):
+                lo, hi = part[0], part[-1]
+                if hi - lo < 2 * len(part):
+                    # A run of UIDs (the usual FETCH n:m): a range on the
+                    # primary key, the few UIDs between filtered out below.
+                    cur.execute(
+                        f"{base} AND e.uid >= {mark} AND e.uid <= {mark} ORDER BY e.uid",
+                        (mailbox_id, lo, hi),
+                    )
+                else:
+                    marks = ", ".join([mark] * len(part))
+                    cur.execute(
+                        f"{base} AND e.uid IN ({marks}) ORDER BY e.uid", (mailbox_id, *part)
+                    )
+                rows = cur.fetchall()
+                if len(rows) > len(part):
+                    asked = set(part)
+                    rows = [r for r in rows if r[0] in asked]
+                for uid, flags, modseq, when, size, blob, hsize in rows:
+                    add(
+                        MessageRecord(
+                            uid, decode_flags(flags), modseq, _utc(when), size, blob, hsize
                         )
-                    else:
-                        marks = ", ".join([mark] * len(part))
-                        cur.execute(
-                            f"{base} AND e.uid IN ({marks}) ORDER BY e.uid", (mailbox_id, *part)
-                        )
-                    rows = cur.fetchall()
-                    if len(rows) > len(part):
-                        asked = set(part)
-                        rows = [r for r in rows if r[0] in asked]
-                    for uid, flags, modseq, when, size, blob, hsize in rows:
-                        add(
-                            MessageRecord(
-                                uid, decode_flags(flags), modseq, _utc(when), size, blob, hsize
-                            )
-                        )
-            finally:
-                cur.close()
+                    )
             return out
 
-        records: list[MessageRecord] = self._read(run)
+        records: list[MessageRecord] = self._read_raw(run)
         return records
 
     def _location(self, sha: str) -> BlobLocation:
@@ -546,6 +604,16 @@ class MailStore:
             # A cached location whose bytes were erased since: ask again.
             self._locations.pop(blob, None)
             return self._blobs.read(self._location(blob), blob)
+
+    def recall(self, blob: str, aspect: str) -> bytes | None:
+        return self._memo.recall(blob, aspect)
+
+    def remember(self, blob: str, aspect: str, value: bytes) -> None:
+        self._memo.remember(blob, aspect, value)
+
+    def _forget_blob(self, sha: str) -> None:
+        self._memo.forget(sha)
+        self._locations.pop(sha, None)
 
     async def read_header(self, blob: str, header_size: int) -> bytes:
         where = self._location(blob)
@@ -1008,6 +1076,14 @@ class _ReadCache:
         if len(self.counts) >= _COUNTS_LIMIT:
             self.counts.clear()
         self.counts[box_id] = (key, messages, unseen)
+
+    def current(self, box_id: int, key: _BoxKey) -> EntryTable | None:
+        """The kept table if it is the box's at ``key``."""
+        cached = self.tables.get(box_id)
+        if cached is None or cached[0] != key:
+            return None
+        self.tables.move_to_end(box_id)
+        return cached[1]
 
     def table(self, conn: Connection, box_id: int, key: _BoxKey) -> EntryTable:
         """The box's entries at ``key``; ``conn`` must have read ``key`` in its transaction."""

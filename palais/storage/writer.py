@@ -35,7 +35,8 @@ class WriteContext:
 
     locations: dict[str, BlobLocation] = field(default_factory=dict)
     events: list[MailboxEvent] = field(default_factory=list)
-    erase_after_commit: list[BlobLocation] = field(default_factory=list)
+    # sha256 -> where its bytes lie, for blobs no message holds any more.
+    erase_after_commit: dict[str, BlobLocation] = field(default_factory=dict)
     # Facts that never change once written (a box's id by owner and name),
     # shared by every job of this writer.
     cache: dict[Any, Any] = field(default_factory=dict)
@@ -83,6 +84,8 @@ class CommitQueue:
         self.jobs = 0
         self._cache: dict[Any, Any] = {}
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palais-fsync")
+        # Told the sha256 of every blob whose bytes were erased (in the writer thread).
+        self.on_erased: list[Callable[[str], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -114,10 +117,18 @@ class CommitQueue:
         self._blobs.sync()
         with self._engine.begin() as conn:
             result = work(conn, ctx)
-        for where in ctx.erase_after_commit:
-            self._blobs.erase(where)
+        self._erase(ctx.erase_after_commit)
         self._publish(ctx.events)
         return result
+
+    def _erase(self, blobs: dict[str, BlobLocation]) -> None:
+        for sha, where in blobs.items():
+            try:
+                self._blobs.erase(where)
+            except OSError:
+                log.exception("could not erase deleted blob bytes at %s", where)
+            for listener in self.on_erased:
+                listener(sha)
 
     @staticmethod
     def _bare(conn: Connection, job: _Job[Any]) -> tuple[bool, Any]:
@@ -205,11 +216,7 @@ class CommitQueue:
         self.jobs += len(batch)
         events: list[MailboxEvent] = []
         for job in batch:
-            for where in job.context.erase_after_commit:
-                try:
-                    self._blobs.erase(where)
-                except OSError:
-                    log.exception("could not erase deleted blob bytes at %s", where)
+            self._erase(job.context.erase_after_commit)
             events.extend(job.context.events)
         # Events first, so that a session's listener hears of a change no
         # later than the command that made it completes.

@@ -25,6 +25,7 @@ from palais.mailbox.model import (
     StoreResult,
 )
 from palais.mailbox.ports import EntryTable, Unsubscribe
+from palais.storage.memo import Memo
 
 Listener = Callable[[MailboxEvent], None]
 
@@ -61,6 +62,7 @@ class FakeStore:
         self.listeners: dict[int, list[Listener]] = {}
         self.calls: list[tuple[object, ...]] = []
         self.read_count = 0
+        self.memo = Memo()
         for name, use, selectable in (
             ("INBOX", None, True),
             ("Envoyés", SpecialUse.SENT, True),
@@ -181,6 +183,14 @@ class FakeStore:
     async def read_header(self, blob: str, header_size: int) -> bytes:
         self.calls.append(("read_header", blob, header_size))
         return self.blobs[blob][:header_size]
+
+    def recall(self, blob: str, aspect: str) -> bytes | None:
+        self.calls.append(("recall", blob, aspect))
+        return self.memo.recall(blob, aspect)
+
+    def remember(self, blob: str, aspect: str, value: bytes) -> None:
+        self.calls.append(("remember", blob, aspect))
+        self.memo.remember(blob, aspect, value)
 
     async def store_flags(
         self,

@@ -148,6 +148,25 @@ def test_idle_autologout(store: FakeStore, pki: Pki) -> None:
         thread.stop()
 
 
+def test_silent_client_is_logged_out_between_commands(store: FakeStore, pki: Pki) -> None:
+    thread = ServerThread(store, pki, idle_timeout=0.5).start()
+    try:
+        with RawClient(thread.port, pki.client_context()) as client:
+            client.login()
+            # Activity keeps the session: commands spaced under the limit.
+            for tag in (b"a", b"b", b"c"):
+                time.sleep(0.3)
+                assert client.cmd(tag, b"NOOP")[-1].startswith(tag + b" OK")
+            client.sock.settimeout(3)
+            started = time.monotonic()
+            assert client.read_response() == b"* BYE Autologout; idle for too long\r\n"
+            assert 0.3 < time.monotonic() - started < 2
+            with pytest.raises((EOFError, socket.timeout, ConnectionError)):
+                client.read_response()
+    finally:
+        thread.stop()
+
+
 def test_server_close_says_bye(store: FakeStore, pki: Pki) -> None:
     thread = ServerThread(store, pki).start()
     client = RawClient(thread.port, pki.client_context())

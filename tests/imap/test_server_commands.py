@@ -409,5 +409,9 @@ def test_last_envelopes_of_a_big_box_read_headers_only(
     assert len(lines) == 51 and tagged(lines).startswith(b"b OK")
     assert store.read_count == 0
     kinds = {c[0] for c in store.calls}
-    assert kinds == {"records", "read_header"}
+    assert kinds == {"records", "recall", "read_header", "remember"}
     assert next(c for c in store.calls if c[0] == "records")[2] == list(range(1951, 2001))
+    # The second time, the envelopes come from the store's memo: no header is read.
+    store.calls.clear()
+    assert raw.cmd(b"c", b"FETCH 1951:* (UID FLAGS ENVELOPE)")[:-1] == lines[:-1]
+    assert {c[0] for c in store.calls} == {"records", "recall"}

@@ -114,7 +114,12 @@ def test_expunge_erases_bytes(storage: Storage, tmp_path: Path) -> None:
         box = await mail.mailbox(ME, "Brouillons")
         events: list[MailboxEvent] = []
         unsubscribe = mail.subscribe(box.id, events.append)
+        blob = (await mail.records(ME, box.id, [1]))[0].blob
+        mail.remember(blob, "imap.envelope", b'("Mon" "SECRET-DOCUMENT" NIL)')
+        assert mail.recall(blob, "imap.envelope") is not None
         assert await mail.expunge(ME, box.id) == [1]
+        # Nothing derived from the erased bytes stays in memory either.
+        assert mail.recall(blob, "imap.envelope") is None
         await asyncio.sleep(0.05)
         unsubscribe()
         assert [e.kind for e in events] == ["expunge"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -96,6 +97,19 @@ def mailbox_name(name: str, *, utf8: bool = False) -> bytes:
 
 
 def flag_list(flags: Iterable[str]) -> bytes:
+    if isinstance(flags, frozenset):
+        return _shared_flag_list(flags)
+    return _flag_list(flags)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_flag_list(flags: frozenset[str]) -> bytes:
+    # The store shares one frozenset per distinct flag set; every FETCH line
+    # of a page renders one of a handful of them.
+    return _flag_list(flags)
+
+
+def _flag_list(flags: Iterable[str]) -> bytes:
     return b"(" + b" ".join(f.encode("ascii", "replace") for f in sorted(flags)) + b")"
 
 

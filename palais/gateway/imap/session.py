@@ -35,6 +35,9 @@ __all__ = ["Session", "Transport"]
 _PRE_AUTH_TIMEOUT = 60.0
 # Flush to the socket at least this often while answering a big command.
 _WRITE_HIGH_WATER = 256 * 1024
+# A reply's lines are gathered into one TLS record and one send (a SELECT
+# writes eight lines); past this size they go out without waiting for the end.
+_SEND_AT = 64 * 1024
 
 
 class Transport(Protocol):
@@ -49,9 +52,13 @@ class Transport(Protocol):
 
 class Session:
     __slots__ = (
+        "_buffered",
         "_close_after",
         "_closing",
+        "_out",
         "_pending_bytes",
+        "_waiting_since",
+        "_watchdog",
         "access",
         "commands",
         "condstore",
@@ -90,6 +97,10 @@ class Session:
         self.commands = 0
         self.outcome = "eof"
         self._pending_bytes = 0
+        self._out: list[bytes] = []
+        self._buffered = 0
+        self._waiting_since: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         self._closing = False
         self._close_after = False
         self.identity_address: str | None = None
@@ -97,12 +108,26 @@ class Session:
     # -- output ------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        """Queue output; it leaves at the next ``flush`` (or once it is big)."""
         if self._closing:
             return
+        self._out.append(data)
+        self._buffered += len(data)
+        if self._buffered >= _SEND_AT:
+            self._send()
+
+    def _send(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._pending_bytes += self._buffered
+        self._buffered = 0
         self.transport.write(data)
-        self._pending_bytes += len(data)
 
     async def flush(self, *, force: bool = False) -> None:
+        self._send()
         if force or self._pending_bytes >= _WRITE_HIGH_WATER:
             self._pending_bytes = 0
             await self.transport.drain()
@@ -134,29 +159,28 @@ class Session:
         if self._closing:
             return
         self.write(b"* BYE " + text + b"\r\n")
+        self._send()
         self._closing = True
         self.outcome = "shutdown"
         self.transport.close()
 
     async def run(self) -> str:
+        loop = asyncio.get_running_loop()
         self.write(b"* OK [CAPABILITY " + self.capabilities() + b"] Palais IMAP ready\r\n")
         await self.flush(force=True)
         try:
             while not self._closing and not isinstance(self.state, Logout):
-                timeout = self.idle_timeout
-                if isinstance(self.state, NotAuthenticated):
-                    timeout = min(timeout, _PRE_AUTH_TIMEOUT)
+                now = self._waiting_since = loop.time()
+                if self._watchdog is None:
+                    self._watchdog = loop.call_at(now + self._timeout(), self._watch)
                 try:
-                    async with asyncio.timeout(timeout):
-                        raw = await read_command(self.reader, self.continuation, self.limits)
-                except TimeoutError:
-                    self.shutdown(b"Autologout; idle for too long")
-                    self.outcome = "timeout"
-                    break
+                    raw = await read_command(self.reader, self.continuation, self.limits)
                 except FramingError as exc:
                     self._framing_error(exc)
                     await self.flush(force=True)
                     continue
+                finally:
+                    self._waiting_since = None
                 if raw is None:
                     break
                 await self.execute(raw)
@@ -168,8 +192,35 @@ class Session:
         except (ConnectionError, OSError):
             self.outcome = "connection-lost"
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             self.release()
         return self.outcome
+
+    def _timeout(self) -> float:
+        if isinstance(self.state, NotAuthenticated):
+            return min(self.idle_timeout, _PRE_AUTH_TIMEOUT)
+        return self.idle_timeout
+
+    def _watch(self) -> None:
+        """Log out a client silent for too long between commands.
+
+        One timer per session, moved on only when it fires: cheaper than a
+        timeout around every command read, which a busy client pays for each
+        command. Closing makes the pending read end as at end of stream.
+        """
+        self._watchdog = None
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        since = self._waiting_since
+        timeout = self._timeout()
+        if since is not None and loop.time() - since >= timeout:
+            self.shutdown(b"Autologout; idle for too long")
+            self.outcome = "timeout"
+            return
+        start = since if since is not None else loop.time()
+        self._watchdog = loop.call_at(start + timeout, self._watch)
 
     def release(self) -> None:
         if isinstance(self.state, Selected):

@@ -39,6 +39,8 @@ _CHUNK = 128 * 1024
 # Items the store's entry table answers without reading any message.
 _TABLE_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _WINDOW = 4096  # table entries formatted at a time
+_ENVELOPE = "imap.envelope"
+_ENVELOPE_UTF8 = "imap.envelope.utf8"
 
 
 def resolve_spans(view: SelectedMailbox, numbers: SequenceSet, *, uid: bool) -> list[Span]:
@@ -116,7 +118,7 @@ async def _item(session: Session, item: FetchItem, msg: _Message) -> Piece:
     if name == "RFC822.SIZE":
         return b"RFC822.SIZE %d" % msg.record.size, None
     if name == "ENVELOPE":
-        return b"ENVELOPE " + encode(envelope(await msg.fields()), utf8=session.utf8), None
+        return b"ENVELOPE " + await _envelope(session, msg), None
     if name in ("BODYSTRUCTURE", "BODY"):
         data = await msg.data()
         value = bodystructure(data, await msg.root(), extended=name == "BODYSTRUCTURE")
@@ -147,6 +149,18 @@ async def _item(session: Session, item: FetchItem, msg: _Message) -> Piece:
         start, length = item.partial
         content = content[start : start + length]
     return key, content
+
+
+async def _envelope(session: Session, msg: _Message) -> bytes:
+    # A page of envelopes is what a mail client asks for on every folder
+    # view; the store keeps the rendering beside the immutable bytes.
+    aspect = _ENVELOPE_UTF8 if session.utf8 else _ENVELOPE
+    blob = msg.record.blob
+    value = session.access.recall(blob, aspect)
+    if value is None:
+        value = encode(envelope(await msg.fields()), utf8=session.utf8)
+        session.access.remember(blob, aspect, value)
+    return value
 
 
 class _Output:
@@ -202,6 +216,15 @@ async def do_fetch(
         await _fetch_from_table(session, view, spans, wanted, changed_since, out)
         await out.flush()
         return ok("FETCH completed")
+    # Repeated attributes are answered once (each BODY[...] section apart).
+    plan: list[FetchItem] = []
+    names: set[str] = set()
+    for item in wanted:
+        if item.name in names and item.name != "BODY[]":
+            continue
+        names.add(item.name)
+        plan.append(item)
+    modseq_after_flags = session.condstore and "FLAGS" in names and "MODSEQ" not in names
     pairs = [(i + 1, view.uids[i]) for start, stop in spans for i in range(start, stop)]
     seq_of = dict((u, s) for s, u in pairs)
     for start in range(0, len(pairs), _BATCH):
@@ -223,27 +246,22 @@ async def do_fetch(
             flags, modseq = changed.get(record.uid, (record.flags, record.modseq))
             msg = _Message(session, record)
             pieces: list[Piece] = []
-            names: set[str] = set()
-            for item in wanted:
-                if item.name in names and item.name != "BODY[]":
-                    continue
-                names.add(item.name)
-                if item.name == "UID":
+            for item in plan:
+                name = item.name
+                if name == "UID":
                     pieces.append((b"UID %d" % record.uid, None))
-                elif item.name == "FLAGS":
+                elif name == "FLAGS":
                     pieces.append((b"FLAGS " + flag_list(flags), None))
-                elif item.name == "MODSEQ":
+                elif name == "MODSEQ":
                     pieces.append((b"MODSEQ (%d)" % modseq, None))
-                elif item.name == "INTERNALDATE":
-                    pieces.append((b"INTERNALDATE " + internaldate(record.internaldate), None))
-                elif item.name == "RFC822.SIZE":
-                    pieces.append((b"RFC822.SIZE %d" % record.size, None))
                 else:
                     pieces.append(await _item(session, item, msg))
-            if record.uid in changed and "FLAGS" not in names:
+            if "FLAGS" not in names and record.uid in changed:
+                # RFC 3501 6.4.5: a FETCH that sets \\Seen reports the new flags.
                 pieces.append((b"FLAGS " + flag_list(flags), None))
-                names.add("FLAGS")
-            if session.condstore and "FLAGS" in names and "MODSEQ" not in names:
+                if session.condstore and "MODSEQ" not in names:
+                    pieces.append((b"MODSEQ (%d)" % modseq, None))
+            elif modseq_after_flags:
                 pieces.append((b"MODSEQ (%d)" % modseq, None))
             _write_fetch(out, seq_of[record.uid], pieces)
             await out.maybe_flush()
@@ -311,6 +329,9 @@ async def _fetch_from_table(
 
 
 def _write_fetch(out: _Output, seq: int, pieces: list[Piece]) -> None:
+    if all(content is None for _, content in pieces):
+        out.add(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(text for text, _ in pieces)))
+        return
     out.add(b"* %d FETCH (" % seq)
     for i, (text, content) in enumerate(pieces):
         out.add(b" " + text if i else text)
