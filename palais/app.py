@@ -46,7 +46,7 @@ def open_instance_storage(settings: Settings) -> Storage:
 class Gateway:
     settings: Settings
     storage: Storage | None = None
-    servers: list[asyncio.Server] = field(default_factory=list)
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
     handlers: dict[str, SubmissionHandler] = field(default_factory=dict)
     https: HttpsHandle | None = None
 

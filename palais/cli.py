@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,7 +48,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(settings.log.level)
     try:
-        asyncio.run(serve(settings))
+        if os.environ.get("PALAIS_UVLOOP"):
+            import uvloop
+
+            uvloop.run(serve(settings))
+        else:
+            asyncio.run(serve(settings))
     except OSError as e:
         print(f"palais serve: cannot start: {e.strerror or e}", file=sys.stderr)
         return 1

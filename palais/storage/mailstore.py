@@ -502,8 +502,8 @@ class MailStore:
             raise NoSuchMailbox(f"No mailbox named {name}")
         return infos[0]
 
-    async def entries(self, who: Identity, mailbox_id: int) -> EntryTable:
-        self._check_owner(who, mailbox_id)
+    def _kept_table(self, mailbox_id: int) -> tuple[_BoxKey, EntryTable] | None:
+        """The kept entry table if it is still the box's: one statement tells."""
 
         def peek(cur: Any, mark: str) -> Any:
             cur.execute(
@@ -512,13 +512,19 @@ class MailStore:
             )
             return cur.fetchone()
 
-        # A client in sync asks again on every reconnection: one statement
-        # tells that the kept table is still the box's.
         row = self._read_raw(peek)
-        if row is not None:
-            current = _read_cache(self).current(mailbox_id, (int(row[0]), int(row[1]), int(row[2])))
-            if current is not None:
-                return current
+        if row is None:
+            return None
+        key = (int(row[0]), int(row[1]), int(row[2]))
+        current = _read_cache(self).current(mailbox_id, key)
+        return None if current is None else (key, current)
+
+    async def entries(self, who: Identity, mailbox_id: int) -> EntryTable:
+        self._check_owner(who, mailbox_id)
+        # A client in sync asks again on every reconnection.
+        kept = self._kept_table(mailbox_id)
+        if kept is not None:
+            return kept[1]
 
         def run(conn: Connection) -> EntryTable:
             # The mailbox row first: it opens the read transaction, so the
@@ -541,7 +547,43 @@ class MailStore:
     ) -> list[MessageRecord]:
         self._check_owner(who, mailbox_id)
         wanted = sorted(set(uids))
+        kept = self._kept_table(mailbox_id)
+        if kept is not None:
+            # The usual case, a page of the selected box: flags and modseqs
+            # from its current table, the rest (which never changes for a
+            # UID of this UIDVALIDITY) kept from earlier pages.
+            return self._records_from_table(mailbox_id, kept[0][0], kept[1], wanted)
+        return self._joined_records(mailbox_id, wanted)
 
+    def _records_from_table(
+        self, mailbox_id: int, uidvalidity: int, table: EntryTable, wanted: list[int]
+    ) -> list[MessageRecord]:
+        known = _read_cache(self).message_facts(mailbox_id, uidvalidity)
+        present: list[tuple[int, int]] = []
+        missing: list[int] = []
+        table_uids = table.uids
+        count = len(table_uids)
+        i = 0
+        for uid in wanted:  # ascending, and usually a run: one bisection in all
+            if i < count and table_uids[i] != uid:
+                i = bisect.bisect_left(table_uids, uid, i)
+            if i < count and table_uids[i] == uid:
+                present.append((uid, i))
+                if uid not in known:
+                    missing.append(uid)
+                i += 1
+        if missing:
+            for record in self._joined_records(mailbox_id, missing):
+                known[record.uid] = record[3:]
+        flag_sets, flag_ids, modseqs = table.flag_sets, table.flag_ids, table.modseqs
+        out: list[MessageRecord] = []
+        for uid, i in present:
+            facts = known.get(uid)
+            if facts is not None:  # else expunged since the table was read
+                out.append(MessageRecord(uid, flag_sets[flag_ids[i]], modseqs[i], *facts))
+        return out
+
+    def _joined_records(self, mailbox_id: int, wanted: list[int]) -> list[MessageRecord]:
         def run(cur: Any, mark: str) -> list[MessageRecord]:
             out: list[MessageRecord] = []
             add = out.append
@@ -575,8 +617,7 @@ class MailStore:
                     )
             return out
 
-        records: list[MessageRecord] = self._read_raw(run)
-        return records
+        return self._read_raw(run)
 
     def _location(self, sha: str) -> BlobLocation:
         # Where a blob lives never changes while it exists; FETCH of a page of
@@ -1041,6 +1082,9 @@ _TABLE_BUDGET = 2_000_000
 _REFRESH_LIMIT = 20_000
 # Bound on the boxes whose bare counts are remembered.
 _COUNTS_LIMIT = 100_000
+# Bound on the entries whose message facts are kept (about 200 bytes each).
+_FACTS_BUDGET = 50_000
+_Facts = tuple[datetime, int, str, int]
 
 
 class _ReadCache:
@@ -1052,11 +1096,30 @@ class _ReadCache:
     place (sessions may hold them); bringing one forward builds a new one.
     """
 
-    __slots__ = ("counts", "tables")
+    __slots__ = ("counts", "facts", "tables")
 
     def __init__(self) -> None:
         self.tables: OrderedDict[int, tuple[_BoxKey, EntryTable]] = OrderedDict()
         self.counts: dict[int, tuple[_BoxKey, int, int]] = {}
+        self.facts: OrderedDict[int, tuple[int, dict[int, _Facts]]] = OrderedDict()
+
+    def message_facts(self, box_id: int, uidvalidity: int) -> dict[int, _Facts]:
+        """What never changes of a box's entries (date, size, blob, header size), by UID.
+
+        A UID names one message for as long as the box keeps its UIDVALIDITY;
+        an expunged UID is never given again, and the table says which exist.
+        """
+        kept = self.facts.get(box_id)
+        if kept is None or kept[0] != uidvalidity:
+            kept = self.facts[box_id] = (uidvalidity, {})
+        self.facts.move_to_end(box_id)
+        total = sum(len(f) for _, f in self.facts.values())
+        while total > _FACTS_BUDGET and len(self.facts) > 1:
+            _, (_, dropped) = self.facts.popitem(last=False)
+            total -= len(dropped)
+        if len(kept[1]) > _FACTS_BUDGET:
+            kept[1].clear()
+        return kept[1]
 
     def has_table(self, box_id: int) -> bool:
         return box_id in self.tables

@@ -166,7 +166,7 @@ class ServerThread:
         self.pki = pki
         self.options = options
         self.loop = asyncio.new_event_loop()
-        self.server: asyncio.Server | None = None
+        self.server: asyncio.AbstractServer | None = None
         self.port = 0
         self.log = logging.getLogger(f"tests.imap.{id(self)}")
         self.log.propagate = False

@@ -75,6 +75,39 @@ def test_append_fetch_and_bytes(storage: Storage) -> None:
     run(go())
 
 
+def test_records_of_a_selected_box_follow_its_changes(storage: Storage) -> None:
+    """Records of a box whose entry table is kept come from that table and the
+    facts kept per UID; they must show every later change all the same."""
+
+    async def go() -> None:
+        mail = storage.mail
+        for n in range(1, 6):
+            await mail.append(ME, "Brouillons", msg(n), frozenset(), None)
+        box = await mail.mailbox(ME, "Brouillons")
+        await mail.entries(ME, box.id)  # what SELECT does: the table is kept
+        first = await mail.records(ME, box.id, [1, 2, 3, 4, 5, 6])
+        assert [r.uid for r in first] == [1, 2, 3, 4, 5]
+        await mail.store_flags(ME, box.id, [2], FlagMode.ADD, frozenset({"\\Deleted"}))
+        await mail.store_flags(ME, box.id, [3], FlagMode.ADD, frozenset({"\\Flagged"}))
+        assert await mail.expunge(ME, box.id) == [2]
+        await mail.append(ME, "Brouillons", msg(6), frozenset({"\\Seen"}), None)
+        await mail.entries(ME, box.id)
+        again = {r.uid: r for r in await mail.records(ME, box.id, [1, 2, 3, 4, 5, 6])}
+        assert sorted(again) == [1, 3, 4, 5, 6]
+        assert again[3].flags == frozenset({"\\Flagged"}) and again[3].modseq > first[2].modseq
+        assert again[6].flags == frozenset({"\\Seen"})
+        assert await mail.read(again[6].blob) == msg(6)
+        assert again[1] == first[0]
+        # Only UIDs not seen before were looked up in the message rows.
+        asked: list[list[int]] = []
+        joined = mail._joined_records
+        mail._joined_records = lambda box_id, uids: asked.append(uids) or joined(box_id, uids)  # type: ignore[method-assign]
+        await mail.records(ME, box.id, [1, 3, 4, 5, 6])
+        assert asked == []
+
+    run(go())
+
+
 def test_boxes_are_private(storage: Storage) -> None:
     async def go() -> None:
         box = await storage.mail.mailbox(ME, "Brouillons")

@@ -23,6 +23,23 @@ _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
 _ASTRING_SPECIALS = _ATOM_SPECIALS - {ord("]")}
 _LIST_SPECIALS = _ASTRING_SPECIALS - {ord("%"), ord("*")}
 _SEQUENCE_CHARS = frozenset(b"0123456789:,*")
+
+
+def _scanner(specials: frozenset[int], *, ascii_only: bool) -> re.Pattern[bytes]:
+    """A pattern for the longest run of bytes outside ``specials`` (one C loop
+    rather than a Python one per byte: every command is scanned this way)."""
+    excluded = set(specials) | (set(range(0x80, 0x100)) if ascii_only else set())
+    return re.compile(b"[^" + b"".join(re.escape(bytes([c])) for c in sorted(excluded)) + b"]*")
+
+
+_ATOM_RUN = _scanner(_ATOM_SPECIALS, ascii_only=True)
+_RUNS = {
+    (specials, ascii_only): _scanner(specials, ascii_only=ascii_only)
+    for specials in (_ATOM_SPECIALS, _ASTRING_SPECIALS, _LIST_SPECIALS)
+    for ascii_only in (True, False)
+}
+_WORD = re.compile(rb"[A-Za-z0-9.\-]*")
+_DIGITS = re.compile(rb"[0-9]*")
 _LITERAL = re.compile(rb"~?\{(\d{1,20})\+?\}$")
 _MONTHS = {
     m: i + 1
@@ -81,13 +98,10 @@ class Args:
 
     def word(self) -> str:
         """Letters, digits, dots and dashes, upper-cased: a keyword such as RFC822.SIZE."""
-        start = self._pos
-        text = self._text
-        while self._pos < len(text) and (
-            chr(text[self._pos]).isalnum() or text[self._pos] in b".-"
-        ):
-            self._pos += 1
-        return text[start : self._pos].decode("ascii").upper()
+        match = _WORD.match(self._text, self._pos)
+        assert match is not None  # the pattern matches the empty run
+        self._pos = match.end()
+        return match.group().decode("ascii").upper()
 
     def at_end(self) -> bool:
         return self._pos >= len(self._text) and self._index >= len(self._segments) - 1
@@ -119,19 +133,20 @@ class Args:
         return False
 
     def _run(self, specials: frozenset[int]) -> bytes:
-        start = self._pos
-        text = self._text
-        while self._pos < len(text) and text[self._pos] not in specials and text[self._pos] < 0x80:
-            self._pos += 1
-        return text[start : self._pos]
+        return self._scan(_RUNS[specials, True])
 
     def _run_utf8(self, specials: frozenset[int]) -> bytes:
         # Some clients send raw UTF-8 in atoms (mailbox names); accept it.
-        start = self._pos
-        text = self._text
-        while self._pos < len(text) and text[self._pos] not in specials:
-            self._pos += 1
-        return text[start : self._pos]
+        return self._scan(_RUNS[specials, False])
+
+    def _scan(self, pattern: re.Pattern[bytes]) -> bytes:
+        match = pattern.match(self._text, self._pos)
+        assert match is not None  # the patterns match the empty run
+        self._pos = match.end()
+        return match.group()
+
+    def _digits(self) -> bytes:
+        return self._scan(_DIGITS)
 
     def at_literal(self) -> bool:
         return bool(_LITERAL.match(self._text, self._pos)) and self._index + 1 < len(self._segments)
@@ -151,7 +166,7 @@ class Args:
     # -- grammar elements ----------------------------------------------
 
     def atom(self) -> bytes:
-        value = self._run(_ATOM_SPECIALS)
+        value = self._scan(_ATOM_RUN)
         if not value:
             raise ParseError("Expected an atom")
         return value
@@ -161,10 +176,7 @@ class Args:
         return self.atom().decode("ascii").upper()
 
     def number(self) -> int:
-        start = self._pos
-        while self._pos < len(self._text) and 0x30 <= self._text[self._pos] <= 0x39:
-            self._pos += 1
-        digits = self._text[start : self._pos]
+        digits = self._digits()
         if not digits:
             raise ParseError("Expected a number")
         value = int(digits)
@@ -173,10 +185,7 @@ class Args:
         return value
 
     def number64(self) -> int:
-        start = self._pos
-        while self._pos < len(self._text) and 0x30 <= self._text[self._pos] <= 0x39:
-            self._pos += 1
-        digits = self._text[start : self._pos]
+        digits = self._digits()
         if not digits or len(digits) > 19:
             raise ParseError("Expected a number")
         return int(digits)

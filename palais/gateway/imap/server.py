@@ -26,18 +26,48 @@ _HANDSHAKE_TIMEOUT = 30.0
 _READER_LIMIT = 8 * 1024
 
 
-class ImapServer(asyncio.Server):
-    """An ``asyncio.Server`` whose ``close()`` also ends the open sessions with BYE."""
+class ImapServer(asyncio.AbstractServer):
+    """The listening server, whose ``close()`` also ends the open sessions with BYE.
 
-    _palais_sessions: set[Session]
-    _palais_handshakes: weakref.WeakSet[TlsServerProtocol]
+    asyncio (3.11) has no hook to reach open connections when a server
+    closes; this wraps the loop's server (whatever loop runs it) to add one.
+    """
+
+    def __init__(
+        self,
+        server: asyncio.AbstractServer,
+        sessions: set[Session],
+        handshakes: weakref.WeakSet[TlsServerProtocol],
+    ) -> None:
+        self._server = server
+        self._sessions = sessions
+        self._handshakes = handshakes
 
     def close(self) -> None:
-        super().close()
-        for protocol in list(self._palais_handshakes):
+        self._server.close()
+        for protocol in list(self._handshakes):
             protocol.abort_handshake()
-        for session in list(self._palais_sessions):
+        for session in list(self._sessions):
             session.shutdown()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._server.get_loop()
+
+    def is_serving(self) -> bool:
+        return self._server.is_serving()
+
+    async def start_serving(self) -> None:
+        await self._server.start_serving()
+
+    async def serve_forever(self) -> None:
+        await self._server.serve_forever()
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(getattr(self._server, "sockets", ()) or ())
 
 
 async def start_imap_server(
@@ -50,7 +80,7 @@ async def start_imap_server(
     log: logging.Logger,
     max_append_size: int = 64 * 1024 * 1024,
     idle_timeout: float = 1800,
-) -> asyncio.Server:
+) -> ImapServer:
     """Listen for IMAPS (implicit TLS) connections; the certificate is the login."""
     loop = asyncio.get_running_loop()
     limits = Limits(max_append=max_append_size)
@@ -129,14 +159,7 @@ async def start_imap_server(
         handshakes.add(protocol)
         return protocol
 
-    server = await loop.create_server(factory, host, port)
-    # asyncio (3.11) has no hook to reach open connections when a server
-    # closes; the subclass adds one without re-implementing the listener.
-    server.__class__ = ImapServer
-    assert isinstance(server, ImapServer)
-    server._palais_sessions = sessions
-    server._palais_handshakes = handshakes
-    return server
+    return ImapServer(await loop.create_server(factory, host, port), sessions, handshakes)
 
 
 def _peer(peer: Any) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["TlsServerProtocol", "TlsStream"]
 
@@ -98,8 +98,8 @@ class TlsServerProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's does not derive from asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
         self._ssl = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._handshake_timeout, self._handshake_expired)

@@ -117,8 +117,6 @@ async def _item(session: Session, item: FetchItem, msg: _Message) -> Piece:
         return b"INTERNALDATE " + internaldate(msg.record.internaldate), None
     if name == "RFC822.SIZE":
         return b"RFC822.SIZE %d" % msg.record.size, None
-    if name == "ENVELOPE":
-        return b"ENVELOPE " + await _envelope(session, msg), None
     if name in ("BODYSTRUCTURE", "BODY"):
         data = await msg.data()
         value = bodystructure(data, await msg.root(), extended=name == "BODYSTRUCTURE")
@@ -151,15 +149,9 @@ async def _item(session: Session, item: FetchItem, msg: _Message) -> Piece:
     return key, content
 
 
-async def _envelope(session: Session, msg: _Message) -> bytes:
-    # A page of envelopes is what a mail client asks for on every folder
-    # view; the store keeps the rendering beside the immutable bytes.
-    aspect = _ENVELOPE_UTF8 if session.utf8 else _ENVELOPE
-    blob = msg.record.blob
-    value = session.access.recall(blob, aspect)
-    if value is None:
-        value = encode(envelope(await msg.fields()), utf8=session.utf8)
-        session.access.remember(blob, aspect, value)
+async def _render_envelope(session: Session, msg: _Message, aspect: str) -> bytes:
+    value = encode(envelope(await msg.fields()), utf8=session.utf8)
+    session.access.remember(msg.record.blob, aspect, value)
     return value
 
 
@@ -177,16 +169,16 @@ class _Output:
         self.parts.append(data)
         self.size += len(data)
 
-    async def maybe_flush(self) -> None:
-        if self.size >= _CHUNK:
-            await self.flush()
+    async def send(self) -> None:
+        self.close()
+        await self.session.flush()
 
-    async def flush(self) -> None:
+    def close(self) -> None:
+        """Hand what is gathered to the session, which sends it with the tagged reply."""
         if self.parts:
             self.session.write(b"".join(self.parts))
             self.parts.clear()
             self.size = 0
-            await self.session.flush()
 
 
 async def do_fetch(
@@ -214,7 +206,7 @@ async def do_fetch(
     out = _Output(session)
     if all(i.name in _TABLE_ITEMS for i in wanted):
         await _fetch_from_table(session, view, spans, wanted, changed_since, out)
-        await out.flush()
+        out.close()
         return ok("FETCH completed")
     # Repeated attributes are answered once (each BODY[...] section apart).
     plan: list[FetchItem] = []
@@ -225,6 +217,7 @@ async def do_fetch(
         names.add(item.name)
         plan.append(item)
     modseq_after_flags = session.condstore and "FLAGS" in names and "MODSEQ" not in names
+    envelope_aspect = _ENVELOPE_UTF8 if session.utf8 else _ENVELOPE
     pairs = [(i + 1, view.uids[i]) for start, stop in spans for i in range(start, stop)]
     seq_of = dict((u, s) for s, u in pairs)
     for start in range(0, len(pairs), _BATCH):
@@ -243,29 +236,50 @@ async def do_fetch(
                     changed[entry.uid] = (entry.flags, entry.modseq)
                     view.note_reported(entry.uid, entry.modseq)
         for record in records:
-            flags, modseq = changed.get(record.uid, (record.flags, record.modseq))
-            msg = _Message(session, record)
-            pieces: list[Piece] = []
+            this = record.uid
+            flags, modseq = changed.get(this, (record.flags, record.modseq))
+            msg: _Message | None = None
+            line = [b"* %d FETCH (" % seq_of[this]]
+            sep = b""
             for item in plan:
                 name = item.name
                 if name == "UID":
-                    pieces.append((b"UID %d" % record.uid, None))
+                    line.append(sep + b"UID %d" % this)
                 elif name == "FLAGS":
-                    pieces.append((b"FLAGS " + flag_list(flags), None))
+                    line.append(sep + b"FLAGS " + flag_list(flags))
                 elif name == "MODSEQ":
-                    pieces.append((b"MODSEQ (%d)" % modseq, None))
+                    line.append(sep + b"MODSEQ (%d)" % modseq)
+                elif name == "ENVELOPE":
+                    # A page of envelopes is what a mail client asks for on
+                    # every folder view: the store keeps their rendering.
+                    value = session.access.recall(record.blob, envelope_aspect)
+                    if value is None:
+                        msg = msg or _Message(session, record)
+                        value = await _render_envelope(session, msg, envelope_aspect)
+                    line.append(sep + b"ENVELOPE " + value)
                 else:
-                    pieces.append(await _item(session, item, msg))
-            if "FLAGS" not in names and record.uid in changed:
-                # RFC 3501 6.4.5: a FETCH that sets \\Seen reports the new flags.
-                pieces.append((b"FLAGS " + flag_list(flags), None))
+                    msg = msg or _Message(session, record)
+                    text, content = await _item(session, item, msg)
+                    line.append(sep + text)
+                    if content is not None:
+                        # A body goes out apart, never copied into the line.
+                        line.append(b" {%d}\r\n" % len(content))
+                        out.add(b"".join(line))
+                        out.add(content)
+                        line = []
+                sep = b" "
+            if "FLAGS" not in names and this in changed:
+                # RFC 3501 6.4.5: a FETCH that sets \Seen reports the new flags.
+                line.append(b" FLAGS " + flag_list(flags))
                 if session.condstore and "MODSEQ" not in names:
-                    pieces.append((b"MODSEQ (%d)" % modseq, None))
+                    line.append(b" MODSEQ (%d)" % modseq)
             elif modseq_after_flags:
-                pieces.append((b"MODSEQ (%d)" % modseq, None))
-            _write_fetch(out, seq_of[record.uid], pieces)
-            await out.maybe_flush()
-    await out.flush()
+                line.append(b" MODSEQ (%d)" % modseq)
+            line.append(b")\r\n")
+            out.add(b"".join(line))
+            if out.size >= _CHUNK:  # checked here: a coroutine per message costs
+                await out.send()
+    out.close()
     return ok("FETCH completed")
 
 
@@ -325,20 +339,8 @@ async def _fetch_from_table(
             seqs = (i + 1 for i in view_pos)
             rows = zip(seqs, *(columns[n] for n in names), strict=True)
             out.add(b"".join(map(line.__mod__, rows)))
-            await out.maybe_flush()
-
-
-def _write_fetch(out: _Output, seq: int, pieces: list[Piece]) -> None:
-    if all(content is None for _, content in pieces):
-        out.add(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(text for text, _ in pieces)))
-        return
-    out.add(b"* %d FETCH (" % seq)
-    for i, (text, content) in enumerate(pieces):
-        out.add(b" " + text if i else text)
-        if content is not None:
-            out.add(b" {%d}\r\n" % len(content))
-            out.add(content)
-    out.add(b")\r\n")
+            if out.size >= _CHUNK:
+                await out.send()
 
 
 @command(
