@@ -63,6 +63,10 @@ class FetchItem:
         return key
 
 
+# Attributes without arguments are immutable values: one of each is enough.
+_SIMPLE_ITEMS = {name: FetchItem(name) for name in _SIMPLE}
+
+
 @dataclass(frozen=True, slots=True)
 class FetchRequest:
     items: tuple[FetchItem, ...]
@@ -91,21 +95,19 @@ def parse_fetch_atts(args: Args) -> tuple[FetchItem, ...]:
 
 
 def _fetch_att(args: Args) -> FetchItem:
-    for prefix, peek in ((b"BODY.PEEK[", True), (b"BINARY", False)):
-        if args.startswith_ci(prefix):
-            if prefix == b"BINARY":
-                raise ParseError("BINARY is not supported")
-            args.expect(prefix)
-            return _section_item(args, peek=peek)
-    if args.startswith_ci(b"BODY["):
-        args.expect(b"BODY[")
-        return _section_item(args, peek=False)
     name = _name(args)
+    if name.startswith("BINARY"):
+        raise ParseError("BINARY is not supported")
+    if args.peek() == 0x5B:  # "[": a section follows BODY or BODY.PEEK
+        if name not in ("BODY", "BODY.PEEK"):
+            raise ParseError(f"Unknown fetch attribute {name[:40]}")
+        args.expect(b"[")
+        return _section_item(args, peek=name == "BODY.PEEK")
     if name == "BODY":
         return FetchItem("BODY")
     if name not in _SIMPLE:
         raise ParseError(f"Unknown fetch attribute {name[:40]}")
-    return FetchItem(name)
+    return _SIMPLE_ITEMS[name]
 
 
 def _name(args: Args) -> str:
