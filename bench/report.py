@@ -42,6 +42,7 @@ HEADLINE: list[tuple[str, str, str, str]] = [
         "UID FETCH 1:* CHANGEDSINCE highestmodseq (in sync), ms",
         "lower",
     ),
+    ("imap", "noop_ms", "NOOP round trip (the floor), ms", "info"),
     ("push", "notify_p50_ms", "250 to IDLE EXISTS, p50 ms", "lower"),
     ("push", "notify_p99_ms", "250 to IDLE EXISTS, p99 ms", "lower"),
     ("push", "background_rate_achieved", "background load achieved, msg/s", "info"),

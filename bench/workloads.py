@@ -420,9 +420,17 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
                     notes.append("CHANGEDSINCE highestmodseq returned messages")
                     break
             out["resync_changedsince_first_ms"] = round(times[0], 2)
-            out["resync_changedsince_ms"] = round(median(times[1:] or times), 2)
+            out["resync_changedsince_ms"] = round(median(times[1:] or times) or 0.0, 2)
         else:
             notes.append("no HIGHESTMODSEQ in SELECT (CONDSTORE) response")
+        # The protocol's round trip on this session: the floor under the
+        # figures above (TLS, loopback, the client's own parsing).
+        floor: list[float] = []
+        for _ in range(max(1, p.imap_repeats)):
+            t0 = time.monotonic()
+            await c3.command("NOOP", timeout=long)
+            floor.append((time.monotonic() - t0) * 1000)
+        out["noop_ms"] = round(median(floor) or 0.0, 2)
     except IMAPError as exc:
         notes.append(f"CONDSTORE resync failed: {exc}")
     finally:

@@ -178,6 +178,8 @@ class TlsServerProtocol(asyncio.Protocol):
                 self._reader.feed_eof()
                 break
             self._reader.feed_data(chunk)
+            if not self._incoming.pending and not self._ssl.pending():
+                break  # all read: spares the exception an empty read raises
         self._flush()
 
     def _flush(self) -> None:
