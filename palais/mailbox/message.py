@@ -5,15 +5,14 @@ from __future__ import annotations
 import email.header
 import email.utils
 import functools
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 from palais.mailbox.errors import InvalidMessage
 
-_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+# A field name: printable ASCII but the colon (RFC 5322 section 2.2).
+_FIELD_NAME = re.compile(rb"[!-9;-~]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,25 +50,62 @@ def decode_header_value(value: str | None) -> str:
     text = []
     for chunk, charset in parts:
         if isinstance(chunk, bytes):
+            # Text between encoded words comes back as raw-unicode-escape bytes.
             try:
-                text.append(chunk.decode(charset or "ascii", errors="replace"))
+                text.append(chunk.decode(charset or "raw-unicode-escape", errors="replace"))
             except LookupError:
-                text.append(chunk.decode("ascii", errors="replace"))
+                text.append(chunk.decode("utf-8", errors="replace"))
         else:
             text.append(chunk)
     return "".join(text)
 
 
-def _addresses(msg: Message, name: str) -> str:
-    values = msg.get_all(name)
+def _addresses(fields: dict[str, list[str]], name: str) -> str:
+    values = fields.get(name)
     if not values:
         return ""
-    key = tuple(str(v) for v in values)
+    key = tuple(values)
     # Correspondents repeat from one message to the next: a short list is
     # parsed once (long ones are not kept, to bound the memory used).
     if sum(map(len, key)) <= 512:
         return _remembered_address_text(key)
     return _address_text(key)
+
+
+def header_fields(head: bytes) -> dict[str, list[str]]:
+    """The header block's fields by lower-case name, unfolded, in order.
+
+    Values are read as UTF-8 (RFC 6532; anything else is replaced, never
+    passed on as undecodable text). A line that is neither a field nor a
+    continuation is skipped, as mail readers do.
+    """
+    fields: dict[str, list[str]] = {}
+    current: list[bytes] | None = None
+    name = ""
+    for line in head.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        if current is not None:
+            fields.setdefault(name, []).append(_unfold(current))
+            current = None
+        colon = line.find(b":")
+        if colon <= 0:
+            continue
+        raw_name = line[:colon].rstrip(b" \t")
+        if not _FIELD_NAME.fullmatch(raw_name):
+            continue
+        name = raw_name.decode("ascii").lower()
+        current = [line[colon + 1 :]]
+    if current is not None:
+        fields.setdefault(name, []).append(_unfold(current))
+    return fields
+
+
+def _unfold(lines: list[bytes]) -> str:
+    return b"".join(lines).strip(b" \t").decode("utf-8", "replace")
 
 
 def _address_text(values: tuple[str, ...]) -> str:
@@ -86,27 +122,32 @@ def summarize(data: bytes) -> MessageSummary:
     head = data[:size]
     if not head.strip():
         raise InvalidMessage("The message has no header", reason="empty header block")
-    msg = _HEADER_PARSER.parsebytes(head)
-    if not msg.keys():
+    fields = header_fields(head)
+    if not fields:
         raise InvalidMessage("The message has no header", reason="unparsable header block")
+
+    def first(name: str) -> str | None:
+        values = fields.get(name)
+        return values[0] if values else None
+
     sent: datetime | None = None
-    raw_date = msg.get("Date")
+    raw_date = first("date")
     if raw_date:
         try:
-            sent = email.utils.parsedate_to_datetime(str(raw_date))
+            sent = email.utils.parsedate_to_datetime(raw_date)
         except (TypeError, ValueError, IndexError):
             sent = None
         if sent is not None and sent.tzinfo is None:
             sent = None  # RFC 5322 dates carry a zone; an undated one is unusable
-    mid = msg.get("Message-ID")
+    mid = first("message-id")
     return MessageSummary(
         header_size=size,
-        subject=decode_header_value(msg.get("Subject")).strip(),
-        from_addr=_addresses(msg, "From"),
-        to_addr=_addresses(msg, "To"),
-        cc_addr=_addresses(msg, "Cc"),
-        bcc_addr=_addresses(msg, "Bcc"),
-        message_id=str(mid).strip() if mid else None,
+        subject=decode_header_value(first("subject")).strip(),
+        from_addr=_addresses(fields, "from"),
+        to_addr=_addresses(fields, "to"),
+        cc_addr=_addresses(fields, "cc"),
+        bcc_addr=_addresses(fields, "bcc"),
+        message_id=mid or None,
         sent_date=sent,
         has_body=bool(data[size:].strip()),
     )

@@ -34,12 +34,19 @@ class WriteContext:
     """What a job may use and leave behind besides its rows."""
 
     locations: dict[str, BlobLocation] = field(default_factory=dict)
+    # The sha256 of each blob handed with the job, by the blob's identity:
+    # hashed once, when appended (hashing releases the GIL, a costly handoff).
+    hashes: dict[int, str] = field(default_factory=dict)
     events: list[MailboxEvent] = field(default_factory=list)
     # sha256 -> where its bytes lie, for blobs no message holds any more.
     erase_after_commit: dict[str, BlobLocation] = field(default_factory=dict)
     # Facts that never change once written (a box's id by owner and name),
     # shared by every job of this writer.
     cache: dict[Any, Any] = field(default_factory=dict)
+
+    def sha256(self, data: bytes) -> str:
+        known = self.hashes.get(id(data))
+        return known if known is not None else sha256_hex(data)
 
 
 Work = Callable[[Connection, WriteContext], T]
@@ -112,14 +119,25 @@ class CommitQueue:
         """Run a job synchronously in the caller's thread (CLI, before start)."""
         assert not self._thread.is_alive(), "run_now is for when the writer is stopped"
         ctx = WriteContext(cache=self._cache)
-        for data in blobs:
-            ctx.locations[sha256_hex(data)] = self._blobs.append(data)
+        self._append_blobs([(ctx, blobs)])
         self._blobs.sync()
         with self._engine.begin() as conn:
             result = work(conn, ctx)
         self._erase(ctx.erase_after_commit)
         self._publish(ctx.events)
         return result
+
+    def _append_blobs(self, jobs: list[tuple[WriteContext, Sequence[bytes]]]) -> None:
+        """Every blob of a batch written to the pack at once."""
+        datas = [data for _, blobs in jobs for data in blobs]
+        if not datas:
+            return
+        locations = iter(self._blobs.append_many(datas))
+        for ctx, blobs in jobs:
+            for data in blobs:
+                sha = sha256_hex(data)
+                ctx.hashes[id(data)] = sha
+                ctx.locations[sha] = next(locations)
 
     def _erase(self, blobs: dict[str, BlobLocation]) -> None:
         for sha, where in blobs.items():
@@ -174,8 +192,7 @@ class CommitQueue:
         try:
             for job in batch:
                 job.context.cache = self._cache
-                for data in job.blobs:
-                    job.context.locations[sha256_hex(data)] = self._blobs.append(data)
+            self._append_blobs([(job.context, job.blobs) for job in batch])
             # The pack's fdatasync runs while the rows are written; the commit
             # waits for it, so no row ever points at bytes not yet on disk.
             synced = self._syncer.submit(self._blobs.sync)

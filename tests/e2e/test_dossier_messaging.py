@@ -189,6 +189,33 @@ def test_subject_prefix_added(instance: Instance) -> None:
         conn.logout()
 
 
+def test_raw_utf8_subject_is_filed(instance: Instance) -> None:
+    """8-bit headers (RFC 6532), as clients send them: accepted, filed, searchable."""
+    mid = new_mid()
+    raw = (
+        f"From: {instance.address('avocat1')}\r\nTo: {instance.dossier['address']}\r\n"
+        f"Subject: Référé d'heure à heure\r\nMessage-ID: {mid}\r\n"
+        "Date: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nMaître,\r\nCi-joint.\r\n"
+    ).encode()
+    with smtp(instance, "avocat1") as s:
+        refused = s.sendmail(
+            instance.address("avocat1"), [instance.dossier["address"]], raw, ["BODY=8BITMIME"]
+        )
+        assert refused == {}
+    conn = imap(instance, "greffier1")
+    try:
+        conn.select("INBOX")
+        (uid,) = by_mid(conn, mid)
+        _typ, data = conn.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert "Référé d'heure à heure".encode() in data[0][1]
+        assert f"[{instance.dossier['number']}] ".encode() in data[0][1]
+        conn.literal = "heure à".encode()
+        typ, found = conn.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT")
+        assert typ == "OK" and uid in found[0].split()
+    finally:
+        conn.logout()
+
+
 def test_append_to_inbox_refused(instance: Instance) -> None:
     conn = imap(instance, "avocat1")
     try:

@@ -29,6 +29,28 @@ def test_summary_decodes_headers() -> None:
     assert s.has_body
 
 
+def test_summary_of_raw_utf8_and_mixed_encoded_words() -> None:
+    raw = (
+        'From: =?utf-8?q?Andr=C3=A9?= <andre@x.test>, "Zoé Bernard" <zoe@y.test>\r\n'
+        "Subject: Café =?utf-8?q?d=C3=A9j=C3=A0?= servi\r\n"
+        "To: a@x.test,\r\n\tb@y.test\r\n"
+        "Message-ID:\r\n <folded@x>\r\n"
+        "\r\ncorps\r\n"
+    ).encode()
+    s = summarize(raw)
+    assert s.subject == "Café déjà servi"
+    assert s.from_addr == "André <andre@x.test>, Zoé Bernard <zoe@y.test>"
+    assert s.to_addr == "a@x.test, b@y.test"
+    assert s.message_id == "<folded@x>"
+
+
+def test_summary_never_keeps_undecodable_bytes() -> None:
+    s = summarize(b"Subject: caf\xe9 latin-1\r\nBad line without colon\r\nTo: a@x\r\n\r\nx")
+    assert s.subject == "caf\ufffd latin-1"
+    s.subject.encode("utf-8")  # storable as it is
+    assert s.to_addr == "a@x"
+
+
 def test_header_size_bare_lf() -> None:
     assert header_size(b"A: b\n\nbody") == 6
     assert header_size(b"A: b\r\n") == 6
