@@ -138,13 +138,14 @@ class Gateway:
             },
         )
         log.info(
-            "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d",
+            "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d loop=%s",
             host,
             s.listen.https,
             s.listen.smtps,
             s.listen.submission,
             s.listen.court,
             s.listen.imaps,
+            type(loop).__module__.split(".")[0],
         )
 
     async def stop(self) -> None:

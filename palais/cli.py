@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from palais.config import ConfigError, load_settings
@@ -20,6 +20,14 @@ def _setup_logging(level: str) -> None:
     )
     # aiosmtpd logs every command line at INFO; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -48,12 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(settings.log.level)
     try:
-        if os.environ.get("PALAIS_UVLOOP"):
-            import uvloop
-
-            uvloop.run(serve(settings))
-        else:
-            asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.instance.event_loop)) as runner:
+            runner.run(serve(settings))
     except OSError as e:
         print(f"palais serve: cannot start: {e.strerror or e}", file=sys.stderr)
         return 1

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
 
 class ConfigError(Exception):
     pass
@@ -25,6 +27,8 @@ class InstanceSection:
     name: str = "palais"
     hostname: str = "localhost"  # announced in SMTP greetings
     mail_domain: str = "palais.test"
+    # "uvloop" (libuv, measured faster on SMTP ingest) or "asyncio" (the standard loop).
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -195,4 +199,6 @@ def load_settings(path: Path) -> Settings:
                 raise ConfigError(f"{path}: unknown key '{key}' in [{name}]")
             kwargs[key] = _coerce(value, hints[key], f"{path}: [{name}] {key}", root)
         sections[name] = dataclasses.replace(sections[name], **kwargs)
+    if sections["instance"].event_loop not in EVENT_LOOPS:
+        raise ConfigError(f"{path}: [instance] event_loop must be one of {', '.join(EVENT_LOOPS)}")
     return Settings(path=path, **sections)

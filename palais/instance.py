@@ -110,6 +110,7 @@ def config_text(base: int) -> str:
 [instance]
 name = "palais-dev"
 hostname = "localhost"
+event_loop = "uvloop"
 
 [database]
 url = "sqlite:///palais.db"

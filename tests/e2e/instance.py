@@ -114,7 +114,9 @@ class Instance:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
 
-def create_instance(root: Path, *, extra_config: str = "") -> Instance:
+def create_instance(
+    root: Path, *, extra_config: str = "", event_loop: str | None = None
+) -> Instance:
     base = free_base()
     env = dict(os.environ)
     subprocess.run(
@@ -123,8 +125,13 @@ def create_instance(root: Path, *, extra_config: str = "") -> Instance:
         capture_output=True,
         env=env,
     )
+    config = root / "palais.toml"
+    if event_loop is not None:
+        text = config.read_text(encoding="utf-8")
+        assert 'event_loop = "uvloop"' in text
+        config.write_text(text.replace('event_loop = "uvloop"', f'event_loop = "{event_loop}"'))
     if extra_config:
-        with (root / "palais.toml").open("a", encoding="utf-8") as f:
+        with config.open("a", encoding="utf-8") as f:
             f.write("\n" + extra_config)
     demo = json.loads((root / "demo.json").read_text(encoding="utf-8"))
     return Instance(root=root, demo=demo)

@@ -90,7 +90,8 @@ def test_sigkill_loses_no_accepted_message(tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
-    inst = create_instance(tmp_path / "instance")
+    # On the standard asyncio loop: the other end-to-end tests run on uvloop.
+    inst = create_instance(tmp_path / "instance", event_loop="asyncio")
     inst.start()
     accepted: list[str] = []
     stop = threading.Event()
@@ -104,6 +105,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     t.join(timeout=30)
     log = inst.read_log()
     assert "stopping" in log and "stopped" in log
+    assert "loop=asyncio" in log
     assert "Traceback" not in log, log[-4000:]
     inst.start()
     inst.stop()

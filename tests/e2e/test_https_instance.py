@@ -46,3 +46,8 @@ def test_thunderbird_autoconfig(instance: Instance) -> None:
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "200"
     assert str(instance.port("imaps")) in body and "TLS-client-cert" in body
+
+
+def test_gateway_runs_on_uvloop_by_default(instance: Instance) -> None:
+    # The shared instance keeps palais init's default; test_durability runs one on asyncio.
+    assert "loop=uvloop" in instance.read_log()

@@ -43,3 +43,12 @@ def test_absolute_database_url_untouched(tmp_path: Path) -> None:
     p = tmp_path / "palais.toml"
     p.write_text('[database]\nurl = "postgresql+psycopg://u@h/db"\n')
     assert load_settings(p).database_url() == "postgresql+psycopg://u@h/db"
+
+
+def test_event_loop_is_checked(tmp_path: Path) -> None:
+    p = tmp_path / "palais.toml"
+    p.write_text('[instance]\nevent_loop = "trio"\n')
+    with pytest.raises(ConfigError, match=r"event_loop must be one of uvloop, asyncio"):
+        load_settings(p)
+    p.write_text('[instance]\nevent_loop = "asyncio"\n')
+    assert load_settings(p).instance.event_loop == "asyncio"
