@@ -35,7 +35,7 @@ bench: $(BIN)/palais
 	$(BIN)/python -m bench
 
 bench-quick: $(BIN)/palais
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick --smoke
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="small counts, under a minute (development)"
     )
     ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="exit 1 unless Palais ran every selected workload to completion (CI); "
+        "no figure is judged and a peer that cannot run does not fail it",
+    )
+    ap.add_argument(
         "--only",
         default=",".join(WORKLOADS),
         help="comma list of workloads: " + ",".join(WORKLOADS),
@@ -379,8 +385,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     _log(f"wrote {out}" + (f" and {md}" if md else ""))
+    if args.smoke:
+        problems = smoke_problems(doc, list(args.only))
+        for problem in problems:
+            _log(f"smoke: {problem}")
+        return 1 if problems else 0
     ok = [n for n, t in doc["targets"].items() if t.get("status") == "ok"]
     return 0 if ok else 1
+
+
+def smoke_problems(doc: dict[str, Any], workloads: list[str]) -> list[str]:
+    """What keeps a run from being a passing smoke test: Palais's side only."""
+    target = doc["targets"].get("palais", {})
+    if target.get("status") != "ok":
+        return [f"palais did not run: {target.get('reason', 'not selected')}"]
+    problems = []
+    for name in workloads:
+        entry = doc.get(name, {}).get("palais")
+        if not isinstance(entry, dict) or "skipped" in entry:
+            problems.append(f"{name}: skipped ({(entry or {}).get('skipped', 'no result')})")
+        elif not entry.get("complete", False):
+            problems.append(f"{name}: incomplete ({entry.get('notes') or 'see the log'})")
+    return problems
 
 
 if __name__ == "__main__":

@@ -74,3 +74,18 @@ def test_imap_literal_parsing() -> None:
         return resp.untagged
 
     assert asyncio.run(go()) == [b"* 1 FETCH (BODY[HEADER] {5}\r\nab\r\nc)"]
+
+
+def test_smoke_judges_palais_only() -> None:
+    from bench.__main__ import smoke_problems
+
+    doc = {
+        "targets": {"palais": {"status": "ok"}, "peer": {"status": "skipped", "reason": "no apt"}},
+        "ingest": {"palais": {"complete": True}, "peer": {"skipped": "no apt"}},
+        "imap": {"palais": {"complete": False, "notes": ["FETCH returned 3 envelopes"]}},
+        "push": {"palais": {"skipped": "not implemented"}},
+    }
+    assert smoke_problems(doc, ["ingest"]) == []
+    problems = smoke_problems(doc, ["ingest", "imap", "push", "memory"])
+    assert [p.split(":")[0] for p in problems] == ["imap", "push", "memory"]
+    assert smoke_problems({"targets": {}}, ["ingest"]) == ["palais did not run: not selected"]
