@@ -195,6 +195,12 @@ async def do_fetch(
         spans = resolve_spans(view, numbers, uid=uid)
     except SequenceSetError as exc:
         return bad(str(exc))
+    if changed_since is not None and all(i.name in _TABLE_ITEMS for i in items):
+        # A client in sync asks this on every reconnection: answer it first.
+        session.condstore = True
+        table = await session.access.entries(who, view.info.id)
+        if changed_since >= table.highestmodseq:
+            return ok("FETCH completed")
     wanted = list(items)
     if uid and not any(i.name == "UID" for i in wanted):
         wanted.insert(0, FetchItem("UID"))
@@ -296,7 +302,7 @@ async def _fetch_from_table(
         return
     table = await session.access.entries(identity(session), view.info.id)
     if changed_since is not None and changed_since >= table.highestmodseq:
-        return  # a client in sync asks this on every connection
+        return
     names: list[str] = []
     for item in wanted:
         if item.name not in names:
