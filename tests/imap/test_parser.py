@@ -270,3 +270,25 @@ def test_bad_search(text: bytes) -> None:
 def test_deep_nesting_is_refused_not_a_crash() -> None:
     with pytest.raises(ParseError):
         parse_search(args_of(b"NOT " * 500 + b"ALL"))
+
+
+def test_fetch_lines_are_parsed_once() -> None:
+    import palais.gateway.imap.commands  # noqa: F401  (registers the commands)
+    from palais.gateway.imap.commands import registry
+
+    handler = registry.REGISTRY["UID FETCH"]
+    line = b" 1:* (UID FLAGS) (CHANGEDSINCE 4242)"
+    first = handler.parse_memo(Args(RawCommand((line,))))
+    assert registry._PARSED[("UID FETCH", line, False)] == tuple(first)
+    again = handler.parse_memo(Args(RawCommand((line,))))
+    assert again == first and again is not first
+    # A line with a literal is parsed every time; so are other commands.
+    with_literal = RawCommand((b" 1 (BODY[HEADER.FIELDS ({4}", Literal(b"FROM"), b")])"))
+    handler.parse_memo(Args(with_literal))
+    assert not any(b"{4}" in key[1] for key in registry._PARSED)
+    assert not registry.REGISTRY["SELECT"].memo_parse
+    # A bad line is refused each time, never remembered.
+    for _ in range(2):
+        with pytest.raises(ParseError):
+            handler.parse_memo(Args(RawCommand((b" 1:* (NOPE)",))))
+    assert ("UID FETCH", b" 1:* (NOPE)", False) not in registry._PARSED

@@ -103,6 +103,12 @@ class Args:
         self._pos = match.end()
         return match.group().decode("ascii").upper()
 
+    def rest_of_line(self) -> bytes | None:
+        """What is left to read, if it is plain text (no literal follows)."""
+        if self._index != len(self._segments) - 1:
+            return None
+        return self._text[self._pos :]
+
     def at_end(self) -> bool:
         return self._pos >= len(self._text) and self._index >= len(self._segments) - 1
 

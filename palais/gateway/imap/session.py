@@ -263,7 +263,7 @@ class Session:
             self._tagged(tag, Reply(b"BAD", f"{name} is not allowed now", codes.CLIENTBUG))
             return
         try:
-            values = handler.parse(args)
+            values = handler.parse_memo(args)
         except ParseError as exc:
             self._tagged(tag, Reply(b"BAD", f"{name}: {exc.text}"))
             return

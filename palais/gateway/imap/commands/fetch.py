@@ -354,6 +354,7 @@ async def _fetch_from_table(
     syntax=(Args.sequence_set, parse_fetch_atts, Optional(parse_fetch_modifiers)),
     states=SELECTED_ONLY,
     defers_expunge=True,
+    memo_parse=True,
 )
 async def fetch(
     session: Session,
@@ -369,6 +370,7 @@ async def fetch(
     "UID FETCH",
     syntax=(Args.sequence_set, parse_fetch_atts, Optional(parse_fetch_modifiers)),
     states=SELECTED_ONLY,
+    memo_parse=True,
 )
 async def uid_fetch(
     session: Session,

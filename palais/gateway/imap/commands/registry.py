@@ -60,6 +60,9 @@ class Handler:
     # FETCH, STORE and SEARCH by sequence number must not shift numbers
     # under the client's feet (RFC 3501 7.4.1).
     defers_expunge: bool = False
+    # Its arguments parse to immutable values: the same line is parsed once
+    # (clients repeat their FETCH lines, e.g. the resync on every connection).
+    memo_parse: bool = False
 
     def parse(self, args: Args) -> list[object]:
         values: list[object] = []
@@ -70,6 +73,24 @@ class Handler:
         args.end()
         return values
 
+    def parse_memo(self, args: Args) -> list[object]:
+        """``parse``, from memory when the same plain line was parsed before."""
+        line = args.rest_of_line() if self.memo_parse else None
+        if line is None:
+            return self.parse(args)
+        key = (self.name, line, args.utf8)
+        known = _PARSED.get(key)
+        if known is None:
+            known = tuple(self.parse(args))
+            if len(_PARSED) >= _PARSED_LIMIT:
+                _PARSED.clear()
+            _PARSED[key] = known
+        return list(known)
+
+
+_PARSED: dict[tuple[str, bytes, bool], tuple[object, ...]] = {}
+_PARSED_LIMIT = 1024
+
 
 REGISTRY: dict[str, Handler] = {}
 
@@ -79,12 +100,13 @@ def command(
     syntax: tuple[Grammar, ...] = (),
     states: frozenset[StateName],
     defers_expunge: bool = False,
+    memo_parse: bool = False,
 ) -> Callable[[Callable[..., Awaitable[Reply]]], Callable[..., Awaitable[Reply]]]:
     def register(fn: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
         for name in names:
             if name in REGISTRY:
                 raise RuntimeError(f"IMAP command {name} registered twice")
-            REGISTRY[name] = Handler(name, syntax, states, fn, defers_expunge)
+            REGISTRY[name] = Handler(name, syntax, states, fn, defers_expunge, memo_parse)
         return fn
 
     return register
