@@ -670,14 +670,15 @@ class MailStore:
         where = self._locations.get(sha)
         if where is not None:
             return where
-        row = self._read(
-            lambda c: c.execute(
-                select(BL.c.segment, BL.c.offset, BL.c.length).where(BL.c.sha256 == sha)
-            ).first()
-        )
+
+        def find(cur: Any, mark: str) -> Any:
+            cur.execute(f'SELECT segment, "offset", length FROM blob WHERE sha256 = {mark}', (sha,))
+            return cur.fetchone()
+
+        row = self._read_raw(find)
         if row is None:
             raise NoSuchMailbox("That message is no longer available", reason=f"blob {sha} gone")
-        where = BlobLocation(row.segment, int(row.offset), int(row.length))
+        where = BlobLocation(row[0], int(row[1]), int(row[2]))
         if len(self._locations) > 100_000:
             self._locations.clear()
         self._locations[sha] = where

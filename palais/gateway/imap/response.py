@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -20,6 +21,7 @@ __all__ = [
 
 # Long values go as literals: some clients cap the length of a quoted string.
 _MAX_QUOTED = 1024
+_LINE_BREAK_OR_NUL = re.compile(rb"[\r\n\0]")
 _MONTHS = (
     b"Jan",
     b"Feb",
@@ -37,7 +39,7 @@ _MONTHS = (
 
 
 def _needs_literal(data: bytes, utf8: bool) -> bool:
-    if len(data) > _MAX_QUOTED or b"\r" in data or b"\n" in data or b"\0" in data:
+    if len(data) > _MAX_QUOTED or _LINE_BREAK_OR_NUL.search(data):
         return True
     if data.isascii():
         return False
@@ -51,7 +53,9 @@ def _needs_literal(data: bytes, utf8: bool) -> bool:
 
 
 def quoted(data: bytes) -> bytes:
-    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    if b"\\" in data or b'"' in data:
+        data = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    return b'"' + data + b'"'
 
 
 def string(data: bytes, *, utf8: bool = False) -> bytes:
@@ -68,8 +72,28 @@ def encode(value: ImapValue, *, utf8: bool = False) -> bytes:
 
 
 def _encode_into(value: ImapValue, utf8: bool, out: list[bytes]) -> None:
-    if value is None:
+    # Exact types first, most frequent first: an envelope is mostly strings.
+    kind = type(value)
+    if kind is bytes:
+        out.append(string(value, utf8=utf8))  # type: ignore[arg-type]
+    elif value is None:
         out.append(b"NIL")
+    elif kind is list:
+        out.append(b"(")
+        first = True
+        for item in value:  # type: ignore[union-attr]
+            if not first:
+                out.append(b" ")
+            first = False
+            _encode_into(item, utf8, out)
+        out.append(b")")
+    elif kind is Run:
+        for item in value:  # type: ignore[union-attr]
+            _encode_into(item, utf8, out)
+    elif kind is Atom:
+        out.append(value.raw)  # type: ignore[union-attr]
+    elif kind is int:
+        out.append(b"%d" % value)  # type: ignore[str-format]
     elif isinstance(value, bool):
         raise TypeError("booleans have no IMAP encoding")
     elif isinstance(value, int):
