@@ -191,16 +191,17 @@ async def do_fetch(
 ) -> Reply:
     view = selected(session)
     who = identity(session)
-    try:
-        spans = resolve_spans(view, numbers, uid=uid)
-    except SequenceSetError as exc:
-        return bad(str(exc))
-    if changed_since is not None and all(i.name in _TABLE_ITEMS for i in items):
-        # A client in sync asks this on every reconnection: answer it first.
+    if uid and changed_since is not None and all(i.name in _TABLE_ITEMS for i in items):
+        # A client in sync asks this on every reconnection: answer it first
+        # (a UID set is never invalid, so nothing else need be looked at).
         session.condstore = True
         table = await session.access.entries(who, view.info.id)
         if changed_since >= table.highestmodseq:
             return ok("FETCH completed")
+    try:
+        spans = resolve_spans(view, numbers, uid=uid)
+    except SequenceSetError as exc:
+        return bad(str(exc))
     wanted = list(items)
     if uid and not any(i.name == "UID" for i in wanted):
         wanted.insert(0, FetchItem("UID"))
