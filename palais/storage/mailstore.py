@@ -1239,7 +1239,8 @@ def _utc(value: datetime | str) -> datetime:
             return datetime.fromisoformat(value + "+00:00")
         except ValueError:  # the text had a zone of its own
             value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    # PostgreSQL answers in the session's TimeZone: the same instant, in UTC as on SQLite.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _driver(conn: Connection) -> tuple[Any, str]:
