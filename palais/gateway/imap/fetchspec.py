@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from palais.gateway.imap.mime import SectionSpec
 from palais.gateway.imap.parser import Args, ParseError
 
-__all__ = ["FetchItem", "FetchRequest", "parse_fetch_atts", "parse_fetch_modifiers"]
+__all__ = ["FetchItem", "parse_fetch_atts", "parse_fetch_modifiers"]
 
 _SIMPLE = frozenset(
     {
@@ -65,15 +65,6 @@ class FetchItem:
 
 # Attributes without arguments are immutable values: one of each is enough.
 _SIMPLE_ITEMS = {name: FetchItem(name) for name in _SIMPLE}
-
-
-@dataclass(frozen=True, slots=True)
-class FetchRequest:
-    items: tuple[FetchItem, ...]
-    changed_since: int | None = None
-
-    def wants(self, name: str) -> bool:
-        return any(i.name == name for i in self.items)
 
 
 def parse_fetch_atts(args: Args) -> tuple[FetchItem, ...]:
