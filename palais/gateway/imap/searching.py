@@ -27,7 +27,7 @@ from palais.gateway.imap.searchspec import (
     SizeKey,
     TextKey,
 )
-from palais.gateway.imap.textsearch import body_text, decode_header_value, header_text
+from palais.gateway.imap.textsearch import body_text, decode_header_value
 from palais.gateway.imap.view import SelectedMailbox
 from palais.mailbox.identity import Identity
 from palais.mailbox.model import HeaderField, MessageRecord
@@ -204,7 +204,7 @@ class Searcher:
                 continue
             text = body_text(data)
             if key.headers_too:
-                text = header_text(data[:body_start]) + "\n" + text
+                text = decode_header_value(data[:body_start]) + "\n" + text
             if needle in text.casefold():
                 out.add(u)
         return out

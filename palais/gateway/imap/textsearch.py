@@ -7,23 +7,17 @@ raw byte search would miss most accented words.
 from __future__ import annotations
 
 import email
-import email.header
 import email.policy
 from email.message import Message
 
-__all__ = ["body_text", "decode_header_value", "header_text"]
+from palais.mailbox.message import decode_header_value as decode_text
+
+__all__ = ["body_text", "decode_header_value"]
 
 
 def decode_header_value(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    try:
-        return str(email.header.make_header(email.header.decode_header(text)))
-    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
-        return text
-
-
-def header_text(header: bytes) -> str:
-    return decode_header_value(header)
+    """A header's raw bytes as text, as the store indexes them (RFC 2047 and RFC 6532)."""
+    return decode_text(raw.decode("utf-8", "replace"))
 
 
 def body_text(data: bytes) -> str:
