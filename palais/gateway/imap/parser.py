@@ -33,11 +33,10 @@ def _scanner(specials: frozenset[int], *, ascii_only: bool) -> re.Pattern[bytes]
 
 
 _ATOM_RUN = _scanner(_ATOM_SPECIALS, ascii_only=True)
-_RUNS = {
-    (specials, ascii_only): _scanner(specials, ascii_only=ascii_only)
-    for specials in (_ATOM_SPECIALS, _ASTRING_SPECIALS, _LIST_SPECIALS)
-    for ascii_only in (True, False)
-}
+# Some clients send raw UTF-8 in atoms (mailbox names): astrings and list
+# patterns accept it.
+_ASTRING_RUN = _scanner(_ASTRING_SPECIALS, ascii_only=False)
+_LIST_RUN = _scanner(_LIST_SPECIALS, ascii_only=False)
 _WORD = re.compile(rb"[A-Za-z0-9.\-]*")
 _DIGITS = re.compile(rb"[0-9]*")
 _LITERAL = re.compile(rb"~?\{(\d{1,20})\+?\}$")
@@ -138,13 +137,6 @@ class Args:
             return True
         return False
 
-    def _run(self, specials: frozenset[int]) -> bytes:
-        return self._scan(_RUNS[specials, True])
-
-    def _run_utf8(self, specials: frozenset[int]) -> bytes:
-        # Some clients send raw UTF-8 in atoms (mailbox names); accept it.
-        return self._scan(_RUNS[specials, False])
-
     def _scan(self, pattern: re.Pattern[bytes]) -> bytes:
         match = pattern.match(self._text, self._pos)
         assert match is not None  # the patterns match the empty run
@@ -239,7 +231,7 @@ class Args:
     def astring(self) -> bytes:
         if self.peek() == 0x22 or self.at_literal():
             return self.string()
-        value = self._run_utf8(_ASTRING_SPECIALS)
+        value = self._scan(_ASTRING_RUN)
         if not value:
             raise ParseError("Expected a string or atom")
         return value
@@ -269,7 +261,7 @@ class Args:
         if self.peek() == 0x22 or self.at_literal():
             raw = self.string()
         else:
-            raw = self._run_utf8(_LIST_SPECIALS)
+            raw = self._scan(_LIST_RUN)
             if not raw:
                 raise ParseError("Expected a mailbox pattern")
         return self.decode_name(raw, pattern=True)
