@@ -24,6 +24,7 @@ from palais.gateway.imap.response import encode, flag_list, internaldate
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError
 from palais.gateway.imap.states import SELECTED_ONLY
 from palais.mailbox.model import FlagMode, MessageRecord
+from palais.mailbox.ports import EntryTable
 
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
@@ -191,17 +192,17 @@ async def do_fetch(
 ) -> Reply:
     view = selected(session)
     who = identity(session)
-    if uid and changed_since is not None and all(i.name in _TABLE_ITEMS for i in items):
-        # A client in sync asks this on every reconnection: answer it first
-        # (a UID set is never invalid, so nothing else need be looked at).
-        session.condstore = True
-        table = await session.access.entries(who, view.info.id)
-        if changed_since >= table.highestmodseq:
-            return ok("FETCH completed")
     try:
         spans = resolve_spans(view, numbers, uid=uid)
     except SequenceSetError as exc:
         return bad(str(exc))
+    table: EntryTable | None = None
+    if all(i.name in _TABLE_ITEMS for i in items):
+        table = await session.access.entries(who, view.info.id)
+        if changed_since is not None and changed_since >= table.highestmodseq:
+            # A client in sync asks this on every reconnection: nothing to say.
+            session.condstore = True
+            return ok("FETCH completed")
     wanted = list(items)
     if uid and not any(i.name == "UID" for i in wanted):
         wanted.insert(0, FetchItem("UID"))
@@ -211,8 +212,8 @@ async def do_fetch(
             wanted.append(FetchItem("MODSEQ"))
     marks_seen = any(i.sets_seen for i in wanted) and not view.read_only
     out = _Output(session)
-    if all(i.name in _TABLE_ITEMS for i in wanted):
-        await _fetch_from_table(session, view, spans, wanted, changed_since, out)
+    if table is not None:  # UID and MODSEQ, added above, are table items too
+        await _fetch_from_table(session, view, table, spans, wanted, changed_since, out)
         out.close()
         return ok("FETCH completed")
     # Repeated attributes are answered once (each BODY[...] section apart).
@@ -293,17 +294,13 @@ async def do_fetch(
 async def _fetch_from_table(
     session: Session,
     view: SelectedMailbox,
+    table: EntryTable,
     spans: list[Span],
     wanted: list[FetchItem],
     changed_since: int | None,
     out: _Output,
 ) -> None:
     """UID, FLAGS and MODSEQ straight from the store's entry table: no record, no message."""
-    if not spans:
-        return
-    table = await session.access.entries(identity(session), view.info.id)
-    if changed_since is not None and changed_since >= table.highestmodseq:
-        return
     names: list[str] = []
     for item in wanted:
         if item.name not in names:
