@@ -30,10 +30,25 @@ GREFFE = "greffe@x.test"
 NUMBER = "2025-0000138"
 
 
-def msg(n: int) -> bytes:
+DOSSIER_ADDRESS = "d@x.test"
+
+
+def msg(n: int, body: str = "") -> bytes:
     return (
-        f"From: a@x.test\r\nSubject: sujet {n}\r\nMessage-ID: <{n}@x>\r\n\r\ncorps {n}\r\n".encode()
+        f"From: a@x.test\r\nSubject: sujet {n}\r\nMessage-ID: <{n}@x>\r\n\r\ncorps {n}\r\n{body}"
+    ).encode()
+
+
+def setup_directory(conn: Connection, _ctx: WriteContext) -> None:
+    """Two lawyers taking part in one dossier of a greffe service."""
+    me = Directory.add_account(conn, address=ME.address, role=Role.AVOCAT, display_name="A")
+    other = Directory.add_account(conn, address=OTHER.address, role=Role.AVOCAT, display_name="B")
+    service = Directory.add_service(conn, address=GREFFE, name="CPH", juridiction="CPH X")
+    dossier = Directory.add_dossier(
+        conn, number=NUMBER, address=DOSSIER_ADDRESS, juridiction="CPH X", service_id=service
     )
+    Directory.add_participant(conn, dossier_id=dossier, account_id=me, capacity="avocat")
+    Directory.add_participant(conn, dossier_id=dossier, account_id=other, capacity="avocat")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -45,20 +60,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
     else:
         url = request.getfixturevalue("postgres_url")
     st = open_storage(url, tmp_path / "blobs")
-
-    def setup(conn: Connection, _ctx: WriteContext) -> None:
-        me = Directory.add_account(conn, address=ME.address, role=Role.AVOCAT, display_name="A")
-        other = Directory.add_account(
-            conn, address=OTHER.address, role=Role.AVOCAT, display_name="B"
-        )
-        service = Directory.add_service(conn, address=GREFFE, name="CPH", juridiction="CPH X")
-        dossier = Directory.add_dossier(
-            conn, number=NUMBER, address="d@x.test", juridiction="CPH X", service_id=service
-        )
-        Directory.add_participant(conn, dossier_id=dossier, account_id=me, capacity="avocat")
-        Directory.add_participant(conn, dossier_id=dossier, account_id=other, capacity="avocat")
-
-    st.commits.run_now(setup)
+    st.commits.run_now(setup_directory)
     st.start()
     try:
         yield st

@@ -17,7 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import inspect, text
 
 from palais.mailbox.boxes import BoxKind
 from palais.mailbox.identity import Identity, Role
@@ -25,51 +25,35 @@ from palais.mailbox.message import summarize
 from palais.mailbox.routing import Destination, FilingPlan
 from palais.storage import Storage, open_storage, schema
 from palais.storage.bulk import import_messages
-from palais.storage.directory import Directory
 from palais.storage.migrate import alembic_config
-from palais.storage.writer import WriteContext
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
     postgres_url_fixture,
 )
+from tests.storage.test_mailstore import (
+    DOSSIER_ADDRESS,
+    GREFFE,
+    ME,
+    NUMBER,
+    OTHER,
+    msg,
+    setup_directory,
+)
 
-ME = Identity(1, "a@x.test", Role.AVOCAT, "A", "f" * 64, "a@x.test")
-OTHER = Identity(2, "b@x.test", Role.AVOCAT, "B", "e" * 64, "b@x.test")
-GREFFE = "greffe@x.test"
 CLERK = Identity(3, "clerk@x.test", Role.GREFFIER, "C", "d" * 64, GREFFE)
-NUMBER = "2025-0000138"
-DOSSIER_ADDRESS = "d@x.test"
 
 T = TypeVar("T")
-
-
-def msg(n: int, body: str = "") -> bytes:
-    return (
-        f"From: a@x.test\r\nSubject: sujet {n}\r\nMessage-ID: <{n}@x>\r\n\r\ncorps {n}\r\n{body}"
-    ).encode()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def _setup(conn: Connection, _ctx: WriteContext) -> None:
-    """Two lawyers taking part in one dossier of a greffe service."""
-    me = Directory.add_account(conn, address=ME.address, role=Role.AVOCAT, display_name="A")
-    other = Directory.add_account(conn, address=OTHER.address, role=Role.AVOCAT, display_name="B")
-    service = Directory.add_service(conn, address=GREFFE, name="CPH", juridiction="CPH X")
-    dossier = Directory.add_dossier(
-        conn, number=NUMBER, address=DOSSIER_ADDRESS, juridiction="CPH X", service_id=service
-    )
-    Directory.add_participant(conn, dossier_id=dossier, account_id=me, capacity="avocat")
-    Directory.add_participant(conn, dossier_id=dossier, account_id=other, capacity="avocat")
-
-
 def _open(url: str, blob_dir: Path) -> Storage:
     """Storage with the directory set up and the writer not yet started."""
     st = open_storage(url, blob_dir)
     try:
-        st.commits.run_now(_setup)
+        st.commits.run_now(setup_directory)
     except BaseException:
         st.close()
         raise
