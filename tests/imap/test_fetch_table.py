@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from array import array
+from collections.abc import Sequence
 
 import pytest
 
-from palais.gateway.imap.sequence import merge_spans, parse_sequence_set
+from palais.gateway.imap.sequence import STAR, SequenceSet, merge_spans, parse_sequence_set
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.model import FlagMode
 from palais.mailbox.ports import EntryTable
@@ -133,16 +134,48 @@ def test_spans_name_what_the_sets_name(text: bytes, exists: int) -> None:
     numbers = parse_sequence_set(text)
     known = array("I", [2, 3, 5, 8, 13, 21, 34, 55, 89][:exists])
     by_uid = [i for a, b in numbers.uid_spans(known) for i in range(a, b)]
-    assert [known[i] for i in by_uid] == numbers.uids(known)
+    assert [known[i] for i in by_uid] == numbers.uids(known) == _reference_uids(numbers, known)
     try:
-        expected = numbers.seqnums(exists)
+        expected = _reference_seqnums(numbers, exists)
     except ValueError:
         with pytest.raises(ValueError):
             numbers.seq_spans(exists)
         return
-    assert [i + 1 for a, b in numbers.seq_spans(exists) for i in range(a, b)] == expected
+    spans = numbers.seq_spans(exists)
+    assert [i + 1 for a, b in spans for i in range(a, b)] == expected == numbers.seqnums(exists)
 
 
 def test_merge_spans() -> None:
     assert merge_spans([(5, 7), (0, 2), (2, 3), (6, 9), (11, 12)]) == [(0, 3), (5, 9), (11, 12)]
     assert merge_spans([]) == []
+
+
+def _reference_seqnums(numbers: SequenceSet, exists: int) -> list[int]:
+    """What a set names by sequence number, computed the plain way (a set of numbers)."""
+    chosen: set[int] = set()
+    for a, b in numbers.ranges:
+        if exists == 0 and STAR in (a, b):
+            continue
+        lo, hi = (exists if a == STAR else a), (exists if b == STAR else b)
+        if lo > hi:
+            lo, hi = hi, lo
+        if (a != STAR and a > exists) or (b != STAR and b > exists):
+            raise ValueError("Invalid sequence number")
+        if lo < 1:
+            continue
+        chosen.update(range(lo, hi + 1))
+    return sorted(chosen)
+
+
+def _reference_uids(numbers: SequenceSet, known: Sequence[int]) -> list[int]:
+    """What a set names among ``known`` UIDs, computed the plain way."""
+    if not known:
+        return []
+    top = known[-1]
+    picked: set[int] = set()
+    for a, b in numbers.ranges:
+        lo, hi = (top if a == STAR else a), (top if b == STAR else b)
+        if lo > hi:
+            lo, hi = hi, lo
+        picked.update(uid for uid in known if lo <= uid <= hi)
+    return sorted(picked)

@@ -21,46 +21,14 @@ class SequenceSet:
 
     def seqnums(self, exists: int) -> list[int]:
         """Message sequence numbers, ascending; raises on a number past ``exists``."""
-        chosen: set[int] = set()
-        for a, b in self.ranges:
-            if exists == 0 and STAR in (a, b):
-                continue  # clients say "1:*" to mean "everything", even when that is nothing
-            lo, hi = (exists if a == STAR else a), (exists if b == STAR else b)
-            if lo > hi:
-                lo, hi = hi, lo
-            if (a != STAR and a > exists) or (b != STAR and b > exists):
-                raise SequenceSetError("Invalid sequence number")
-            if lo < 1:
-                continue  # "*" in an empty mailbox selects nothing
-            chosen.update(range(lo, hi + 1))
-        return sorted(chosen)
+        return [i + 1 for start, stop in self.seq_spans(exists) for i in range(start, stop)]
 
     def uids(self, known: Sequence[int]) -> list[int]:
         """The members of ``known`` (sorted UIDs) that the set names, ascending.
 
         A UID range never fails: UIDs that do not exist are just not there.
         """
-        if not known:
-            return []
-        top = known[-1]
-        picked: set[int] = set()
-        out: list[int] = []
-        for a, b in self.ranges:
-            lo, hi = (top if a == STAR else a), (top if b == STAR else b)
-            if lo > hi:
-                lo, hi = hi, lo
-            i = bisect.bisect_left(known, lo)
-            j = bisect.bisect_right(known, hi)
-            if j - i == len(known) and not picked:
-                picked.update(known)
-                out = list(known)
-                continue
-            for uid in known[i:j]:
-                if uid not in picked:
-                    picked.add(uid)
-                    out.append(uid)
-        out.sort()
-        return out
+        return [known[i] for start, stop in self.uid_spans(known) for i in range(start, stop)]
 
     def seq_spans(self, exists: int) -> list[tuple[int, int]]:
         """What ``seqnums`` names, as 0-based [start, stop) index ranges, merged, ascending."""
