@@ -420,16 +420,8 @@ protocol lmtp {{
         uid, gid = self._mail_ids
         root = self.maildir(self.reader.name)
         folder = root / f".{mailbox}"
-        for d in (
-            root,
-            root / "cur",
-            root / "new",
-            root / "tmp",
-            folder,
-            folder / "cur",
-            folder / "new",
-            folder / "tmp",
-        ):
+        dirs = [top / sub for top in (root, folder) for sub in ("", "cur", "new", "tmp")]
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         (folder / "maildirfolder").touch()
         base_ts = 1_735_689_600
@@ -445,18 +437,7 @@ protocol lmtp {{
                 os.fchown(fd, uid, gid)
             finally:
                 os.close(fd)
-        for d in (
-            self.mail_root / self.reader.name,
-            root,
-            root / "cur",
-            root / "new",
-            root / "tmp",
-            folder,
-            folder / "cur",
-            folder / "new",
-            folder / "tmp",
-            folder / "maildirfolder",
-        ):
+        for d in (self.mail_root / self.reader.name, *dirs, folder / "maildirfolder"):
             os.chown(d, uid, gid)
         return mailbox
 
