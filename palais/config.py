@@ -84,18 +84,41 @@ class ListenSection:
 class SmtpSection:
     max_message_size: int = 25 * 1024 * 1024
     max_recipients: int = 50
-    timeout: float = 300.0
+    timeout: float = 300.0  # client silence once authenticated
+    # A resend of the same message (same sender, Message-ID and bytes) within
+    # this many seconds gets the first 250 again and files nothing; 0 disables.
+    resend_window: float = 86400.0
 
 
 @dataclass(frozen=True)
 class ImapSection:
     max_append_size: int = 64 * 1024 * 1024
     idle_timeout: float = 1800.0
+    max_search_keys: int = 256  # keys in one SEARCH program (NO [LIMIT] beyond)
+    max_search_cost: int = 20_000_000  # search keys x messages in the mailbox
+    max_keywords: int = 64  # distinct keywords on one message
+    max_keyword_length: int = 64  # characters in one keyword
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    """Caps that keep one client (or one address) from exhausting the gateway."""
+
+    max_connections: int = 4096  # open connections on all listeners together
+    max_connections_per_address: int = 64  # from one client IP address
+    handshake_timeout: float = 10.0  # seconds for the TLS handshake
+    # Seconds of silence allowed before the client has proven who it is
+    # (before STARTTLS and EHLO on SMTP, before a first command on IMAPS).
+    preauth_timeout: float = 30.0
+
+
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
+    format: str = "text"  # "text" or "json" (one JSON object per line)
 
 
 @dataclass(frozen=True)
@@ -110,6 +133,7 @@ class Settings:
     listen: ListenSection = ListenSection()
     smtp: SmtpSection = SmtpSection()
     imap: ImapSection = ImapSection()
+    limits: LimitsSection = LimitsSection()
     log: LogSection = LogSection()
 
     @property
@@ -201,4 +225,6 @@ def load_settings(path: Path) -> Settings:
         sections[name] = dataclasses.replace(sections[name], **kwargs)
     if sections["instance"].event_loop not in EVENT_LOOPS:
         raise ConfigError(f"{path}: [instance] event_loop must be one of {', '.join(EVENT_LOOPS)}")
+    if sections["log"].format not in LOG_FORMATS:
+        raise ConfigError(f"{path}: [log] format must be one of {', '.join(LOG_FORMATS)}")
     return Settings(path=path, **sections)
