@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from palais.config import Settings
 from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
+from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.smtp import PalaisSMTP, SubmissionHandler, make_smtp_factory
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import AnchorGroup, Identity, Role
@@ -49,6 +50,7 @@ class Gateway:
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     handlers: dict[str, SubmissionHandler] = field(default_factory=dict)
     https: HttpsHandle | None = None
+    recorded: GatewayMetrics = field(default_factory=GatewayMetrics)
 
     def metrics(self) -> dict[str, float]:
         """Counters for the operator's /metrics endpoint."""
@@ -91,6 +93,7 @@ class Gateway:
                 max_recipients=s.smtp.max_recipients,
                 timeout=s.smtp.timeout,
                 starttls_context=None if implicit else tls,
+                metrics=self.recorded,
             )
             self.handlers[listener] = handler
             return factory
@@ -117,6 +120,7 @@ class Gateway:
                 log=logging.getLogger("palais.imap"),
                 max_append_size=s.imap.max_append_size,
                 idle_timeout=s.imap.idle_timeout,
+                metrics=self.recorded,
             )
         )
         self.https = await start_https(

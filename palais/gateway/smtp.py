@@ -18,6 +18,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from palais.gateway import replies
+from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.routing import Addressee
@@ -299,7 +300,14 @@ class PalaisSMTP(SMTP):
 class SubmissionHandler:
     """aiosmtpd hooks; each turns one protocol step into one desk call."""
 
-    def __init__(self, desk: SubmissionDesk, *, max_recipients: int) -> None:
+    def __init__(
+        self,
+        desk: SubmissionDesk,
+        *,
+        max_recipients: int,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.desk = desk
         self.max_recipients = max_recipients
         self.accepted = 0  # exported as metrics
@@ -396,8 +404,9 @@ def make_smtp_factory(
     max_recipients: int,
     timeout: float,
     starttls_context: ssl.SSLContext | None,
+    metrics: GatewayMetrics | None = None,
 ) -> tuple[Callable[[], PalaisSMTP], SubmissionHandler]:
-    handler = SubmissionHandler(desk, max_recipients=max_recipients)
+    handler = SubmissionHandler(desk, max_recipients=max_recipients, metrics=metrics)
 
     def factory() -> PalaisSMTP:
         return PalaisSMTP(

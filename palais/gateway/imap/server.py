@@ -14,6 +14,7 @@ from typing import Any
 from palais.gateway.imap.framing import Limits
 from palais.gateway.imap.session import Session
 from palais.gateway.imap.tls import TlsServerProtocol, TlsStream
+from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import AuthenticationRequired, PalaisError
 from palais.mailbox.identity import Identity
 from palais.mailbox.ports import MailAccess
@@ -80,9 +81,11 @@ async def start_imap_server(
     log: logging.Logger,
     max_append_size: int = 64 * 1024 * 1024,
     idle_timeout: float = 1800,
+    metrics: GatewayMetrics | None = None,
 ) -> ImapServer:
     """Listen for IMAPS (implicit TLS) connections; the certificate is the login."""
     loop = asyncio.get_running_loop()
+    metrics = metrics if metrics is not None else GatewayMetrics()
     limits = Limits(max_append=max_append_size)
     sessions: set[Session] = set()
     handshakes: weakref.WeakSet[TlsServerProtocol] = weakref.WeakSet()
@@ -133,6 +136,7 @@ async def start_imap_server(
             log=log,
             limits=limits,
             idle_timeout=idle_timeout,
+            metrics=metrics,
         )
         sessions.add(session)
         outcome = "error"

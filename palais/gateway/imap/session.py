@@ -25,6 +25,7 @@ from palais.gateway.imap.framing import (
 )
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.states import Logout, NotAuthenticated, Selected, State, permits
+from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity
 from palais.mailbox.ports import MailAccess
@@ -66,6 +67,7 @@ class Session:
         "idle_timeout",
         "limits",
         "log",
+        "metrics",
         "outcome",
         "reader",
         "state",
@@ -84,8 +86,10 @@ class Session:
         log: logging.Logger,
         limits: Limits,
         idle_timeout: float,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.reader = reader
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.transport = transport
         self.access = access
         self.log = log
