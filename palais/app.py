@@ -38,8 +38,13 @@ def trust_anchors(settings: Settings) -> TrustAnchors:
 
 
 def open_instance_storage(settings: Settings) -> Storage:
+    # No silent migration at start: `palais migrate` upgrades the schema once
+    # (for every node); a database at another revision stops the start here.
     return open_storage(
-        settings.database_url(), settings.storage.blobs, max_batch=settings.storage.max_batch
+        settings.database_url(),
+        settings.storage.blobs,
+        max_batch=settings.storage.max_batch,
+        migrate=False,
     )
 
 

@@ -12,10 +12,10 @@ from palais.storage.directory import Directory
 from palais.storage.engine import make_engine
 from palais.storage.hub import EventHub
 from palais.storage.mailstore import MailStore
-from palais.storage.migrate import upgrade
+from palais.storage.migrate import SchemaMismatch, check_revision, upgrade
 from palais.storage.writer import CommitQueue
 
-__all__ = ["Storage", "open_storage"]
+__all__ = ["SchemaMismatch", "Storage", "migrate_database", "open_storage"]
 
 
 @dataclass
@@ -40,12 +40,29 @@ class Storage:
         self.writer_engine.dispose()
 
 
+def migrate_database(url: str) -> tuple[str | None, str]:
+    """Apply the shipped migrations; (revision before, revision after)."""
+    engine = make_engine(url, writer=True)
+    try:
+        return upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def open_storage(
     url: str, blob_dir: Path, *, max_batch: int = 256, migrate: bool = True
 ) -> Storage:
+    """Open the stores. ``migrate`` upgrades the schema first (init, tests);
+    without it a schema at another revision raises SchemaMismatch (serve)."""
     writer_engine = make_engine(url, writer=True)
-    if migrate:
-        upgrade(writer_engine)
+    try:
+        if migrate:
+            upgrade(writer_engine)
+        else:
+            check_revision(writer_engine)
+    except BaseException:
+        writer_engine.dispose()
+        raise
     reader = make_engine(url, writer=False)
     blobs = BlobStore(blob_dir)
     hub = EventHub()
