@@ -57,22 +57,11 @@ class Gateway:
     https: HttpsHandle | None = None
     recorded: GatewayMetrics = field(default_factory=GatewayMetrics)
 
-    def metrics(self) -> dict[str, float]:
-        """Counters for the operator's /metrics endpoint."""
-        out: dict[str, float] = {}
-        for name, h in self.handlers.items():
-            # One metric per listener: the exposition helper takes plain names.
-            out[f"palais_smtp_{name}_accepted_total"] = h.accepted
-            out[f"palais_smtp_{name}_refused_total"] = h.refused
-        if self.storage is not None:
-            out["palais_writer_batches_total"] = self.storage.commits.batches
-            out["palais_writer_jobs_total"] = self.storage.commits.jobs
-        return out
-
     async def start(self) -> None:
         s = self.settings
         self.storage = storage = open_instance_storage(s)
         storage.start()
+        self.recorded.watch_writer(storage.commits)
         anchors = trust_anchors(s)
         tls = server_context(s.tls.certificate, s.tls.key, anchors.anchor_paths, anchors.crl_paths)
 
@@ -136,7 +125,7 @@ class Gateway:
             anchors=anchors.anchor_paths,
             crls=anchors.crl_paths,
             resolve_identity=resolve_identity,
-            metrics=self.metrics,
+            metrics=self.recorded,
             log=logging.getLogger("palais.https"),
             autoconfig={
                 "hostname": s.instance.hostname,

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL, crypto
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -42,6 +41,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
 
@@ -53,7 +53,6 @@ __all__ = [
     "AUTOCONFIG_PATHS",
     "HttpsHandle",
     "autoconfig_document",
-    "prometheus_text",
     "server_tls_context",
     "start_https",
 ]
@@ -73,8 +72,7 @@ _IDLE_TIMEOUT: Final = 60.0
 _STOP_GRACE: Final = 5.0
 _SESSION_ID_CONTEXT: Final = b"palais-https"
 
-_METRIC_NAME_RE: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_PROMETHEUS_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+_PROMETHEUS_TYPE: Final = CONTENT_TYPE_LATEST.encode("ascii")
 _JSON_TYPE: Final = b"application/json"
 _XML_TYPE: Final = b"application/xml; charset=utf-8"
 
@@ -97,7 +95,6 @@ _VERIFY_ERRORS: Final[dict[int, str]] = {
 
 
 ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
-Metrics = Callable[[], dict[str, float]]
 
 
 # Twisted declares much of its API through zope interfaces, which mypy cannot
@@ -231,7 +228,7 @@ async def start_https(
     anchors: Sequence[Path],
     crls: Sequence[Path],
     resolve_identity: ResolveIdentity,
-    metrics: Metrics,
+    metrics: GatewayMetrics,
     log: logging.Logger,
     autoconfig: Mapping[str, object],
 ) -> HttpsHandle:
@@ -402,7 +399,7 @@ class _Root(Resource):
         self,
         *,
         resolve_identity: ResolveIdentity,
-        metrics: Metrics,
+        metrics: GatewayMetrics,
         log: logging.Logger,
         autoconfig_xml: bytes,
     ) -> None:
@@ -517,7 +514,9 @@ class _Root(Resource):
             return _json(403, {"error": "forbidden"})
         if identity.role is not Role.ADMIN:
             return _json(403, {"error": "forbidden"}, identity=identity)
-        body = prometheus_text(self._metrics(), log=self._log)
+        # Collectors run here, at scrape time; one that fails is a 500 whose
+        # traceback goes to the log (_respond), never to the scraper.
+        body = self._metrics.exposition()
         return _Response(200, _PROMETHEUS_TYPE, body, identity=identity)
 
 
@@ -544,32 +543,6 @@ def _json(
 
 
 # --- bodies -----------------------------------------------------------------
-
-
-def prometheus_text(values: Mapping[str, float], *, log: logging.Logger) -> bytes:
-    """Prometheus text exposition (0.0.4) of gauges, with ``palais_up 1`` first."""
-    lines = ["# TYPE palais_up gauge", "palais_up 1"]
-    for name in sorted(values):
-        if name == "palais_up":
-            continue
-        if not _METRIC_NAME_RE.fullmatch(name):
-            # One bad name would make Prometheus reject the whole scrape.
-            log.warning("metric name %r is not valid for Prometheus; skipped", name)
-            continue
-        lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{name} {_prometheus_value(values[name])}")
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-def _prometheus_value(value: float) -> str:
-    number = float(value)
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return "+Inf" if number > 0 else "-Inf"
-    if number.is_integer() and abs(number) < 2**53:
-        return str(int(number))
-    return repr(number)
 
 
 def autoconfig_document(settings: Mapping[str, object]) -> bytes:

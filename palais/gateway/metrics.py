@@ -11,10 +11,15 @@ would let a client grow the registry without bound.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+from collections.abc import Iterator
+from typing import Protocol
 
-__all__ = ["GatewayMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+
+__all__ = ["CommitCounts", "GatewayMetrics", "WriterCounts"]
 
 # Seconds; from a cached-session NOOP to a slow fsync under load.
 _LATENCY_BUCKETS = (
@@ -33,6 +38,35 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+
+
+class CommitCounts(Protocol):
+    """What the storage writer counts (``palais.storage``'s ``CommitQueue``)."""
+
+    @property
+    def batches(self) -> int: ...
+    @property
+    def jobs(self) -> int: ...
+
+
+class WriterCounts:
+    """A collector: the writer's group commits and jobs, as counters."""
+
+    def __init__(self, commits: CommitCounts) -> None:
+        self._commits = commits
+
+    def collect(self) -> Iterator[Metric]:
+        # Two plain int reads; the writer thread only ever increments them.
+        yield CounterMetricFamily(
+            "palais_writer_batches",
+            "Group commits of the storage writer (one fsync and one database commit each)",
+            value=self._commits.batches,
+        )
+        yield CounterMetricFamily(
+            "palais_writer_jobs",
+            "Jobs committed by the storage writer",
+            value=self._commits.jobs,
+        )
 
 
 class GatewayMetrics:
@@ -93,16 +127,20 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-        self.writer_batches = Counter(
-            "palais_writer_batches",
-            "Group commits of the storage writer",
-            registry=registry,
-        )
-        self.writer_jobs = Counter(
-            "palais_writer_jobs",
-            "Jobs committed by the storage writer",
-            registry=registry,
-        )
+        self._writer: WriterCounts | None = None
+
+    def watch_writer(self, commits: CommitCounts) -> None:
+        """Export the storage writer's own counts, read at every scrape.
+
+        The writer thread keeps plain integers (``batches``, ``jobs``); a
+        collector reads them when Prometheus asks rather than mirroring each
+        commit into a second counter from the writer thread. Watching another
+        writer replaces the previous one (a gateway restarted in-process).
+        """
+        if self._writer is not None:
+            self.registry.unregister(self._writer)
+        self._writer = WriterCounts(commits)
+        self.registry.register(self._writer)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything recorded."""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import smtplib
 import subprocess
+import uuid
+from email.message import EmailMessage
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.instance import Instance
 
@@ -30,15 +34,62 @@ def test_health_without_certificate(instance: Instance) -> None:
     assert code == "200" and '"ok"' in body
 
 
+Sample = tuple[str, frozenset[tuple[str, str]]]
+
+
+def sample(name: str, **labels: str) -> Sample:
+    return name, frozenset(labels.items())
+
+
+def metrics(inst: Instance) -> tuple[str, dict[Sample, float]]:
+    """The admin's scrape: its text, and every sample by (name, labels)."""
+    out = curl(inst, "/metrics", "admin1")
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "200", out.stderr
+    values = {
+        sample(s.name, **s.labels): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+    return body, values
+
+
+def submit(inst: Instance) -> None:
+    msg = EmailMessage()
+    msg["From"] = inst.address("avocat1")
+    msg["To"] = inst.dossier["address"]
+    msg["Subject"] = f"[{inst.dossier['number']}] metrics"
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
+    msg.set_content("Bonjour")
+    with smtplib.SMTP_SSL(
+        "localhost", inst.port("smtps"), context=inst.client_context("avocat1"), timeout=10
+    ) as s:
+        assert s.send_message(msg) == {}
+
+
 def test_metrics_for_operators_only(instance: Instance) -> None:
     assert curl(instance, "/metrics").stdout.endswith("401")
     assert curl(instance, "/metrics", "avocat1").stdout.endswith("403")
-    out = curl(instance, "/metrics", "admin1")
-    body, code = out.stdout.rsplit("\n", 1)
-    assert code == "200"
-    assert "palais_up 1" in body
-    assert "palais_smtp_smtps_accepted_total" in body
-    assert "palais_writer_batches_total" in body
+    body, values = metrics(instance)
+    assert "# TYPE palais_up gauge\npalais_up 1.0\n" in body
+    for counter in ("connections", "refusals", "smtp_messages", "writer_batches", "writer_jobs"):
+        assert f"# TYPE palais_{counter}_total counter\n" in body
+    for histogram in (
+        "tls_handshake_seconds",
+        "smtp_data_to_reply_seconds",
+        "imap_command_seconds",
+    ):
+        assert f"# TYPE palais_{histogram} histogram\n" in body
+    assert sample("palais_writer_batches_total") in values
+
+
+def test_a_submission_moves_the_counters(instance: Instance) -> None:
+    _, before = metrics(instance)
+    submit(instance)
+    _, after = metrics(instance)
+    jobs, batches = sample("palais_writer_jobs_total"), sample("palais_writer_batches_total")
+    assert after[jobs] > before[jobs]
+    assert after[batches] > before[batches]
 
 
 def test_thunderbird_autoconfig(instance: Instance) -> None:

@@ -25,15 +25,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.error import CannotListenError
 
 from palais.gateway.https import (
     AUTOCONFIG_PATHS,
     HttpsHandle,
     autoconfig_document,
-    prometheus_text,
     start_https,
 )
+from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import NotAllowed, TemporaryFailure
 from palais.mailbox.identity import Identity
 from palais.pki.tls import client_context
@@ -49,7 +52,16 @@ AUTOCONFIG: dict[str, object] = {
     "domain": "palais.test",
     "display_name": "Palais <test> & co",
 }
-METRICS: dict[str, float] = {"palais_imap_sessions": 3, "palais_queue_seconds": 0.25}
+
+
+def recorded() -> GatewayMetrics:
+    """A registry with a little of everything: a counter, a gauge, a histogram."""
+    metrics = GatewayMetrics()
+    metrics.connections.labels("smtps").inc(3)
+    metrics.open_connections.labels("imaps").set(2)
+    metrics.smtp_data_seconds.labels("smtps").observe(0.003)
+    metrics.smtp_data_seconds.labels("smtps").observe(0.3)
+    return metrics
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -76,7 +88,7 @@ async def serving(
     *,
     crl: Path | None = None,
     resolve: Callable[[bytes], Awaitable[Identity]] | None = None,
-    metrics: Callable[[], dict[str, float]] | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> AsyncIterator[HttpsHandle]:
     handle = await start_https(
         host="127.0.0.1",
@@ -86,7 +98,7 @@ async def serving(
         anchors=[pki.ca],
         crls=[crl or pki.crl_empty],
         resolve_identity=resolve or directory(pki),
-        metrics=metrics or (lambda: dict(METRICS)),
+        metrics=metrics or recorded(),
         log=logging.getLogger(LOGGER),
         autoconfig=AUTOCONFIG,
     )
@@ -155,6 +167,15 @@ def python_get(
         conn.close()
 
 
+def samples(family: Metric) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A family's samples by (name, sorted labels), without the ``_created`` times."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
 # --- routes -------------------------------------------------------------------
 
 
@@ -220,15 +241,30 @@ def test_metrics_admin(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
             assert rc == 0, err
             assert reply is not None
             assert reply.status == 200
-            assert reply.content_type.startswith("text/plain; version=0.0.4")
+            assert reply.content_type == CONTENT_TYPE_LATEST
             text = reply.body.decode()
-            assert "palais_up 1\n" in text
-            assert "# TYPE palais_up gauge\n" in text
-            assert "# TYPE palais_imap_sessions gauge\npalais_imap_sessions 3\n" in text
-            assert "palais_queue_seconds 0.25\n" in text
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            assert families["palais_up"].type == "gauge"
+            assert samples(families["palais_up"]) == {("palais_up", ()): 1.0}
+            assert "# TYPE palais_connections_total counter\n" in text
+            assert families["palais_connections"].type == "counter"
+            connections = samples(families["palais_connections"])
+            assert connections[("palais_connections_total", (("listener", "smtps"),))] == 3.0
+            assert samples(families["palais_open_connections"]) == {
+                ("palais_open_connections", (("listener", "imaps"),)): 2.0
+            }
+            data = families["palais_smtp_data_to_reply_seconds"]
+            assert data.type == "histogram"
+            values = samples(data)
+            name, smtps = "palais_smtp_data_to_reply_seconds", ("listener", "smtps")
+            assert values[(f"{name}_count", (smtps,))] == 2.0
+            assert values[(f"{name}_bucket", (("le", "0.005"), smtps))] == 1.0
+            assert values[(f"{name}_bucket", (("le", "0.5"), smtps))] == 2.0
+            assert values[(f"{name}_bucket", (("le", "+Inf"), smtps))] == 2.0
             by_python = await asyncio.to_thread(python_get, pki, server.port, "/metrics", pki.admin)
             assert by_python.status == 200
-            assert b"palais_up 1\n" in by_python.body
+            assert by_python.content_type == CONTENT_TYPE_LATEST
+            assert b'palais_connections_total{listener="smtps"} 3.0\n' in by_python.body
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         run(go())
@@ -270,11 +306,18 @@ def test_temporary_identity_failure_is_503(pki: Pki) -> None:
 def test_failing_metrics_is_500_without_exception_text(
     pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken() -> dict[str, float]:
-        raise RuntimeError("secret-internal-state")
+    class Broken:
+        def collect(self) -> list[Metric]:
+            raise RuntimeError("secret-internal-state")
+
+        def describe(self) -> list[Metric]:
+            return []  # registered without a first collect()
+
+    metrics = recorded()
+    metrics.registry.register(Broken())
 
     async def go() -> None:
-        async with serving(pki, metrics=broken) as server:
+        async with serving(pki, metrics=metrics) as server:
             rc, reply, err = await curl(pki, server.port, "/metrics", pki.admin)
             assert rc == 0, err
             assert reply is not None
@@ -464,7 +507,7 @@ def test_stop_closes_idle_keepalive_connections(pki: Pki) -> None:
             anchors=[pki.ca],
             crls=[pki.crl_empty],
             resolve_identity=directory(pki),
-            metrics=lambda: {},
+            metrics=GatewayMetrics(),
             log=logging.getLogger(LOGGER),
             autoconfig=AUTOCONFIG,
         )
@@ -521,7 +564,7 @@ def test_bad_files_fail_before_listening(pki: Pki, tmp_path: Path) -> None:
                 anchors=[pki.ca],
                 crls=[],
                 resolve_identity=directory(pki),
-                metrics=lambda: {},
+                metrics=GatewayMetrics(),
                 log=logging.getLogger(LOGGER),
                 autoconfig=AUTOCONFIG,
             )
@@ -534,7 +577,7 @@ def test_bad_files_fail_before_listening(pki: Pki, tmp_path: Path) -> None:
                 anchors=[pki.ca],
                 crls=[pki.crl_empty],
                 resolve_identity=directory(pki),
-                metrics=lambda: {},
+                metrics=GatewayMetrics(),
                 log=logging.getLogger(LOGGER),
                 autoconfig=AUTOCONFIG,
             )
@@ -556,7 +599,7 @@ def test_port_in_use_releases_the_reactor(pki: Pki) -> None:
                     anchors=[pki.ca],
                     crls=[pki.crl_empty],
                     resolve_identity=directory(pki),
-                    metrics=lambda: {},
+                    metrics=GatewayMetrics(),
                     log=logging.getLogger(LOGGER),
                     autoconfig=AUTOCONFIG,
                 )
@@ -572,6 +615,7 @@ def test_global_reactor_never_installed(pki: Pki) -> None:
         import asyncio, logging, sys
         from pathlib import Path
         from palais.gateway.https import start_https
+        from palais.gateway.metrics import GatewayMetrics
         from palais.pki.tls import client_context
         import http.client
 
@@ -582,7 +626,7 @@ def test_global_reactor_never_installed(pki: Pki) -> None:
                 host="127.0.0.1", port=0,
                 cert=Path({str(pki.server_cert)!r}), key=Path({str(pki.server_key)!r}),
                 anchors=[Path({str(pki.ca)!r})], crls=[Path({str(pki.crl_empty)!r})],
-                resolve_identity=resolve, metrics=lambda: {{}},
+                resolve_identity=resolve, metrics=GatewayMetrics(),
                 log=logging.getLogger("x"), autoconfig={AUTOCONFIG!r},
             )
             def get():
@@ -613,35 +657,6 @@ def test_global_reactor_never_installed(pki: Pki) -> None:
 
 
 # --- bodies -------------------------------------------------------------------
-
-
-def test_prometheus_text_formats_and_skips_bad_names(caplog: pytest.LogCaptureFixture) -> None:
-    log = logging.getLogger(LOGGER)
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        text = prometheus_text(
-            {
-                "b_total": 2.0,
-                "a_ratio": 0.5,
-                "bad name": 1.0,
-                "palais_up": 0.0,  # ours wins: the endpoint answered
-                "nan_gauge": float("nan"),
-                "inf_gauge": float("inf"),
-            },
-            log=log,
-        ).decode()
-    assert text.splitlines() == [
-        "# TYPE palais_up gauge",
-        "palais_up 1",
-        "# TYPE a_ratio gauge",
-        "a_ratio 0.5",
-        "# TYPE b_total gauge",
-        "b_total 2",
-        "# TYPE inf_gauge gauge",
-        "inf_gauge +Inf",
-        "# TYPE nan_gauge gauge",
-        "nan_gauge NaN",
-    ]
-    assert "bad name" in caplog.text
 
 
 def test_autoconfig_settings_are_checked() -> None:
