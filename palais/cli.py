@@ -10,16 +10,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 from palais.config import ConfigError, load_settings
+from palais.logformat import TEXT_FORMAT, JsonLinesFormatter, log_uncaught_exceptions
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr, as text lines or (``fmt == "json"``) as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonLinesFormatter())
+        # Warnings and uncaught tracebacks would otherwise reach stderr as
+        # bare text, breaking a stream that a shipper reads line by line.
+        logging.captureWarnings(True)
+        log_uncaught_exceptions(logging.getLogger("palais"))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     # aiosmtpd logs every command line at INFO; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+def _cannot_start(fmt: str, reason: str) -> int:
+    if fmt == "json":
+        logging.getLogger("palais").error("palais serve: cannot start: %s", reason)
+    else:
+        print(f"palais serve: cannot start: {reason}", file=sys.stderr)
+    return 1
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -54,18 +69,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"palais serve: {e}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log.level)
+    _setup_logging(settings.log.level, settings.log.format)
     from palais.storage import SchemaMismatch
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.instance.event_loop)) as runner:
             runner.run(serve(settings))
     except SchemaMismatch as e:
-        print(f"palais serve: cannot start: {e}", file=sys.stderr)
-        return 1
+        return _cannot_start(settings.log.format, str(e))
     except OSError as e:
-        print(f"palais serve: cannot start: {e.strerror or e}", file=sys.stderr)
-        return 1
+        return _cannot_start(settings.log.format, str(e.strerror or e))
     return 0
 
 
