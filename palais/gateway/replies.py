@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 from palais.mailbox.errors import PalaisError
 
@@ -17,6 +18,10 @@ AUTHZ_MISMATCH = "535 5.7.8 Authorization identity does not match your certifica
 AUTH_ABORTED = "501 5.7.0 Authentication aborted"
 BAD_BASE64 = "501 5.5.2 Cannot decode base64"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
+AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication exchange line is too long"
+MESSAGE_TOO_BIG = "552 5.3.4 Message exceeds the size limit"
 INTERNAL_ERROR = "451 4.3.0 Internal error, please try again later"
 
 # Enhanced status codes (RFC 3463) for replies that aiosmtpd words without one.
@@ -45,6 +50,36 @@ DEFAULT_ENHANCED: dict[str, str] = {
     "555": "5.5.4",
 }
 _NO_ENHANCED = {"220", "334", "354"}
+
+
+# Why a TLS handshake failed, for the refusal metric: a closed vocabulary.
+TLS_REFUSAL_REASONS = ("no_certificate", "certificate", "handshake")
+
+
+def printable(text: str) -> str:
+    """A reply text safe to send: each control character, line break or
+    undecodable byte (a lone surrogate) becomes "?"."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def tls_refusal(error: BaseException | None) -> tuple[str, str]:
+    """(reason word, detail) for a failed TLS handshake.
+
+    The word is one of ``TLS_REFUSAL_REASONS``; the detail is OpenSSL's
+    wording (a reason code or a verification message), never client text.
+    """
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return "certificate", str(error.verify_message or error.reason or "verify failed")
+    if isinstance(error, ssl.SSLError):
+        code = str(error.reason or type(error).__name__)
+        if code == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return "no_certificate", code
+        if "CERTIFICATE" in code:
+            return "certificate", code
+        return "handshake", code
+    return "handshake", type(error).__name__ if error is not None else "unknown"
 
 
 def with_enhanced_code(status: str) -> str:

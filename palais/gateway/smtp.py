@@ -12,12 +12,14 @@ import binascii
 import logging
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from palais.gateway import replies
+from palais.gateway.admission import SMTP_PREAUTH_TIMEOUT, Gate, Ticket
 from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
@@ -54,14 +56,65 @@ class PalaisSMTP(SMTP):
         listener: str,
         resolve_identity: ResolveIdentity,
         allowed_roles: frozenset[Role],
+        door: Gate | None = None,
+        preauth_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.listener = listener
+        self._door = door
+        self._ticket: Ticket | None = None
+        self._preauth_timeout = preauth_timeout
+        self._handler = handler
+        self._metrics = handler.metrics
         self._resolve_identity = resolve_identity
         self._allowed_roles = allowed_roles
         self.state = _SessionState()
         self._in_ehlo = False
+
+    # -- admission and pre-authentication timeout (palais.gateway.admission) --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        door = self._door
+        # Admitted here on the plain-TCP listeners; on SMTPS the TLS layer
+        # below admitted the connection already; STARTTLS comes back here.
+        if (
+            door is not None
+            and self.transport is None
+            and not transport.get_extra_info("sslcontext")
+        ):
+            ticket = door.admit(transport.get_extra_info("peername"))
+            if ticket is None or not ticket.admitted:
+                if ticket is not None:
+                    cast(asyncio.Transport, transport).write(door.goodbye)
+                    ticket.release()
+                transport.close()
+                return
+            self._ticket = ticket
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._ticket is not None:
+            self._ticket.release()
+            self._ticket = None
+        if self.session is not None:  # None: refused at the door
+            super().connection_lost(error)
+
+    def _proven(self) -> bool:
+        """TLS is up and the client said EHLO over it (a new session starts at STARTTLS)."""
+        return self._ssl_object() is not None and bool(self.session and self.session.host_name)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        if duration is None and self._preauth_timeout is not None and not self._proven():
+            duration = self._preauth_timeout
+        super()._reset_timeout(duration)
+
+    def _timeout_cb(self) -> None:
+        if self._preauth_timeout is not None and not self._proven() and self.transport:
+            if self._door is not None:
+                self._door.preauth_timeout(self.session.peer if self.session else None)
+            cast(asyncio.Transport, self.transport).write(SMTP_PREAUTH_TIMEOUT)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     # -- identity ------------------------------------------------------------
 
@@ -85,6 +138,7 @@ class PalaisSMTP(SMTP):
                 raise PalaisError(reason=f"role {who.role} not allowed on {self.listener}")
         except Exception as error:
             self.state.refused = True
+            self._metrics.refusals.labels(self.listener, "identity").inc()
             reason = error.reason if isinstance(error, PalaisError) else repr(error)
             log.warning(
                 "connection listener=%s peer=%s decision=refused reason=%r",
@@ -130,12 +184,26 @@ class PalaisSMTP(SMTP):
     # -- replies -------------------------------------------------------------
 
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and not self._in_ehlo:
-            status = replies.with_enhanced_code(status)
+        if isinstance(status, str):
+            # Replies echo client input (an address, a command name): never
+            # a control character or an undecodable byte on the wire.
+            status = replies.printable(status)
+            if not self._in_ehlo:
+                status = replies.with_enhanced_code(status)
         await super().push(status)
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # Already logged and counted (smtp_STARTTLS); aiosmtpd closes the
+            # connection without a reply.
+            return replies.INTERNAL_ERROR
         return replies.reply_for(error, log, f"listener={self.listener}")
+
+    def _peer(self) -> str:
+        peer = self.session.peer if self.session else None
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer) if peer else "-"
 
     # -- commands ------------------------------------------------------------
 
@@ -145,9 +213,24 @@ class PalaisSMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._in_ehlo = False
+        self._reset_timeout()  # EHLO over TLS ends the pre-authentication timeout
 
     async def smtp_STARTTLS(self, arg: str) -> None:
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as error:
+            # A refused certificate is the client's doing: one line, no traceback.
+            word, detail = replies.tls_refusal(error.__cause__)
+            self._metrics.refusals.labels(self.listener, word).inc()
+            log.info(
+                "smtp connection listener=%s peer=%s identity=- fingerprint=- outcome=refused"
+                " reason=%s detail=%s",
+                self.listener,
+                self._peer(),
+                word,
+                detail,
+            )
+            raise  # aiosmtpd closes the connection
         self.state = _SessionState()  # RFC 3207: forget everything learnt in clear
 
     async def smtp_AUTH(self, arg: str) -> None:
@@ -186,6 +269,21 @@ class PalaisSMTP(SMTP):
         self.session.auth_data = who  # type: ignore[assignment]
         await self.push(replies.AUTH_OK)
 
+    async def _auth_line(self) -> bytes | None:
+        """The client's next SASL line, or None if it exceeds the line limit (then skipped)."""
+        reader = self._reader
+        try:
+            return await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as error:
+            over = error
+        while True:  # drop the rest of the line, however long, then say so
+            await reader.readexactly(over.consumed)
+            try:
+                await reader.readuntil(b"\n")
+                return None
+            except asyncio.LimitOverrunError as error:
+                over = error
+
     def _b64(self, text: str) -> bytes | None:
         try:
             return base64.b64decode(text, validate=True)
@@ -194,7 +292,11 @@ class PalaisSMTP(SMTP):
 
     async def _challenge(self) -> bytes | None:
         await self.push("334 ")
-        line = (await self._reader.readline()).strip()
+        line = await self._auth_line()
+        if line is None:
+            await self.push(replies.AUTH_LINE_TOO_LONG)
+            return None
+        line = line.strip()
         if line == b"*":
             await self.push(replies.AUTH_ABORTED)
             return None
@@ -208,10 +310,16 @@ class PalaisSMTP(SMTP):
     async def smtp_MAIL(self, arg: str | None) -> None:
         if not await self._gate():
             return
+        if arg and not _is_utf8(arg):
+            await self.push(replies.BAD_SENDER_SYNTAX)
+            return
         await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not await self._gate():
+            return
+        if arg and not _is_utf8(arg):
+            await self.push(replies.BAD_RECIPIENT_SYNTAX)
             return
         await super().smtp_RCPT(arg)
 
@@ -229,14 +337,17 @@ class PalaisSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         content = await self._read_data()
+        ended = time.perf_counter()
         if content is None:
             self._set_post_data_state()
-            await self.push("552 5.3.4 Message exceeds the size limit")
-            return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+            self._handler.count(self.listener, "refused")
+            status = replies.MESSAGE_TOO_BIG
+        else:
+            self.envelope.content = self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
         await self.push(status)
+        self._metrics.smtp_data_seconds.labels(self.listener).observe(time.perf_counter() - ended)
 
     async def _read_data(self) -> bytes | None:
         """The message up to <CRLF>.<CRLF>, dot-unstuffed; None if over the size limit.
@@ -297,6 +408,21 @@ class PalaisSMTP(SMTP):
             self.state.recipients = []
 
 
+def _is_utf8(arg: str) -> bool:
+    """False if the command argument had bytes that are not UTF-8.
+
+    aiosmtpd decodes arguments with surrogateescape: such bytes come back
+    as lone surrogates, which no address may contain.
+    """
+    if arg.isascii():
+        return True
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class SubmissionHandler:
     """aiosmtpd hooks; each turns one protocol step into one desk call."""
 
@@ -312,6 +438,14 @@ class SubmissionHandler:
         self.max_recipients = max_recipients
         self.accepted = 0  # exported as metrics
         self.refused = 0
+
+    def count(self, listener: str, decision: str) -> None:
+        """One message at the end of DATA: "accepted", "refused" or "resent"."""
+        if decision == "refused":
+            self.refused += 1
+        elif decision == "accepted":
+            self.accepted += 1
+        self.metrics.smtp_messages.labels(listener, decision).inc()
 
     async def handle_EHLO(
         self,
@@ -378,15 +512,18 @@ class SubmissionHandler:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self.refused += 1
+            self.count(server.listener, "refused")
             log.info("message %s decision=refused", context)
             return replies.reply_for(error, log, context)
-        self.accepted += 1
+        decision = "resent" if accepted.resent else "accepted"
+        self.count(server.listener, decision)
         log.info(
-            "message %s decision=accepted ref=%s sha256=%s rcpts=%s dossier=%s",
+            "message %s decision=%s ref=%s sha256=%s stored=%d rcpts=%s dossier=%s",
             context,
+            decision,
             accepted.reference,
             accepted.sha256,
+            accepted.size,
             ",".join(envelope.rcpt_tos),
             accepted.plan.dossier,
         )
@@ -405,6 +542,8 @@ def make_smtp_factory(
     timeout: float,
     starttls_context: ssl.SSLContext | None,
     metrics: GatewayMetrics | None = None,
+    door: Gate | None = None,
+    preauth_timeout: float | None = None,
 ) -> tuple[Callable[[], PalaisSMTP], SubmissionHandler]:
     handler = SubmissionHandler(desk, max_recipients=max_recipients, metrics=metrics)
 
@@ -414,6 +553,8 @@ def make_smtp_factory(
             listener=listener,
             resolve_identity=resolve_identity,
             allowed_roles=allowed_roles,
+            door=door,
+            preauth_timeout=preauth_timeout,
             hostname=hostname,
             ident="Palais ESMTP",
             data_size_limit=max_size,

@@ -13,6 +13,7 @@ from palais.mailbox.errors import InvalidMessage
 
 # A field name: printable ASCII but the colon (RFC 5322 section 2.2).
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,17 @@ class MessageSummary:
     message_id: str | None
     sent_date: datetime | None
     has_body: bool
+
+
+def normalize_line_endings(data: bytes) -> bytes:
+    """Stored messages are CRLF: a bare LF (a file sent as it lies on disk) becomes CRLF.
+
+    The one rule for every way a message comes in (SMTP DATA, IMAP APPEND):
+    the bytes stored, served back and hashed into receipts are these.
+    """
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
 
 
 def header_size(data: bytes) -> int:
@@ -116,8 +128,34 @@ def _address_text(values: tuple[str, ...]) -> str:
 _remembered_address_text = functools.lru_cache(maxsize=4096)(_address_text)
 
 
-def summarize(data: bytes) -> MessageSummary:
-    """Read a message's header. Raises InvalidMessage if there is none."""
+def check_header_block(head: bytes, fields: dict[str, list[str]]) -> None:
+    """What a submitted message's header must be, beyond being readable.
+
+    ``head`` has CRLF line endings (``normalize_line_endings``). No NUL and
+    no CR outside a line ending (they would reach ENVELOPE and the clients'
+    lists as they are), and one Subject only (the dossier rules check the
+    first, a mail reader may show another). InvalidMessage otherwise.
+    """
+    if b"\0" in head:
+        raise InvalidMessage("The header contains a NUL character", reason="NUL in header")
+    if head.count(b"\r") != head.count(b"\r\n"):
+        raise InvalidMessage(
+            "The header contains a CR outside a line ending", reason="bare CR in header"
+        )
+    subjects = fields.get("subject")
+    if subjects is not None and len(subjects) > 1:
+        raise InvalidMessage(
+            "The message has more than one Subject header",
+            reason=f"{len(subjects)} Subject headers",
+        )
+
+
+def summarize(data: bytes, *, submitted: bool = False) -> MessageSummary:
+    """Read a message's header. Raises InvalidMessage if there is none.
+
+    ``submitted``: the message is being submitted, its header must also pass
+    ``check_header_block`` (a stored draft is indexed as it is).
+    """
     size = header_size(data)
     head = data[:size]
     if not head.strip():
@@ -125,6 +163,8 @@ def summarize(data: bytes) -> MessageSummary:
     fields = header_fields(head)
     if not fields:
         raise InvalidMessage("The message has no header", reason="unparsable header block")
+    if submitted:
+        check_header_block(head, fields)
 
     def first(name: str) -> str | None:
         values = fields.get(name)

@@ -11,12 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from palais.mailbox.boxes import NUMBER_IN_TEXT
 from palais.mailbox.errors import InvalidMessage, MessageTooBig, NotAllowed, UnknownRecipient
 from palais.mailbox.identity import Identity
-from palais.mailbox.message import MessageSummary, header_size, summarize
+from palais.mailbox.message import (
+    MessageSummary,
+    header_size,
+    normalize_line_endings,
+    summarize,
+)
 from palais.mailbox.routing import (
     Addressee,
     AddresseeKind,
@@ -34,6 +40,10 @@ class AddressBook(Protocol):
     def participants(self, number: str) -> frozenset[str]: ...
 
 
+# Seconds during which the same message sent again is a resend (``[smtp] resend_window``).
+DEFAULT_RESEND_WINDOW = 86400.0
+
+
 class Filed(Protocol):
     @property
     def message_id(self) -> int: ...
@@ -41,19 +51,53 @@ class Filed(Protocol):
     @property
     def sha256(self) -> str: ...
 
+    @property
+    def resent(self) -> bool:
+        """True if nothing was filed: the message was already (``message_id`` is it)."""
+        ...
+
 
 class Filer(Protocol):
     async def file(
-        self, who: Identity, data: bytes, summary: MessageSummary, plan: FilingPlan
-    ) -> Filed: ...
+        self,
+        who: Identity,
+        data: bytes,
+        summary: MessageSummary,
+        plan: FilingPlan,
+        *,
+        resend_since: datetime | None = None,
+    ) -> Filed:
+        """File the message in every box of the plan; durable on return.
+
+        ``resend_since``: if a message by ``who.address`` with the same
+        Message-ID and the same bytes (sha256) was accepted at or after this
+        instant, file nothing and return that message, ``resent`` set. The
+        question is answered in the filing transaction itself, so that two
+        identical submissions in flight at once file one message.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     reference: str  # shown in the 250 reply and the logs
-    sha256: str
-    size: int
+    sha256: str  # of the bytes stored
+    size: int  # bytes stored
     plan: FilingPlan
+    resent: bool = False  # the same message again: the first one's reference, nothing filed
+
+
+def resend_since(summary: MessageSummary, now: datetime, window: float) -> datetime | None:
+    """Since when an identical earlier submission makes this one a resend.
+
+    A client that lost the 250 (a dropped connection, a timeout) sends the
+    same message again: same sender, same Message-ID, same bytes. Within the
+    window it gets the first 250 and nothing is filed twice. Without a
+    Message-ID, or with the window at 0, every submission is a new message.
+    """
+    if window <= 0 or not summary.message_id:
+        return None
+    return now - timedelta(seconds=window)
 
 
 def with_subject_prefix(data: bytes, number: str) -> bytes:
@@ -90,10 +134,18 @@ def check_subject(subject: str, number: str) -> bool:
 
 
 class SubmissionDesk:
-    def __init__(self, addresses: AddressBook, filer: Filer, *, max_size: int) -> None:
+    def __init__(
+        self,
+        addresses: AddressBook,
+        filer: Filer,
+        *,
+        max_size: int,
+        resend_window: float = DEFAULT_RESEND_WINDOW,
+    ) -> None:
         self._addresses = addresses
         self._filer = filer
         self._max_size = max_size
+        self._resend_window = resend_window
 
     def sender(self, who: Identity, mail_from: str) -> None:
         check_sender(who, mail_from)
@@ -150,10 +202,15 @@ class SubmissionDesk:
         )
 
     async def accept(self, who: Identity, recipients: Sequence[Addressee], data: bytes) -> Accepted:
-        """Validate and file a message; durable when this returns."""
+        """Validate and file a message; durable when this returns.
+
+        What is stored (and hashed) has CRLF line endings and the dossier's
+        subject prefix; ``Accepted`` describes those bytes.
+        """
         if len(data) > self._max_size:
             raise MessageTooBig(f"Message exceeds the {self._max_size} byte limit")
-        summary = summarize(data)
+        data = normalize_line_endings(data)
+        summary = summarize(data, submitted=True)
         number = self._dossier_of(recipients, summary.subject)
         members = self._addresses.participants(number)
         if who.address not in members and who.mailbox_owner not in members:
@@ -173,7 +230,12 @@ class SubmissionDesk:
         if not summary.has_body:
             raise InvalidMessage("The message body is empty", reason="empty body")
         plan = plan_filing(who, recipients, number)
-        filed = await self._filer.file(who, data, summary, plan)
+        since = resend_since(summary, datetime.now(UTC), self._resend_window)
+        filed = await self._filer.file(who, data, summary, plan, resend_since=since)
         return Accepted(
-            reference=f"M{filed.message_id}", sha256=filed.sha256, size=len(data), plan=plan
+            reference=f"M{filed.message_id}",
+            sha256=filed.sha256,
+            size=len(data),
+            plan=plan,
+            resent=filed.resent,
         )

@@ -120,6 +120,7 @@ class FiledMessage:
     sha256: str
     size: int
     uids: dict[str, int]  # "owner/box name" -> uid
+    resent: bool = False  # an identical earlier filing answered; nothing was filed (no uids)
 
 
 def _allocate(conn: Connection, mailbox_id: int, count: int) -> tuple[int, int, int]:
@@ -1030,11 +1031,16 @@ class MailStore:
         data: bytes,
         summary: MessageSummary,
         plan: FilingPlan,
+        *,
+        resend_since: datetime | None = None,
     ) -> FiledMessage:
         """Store an accepted message in every box of the plan; durable on return.
 
         A draft of the sender's with the same Message-ID has now been sent:
-        it leaves Brouillons.
+        it leaves Brouillons. With ``resend_since``, the same message filed
+        by the same sender since then is returned instead (``resent``), in
+        the same transaction: the writer runs one job at a time, and on
+        PostgreSQL a lock on (sender, Message-ID) keeps other nodes out.
         """
         dossier_id: int | None = None
         if plan.dossier is not None:
@@ -1048,6 +1054,11 @@ class MailStore:
         now = datetime.now(UTC)
 
         def work(conn: Connection, ctx: WriteContext) -> FiledMessage:
+            if resend_since is not None and summary.message_id:
+                sha = ctx.sha256(data)
+                first = _filed_since(conn, who.address, summary.message_id, sha, resend_since)
+                if first is not None:
+                    return FiledMessage(first, sha, len(data), {}, resent=True)
             mid, sha = _insert_message(
                 conn,
                 ctx,
@@ -1078,6 +1089,29 @@ class MailStore:
             return FiledMessage(mid, sha, len(data), uids)
 
         return await self._writer.submit(work, [data])
+
+
+def _filed_since(
+    conn: Connection, sender: str, message_id: str, sha: str, since: datetime
+) -> int | None:
+    """The first message ``sender`` filed with this Message-ID and these bytes since ``since``.
+
+    Only filings count: they alone have a dossier (drafts and imports have
+    none). Found through the Message-ID index. On PostgreSQL the
+    transaction first takes a lock on (sender, Message-ID), held until it
+    commits, so that a twin filing on another node waits and then sees this one.
+    """
+    rows = rows_for(conn)
+    if conn.dialect.name == "postgresql":
+        rows.run(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{sender} {message_id}",)
+        )
+    row = rows.one(
+        "SELECT id FROM message WHERE message_id = ? AND sender = ? AND blob = ?"
+        " AND internaldate >= ? AND dossier_id IS NOT NULL ORDER BY id LIMIT 1",
+        (message_id, sender, sha, _when(conn, since)),
+    )
+    return None if row is None else int(row[0])
 
 
 def _sync_twins(

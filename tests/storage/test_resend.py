@@ -1,0 +1,137 @@
+"""Resend detection in the filing transaction, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from palais.mailbox.boxes import BoxKind
+from palais.mailbox.message import summarize
+from palais.mailbox.routing import Destination, FilingPlan
+from palais.storage import Storage, open_storage
+from palais.storage.mailstore import FiledMessage
+from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
+    postgres_server_fixture,
+    postgres_url_fixture,
+)
+from tests.storage.test_mailstore import GREFFE, ME, NUMBER, OTHER, msg, setup_directory
+
+PLAN = FilingPlan(
+    NUMBER,
+    (
+        Destination(ME.address, BoxKind.ENVOYES, frozenset({"\\Seen"})),
+        Destination(GREFFE, BoxKind.RECUS),
+    ),
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    st = open_storage(url, tmp_path / "blobs")
+    st.commits.run_now(setup_directory)
+    st.start()
+    try:
+        yield st
+    finally:
+        st.close()
+
+
+def _file(st: Storage, data: bytes, since: datetime | None, who=ME) -> FiledMessage:  # type: ignore[no-untyped-def]
+    return asyncio.run(st.mail.file(who, data, summarize(data), PLAN, resend_since=since))
+
+
+def _count(st: Storage, sql: str) -> int:
+    with st.reader.connect() as conn:
+        return int(conn.execute(text(sql)).scalar_one())
+
+
+def _hour_ago() -> datetime:
+    return datetime.now(UTC) - timedelta(hours=1)
+
+
+def test_same_message_again_files_nothing(store: Storage) -> None:
+    first = _file(store, msg(1), _hour_ago())
+    again = _file(store, msg(1), _hour_ago())
+    assert not first.resent and again.resent
+    assert again.message_id == first.message_id and again.sha256 == first.sha256
+    assert _count(store, "SELECT count(*) FROM message") == 1
+    assert _count(store, "SELECT count(*) FROM entry") == 4  # two placements, two views each
+
+
+def test_not_a_resend(store: Storage) -> None:
+    first = _file(store, msg(1), _hour_ago())
+    # Other bytes under the same Message-ID, another sender, or outside the window.
+    other_bytes = _file(store, msg(1, body="changed"), _hour_ago())
+    other_sender = _file(store, msg(1), _hour_ago(), who=OTHER)
+    too_late = _file(store, msg(1), datetime.now(UTC) + timedelta(seconds=1))
+    unchecked = _file(store, msg(1), None)
+    ids = {f.message_id for f in (first, other_bytes, other_sender, too_late, unchecked)}
+    assert len(ids) == 5
+    assert not any(f.resent for f in (other_bytes, other_sender, too_late, unchecked))
+
+
+def test_a_draft_with_the_same_bytes_is_not_a_filing(store: Storage) -> None:
+    async def draft() -> None:
+        await store.mail.append(ME, "Brouillons", msg(1), frozenset(), None)
+
+    asyncio.run(draft())
+    sent = _file(store, msg(1), _hour_ago())
+    assert not sent.resent
+    assert sent.uids  # filed in the boxes of the plan
+
+
+def test_identical_submissions_in_flight_file_one_message(store: Storage) -> None:
+    async def go() -> list[FiledMessage]:
+        since = _hour_ago()
+        return await asyncio.gather(
+            *(
+                store.mail.file(ME, msg(n % 5), summarize(msg(n % 5)), PLAN, resend_since=since)
+                for n in range(40)
+            )
+        )
+
+    results = asyncio.run(go())
+    assert _count(store, "SELECT count(*) FROM message") == 5
+    assert sum(not r.resent for r in results) == 5
+    by_sha: dict[str, set[int]] = {}
+    for r in results:
+        by_sha.setdefault(r.sha256, set()).add(r.message_id)
+    assert all(len(ids) == 1 for ids in by_sha.values())
+
+
+def test_two_nodes_file_one_message(postgres_url: str, tmp_path: Path) -> None:
+    """Two gateways on one PostgreSQL database: a twin in flight on each files once."""
+    nodes = []
+    for i in range(2):
+        node = open_storage(postgres_url, tmp_path / f"blobs{i}")
+        if i == 0:
+            node.commits.run_now(setup_directory)
+        node.start()
+        nodes.append(node)
+    try:
+
+        async def go() -> list[FiledMessage]:
+            since = _hour_ago()
+            return await asyncio.gather(
+                *(
+                    node.mail.file(ME, msg(n), summarize(msg(n)), PLAN, resend_since=since)
+                    for n in range(30)
+                    for node in nodes
+                )
+            )
+
+        results = asyncio.run(go())
+        assert _count(nodes[0], "SELECT count(*) FROM message") == 30
+        assert sum(r.resent for r in results) == 30
+    finally:
+        for node in nodes:
+            node.close()
