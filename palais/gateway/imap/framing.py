@@ -95,7 +95,7 @@ async def read_line(reader: asyncio.StreamReader, max_line: int) -> bytes | None
             chunk = await reader.readexactly(exc.consumed)
             head = head or chunk[:64]
             size += len(chunk)
-            if size > max_line:
+            if size > max_line + 1:  # the piece may end with the CR of CRLF
                 too_long = True
                 pieces.clear()
             if not too_long:
@@ -106,7 +106,10 @@ async def read_line(reader: asyncio.StreamReader, max_line: int) -> bytes | None
             raise LineTooLong(tag_of(head or chunk[:64]), "Command line too long")
         pieces.append(chunk)
         line = b"".join(pieces)
-        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if len(line) > max_line:  # a bare LF ends it one byte shorter than CRLF would
+            raise LineTooLong(tag_of(head or line[:64]), "Command line too long")
+        return line
 
 
 async def read_command(
