@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL, crypto
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred
@@ -51,6 +54,7 @@ from palais.pki.tls import _TLS12_CIPHERS
 
 __all__ = [
     "AUTOCONFIG_PATHS",
+    "LISTENER",
     "HttpsHandle",
     "autoconfig_document",
     "server_tls_context",
@@ -71,6 +75,12 @@ _IDLE_TIMEOUT: Final = 60.0
 # How long stop() lets in-flight responses finish before cutting connections.
 _STOP_GRACE: Final = 5.0
 _SESSION_ID_CONTEXT: Final = b"palais-https"
+# The listener's label in palais_connections_total and the other per-listener figures.
+LISTENER: Final = "https"
+# The refusal word for a client certificate that fails verification (the
+# same word as the SMTP and IMAP listeners'); a missing one is no refusal
+# here, since /health needs none.
+_REFUSED_CERTIFICATE: Final = "certificate"
 
 _PROMETHEUS_TYPE: Final = CONTENT_TYPE_LATEST.encode("ascii")
 _JSON_TYPE: Final = b"application/json"
@@ -235,11 +245,20 @@ async def start_https(
     """Serve HTTPS with mutual TLS on the running asyncio loop.
 
     ``autoconfig`` has the keys ``hostname``, ``imaps_port``, ``smtps_port``,
-    ``domain`` and ``display_name``; any other key is an error.
+    ``domain`` and ``display_name``; any other key is an error. ``metrics``
+    is what /metrics exposes, and where this listener counts its own
+    connections, handshake times and refused certificates.
     """
     loop = asyncio.get_running_loop()
     # Bad files or settings fail here, before a reactor exists to clean up.
-    context = server_tls_context(cert, key, anchors, crls, log=log)
+    context = server_tls_context(
+        cert,
+        key,
+        anchors,
+        crls,
+        log=log,
+        refused=metrics.refusals.labels(LISTENER, _REFUSED_CERTIFICATE),
+    )
     autoconfig_xml = autoconfig_document(autoconfig)
 
     twisted_reactor = AsyncioSelectorReactor(eventloop=loop)
@@ -254,8 +273,12 @@ async def start_https(
     site.noisy = False
     # listenSSL would build this factory with the global reactor as its
     # clock; building it here keeps every timer on our loop.
-    tls_factory = TLSMemoryBIOFactory(
-        cast(Any, _ServerTls(context)), False, cast(Any, site), clock=cast(Any, twisted_reactor)
+    tls_factory = _CountingTlsFactory(
+        _ServerTls(context, metrics.handshake_seconds.labels(LISTENER)),
+        site,
+        clock=twisted_reactor,
+        accepted=metrics.connections.labels(LISTENER),
+        open_now=metrics.open_connections.labels(LISTENER),
     )
     try:
         listener = reactor.listenTCP(port, tls_factory, interface=host)
@@ -279,11 +302,13 @@ def server_tls_context(
     crls: Sequence[Path],
     *,
     log: logging.Logger,
+    refused: Counter | None = None,
 ) -> SSL.Context:
     """A pyOpenSSL server context: optional but verified client certificates.
 
     Mirrors ``palais.pki.tls.server_context`` (TLS 1.2 floor, AEAD suites,
     leaf CRL check, strict X.509) for Twisted, which cannot use ``ssl``.
+    ``refused`` counts client certificates that fail verification.
     """
     if not anchors:
         raise ValueError("the HTTPS context needs at least one trust anchor")
@@ -326,7 +351,7 @@ def server_tls_context(
 
     # Without FAIL_IF_NO_PEER_CERT a client may send no certificate; one it
     # does send must verify, or the handshake fails.
-    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _verify_logger(log))
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _verify_logger(log, refused))
     # OpenSSL refuses to resume sessions of a verifying context that has no
     # session id context, which breaks clients that reconnect. A resumed
     # session skips chain and CRL checks; resolve_identity re-checks.
@@ -344,7 +369,7 @@ def _load_crls(path: Path) -> list[x509.CertificateRevocationList]:
 
 
 def _verify_logger(
-    log: logging.Logger,
+    log: logging.Logger, refused: Counter | None
 ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
     def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         # Only observes: OpenSSL's own verdict stands. Without this, a refused
@@ -359,6 +384,9 @@ def _verify_logger(
             log.warning(
                 "HTTPS client certificate refused: %s (depth %d): %s", reason, depth, subject
             )
+            # Returning 0 ends the handshake: one refusal per connection.
+            if refused is not None:
+                refused.inc()
         return bool(ok)
 
     return verify
@@ -366,11 +394,60 @@ def _verify_logger(
 
 @implementer(IOpenSSLServerConnectionCreator)
 class _ServerTls:
-    def __init__(self, context: SSL.Context) -> None:
+    """Makes each connection's OpenSSL object and times its handshake."""
+
+    def __init__(self, context: SSL.Context, handshakes: Histogram) -> None:
         self._context = context
+        self._handshakes = handshakes
+        # From the accepted connection to the completed handshake; a connection
+        # whose handshake never completes leaves with its entry.
+        self._started: weakref.WeakKeyDictionary[SSL.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
+        context.set_info_callback(self._info)
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
-        return SSL.Connection(self._context, None)
+        connection = SSL.Connection(self._context, None)
+        self._started[connection] = time.perf_counter()
+        return connection
+
+    def _info(self, connection: SSL.Connection, where: int, ret: int) -> None:
+        if where & SSL.SSL_CB_HANDSHAKE_DONE:
+            # pop: TLS 1.3 session tickets may signal "done" again.
+            started = self._started.pop(connection, None)
+            if started is not None:
+                self._handshakes.observe(time.perf_counter() - started)
+
+
+class _CountingTlsFactory(TLSMemoryBIOFactory):
+    """Counts accepted connections and keeps the open-connection gauge."""
+
+    def __init__(
+        self,
+        creator: _ServerTls,
+        site: Site,
+        *,
+        clock: AsyncioSelectorReactor,
+        accepted: Counter,
+        open_now: Gauge,
+    ) -> None:
+        super().__init__(cast(Any, creator), False, cast(Any, site), clock=cast(Any, clock))
+        self._accepted = accepted
+        self._open = open_now
+
+    def registerProtocol(self, p: TLSMemoryBIOProtocol) -> None:
+        # Called twice per connection (by the TLS layer, then by the wrapper).
+        new = p not in self.protocols
+        super().registerProtocol(p)  # type: ignore[no-untyped-call]
+        if new:
+            self._accepted.inc()
+            self._open.inc()
+
+    def unregisterProtocol(self, p: TLSMemoryBIOProtocol) -> None:
+        known = p in self.protocols
+        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
+        if known:
+            self._open.dec()
 
 
 # --- HTTP -------------------------------------------------------------------

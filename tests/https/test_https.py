@@ -251,8 +251,11 @@ def test_metrics_admin(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
             connections = samples(families["palais_connections"])
             assert connections[("palais_connections_total", (("listener", "smtps"),))] == 3.0
             assert samples(families["palais_open_connections"]) == {
-                ("palais_open_connections", (("listener", "imaps"),)): 2.0
+                ("palais_open_connections", (("listener", "imaps"),)): 2.0,
+                # This listener's own: the scrape itself, counted once accepted.
+                ("palais_open_connections", (("listener", "https"),)): 1.0,
             }
+            assert connections[("palais_connections_total", (("listener", "https"),))] == 1.0
             data = families["palais_smtp_data_to_reply_seconds"]
             assert data.type == "histogram"
             values = samples(data)
@@ -265,6 +268,7 @@ def test_metrics_admin(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
             assert by_python.status == 200
             assert by_python.content_type == CONTENT_TYPE_LATEST
             assert b'palais_connections_total{listener="smtps"} 3.0\n' in by_python.body
+            assert b'palais_connections_total{listener="https"} 2.0\n' in by_python.body
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         run(go())
@@ -404,17 +408,27 @@ def test_one_log_line_per_request(pki: Pki, caplog: pytest.LogCaptureFixture) ->
 
 
 def test_revoked_certificate_fails_handshake(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = GatewayMetrics()
+    refused = {"listener": "https", "reason": "certificate"}
+
     async def go() -> None:
-        async with serving(pki, crl=pki.crl_revoking) as server:
+        async with serving(pki, crl=pki.crl_revoking, metrics=metrics) as server:
             rc, reply, err = await curl(pki, server.port, "/health", pki.revoked)
             assert rc != 0
             assert reply is None
+            assert metrics.registry.get_sample_value("palais_refusals_total", refused) == 1.0
             with pytest.raises((ssl.SSLError, ConnectionError)):
                 await asyncio.to_thread(python_get, pki, server.port, "/health", pki.revoked)
             # The same CRL does not touch other certificates.
             rc, reply, err = await curl(pki, server.port, "/metrics", pki.admin)
             assert rc == 0, err
             assert reply is not None and reply.status == 200
+            assert metrics.registry.get_sample_value("palais_refusals_total", refused) == 2.0
+            # The refused handshakes are connections, but no completed handshakes.
+            https = {"listener": "https"}
+            assert metrics.registry.get_sample_value("palais_connections_total", https) == 3.0
+            handshakes = "palais_tls_handshake_seconds_count"
+            assert metrics.registry.get_sample_value(handshakes, https) == 1.0
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         run(go())
@@ -480,6 +494,39 @@ def test_session_resumption_keeps_the_identity(pki: Pki) -> None:
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def test_connections_counted_and_the_open_gauge_returns_to_zero(pki: Pki) -> None:
+    metrics = GatewayMetrics()
+    https = {"listener": "https"}
+
+    def value(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, https)
+
+    async def go() -> None:
+        async with serving(pki, metrics=metrics) as server:
+            for _ in range(3):
+                rc, reply, err = await curl(pki, server.port, "/health")
+                assert rc == 0 and reply is not None and reply.status == 200, err
+            ctx = client_context(pki.ca)
+            conn = http.client.HTTPSConnection("localhost", server.port, context=ctx, timeout=10)
+            try:
+                await asyncio.to_thread(conn.request, "GET", "/health")
+                response = await asyncio.to_thread(conn.getresponse)
+                response.read()
+                assert value("palais_open_connections") == 1.0  # kept alive
+            finally:
+                conn.close()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while value("palais_open_connections") != 0.0 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert value("palais_open_connections") == 0.0
+            assert value("palais_connections_total") == 4.0
+            assert value("palais_tls_handshake_seconds_count") == 4.0
+            assert 0 < (value("palais_tls_handshake_seconds_sum") or 0) < 4 * 10
+
+    run(go())
 
 
 def test_two_servers_on_one_loop_and_clean_stop(pki: Pki) -> None:
