@@ -1054,9 +1054,14 @@ class MailStore:
         now = datetime.now(UTC)
 
         def work(conn: Connection, ctx: WriteContext) -> FiledMessage:
+            # Whether any message has this Message-ID yet: if none, there
+            # is no draft to look for either (None: not asked).
+            known: bool | None = None
             if resend_since is not None and summary.message_id:
                 sha = ctx.sha256(data)
-                first = _filed_since(conn, who.address, summary.message_id, sha, resend_since)
+                first, known = _filed_since(
+                    conn, who.address, summary.message_id, sha, resend_since
+                )
                 if first is not None:
                     return FiledMessage(first, sha, len(data), {}, resent=True)
             mid, sha = _insert_message(
@@ -1069,7 +1074,7 @@ class MailStore:
                 fingerprint=who.fingerprint,
                 dossier_id=dossier_id,
             )
-            if summary.message_id:
+            if summary.message_id and known is not False:
                 cur = rows_for(conn)
                 draft_rows = cur.all(
                     # Through the Message-ID index first: the sender's placements grow.
@@ -1093,25 +1098,30 @@ class MailStore:
 
 def _filed_since(
     conn: Connection, sender: str, message_id: str, sha: str, since: datetime
-) -> int | None:
-    """The first message ``sender`` filed with this Message-ID and these bytes since ``since``.
+) -> tuple[int | None, bool]:
+    """The first message ``sender`` filed with this Message-ID and these bytes
+    since ``since``, and whether any message has this Message-ID at all.
 
     Only filings count: they alone have a dossier (drafts and imports have
-    none). Found through the Message-ID index. On PostgreSQL the
-    transaction first takes a lock on (sender, Message-ID), held until it
-    commits, so that a twin filing on another node waits and then sees this one.
+    none). One statement through the Message-ID index; a new Message-ID (the
+    usual case) finds no row, and then the filing needs no draft look-up, so
+    a resend check costs no statement. On PostgreSQL the transaction first
+    takes a lock on (sender, Message-ID), held until it commits, so that a
+    twin filing on another node waits and then sees this one.
     """
     rows = rows_for(conn)
     if conn.dialect.name == "postgresql":
         rows.run(
             "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{sender} {message_id}",)
         )
-    row = rows.one(
-        "SELECT id FROM message WHERE message_id = ? AND sender = ? AND blob = ?"
-        " AND internaldate >= ? AND dossier_id IS NOT NULL ORDER BY id LIMIT 1",
-        (message_id, sender, sha, _when(conn, since)),
+    found = rows.all(
+        "SELECT id, CASE WHEN sender = ? AND blob = ? AND internaldate >= ?"
+        " AND dossier_id IS NOT NULL THEN 1 ELSE 0 END FROM message WHERE message_id = ?"
+        " ORDER BY id",
+        (sender, sha, _when(conn, since), message_id),
     )
-    return None if row is None else int(row[0])
+    first = next((int(mid) for mid, same in found if same), None)
+    return first, bool(found)
 
 
 def _sync_twins(

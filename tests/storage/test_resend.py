@@ -88,6 +88,11 @@ def test_a_draft_with_the_same_bytes_is_not_a_filing(store: Storage) -> None:
     assert not sent.resent
     assert sent.uids  # filed in the boxes of the plan
 
+    async def drafts() -> int:
+        return (await store.mail.mailbox(ME, "Brouillons")).messages
+
+    assert asyncio.run(drafts()) == 0  # the sent draft left Brouillons
+
 
 def test_identical_submissions_in_flight_file_one_message(store: Storage) -> None:
     async def go() -> list[FiledMessage]:
