@@ -69,7 +69,11 @@ def submit(inst: Instance) -> None:
 
 def test_metrics_for_operators_only(instance: Instance) -> None:
     assert curl(instance, "/metrics").stdout.endswith("401")
-    assert curl(instance, "/metrics", "avocat1").stdout.endswith("403")
+    # No figures for a lawyer: a 403, or a refused handshake where HTTPS
+    # trusts only the operators' community.
+    lawyer = curl(instance, "/metrics", "avocat1")
+    assert lawyer.stdout.rsplit("\n", 1)[-1] in {"000", "403"}, lawyer
+    assert "palais_" not in lawyer.stdout
     body, values = metrics(instance)
     assert "# TYPE palais_up gauge\npalais_up 1.0\n" in body
     for counter in ("connections", "refusals", "smtp_messages", "writer_batches", "writer_jobs"):
@@ -81,15 +85,24 @@ def test_metrics_for_operators_only(instance: Instance) -> None:
     ):
         assert f"# TYPE palais_{histogram} histogram\n" in body
     assert sample("palais_writer_batches_total") in values
+    # The scrapes themselves: this listener's connections and handshakes.
+    assert values[sample("palais_connections_total", listener="https")] >= 1
+    assert values[sample("palais_tls_handshake_seconds_count", listener="https")] >= 1
+    assert 'palais_tls_handshake_seconds_bucket{le="+Inf",listener="https"}' in body
 
 
 def test_a_submission_moves_the_counters(instance: Instance) -> None:
     _, before = metrics(instance)
     submit(instance)
-    _, after = metrics(instance)
+    body, after = metrics(instance)
     jobs, batches = sample("palais_writer_jobs_total"), sample("palais_writer_batches_total")
     assert after[jobs] > before[jobs]
     assert after[batches] > before[batches]
+    accepted = sample("palais_smtp_messages_total", listener="smtps", decision="accepted")
+    assert after[accepted] == before.get(accepted, 0.0) + 1
+    data_count = sample("palais_smtp_data_to_reply_seconds_count", listener="smtps")
+    assert after[data_count] == before.get(data_count, 0.0) + 1
+    assert 'palais_smtp_data_to_reply_seconds_bucket{le="+Inf",listener="smtps"}' in body
 
 
 def test_thunderbird_autoconfig(instance: Instance) -> None:
