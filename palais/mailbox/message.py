@@ -65,7 +65,9 @@ def decode_header_value(value: str | None) -> str:
             # Text between encoded words comes back as raw-unicode-escape bytes.
             try:
                 text.append(chunk.decode(charset or "raw-unicode-escape", errors="replace"))
-            except LookupError:
+            except (LookupError, UnicodeError):
+                # An unknown charset, or a codec that cannot replace (idna:
+                # "=?idna?q?x?=" in a Subject: the submission failed with 451).
                 text.append(chunk.decode("utf-8", errors="replace"))
         else:
             text.append(chunk)
