@@ -14,12 +14,12 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from prometheus_client import Counter, Histogram
 
 from palais.gateway import replies
-from palais.gateway.admission import SMTP_PREAUTH_TIMEOUT, Gate, Ticket
 from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
@@ -56,65 +56,16 @@ class PalaisSMTP(SMTP):
         listener: str,
         resolve_identity: ResolveIdentity,
         allowed_roles: frozenset[Role],
-        door: Gate | None = None,
-        preauth_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.listener = listener
-        self._door = door
-        self._ticket: Ticket | None = None
-        self._preauth_timeout = preauth_timeout
         self._handler = handler
         self._metrics = handler.metrics
         self._resolve_identity = resolve_identity
         self._allowed_roles = allowed_roles
         self.state = _SessionState()
         self._in_ehlo = False
-
-    # -- admission and pre-authentication timeout (palais.gateway.admission) --
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        door = self._door
-        # Admitted here on the plain-TCP listeners; on SMTPS the TLS layer
-        # below admitted the connection already; STARTTLS comes back here.
-        if (
-            door is not None
-            and self.transport is None
-            and not transport.get_extra_info("sslcontext")
-        ):
-            ticket = door.admit(transport.get_extra_info("peername"))
-            if ticket is None or not ticket.admitted:
-                if ticket is not None:
-                    cast(asyncio.Transport, transport).write(door.goodbye)
-                    ticket.release()
-                transport.close()
-                return
-            self._ticket = ticket
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self._ticket is not None:
-            self._ticket.release()
-            self._ticket = None
-        if self.session is not None:  # None: refused at the door
-            super().connection_lost(error)
-
-    def _proven(self) -> bool:
-        """TLS is up and the client said EHLO over it (a new session starts at STARTTLS)."""
-        return self._ssl_object() is not None and bool(self.session and self.session.host_name)
-
-    def _reset_timeout(self, duration: float | None = None) -> None:
-        if duration is None and self._preauth_timeout is not None and not self._proven():
-            duration = self._preauth_timeout
-        super()._reset_timeout(duration)
-
-    def _timeout_cb(self) -> None:
-        if self._preauth_timeout is not None and not self._proven() and self.transport:
-            if self._door is not None:
-                self._door.preauth_timeout(self.session.peer if self.session else None)
-            cast(asyncio.Transport, self.transport).write(SMTP_PREAUTH_TIMEOUT)
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     # -- identity ------------------------------------------------------------
 
@@ -213,7 +164,6 @@ class PalaisSMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._in_ehlo = False
-        self._reset_timeout()  # EHLO over TLS ends the pre-authentication timeout
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         try:
@@ -347,7 +297,7 @@ class PalaisSMTP(SMTP):
             status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
         await self.push(status)
-        self._metrics.smtp_data_seconds.labels(self.listener).observe(time.perf_counter() - ended)
+        self._handler.data_to_reply(self.listener, time.perf_counter() - ended)
 
     async def _read_data(self) -> bytes | None:
         """The message up to <CRLF>.<CRLF>, dot-unstuffed; None if over the size limit.
@@ -438,6 +388,9 @@ class SubmissionHandler:
         self.max_recipients = max_recipients
         self.accepted = 0  # exported as metrics
         self.refused = 0
+        # Labelled children kept: labels() takes a lock and costs more than inc().
+        self._decisions: dict[tuple[str, str], Counter] = {}
+        self._data_seconds: dict[str, Histogram] = {}
 
     def count(self, listener: str, decision: str) -> None:
         """One message at the end of DATA: "accepted", "refused" or "resent"."""
@@ -445,7 +398,18 @@ class SubmissionHandler:
             self.refused += 1
         elif decision == "accepted":
             self.accepted += 1
-        self.metrics.smtp_messages.labels(listener, decision).inc()
+        child = self._decisions.get((listener, decision))
+        if child is None:
+            child = self.metrics.smtp_messages.labels(listener, decision)
+            self._decisions[listener, decision] = child
+        child.inc()
+
+    def data_to_reply(self, listener: str, seconds: float) -> None:
+        """Time from the end of DATA to the reply (the 250 after the durable commit)."""
+        child = self._data_seconds.get(listener)
+        if child is None:
+            child = self._data_seconds[listener] = self.metrics.smtp_data_seconds.labels(listener)
+        child.observe(seconds)
 
     async def handle_EHLO(
         self,
@@ -542,8 +506,6 @@ def make_smtp_factory(
     timeout: float,
     starttls_context: ssl.SSLContext | None,
     metrics: GatewayMetrics | None = None,
-    door: Gate | None = None,
-    preauth_timeout: float | None = None,
 ) -> tuple[Callable[[], PalaisSMTP], SubmissionHandler]:
     handler = SubmissionHandler(desk, max_recipients=max_recipients, metrics=metrics)
 
@@ -553,8 +515,6 @@ def make_smtp_factory(
             listener=listener,
             resolve_identity=resolve_identity,
             allowed_roles=allowed_roles,
-            door=door,
-            preauth_timeout=preauth_timeout,
             hostname=hostname,
             ident="Palais ESMTP",
             data_size_limit=max_size,
