@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import Callable
+import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from palais.config import Settings
+from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
 from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.smtp import PalaisSMTP, SubmissionHandler, make_smtp_factory
+from palais.gateway.tls import TlsServerProtocol, refusal_logger
+from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.mailbox.errors import NotAllowed
-from palais.mailbox.identity import AnchorGroup, Identity, Role
-from palais.mailbox.routing import SUBMITTING_ROLES
+from palais.mailbox.identity import AnchorGroup, Identity
+from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.submission import SubmissionDesk
 from palais.pki.identify import CertificateRefused, TrustAnchors
 from palais.pki.tls import server_context
@@ -24,16 +30,33 @@ from palais.storage import Storage, open_storage
 log = logging.getLogger("palais")
 
 
-def trust_anchors(settings: Settings) -> TrustAnchors:
+def anchor_files(settings: Settings) -> dict[AnchorGroup, Path]:
     t = settings.trust
-    return TrustAnchors(
-        {
-            AnchorGroup.AVOCATS: t.avocats,
-            AnchorGroup.JUSTICE: t.justice,
-            AnchorGroup.JURIDICTIONS: t.juridictions,
-            AnchorGroup.ADMIN: t.admin,
-        },
-        t.crls,
+    return {
+        AnchorGroup.AVOCATS: t.avocats,
+        AnchorGroup.JUSTICE: t.justice,
+        AnchorGroup.JURIDICTIONS: t.juridictions,
+        AnchorGroup.ADMIN: t.admin,
+    }
+
+
+def trust_anchors(settings: Settings) -> TrustAnchors:
+    return TrustAnchors(anchor_files(settings), settings.trust.crls)
+
+
+def listener_anchors(settings: Settings, listener: Listener) -> list[Path]:
+    """The anchor files of the communities a listener trusts (and only those)."""
+    files = anchor_files(settings)
+    return [files[group] for group in sorted(LISTENER_COMMUNITIES[listener])]
+
+
+def listener_context(settings: Settings, listener: Listener) -> ssl.SSLContext:
+    """A listener's own TLS context: another community's certificate fails the handshake."""
+    return server_context(
+        settings.tls.certificate,
+        settings.tls.key,
+        listener_anchors(settings, listener),
+        settings.trust.crls,
     )
 
 
@@ -63,58 +86,103 @@ class Gateway:
         storage.start()
         self.recorded.watch_writer(storage.commits)
         anchors = trust_anchors(s)
-        tls = server_context(s.tls.certificate, s.tls.key, anchors.anchor_paths, anchors.crl_paths)
+        contexts = {
+            listener: listener_context(s, listener)
+            for listener in (Listener.SMTPS, Listener.SUBMISSION, Listener.IMAPS, Listener.COURT)
+        }
 
-        async def resolve_identity(der: bytes) -> Identity:
-            try:
-                cert = anchors.identify(der)
-            except CertificateRefused as refused:
-                raise NotAllowed(reason=str(refused)) from None
-            return await storage.directory.identity_for(cert)
+        def resolver(listener: Listener) -> Callable[[bytes], Awaitable[Identity]]:
+            roles = listener_roles(listener)
 
-        desk = SubmissionDesk(storage.directory, storage.mail, max_size=s.smtp.max_message_size)
+            async def resolve_identity(der: bytes) -> Identity:
+                try:
+                    cert = anchors.identify(der)
+                except CertificateRefused as refused:
+                    raise NotAllowed(reason=str(refused)) from None
+                # The handshake already kept other communities out; a resumed
+                # session skips that check, this one does not.
+                if cert.role not in roles:
+                    raise NotAllowed(reason=f"role {cert.role} not accepted on {listener}")
+                return await storage.directory.identity_for(cert)
+
+            return resolve_identity
+
+        desk = SubmissionDesk(
+            storage.directory,
+            storage.mail,
+            max_size=s.smtp.max_message_size,
+            resend_window=s.smtp.resend_window,
+        )
         loop = asyncio.get_running_loop()
         host = s.listen.host
+        limits = s.limits
+        # One count for every listener together, and per client address.
+        admission = Admission(
+            max_connections=limits.max_connections,
+            max_per_address=limits.max_connections_per_address,
+        )
+        smtp_log = logging.getLogger("palais.smtp")
 
-        def smtp(listener: str, roles: frozenset[Role], implicit: bool) -> Callable[[], PalaisSMTP]:
+        def smtp(listener: Listener, door: Gate, implicit: bool) -> Callable[[], PalaisSMTP]:
             factory, handler = make_smtp_factory(
                 desk=desk,
                 listener=listener,
-                resolve_identity=resolve_identity,
-                allowed_roles=roles,
+                resolve_identity=resolver(listener),
+                allowed_roles=listener_roles(listener),
                 hostname=s.instance.hostname,
                 max_size=s.smtp.max_message_size,
                 max_recipients=s.smtp.max_recipients,
                 timeout=s.smtp.timeout,
-                starttls_context=None if implicit else tls,
+                starttls_context=None if implicit else contexts[listener],
                 metrics=self.recorded,
+                door=door,
+                preauth_timeout=limits.preauth_timeout,
             )
             self.handlers[listener] = handler
             return factory
 
-        people = SUBMITTING_ROLES
-        courts = frozenset({Role.JURIDICTION})
-        self.servers.append(
-            await loop.create_server(smtp("smtps", people, True), host, s.listen.smtps, ssl=tls)
-        )
-        self.servers.append(
-            await loop.create_server(smtp("submission", people, False), host, s.listen.submission)
-        )
-        self.servers.append(
-            await loop.create_server(smtp("court", courts, False), host, s.listen.court)
-        )
+        def door(listener: Listener) -> Gate:
+            return Gate(
+                listener, admission, goodbye=SMTP_GOODBYE, metrics=self.recorded, log=smtp_log
+            )
+
+        # SMTPS runs on the same TLS layer as IMAPS: admission before the
+        # handshake, an alert and a log line for a refused one.
+        smtps_door = door(Listener.SMTPS)
+        smtps_app = smtp(Listener.SMTPS, smtps_door, True)
+        smtps_refused = refusal_logger(smtp_log, Listener.SMTPS)
+
+        def smtps() -> asyncio.Protocol:
+            return TlsServerProtocol(
+                contexts[Listener.SMTPS],
+                gate=smtps_door,
+                on_failure=smtps_refused,
+                handshake_timeout=limits.handshake_timeout,
+                app_factory=smtps_app,
+            )
+
+        self.servers.append(await loop.create_server(smtps, host, s.listen.smtps))
+        for listener, port in (
+            (Listener.SUBMISSION, s.listen.submission),
+            (Listener.COURT, s.listen.court),
+        ):
+            factory = smtp(listener, door(listener), False)
+            self.servers.append(await loop.create_server(factory, host, port))
 
         self.servers.append(
             await start_imap_server(
                 host=host,
                 port=s.listen.imaps,
-                ssl_context=tls,
+                ssl_context=contexts[Listener.IMAPS],
                 access=storage.mail,
-                resolve_identity=resolve_identity,
+                resolve_identity=resolver(Listener.IMAPS),
                 log=logging.getLogger("palais.imap"),
                 max_append_size=s.imap.max_append_size,
                 idle_timeout=s.imap.idle_timeout,
                 metrics=self.recorded,
+                admission=admission,
+                handshake_timeout=limits.handshake_timeout,
+                preauth_timeout=limits.preauth_timeout,
             )
         )
         self.https = await start_https(
@@ -122,9 +190,9 @@ class Gateway:
             port=s.listen.https,
             cert=s.tls.certificate,
             key=s.tls.key,
-            anchors=anchors.anchor_paths,
-            crls=anchors.crl_paths,
-            resolve_identity=resolve_identity,
+            anchors=listener_anchors(s, Listener.HTTPS),
+            crls=s.trust.crls,
+            resolve_identity=resolver(Listener.HTTPS),
             metrics=self.recorded,
             log=logging.getLogger("palais.https"),
             autoconfig={
@@ -166,6 +234,10 @@ class Gateway:
 
 
 async def serve(settings: Settings) -> None:
+    # Everything the gateway creates from now on (database companions, blob
+    # segments, logs) is owner-only, and what exists already is made so.
+    os.umask(OWNER_ONLY_UMASK)
+    secure_instance(settings)
     gateway = Gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Connection
 
+from palais.config import Settings
 from palais.mailbox.identity import Role
 from palais.pki.devpki import STRANGER, DevPki, create_dev_pki, issue_identity, revoke
 from palais.storage import open_storage
@@ -132,8 +138,108 @@ class InstanceExists(Exception):
     pass
 
 
+# -- file permissions ----------------------------------------------------------
+#
+# The database holds subjects, addresses (Bcc included) and certificate
+# fingerprints; blobs hold the messages; pki holds private keys. None of it is
+# anyone else's business on the machine: owner-only, at init and at every start.
+
+log = logging.getLogger("palais.instance")
+
+OWNER_ONLY_UMASK = 0o077
+_SQLITE_PREFIX = "sqlite:///"
+# SQLite's companions of a database file (write-ahead log, shared memory, rollback journal).
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+@contextlib.contextmanager
+def owner_only_umask() -> Iterator[None]:
+    """New files and directories are owner-only while the block runs."""
+    previous = os.umask(OWNER_ONLY_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an absolute SQLite URL; None for other databases."""
+    if not url.startswith(_SQLITE_PREFIX) or ":memory:" in url:
+        return None
+    return Path(url[len(_SQLITE_PREFIX) :].split("?", 1)[0])
+
+
+def _owner_only(path: Path) -> bool:
+    """Drop group and other permissions of one file or directory; True if it changed."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o077:
+        return False
+    if st.st_uid != os.geteuid():
+        log.warning("cannot make %s owner-only: owned by uid %d", path, st.st_uid)
+        return False
+    os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+    return True
+
+
+def _tree(root: Path) -> Iterator[Path]:
+    yield root
+    if root.is_dir() and not root.is_symlink():
+        for directory, dirs, files in os.walk(root):
+            for name in (*dirs, *files):
+                yield Path(directory) / name
+
+
+def secure_files(
+    root: Path, *, database: Path | None, blobs: Path, keys: Iterable[Path]
+) -> list[Path]:
+    """Make the instance directory, database files, blobs and private keys owner-only.
+
+    Only ever removes permissions. Returns what was changed.
+    """
+    paths: list[Path] = [root, root / "palais.toml"]
+    if database is not None:
+        paths += [database, *(Path(f"{database}{suffix}") for suffix in _SQLITE_COMPANIONS)]
+    paths += _tree(blobs)
+    paths += keys
+    if (root / "pki").is_dir():
+        paths += (root / "pki").rglob("*.key")
+        paths += [(root / "pki" / "private"), (root / "pki" / "identities")]
+    changed: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if path in seen:
+            continue
+        seen.add(path)
+        if _owner_only(path):
+            changed.append(path)
+    return changed
+
+
+def secure_instance(settings: Settings) -> list[Path]:
+    """``secure_files`` for a configured instance (``palais serve`` calls it at start)."""
+    changed = secure_files(
+        settings.root,
+        database=sqlite_path(settings.database_url()),
+        blobs=settings.storage.blobs,
+        keys=(settings.tls.key, settings.evidence.key),
+    )
+    for path in changed:
+        log.warning("permissions tightened to owner-only: %s", path)
+    return changed
+
+
 def init_instance(root: Path, *, base_port: int = 10000) -> dict[str, object]:
-    root = root.resolve()
+    with owner_only_umask():
+        demo = _init_instance(root.resolve(), base_port=base_port)
+        root = root.resolve()
+        secure_files(root, database=root / "palais.db", blobs=root / "blobs", keys=())
+    return demo
+
+
+def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
     if (root / "palais.toml").exists():
         raise InstanceExists(f"{root} already holds an instance (palais.toml exists)")
     root.mkdir(parents=True, exist_ok=True)

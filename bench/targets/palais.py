@@ -77,7 +77,19 @@ def create_instance(parent: Path, log: Callable[[str], None] = print, timeout: f
         )
     if not (inst / "demo.json").exists():
         raise TargetUnavailable(f"`palais init` made no {inst / 'demo.json'}")
+    with (inst / "palais.toml").open("a", encoding="utf-8") as config:
+        config.write(BENCH_CONFIG)
     return inst
+
+
+# Every benchmark client comes from 127.0.0.1 and the memory workload holds
+# 1,000 idle IMAP sessions (plus the SMTP connections of the other workloads):
+# the per-address and global caps (64 and 4,096 by default) would refuse them.
+BENCH_CONFIG = """
+[limits]
+max_connections = 20000
+max_connections_per_address = 20000
+"""
 
 
 class PalaisTarget(Target):

@@ -7,12 +7,14 @@ as a value that storage executes atomically.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
 
 from palais.mailbox.boxes import BoxKind
 from palais.mailbox.errors import SenderMismatch
-from palais.mailbox.identity import Identity, Role
+from palais.mailbox.identity import ROLES_BY_ANCHOR, AnchorGroup, Identity, Role
 
 
 class AddresseeKind(enum.Enum):
@@ -44,10 +46,42 @@ class FilingPlan:
     destinations: tuple[Destination, ...]
 
 
-# Roles that may submit mail at all through the submission listeners.
-SUBMITTING_ROLES = frozenset(
-    {Role.AVOCAT, Role.COLLABORATEUR, Role.GREFFIER, Role.MAGISTRAT, Role.JURIDICTION}
+class Listener(enum.StrEnum):
+    """The gateway's doors; each one lets in the communities that belong there."""
+
+    SMTPS = "smtps"  # people's submission, implicit TLS
+    SUBMISSION = "submission"  # people's submission, STARTTLS
+    IMAPS = "imaps"  # people reading their and their service's mailboxes
+    COURT = "court"  # court systems pushing into dossiers, STARTTLS
+    HTTPS = "https"  # operators' metrics; health and autoconfig need no certificate
+
+
+#: Which communities' certificates each listener trusts. The TLS context of a
+#: listener is built from these anchors only, so a certificate from another
+#: community fails the handshake itself: a court system never reaches the
+#: lawyers' listeners, a lawyer never reaches the court listener, and
+#: operators' certificates only open the HTTPS listener.
+LISTENER_COMMUNITIES: Final[Mapping[Listener, frozenset[AnchorGroup]]] = MappingProxyType(
+    {
+        Listener.SMTPS: frozenset({AnchorGroup.AVOCATS, AnchorGroup.JUSTICE}),
+        Listener.SUBMISSION: frozenset({AnchorGroup.AVOCATS, AnchorGroup.JUSTICE}),
+        Listener.IMAPS: frozenset({AnchorGroup.AVOCATS, AnchorGroup.JUSTICE}),
+        Listener.COURT: frozenset({AnchorGroup.JURIDICTIONS}),
+        Listener.HTTPS: frozenset({AnchorGroup.ADMIN}),
+    }
 )
+
+
+def listener_roles(listener: Listener) -> frozenset[Role]:
+    """The roles whose certificates a listener accepts (from its communities)."""
+    return frozenset(
+        role for group in LISTENER_COMMUNITIES[listener] for role in ROLES_BY_ANCHOR[group]
+    )
+
+
+# Roles that may submit mail through the people's submission listeners
+# (smtps, submission); court systems submit on their own listener.
+SUBMITTING_ROLES: Final = listener_roles(Listener.SUBMISSION)
 
 
 def check_sender(who: Identity, mail_from: str) -> None:

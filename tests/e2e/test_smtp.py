@@ -351,7 +351,7 @@ def test_swaks_wrong_sender(instance: Instance) -> None:
 
 
 def test_court_system_listener(instance: Instance) -> None:
-    """Court systems push on their own listener; people's cards are refused there."""
+    """Court systems push on their own listener (people's cards: tests/e2e/test_listeners.py)."""
     with smtplib.SMTP("localhost", instance.port("court"), timeout=10) as s:
         s.ehlo()
         s.starttls(context=instance.client_context("court1"))
@@ -362,18 +362,11 @@ def test_court_system_listener(instance: Instance) -> None:
             to_addrs=[instance.dossier["address"]],
         )
         assert refused == {}
-    with smtplib.SMTP("localhost", instance.port("court"), timeout=10) as s:
-        s.ehlo()
-        s.starttls(context=instance.client_context("avocat1"))
-        s.ehlo()
-        assert s.mail(instance.address("avocat1")) == (
-            530,
-            b"5.7.0 Your client certificate is not accepted here",
-        )
 
 
 def test_admin_certificate_cannot_submit(instance: Instance) -> None:
-    with smtps(instance, "admin1") as s:
+    # Operators' certificates only open the HTTPS listener: the handshake fails.
+    refused = (ssl.SSLError, ConnectionResetError, smtplib.SMTPServerDisconnected)
+    with pytest.raises(refused), smtps(instance, "admin1") as s:
         s.ehlo()
-        code, text = s.mail(instance.address("admin1"))
-        assert (code, text[:6]) == (530, b"5.7.0 ")
+        s.mail(instance.address("admin1"))

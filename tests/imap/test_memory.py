@@ -26,6 +26,7 @@ _SERVER = textwrap.dedent(
     """
     import asyncio, json, logging, sys
     from pathlib import Path
+    from palais.gateway.admission import Admission
     from palais.gateway.imap import start_imap_server
     from tests.imap.conftest import Pki, resolve_identity
     from tests.imap.fake_store import FakeStore
@@ -41,6 +42,8 @@ _SERVER = textwrap.dedent(
         server = await start_imap_server(
             host="127.0.0.1", port=0, ssl_context=pki.server_context(), access=store,
             resolve_identity=resolve_identity, log=log,
+            # Every session comes from 127.0.0.1: above the default cap of 64.
+            admission=Admission(max_connections=int(sys.argv[2]), max_per_address=int(sys.argv[2])),
         )
         print(server.sockets[0].getsockname()[1], flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -80,7 +83,7 @@ def test_idle_sessions_fit_the_memory_budget(pki: Pki) -> None:
     paths = json.dumps({k: str(v) for k, v in pki.__dict__.items()})
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, paths],
+        [sys.executable, "-c", _SERVER, paths, str(SESSIONS + 100)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=root,

@@ -3,7 +3,6 @@
 Module map, one idea each:
 
 - ``server``: the listener, identity resolution, one log line per connection.
-- ``tls``: a lean TLS transport (asyncio's keeps 256 KiB per connection).
 - ``session``: the command loop, state checks, error translation, notifications.
 - ``states``: session state objects and the one rule of what each permits.
 - ``commands/``: one handler per verb, declared with its syntax and states.

@@ -11,17 +11,19 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from palais.gateway.admission import IMAP_GOODBYE, Admission, Gate, peer_text
 from palais.gateway.imap.framing import Limits
 from palais.gateway.imap.session import Session
-from palais.gateway.imap.tls import TlsServerProtocol, TlsStream
+from palais.gateway.imap.states import NotAuthenticated
 from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.tls import TlsServerProtocol, TlsStream
 from palais.mailbox.errors import AuthenticationRequired, PalaisError
 from palais.mailbox.identity import Identity
 from palais.mailbox.ports import MailAccess
 
 __all__ = ["start_imap_server"]
 
-_HANDSHAKE_TIMEOUT = 30.0
+LISTENER = "imaps"
 # The decrypted-input buffer per connection: a long command line is read
 # in pieces of this size (up to Limits.max_line), a literal straight through.
 _READER_LIMIT = 8 * 1024
@@ -82,22 +84,52 @@ async def start_imap_server(
     max_append_size: int = 64 * 1024 * 1024,
     idle_timeout: float = 1800,
     metrics: GatewayMetrics | None = None,
+    admission: Admission | None = None,
+    handshake_timeout: float = 10.0,
+    preauth_timeout: float = 30.0,
 ) -> ImapServer:
-    """Listen for IMAPS (implicit TLS) connections; the certificate is the login."""
+    """Listen for IMAPS (implicit TLS) connections; the certificate is the login.
+
+    ``admission`` caps open connections (shared with the other listeners
+    when the gateway hands one in; the default caps otherwise). A client has
+    ``handshake_timeout`` seconds for its TLS handshake, then
+    ``preauth_timeout`` seconds to authenticate.
+    """
     loop = asyncio.get_running_loop()
     metrics = metrics if metrics is not None else GatewayMetrics()
+    gate = Gate(
+        LISTENER,
+        admission if admission is not None else Admission(),
+        goodbye=IMAP_GOODBYE,
+        metrics=metrics,
+        log=log,
+    )
     limits = Limits(max_append=max_append_size)
     sessions: set[Session] = set()
     handshakes: weakref.WeakSet[TlsServerProtocol] = weakref.WeakSet()
     tasks: set[asyncio.Task[None]] = set()
 
-    def on_failure(outcome: str, peer: Any) -> None:
+    def on_failure(word: str, detail: str, peer: Any) -> None:
+        outcome = f"tls-{word}"
         log.info(
-            "imap connection peer=%s identity=- fingerprint=- outcome=%s",
-            _peer(peer),
+            "imap connection peer=%s identity=- fingerprint=- outcome=%s reason=%s",
+            peer_text(peer),
             outcome,
-            extra={"peer": _peer(peer), "identity": None, "fingerprint": None, "outcome": outcome},
+            detail,
+            extra={
+                "peer": peer_text(peer),
+                "identity": None,
+                "fingerprint": None,
+                "outcome": outcome,
+                "reason": detail,
+            },
         )
+
+    def preauth_expired(session: Session, peer: Any) -> None:
+        if isinstance(session.state, NotAuthenticated) and not session.transport.is_closing():
+            gate.preauth_timeout(peer)
+            session.shutdown(b"Autologout; not authenticated in time")
+            session.outcome = "preauth-timeout"
 
     def on_ready(reader: asyncio.StreamReader, stream: TlsStream) -> None:
         task = loop.create_task(_serve(reader, stream))
@@ -106,7 +138,8 @@ async def start_imap_server(
 
     async def _serve(reader: asyncio.StreamReader, stream: TlsStream) -> None:
         started = time.monotonic()
-        peer = _peer(stream.get_extra_info("peername"))
+        peername = stream.get_extra_info("peername")
+        peer = peer_text(peername)
         ssl_object = stream.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         fingerprint = hashlib.sha256(der).hexdigest() if der else None
@@ -139,12 +172,14 @@ async def start_imap_server(
             metrics=metrics,
         )
         sessions.add(session)
+        deadline = loop.call_later(preauth_timeout, preauth_expired, session, peername)
         outcome = "error"
         try:
             outcome = await session.run()
         except Exception:
             log.exception("imap session failed peer=%s fingerprint=%s", peer, fingerprint)
         finally:
+            deadline.cancel()
             sessions.discard(session)
             stream.close()
         if refusal is not None and outcome in ("eof", "refused"):
@@ -155,21 +190,16 @@ async def start_imap_server(
     def factory() -> asyncio.Protocol:
         protocol = TlsServerProtocol(
             ssl_context,
+            gate=gate,
             on_ready=on_ready,
             on_failure=on_failure,
-            handshake_timeout=min(_HANDSHAKE_TIMEOUT, idle_timeout),
+            handshake_timeout=min(handshake_timeout, idle_timeout),
             reader_limit=_READER_LIMIT,
         )
         handshakes.add(protocol)
         return protocol
 
     return ImapServer(await loop.create_server(factory, host, port), sessions, handshakes)
-
-
-def _peer(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer) if peer else "-"
 
 
 def _log_line(
