@@ -70,16 +70,18 @@ def tls_refusal(error: BaseException | None) -> tuple[str, str]:
     The word is one of ``TLS_REFUSAL_REASONS``; the detail is OpenSSL's
     wording (a reason code or a verification message), never client text.
     """
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return "certificate", str(error.verify_message or error.reason or "verify failed")
-    if isinstance(error, ssl.SSLError):
-        code = str(error.reason or type(error).__name__)
-        if code == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
-            return "no_certificate", code
-        if "CERTIFICATE" in code:
-            return "certificate", code
-        return "handshake", code
-    return "handshake", type(error).__name__ if error is not None else "unknown"
+    if error is None:
+        return "handshake", "unknown"
+    code = str(getattr(error, "reason", None) or type(error).__name__)
+    verify = getattr(error, "verify_message", None)
+    detail = f"{code}: {verify}" if verify else code
+    if isinstance(error, ssl.SSLCertVerificationError) or (
+        "CERTIFICATE" in code and code != "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    ):
+        return "certificate", detail
+    if code == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return "no_certificate", detail
+    return "handshake", detail
 
 
 def with_enhanced_code(status: str) -> str:

@@ -14,12 +14,13 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from prometheus_client import Counter, Histogram
 
 from palais.gateway import replies
+from palais.gateway.admission import SMTP_PREAUTH_TIMEOUT, Gate, Ticket
 from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
@@ -56,16 +57,72 @@ class PalaisSMTP(SMTP):
         listener: str,
         resolve_identity: ResolveIdentity,
         allowed_roles: frozenset[Role],
+        door: Gate | None = None,
+        preauth_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.listener = listener
+        self._door = door
+        self._ticket: Ticket | None = None
+        self._preauth_timeout = preauth_timeout
         self._handler = handler
         self._metrics = handler.metrics
         self._resolve_identity = resolve_identity
         self._allowed_roles = allowed_roles
         self.state = _SessionState()
         self._in_ehlo = False
+
+    # -- admission and pre-authentication timeout (palais.gateway.admission) --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        door = self._door
+        # Admitted here on the plain-TCP listeners; on SMTPS the TLS layer
+        # below admitted the connection already; STARTTLS comes back here.
+        if (
+            door is not None
+            and self.transport is None
+            and not transport.get_extra_info("sslcontext")
+        ):
+            ticket = door.admit(transport.get_extra_info("peername"))
+            if ticket is None or not ticket.admitted:
+                if ticket is not None:
+                    cast(asyncio.Transport, transport).write(door.goodbye)
+                    ticket.release()
+                transport.close()
+                return
+            self._ticket = ticket
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._ticket is not None:
+            self._ticket.release()
+            self._ticket = None
+        if self.session is not None:  # None: refused at the door
+            super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        # aiosmtpd stops serving at EOF but keeps a half-closed plain
+        # connection (and its place) until the timeout: close it now.
+        if self.session is not None:
+            super().eof_received()
+        return False
+
+    def _proven(self) -> bool:
+        """TLS is up and the client said EHLO over it (a new session starts at STARTTLS)."""
+        return self._ssl_object() is not None and bool(self.session and self.session.host_name)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        if duration is None and self._preauth_timeout is not None and not self._proven():
+            duration = self._preauth_timeout
+        super()._reset_timeout(duration)
+
+    def _timeout_cb(self) -> None:
+        if self._preauth_timeout is not None and not self._proven() and self.transport:
+            if self._door is not None:
+                self._door.preauth_timeout(self.session.peer if self.session else None)
+            cast(asyncio.Transport, self.transport).write(SMTP_PREAUTH_TIMEOUT)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     # -- identity ------------------------------------------------------------
 
@@ -125,7 +182,12 @@ class PalaisSMTP(SMTP):
         found = _PLAIN_ADDRESS.match(arg) if arg else None
         rest = arg[found.end() :].lstrip(" \t") if found else ""
         if found is None or rest.startswith("(") or (rest and rest == arg[found.end() :]):
-            result: tuple[str | None, str | None] = super()._getaddr(arg)
+            try:
+                result: tuple[str | None, str | None] = super()._getaddr(arg)
+            except IndexError:
+                # The email package's parser on "a@" or "<a@" (aiosmtpd does
+                # not catch it): a malformed address, not an internal error.
+                return None, None
             return result
         local, domain = found.group(1), found.group(2)
         if self.local_part_limit and len(local) > self.local_part_limit:
@@ -164,6 +226,7 @@ class PalaisSMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._in_ehlo = False
+        self._reset_timeout()  # EHLO over TLS ends the pre-authentication timeout
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         try:
@@ -172,13 +235,20 @@ class PalaisSMTP(SMTP):
             # A refused certificate is the client's doing: one line, no traceback.
             word, detail = replies.tls_refusal(error.__cause__)
             self._metrics.refusals.labels(self.listener, word).inc()
+            # The same line as the implicit-TLS listeners' (palais.gateway.tls).
+            peer = self._peer()
             log.info(
-                "smtp connection listener=%s peer=%s identity=- fingerprint=- outcome=refused"
-                " reason=%s detail=%s",
+                "connection listener=%s peer=%s decision=refused outcome=tls-%s reason=%s",
                 self.listener,
-                self._peer(),
+                peer,
                 word,
                 detail,
+                extra={
+                    "listener": self.listener,
+                    "peer": peer,
+                    "outcome": f"tls-{word}",
+                    "reason": detail,
+                },
             )
             raise  # aiosmtpd closes the connection
         self.state = _SessionState()  # RFC 3207: forget everything learnt in clear
@@ -506,6 +576,8 @@ def make_smtp_factory(
     timeout: float,
     starttls_context: ssl.SSLContext | None,
     metrics: GatewayMetrics | None = None,
+    door: Gate | None = None,
+    preauth_timeout: float | None = None,
 ) -> tuple[Callable[[], PalaisSMTP], SubmissionHandler]:
     handler = SubmissionHandler(desk, max_recipients=max_recipients, metrics=metrics)
 
@@ -515,6 +587,8 @@ def make_smtp_factory(
             listener=listener,
             resolve_identity=resolve_identity,
             allowed_roles=allowed_roles,
+            door=door,
+            preauth_timeout=preauth_timeout,
             hostname=hostname,
             ident="Palais ESMTP",
             data_size_limit=max_size,

@@ -187,11 +187,12 @@ def test_refused_starttls_certificate_is_one_line_and_counted(
         s.starttls(context=instance.client_context(who))
         s.ehlo()
         s.mail(instance.address("avocat1"))
-    text = log_after(instance, mark, lambda t: "outcome=refused" in t)
+    text = log_after(instance, mark, lambda t: "outcome=tls-" in t)
     assert "Traceback" not in text and "internal error" not in text, text
-    lines = [line for line in text.splitlines() if "outcome=refused" in line]
+    lines = [line for line in text.splitlines() if "outcome=tls-" in line]
     assert len(lines) == 1, text
-    assert "listener=submission" in lines[0] and f"reason={reason} " in lines[0], lines[0]
+    assert "listener=submission" in lines[0], lines[0]
+    assert f"decision=refused outcome=tls-{reason} reason=" in lines[0], lines[0]
     assert re.search(r"peer=127\.0\.0\.1:\d+ ", lines[0]), lines[0]
     after = metric(scrape(instance), "palais_refusals_total", listener="submission", reason=reason)
     assert after == before + 1

@@ -44,3 +44,31 @@ def test_unknown_error_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
     assert reply == "451 4.3.0 Internal error, please try again later"
     assert "hunter2" not in reply
     assert any("internal error" in r.message for r in caplog.records)
+
+
+def test_reply_text_never_carries_control_characters() -> None:
+    assert replies.printable("550 5.1.1 <a@b> unknown") == "550 5.1.1 <a@b> unknown"
+    assert replies.printable("500 FOO\x01\x1b[2J\r\nX\x7f") == "500 FOO??[2J??X?"
+    # An undecodable byte (surrogateescape) and a Unicode line separator too.
+    assert replies.printable("501 <\udcff@x>\u2028é") == "501 <?@x>?é"
+
+
+def test_tls_refusal_words_are_a_closed_vocabulary() -> None:
+    import ssl
+
+    no_cert = ssl.SSLError(1, "[SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE] peer did not return")
+    no_cert.reason = "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    expired = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    expired.reason, expired.verify_message = "CERTIFICATE_VERIFY_FAILED", "certificate has expired"
+    protocol = ssl.SSLError(1, "wrong version number")
+    protocol.reason = "WRONG_VERSION_NUMBER"
+    assert replies.tls_refusal(no_cert)[0] == "no_certificate"
+    assert replies.tls_refusal(expired) == (
+        "certificate",
+        "CERTIFICATE_VERIFY_FAILED: certificate has expired",
+    )
+    assert replies.tls_refusal(protocol)[0] == "handshake"
+    assert replies.tls_refusal(ConnectionResetError())[0] == "handshake"
+    assert replies.tls_refusal(None)[0] == "handshake"
+    for error in (no_cert, expired, protocol, ConnectionResetError(), None):
+        assert replies.tls_refusal(error)[0] in replies.TLS_REFUSAL_REASONS
