@@ -179,7 +179,7 @@ def test_utf8_names_after_enable() -> None:
 
 def test_sequence_sets() -> None:
     seq = parse_sequence_set(b"1:3,5,7:*,9:8")
-    assert seq.ranges == ((1, 3), (5, 5), (7, STAR), (9, 8))
+    assert seq.ranges == ((1, 3), (5, 5), (8, 9), (7, STAR))  # merged, "*" ranges last
     assert seq.seqnums(10) == [1, 2, 3, 5, 7, 8, 9, 10]
     assert parse_sequence_set(b"4:*").uids([2, 4, 9, 12]) == [4, 9, 12]
     assert parse_sequence_set(b"100:*").uids([2, 4, 9, 12]) == [12]  # RFC 3501: * is always in

@@ -33,6 +33,11 @@ class Limits:
     max_literal: int = 1024 * 1024  # any command but APPEND
     max_append: int = 64 * 1024 * 1024
     max_literals: int = 64  # per command, so many small literals cannot add up
+    # What one command may cost once read (NO [LIMIT] beyond): the [imap] settings.
+    max_search_keys: int = 256  # keys in one SEARCH program, as written
+    max_search_cost: int = 20_000_000  # distinct search keys x messages in the mailbox
+    max_keywords: int = 64  # distinct keywords on one message
+    max_keyword_length: int = 64  # characters in one keyword
 
 
 @dataclass(frozen=True, slots=True)

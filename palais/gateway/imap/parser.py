@@ -22,7 +22,7 @@ __all__ = ["Args", "ParseError"]
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
 _ASTRING_SPECIALS = _ATOM_SPECIALS - {ord("]")}
 _LIST_SPECIALS = _ASTRING_SPECIALS - {ord("%"), ord("*")}
-_SEQUENCE_CHARS = frozenset(b"0123456789:,*")
+_SEQUENCE_RUN = re.compile(rb"[0-9:,*]*")
 
 
 def _scanner(specials: frozenset[int], *, ascii_only: bool) -> re.Pattern[bytes]:
@@ -281,10 +281,7 @@ class Args:
         return name
 
     def sequence_set(self) -> SequenceSet:
-        start = self._pos
-        while self._pos < len(self._text) and self._text[self._pos] in _SEQUENCE_CHARS:
-            self._pos += 1
-        text = self._text[start : self._pos]
+        text = self._scan(_SEQUENCE_RUN)
         try:
             return parse_sequence_set(text)
         except SequenceSetError as exc:

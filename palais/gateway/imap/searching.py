@@ -1,17 +1,23 @@
 """Evaluation of a parsed search program against the selected mailbox.
 
-Keys narrow a candidate set from left to right, so the cheap ones (flags,
-sequence sets) run first and the costly ones (body text, unknown headers)
-only read the messages still in the running. Header and sent-date keys go
-to the store's index.
+Keys narrow a candidate set: the cheap ones (flags, sequence sets) run
+first, whatever the order the client wrote them in, and the costly ones
+(body text, unknown headers) only read the messages still in the running.
+Header and sent-date keys go to the store's index. A key that does not
+depend on the candidates is answered once per search however often it
+appears, and every message is read and decoded at most once, for all the
+text keys of the program together. The loops over many messages give the
+event loop back every few milliseconds (``Pacer``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from palais.gateway.imap.mime import header_fields
+from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.searchspec import (
     AllOf,
     AnyOf,
@@ -26,6 +32,7 @@ from palais.gateway.imap.searchspec import (
     SearchKey,
     SizeKey,
     TextKey,
+    leaves,
 )
 from palais.gateway.imap.textsearch import body_text, decode_header_value
 from palais.gateway.imap.view import SelectedMailbox
@@ -37,10 +44,47 @@ __all__ = ["Searcher"]
 
 _INDEXED = {f.value: f for f in HeaderField}
 _BATCH = 500
+# A message this big is decoded off the event loop: one such decode alone
+# would hold it longer than a slice.
+_BIG = 256 * 1024
+
+ScanKey = TextKey | HeaderKey
+
+
+def _scans(key: SearchKey) -> bool:
+    """Whether the key reads message bytes (rather than the store's index or table)."""
+    if isinstance(key, TextKey):
+        return True
+    return isinstance(key, HeaderKey) and not (key.name in _INDEXED and key.text)
+
+
+def _rank(key: SearchKey) -> int:
+    """Cost class of a key: what the store's table answers, what its index
+    answers, what needs message records, what reads message bytes."""
+    if isinstance(key, (AllOf, AnyOf)):
+        return max(map(_rank, key.keys))
+    if isinstance(key, Negation):
+        return _rank(key.key)
+    if isinstance(key, (SizeKey, DateKey)) and not (isinstance(key, DateKey) and key.sent):
+        return 2
+    if isinstance(key, (HeaderKey, TextKey)):
+        return 3 if _scans(key) else 1
+    return 1 if isinstance(key, DateKey) else 0
 
 
 class Searcher:
-    __slots__ = ("_records", "_table", "access", "view", "who")
+    __slots__ = (
+        "_hits",
+        "_needles",
+        "_pacer",
+        "_records",
+        "_scanned",
+        "_table",
+        "_whole",
+        "access",
+        "view",
+        "who",
+    )
 
     def __init__(self, access: MailAccess, who: Identity, view: SelectedMailbox) -> None:
         self.access = access
@@ -48,9 +92,21 @@ class Searcher:
         self.view = view
         self._table: EntryTable | None = None
         self._records: dict[int, MessageRecord] = {}
+        self._pacer = Pacer()
+        # Answers over the whole box of keys that do not depend on the candidates.
+        self._whole: dict[SearchKey, set[int]] = {}
+        # The text keys of the program, their needles, the messages read so
+        # far and, per key, those of them that matched.
+        self._needles: dict[ScanKey, str] = {}
+        self._scanned: set[int] = set()
+        self._hits: dict[ScanKey, set[int]] = {}
 
     async def run(self, key: SearchKey) -> list[int]:
         """Matching UIDs, ascending, among those the client knows."""
+        for leaf in leaves(key):
+            if isinstance(leaf, (TextKey, HeaderKey)) and _scans(leaf):
+                self._needles[leaf] = leaf.text.casefold()
+                self._hits[leaf] = set()
         return sorted(await self._eval(key, set(self.view.uids)))
 
     async def modseq_of(self, uids: Iterable[int]) -> int:
@@ -82,6 +138,7 @@ class Searcher:
                 self.who, self.view.info.id, missing[i : i + _BATCH]
             ):
                 self._records[record.uid] = record
+            await self._pacer.tick()
         return self._records
 
     async def _eval(self, key: SearchKey, candidates: set[int]) -> set[int]:
@@ -92,63 +149,71 @@ class Searcher:
         if isinstance(key, Nothing):
             return set()
         if isinstance(key, AllOf):
-            for sub in key.keys:
+            for sub in sorted(key.keys, key=_rank):
                 candidates = await self._eval(sub, candidates)
+                await self._pacer.tick()
             return candidates
         if isinstance(key, AnyOf):
             matched: set[int] = set()
-            for sub in key.keys:
+            for sub in sorted(key.keys, key=_rank):
                 matched |= await self._eval(sub, candidates - matched)
+                await self._pacer.tick()
             return matched
         if isinstance(key, Negation):
             return candidates - await self._eval(key.key, candidates)
-        if isinstance(key, InSequence):
-            return self._in_sequence(key, candidates)
-        if isinstance(key, HasFlag):
-            wanted = key.flag.lower()
-            present = key.present
-            return candidates & await self._uids_where(
-                lambda flags: any(f.lower() == wanted for f in flags) == present
-            )
-        if isinstance(key, ModSeqKey):
-            table = await self._entry_table()
-            uids, floor = table.uids, key.modseq
-            return candidates & {uids[i] for i, m in enumerate(table.modseqs) if m >= floor}
+        if isinstance(key, (TextKey, HeaderKey)) and key in self._needles:
+            return await self._scanned_hits(key, candidates)
         if isinstance(key, SizeKey):
             records = await self._record_map(candidates)
             if key.larger:
                 return {u for u in candidates if u in records and records[u].size > key.size}
             return {u for u in candidates if u in records and records[u].size < key.size}
-        if isinstance(key, DateKey):
+        if isinstance(key, DateKey) and not key.sent:
             return await self._date(key, candidates)
-        if isinstance(key, HeaderKey):
-            return await self._header(key, candidates)
-        return await self._text(key, candidates)
+        whole = self._whole.get(key)
+        if whole is None:
+            whole = self._whole[key] = await self._whole_box(key)
+        return candidates & whole
 
-    def _in_sequence(self, key: InSequence, candidates: set[int]) -> set[int]:
-        uids = self.view.uids
-        if key.uid:
-            top = uids[-1] if uids else 0
-            return {u for u in candidates if key.numbers.contains_uid(u, top)}
-        exists = len(uids)
-        out = set()
-        for u in candidates:
-            seq = self.view.seq_of(u)
-            if seq is not None and key.numbers.contains_uid(seq, exists):
-                out.add(u)
-        return out
-
-    async def _date(self, key: DateKey, candidates: set[int]) -> set[int]:
-        if key.sent:
+    async def _whole_box(self, key: SearchKey) -> set[int]:
+        """The UIDs of the box that a key independent of the candidates matches."""
+        if isinstance(key, InSequence):
+            return self._in_sequence(key)
+        if isinstance(key, HasFlag):
+            wanted = key.flag.lower()
+            present = key.present
+            return await self._uids_where(
+                lambda flags: any(f.lower() == wanted for f in flags) == present
+            )
+        if isinstance(key, ModSeqKey):
+            table = await self._entry_table()
+            uids, floor = table.uids, key.modseq
+            return {uids[i] for i, m in enumerate(table.modseqs) if m >= floor}
+        if isinstance(key, DateKey):
             since = key.day if key.op in ("SINCE", "ON") else None
             before = (
                 key.day
                 if key.op == "BEFORE"
                 else (key.day + timedelta(days=1) if key.op == "ON" else None)
             )
-            return candidates & await self.access.search_sent(
-                self.who, self.view.info.id, since, before
-            )
+            return await self.access.search_sent(self.who, self.view.info.id, since, before)
+        assert isinstance(key, HeaderKey)  # an indexed field: the others are scanned
+        return await self.access.search_header(
+            self.who, self.view.info.id, _INDEXED[key.name], key.text
+        )
+
+    def _in_sequence(self, key: InSequence) -> set[int]:
+        uids = self.view.uids
+        if key.uid:
+            spans = key.numbers.uid_spans(uids)
+        else:
+            spans = key.numbers.seq_spans(len(uids), strict=False)
+        out: set[int] = set()
+        for start, stop in spans:
+            out.update(uids[start:stop])
+        return out
+
+    async def _date(self, key: DateKey, candidates: set[int]) -> set[int]:
         records = await self._record_map(candidates)
         out = set()
         for u in candidates:
@@ -164,47 +229,74 @@ class Searcher:
                 out.add(u)
         return out
 
-    async def _header(self, key: HeaderKey, candidates: set[int]) -> set[int]:
-        indexed = _INDEXED.get(key.name)
-        if indexed is not None and key.text:
-            return candidates & await self.access.search_header(
-                self.who, self.view.info.id, indexed, key.text
-            )
-        records = await self._record_map(candidates)
-        needle = key.text.casefold()
-        out = set()
-        for u in sorted(candidates):
-            record = records.get(u)
-            if record is None:
-                continue
-            if record.header_size > 0:
-                header = await self.access.read_header(record.blob, record.header_size)
-            else:
-                header = await self.access.read(record.blob)
-            for f in header_fields(header):
-                if f.name == key.name and needle in decode_header_value(f.value).casefold():
-                    out.add(u)
-                    break
-        return out
+    # -- keys that read the messages -------------------------------------------
 
-    async def _text(self, key: TextKey, candidates: set[int]) -> set[int]:
-        records = await self._record_map(candidates)
-        needle = key.text.casefold()
-        out = set()
-        for u in sorted(candidates):
-            record = records.get(u)
-            if record is None:
+    async def _scanned_hits(self, key: ScanKey, candidates: set[int]) -> set[int]:
+        missing = candidates - self._scanned
+        if missing:
+            await self._scan(sorted(missing))
+        return candidates & self._hits[key]
+
+    async def _scan(self, uids: list[int]) -> None:
+        """Read each message once and test it against every text key of the program."""
+        reads_body = any(isinstance(k, TextKey) for k in self._needles)
+        for i in range(0, len(uids), _BATCH):
+            batch = uids[i : i + _BATCH]
+            known = self._records
+            records = [known[u] for u in batch if u in known]
+            if len(records) < len(batch):
+                records = await self.access.records(self.who, self.view.info.id, batch)
+            for record in records:
+                if reads_body or record.header_size <= 0:
+                    data = await self.access.read(record.blob)
+                else:
+                    data = await self.access.read_header(record.blob, record.header_size)
+                if len(data) >= _BIG:
+                    found = await asyncio.to_thread(self._match, data)
+                else:
+                    found = self._match(data)
+                for hit in found:
+                    self._hits[hit].add(record.uid)
+                await self._pacer.tick()
+            self._scanned.update(batch)
+
+    def _match(self, data: bytes) -> list[ScanKey]:
+        """The text keys of the program that one message matches."""
+        found: list[ScanKey] = []
+        head = data.find(b"\r\n\r\n")
+        body_start = head + 4 if head >= 0 else 0
+        fields: list[tuple[str, str]] | None = None
+        lower: bytes | None = None
+        body_lower: bytes | None = None
+        text: str | None = None
+        full: str | None = None
+        for key, needle in self._needles.items():
+            if isinstance(key, HeaderKey):
+                if fields is None:
+                    fields = [
+                        (f.name, decode_header_value(f.value).casefold())
+                        for f in header_fields(data)
+                    ]
+                if any(name == key.name and needle in value for name, value in fields):
+                    found.append(key)
                 continue
-            data = await self.access.read(record.blob)
-            body_start = data.find(b"\r\n\r\n")
-            body_start = body_start + 4 if body_start >= 0 else 0
-            raw = data if key.headers_too else data[body_start:]
-            if needle.isascii() and needle.encode("ascii") in raw.lower():
-                out.add(u)
-                continue
-            text = body_text(data)
+            if needle.isascii():
+                if key.headers_too:
+                    lower = data.lower() if lower is None else lower
+                    raw = lower
+                else:
+                    body_lower = data[body_start:].lower() if body_lower is None else body_lower
+                    raw = body_lower
+                if needle.encode("ascii") in raw:
+                    found.append(key)
+                    continue
+            if text is None:
+                text = body_text(data).casefold()
             if key.headers_too:
-                text = decode_header_value(data[:body_start]) + "\n" + text
-            if needle in text.casefold():
-                out.add(u)
-        return out
+                if full is None:
+                    full = decode_header_value(data[:body_start]).casefold() + "\n" + text
+                if needle in full:
+                    found.append(key)
+            elif needle in text:
+                found.append(key)
+        return found

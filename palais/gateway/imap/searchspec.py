@@ -9,7 +9,7 @@ from typing import TypeAlias
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.sequence import SequenceSet
 
-__all__ = ["SearchKey", "SearchRequest", "parse_search"]
+__all__ = ["SearchKey", "SearchRequest", "leaves", "parse_search"]
 
 CHARSETS = ("UTF-8", "US-ASCII")
 _RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
@@ -117,10 +117,31 @@ class SearchRequest:
     key: SearchKey
     returns: frozenset[str] | None  # None: classic SEARCH response; else ESEARCH
     charset_ok: bool = True
+    written: int = 1  # search keys as the client wrote them, repeats and NOT/OR included
 
     @property
     def uses_modseq(self) -> bool:
         return _uses_modseq(self.key)
+
+    @property
+    def distinct(self) -> int:
+        """Distinct keys that test messages: what a search costs per message."""
+        return len(leaves(self.key))
+
+
+def leaves(key: SearchKey) -> set[SearchKey]:
+    """The keys of a program that test messages (not AND, OR, NOT), each once."""
+    out: set[SearchKey] = set()
+    stack = [key]
+    while stack:
+        k = stack.pop()
+        if isinstance(k, (AllOf, AnyOf)):
+            stack.extend(k.keys)
+        elif isinstance(k, Negation):
+            stack.append(k.key)
+        else:
+            out.add(k)
+    return out
 
 
 def _uses_modseq(key: SearchKey) -> bool:
@@ -151,12 +172,18 @@ def parse_search(args: Args) -> SearchRequest:
         charset = args.astring().decode("ascii", "replace").upper()
         charset_ok = charset in CHARSETS
         args.sp()
-    keys = [_key(args, 0)]
+    count = [0]
+    keys = [_key(args, 0, count)]
     while not args.at_end():
         args.sp()
-        keys.append(_key(args, 0))
-    key = keys[0] if len(keys) == 1 else AllOf(tuple(keys))
-    return SearchRequest(key, returns, charset_ok)
+        keys.append(_key(args, 0, count))
+    return SearchRequest(_all_of(keys), returns, charset_ok, count[0])
+
+
+def _all_of(keys: list[SearchKey]) -> SearchKey:
+    # A key repeated adds nothing to AND or OR: "SEEN SEEN ..." is tested once.
+    unique = tuple(dict.fromkeys(keys))
+    return unique[0] if len(unique) == 1 else AllOf(unique)
 
 
 def _text(args: Args) -> str:
@@ -171,17 +198,18 @@ def _text(args: Args) -> str:
 _MAX_NESTING = 100
 
 
-def _key(args: Args, depth: int) -> SearchKey:
+def _key(args: Args, depth: int, count: list[int]) -> SearchKey:
     if depth > _MAX_NESTING:
         raise ParseError("Search program too deeply nested")
+    count[0] += 1
     c = args.peek()
     if c == 0x28:
         args.expect(b"(")
-        keys = [_key(args, depth + 1)]
+        keys = [_key(args, depth + 1, count)]
         while not args.maybe(b")"):
             args.sp()
-            keys.append(_key(args, depth + 1))
-        return keys[0] if len(keys) == 1 else AllOf(tuple(keys))
+            keys.append(_key(args, depth + 1, count))
+        return _all_of(keys)
     if c is not None and (0x30 <= c <= 0x39 or c == 0x2A):
         return InSequence(args.sequence_set(), uid=False)
     name = args.word()
@@ -199,12 +227,13 @@ def _key(args: Args, depth: int) -> SearchKey:
         return HasFlag(args.atom().decode("ascii"), name == "KEYWORD")
     if name == "NOT":
         args.sp()
-        return Negation(_key(args, depth + 1))
+        return Negation(_key(args, depth + 1, count))
     if name == "OR":
         args.sp()
-        first = _key(args, depth + 1)
+        first = _key(args, depth + 1, count)
         args.sp()
-        return AnyOf((first, _key(args, depth + 1)))
+        second = _key(args, depth + 1, count)
+        return first if first == second else AnyOf((first, second))
     if name == "UID":
         args.sp()
         return InSequence(args.sequence_set(), uid=True)

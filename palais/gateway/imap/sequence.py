@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["SequenceSet", "format_set", "parse_sequence_set"]
 
 STAR = 0  # stands for "*"; real numbers are never 0
+_NUMBERS = re.compile(rb"[1-9][0-9]{0,9}(?:,[1-9][0-9]{0,9})*")
 
 
 class SequenceSetError(ValueError):
@@ -17,7 +19,9 @@ class SequenceSetError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SequenceSet:
-    ranges: tuple[tuple[int, int], ...]  # (a, b) unordered, STAR for "*"
+    # (a, b) unordered, STAR for "*". As parsed: ranges without "*" first,
+    # ascending, disjoint and not adjacent, then at most two "a:*" ones.
+    ranges: tuple[tuple[int, int], ...]
 
     def seqnums(self, exists: int) -> list[int]:
         """Message sequence numbers, ascending; raises on a number past ``exists``."""
@@ -30,8 +34,11 @@ class SequenceSet:
         """
         return [known[i] for start, stop in self.uid_spans(known) for i in range(start, stop)]
 
-    def seq_spans(self, exists: int) -> list[tuple[int, int]]:
-        """What ``seqnums`` names, as 0-based [start, stop) index ranges, merged, ascending."""
+    def seq_spans(self, exists: int, *, strict: bool = True) -> list[tuple[int, int]]:
+        """What ``seqnums`` names, as 0-based [start, stop) index ranges, merged, ascending.
+
+        Not ``strict`` (SEARCH), numbers past ``exists`` name nothing rather than fail.
+        """
         spans: list[tuple[int, int]] = []
         for a, b in self.ranges:
             if exists == 0 and STAR in (a, b):
@@ -40,8 +47,10 @@ class SequenceSet:
             if lo > hi:
                 lo, hi = hi, lo
             if (a != STAR and a > exists) or (b != STAR and b > exists):
-                raise SequenceSetError("Invalid sequence number")
-            if lo < 1:
+                if strict:
+                    raise SequenceSetError("Invalid sequence number")
+                hi = min(hi, exists)
+            if lo < 1 or lo > hi:
                 continue
             spans.append((lo - 1, hi))
         return merge_spans(spans)
@@ -87,15 +96,64 @@ def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def parse_sequence_set(text: bytes) -> SequenceSet:
-    ranges: list[tuple[int, int]] = []
+    """The set, its ranges merged: a 64 KiB line of "1,2,3,..." is one range, not
+    thousands kept in memory and walked by every lookup."""
     if not text:
         raise SequenceSetError("Empty sequence set")
+    if _NUMBERS.fullmatch(text):
+        # Only numbers (a client's list of UIDs): one C loop to read them.
+        numbers = sorted(set(map(int, text.split(b","))))
+        if numbers[-1] > 0xFFFFFFFF:
+            raise SequenceSetError("Number out of range in sequence set")
+        return SequenceSet(tuple(_runs(numbers)))
+    plain: list[tuple[int, int]] = []
+    starred: list[int] = []  # "a:*" (or "*:a"); "*" alone is STAR
     for item in text.split(b","):
         first, colon, second = item.partition(b":")
         a = _number(first)
         b = _number(second) if colon else a
-        ranges.append((a, b))
-    return SequenceSet(tuple(ranges))
+        if STAR in (a, b):
+            starred.append(b if a == STAR else a)
+        else:
+            plain.append((a, b) if a <= b else (b, a))
+    return SequenceSet(tuple(_merge_ranges(plain)) + _merge_starred(starred))
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Distinct ascending numbers as ranges of consecutive ones."""
+    out: list[tuple[int, int]] = []
+    start = prev = numbers[0]
+    for n in numbers[1:]:
+        if n != prev + 1:
+            out.append((start, prev))
+            start = n
+        prev = n
+    out.append((start, prev))
+    return out
+
+
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ranges sorted, overlapping or adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _merge_starred(bounds: list[int]) -> tuple[tuple[int, int], ...]:
+    """Ranges ending at "*" all contain "*": their union is that of the lowest and
+    the highest of them, whatever "*" turns out to be."""
+    if not bounds:
+        return ()
+    numbers = [n for n in bounds if n != STAR]
+    if not numbers:
+        return ((STAR, STAR),)
+    low, high = min(numbers), max(numbers)
+    return ((low, STAR),) if low == high else ((low, STAR), (high, STAR))
 
 
 def _number(text: bytes) -> int:

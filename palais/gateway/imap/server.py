@@ -82,6 +82,10 @@ async def start_imap_server(
     resolve_identity: Callable[[bytes], Awaitable[Identity]],
     log: logging.Logger,
     max_append_size: int = 64 * 1024 * 1024,
+    max_search_keys: int = 256,
+    max_search_cost: int = 20_000_000,
+    max_keywords: int = 64,
+    max_keyword_length: int = 64,
     idle_timeout: float = 1800,
     metrics: GatewayMetrics | None = None,
     admission: Admission | None = None,
@@ -104,7 +108,13 @@ async def start_imap_server(
         metrics=metrics,
         log=log,
     )
-    limits = Limits(max_append=max_append_size)
+    limits = Limits(
+        max_append=max_append_size,
+        max_search_keys=max_search_keys,
+        max_search_cost=max_search_cost,
+        max_keywords=max_keywords,
+        max_keyword_length=max_keyword_length,
+    )
     sessions: set[Session] = set()
     handshakes: weakref.WeakSet[TlsServerProtocol] = weakref.WeakSet()
     tasks: set[asyncio.Task[None]] = set()

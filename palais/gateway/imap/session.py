@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from palais.gateway.imap import codes
 from palais.gateway.imap.commands import REGISTRY
-from palais.gateway.imap.commands.registry import Reply
+from palais.gateway.imap.commands.registry import Handler, Reply
 from palais.gateway.imap.framing import (
     CommandTooBig,
     FramingError,
@@ -240,6 +241,10 @@ class Session:
                 Reply(b"BAD", exc.text, codes.TOOBIG if isinstance(exc, CommandTooBig) else None),
             )
 
+    def limit_hit(self, limit: str) -> None:
+        """Count a command stopped by a configured limit (``limit``: the setting's name)."""
+        self.metrics.limit_hits.labels("imap", limit).inc()
+
     # -- dispatch ------------------------------------------------------------
 
     async def execute(self, raw: RawCommand) -> None:
@@ -263,6 +268,17 @@ class Session:
         if handler is None:
             self._tagged(tag, Reply(b"BAD", "Unknown command"))
             return
+        started = time.perf_counter()
+        try:
+            await self._execute(handler, tag, args)
+        finally:
+            # Labelled by the registry's name, never by what the client sent.
+            self.metrics.imap_command_seconds.labels(handler.name).observe(
+                time.perf_counter() - started
+            )
+
+    async def _execute(self, handler: Handler, tag: bytes, args: Args) -> None:
+        name = handler.name
         if not permits(self.state, handler.states):
             self._tagged(tag, Reply(b"BAD", f"{name} is not allowed now", codes.CLIENTBUG))
             return

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from palais.gateway.imap import codes
-from palais.gateway.imap.commands.common import identity
+from palais.gateway.imap.commands.common import identity, keyword_refusal
 from palais.gateway.imap.commands.registry import Reply, command, no, ok
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.states import AUTHENTICATED_OR_SELECTED, Selected
@@ -59,6 +59,9 @@ async def append(session: Session, tag: bytes, name: str, request: AppendArgs) -
     if not request.data:
         return no("An empty message cannot be stored", codes.CANNOT)
     flags = frozenset(f for f in request.flags if f != "\\Recent")
+    refusal = keyword_refusal(session, flags)
+    if refusal is not None:
+        return refusal
     try:
         result = await session.access.append(
             identity(session),

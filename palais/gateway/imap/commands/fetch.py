@@ -19,6 +19,7 @@ from palais.gateway.imap.mime import (
     parse_message,
     select_fields,
 )
+from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.response import encode, flag_list, internaldate
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError
@@ -212,8 +213,9 @@ async def do_fetch(
             wanted.append(FetchItem("MODSEQ"))
     marks_seen = any(i.sets_seen for i in wanted) and not view.read_only
     out = _Output(session)
+    pacer = Pacer()  # 1:* of a big box must not hold the loop from everybody else
     if table is not None:  # UID and MODSEQ, added above, are table items too
-        await _fetch_from_table(session, view, table, spans, wanted, changed_since, out)
+        await _fetch_from_table(session, view, table, spans, wanted, changed_since, out, pacer)
         out.close()
         return ok("FETCH completed")
     # Repeated attributes are answered once (each BODY[...] section apart).
@@ -287,6 +289,8 @@ async def do_fetch(
             out.add(b"".join(line))
             if out.size >= _CHUNK:  # checked here: a coroutine per message costs
                 await out.send()
+            if pacer.due():
+                await pacer.pause()
     out.close()
     return ok("FETCH completed")
 
@@ -299,6 +303,7 @@ async def _fetch_from_table(
     wanted: list[FetchItem],
     changed_since: int | None,
     out: _Output,
+    pacer: Pacer,
 ) -> None:
     """UID, FLAGS and MODSEQ straight from the store's entry table: no record, no message."""
     names: list[str] = []
@@ -345,6 +350,7 @@ async def _fetch_from_table(
             out.add(b"".join(map(line.__mod__, rows)))
             if out.size >= _CHUNK:
                 await out.send()
+            await pacer.tick()
 
 
 @command(

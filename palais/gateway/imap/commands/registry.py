@@ -76,20 +76,58 @@ class Handler:
     def parse_memo(self, args: Args) -> list[object]:
         """``parse``, from memory when the same plain line was parsed before."""
         line = args.rest_of_line() if self.memo_parse else None
-        if line is None:
+        if line is None or len(line) > MEMO_LINE:
             return self.parse(args)
         key = (self.name, line, args.utf8)
         known = _PARSED.get(key)
         if known is None:
             known = tuple(self.parse(args))
-            if len(_PARSED) >= _PARSED_LIMIT:
-                _PARSED.clear()
-            _PARSED[key] = known
+            _MEMO.keep(key, known)
         return list(known)
 
 
-_PARSED: dict[tuple[str, bytes, bool], tuple[object, ...]] = {}
+# Only short lines are remembered: the lines clients repeat are short (the
+# resync on every connection is "UID FETCH 1:* (FLAGS) (CHANGEDSINCE n)"),
+# while a long one is seldom repeated and parses to much more than its own
+# size (a 64 KiB sequence set of single numbers is thousands of ranges).
+MEMO_LINE = 512
+# What the memo may hold, in bytes: a line and its parse cost about this
+# much per byte of line, plus a fixed part (measured with tracemalloc).
+MEMO_BYTES = 2 * 1024 * 1024
+_PER_BYTE = 16
+_PER_ENTRY = 512
 _PARSED_LIMIT = 1024
+
+MemoKey = tuple[str, bytes, bool]
+
+
+class _ParseMemo:
+    """Parsed lines, the oldest forgotten first, bounded in entries and in bytes."""
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: dict[MemoKey, tuple[object, ...]] = {}
+        self.size = 0  # estimated bytes held
+
+    def keep(self, key: MemoKey, values: tuple[object, ...]) -> None:
+        entries = self.entries
+        while entries and (
+            len(entries) >= _PARSED_LIMIT or self.size + memo_cost(key) > MEMO_BYTES
+        ):
+            oldest = next(iter(entries))
+            del entries[oldest]
+            self.size -= memo_cost(oldest)
+        entries[key] = values
+        self.size += memo_cost(key)
+
+
+def memo_cost(key: MemoKey) -> int:
+    return _PER_ENTRY + _PER_BYTE * len(key[1])
+
+
+_MEMO = _ParseMemo()
+_PARSED = _MEMO.entries
 
 
 REGISTRY: dict[str, Handler] = {}

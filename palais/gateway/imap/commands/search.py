@@ -21,6 +21,9 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
     if not request.charset_ok:
         return no("Unsupported charset", codes.BADCHARSET)
     view = selected(session)
+    refusal = _over_limits(session, request, view.exists)
+    if refusal is not None:
+        return refusal
     searcher = Searcher(session.access, identity(session), view)
     uids = await searcher.run(request.key)
     numbers = uids if uid else [s for s in (view.seq_of(u) for u in uids) if s is not None]
@@ -50,6 +53,24 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
         line += b" MODSEQ %d" % modseq
     session.untagged(line)
     return ok("SEARCH completed")
+
+
+def _over_limits(session: Session, request: SearchRequest, messages: int) -> Reply | None:
+    """NO [LIMIT] for a program too long, or too costly for the size of the box."""
+    limits = session.limits
+    if request.written > limits.max_search_keys:
+        session.limit_hit("max_search_keys")
+        return no(f"Too many search keys (at most {limits.max_search_keys})", codes.LIMIT)
+    keys = request.distinct
+    if keys * messages > limits.max_search_cost:
+        session.limit_hit("max_search_cost")
+        most = max(limits.max_search_cost // max(messages, 1), 1)
+        return no(
+            f"Search too costly for a mailbox of {messages} messages:"
+            f" use at most {most} distinct keys",
+            codes.LIMIT,
+        )
+    return None
 
 
 @command("SEARCH", syntax=(parse_search,), states=SELECTED_ONLY, defers_expunge=True)

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from palais.gateway.imap import codes
-from palais.gateway.imap.commands.common import identity, selected
+from palais.gateway.imap.commands.common import (
+    identity,
+    keyword_refusal,
+    keywords,
+    selected,
+    too_many_keywords,
+)
 from palais.gateway.imap.commands.fetch import resolve
 from palais.gateway.imap.commands.registry import Reply, bad, command, no, ok
 from palais.gateway.imap.parser import Args, ParseError
@@ -73,6 +79,12 @@ async def do_store(
         session.condstore = True
     if not pairs:
         return ok("STORE completed")
+    if request.mode is not FlagMode.REMOVE:
+        refusal = keyword_refusal(session, request.flags)
+        if refusal is None and request.mode is FlagMode.ADD:
+            refusal = await _keywords_overflow(session, [u for _, u in pairs], request.flags)
+        if refusal is not None:
+            return refusal
     result = await session.access.store_flags(
         identity(session),
         view.info.id,
@@ -97,6 +109,34 @@ async def do_store(
         refused = result.modified if uid else [seq_of[u] for u in result.modified if u in seq_of]
         return ok("Conditional STORE failed for some messages", b"MODIFIED " + format_set(refused))
     return ok("STORE completed")
+
+
+async def _keywords_overflow(
+    session: Session, uids: list[int], flags: frozenset[str]
+) -> Reply | None:
+    """NO [LIMIT] if adding ``flags`` would take one of the messages past the keyword cap."""
+    added = keywords(flags)
+    if not added:
+        return None
+    cap = session.limits.max_keywords
+    view = selected(session)
+    table = await session.access.entries(identity(session), view.info.id)
+    # A box holds a handful of distinct flag sets: test those, then find
+    # whether one of the messages named holds an offending one.
+    over = {
+        fid
+        for fid, present in enumerate(table.flag_sets)
+        if not added <= present and len(keywords(present) | added) > cap
+    }
+    if not over:
+        return None
+    flag_ids = table.flag_ids
+    for uid in uids:
+        i = table.index_of(uid)
+        if i is not None and flag_ids[i] in over:
+            session.limit_hit("max_keywords")
+            return too_many_keywords(session)
+    return None
 
 
 @command(
