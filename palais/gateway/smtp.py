@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from palais.gateway import replies
 from palais.gateway.admission import SMTP_PREAUTH_TIMEOUT, Gate, Ticket
 from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.tls import refusal_logger
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.routing import Addressee
@@ -212,12 +213,6 @@ class PalaisSMTP(SMTP):
             return replies.INTERNAL_ERROR
         return replies.reply_for(error, log, f"listener={self.listener}")
 
-    def _peer(self) -> str:
-        peer = self.session.peer if self.session else None
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return f"{peer[0]}:{peer[1]}"
-        return str(peer) if peer else "-"
-
     # -- commands ------------------------------------------------------------
 
     async def smtp_EHLO(self, hostname: str) -> None:
@@ -235,20 +230,9 @@ class PalaisSMTP(SMTP):
             # A refused certificate is the client's doing: one line, no traceback.
             word, detail = replies.tls_refusal(error.__cause__)
             self._metrics.refusals.labels(self.listener, word).inc()
-            # The same line as the implicit-TLS listeners' (palais.gateway.tls).
-            peer = self._peer()
-            log.info(
-                "connection listener=%s peer=%s decision=refused outcome=tls-%s reason=%s",
-                self.listener,
-                peer,
-                word,
-                detail,
-                extra={
-                    "listener": self.listener,
-                    "peer": peer,
-                    "outcome": f"tls-{word}",
-                    "reason": detail,
-                },
+            # The same line as the implicit-TLS listeners'.
+            refusal_logger(log, self.listener)(
+                word, detail, self.session.peer if self.session else None
             )
             raise  # aiosmtpd closes the connection
         self.state = _SessionState()  # RFC 3207: forget everything learnt in clear
