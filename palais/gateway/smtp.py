@@ -181,13 +181,14 @@ class PalaisSMTP(SMTP):
         # aiosmtpd builds a class and runs the email package's full parser on
         # each MAIL and RCPT; the usual address needs neither.
         found = _PLAIN_ADDRESS.match(arg) if arg else None
-        rest = arg[found.end() :].lstrip(" \t") if found else ""
+        rest = arg[found.end() :].lstrip() if found else ""  # what aiosmtpd strips
         if found is None or rest.startswith("(") or (rest and rest == arg[found.end() :]):
             try:
                 result: tuple[str | None, str | None] = super()._getaddr(arg)
-            except IndexError:
-                # The email package's parser on "a@" or "<a@" (aiosmtpd does
-                # not catch it): a malformed address, not an internal error.
+            except (IndexError, AttributeError, UnboundLocalError):
+                # The email package's parser crashes on some inputs ("a@",
+                # "a@[", "==@[\t") and aiosmtpd does not catch it: a malformed
+                # address (553), not an internal error (451 and a traceback).
                 return None, None
             return result
         local, domain = found.group(1), found.group(2)
