@@ -70,10 +70,11 @@ class Filer(Protocol):
         """File the message in every box of the plan; durable on return.
 
         ``resend_since``: if a message by ``who.address`` with the same
-        Message-ID and the same bytes (sha256) was accepted at or after this
-        instant, file nothing and return that message, ``resent`` set. The
-        question is answered in the filing transaction itself, so that two
-        identical submissions in flight at once file one message.
+        Message-ID and the same bytes (sha256), filed in every box of this
+        plan, was accepted at or after this instant, file nothing and return
+        that message, ``resent`` set. The question is answered in the filing
+        transaction itself, so that two identical submissions in flight at
+        once file one message.
         """
         ...
 
@@ -91,9 +92,12 @@ def resend_since(summary: MessageSummary, now: datetime, window: float) -> datet
     """Since when an identical earlier submission makes this one a resend.
 
     A client that lost the 250 (a dropped connection, a timeout) sends the
-    same message again: same sender, same Message-ID, same bytes. Within the
-    window it gets the first 250 and nothing is filed twice. Without a
-    Message-ID, or with the window at 0, every submission is a new message.
+    same message again: same sender, same Message-ID, same bytes, to the
+    same recipients. Within the window it gets the first 250 and nothing is
+    filed twice. The same message to other recipients (a client splitting
+    them over transactions after "452 Too many recipients") is filed for
+    them. Without a Message-ID, or with the window at 0, every submission
+    is a new message.
     """
     if window <= 0 or not summary.message_id:
         return None

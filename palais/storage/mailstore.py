@@ -1059,8 +1059,9 @@ class MailStore:
             known: bool | None = None
             if resend_since is not None and summary.message_id:
                 sha = ctx.sha256(data)
+                held = {(d.owner, d.kind.value) for d in plan.destinations}
                 first, known = _filed_since(
-                    conn, who.address, summary.message_id, sha, resend_since
+                    conn, who.address, summary.message_id, sha, resend_since, held
                 )
                 if first is not None:
                     return FiledMessage(first, sha, len(data), {}, resent=True)
@@ -1097,17 +1098,26 @@ class MailStore:
 
 
 def _filed_since(
-    conn: Connection, sender: str, message_id: str, sha: str, since: datetime
+    conn: Connection,
+    sender: str,
+    message_id: str,
+    sha: str,
+    since: datetime,
+    held: set[tuple[str, str]],
 ) -> tuple[int | None, bool]:
     """The first message ``sender`` filed with this Message-ID and these bytes
-    since ``since``, and whether any message has this Message-ID at all.
+    since ``since`` that every (owner, box kind) of ``held`` holds, and
+    whether any message has this Message-ID at all.
 
     Only filings count: they alone have a dossier (drafts and imports have
-    none). One statement through the Message-ID index; a new Message-ID (the
-    usual case) finds no row, and then the filing needs no draft look-up, so
-    a resend check costs no statement. On PostgreSQL the transaction first
-    takes a lock on (sender, Message-ID), held until it commits, so that a
-    twin filing on another node waits and then sees this one.
+    none). A filing that did not reach all of ``held`` is no answer: a
+    client told "452 4.5.3 Too many recipients" sends the same message to
+    the others in a second transaction, which must be filed. One statement
+    through the Message-ID index; a new Message-ID (the usual case) finds no
+    row, and then the filing needs no draft look-up, so a resend check costs
+    no statement. On PostgreSQL the transaction first takes a lock on
+    (sender, Message-ID), held until it commits, so that a twin filing on
+    another node waits and then sees this one.
     """
     rows = rows_for(conn)
     if conn.dialect.name == "postgresql":
@@ -1120,8 +1130,19 @@ def _filed_since(
         " ORDER BY id",
         (sender, sha, _when(conn, since), message_id),
     )
-    first = next((int(mid) for mid, same in found if same), None)
-    return first, bool(found)
+    owners = sorted({owner for owner, _ in held})
+    for mid, same in found:
+        if not same:
+            continue
+        placed = rows.all(
+            # Through the (owner, message_id) index.
+            f"SELECT owner, kind FROM placement WHERE owner IN ({', '.join('?' * len(owners))})"
+            " AND message_id = ?",
+            (*owners, mid),
+        )
+        if held <= {(owner, kind) for owner, kind in placed}:
+            return int(mid), True
+    return None, bool(found)
 
 
 def _sync_twins(

@@ -364,6 +364,29 @@ def test_same_message_id_with_other_bytes_is_a_new_message(instance: Instance) -
     assert len(stored(instance, mid)) == 2
 
 
+def test_same_message_to_other_recipients_is_filed(instance: Instance) -> None:
+    """A client splitting its recipients over two transactions (after 452 4.5.3)."""
+    mid = f"<{uuid.uuid4().hex}@avocats.palais.test>"
+    data = eml(instance, mid)
+    first = reference(smtp_send(instance, data))
+    with smtplib.SMTP_SSL(
+        "localhost", instance.port("smtps"), context=instance.client_context("avocat1"), timeout=10
+    ) as s:
+        s.ehlo()
+        assert s.mail(instance.address("avocat1"))[0] == 250
+        assert s.rcpt(instance.address("avocat2"))[0] == 250
+        code, text = s.data(data)
+    second = reference(b"%d %s\r\n" % (code, text))
+    assert second != first
+    conn = imap(instance, "avocat2")
+    try:
+        assert conn.select("INBOX", readonly=True)[0] == "OK"
+        typ, found = conn.uid("SEARCH", "HEADER", "Message-ID", mid)
+        assert typ == "OK" and len(found[0].split()) == 1
+    finally:
+        conn.logout()
+
+
 def test_identical_submissions_in_flight_file_one_message(instance: Instance) -> None:
     mid = f"<{uuid.uuid4().hex}@avocats.palais.test>"
     data = eml(instance, mid)

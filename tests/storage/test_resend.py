@@ -79,6 +79,34 @@ def test_not_a_resend(store: Storage) -> None:
     assert not any(f.resent for f in (other_bytes, other_sender, too_late, unchecked))
 
 
+def test_the_same_message_to_other_recipients_is_filed_for_them(store: Storage) -> None:
+    """After "452 Too many recipients" a client sends the same bytes to the rest."""
+    rest = FilingPlan(
+        NUMBER,
+        (
+            Destination(ME.address, BoxKind.ENVOYES, frozenset({"\\Seen"})),
+            Destination(OTHER.address, BoxKind.RECUS),
+        ),
+    )
+
+    def file(plan: FilingPlan) -> FiledMessage:
+        data = msg(1)
+        return asyncio.run(
+            store.mail.file(ME, data, summarize(data), plan, resend_since=_hour_ago())
+        )
+
+    first = file(PLAN)
+    second = file(rest)
+    assert not second.resent and second.message_id != first.message_id
+
+    async def inbox() -> int:
+        return (await store.mail.mailbox(OTHER, "INBOX")).messages
+
+    assert asyncio.run(inbox()) == 1
+    # Each of them sent again is a resend of its own first filing.
+    assert (file(rest).message_id, file(PLAN).message_id) == (second.message_id, first.message_id)
+
+
 def test_a_draft_with_the_same_bytes_is_not_a_filing(store: Storage) -> None:
     async def draft() -> None:
         await store.mail.append(ME, "Brouillons", msg(1), frozenset(), None)
