@@ -198,6 +198,7 @@ class Gateway:
             crls=s.trust.crls,
             resolve_identity=resolver(Listener.HTTPS),
             metrics=self.recorded,
+            admission=admission,
             log=logging.getLogger("palais.https"),
             autoconfig={
                 "hostname": s.instance.hostname,

@@ -178,11 +178,24 @@ class Gate:
         """
         self._connections.inc()
         address = peer_address(peer)
+        if self.take_place(peer):
+            self._open.inc()
+            return Ticket(self, address, True)
+        if not self._admission.take_goodbye():
+            return None
+        return Ticket(self, address, False)
+
+    def take_place(self, peer: Any) -> bool:
+        """A place for ``peer``, or False (counted and logged) if the caps are reached.
+
+        ``admit`` for a listener that counts its connections itself (HTTPS);
+        ``give_back_place`` when the connection closes.
+        """
+        address = peer_address(peer)
         admission = self._admission
         limit = admission.take(address)
         if limit is None:
-            self._open.inc()
-            return Ticket(self, address, True)
+            return True
         self._metrics.limit_hits.labels(self.listener, limit).inc()
         self._log.warning(
             "connection refused listener=%s peer=%s limit=%s open=%d from_address=%d",
@@ -193,9 +206,10 @@ class Gate:
             admission.open_from(address),
             extra={"listener": self.listener, "peer": peer_text(peer), "limit": limit},
         )
-        if not admission.take_goodbye():
-            return None
-        return Ticket(self, address, False)
+        return False
+
+    def give_back_place(self, peer: Any) -> None:
+        self._admission.give_back(peer_address(peer))
 
     def _release(self, address: str, admitted: bool) -> None:
         if admitted:

@@ -44,6 +44,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from palais.gateway.admission import Admission, Gate
 from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
@@ -241,13 +242,16 @@ async def start_https(
     metrics: GatewayMetrics,
     log: logging.Logger,
     autoconfig: Mapping[str, object],
+    admission: Admission | None = None,
 ) -> HttpsHandle:
     """Serve HTTPS with mutual TLS on the running asyncio loop.
 
     ``autoconfig`` has the keys ``hostname``, ``imaps_port``, ``smtps_port``,
     ``domain`` and ``display_name``; any other key is an error. ``metrics``
     is what /metrics exposes, and where this listener counts its own
-    connections, handshake times and refused certificates.
+    connections, handshake times and refused certificates. ``admission``
+    (shared with the other listeners) caps open connections: one over the
+    caps is closed at once.
     """
     loop = asyncio.get_running_loop()
     # Bad files or settings fail here, before a reactor exists to clean up.
@@ -279,6 +283,13 @@ async def start_https(
         clock=twisted_reactor,
         accepted=metrics.connections.labels(LISTENER),
         open_now=metrics.open_connections.labels(LISTENER),
+        gate=Gate(
+            LISTENER,
+            admission if admission is not None else Admission(),
+            goodbye=b"",
+            metrics=metrics,
+            log=log,
+        ),
     )
     try:
         listener = reactor.listenTCP(port, tls_factory, interface=host)
@@ -430,10 +441,25 @@ class _CountingTlsFactory(TLSMemoryBIOFactory):
         clock: AsyncioSelectorReactor,
         accepted: Counter,
         open_now: Gauge,
+        gate: Gate,
     ) -> None:
         super().__init__(cast(Any, creator), False, cast(Any, site), clock=cast(Any, clock))
         self._accepted = accepted
         self._open = open_now
+        self._gate = gate
+        self._places: dict[TLSMemoryBIOProtocol, tuple[str, int]] = {}
+
+    # IProtocolFactory lets buildProtocol return None; WrappingFactory's stub does not.
+    def buildProtocol(self, addr: Any) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
+        # Admission (palais.gateway.admission): over the caps, Twisted closes
+        # the connection when no protocol is returned.
+        peer = (str(getattr(addr, "host", "-")), int(getattr(addr, "port", 0)))
+        if not self._gate.take_place(peer):
+            self._accepted.inc()
+            return None
+        protocol = super().buildProtocol(addr)
+        self._places[protocol] = peer
+        return protocol
 
     def registerProtocol(self, p: TLSMemoryBIOProtocol) -> None:
         # Called twice per connection (by the TLS layer, then by the wrapper).
@@ -448,6 +474,9 @@ class _CountingTlsFactory(TLSMemoryBIOFactory):
         super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
         if known:
             self._open.dec()
+        peer = self._places.pop(p, None)
+        if peer is not None:
+            self._gate.give_back_place(peer)
 
 
 # --- HTTP -------------------------------------------------------------------

@@ -345,6 +345,8 @@ def test_per_address_cap_across_listeners(limited: Instance) -> None:
                 ssl_context=limited.client_context("avocat1"),
                 timeout=10,
             )
+        # HTTPS counts too: closed at once (curl cannot even start its handshake).
+        assert curl(limited, "/health").returncode != 0
         # Another address is not affected by this one's cap.
         with plain(limited, "submission", source="127.0.0.2") as other:
             assert smtp_greeting(other).startswith(b"220 ")
@@ -362,12 +364,11 @@ def test_per_address_cap_across_listeners(limited: Instance) -> None:
         )
         >= 1
     )
-    assert (
-        metric(
-            limited, "palais_limit_hits_total", listener="imaps", limit="connections_per_address"
+    for listener in ("imaps", "https"):
+        hits = metric(
+            limited, "palais_limit_hits_total", listener=listener, limit="connections_per_address"
         )
-        >= 1
-    )
+        assert hits >= 1, listener
     assert log_lines(limited, "connection refused", "limit=connections_per_address")
 
 
