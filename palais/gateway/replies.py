@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 
+from palais.gateway import tls
 from palais.mailbox.errors import PalaisError
 
 OK = "250 2.0.0 OK"
@@ -52,8 +53,9 @@ DEFAULT_ENHANCED: dict[str, str] = {
 _NO_ENHANCED = {"220", "334", "354"}
 
 
-# Why a TLS handshake failed, for the refusal metric: a closed vocabulary.
-TLS_REFUSAL_REASONS = ("no_certificate", "certificate", "handshake")
+# Why a STARTTLS handshake was refused, for the refusal metric: a closed
+# vocabulary, the implicit-TLS listeners' words (palais.gateway.tls).
+TLS_REFUSAL_REASONS = (tls.TLS_NO_CERTIFICATE, tls.TLS_CERTIFICATE, tls.TLS_PROTOCOL)
 
 
 def printable(text: str) -> str:
@@ -65,23 +67,22 @@ def printable(text: str) -> str:
 
 
 def tls_refusal(error: BaseException | None) -> tuple[str, str]:
-    """(reason word, detail) for a failed TLS handshake.
+    """(word, detail) for a failed TLS handshake.
 
-    The word is one of ``TLS_REFUSAL_REASONS``; the detail is OpenSSL's
-    wording (a reason code or a verification message), never client text.
+    The word is one of ``TLS_REFUSAL_REASONS``, or ``tls.TLS_ABORTED`` when the
+    client left (no refusal); the detail is OpenSSL's wording (a reason code
+    or a verification message), never client text.
     """
-    if error is None:
-        return "handshake", "unknown"
-    code = str(getattr(error, "reason", None) or type(error).__name__)
+    if error is None or not isinstance(error, ssl.SSLError):
+        return tls.TLS_ABORTED, type(error).__name__ if error is not None else "unknown"
+    code = str(error.reason or type(error).__name__)
     verify = getattr(error, "verify_message", None)
     detail = f"{code}: {verify}" if verify else code
-    if isinstance(error, ssl.SSLCertVerificationError) or (
-        "CERTIFICATE" in code and code != "PEER_DID_NOT_RETURN_A_CERTIFICATE"
-    ):
-        return "certificate", detail
     if code == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
-        return "no_certificate", detail
-    return "handshake", detail
+        return tls.TLS_NO_CERTIFICATE, detail
+    if isinstance(error, ssl.SSLCertVerificationError) or "CERTIFICATE" in code:
+        return tls.TLS_CERTIFICATE, detail
+    return tls.TLS_PROTOCOL, detail
 
 
 def with_enhanced_code(status: str) -> str:

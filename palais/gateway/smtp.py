@@ -230,7 +230,8 @@ class PalaisSMTP(SMTP):
         except TLSSetupException as error:
             # A refused certificate is the client's doing: one line, no traceback.
             word, detail = replies.tls_refusal(error.__cause__)
-            self._metrics.refusals.labels(self.listener, word).inc()
+            if word in replies.TLS_REFUSAL_REASONS:  # not when the client just left
+                self._metrics.refusals.labels(self.listener, word).inc()
             # The same line as the implicit-TLS listeners'.
             refusal_logger(log, self.listener)(
                 word, detail, self.session.peer if self.session else None

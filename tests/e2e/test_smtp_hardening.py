@@ -198,6 +198,41 @@ def test_refused_starttls_certificate_is_one_line_and_counted(
     assert after == before + 1
 
 
+@pytest.mark.parametrize(
+    ("after", "line"),
+    [
+        (b"", "decision=closed outcome=tls-aborted"),  # the client left
+        (b"GET / HTTP/1.0\r\n\r\n", "decision=refused outcome=tls-handshake"),  # not TLS
+    ],
+    ids=["client-left", "not-tls"],
+)
+def test_failed_starttls_handshake_is_one_line(instance: Instance, after: bytes, line: str) -> None:
+    words = ("no_certificate", "certificate", "handshake")
+
+    def refusals() -> float:
+        values = scrape(instance)
+        return sum(
+            metric(values, "palais_refusals_total", listener="submission", reason=w) for w in words
+        )
+
+    before = refusals()
+    mark = len(instance.read_log())
+    with (
+        socket.create_connection(("127.0.0.1", instance.port("submission")), timeout=10) as raw,
+        raw.makefile("rb") as f,
+    ):
+        assert f.readline().startswith(b"220")
+        raw.sendall(b"STARTTLS\r\n")
+        assert f.readline().startswith(b"220")
+        raw.sendall(after)
+        time.sleep(0.2)
+    text = log_after(instance, mark, lambda t: "outcome=tls-" in t)
+    assert "Traceback" not in text and "internal error" not in text, text
+    (found,) = [x for x in text.splitlines() if "outcome=tls-" in x]
+    assert "listener=submission" in found and line in found, found
+    assert refusals() == before + (1 if "refused" in line else 0)
+
+
 # -- 7: malformed commands ---------------------------------------------------------
 
 
