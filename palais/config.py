@@ -107,8 +107,9 @@ class LimitsSection:
     max_connections: int = 4096  # open connections on all listeners together
     max_connections_per_address: int = 64  # from one client IP address
     handshake_timeout: float = 10.0  # seconds for the TLS handshake
-    # Seconds of silence allowed before the client has proven who it is
-    # (before STARTTLS and EHLO on SMTP, before a first command on IMAPS).
+    # Seconds a client has to prove who it is: silence before STARTTLS and
+    # EHLO on SMTP (before EHLO on SMTPS); from the handshake to LOGIN or
+    # AUTHENTICATE on IMAPS.
     preauth_timeout: float = 30.0
 
 
