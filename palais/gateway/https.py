@@ -574,6 +574,14 @@ class _Root(Resource):
             path,
             response.status,
             f" {identity.address} ({identity.role})" if identity else "",
+            extra={
+                "listener": LISTENER,
+                "method": method,
+                "path": path,
+                "status": response.status,
+                "identity": identity.address if identity else None,
+                "role": str(identity.role) if identity else None,
+            },
         )
 
     @staticmethod

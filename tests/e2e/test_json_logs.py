@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import imaplib
 import json
 import re
@@ -63,6 +64,19 @@ def read_as_clerk(inst: Instance) -> None:
     conn.logout()
 
 
+def scrape_metrics(inst: Instance) -> None:
+    conn = http.client.HTTPSConnection(
+        "localhost", inst.port("https"), context=inst.client_context("admin1"), timeout=10
+    )
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read()
+    finally:
+        conn.close()
+
+
 def refused_stranger(inst: Instance) -> None:
     with pytest.raises((ssl.SSLError, OSError)):
         conn = imaplib.IMAP4_SSL(
@@ -78,6 +92,7 @@ def test_every_stderr_line_is_a_json_object(tmp_path: Path) -> None:
     try:
         submit(inst)
         read_as_clerk(inst)
+        scrape_metrics(inst)
         refused_stranger(inst)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -109,5 +124,9 @@ def test_every_stderr_line_is_a_json_object(tmp_path: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", session["fingerprint"])
     assert isinstance(session["commands"], int) and session["commands"] >= 3
     assert isinstance(session["duration"], float | int) and session["duration"] >= 0
+    (scrape,) = [e for e in entries if e["logger"] == "palais.https" and "status" in e]
+    assert scrape["message"].startswith("HTTPS GET /metrics 200 ")
+    assert (scrape["method"], scrape["path"], scrape["status"]) == ("GET", "/metrics", 200)
+    assert (scrape["identity"], scrape["role"]) == (inst.address("admin1"), "admin")
     # The refused stranger (and the start-up probe) leave a line without identity.
     assert any(e["identity"] is None and e["fingerprint"] is None for e in sessions), sessions

@@ -396,11 +396,18 @@ def test_one_log_line_per_request(pki: Pki, caplog: pytest.LogCaptureFixture) ->
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         run(go())
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("HTTPS GET")]
-    assert lines == [
+    records = [r for r in caplog.records if r.getMessage().startswith("HTTPS GET")]
+    assert [r.getMessage() for r in records] == [
         "HTTPS GET /health 200",
         "HTTPS GET /metrics 403 lawyer@palais.test (avocat)",
         "HTTPS GET /missing 404",
+    ]
+    # The same facts as fields, for the JSON-lines log.
+    fields = ("listener", "method", "path", "status", "identity", "role")
+    assert [tuple(getattr(r, f) for f in fields) for r in records] == [
+        ("https", "GET", "/health", 200, None, None),
+        ("https", "GET", "/metrics", 403, "lawyer@palais.test", "avocat"),
+        ("https", "GET", "/missing", 404, None, None),
     ]
 
 
