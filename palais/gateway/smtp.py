@@ -122,7 +122,9 @@ class PalaisSMTP(SMTP):
         if self._preauth_timeout is not None and not self._proven() and self.transport:
             if self._door is not None:
                 self._door.preauth_timeout(self.session.peer if self.session else None)
-            cast(asyncio.Transport, self.transport).write(SMTP_PREAUTH_TIMEOUT)
+            # Nothing to say in the middle of a STARTTLS handshake: just close.
+            if self._original_transport is None or self._ssl_object() is not None:
+                cast(asyncio.Transport, self.transport).write(SMTP_PREAUTH_TIMEOUT)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     # -- identity ------------------------------------------------------------

@@ -275,6 +275,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
         os.chmod(path, mode)
     inst.start()
     try:
+        # The start-up probes of tests.e2e.instance hold places until the gateway sees them go.
+        assert nothing_open(inst)
         yield inst
     finally:
         if inst.proc is not None:
@@ -310,7 +312,7 @@ def nothing_open(inst: Instance) -> bool:
 
 
 def test_per_address_cap_across_listeners(limited: Instance) -> None:
-    assert nothing_open(limited)  # the start-up probes of tests.e2e.instance included
+    assert nothing_open(limited)
     held: list[socket.socket] = []
     try:
         for listener in ("submission", "court"):
@@ -397,6 +399,21 @@ def test_silence_before_starttls_is_cut_short(limited: Instance, listener: str) 
         data, took = read_until_closed(sock, PREAUTH + 10)
     assert data.startswith(b"421 4.4.2 "), data
     assert PREAUTH - 0.5 <= took < PREAUTH + 5
+
+
+def test_a_stalled_starttls_handshake_is_cut_short(limited: Instance) -> None:
+    with plain(limited, "submission") as sock:
+        assert smtp_greeting(sock).startswith(b"220 ")
+        sock.sendall(b"EHLO client.test\r\n")
+        reply = b""
+        while b"\r\n250 " not in b"\r\n" + reply:
+            reply += sock.recv(4096)
+        sock.sendall(b"STARTTLS\r\n")
+        assert smtp_greeting(sock).startswith(b"220 ")
+        # No ClientHello follows: closed without a plaintext reply inside the TLS stream.
+        data, took = read_until_closed(sock, PREAUTH + 10)
+    assert data == b""
+    assert took < PREAUTH + 5
 
 
 def test_silence_after_the_smtps_handshake_is_cut_short(limited: Instance) -> None:
