@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import functools
 import re
@@ -997,7 +998,10 @@ class MailStore:
             finally:
                 cur.close()
 
-        found: set[int] = self._read(run)
+        # A scan of the box's messages: in a thread (SQLite and PostgreSQL's
+        # drivers let go of the interpreter while they work), not on the loop
+        # that serves every other client.
+        found: set[int] = await asyncio.to_thread(self._read, run)
         return found
 
     async def search_sent(
@@ -1011,12 +1015,13 @@ class MailStore:
             conds.append(MS.c.sent_date >= datetime.combine(since, time(), tzinfo=UTC))
         if before is not None:
             conds.append(MS.c.sent_date < datetime.combine(before, time(), tzinfo=UTC))
-        rows = self._read(
+        rows = await asyncio.to_thread(
+            self._read,
             lambda c: (
                 c.execute(select(EN.c.uid).join(MS, MS.c.id == EN.c.message_id).where(and_(*conds)))
                 .scalars()
                 .all()
-            )
+            ),
         )
         return {int(u) for u in rows}
 

@@ -44,6 +44,9 @@ __all__ = ["Searcher"]
 
 _INDEXED = {f.value: f for f in HeaderField}
 _BATCH = 500
+# Records asked for at a time while reading messages: a store reads a few
+# hundred in some milliseconds, a slice's worth.
+_SCAN_BATCH = 200
 # A message this big is decoded off the event loop: one such decode alone
 # would hold it longer than a slice.
 _BIG = 256 * 1024
@@ -240,12 +243,13 @@ class Searcher:
     async def _scan(self, uids: list[int]) -> None:
         """Read each message once and test it against every text key of the program."""
         reads_body = any(isinstance(k, TextKey) for k in self._needles)
-        for i in range(0, len(uids), _BATCH):
-            batch = uids[i : i + _BATCH]
+        for i in range(0, len(uids), _SCAN_BATCH):
+            batch = uids[i : i + _SCAN_BATCH]
             known = self._records
             records = [known[u] for u in batch if u in known]
             if len(records) < len(batch):
                 records = await self.access.records(self.who, self.view.info.id, batch)
+                await self._pacer.tick()
             for record in records:
                 if reads_body or record.header_size <= 0:
                     data = await self.access.read(record.blob)
