@@ -177,7 +177,7 @@ def summarize(data: bytes, *, submitted: bool = False) -> MessageSummary:
     if raw_date:
         try:
             sent = email.utils.parsedate_to_datetime(raw_date)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # huge year, hour or zone
             sent = None
         if sent is not None and sent.tzinfo is None:
             sent = None  # RFC 5322 dates carry a zone; an undated one is unusable

@@ -43,6 +43,8 @@ HEADER_PIECES = [
     b"Subject: =?utf-8?q?caf=C3=A9?= =?idna?q?x?= =?bogus?b?AA==?=\r\n",
     b"Date: Mon, 1 Jan 2024 10:00:00 +0100\r\n",
     b"Date: 99 Foo 99999 99:99:99 +9999\r\n",
+    b"Date: 1 Jan 2024 10:00:00 +0100",
+    b"99999999999",
     b"Message-ID: <x@y>\r\n",
     b" folded\r\n",
     b"\tfolded\r\n",
@@ -125,6 +127,10 @@ def test_any_bytes_give_a_structure(data: bytes) -> None:
 @example(b"Subject: =?undefined?q?abc?=\r\n\r\nx", True)
 @example(b"From: =?idna?q?abc?= <a@b>\r\n\r\nx", True)
 @example(b"Date: Mon, 1 Jan 99999 10:00:00 +0100\r\n\r\nx", False)
+# Regressions (found by fuzz/atheris_palais.py mime): OverflowError from the date parser.
+@example(b"Date: Mon, 1 Jan 2024 10:00:00 +010044444444444\r\n\r\nx", True)
+@example(b"Date: 1 Jan 99999999999999999999 10:00:00 +0000\r\n\r\nx", False)
+@example(b"Date: 1 Jan 2024 99999999999:00:00 +0000\r\n\r\nx", False)
 @example(b"Subject: a\r\nSubject: b\r\n\r\nx", True)
 def test_summary_or_invalid_message(data: bytes, submitted: bool) -> None:
     try:
