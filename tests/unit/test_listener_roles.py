@@ -1,0 +1,26 @@
+"""Which communities each listener lets in (palais.mailbox.routing)."""
+
+from __future__ import annotations
+
+from palais.mailbox.identity import AnchorGroup, Role
+from palais.mailbox.routing import (
+    LISTENER_COMMUNITIES,
+    SUBMITTING_ROLES,
+    Listener,
+    listener_roles,
+)
+
+
+def test_every_listener_has_its_communities() -> None:
+    assert set(LISTENER_COMMUNITIES) == set(Listener)
+    assert all(LISTENER_COMMUNITIES.values())
+
+
+def test_people_court_systems_and_operators_are_kept_apart() -> None:
+    people = {Role.AVOCAT, Role.COLLABORATEUR, Role.GREFFIER, Role.MAGISTRAT}
+    for listener in (Listener.SMTPS, Listener.SUBMISSION, Listener.IMAPS):
+        assert listener_roles(listener) == people
+        assert AnchorGroup.JURIDICTIONS not in LISTENER_COMMUNITIES[listener]
+    assert listener_roles(Listener.COURT) == {Role.JURIDICTION}
+    assert listener_roles(Listener.HTTPS) == {Role.ADMIN}
+    assert people == SUBMITTING_ROLES
