@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import compress
 from typing import TYPE_CHECKING
 
@@ -228,10 +228,10 @@ async def do_fetch(
         plan.append(item)
     modseq_after_flags = session.condstore and "FLAGS" in names and "MODSEQ" not in names
     envelope_aspect = _ENVELOPE_UTF8 if session.utf8 else _ENVELOPE
-    pairs = [(i + 1, view.uids[i]) for start, stop in spans for i in range(start, stop)]
-    seq_of = dict((u, s) for s, u in pairs)
-    for start in range(0, len(pairs), _BATCH):
-        batch = [u for _, u in pairs[start : start + _BATCH]]
+    uids = view.uids
+    for positions in _batches(spans, _BATCH):
+        batch = [uids[i] for i in positions]
+        seq_of = {uids[i]: i + 1 for i in positions}
         records = await session.access.records(who, view.info.id, batch)
         if changed_since is not None:
             records = [r for r in records if r.modseq > changed_since]
@@ -293,6 +293,22 @@ async def do_fetch(
                 await pacer.pause()
     out.close()
     return ok("FETCH completed")
+
+
+def _batches(spans: list[Span], size: int) -> Iterator[list[int]]:
+    """The positions the spans name, ``size`` at a time: 1:* of a big box is
+    never one list of every message."""
+    batch: list[int] = []
+    for start, stop in spans:
+        while start < stop:
+            end = min(stop, start + size - len(batch))
+            batch.extend(range(start, end))
+            start = end
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 async def _fetch_from_table(
