@@ -48,13 +48,16 @@ from palais.mailbox.model import (
 from palais.mailbox.ports import EntryTable, Unsubscribe, flag_id_array
 from palais.mailbox.routing import FilingPlan
 from palais.storage import schema
-from palais.storage.blobs import BlobCorrupted, BlobLocation, BlobStore
+from palais.storage.blobs import BlobCorrupted, BlobLocation, BlobStore, sha256_hex
 from palais.storage.hub import EventHub
 from palais.storage.memo import Memo
 from palais.storage.rows import rows_for
 from palais.storage.writer import CommitQueue, WriteContext
 
 T = TypeVar("T")
+# Messages from this size on are checked against their SHA-256 off the event
+# loop: hashing a few MiB would hold every other client for milliseconds.
+_CHECK_APART = 1024 * 1024
 
 MB = schema.table(schema.Mailbox)
 EN = schema.table(schema.Entry)
@@ -688,11 +691,21 @@ class MailStore:
 
     async def read(self, blob: str) -> bytes:
         try:
-            return self._blobs.read(self._location(blob), blob)
+            return await self._read_checked(self._location(blob), blob)
         except BlobCorrupted:
             # A cached location whose bytes were erased since: ask again.
             self._locations.pop(blob, None)
-            return self._blobs.read(self._location(blob), blob)
+            return await self._read_checked(self._location(blob), blob)
+
+    async def _read_checked(self, where: BlobLocation, blob: str) -> bytes:
+        if where.length < _CHECK_APART:
+            return self._blobs.read(where, blob)
+        # A big message: its checksum, the long part, is computed in a worker
+        # thread (hashlib lets go of the interpreter), not on the event loop.
+        data = self._blobs.read(where, blob, length=where.length)
+        if await asyncio.to_thread(sha256_hex, data) != blob:
+            raise BlobCorrupted(f"checksum mismatch for {blob}")
+        return data
 
     def recall(self, blob: str, aspect: str) -> bytes | None:
         return self._memo.recall(blob, aspect)
