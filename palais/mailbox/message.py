@@ -65,9 +65,10 @@ def decode_header_value(value: str | None) -> str:
             # Text between encoded words comes back as raw-unicode-escape bytes.
             try:
                 text.append(chunk.decode(charset or "raw-unicode-escape", errors="replace"))
-            except (LookupError, UnicodeError):
-                # An unknown charset, or a codec that cannot replace (idna:
-                # "=?idna?q?x?=" in a Subject: the submission failed with 451).
+            except (LookupError, ValueError):
+                # An unknown charset, a codec that cannot replace (idna:
+                # "=?idna?q?x?=" in a Subject: the submission failed with 451),
+                # a charset name with a NUL in it (ValueError).
                 text.append(chunk.decode("utf-8", errors="replace"))
         else:
             text.append(chunk)
