@@ -75,12 +75,21 @@ def _rank(key: SearchKey) -> int:
     return 1 if isinstance(key, DateKey) else 0
 
 
+def _internal_date_test(key: DateKey) -> Callable[[MessageRecord], bool]:
+    """BEFORE, ON and SINCE on the internal date (the day it came in)."""
+    day = key.day
+    if key.op == "BEFORE":
+        return lambda r: r.internaldate.date() < day
+    if key.op == "ON":
+        return lambda r: r.internaldate.date() == day
+    return lambda r: r.internaldate.date() >= day
+
+
 class Searcher:
     __slots__ = (
         "_hits",
         "_needles",
         "_pacer",
-        "_records",
         "_scanned",
         "_table",
         "_whole",
@@ -94,7 +103,6 @@ class Searcher:
         self.who = who
         self.view = view
         self._table: EntryTable | None = None
-        self._records: dict[int, MessageRecord] = {}
         self._pacer = Pacer()
         # Answers over the whole box of keys that do not depend on the candidates.
         self._whole: dict[SearchKey, set[int]] = {}
@@ -134,15 +142,16 @@ class Searcher:
             return set(uids)
         return {uids[i] for i, fid in enumerate(table.flag_ids) if fid in chosen}
 
-    async def _record_map(self, uids: set[int]) -> dict[int, MessageRecord]:
-        missing = sorted(u for u in uids if u not in self._records)
-        for i in range(0, len(missing), _BATCH):
-            for record in await self.access.records(
-                self.who, self.view.info.id, missing[i : i + _BATCH]
-            ):
-                self._records[record.uid] = record
+    async def _where(self, candidates: set[int], keep: Callable[[MessageRecord], bool]) -> set[int]:
+        """The candidates whose record passes ``keep``; records are read a batch
+        at a time and not kept (a search of a big box holds its UIDs, no more)."""
+        wanted = sorted(candidates)
+        out: set[int] = set()
+        for i in range(0, len(wanted), _BATCH):
+            records = await self.access.records(self.who, self.view.info.id, wanted[i : i + _BATCH])
+            out.update(r.uid for r in records if keep(r))
             await self._pacer.tick()
-        return self._records
+        return out
 
     async def _eval(self, key: SearchKey, candidates: set[int]) -> set[int]:
         if not candidates:
@@ -167,12 +176,12 @@ class Searcher:
         if isinstance(key, (TextKey, HeaderKey)) and key in self._needles:
             return await self._scanned_hits(key, candidates)
         if isinstance(key, SizeKey):
-            records = await self._record_map(candidates)
+            size = key.size
             if key.larger:
-                return {u for u in candidates if u in records and records[u].size > key.size}
-            return {u for u in candidates if u in records and records[u].size < key.size}
+                return await self._where(candidates, lambda r: r.size > size)
+            return await self._where(candidates, lambda r: r.size < size)
         if isinstance(key, DateKey) and not key.sent:
-            return await self._date(key, candidates)
+            return await self._where(candidates, _internal_date_test(key))
         whole = self._whole.get(key)
         if whole is None:
             whole = self._whole[key] = await self._whole_box(key)
@@ -216,22 +225,6 @@ class Searcher:
             out.update(uids[start:stop])
         return out
 
-    async def _date(self, key: DateKey, candidates: set[int]) -> set[int]:
-        records = await self._record_map(candidates)
-        out = set()
-        for u in candidates:
-            record = records.get(u)
-            if record is None:
-                continue
-            day = record.internaldate.date()
-            if (
-                (key.op == "BEFORE" and day < key.day)
-                or (key.op == "ON" and day == key.day)
-                or (key.op == "SINCE" and day >= key.day)
-            ):
-                out.add(u)
-        return out
-
     # -- keys that read the messages -------------------------------------------
 
     async def _scanned_hits(self, key: ScanKey, candidates: set[int]) -> set[int]:
@@ -245,11 +238,8 @@ class Searcher:
         reads_body = any(isinstance(k, TextKey) for k in self._needles)
         for i in range(0, len(uids), _SCAN_BATCH):
             batch = uids[i : i + _SCAN_BATCH]
-            known = self._records
-            records = [known[u] for u in batch if u in known]
-            if len(records) < len(batch):
-                records = await self.access.records(self.who, self.view.info.id, batch)
-                await self._pacer.tick()
+            records = await self.access.records(self.who, self.view.info.id, batch)
+            await self._pacer.tick()
             for record in records:
                 if reads_body or record.header_size <= 0:
                     data = await self.access.read(record.blob)
