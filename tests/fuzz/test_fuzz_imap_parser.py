@@ -232,9 +232,10 @@ mailbox_names = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, ma
 
 
 def normalized(name: str) -> str:
-    if name.upper() == "INBOX":
+    """INBOX in any ASCII case is INBOX (RFC 9051 5.1); nothing else is."""
+    if name.lower() == "inbox" and name.isascii():
         return "INBOX"
-    if name[:6].upper() == "INBOX/":
+    if name[:6].lower() == "inbox/" and name[:6].isascii():
         return "INBOX" + name[5:]
     return name
 
@@ -245,6 +246,8 @@ def normalized(name: str) -> str:
 @example("inbox/Reçus", False)
 @example('a"b\\c', True)
 @example("&", False)
+@example("ınbox", False)  # regression: the dotless i upper-cased to INBOX
+@example("ınbox/Dossiers", True)
 def test_mailbox_name_round_trip(name: str, utf8: bool) -> None:
     encoded = response.mailbox_name(name, utf8=utf8)
     assert read_back(encoded, Args.mailbox, utf8=utf8) == normalized(name)

@@ -274,9 +274,11 @@ class Args:
                 name = mutf7.decode(raw.decode("ascii"))
         except ValueError as exc:
             raise ParseError("Invalid mailbox name encoding") from exc
-        if not pattern and name.upper() == "INBOX":
+        # Case-insensitive in ASCII only: "ınbox" (dotless i) upper-cases to
+        # INBOX but is another name.
+        if not pattern and name.isascii() and name.upper() == "INBOX":
             return "INBOX"
-        if not pattern and name[:6].upper() == "INBOX/":
+        if not pattern and name[:6].isascii() and name[:6].upper() == "INBOX/":
             return "INBOX" + name[5:]
         return name
 
