@@ -137,6 +137,7 @@ class Gateway:
                 metrics=self.recorded,
                 door=door,
                 preauth_timeout=limits.preauth_timeout,
+                handshake_timeout=limits.handshake_timeout,
             )
             self.handlers[listener] = handler
             return factory

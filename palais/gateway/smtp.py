@@ -60,6 +60,7 @@ class PalaisSMTP(SMTP):
         allowed_roles: frozenset[Role],
         door: Gate | None = None,
         preauth_timeout: float | None = None,
+        handshake_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
@@ -67,6 +68,7 @@ class PalaisSMTP(SMTP):
         self._door = door
         self._ticket: Ticket | None = None
         self._preauth_timeout = preauth_timeout
+        self._handshake_timeout = handshake_timeout
         self._handler = handler
         self._metrics = handler.metrics
         self._resolve_identity = resolve_identity
@@ -120,10 +122,16 @@ class PalaisSMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         if self._preauth_timeout is not None and not self._proven() and self.transport:
-            if self._door is not None:
-                self._door.preauth_timeout(self.session.peer if self.session else None)
-            # Nothing to say in the middle of a STARTTLS handshake: just close.
-            if self._original_transport is None or self._ssl_object() is not None:
+            peer = self.session.peer if self.session else None
+            if self._original_transport is not None and self._ssl_object() is None:
+                # A stalled STARTTLS handshake: counted and logged as the
+                # implicit-TLS listeners do, and nothing written into it.
+                if self._door is not None:
+                    self._door.refused("timeout")
+                refusal_logger(log, self.listener)("timeout", "timeout", peer)
+            else:
+                if self._door is not None:
+                    self._door.preauth_timeout(peer)
                 cast(asyncio.Transport, self.transport).write(SMTP_PREAUTH_TIMEOUT)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
@@ -227,6 +235,9 @@ class PalaisSMTP(SMTP):
         self._reset_timeout()  # EHLO over TLS ends the pre-authentication timeout
 
     async def smtp_STARTTLS(self, arg: str) -> None:
+        started = self.loop.time()
+        if self._handshake_timeout is not None and self.tls_context and not arg:
+            self._reset_timeout(self._handshake_timeout)  # the handshake's own deadline
         try:
             await super().smtp_STARTTLS(arg)
         except TLSSetupException as error:
@@ -239,6 +250,13 @@ class PalaisSMTP(SMTP):
                 word, detail, self.session.peer if self.session else None
             )
             raise  # aiosmtpd closes the connection
+        if self._original_transport is not None and self._ssl_object() is None:
+            # Cut by its deadline (_timeout_cb, already logged): asyncio ends the
+            # wait without an error and never reports the connection lost;
+            # aiosmtpd closes it and cleans up on TLSSetupException.
+            raise TLSSetupException()
+        if self._door is not None and self._ssl_object() is not None:
+            self._door.handshake_completed(self.loop.time() - started)
         self.state = _SessionState()  # RFC 3207: forget everything learnt in clear
 
     async def smtp_AUTH(self, arg: str) -> None:
@@ -566,6 +584,7 @@ def make_smtp_factory(
     metrics: GatewayMetrics | None = None,
     door: Gate | None = None,
     preauth_timeout: float | None = None,
+    handshake_timeout: float | None = None,
 ) -> tuple[Callable[[], PalaisSMTP], SubmissionHandler]:
     handler = SubmissionHandler(desk, max_recipients=max_recipients, metrics=metrics)
 
@@ -577,6 +596,7 @@ def make_smtp_factory(
             allowed_roles=allowed_roles,
             door=door,
             preauth_timeout=preauth_timeout,
+            handshake_timeout=handshake_timeout,
             hostname=hostname,
             ident="Palais ESMTP",
             data_size_limit=max_size,
