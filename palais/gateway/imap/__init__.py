@@ -10,6 +10,7 @@ Module map, one idea each:
 - ``response`` / ``values`` / ``mutf7``: server-side encoding.
 - ``headers`` / ``envelope`` / ``mime``: message structure on the original bytes.
 - ``searching`` / ``textsearch``: evaluating SEARCH programs.
+- ``pacing``: long scans (SEARCH, FETCH 1:*) give the event loop back every 2 ms.
 - ``view``: a selected mailbox's UID map and pending changes.
 - ``codes``: response codes and capabilities as named constants.
 """
