@@ -14,6 +14,7 @@ import smtplib
 import socket
 import ssl
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -469,6 +470,36 @@ def test_an_authenticated_client_keeps_the_ordinary_timeout(limited: Instance) -
     time.sleep(PREAUTH + 1)
     assert conn.noop()[0] == "OK"
     conn.logout()
+
+
+def rst(sock: socket.socket) -> None:
+    """Close with a TCP reset rather than a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_every_way_of_leaving_gives_the_place_back(limited: Instance) -> None:
+    assert nothing_open(limited)
+    for listener in ("submission", "court", "smtps", "imaps"):
+        plain(limited, listener).close()  # before any byte
+        rst(plain(limited, listener))
+    for listener in ("submission", "court"):
+        sock = plain(limited, listener)
+        smtp_greeting(sock)
+        sock.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
+        time.sleep(0.2)
+        sock.sendall(b"\x16\x03\x01\x00\x05hello")  # half a ClientHello, then gone
+        rst(sock)
+    for listener in ("smtps", "imaps"):
+        sock = tls(limited, plain(limited, listener), "avocat1")
+        sock.recv(100)
+        rst(sock)
+    with smtplib.SMTP_SSL(
+        "localhost", limited.port("smtps"), context=limited.client_context("avocat1")
+    ) as s:
+        s.mail(limited.address("avocat1"))
+        s.sock.close()  # type: ignore[union-attr]
+    assert nothing_open(limited)
 
 
 def test_connection_metrics(limited: Instance) -> None:
