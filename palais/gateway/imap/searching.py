@@ -68,7 +68,7 @@ def _rank(key: SearchKey) -> int:
         return max(map(_rank, key.keys))
     if isinstance(key, Negation):
         return _rank(key.key)
-    if isinstance(key, (SizeKey, DateKey)) and not (isinstance(key, DateKey) and key.sent):
+    if isinstance(key, SizeKey) or (isinstance(key, DateKey) and not key.sent):
         return 2
     if isinstance(key, (HeaderKey, TextKey)):
         return 3 if _scans(key) else 1
