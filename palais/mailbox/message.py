@@ -44,6 +44,12 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 def header_size(data: bytes) -> int:
     """Length of the header block including the separating blank line."""
+    # A first line that is blank: no header at all, the rest is the body (as
+    # IMAP clients are shown it), not fields for routing.
+    if data.startswith(b"\r\n"):
+        return 2
+    if data.startswith(b"\n"):
+        return 1
     crlf = data.find(b"\r\n\r\n")
     lf = data.find(b"\n\n")
     candidates = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]

@@ -21,7 +21,8 @@ from palais.gateway.imap.mime import (
     parse_message,
 )
 from palais.mailbox.errors import InvalidMessage
-from palais.mailbox.message import MessageSummary, summarize
+from palais.mailbox.message import MessageSummary, header_size, summarize
+from palais.mailbox.message import header_fields as message_header_fields
 from tests.fuzz.budget import FUZZ, TEST_TIMEOUT
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
@@ -117,7 +118,13 @@ def test_any_bytes_give_a_structure(data: bytes) -> None:
         wire = response.encode(structure, utf8=utf8)
         assert wire.startswith(b"(") or wire.startswith(b'"')
         response.encode(envelope(root.fields), utf8=utf8)
-    header_fields(header)
+    # HEADER.FIELDS gives back exactly the chosen fields, in order; .NOT the others.
+    names = ("from", "content-type")
+    for kind, keep in (("HEADER.FIELDS", True), ("HEADER.FIELDS.NOT", False)):
+        block = extract(data, root, SectionSpec((), kind, names))
+        assert block is not None and block.endswith(b"\r\n")
+        expected = [f.name for f in root.fields if (f.name in names) == keep]
+        assert [f.name for f in header_fields(block)] == expected, block
 
 
 @FUZZ
@@ -264,3 +271,49 @@ def test_address_lists_never_raise(value: bytes) -> None:
     for address in parse_addresses(value):
         assert isinstance(address, list) and len(address) == 4
     parse_content_value(value)
+
+
+# -- the IMAP view of a header and the domain's agree ----------------------------
+
+header_lines = st.lists(
+    st.sampled_from(
+        [
+            b"Subject: [2025-0000138] ok",
+            b"Subject: evil",
+            b" Subject: folded",
+            b"\tx",
+            b"\x0bSubject: vt",
+            b"\x0cFrom: ff",
+            b"garbage",
+            b"Sub ject: s",
+            b"Subject : sp",
+            b"From: a@b",
+            b"X-\xc3\xa9: u",
+            b": empty",
+            b"\x7fTo: del",
+            b"To:",
+        ]
+    )
+    | st.binary(max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b),
+    max_size=10,
+)
+
+
+@FUZZ
+@given(header_lines)
+# Regressions: ENVELOPE showed "evil" as the subject of a message the gateway
+# had checked and routed as "[2025-0000138] ok".
+@example([b"garbage", b" Subject: evil", b"Subject: [2025-0000138] ok"])
+@example([b"\x0bSubject: evil", b"Subject: [2025-0000138] ok"])
+@example([b"", b"Subject: [2025-0000138] ok"])  # a blank first line: no header at all
+def test_imap_and_domain_read_the_same_fields(lines: list[bytes]) -> None:
+    """What the gateway checked and routed on (palais.mailbox.message) is what a
+    client is shown (ENVELOPE, HEADER.FIELDS): the same fields, in the same number.
+    Messages are stored with CRLF and no bare CR, so only those are generated."""
+    data = b"".join(line + b"\r\n" for line in lines) + b"\r\nbody\r\n"
+    root = parse_message(data)
+    imap_names: dict[str, int] = {}
+    for f in root.fields:
+        imap_names[f.name] = imap_names.get(f.name, 0) + 1
+    domain = message_header_fields(data[: header_size(data)])
+    assert imap_names == {name: len(values) for name, values in domain.items()}

@@ -20,6 +20,9 @@ __all__ = [
 ]
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+# A field name: printable ASCII but the colon, as palais.mailbox.message reads
+# it, so that clients are shown the fields the gateway checked and routed on.
+_FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
 
@@ -63,14 +66,16 @@ def parse_fields(data: bytes, start: int, end: int) -> list[Field]:
     while pos < end:
         nl = data.find(b"\n", pos, end)
         line_end = end if nl < 0 else nl + 1
-        first = data[pos : pos + 1]
-        if first in (b" ", b"\t") and current_start >= 0:
+        if data[pos : pos + 1] in (b" ", b"\t"):
+            # Continues the current field; with none (after a line that is not
+            # a field), skipped: it is no field of its own.
             pos = line_end
             continue
         if current_start >= 0:
             _append(fields, data[current_start:pos])
-        stripped = data[pos:line_end].rstrip(b"\r\n")
-        current_start = pos if stripped and b":" in stripped else -1
+        colon = data.find(b":", pos, line_end)
+        is_field = colon > pos and _FIELD_NAME.fullmatch(data[pos:colon].rstrip(b" \t"))
+        current_start = pos if is_field else -1
         pos = line_end
     if current_start >= 0:
         _append(fields, data[current_start:end])
@@ -78,10 +83,8 @@ def parse_fields(data: bytes, start: int, end: int) -> list[Field]:
 
 
 def _append(fields: list[Field], raw: bytes) -> None:
-    name = raw.split(b":", 1)[0].strip()
-    if not name or raw.strip(b"\r\n") == b"":
-        return
-    fields.append(Field(name.decode("ascii", "replace").lower(), raw))
+    name = raw.split(b":", 1)[0].rstrip(b" \t")
+    fields.append(Field(name.decode("ascii").lower(), raw))
 
 
 @dataclass(frozen=True, slots=True)
