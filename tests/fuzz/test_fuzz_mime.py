@@ -317,3 +317,6 @@ def test_imap_and_domain_read_the_same_fields(lines: list[bytes]) -> None:
         imap_names[f.name] = imap_names.get(f.name, 0) + 1
     domain = message_header_fields(data[: header_size(data)])
     assert imap_names == {name: len(values) for name, values in domain.items()}
+    for name, values in domain.items():
+        shown = [f.value.decode("utf-8", "replace") for f in root.fields if f.name == name]
+        assert shown == values
