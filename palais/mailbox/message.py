@@ -130,7 +130,10 @@ def _unfold(lines: list[bytes]) -> str:
 
 
 def _address_text(values: tuple[str, ...]) -> str:
-    pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
+    try:
+        pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
+    except RecursionError:  # comments nested a few hundred deep: "From: ((((..."
+        return ""
     return ", ".join(f"{display} <{addr}>" if display else addr for display, addr in pairs if addr)
 
 

@@ -40,6 +40,7 @@ HEADER_PIECES = [
     b"Content-Transfer-Encoding: BASE64 (x)\r\n",
     b"Content-Language: fr, , en\r\n",
     b'From: A B <a@b.c>, (c) d@e, g: h@i, "j" <k@l>;\r\n',
+    b"Cc: " + b"(" * 600 + b"\r\n",
     b"To: <@route,@x:m@n>, undisclosed-recipients:;\r\n",
     b"Subject: =?utf-8?q?caf=C3=A9?= =?idna?q?x?= =?bogus?b?AA==?=\r\n",
     b"Date: Mon, 1 Jan 2024 10:00:00 +0100\r\n",
@@ -133,7 +134,10 @@ def test_any_bytes_give_a_structure(data: bytes) -> None:
 @example(b"Subject: =?idna?q?abc?=\r\n\r\nx", False)
 @example(b"Subject: =?undefined?q?abc?=\r\n\r\nx", True)
 @example(b"From: =?idna?q?abc?= <a@b>\r\n\r\nx", True)
-@example(b"Subject: =?u\0tf-8?q?x?=\r\n\r\nx", False)  # found by atheris: a NUL in the charset
+@example(b"Subject: =?u\0tf-8?q?x?=\r\n\r\nx", False)
+@example(
+    b"From: " + b"(" * 600 + b"\r\n\r\nx", True
+)  # RecursionError in getaddresses  # found by atheris: a NUL in the charset
 @example(b"Date: Mon, 1 Jan 99999 10:00:00 +0100\r\n\r\nx", False)
 # Regressions (found by fuzz/atheris_palais.py mime): OverflowError from the date parser.
 @example(b"Date: Mon, 1 Jan 2024 10:00:00 +010044444444444\r\n\r\nx", True)
