@@ -8,7 +8,9 @@ whose parses were all kept in memory, and unbounded keywords.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import quopri
 import socket
@@ -19,19 +21,26 @@ import sys
 import textwrap
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from palais.gateway.imap.commands import registry
-from palais.gateway.imap.framing import RawCommand
+from palais.gateway.imap.framing import Limits, RawCommand
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.sequence import STAR, parse_sequence_set
+from palais.gateway.imap.session import Session
+from palais.gateway.imap.states import Selected
+from palais.gateway.imap.view import SelectedMailbox
 from palais.gateway.metrics import GatewayMetrics
+from palais.mailbox.identity import Identity, Role
+from palais.mailbox.model import MailboxEvent, MailboxInfo
 from tests.imap.conftest import Pki, RawClient, ServerThread
 from tests.imap.fake_store import FakeStore
 
+IDENTITY = Identity(1, "me@avocats.test", Role.AVOCAT, "Me", "f" * 64, "me@avocats.test")
 _BODY = "Maître, la procédure d'appel est enregistrée sous le numéro {n}. " * 30
 
 
@@ -453,3 +462,76 @@ def test_distinct_fetch_lines_are_remembered_within_a_byte_budget() -> None:
     assert registry._PARSED and all(len(k[1]) <= registry.MEMO_LINE for k in registry._PARSED)
     assert ("UID FETCH", short_fetch(2999), False) in registry._PARSED  # the newest are kept
     assert sum(registry.memo_cost(k) for k in registry._PARSED) == registry._MEMO.size
+
+
+# -- another session's changes to every message of a big box ----------------------------
+
+
+class _Sink:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_flag_changes_on_a_big_box_are_sent_without_holding_the_loop() -> None:
+    count = 60_000
+    info = MailboxInfo(1, "INBOX", 1, count + 1, 1, count, 0)
+    view = SelectedMailbox(info, read_only=False)
+    view.load(array("I", range(1, count + 1)))
+    seen = frozenset({"\\Seen"})
+    for uid in range(1, count + 1):  # another session: STORE 1:* +FLAGS (\Seen)
+        view.on_event(MailboxEvent(1, "flags", uid, seen, 10 + uid))
+
+    async def go() -> tuple[int, bytes]:
+        sink = _Sink()
+        session = Session(
+            asyncio.StreamReader(),
+            sink,
+            FakeStore(),
+            proven=None,
+            refusal=None,
+            log=logging.getLogger("test"),
+            limits=Limits(),
+            idle_timeout=30,
+        )
+        session.state = Selected(IDENTITY, view)
+        ticks = 0
+        done = False
+
+        async def other() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.ensure_future(other())
+        await session.send_updates(allow_expunge=True)
+        # A change that comes while the lines go out is kept for the next time.
+        view.on_event(MailboxEvent(1, "flags", 7, frozenset(), 99_999))
+        done = True
+        await task
+        await session.flush(force=True)
+        return ticks, bytes(sink.data)
+
+    ticks, sent = asyncio.run(go())
+    lines = sent.split(b"\r\n")[:-1]
+    assert len(lines) == count
+    assert lines[0] == b"* 1 FETCH (UID 1 FLAGS (\\Seen))"
+    assert lines[-1] == b"* %d FETCH (UID %d FLAGS (\\Seen))" % (count, count)
+    assert ticks > 1  # the other task ran while the lines were made
+    assert view.take_updates(allow_expunge=True, condstore=False) == [
+        b"* 7 FETCH (UID 7 FLAGS ())\r\n"
+    ]

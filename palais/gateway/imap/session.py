@@ -24,6 +24,7 @@ from palais.gateway.imap.framing import (
     RawCommand,
     read_command,
 )
+from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.states import Logout, NotAuthenticated, Selected, State, permits
 from palais.gateway.metrics import GatewayMetrics
@@ -289,11 +290,21 @@ class Session:
             return
         reply = await self._run(tag, handler.run, values)
         if isinstance(self.state, Selected) and reply.status != b"BAD":
-            for line in self.state.mailbox.take_updates(
-                allow_expunge=not handler.defers_expunge, condstore=self.condstore
-            ):
-                self.write(line)
+            await self.send_updates(allow_expunge=not handler.defers_expunge)
         self._tagged(tag, reply)
+
+    async def send_updates(self, *, allow_expunge: bool) -> None:
+        """Queue the selected mailbox's pending changes (flags changed on every
+        message of a big box by another session are that many lines: the loop
+        is given back now and then while they are written)."""
+        state = self.state
+        if not isinstance(state, Selected) or not state.mailbox.has_pending:
+            return
+        pacer = Pacer()
+        for line in state.mailbox.updates(allow_expunge=allow_expunge, condstore=self.condstore):
+            self.write(line)
+            if pacer.due():
+                await pacer.pause()
 
     async def _run(
         self, tag: bytes, run: Callable[..., Awaitable[Reply]], values: list[object]

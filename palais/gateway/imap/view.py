@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from palais.gateway.imap.response import flag_list
 from palais.mailbox.model import MailboxEvent, MailboxInfo
@@ -132,36 +132,55 @@ class SelectedMailbox:
     # -- turning changes into responses ------------------------------------
 
     def take_updates(self, *, allow_expunge: bool, condstore: bool) -> list[bytes]:
-        out: list[bytes] = []
+        return list(self.updates(allow_expunge=allow_expunge, condstore=condstore))
+
+    def updates(self, *, allow_expunge: bool, condstore: bool) -> Iterator[bytes]:
+        """The pending changes as untagged responses, taken from the view as they go.
+
+        A caller may pause between lines (a flag change on every message of a
+        big box is that many lines): changes that arrive meanwhile stay
+        pending for the next call, none is lost.
+        """
         if allow_expunge and self._expunged:
-            for seq in self.remove(sorted(self._expunged)):
-                out.append(b"* %d EXPUNGE\r\n" % seq)
-            self._expunged.clear()
+            gone, self._expunged = self._expunged, set()
+            for seq in self.remove(sorted(gone)):
+                yield b"* %d EXPUNGE\r\n" % seq
         if self._new:
+            new, self._new = self._new, []
             before = len(self.uids)
             top = self.uids[-1] if self.uids else 0
-            for uid in sorted(set(self._new)):
+            for uid in sorted(set(new)):
                 if uid > top and uid not in self._expunged:
                     if not self._own_uids:
                         self.uids = self.uids[:]
                         self._own_uids = True
                     self.uids.append(uid)
                     top = uid
-            self._new.clear()
             if len(self.uids) != before:
-                out.append(b"* %d EXISTS\r\n" % len(self.uids))
+                yield b"* %d EXISTS\r\n" % len(self.uids)
         if self._flags:
-            for uid, (flags, modseq) in sorted(self._flags.items()):
-                if self._reported.get(uid, -1) >= modseq:
-                    if self._reported[uid] == modseq:
-                        del self._reported[uid]
+            changed, self._flags = self._flags, {}
+            uids = self.uids
+            count = len(uids)
+            texts: dict[frozenset[str], bytes] = {}
+            reported = self._reported
+            i = 0
+            for uid, (flags, modseq) in sorted(changed.items()):
+                own = reported.get(uid, -1)
+                if own >= modseq:
+                    if own == modseq:
+                        del reported[uid]
                     continue
-                position = self.seq_of(uid)
-                if position is None:
+                # Ascending UIDs in an ascending array: one bisection in all, usually.
+                if i < count and uids[i] != uid:
+                    i = bisect.bisect_left(uids, uid, i)
+                if i >= count or uids[i] != uid:
                     continue
-                line = b"* %d FETCH (UID %d FLAGS %s" % (position, uid, flag_list(flags))
+                text = texts.get(flags)
+                if text is None:
+                    text = texts[flags] = flag_list(flags)
+                i += 1  # the sequence number; and where the next UID likely is
+                line = b"* %d FETCH (UID %d FLAGS %s" % (i, uid, text)
                 if condstore:
                     line += b" MODSEQ (%d)" % modseq
-                out.append(line + b")\r\n")
-            self._flags.clear()
-        return out
+                yield line + b")\r\n"

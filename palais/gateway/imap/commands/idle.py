@@ -14,13 +14,6 @@ if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
 
 
-def _push(session: Session) -> None:
-    state = session.state
-    if isinstance(state, Selected):
-        for line in state.mailbox.take_updates(allow_expunge=True, condstore=session.condstore):
-            session.write(line)
-
-
 @command("IDLE", states=AUTHENTICATED_OR_SELECTED)
 async def idle(session: Session, tag: bytes) -> Reply:
     await session.continuation(b"idling")
@@ -29,7 +22,7 @@ async def idle(session: Session, tag: bytes) -> Reply:
     view = state.mailbox if isinstance(state, Selected) else None
     if view is not None:
         view.set_waker(wake.set)
-        _push(session)
+        await session.send_updates(allow_expunge=True)
         await session.flush(force=True)
     reader = asyncio.ensure_future(read_line(session.reader, session.limits.max_line))
     waiter: asyncio.Task[bool] | None = None
@@ -41,7 +34,7 @@ async def idle(session: Session, tag: bytes) -> Reply:
                 await asyncio.wait([reader, current], return_when=asyncio.FIRST_COMPLETED)
                 if current.done():
                     wake.clear()
-                    _push(session)
+                    await session.send_updates(allow_expunge=True)
                     await session.flush(force=True)
                 else:
                     current.cancel()
