@@ -576,21 +576,27 @@ class MailStore:
         if kept is not None:
             return kept[1]
 
-        def run(conn: Connection) -> EntryTable:
-            # The mailbox row first: it opens the read transaction, so the
-            # entries read next are those of this very key.
-            row = conn.execute(
-                select(MB.c.uidvalidity, MB.c.highestmodseq, MB.c.uidnext).where(
-                    MB.c.id == mailbox_id
-                )
-            ).first()
-            if row is None:
-                raise NoSuchMailbox(reason=f"box {mailbox_id} is gone")
-            key = (int(row.uidvalidity), int(row.highestmodseq), int(row.uidnext))
-            return _read_cache(self).table(conn, mailbox_id, key)
+        cache = _read_cache(self)
+        if cache.has_table(mailbox_id):
 
-        table: EntryTable = self._read(run)
-        return table
+            def run(conn: Connection) -> EntryTable:
+                # Brought forward from the kept table: the rows changed since.
+                return cache.table(conn, mailbox_id, _box_key(conn, mailbox_id))
+
+            table: EntryTable = self._read(run)
+            return table
+
+        def load(conn: Connection) -> tuple[_BoxKey, EntryTable]:
+            key = _box_key(conn, mailbox_id)
+            return key, _load_table(conn, mailbox_id, key)
+
+        # The whole box (its first SELECT): a row per message, read in a
+        # worker thread rather than on the loop every client shares.
+        key: _BoxKey
+        loaded: EntryTable
+        key, loaded = await asyncio.to_thread(self._read, load)
+        cache.keep(mailbox_id, key, loaded)
+        return loaded
 
     async def records(
         self, who: Identity, mailbox_id: int, uids: Sequence[int]
@@ -1294,6 +1300,10 @@ class _ReadCache:
         self._keep(box_id, key, table)
         return table
 
+    def keep(self, box_id: int, key: _BoxKey, table: EntryTable) -> None:
+        """Keep a table read elsewhere (a worker thread); on the loop, as every change here."""
+        self._keep(box_id, key, table)
+
     def _keep(self, box_id: int, key: _BoxKey, table: EntryTable) -> None:
         self.tables[box_id] = (key, table)
         self.tables.move_to_end(box_id)
@@ -1334,6 +1344,17 @@ def _driver(conn: Connection) -> tuple[Any, str]:
     """
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     return conn.connection.dbapi_connection.cursor(), mark  # type: ignore[union-attr]
+
+
+def _box_key(conn: Connection, mailbox_id: int) -> _BoxKey:
+    # The mailbox row first: it opens the read transaction, so the entries
+    # read next are those of this very key.
+    row = conn.execute(
+        select(MB.c.uidvalidity, MB.c.highestmodseq, MB.c.uidnext).where(MB.c.id == mailbox_id)
+    ).first()
+    if row is None:
+        raise NoSuchMailbox(reason=f"box {mailbox_id} is gone")
+    return (int(row.uidvalidity), int(row.highestmodseq), int(row.uidnext))
 
 
 def _load_table(conn: Connection, box_id: int, key: _BoxKey) -> EntryTable:

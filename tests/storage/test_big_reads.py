@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Connection
 
 from palais.mailbox.boxes import BoxKind
-from palais.mailbox.identity import Role
+from palais.mailbox.identity import Identity, Role
 from palais.storage import Storage, open_storage
 from palais.storage.blobs import BlobCorrupted, sha256_hex
 from palais.storage.bulk import import_messages
@@ -72,3 +72,25 @@ def test_a_damaged_big_message_is_refused(storage: Storage, tmp_path: Path) -> N
     segment.write_bytes(bytes(data))
     with pytest.raises(BlobCorrupted):
         asyncio.run(storage.mail.read(sha256_hex(BIG)))
+
+
+def test_a_box_read_whole_is_read_off_the_loop(storage: Storage) -> None:
+    who = Identity(1, OWNER, Role.AVOCAT, "A", "f" * 64, OWNER)
+
+    async def go() -> list[str]:
+        order: list[str] = []
+        info = await storage.mail.mailbox(who, "INBOX")
+
+        async def entries(name: str) -> None:
+            table = await storage.mail.entries(who, info.id)
+            assert list(table.uids) == [1, 2]
+            order.append(name)
+
+        async def other() -> None:
+            order.append("other")
+
+        await asyncio.gather(entries("first"), other())
+        await asyncio.gather(entries("kept"), other())  # the kept table: at once
+        return order
+
+    assert asyncio.run(go()) == ["other", "first", "kept", "other"]
