@@ -25,7 +25,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .base import Endpoint, Identity, Target, TargetUnavailable, free_port_block, wait_for_port
+from .base import Endpoint, Identity, Target, TargetUnavailable, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +64,7 @@ def create_instance(parent: Path, log: Callable[[str], None] = print, timeout: f
             "no `palais` command (neither .venv/bin/palais nor `python -m palais`)"
         )
     inst = parent / "palais-instance"
-    base = free_port_block(10)
+    base = port_base_hint()
     full = [*cmd, "init", str(inst), "--ports", str(base)]
     log(f"  $ {' '.join(full)}")
     try:
@@ -283,6 +285,29 @@ class PalaisTarget(Target):
         return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
 
 
+# `palais init --ports BASE` listens on BASE plus these (palais.instance.PORT_OFFSETS).
+PORT_OFFSETS = (25, 443, 465, 587, 993)
+
+
 def port_base_hint() -> int:
-    """A free base port for ``palais init --ports`` (10 consecutive ports)."""
-    return free_port_block(10)
+    """A base port for ``palais init --ports`` whose five listener ports are free.
+
+    Checking BASE..BASE+9 (as before) said nothing of the ports Palais uses,
+    and a fixed first candidate made concurrent runs on one machine pick the
+    same ports; the search starts at a random base.
+    """
+    first = random.randrange(24000, 50000, 10)
+    for base in [*range(first, 59000, 10), *range(24000, first, 10)]:
+        socks: list[socket.socket] = []
+        try:
+            for offset in PORT_OFFSETS:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise TargetUnavailable("no free set of Palais ports on 127.0.0.1")
