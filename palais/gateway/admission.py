@@ -16,6 +16,7 @@ that a refused connection is closed without a word.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Final
 
 from palais.gateway.metrics import GatewayMetrics
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS_PER_ADDRESS",
     "IMAP_GOODBYE",
     "MAX_GOODBYES",
+    "REFUSAL_LOG_INTERVAL",
     "SMTP_GOODBYE",
     "SMTP_PREAUTH_TIMEOUT",
     "Admission",
@@ -39,6 +41,10 @@ __all__ = [
 DEFAULT_MAX_CONNECTIONS: Final = 4096
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: Final = 64
 MAX_GOODBYES: Final = 64
+# A flood beyond the caps would otherwise write one log line per attempt:
+# at most one "connection refused" line per listener per interval, which
+# says how many were left unsaid since the previous one (metrics count all).
+REFUSAL_LOG_INTERVAL: Final = 1.0
 
 SMTP_GOODBYE: Final = b"421 4.7.0 Too many connections, try again later\r\n"
 SMTP_PREAUTH_TIMEOUT: Final = b"421 4.4.2 Timeout waiting for EHLO over TLS, closing connection\r\n"
@@ -146,8 +152,10 @@ class Gate:
         "_connections",
         "_handshakes",
         "_log",
+        "_logged_at",
         "_metrics",
         "_open",
+        "_unlogged",
         "goodbye",
         "listener",
     )
@@ -170,6 +178,8 @@ class Gate:
         self._connections = metrics.connections.labels(listener)
         self._open = metrics.open_connections.labels(listener)
         self._handshakes = metrics.handshake_seconds.labels(listener)
+        self._logged_at = -REFUSAL_LOG_INTERVAL
+        self._unlogged = 0
 
     def admit(self, peer: Any) -> Ticket | None:
         """A ticket for a new connection; None to close it at once, without a word.
@@ -197,15 +207,28 @@ class Gate:
         if limit is None:
             return True
         self._metrics.limit_hits.labels(self.listener, limit).inc()
+        now = time.monotonic()
+        if now - self._logged_at < REFUSAL_LOG_INTERVAL:
+            self._unlogged += 1
+            return False
         self._log.warning(
-            "connection refused listener=%s peer=%s limit=%s open=%d from_address=%d",
+            "connection refused listener=%s peer=%s limit=%s open=%d from_address=%d"
+            " unlogged_before=%d",
             self.listener,
             peer_text(peer),
             limit,
             admission.open,
             admission.open_from(address),
-            extra={"listener": self.listener, "peer": peer_text(peer), "limit": limit},
+            self._unlogged,
+            extra={
+                "listener": self.listener,
+                "peer": peer_text(peer),
+                "limit": limit,
+                "unlogged_before": self._unlogged,
+            },
         )
+        self._logged_at = now
+        self._unlogged = 0
         return False
 
     def give_back_place(self, peer: Any) -> None:

@@ -81,6 +81,22 @@ def test_refused_connections_answered_only_up_to_the_goodbye_pool() -> None:
     assert smtp.admit(("10.0.0.9", 10000)) is not None
 
 
+def test_a_flood_of_refusals_is_logged_sparingly(caplog: pytest.LogCaptureFixture) -> None:
+    admission = Admission(max_connections=1, max_per_address=1)
+    smtp, _, metrics = gates(admission)
+    assert smtp.admit(("10.0.0.1", 1)) is not None
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        for i in range(500):
+            ticket = smtp.admit(("10.0.0.1", 2 + i))
+            assert ticket is not None and not ticket.admitted
+            ticket.release()
+    lines = [r for r in caplog.records if "connection refused" in r.getMessage()]
+    assert 1 <= len(lines) <= 2  # one per REFUSAL_LOG_INTERVAL
+    assert "limit=connections" in lines[0].getMessage()
+    hits = sample(metrics, "palais_limit_hits_total", listener="submission", limit="connections")
+    assert hits == 500  # every one counted
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Admission(max_connections=0)
