@@ -534,7 +534,7 @@ class SubmissionHandler:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         try:
-            found = self.desk.recipient(who, address, server.state.recipients)
+            found = await self.desk.recipient(who, address, server.state.recipients)
         except Exception as error:
             return replies.reply_for(error, log, f"RCPT identity={who.address} rcpt={address!r}")
         envelope.rcpt_tos.append(address)

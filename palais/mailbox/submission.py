@@ -35,9 +35,11 @@ _SUBJECT_LINE = re.compile(rb"(?im)^subject:[ \t]*")
 
 
 class AddressBook(Protocol):
-    def resolve(self, address: str) -> Addressee | None: ...
+    """The directory's answers; a cached answer comes without a database trip."""
 
-    def participants(self, number: str) -> frozenset[str]: ...
+    async def resolve(self, address: str) -> Addressee | None: ...
+
+    async def participants(self, number: str) -> frozenset[str]: ...
 
 
 # Seconds during which the same message sent again is a resend (``[smtp] resend_window``).
@@ -154,15 +156,18 @@ class SubmissionDesk:
     def sender(self, who: Identity, mail_from: str) -> None:
         check_sender(who, mail_from)
 
-    def _is_participant(self, who: Identity, number: str) -> bool:
-        members = self._addresses.participants(number)
+    async def _is_participant(self, who: Identity, number: str) -> bool:
+        members = await self._addresses.participants(number)
         return who.address in members or who.mailbox_owner in members
 
-    def recipient(
+    async def _takes_part(self, address: str, number: str) -> bool:
+        return address in await self._addresses.participants(number)
+
+    async def recipient(
         self, who: Identity, address: str, already: Sequence[Addressee] = ()
     ) -> Addressee:
         """Accept one more recipient, given those already accepted."""
-        found = self._addresses.resolve(address)
+        found = await self._addresses.resolve(address)
         if found is None:
             raise UnknownRecipient(
                 f"<{address}> is not a known address here",
@@ -176,19 +181,19 @@ class SubmissionDesk:
                     "A message belongs to one dossier only",
                     reason=f"{who.address} mixed dossiers {current} and {found.dossier}",
                 )
-            if not self._is_participant(who, found.dossier):
+            if not await self._is_participant(who, found.dossier):
                 raise NotAllowed(
                     f"You take no part in dossier {found.dossier}",
                     reason=f"{who.address} not a participant of {found.dossier}",
                 )
-        elif current is not None and found.address not in self._addresses.participants(current):
+        elif current is not None and not await self._takes_part(found.address, current):
             raise NotAllowed(
                 f"<{address}> takes no part in dossier {current}",
                 reason=f"copy to non-participant {address} in {current}",
             )
         return found
 
-    def _dossier_of(self, recipients: Sequence[Addressee], subject: str) -> str:
+    async def _dossier_of(self, recipients: Sequence[Addressee], subject: str) -> str:
         """The dossier a message belongs to: its dossier address, else its subject."""
         dossiers = {r.dossier for r in recipients if r.dossier}
         if len(dossiers) > 1:
@@ -198,7 +203,7 @@ class SubmissionDesk:
         named = set(NUMBER_IN_TEXT.findall(subject))
         if len(named) == 1:
             number: str = named.pop()
-            if self._addresses.participants(number):
+            if await self._addresses.participants(number):
                 return number
         raise InvalidMessage(
             "Write to the dossier's address, or name the dossier as [YYYY-NNNNNNN] in the subject",
@@ -215,8 +220,8 @@ class SubmissionDesk:
             raise MessageTooBig(f"Message exceeds the {self._max_size} byte limit")
         data = normalize_line_endings(data)
         summary = summarize(data, submitted=True)
-        number = self._dossier_of(recipients, summary.subject)
-        members = self._addresses.participants(number)
+        number = await self._dossier_of(recipients, summary.subject)
+        members = await self._addresses.participants(number)
         if who.address not in members and who.mailbox_owner not in members:
             raise NotAllowed(
                 f"You take no part in dossier {number}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -11,7 +12,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from palais.mailbox.errors import NotAllowed
+from palais.mailbox.enrolment import (
+    AccountFacts,
+    Enrolment,
+    EnrolmentAction,
+    EnrolmentFacts,
+    ReferredToOperator,
+    decide_enrolment,
+)
 from palais.mailbox.identity import CertificateIdentity, Identity, Role
 from palais.mailbox.routing import Addressee, AddresseeKind
 from palais.storage import schema
@@ -40,86 +48,128 @@ class DossierRecord:
 class Directory:
     # Directory facts change rarely (a constitution, a departure); several
     # gateway nodes share the database, so cached answers expire quickly
-    # rather than being invalidated.
+    # rather than being invalidated. A deactivated account stops working
+    # within this many seconds.
     TTL = 5.0
 
     def __init__(self, reader: Engine, writer: CommitQueue) -> None:
         self._reader = reader
         self._writer = writer
-        self._by_fingerprint: dict[str, Identity] = {}
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
 
-    def _cached(self, kind: str, key: str, compute: Callable[[], T]) -> T:
-        now = time.monotonic()
+    # A cache hit answers at once, on the event loop; a miss runs its SQL in
+    # a worker thread, so that a slow database never stalls other sessions.
+
+    def _fresh(self, kind: str, key: str) -> tuple[bool, Any]:
         hit = self._cache.get((kind, key))
-        if hit is not None and hit[0] > now:
-            value: T = hit[1]
-            return value
-        value = compute()
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def _keep(self, kind: str, key: str, value: Any) -> None:
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[(kind, key)] = (now + self.TTL, value)
-        return value
+        self._cache[(kind, key)] = (time.monotonic() + self.TTL, value)
+
+    async def _cached(self, kind: str, key: str, compute: Callable[[], T]) -> T:
+        found, value = self._fresh(kind, key)
+        if found:
+            hit: T = value
+            return hit
+        computed = await asyncio.to_thread(compute)
+        self._keep(kind, key, computed)
+        return computed
 
     # -- identities ------------------------------------------------------------
 
-    def _identity_row(self, conn: Connection, account_id: int, fingerprint: str) -> Identity:
-        row = conn.execute(
-            select(
-                AC.c.id,
-                AC.c.address,
-                AC.c.role,
-                AC.c.display_name,
-                AC.c.active,
-                SV.c.address.label("service"),
-            )
-            .outerjoin(SV, SV.c.id == AC.c.service_id)
-            .where(AC.c.id == account_id)
-        ).one()
-        if not row.active:
-            raise NotAllowed(
-                "This account is deactivated", reason=f"inactive account {row.address}"
-            )
-        return Identity(
-            account_id=int(row.id),
-            address=row.address,
-            role=Role(row.role),
-            display_name=row.display_name,
-            fingerprint=fingerprint,
-            mailbox_owner=row.service or row.address,
-        )
-
     async def identity_for(self, cert: CertificateIdentity) -> Identity:
-        """The account a verified certificate proves; registers it on first use.
+        """The account a verified certificate proves, enrolling it if need be.
 
-        An unknown certificate from a trusted anchor is a first connection:
-        the account is created (or, for a known address of the same role, the
-        renewed card is linked to it) and the event is logged for operators.
+        The domain decides (``decide_enrolment``): the certificate's own
+        account, a registration, a renewed card linked to its account, or a
+        refusal. A registration or a link is decided again and carried out in
+        one writer transaction, on the facts as they are then.
         """
-        cached = self._by_fingerprint.get(cert.fingerprint)
-        if cached is not None:
-            return cached
-        with self._reader.connect() as conn:
-            account_id = conn.execute(
-                select(CE.c.account_id).where(CE.c.fingerprint == cert.fingerprint)
-            ).scalar()
-            if account_id is not None:
-                ident = self._identity_row(conn, int(account_id), cert.fingerprint)
-                if ident.address != cert.address or ident.role != cert.role:
-                    raise NotAllowed(
-                        reason=f"certificate {cert.fingerprint} bound to {ident.address}"
-                    )
-                self._by_fingerprint[cert.fingerprint] = ident
-                return ident
-        new_id: int = await self._writer.submit(lambda c, _ctx: self._register(c, cert))
-        with self._reader.connect() as conn:
-            ident = self._identity_row(conn, new_id, cert.fingerprint)
-        self._by_fingerprint[cert.fingerprint] = ident
+        found, cached = self._fresh("identity", cert.fingerprint)
+        if found:
+            known: Identity = cached
+            return known
+        facts = await asyncio.to_thread(self._read_facts, cert)
+        try:
+            enrolment = decide_enrolment(cert, facts)
+            if enrolment.action is EnrolmentAction.KNOWN:
+                ident = enrolment.identity(cert)
+            else:
+                enrolment, ident = await self._writer.submit(
+                    lambda conn, _ctx: self._enrol(conn, cert)
+                )
+        except ReferredToOperator as referred:
+            log.warning(
+                "enrolment referred to an operator address=%s role=%s fingerprint=%s reason=%s",
+                cert.address,
+                cert.role,
+                cert.fingerprint,
+                referred.reason,
+            )
+            raise
+        if enrolment.action is EnrolmentAction.REGISTER:
+            log.info(
+                "account registered address=%s role=%s fingerprint=%s",
+                cert.address,
+                cert.role,
+                cert.fingerprint,
+            )
+        elif enrolment.action is EnrolmentAction.LINK_RENEWED_CARD:
+            log.info("certificate linked address=%s fingerprint=%s", cert.address, cert.fingerprint)
+        self._keep("identity", cert.fingerprint, ident)
         return ident
 
-    def _register(self, conn: Connection, cert: CertificateIdentity) -> int:
-        row = conn.execute(select(AC.c.id, AC.c.role).where(AC.c.address == cert.address)).first()
-        if row is None:
+    def _read_facts(self, cert: CertificateIdentity) -> EnrolmentFacts:
+        with self._reader.connect() as conn:
+            return self._facts(conn, cert)
+
+    @staticmethod
+    def _facts(conn: Connection, cert: CertificateIdentity) -> EnrolmentFacts:
+        columns = (
+            AC.c.id,
+            AC.c.address,
+            AC.c.role,
+            AC.c.display_name,
+            AC.c.active,
+            SV.c.address.label("service"),
+        )
+        holder = conn.execute(
+            select(*columns)
+            .select_from(CE)
+            .join(AC, AC.c.id == CE.c.account_id)
+            .outerjoin(SV, SV.c.id == AC.c.service_id)
+            .where(CE.c.fingerprint == cert.fingerprint)
+        ).first()
+        if holder is not None:
+            return EnrolmentFacts(holder=_account_facts(holder), same_address=None)
+        same = conn.execute(
+            select(*columns)
+            .outerjoin(SV, SV.c.id == AC.c.service_id)
+            .where(AC.c.address == cert.address)
+        ).first()
+        reserved = False
+        if same is None:
+            reserved = (
+                conn.execute(select(SV.c.id).where(SV.c.address == cert.address)).first()
+                is not None
+                or conn.execute(select(DO.c.id).where(DO.c.address == cert.address)).first()
+                is not None
+            )
+        return EnrolmentFacts(
+            holder=None,
+            same_address=None if same is None else _account_facts(same),
+            address_reserved=reserved,
+        )
+
+    def _enrol(self, conn: Connection, cert: CertificateIdentity) -> tuple[Enrolment, Identity]:
+        """Decide on the facts in this transaction and carry the decision out."""
+        enrolment = decide_enrolment(cert, self._facts(conn, cert))
+        if enrolment.action is EnrolmentAction.REGISTER:
             account_id = self.add_account(
                 conn,
                 address=cert.address,
@@ -128,36 +178,24 @@ class Directory:
                 fingerprint=cert.fingerprint,
                 subject=cert.subject,
             )
-            log.info(
-                "account registered address=%s role=%s fingerprint=%s",
-                cert.address,
-                cert.role,
-                cert.fingerprint,
-            )
-            return account_id
-        if row.role != cert.role.value:
-            raise NotAllowed(reason=f"{cert.address} is a {row.role}, certificate says {cert.role}")
-        account_id = int(row.id)
-        existing = conn.execute(
-            select(CE.c.fingerprint).where(CE.c.fingerprint == cert.fingerprint)
-        ).first()
-        if existing is None:
+            return enrolment, enrolment.identity(cert, account_id)
+        if enrolment.action is EnrolmentAction.LINK_RENEWED_CARD:
+            assert enrolment.account is not None
             conn.execute(
                 insert(CE).values(
                     fingerprint=cert.fingerprint,
-                    account_id=account_id,
+                    account_id=enrolment.account.account_id,
                     subject=cert.subject,
                     first_seen=datetime.now(UTC),
                 )
             )
-        log.info("certificate linked address=%s fingerprint=%s", cert.address, cert.fingerprint)
-        return account_id
+        return enrolment, enrolment.identity(cert)
 
     # -- addresses -----------------------------------------------------------
 
-    def resolve(self, address: str) -> Addressee | None:
+    async def resolve(self, address: str) -> Addressee | None:
         addr = address.strip().lower()
-        return self._cached("resolve", addr, lambda: self._resolve(addr))
+        return await self._cached("resolve", addr, lambda: self._resolve(addr))
 
     def _resolve(self, addr: str) -> Addressee | None:
         with self._reader.connect() as conn:
@@ -179,7 +217,10 @@ class Directory:
                 return Addressee(addr, AddresseeKind.PERSON, a.service or a.address)
         return None
 
-    def dossier(self, number: str) -> DossierRecord | None:
+    async def dossier(self, number: str) -> DossierRecord | None:
+        return await self._cached("dossier", number, lambda: self._dossier(number))
+
+    def _dossier(self, number: str) -> DossierRecord | None:
         with self._reader.connect() as conn:
             r = conn.execute(
                 select(
@@ -196,10 +237,10 @@ class Directory:
             return None
         return DossierRecord(int(r.id), r.number, r.address, r.juridiction, r.service)
 
-    def participants(self, number: str) -> frozenset[str]:
+    async def participants(self, number: str) -> frozenset[str]:
         """Addresses that take part in a dossier: its service and the service's
         clerks, its constituted lawyers, its magistrates and its court system."""
-        return self._cached("participants", number, lambda: self._participants(number))
+        return await self._cached("participants", number, lambda: self._participants(number))
 
     def _participants(self, number: str) -> frozenset[str]:
         with self._reader.connect() as conn:
@@ -312,3 +353,14 @@ class Directory:
     @staticmethod
     def deactivate(conn: Connection, address: str) -> None:
         conn.execute(update(AC).where(AC.c.address == address.lower()).values(active=False))
+
+
+def _account_facts(row: Any) -> AccountFacts:
+    return AccountFacts(
+        account_id=int(row.id),
+        address=row.address,
+        role=Role(row.role),
+        display_name=row.display_name,
+        active=bool(row.active),
+        mailbox_owner=row.service or row.address,
+    )

@@ -30,10 +30,10 @@ CLEAN = (
 
 
 class Book:
-    def resolve(self, address: str) -> Addressee | None:
+    async def resolve(self, address: str) -> Addressee | None:
         return DOSSIER if address == DOSSIER.address else None
 
-    def participants(self, number: str) -> frozenset[str]:
+    async def participants(self, number: str) -> frozenset[str]:
         return frozenset({ME.address, "greffe@x.test"}) if number == NUMBER else frozenset()
 
 

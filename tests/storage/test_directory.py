@@ -1,0 +1,162 @@
+"""The directory on a real SQLite file: enrolment carried out, reads off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Table, func, select
+
+from palais.mailbox.enrolment import EnrolmentRefused, ReferredToOperator
+from palais.mailbox.identity import CertificateIdentity, Role
+from palais.mailbox.routing import AddresseeKind
+from palais.storage import Storage, open_storage, schema
+from palais.storage.directory import Directory
+from tests.storage.test_mailstore import DOSSIER_ADDRESS, GREFFE, ME, NUMBER, setup_directory
+
+AC = schema.table(schema.Account)
+CE = schema.table(schema.Certificate)
+
+
+def card(address: str, fingerprint: str, role: Role = Role.AVOCAT) -> CertificateIdentity:
+    return CertificateIdentity(role, address, "Maître X", fingerprint, f"CN={address}")
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Storage]:
+    st = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    st.commits.run_now(setup_directory)
+    st.start()
+    try:
+        yield st
+    finally:
+        st.close()
+
+
+def count(storage: Storage, table: Table, **where: object) -> int:
+    with storage.reader.connect() as conn:
+        query = select(func.count()).select_from(table)
+        for column, value in where.items():
+            query = query.where(table.c[column] == value)
+        return int(conn.execute(query).scalar_one())
+
+
+def test_first_connection_registers_then_the_certificate_is_known(storage: Storage) -> None:
+    cert = card("new@barreau.test", "1" * 64)
+
+    async def go() -> None:
+        first = await storage.directory.identity_for(cert)
+        storage.directory._cache.clear()  # read from the database again
+        again = await storage.directory.identity_for(cert)
+        assert again == first
+        assert first.address == "new@barreau.test" and first.mailbox_owner == first.address
+
+    asyncio.run(go())
+    assert count(storage, AC, address="new@barreau.test") == 1
+    assert count(storage, CE, fingerprint="1" * 64) == 1
+
+
+def test_a_renewed_card_is_linked_to_the_existing_account(storage: Storage) -> None:
+    old, new = card(ME.address, "2" * 64), card(ME.address, "3" * 64)
+
+    async def go() -> None:
+        a = await storage.directory.identity_for(old)
+        b = await storage.directory.identity_for(new)
+        assert a.account_id == b.account_id
+        assert b.fingerprint == "3" * 64
+
+    asyncio.run(go())
+    assert count(storage, AC, address=ME.address) == 1
+    assert count(storage, CE) == 2
+
+
+def test_a_refused_enrolment_writes_nothing(storage: Storage) -> None:
+    async def go() -> None:
+        with pytest.raises(ReferredToOperator):
+            await storage.directory.identity_for(card(ME.address, "4" * 64, Role.COLLABORATEUR))
+        with pytest.raises(ReferredToOperator):
+            await storage.directory.identity_for(card(GREFFE, "5" * 64))
+
+    asyncio.run(go())
+    assert count(storage, CE) == 0
+    assert count(storage, AC, address=GREFFE) == 0
+
+
+def test_a_deactivated_account_stops_working_once_the_cache_expires(storage: Storage) -> None:
+    cert = card(ME.address, "6" * 64)
+    storage.directory.TTL = 0.2
+
+    async def go() -> None:
+        await storage.directory.identity_for(cert)
+        await storage.commits.submit(lambda conn, _ctx: Directory.deactivate(conn, ME.address))
+        await storage.directory.identity_for(cert)  # still cached
+        await asyncio.sleep(0.25)
+        with pytest.raises(EnrolmentRefused):
+            await storage.directory.identity_for(cert)
+
+    asyncio.run(go())
+
+
+def test_misses_read_in_a_worker_thread_and_hits_answer_on_the_loop(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = storage.directory
+    threads: list[int] = []
+    real_resolve, real_participants = directory._resolve, directory._participants
+
+    def resolve(addr: str):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        time.sleep(0.05)  # a slow database
+        return real_resolve(addr)
+
+    def participants(number: str) -> frozenset[str]:
+        threads.append(threading.get_ident())
+        return real_participants(number)
+
+    monkeypatch.setattr(directory, "_resolve", resolve)
+    monkeypatch.setattr(directory, "_participants", participants)
+    loop_ticks = 0
+
+    async def ticker() -> None:
+        nonlocal loop_ticks
+        while True:
+            loop_ticks += 1
+            await asyncio.sleep(0.005)
+
+    async def go() -> None:
+        loop_thread = threading.get_ident()
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        found = await directory.resolve(DOSSIER_ADDRESS.upper())
+        assert found is not None and found.kind is AddresseeKind.DOSSIER
+        assert loop_ticks >= 3  # the loop kept running during the slow read
+        assert ME.address in await directory.participants(NUMBER)
+        assert len(threads) == 2 and loop_thread not in threads
+        # Cache hits: no thread, no database.
+        monkeypatch.setattr(directory, "_resolve", None)
+        monkeypatch.setattr(directory, "_participants", None)
+        assert await directory.resolve(DOSSIER_ADDRESS) == found
+        assert ME.address in await directory.participants(NUMBER)
+        assert len(threads) == 2
+        tick.cancel()
+
+    asyncio.run(go())
+
+
+def test_an_unknown_address_and_a_deactivated_person_resolve_to_nothing(
+    storage: Storage,
+) -> None:
+    storage.commits.stop()
+    storage.commits.run_now(lambda conn, _ctx: Directory.deactivate(conn, ME.address))
+
+    async def go() -> None:
+        assert await storage.directory.resolve("nobody@x.test") is None
+        assert await storage.directory.resolve(ME.address) is None
+        record = await storage.directory.dossier(NUMBER)
+        assert record is not None and record.service_address == GREFFE
+
+    asyncio.run(go())
