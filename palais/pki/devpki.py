@@ -1,11 +1,10 @@
 """A development PKI shaped like the real ones the gateway will trust.
 
 The real deployment trusts the bar council's card CA, the Ministry of
-Justice's agents CA and the court systems' CA; this module builds look-alikes
-(same subject shapes, extensions and one-level chains) so that tests, the
-benchmark and a developer's laptop exercise the same code paths as
-production. EC P-256 everywhere because handshake cost dominates the
-reused-connection benchmark.
+Justice's agents CA and the court systems' CA; this module lays out
+look-alikes (same subject shapes, extensions and one-level chains) so that
+tests, the benchmark and a developer's laptop exercise the same code paths as
+production. The certificates themselves come from ``palais.pki.certbuilder``.
 
 Private keys are written unencrypted with mode 0600: this is a throw-away
 PKI generated per run or per workstation, never committed.
@@ -13,24 +12,22 @@ PKI generated per run or per workstation, never committed.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from palais.mailbox.identity import AnchorGroup, Role
+from palais.pki import certbuilder
+from palais.pki.certbuilder import CertificateAuthority, Validity
 
 __all__ = [
     "CaName",
@@ -52,16 +49,6 @@ INFRASTRUCTURE: Final = "infrastructure"
 Issuer: TypeAlias = AnchorGroup | Literal["stranger"]
 #: Every CA of the development PKI.
 CaName: TypeAlias = AnchorGroup | Literal["infrastructure", "stranger"]
-
-# RFC 9336 id-kp-documentSigning; cryptography has no constant for it yet.
-_DOCUMENT_SIGNING: Final = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
-
-_CA_LIFETIME: Final = timedelta(days=3650)
-_LEAF_LIFETIME: Final = timedelta(days=3 * 365)  # a CNB card lasts three years
-_CRL_LIFETIME: Final = timedelta(days=365)
-# Backdating absorbs clock skew between the machine that issues and the one
-# that verifies (containers, VMs resumed from sleep).
-_BACKDATE: Final = timedelta(minutes=5)
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -230,69 +217,31 @@ def create_dev_pki(
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, mode)
 
-    now = _now()
     for ca in _ALL_CAS:
-        _create_ca(pki, ca, now)
+        _create_ca(pki, ca)
 
-    infra_cert, infra_key = _load_ca(pki, INFRASTRUCTURE)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
-    sans += [x509.IPAddress(a) for a in addresses]
-    server = _leaf_builder(
-        _name(
-            [
-                (NameOID.COUNTRY_NAME, "FR"),
-                (NameOID.ORGANIZATION_NAME, "Palais (développement)"),
-                (NameOID.COMMON_NAME, hostnames[0] if hostnames else "palais"),
-            ]
+    infra = _load_ca(pki, INFRASTRUCTURE)
+    server = infra.issue(
+        certbuilder.name(
+            hostnames[0] if hostnames else "palais",
+            organization="Palais (développement)",
+            country="FR",
         ),
-        server_key.public_key(),
-        infra_cert,
-        now - _BACKDATE,
-        now + _LEAF_LIFETIME,
+        profile=certbuilder.SERVER,
+        dns_names=hostnames,
+        ips=[str(a) for a in addresses],
     )
-    server = server.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    server = server.add_extension(_ku(digital_signature=True), critical=True)
-    server = server.add_extension(
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-    )
-    _write_pair(
-        pki.server_cert_path,
-        pki.server_key_path,
-        server.sign(infra_key, hashes.SHA256()),
-        server_key,
-    )
+    server.write(pki.server_cert_path, pki.server_key_path)
 
-    evidence_key = ec.generate_private_key(ec.SECP256R1())
-    evidence = _leaf_builder(
-        _name(
-            [
-                (NameOID.COUNTRY_NAME, "FR"),
-                (NameOID.ORGANIZATION_NAME, "Palais (développement)"),
-                (NameOID.COMMON_NAME, "Palais - Service de preuve (développement)"),
-            ]
+    evidence = infra.issue(
+        certbuilder.name(
+            "Palais - Service de preuve (développement)",
+            organization="Palais (développement)",
+            country="FR",
         ),
-        evidence_key.public_key(),
-        infra_cert,
-        now - _BACKDATE,
-        now + _LEAF_LIFETIME,
+        profile=certbuilder.EVIDENCE,
     )
-    evidence = evidence.add_extension(
-        _ku(digital_signature=True, content_commitment=True), critical=True
-    )
-    # No TLS usage, so the evidence key cannot be repurposed to authenticate a
-    # connection; S/MIME because receipts travel as CMS-signed mail, and
-    # document signing for verifiers that know RFC 9336.
-    evidence = evidence.add_extension(
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION, _DOCUMENT_SIGNING]),
-        critical=False,
-    )
-    _write_pair(
-        pki.evidence_cert_path,
-        pki.evidence_key_path,
-        evidence.sign(infra_key, hashes.SHA256()),
-        evidence_key,
-    )
+    evidence.write(pki.evidence_cert_path, pki.evidence_key_path)
     return pki
 
 
@@ -344,8 +293,7 @@ def issue_identity(
     key_path = pki.identity_key_path(name)
     if cert_path.exists() or key_path.exists():
         raise FileExistsError(f"identity {name!r} already exists in {pki.root}")
-    ca: Issuer = issuer if issuer is not None else _DEFAULT_ISSUER[role]
-    ca_cert, ca_key = _load_ca(pki, ca)
+    ca = _load_ca(pki, issuer if issuer is not None else _DEFAULT_ISSUER[role])
 
     mail = address.strip()
     if mail.count("@") != 1 or mail.startswith("@") or mail.endswith("@"):
@@ -375,41 +323,35 @@ def issue_identity(
         attributes.append((NameOID.SERIAL_NUMBER, serial_number))
     attributes.append((NameOID.COMMON_NAME, common_name))
 
-    now = _now()
-    start = not_before if not_before is not None else now - _BACKDATE
-    end = (
-        not_after
-        if not_after is not None
-        else min(now + _LEAF_LIFETIME, ca_cert.not_valid_after_utc)
-    )
-    if end <= start:
-        raise ValueError("not_after must be later than not_before")
+    validity: Validity | None = None
+    if not_before is not None or not_after is not None:
+        start = not_before if not_before is not None else certbuilder.now() - certbuilder.BACKDATE
+        end = (
+            not_after
+            if not_after is not None
+            else min(certbuilder.now() + certbuilder.LEAF_LIFETIME, ca.cert.not_valid_after_utc)
+        )
+        validity = Validity(start, end)
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = _leaf_builder(_name(attributes), key.public_key(), ca_cert, start, end)
-    sans: list[x509.GeneralName] = [x509.RFC822Name(mail)]
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if is_system:
         domains = dns_names if dns_names is not None else (mail.rsplit("@", 1)[1],)
-        sans += [x509.DNSName(d) for d in domains]
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    elif dns_names:
+        raise ValueError("only court systems carry DNS names")
     else:
-        if dns_names:
-            raise ValueError("only court systems carry DNS names")
-        usages.append(ExtendedKeyUsageOID.EMAIL_PROTECTION)
-    builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    # EC keys cannot encipher, so digitalSignature alone covers both TLS
-    # client authentication and S/MIME signing.
-    builder = builder.add_extension(_ku(digital_signature=True), critical=True)
-    builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-
-    _write_pair(cert_path, key_path, cert, key)
+        domains = ()
+    issued = ca.issue(
+        certbuilder.name_of(attributes),
+        profile=certbuilder.role_profile(role),
+        emails=[mail],
+        dns_names=domains,
+        validity=validity,
+    )
+    issued.write(cert_path, key_path)
     return IssuedIdentity(
         cert_path=cert_path,
         key_path=key_path,
         address=mail.lower(),
-        fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        fingerprint=issued.fingerprint,
     )
 
 
@@ -499,7 +441,7 @@ def revoke(
     entries = list(_existing_entries(crl))
     if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is None:
         entry = x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-        entry = entry.revocation_date(_now())
+        entry = entry.revocation_date(certbuilder.now())
         if reason is not None:
             entry = entry.add_extension(x509.CRLReason(reason), critical=False)
         entries.append(entry.build())
@@ -507,17 +449,11 @@ def revoke(
         number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         number = 0
-    _write_crl(pki, ca, entries, number + 1)
+    certbuilder.write_crl(pki.crl_path(ca), _load_ca(pki, ca).crl(entries, number=number + 1))
     return pki.crl_path(ca)
 
 
 # --- internals ------------------------------------------------------------
-
-
-def _now() -> datetime:
-    # X.509 times have one-second resolution; dropping microseconds keeps the
-    # values we compare identical to the ones we encode.
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _ca_stem(ca: CaName) -> str:
@@ -533,69 +469,17 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _name(attributes: Iterable[tuple[x509.ObjectIdentifier, str]]) -> x509.Name:
-    return x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes])
-
-
-def _ku(
-    *,
-    digital_signature: bool = False,
-    content_commitment: bool = False,
-    cert_sign: bool = False,
-) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=content_commitment,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _create_ca(pki: DevPki, ca: CaName, now: datetime) -> None:
+def _create_ca(pki: DevPki, ca: CaName) -> None:
     profile = _CA_PROFILES[_ca_stem(ca)]
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = _name(
-        [
-            (NameOID.COUNTRY_NAME, "FR"),
-            (NameOID.ORGANIZATION_NAME, profile.organization),
-            (NameOID.COMMON_NAME, profile.common_name),
-        ]
+    authority = CertificateAuthority.create(
+        certbuilder.name(profile.common_name, organization=profile.organization, country="FR")
     )
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + _CA_LIFETIME)
-        # pathlen 0: these CAs issue end entities only, as the real card CAs'
-        # issuing tier does; an intermediate under them would be refused.
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_ku(cert_sign=True), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    _write_pair(pki.ca_cert_path(ca), pki.ca_key_path(ca), cert, key)
-    _write_crl(pki, ca, [], 1)
+    authority.write(pki.ca_cert_path(ca), pki.ca_key_path(ca))
+    certbuilder.write_crl(pki.crl_path(ca), authority.crl(number=1))
 
 
-def _load_ca(pki: DevPki, ca: CaName) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    cert = x509.load_pem_x509_certificate(pki.ca_cert_path(ca).read_bytes())
-    key = serialization.load_pem_private_key(pki.ca_key_path(ca).read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise TypeError(f"{pki.ca_key_path(ca)} is not an EC private key")
-    return cert, key
+def _load_ca(pki: DevPki, ca: CaName) -> CertificateAuthority:
+    return CertificateAuthority.load(pki.ca_cert_path(ca), pki.ca_key_path(ca))
 
 
 def _issuing_ca(pki: DevPki, cert: x509.Certificate) -> CaName:
@@ -607,31 +491,6 @@ def _issuing_ca(pki: DevPki, cert: x509.Certificate) -> CaName:
             continue
         return ca
     raise ValueError(f"no CA of {pki.root} issued {cert.subject.rfc4514_string()}")
-
-
-def _leaf_builder(
-    subject: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    ca_cert: x509.Certificate,
-    not_before: datetime,
-    not_after: datetime,
-) -> x509.CertificateBuilder:
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-    )
 
 
 def _existing_entries(
@@ -648,64 +507,3 @@ def _existing_entries(
         for extension in revoked.extensions:
             entry = entry.add_extension(extension.value, critical=extension.critical)
         yield entry.build()
-
-
-def _write_crl(
-    pki: DevPki,
-    ca: CaName,
-    entries: Sequence[x509.RevokedCertificate],
-    number: int,
-) -> None:
-    ca_cert, ca_key = _load_ca(pki, ca)
-    # Backdated like certificates: a CRL whose thisUpdate is ahead of the
-    # verifier's clock is "not yet valid" and fails every handshake.
-    this_update = _now() - _BACKDATE
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_cert.subject)
-        .last_update(this_update)
-        .next_update(this_update + _BACKDATE + _CRL_LIFETIME)
-        .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-    )
-    for entry in entries:
-        builder = builder.add_revoked_certificate(entry)
-    crl = builder.sign(ca_key, hashes.SHA256())
-    _atomic_write(pki.crl_path(ca), crl.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _write_pair(
-    cert_path: Path,
-    key_path: Path,
-    cert: x509.Certificate,
-    key: ec.EllipticCurvePrivateKey,
-) -> None:
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    _atomic_write(key_path, key_pem, 0o600)
-    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    # A server may be reading a CRL while the operator revokes: readers must
-    # see the old file or the new one, never half of it. The temporary file
-    # is created with its final mode so a key is never briefly world-readable.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 import logging
 import re
 import socket
@@ -18,13 +17,12 @@ from typing import Any, TypeVar
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from palais.gateway.imap import start_imap_server
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import Identity, Role
+from palais.pki import certbuilder
+from palais.pki.certbuilder import CertificateAuthority, Validity
 from tests.imap.fake_store import FakeStore
 
 T = TypeVar("T")
@@ -58,79 +56,38 @@ class Pki:
         return ctx
 
 
-def _write(
-    path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
-) -> tuple[Path, Path]:
-    cert_path = path.with_suffix(".crt")
-    key_path = path.with_suffix(".key")
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def _issue(
-    subject: str,
-    issuer: x509.Name | None,
-    issuer_key: ec.EllipticCurvePrivateKey | None,
-    *,
-    ca: bool = False,
-    san: list[x509.GeneralName] | None = None,
-    client: bool = False,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-    else:
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    return cert, key
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("imap-pki")
-    ca_cert, ca_key = _issue("Test CA", None, None, ca=True)
-    server_cert, server_key = _issue(
-        "localhost",
-        ca_cert.subject,
-        ca_key,
-        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    validity = Validity.lasting(dt.timedelta(days=1))
+    ca = CertificateAuthority.create(certbuilder.name("Test CA"), validity=validity)
+    certbuilder.write_certificate(root / "ca.crt", ca.cert)
+    ca.issue(
+        certbuilder.name("localhost"),
+        profile=certbuilder.SERVER,
+        dns_names=["localhost"],
+        ips=["127.0.0.1"],
+        validity=validity,
+    ).write(root / "server.crt", root / "server.key")
+    for stem, common_name, address in (
+        ("client", "Maître Test", ADDRESS),
+        ("stranger", "Stranger", STRANGER),
+    ):
+        ca.issue(
+            certbuilder.name(common_name),
+            profile=certbuilder.CLIENT,
+            emails=[address],
+            validity=validity,
+        ).write(root / f"{stem}.crt", root / f"{stem}.key")
+    return Pki(
+        ca=root / "ca.crt",
+        server_cert=root / "server.crt",
+        server_key=root / "server.key",
+        client_cert=root / "client.crt",
+        client_key=root / "client.key",
+        stranger_cert=root / "stranger.crt",
+        stranger_key=root / "stranger.key",
     )
-    client_cert, client_key = _issue(
-        "Maître Test", ca_cert.subject, ca_key, san=[x509.RFC822Name(ADDRESS)], client=True
-    )
-    stranger_cert, stranger_key = _issue(
-        "Stranger", ca_cert.subject, ca_key, san=[x509.RFC822Name(STRANGER)], client=True
-    )
-    ca_path, _ = _write(root / "ca", ca_cert, ca_key)
-    s_cert, s_key = _write(root / "server", server_cert, server_key)
-    c_cert, c_key = _write(root / "client", client_cert, client_key)
-    x_cert, x_key = _write(root / "stranger", stranger_cert, stranger_key)
-    return Pki(ca_path, s_cert, s_key, c_cert, c_key, x_cert, x_key)
 
 
 async def resolve_identity(der: bytes) -> Identity:
@@ -144,7 +101,7 @@ async def resolve_identity(der: bytes) -> Identity:
         address=ADDRESS,
         role=Role.AVOCAT,
         display_name="Maître Test",
-        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        fingerprint=certbuilder.fingerprint(cert),
         mailbox_owner=ADDRESS,
     )
 

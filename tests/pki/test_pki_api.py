@@ -15,7 +15,7 @@ def test_exported_members_exist_and_are_public() -> None:
     for name in palais.pki.__all__:
         assert hasattr(palais.pki, name), name
     public = {n for n in vars(palais.pki) if not n.startswith("_")}
-    modules = {"devpki", "identify", "tls", "annotations"}
+    modules = {"certbuilder", "devpki", "identify", "tls", "annotations"}
     assert public - modules == set(palais.pki.__all__)
 
 

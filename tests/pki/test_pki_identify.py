@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -22,10 +21,12 @@ from palais.pki import (
     IssuedIdentity,
     TrustAnchors,
     TrustConfigError,
+    certbuilder,
     create_dev_pki,
     issue_identity,
     revoke,
 )
+from palais.pki.certbuilder import CertificateAuthority
 
 
 def der_of(path: Path) -> bytes:
@@ -60,19 +61,17 @@ def craft(
     ``issuer_name_from`` writes another CA's name as issuer while still
     signing with ``ca``'s key: a forgery by name.
     """
-    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert_path(ca).read_bytes())
-    ca_key = serialization.load_pem_private_key(pki.ca_key_path(ca).read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    authority = CertificateAuthority.load(pki.ca_cert_path(ca), pki.ca_key_path(ca))
     issuer_cert = (
         x509.load_pem_x509_certificate(pki.ca_cert_path(issuer_name_from).read_bytes())
         if issuer_name_from is not None
-        else ca_cert
+        else authority.cert
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = certbuilder.new_key()
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(oid, v) for oid, v in subject]))
+        .subject_name(certbuilder.name_of(subject))
         .issuer_name(issuer_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -85,7 +84,7 @@ def craft(
         builder = builder.add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
     if customize is not None:
         builder = customize(builder)
-    return builder.sign(ca_key, hashes.SHA256()).public_bytes(Encoding.DER)
+    return builder.sign(authority.key, hashes.SHA256()).public_bytes(Encoding.DER)
 
 
 LAWYER_SUBJECT = [
