@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from prometheus_client import Histogram
 
 from palais.gateway.imap import codes
 from palais.gateway.imap.commands import REGISTRY
@@ -60,6 +63,7 @@ class Session:
         "_closing",
         "_out",
         "_pending_bytes",
+        "_timers",
         "_waiting_since",
         "_watchdog",
         "access",
@@ -92,6 +96,7 @@ class Session:
     ) -> None:
         self.reader = reader
         self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self._timers = _command_timers(self.metrics)
         self.transport = transport
         self.access = access
         self.log = log
@@ -274,9 +279,12 @@ class Session:
             await self._execute(handler, tag, args)
         finally:
             # Labelled by the registry's name, never by what the client sent.
-            self.metrics.imap_command_seconds.labels(handler.name).observe(
-                time.perf_counter() - started
-            )
+            timer = self._timers.get(handler.name)
+            if timer is None:
+                timer = self._timers[handler.name] = self.metrics.imap_command_seconds.labels(
+                    handler.name
+                )
+            timer.observe(time.perf_counter() - started)
 
     async def _execute(self, handler: Handler, tag: bytes, args: Args) -> None:
         name = handler.name
@@ -323,6 +331,20 @@ class Session:
             # paths, SQL or another user's data.
             self.log.exception("imap command failed identity=%s", self.identity_address or "-")
             return Reply(b"NO", "Internal error", codes.SERVERBUG)
+
+
+# Each command name's histogram child, per metrics registry and shared by its
+# sessions: finding it by label on every command costs more than the observation.
+_TIMERS: weakref.WeakKeyDictionary[GatewayMetrics, dict[str, Histogram]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _command_timers(metrics: GatewayMetrics) -> dict[str, Histogram]:
+    timers = _TIMERS.get(metrics)
+    if timers is None:
+        timers = _TIMERS[metrics] = {}
+    return timers
 
 
 def _read_tag(args: Args) -> bytes:
