@@ -114,12 +114,20 @@ class SelectedMailbox:
     def remove(self, uids: Sequence[int]) -> list[int]:
         """Drop expunged UIDs; their sequence numbers, highest first, as EXPUNGE wants them."""
         gone = set(uids)
+        if len(gone) > 64:
+            # Many at once (EXPUNGE or MOVE of a whole box): one pass over the
+            # view rather than a bisection per UID.
+            seqs = [i for i, u in enumerate(self.uids, 1) if u in gone]
+            seqs.reverse()
+            if seqs:
+                self.uids = array("I", (u for u in self.uids if u not in gone))
+                self._own_uids = True
+            for uid in gone:
+                self._reported.pop(uid, None)
+            return seqs
         found = [self.seq_of(uid) for uid in gone]
         seqs = sorted((s for s in found if s is not None), reverse=True)
-        if len(seqs) > 64:
-            self.uids = array("I", (u for u in self.uids if u not in gone))
-            self._own_uids = True
-        elif seqs:
+        if seqs:
             if not self._own_uids:
                 self.uids = self.uids[:]
                 self._own_uids = True
