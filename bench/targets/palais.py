@@ -297,7 +297,7 @@ def port_base_hint() -> int:
     same ports; the search starts at a random base.
     """
     first = random.randrange(24000, 50000, 10)
-    for base in [*range(first, 59000, 10), *range(24000, first, 10)]:
+    for base in list(range(first, 59000, 10)) + list(range(24000, first, 10)):
         socks: list[socket.socket] = []
         try:
             for offset in PORT_OFFSETS:

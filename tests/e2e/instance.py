@@ -47,7 +47,7 @@ class Instance:
 
     @property
     def ca(self) -> Path:
-        return self.root / self.demo["ca"]
+        return self.root / str(self.demo["ca"])
 
     def ident(self, name: str) -> dict[str, Any]:
         return dict(self.demo["identities"][name])
@@ -56,10 +56,10 @@ class Instance:
         return str(self.demo["identities"][name]["address"])
 
     def cert(self, name: str) -> Path:
-        return self.root / self.demo["identities"][name]["cert"]
+        return self.root / str(self.demo["identities"][name]["cert"])
 
     def key(self, name: str) -> Path:
-        return self.root / self.demo["identities"][name]["key"]
+        return self.root / str(self.demo["identities"][name]["key"])
 
     @property
     def dossier(self) -> dict[str, Any]:

@@ -33,12 +33,12 @@ def imap(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
     return conn
 
 
-def find(conn: imaplib.IMAP4_SSL, mid: str) -> bytes:
+def find(conn: imaplib.IMAP4_SSL, mid: str) -> str:
     typ, data = conn.uid("SEARCH", "HEADER", "Message-ID", mid)
     assert typ == "OK"
     uids = data[0].split()
     assert len(uids) == 1, data
-    return bytes(uids[0])
+    return str(uids[0].decode())
 
 
 def test_clerk_reads_what_the_lawyer_sent(instance: Instance) -> None:
@@ -134,11 +134,7 @@ def test_imap_tools_client(instance: Instance) -> None:
     with MailBox(
         "localhost", instance.port("imaps"), ssl_context=instance.client_context("greffier1")
     ).login(instance.address("greffier1"), "ignored", initial_folder="INBOX") as mb:
-        subjects = [
-            m.subject
-            for m in mb.fetch(mark_seen=False)
-            if m.headers.get("message-id", ("",))[0] == mid
-        ]
+        subjects = [m.subject for m in mb.fetch(mark_seen=False) if m.obj.get("Message-ID") == mid]
         assert subjects == [f"[{instance.dossier['number']}] imap-tools"]
 
 

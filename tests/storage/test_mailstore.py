@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Connection, text
@@ -14,7 +15,7 @@ from palais.mailbox.boxes import BoxKind
 from palais.mailbox.errors import CannotDoThat, NoSuchMailbox
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
-from palais.mailbox.model import FlagMode, MailboxEvent
+from palais.mailbox.model import FlagMode, MailboxEvent, MessageRecord
 from palais.mailbox.routing import Destination, FilingPlan
 from palais.storage import Storage, open_storage
 from palais.storage.directory import Directory
@@ -68,7 +69,10 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
         st.close()
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -113,7 +117,12 @@ def test_records_of_a_selected_box_follow_its_changes(storage: Storage) -> None:
         # Only UIDs not seen before were looked up in the message rows.
         asked: list[list[int]] = []
         joined = mail._joined_records
-        mail._joined_records = lambda box_id, uids: asked.append(uids) or joined(box_id, uids)  # type: ignore[method-assign]
+
+        def recording(mailbox_id: int, wanted: list[int]) -> list[MessageRecord]:
+            asked.append(wanted)
+            return joined(mailbox_id, wanted)
+
+        mail._joined_records = recording  # type: ignore[method-assign]
         await mail.records(ME, box.id, [1, 3, 4, 5, 6])
         assert asked == []
 

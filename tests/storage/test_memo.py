@@ -49,7 +49,12 @@ def test_forget_removes_every_aspect_from_another_thread() -> None:
     for i in range(200):
         memo.remember(f"{i:064d}", "x", b"1")
         memo.remember(f"{i:064d}", "y", b"2")
-    worker = threading.Thread(target=lambda: [memo.forget(f"{i:064d}") for i in range(0, 200, 2)])
+
+    def forget_evens() -> None:
+        for i in range(0, 200, 2):
+            memo.forget(f"{i:064d}")
+
+    worker = threading.Thread(target=forget_evens)
     worker.start()
     for i in range(200, 400):
         memo.remember(f"{i:064d}", "x", b"3")
