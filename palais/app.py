@@ -20,7 +20,7 @@ from palais.gateway.smtp import PalaisSMTP, SubmissionHandler, make_smtp_factory
 from palais.gateway.tls import TlsServerProtocol, refusal_logger
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.mailbox.errors import NotAllowed
-from palais.mailbox.identity import AnchorGroup, Identity
+from palais.mailbox.identity import Identity, TrustCommunity
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.submission import SubmissionDesk
 from palais.pki.identify import CertificateRefused, TrustAnchors
@@ -30,13 +30,13 @@ from palais.storage import Storage, open_storage
 log = logging.getLogger("palais")
 
 
-def anchor_files(settings: Settings) -> dict[AnchorGroup, Path]:
+def anchor_files(settings: Settings) -> dict[TrustCommunity, Path]:
     t = settings.trust
     return {
-        AnchorGroup.AVOCATS: t.avocats,
-        AnchorGroup.JUSTICE: t.justice,
-        AnchorGroup.JURIDICTIONS: t.juridictions,
-        AnchorGroup.ADMIN: t.admin,
+        TrustCommunity.AVOCATS: t.avocats,
+        TrustCommunity.JUSTICE: t.justice,
+        TrustCommunity.COURT_SYSTEMS: t.juridictions,
+        TrustCommunity.ADMIN: t.admin,
     }
 
 

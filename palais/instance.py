@@ -278,13 +278,13 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
     court = issue_identity(
         pki,
         COURT[0],
-        role=Role.JURIDICTION,
+        role=Role.COURT_SYSTEM,
         common_name=COURT[2],
         organization="Conseil de prud'hommes de Bordeaux",
         address=COURT[1],
     )
     identities[COURT[0]] = {
-        "role": Role.JURIDICTION.value,
+        "role": Role.COURT_SYSTEM.value,
         "address": court.address,
         "cert": rel(court.cert_path),
         "key": rel(court.key_path),
@@ -329,7 +329,7 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
             accounts[COURT[0]] = Directory.add_account(
                 conn,
                 address=COURT[1],
-                role=Role.JURIDICTION,
+                role=Role.COURT_SYSTEM,
                 display_name=COURT[2],
                 fingerprint=fingerprints[COURT[0]],
             )

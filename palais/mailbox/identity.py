@@ -7,28 +7,38 @@ from dataclasses import dataclass
 
 
 class Role(enum.StrEnum):
+    """What an account is; the value is what the directory stores."""
+
     AVOCAT = "avocat"
     COLLABORATEUR = "collaborateur"
     GREFFIER = "greffier"
     MAGISTRAT = "magistrat"
-    JURIDICTION = "juridiction"  # a court's case-management system
+    # A court's case-management system (a machine, e.g. Portalis), not the
+    # court itself: a court ("juridiction") is the name a service and its
+    # dossiers belong to. Stored as "juridiction" before migration 0002.
+    COURT_SYSTEM = "systeme_juridiction"
     ADMIN = "admin"
 
 
-class AnchorGroup(enum.StrEnum):
-    """Which trust anchor vouches for a role: one CA per community."""
+class TrustCommunity(enum.StrEnum):
+    """A community whose certificates one trust anchor (CA) issues.
+
+    The anchor that issued a certificate bounds the roles it may carry
+    (``ROLES_BY_COMMUNITY``). The value names the community's ``[trust]``
+    setting and its anchor and CRL files.
+    """
 
     AVOCATS = "avocats"  # bar council's CA: lawyers and their staff
     JUSTICE = "justice"  # Ministry of Justice: clerks and magistrates
-    JURIDICTIONS = "juridictions"  # court systems' CA (server certificates)
+    COURT_SYSTEMS = "juridictions"  # court systems' CA (server certificates)
     ADMIN = "admin"
 
 
-ROLES_BY_ANCHOR: dict[AnchorGroup, frozenset[Role]] = {
-    AnchorGroup.AVOCATS: frozenset({Role.AVOCAT, Role.COLLABORATEUR}),
-    AnchorGroup.JUSTICE: frozenset({Role.GREFFIER, Role.MAGISTRAT}),
-    AnchorGroup.JURIDICTIONS: frozenset({Role.JURIDICTION}),
-    AnchorGroup.ADMIN: frozenset({Role.ADMIN}),
+ROLES_BY_COMMUNITY: dict[TrustCommunity, frozenset[Role]] = {
+    TrustCommunity.AVOCATS: frozenset({Role.AVOCAT, Role.COLLABORATEUR}),
+    TrustCommunity.JUSTICE: frozenset({Role.GREFFIER, Role.MAGISTRAT}),
+    TrustCommunity.COURT_SYSTEMS: frozenset({Role.COURT_SYSTEM}),
+    TrustCommunity.ADMIN: frozenset({Role.ADMIN}),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Final
 
 from palais.mailbox.boxes import BoxKind
 from palais.mailbox.errors import SenderMismatch
-from palais.mailbox.identity import ROLES_BY_ANCHOR, AnchorGroup, Identity, Role
+from palais.mailbox.identity import ROLES_BY_COMMUNITY, Identity, Role, TrustCommunity
 
 
 class AddresseeKind(enum.Enum):
@@ -61,13 +61,13 @@ class Listener(enum.StrEnum):
 #: community fails the handshake itself: a court system never reaches the
 #: lawyers' listeners, a lawyer never reaches the court listener, and
 #: operators' certificates only open the HTTPS listener.
-LISTENER_COMMUNITIES: Final[Mapping[Listener, frozenset[AnchorGroup]]] = MappingProxyType(
+LISTENER_COMMUNITIES: Final[Mapping[Listener, frozenset[TrustCommunity]]] = MappingProxyType(
     {
-        Listener.SMTPS: frozenset({AnchorGroup.AVOCATS, AnchorGroup.JUSTICE}),
-        Listener.SUBMISSION: frozenset({AnchorGroup.AVOCATS, AnchorGroup.JUSTICE}),
-        Listener.IMAPS: frozenset({AnchorGroup.AVOCATS, AnchorGroup.JUSTICE}),
-        Listener.COURT: frozenset({AnchorGroup.JURIDICTIONS}),
-        Listener.HTTPS: frozenset({AnchorGroup.ADMIN}),
+        Listener.SMTPS: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
+        Listener.SUBMISSION: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
+        Listener.IMAPS: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
+        Listener.COURT: frozenset({TrustCommunity.COURT_SYSTEMS}),
+        Listener.HTTPS: frozenset({TrustCommunity.ADMIN}),
     }
 )
 
@@ -75,7 +75,7 @@ LISTENER_COMMUNITIES: Final[Mapping[Listener, frozenset[AnchorGroup]]] = Mapping
 def listener_roles(listener: Listener) -> frozenset[Role]:
     """The roles whose certificates a listener accepts (from its communities)."""
     return frozenset(
-        role for group in LISTENER_COMMUNITIES[listener] for role in ROLES_BY_ANCHOR[group]
+        role for group in LISTENER_COMMUNITIES[listener] for role in ROLES_BY_COMMUNITY[group]
     )
 
 

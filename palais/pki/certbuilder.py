@@ -132,7 +132,7 @@ EVIDENCE: Final = Profile(
 
 def role_profile(role: Role) -> Profile:
     """The profile of the certificate a role's members present."""
-    return SYSTEM if role is Role.JURIDICTION else CARD
+    return SYSTEM if role is Role.COURT_SYSTEM else CARD
 
 
 @dataclass(frozen=True, slots=True)

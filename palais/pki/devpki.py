@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
-from palais.mailbox.identity import AnchorGroup, Role
+from palais.mailbox.identity import Role, TrustCommunity
 from palais.pki import certbuilder
 from palais.pki.certbuilder import CertificateAuthority, Validity
 
@@ -46,9 +46,9 @@ INFRASTRUCTURE: Final = "infrastructure"
 
 #: A CA that may issue client identities: one of the trusted communities, or
 #: the stranger CA that exists only so tests can present an untrusted chain.
-Issuer: TypeAlias = AnchorGroup | Literal["stranger"]
+Issuer: TypeAlias = TrustCommunity | Literal["stranger"]
 #: Every CA of the development PKI.
-CaName: TypeAlias = AnchorGroup | Literal["infrastructure", "stranger"]
+CaName: TypeAlias = TrustCommunity | Literal["infrastructure", "stranger"]
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -60,19 +60,19 @@ class _CaProfile:
 
 
 _CA_PROFILES: Final[dict[str, _CaProfile]] = {
-    AnchorGroup.AVOCATS: _CaProfile(
+    TrustCommunity.AVOCATS: _CaProfile(
         "AC Avocats - Conseil National des Barreaux (développement)",
         "Conseil National des Barreaux",
     ),
-    AnchorGroup.JUSTICE: _CaProfile(
+    TrustCommunity.JUSTICE: _CaProfile(
         "AC Ministère de la Justice - Agents (développement)",
         "Ministère de la Justice",
     ),
-    AnchorGroup.JURIDICTIONS: _CaProfile(
+    TrustCommunity.COURT_SYSTEMS: _CaProfile(
         "AC Juridictions - Systèmes (développement)",
         "Ministère de la Justice",
     ),
-    AnchorGroup.ADMIN: _CaProfile(
+    TrustCommunity.ADMIN: _CaProfile(
         "AC Palais - Administration (développement)",
         "Palais",
     ),
@@ -86,15 +86,15 @@ _CA_PROFILES: Final[dict[str, _CaProfile]] = {
     ),
 }
 
-_ALL_CAS: Final[tuple[CaName, ...]] = (*AnchorGroup, INFRASTRUCTURE, STRANGER)
+_ALL_CAS: Final[tuple[CaName, ...]] = (*TrustCommunity, INFRASTRUCTURE, STRANGER)
 
-_DEFAULT_ISSUER: Final[dict[Role, AnchorGroup]] = {
-    Role.AVOCAT: AnchorGroup.AVOCATS,
-    Role.COLLABORATEUR: AnchorGroup.AVOCATS,
-    Role.GREFFIER: AnchorGroup.JUSTICE,
-    Role.MAGISTRAT: AnchorGroup.JUSTICE,
-    Role.JURIDICTION: AnchorGroup.JURIDICTIONS,
-    Role.ADMIN: AnchorGroup.ADMIN,
+_DEFAULT_ISSUER: Final[dict[Role, TrustCommunity]] = {
+    Role.AVOCAT: TrustCommunity.AVOCATS,
+    Role.COLLABORATEUR: TrustCommunity.AVOCATS,
+    Role.GREFFIER: TrustCommunity.JUSTICE,
+    Role.MAGISTRAT: TrustCommunity.JUSTICE,
+    Role.COURT_SYSTEM: TrustCommunity.COURT_SYSTEMS,
+    Role.ADMIN: TrustCommunity.ADMIN,
 }
 
 #: The subject ``title`` each role carries on its card; court systems have
@@ -104,7 +104,7 @@ DEFAULT_TITLES: Final[dict[Role, str | None]] = {
     Role.COLLABORATEUR: "COLLABORATEUR",
     Role.GREFFIER: "GREFFIER",
     Role.MAGISTRAT: "MAGISTRAT",
-    Role.JURIDICTION: None,
+    Role.COURT_SYSTEM: None,
     Role.ADMIN: "ADMINISTRATEUR",
 }
 
@@ -113,7 +113,7 @@ _DEFAULT_ORGANIZATIONS: Final[dict[Role, str]] = {
     Role.COLLABORATEUR: "Barreau de Paris",
     Role.GREFFIER: "Ministère de la Justice",
     Role.MAGISTRAT: "Ministère de la Justice",
-    Role.JURIDICTION: "Tribunal judiciaire de Paris",
+    Role.COURT_SYSTEM: "Tribunal judiciaire de Paris",
     Role.ADMIN: "Palais",
 }
 
@@ -129,11 +129,11 @@ class DevPki:
         """What clients trust for the gateway's server certificate."""
         return self.root / "ca.pem"
 
-    def anchor_path(self, group: AnchorGroup) -> Path:
+    def anchor_path(self, group: TrustCommunity) -> Path:
         return self.root / "anchors" / f"{group.value}.pem"
 
-    def anchor_paths(self) -> dict[AnchorGroup, Path]:
-        return {group: self.anchor_path(group) for group in AnchorGroup}
+    def anchor_paths(self) -> dict[TrustCommunity, Path]:
+        return {group: self.anchor_path(group) for group in TrustCommunity}
 
     @property
     def stranger_ca_path(self) -> Path:
@@ -145,7 +145,7 @@ class DevPki:
             return self.ca_path
         if ca == STRANGER:
             return self.stranger_ca_path
-        return self.anchor_path(AnchorGroup(ca))
+        return self.anchor_path(TrustCommunity(ca))
 
     def ca_key_path(self, ca: CaName) -> Path:
         return self.root / "private" / f"{_ca_stem(ca)}.key"
@@ -155,7 +155,7 @@ class DevPki:
 
     def crl_paths(self) -> tuple[Path, ...]:
         """The CRLs of the client-trusted CAs, as the TLS server needs them."""
-        return tuple(self.crl_path(group) for group in AnchorGroup)
+        return tuple(self.crl_path(group) for group in TrustCommunity)
 
     @property
     def server_cert_path(self) -> Path:
@@ -286,7 +286,7 @@ def issue_identity(
     ``issuer`` defaults to the community CA for ``role``; any issuer may be
     forced so that tests can build mis-issued certificates. ``title`` defaults
     to the role's card title; pass ``""`` to leave it out. Court systems
-    (Role.JURIDICTION) get a DNS name (default: the address's domain) and
+    (Role.COURT_SYSTEM) get a DNS name (default: the address's domain) and
     serverAuth as well, since they also accept connections.
     """
     cert_path = pki.identity_cert_path(name)
@@ -298,7 +298,7 @@ def issue_identity(
     mail = address.strip()
     if mail.count("@") != 1 or mail.startswith("@") or mail.endswith("@"):
         raise ValueError(f"not an e-mail address: {address!r}")
-    is_system = role is Role.JURIDICTION
+    is_system = role is Role.COURT_SYSTEM
     if common_name is None:
         if is_system:
             common_name = name
@@ -397,7 +397,7 @@ def issue_sample_identities(pki: DevPki) -> dict[str, IssuedIdentity]:
     samples["juridiction"] = issue_identity(
         pki,
         "juridiction",
-        role=Role.JURIDICTION,
+        role=Role.COURT_SYSTEM,
         common_name="Portalis TJ Paris",
         organization="Tribunal judiciaire de Paris",
         address="portalis@tj-paris.justice.fr",
@@ -457,7 +457,7 @@ def revoke(
 
 
 def _ca_stem(ca: CaName) -> str:
-    return ca.value if isinstance(ca, AnchorGroup) else ca
+    return ca.value if isinstance(ca, TrustCommunity) else ca
 
 
 def _check_name(name: str) -> str:

@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from palais.mailbox.identity import (
-    ROLES_BY_ANCHOR,
-    AnchorGroup,
+    ROLES_BY_COMMUNITY,
     CertificateIdentity,
     Role,
+    TrustCommunity,
 )
 
 __all__ = [
@@ -57,21 +57,21 @@ class TrustConfigError(ValueError):
 
 
 #: Card titles and the role each one claims. Which anchor may vouch for which
-#: role is ROLES_BY_ANCHOR's business, not this table's.
+#: role is ROLES_BY_COMMUNITY's business, not this table's.
 TITLE_ROLES: Final[Mapping[str, Role]] = {
     "AVOCAT": Role.AVOCAT,
     "COLLABORATEUR": Role.COLLABORATEUR,
     "GREFFIER": Role.GREFFIER,
     "MAGISTRAT": Role.MAGISTRAT,
     "ADMINISTRATEUR": Role.ADMIN,
-    "JURIDICTION": Role.JURIDICTION,
+    "JURIDICTION": Role.COURT_SYSTEM,
 }
 
 # Communities whose certificates name a single kind of holder: the title is
 # optional there (court system certificates carry none).
-_IMPLIED_ROLE: Final[Mapping[AnchorGroup, Role]] = {
-    AnchorGroup.JURIDICTIONS: Role.JURIDICTION,
-    AnchorGroup.ADMIN: Role.ADMIN,
+_IMPLIED_ROLE: Final[Mapping[TrustCommunity, Role]] = {
+    TrustCommunity.COURT_SYSTEMS: Role.COURT_SYSTEM,
+    TrustCommunity.ADMIN: Role.ADMIN,
 }
 
 # The address ends up in SMTP envelopes and headers: anything that could
@@ -101,7 +101,7 @@ _SIGNING_KEYS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class _Anchor:
-    group: AnchorGroup
+    group: TrustCommunity
     cert: x509.Certificate
     label: str  # the anchor's subject, for log reasons
     not_before: datetime
@@ -146,12 +146,12 @@ class TrustAnchors:
 
     def __init__(
         self,
-        anchors: Mapping[AnchorGroup, Path],
+        anchors: Mapping[TrustCommunity, Path],
         crls: Sequence[Path],
         *,
         cache_size: int = _DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._anchor_paths = {AnchorGroup(group): Path(p) for group, p in anchors.items()}
+        self._anchor_paths = {TrustCommunity(group): Path(p) for group, p in anchors.items()}
         self._crl_paths = tuple(Path(p) for p in crls)
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -196,7 +196,7 @@ class TrustAnchors:
         return verified.identity
 
 
-def _load(anchor_paths: Mapping[AnchorGroup, Path], crl_paths: Sequence[Path]) -> _Snapshot:
+def _load(anchor_paths: Mapping[TrustCommunity, Path], crl_paths: Sequence[Path]) -> _Snapshot:
     anchors: list[_Anchor] = []
     for group, path in anchor_paths.items():
         for cert in _read_certificates(path):
@@ -395,7 +395,7 @@ def _check_time_and_revocation(verified: _Verified, snapshot: _Snapshot, now: da
         )
 
 
-def _role(subject: x509.Name, group: AnchorGroup) -> Role:
+def _role(subject: x509.Name, group: TrustCommunity) -> Role:
     title = _single(subject, NameOID.TITLE)
     if title is None:
         implied = _IMPLIED_ROLE.get(group)
@@ -405,7 +405,7 @@ def _role(subject: x509.Name, group: AnchorGroup) -> Role:
     role = TITLE_ROLES.get(title.strip().upper())
     if role is None:
         raise CertificateRefused(f"unknown title {title!r}")
-    if role not in ROLES_BY_ANCHOR[group]:
+    if role not in ROLES_BY_COMMUNITY[group]:
         raise CertificateRefused(f"title {title!r} is not allowed for the {group} anchor")
     return role
 

@@ -93,8 +93,8 @@ def test_profiles(
 
 
 def test_role_profiles() -> None:
-    assert certbuilder.role_profile(Role.JURIDICTION) is certbuilder.SYSTEM
-    for role in set(Role) - {Role.JURIDICTION}:
+    assert certbuilder.role_profile(Role.COURT_SYSTEM) is certbuilder.SYSTEM
+    for role in set(Role) - {Role.COURT_SYSTEM}:
         assert certbuilder.role_profile(role) is certbuilder.CARD
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from palais.mailbox.identity import AnchorGroup, Role
+from palais.mailbox.identity import Role, TrustCommunity
 from palais.pki import (
     DevPki,
     IssuedIdentity,
@@ -27,10 +27,10 @@ from palais.pki import (
 )
 
 CA_NAMES = {
-    AnchorGroup.AVOCATS: "AC Avocats - Conseil National des Barreaux (développement)",
-    AnchorGroup.JUSTICE: "AC Ministère de la Justice - Agents (développement)",
-    AnchorGroup.JURIDICTIONS: "AC Juridictions - Systèmes (développement)",
-    AnchorGroup.ADMIN: "AC Palais - Administration (développement)",
+    TrustCommunity.AVOCATS: "AC Avocats - Conseil National des Barreaux (développement)",
+    TrustCommunity.JUSTICE: "AC Ministère de la Justice - Agents (développement)",
+    TrustCommunity.COURT_SYSTEMS: "AC Juridictions - Systèmes (développement)",
+    TrustCommunity.ADMIN: "AC Palais - Administration (développement)",
 }
 
 
@@ -63,8 +63,8 @@ def assert_p256_sha256(cert: x509.Certificate) -> None:
 # --- CAs ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("group", list(AnchorGroup))
-def test_community_ca_profile(shared_pki: DevPki, group: AnchorGroup) -> None:
+@pytest.mark.parametrize("group", list(TrustCommunity))
+def test_community_ca_profile(shared_pki: DevPki, group: TrustCommunity) -> None:
     ca = cert_at(shared_pki.anchor_path(group))
     assert attr(ca.subject, NameOID.COMMON_NAME) == [CA_NAMES[group]]
     assert attr(ca.subject, NameOID.COUNTRY_NAME) == ["FR"]
@@ -140,12 +140,12 @@ def test_person_issued_by_the_role_community(
     shared_pki: DevPki, samples: dict[str, IssuedIdentity]
 ) -> None:
     expected = {
-        "avocat": AnchorGroup.AVOCATS,
-        "collaborateur": AnchorGroup.AVOCATS,
-        "greffier": AnchorGroup.JUSTICE,
-        "magistrat": AnchorGroup.JUSTICE,
-        "juridiction": AnchorGroup.JURIDICTIONS,
-        "admin": AnchorGroup.ADMIN,
+        "avocat": TrustCommunity.AVOCATS,
+        "collaborateur": TrustCommunity.AVOCATS,
+        "greffier": TrustCommunity.JUSTICE,
+        "magistrat": TrustCommunity.JUSTICE,
+        "juridiction": TrustCommunity.COURT_SYSTEMS,
+        "admin": TrustCommunity.ADMIN,
     }
     for name, group in expected.items():
         cert = cert_at(samples[name].cert_path)
@@ -256,15 +256,15 @@ def test_layout_and_permissions(shared_pki: DevPki, samples: dict[str, IssuedIde
 
 def test_anchor_and_crl_helpers(shared_pki: DevPki) -> None:
     assert shared_pki.anchor_paths() == {
-        group: shared_pki.root / "anchors" / f"{group.value}.pem" for group in AnchorGroup
+        group: shared_pki.root / "anchors" / f"{group.value}.pem" for group in TrustCommunity
     }
     assert shared_pki.crl_paths() == tuple(
-        shared_pki.root / "crl" / f"{group.value}.pem" for group in AnchorGroup
+        shared_pki.root / "crl" / f"{group.value}.pem" for group in TrustCommunity
     )
 
 
-@pytest.mark.parametrize("group", list(AnchorGroup))
-def test_every_trusted_ca_has_an_empty_crl(shared_pki: DevPki, group: AnchorGroup) -> None:
+@pytest.mark.parametrize("group", list(TrustCommunity))
+def test_every_trusted_ca_has_an_empty_crl(shared_pki: DevPki, group: TrustCommunity) -> None:
     crl = crl_at(shared_pki.crl_path(group))
     ca = cert_at(shared_pki.anchor_path(group))
     assert crl.issuer == ca.subject
@@ -283,16 +283,16 @@ def test_load_dev_pki_reopens(shared_pki: DevPki) -> None:
 
 
 def test_load_dev_pki_names_missing_files(pki: DevPki) -> None:
-    pki.crl_path(AnchorGroup.JUSTICE).unlink()
+    pki.crl_path(TrustCommunity.JUSTICE).unlink()
     with pytest.raises(FileNotFoundError, match=r"crl/justice\.pem"):
         load_dev_pki(pki.root)
 
 
 def test_create_refuses_to_overwrite(pki: DevPki) -> None:
-    before = pki.anchor_path(AnchorGroup.AVOCATS).read_bytes()
+    before = pki.anchor_path(TrustCommunity.AVOCATS).read_bytes()
     with pytest.raises(FileExistsError):
         create_dev_pki(pki.root)
-    assert pki.anchor_path(AnchorGroup.AVOCATS).read_bytes() == before
+    assert pki.anchor_path(TrustCommunity.AVOCATS).read_bytes() == before
 
 
 # --- issuing -------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_revoke_adds_to_the_issuers_crl(pki: DevPki) -> None:
         pki, "g1", role=Role.GREFFIER, given_name="G", surname="Un", address="g1@justice.fr"
     )
     path = revoke(pki, first.cert_path)
-    assert path == pki.crl_path(AnchorGroup.AVOCATS)
+    assert path == pki.crl_path(TrustCommunity.AVOCATS)
     revoke(pki, second.cert_path, reason=x509.ReasonFlags.key_compromise)
     revoke(pki, first.cert_path)  # idempotent
 
@@ -370,10 +370,10 @@ def test_revoke_adds_to_the_issuers_crl(pki: DevPki) -> None:
         x509.ReasonFlags.key_compromise
     )
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 4
-    key = cert_at(pki.anchor_path(AnchorGroup.AVOCATS)).public_key()
+    key = cert_at(pki.anchor_path(TrustCommunity.AVOCATS)).public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)
     assert crl.is_signature_valid(key)
-    assert len(crl_at(pki.crl_path(AnchorGroup.JUSTICE))) == 0
+    assert len(crl_at(pki.crl_path(TrustCommunity.JUSTICE))) == 0
     assert cert_at(clerk.cert_path).serial_number not in serials
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from palais.mailbox.identity import AnchorGroup, CertificateIdentity, Role
+from palais.mailbox.identity import CertificateIdentity, Role, TrustCommunity
 from palais.pki import (
     CaName,
     CertificateRefused,
@@ -107,7 +107,7 @@ CLIENT = [ExtendedKeyUsageOID.CLIENT_AUTH]
         ("collaborateur", Role.COLLABORATEUR, "Lucas MARTIN", "CNB-75-054321"),
         ("greffier", Role.GREFFIER, "Nadia BERNARD", "MJ-A-104233"),
         ("magistrat", Role.MAGISTRAT, "Paul LEFÈVRE", "MJ-M-009871"),
-        ("juridiction", Role.JURIDICTION, "Portalis TJ Paris", None),
+        ("juridiction", Role.COURT_SYSTEM, "Portalis TJ Paris", None),
         ("admin", Role.ADMIN, "Inès MOREAU", "PAL-ADM-0001"),
     ],
 )
@@ -158,11 +158,11 @@ def test_title_is_optional_for_single_role_communities(pki: DevPki) -> None:
         pki, "adm", role=Role.ADMIN, given_name="A", surname="B", address="a@palais.fr", title=""
     )
     system = issue_identity(
-        pki, "cph", role=Role.JURIDICTION, common_name="CPH Bordeaux", address="cph@j.fr"
+        pki, "cph", role=Role.COURT_SYSTEM, common_name="CPH Bordeaux", address="cph@j.fr"
     )
     anchors = anchors_of(pki)
     assert anchors.identify(der_of(admin.cert_path)).role is Role.ADMIN
-    assert anchors.identify(der_of(system.cert_path)).role is Role.JURIDICTION
+    assert anchors.identify(der_of(system.cert_path)).role is Role.COURT_SYSTEM
 
 
 def test_title_matching_ignores_case(pki: DevPki) -> None:
@@ -194,7 +194,7 @@ def test_forged_issuer_name_is_refused(pki: DevPki) -> None:
         LAWYER_SUBJECT,
         sans=LAWYER_SAN,
         purposes=CLIENT,
-        issuer_name_from=AnchorGroup.AVOCATS,
+        issuer_name_from=TrustCommunity.AVOCATS,
     )
     assert "not issued by a trust anchor" in refusal(anchors_of(pki), der)
 
@@ -209,15 +209,15 @@ def test_server_certificate_is_not_a_client(shared_pki: DevPki) -> None:
 @pytest.mark.parametrize(
     ("issuer", "role", "title"),
     [
-        (AnchorGroup.AVOCATS, Role.GREFFIER, "GREFFIER"),
-        (AnchorGroup.AVOCATS, Role.ADMIN, "ADMINISTRATEUR"),
-        (AnchorGroup.JUSTICE, Role.AVOCAT, "AVOCAT"),
-        (AnchorGroup.ADMIN, Role.MAGISTRAT, "MAGISTRAT"),
-        (AnchorGroup.JURIDICTIONS, Role.AVOCAT, "AVOCAT"),
+        (TrustCommunity.AVOCATS, Role.GREFFIER, "GREFFIER"),
+        (TrustCommunity.AVOCATS, Role.ADMIN, "ADMINISTRATEUR"),
+        (TrustCommunity.JUSTICE, Role.AVOCAT, "AVOCAT"),
+        (TrustCommunity.ADMIN, Role.MAGISTRAT, "MAGISTRAT"),
+        (TrustCommunity.COURT_SYSTEMS, Role.AVOCAT, "AVOCAT"),
     ],
 )
 def test_title_not_allowed_for_anchor_is_refused(
-    pki: DevPki, issuer: AnchorGroup, role: Role, title: str
+    pki: DevPki, issuer: TrustCommunity, role: Role, title: str
 ) -> None:
     issued = issue_identity(
         pki,
@@ -245,11 +245,11 @@ def test_unknown_title_is_refused(pki: DevPki) -> None:
     assert "unknown title" in refusal(anchors_of(pki), der_of(issued.cert_path))
 
 
-@pytest.mark.parametrize("group", [AnchorGroup.AVOCATS, AnchorGroup.JUSTICE])
+@pytest.mark.parametrize("group", [TrustCommunity.AVOCATS, TrustCommunity.JUSTICE])
 def test_missing_title_is_refused_where_it_decides_the_role(
-    pki: DevPki, group: AnchorGroup
+    pki: DevPki, group: TrustCommunity
 ) -> None:
-    role = Role.AVOCAT if group is AnchorGroup.AVOCATS else Role.GREFFIER
+    role = Role.AVOCAT if group is TrustCommunity.AVOCATS else Role.GREFFIER
     issued = issue_identity(
         pki, "untitled", role=role, given_name="A", surname="B", address="a@b.fr", title=""
     )
@@ -258,14 +258,14 @@ def test_missing_title_is_refused_where_it_decides_the_role(
 
 def test_two_titles_are_refused(pki: DevPki) -> None:
     subject = [*LAWYER_SUBJECT, (NameOID.TITLE, "COLLABORATEUR")]
-    der = craft(pki, AnchorGroup.AVOCATS, subject, sans=LAWYER_SAN, purposes=CLIENT)
+    der = craft(pki, TrustCommunity.AVOCATS, subject, sans=LAWYER_SAN, purposes=CLIENT)
     assert "several" in refusal(anchors_of(pki), der)
 
 
 def test_missing_email_is_refused(pki: DevPki) -> None:
-    without_san = craft(pki, AnchorGroup.AVOCATS, LAWYER_SUBJECT, purposes=CLIENT)
+    without_san = craft(pki, TrustCommunity.AVOCATS, LAWYER_SUBJECT, purposes=CLIENT)
     dns_only = craft(
-        pki, AnchorGroup.AVOCATS, LAWYER_SUBJECT, sans=[x509.DNSName("a.fr")], purposes=CLIENT
+        pki, TrustCommunity.AVOCATS, LAWYER_SUBJECT, sans=[x509.DNSName("a.fr")], purposes=CLIENT
     )
     anchors = anchors_of(pki)
     assert "no e-mail address" in refusal(anchors, without_san)
@@ -274,28 +274,32 @@ def test_missing_email_is_refused(pki: DevPki) -> None:
 
 def test_two_emails_are_refused(pki: DevPki) -> None:
     sans: list[x509.GeneralName] = [x509.RFC822Name("a@b.fr"), x509.RFC822Name("c@d.fr")]
-    der = craft(pki, AnchorGroup.AVOCATS, LAWYER_SUBJECT, sans=sans, purposes=CLIENT)
+    der = craft(pki, TrustCommunity.AVOCATS, LAWYER_SUBJECT, sans=sans, purposes=CLIENT)
     assert "several e-mail addresses" in refusal(anchors_of(pki), der)
 
 
 @pytest.mark.parametrize("address", ["a@b.fr>\r\nBcc: x@y.fr", "no-at-sign", "a b@c.fr"])
 def test_unsafe_email_is_refused(pki: DevPki, address: str) -> None:
     der = craft(
-        pki, AnchorGroup.AVOCATS, LAWYER_SUBJECT, sans=[x509.RFC822Name(address)], purposes=CLIENT
+        pki,
+        TrustCommunity.AVOCATS,
+        LAWYER_SUBJECT,
+        sans=[x509.RFC822Name(address)],
+        purposes=CLIENT,
     )
     assert "addr-spec" in refusal(anchors_of(pki), der)
 
 
 def test_control_characters_in_name_are_refused(pki: DevPki) -> None:
     subject = [*LAWYER_SUBJECT[:-1], (NameOID.COMMON_NAME, "Camille\r\nBcc: x@y.fr")]
-    der = craft(pki, AnchorGroup.AVOCATS, subject, sans=LAWYER_SAN, purposes=CLIENT)
+    der = craft(pki, TrustCommunity.AVOCATS, subject, sans=LAWYER_SAN, purposes=CLIENT)
     assert "control character" in refusal(anchors_of(pki), der)
 
 
 def test_wrong_purpose_is_refused(pki: DevPki) -> None:
     server_only = craft(
         pki,
-        AnchorGroup.AVOCATS,
+        TrustCommunity.AVOCATS,
         LAWYER_SUBJECT,
         sans=LAWYER_SAN,
         purposes=[ExtendedKeyUsageOID.SERVER_AUTH],
@@ -309,7 +313,7 @@ def test_ca_certificate_is_not_a_client(pki: DevPki) -> None:
 
     der = craft(
         pki,
-        AnchorGroup.AVOCATS,
+        TrustCommunity.AVOCATS,
         LAWYER_SUBJECT,
         sans=LAWYER_SAN,
         purposes=CLIENT,
@@ -326,7 +330,7 @@ def test_unknown_critical_extension_is_refused(pki: DevPki) -> None:
         return builder.add_extension(extension, critical=True)
 
     der = craft(
-        pki, AnchorGroup.AVOCATS, LAWYER_SUBJECT, sans=LAWYER_SAN, purposes=CLIENT, customize=odd
+        pki, TrustCommunity.AVOCATS, LAWYER_SUBJECT, sans=LAWYER_SAN, purposes=CLIENT, customize=odd
     )
     assert "unknown critical extension" in refusal(anchors_of(pki), der)
 
@@ -405,7 +409,7 @@ def test_failed_reload_keeps_previous_state(pki: DevPki) -> None:
         pki, "ok", role=Role.AVOCAT, given_name="A", surname="B", address="ok@b.fr"
     )
     anchors = anchors_of(pki)
-    pki.crl_path(AnchorGroup.JUSTICE).write_text("not a CRL")
+    pki.crl_path(TrustCommunity.JUSTICE).write_text("not a CRL")
     with pytest.raises(TrustConfigError, match=r"justice\.pem"):
         anchors.reload()
     assert anchors.identify(der_of(issued.cert_path)).role is Role.AVOCAT
@@ -415,7 +419,7 @@ def test_failed_reload_keeps_previous_state(pki: DevPki) -> None:
 
 
 def test_every_anchor_needs_a_crl(pki: DevPki) -> None:
-    crls = [p for p in pki.crl_paths() if p != pki.crl_path(AnchorGroup.ADMIN)]
+    crls = [p for p in pki.crl_paths() if p != pki.crl_path(TrustCommunity.ADMIN)]
     with pytest.raises(TrustConfigError, match="no CRL configured"):
         TrustAnchors(pki.anchor_paths(), crls)
 
@@ -427,20 +431,20 @@ def test_crl_of_an_unknown_ca_is_an_error(pki: DevPki) -> None:
 
 
 def test_anchor_must_be_a_ca(pki: DevPki, samples: dict[str, IssuedIdentity]) -> None:
-    anchors = {**pki.anchor_paths(), AnchorGroup.ADMIN: samples["admin"].cert_path}
+    anchors = {**pki.anchor_paths(), TrustCommunity.ADMIN: samples["admin"].cert_path}
     with pytest.raises(TrustConfigError, match="not a CA certificate"):
         TrustAnchors(anchors, pki.crl_paths())
 
 
 def test_one_ca_for_two_communities_is_an_error(pki: DevPki) -> None:
-    anchors = {**pki.anchor_paths(), AnchorGroup.ADMIN: pki.anchor_path(AnchorGroup.AVOCATS)}
-    crls = [p for p in pki.crl_paths() if p != pki.crl_path(AnchorGroup.ADMIN)]
+    anchors = {**pki.anchor_paths(), TrustCommunity.ADMIN: pki.anchor_path(TrustCommunity.AVOCATS)}
+    crls = [p for p in pki.crl_paths() if p != pki.crl_path(TrustCommunity.ADMIN)]
     with pytest.raises(TrustConfigError, match="both"):
         TrustAnchors(anchors, crls)
 
 
 def test_missing_anchor_file_is_an_error(pki: DevPki, tmp_path: Path) -> None:
-    anchors = {**pki.anchor_paths(), AnchorGroup.ADMIN: tmp_path / "absent.pem"}
+    anchors = {**pki.anchor_paths(), TrustCommunity.ADMIN: tmp_path / "absent.pem"}
     with pytest.raises(TrustConfigError, match=r"absent\.pem"):
         TrustAnchors(anchors, pki.crl_paths())
 
@@ -451,12 +455,12 @@ def test_anchor_file_may_hold_several_cas(pki: DevPki, tmp_path: Path) -> None:
     other = create_dev_pki(tmp_path / "other")
     bundle = tmp_path / "avocats-bundle.pem"
     bundle.write_bytes(
-        pki.anchor_path(AnchorGroup.AVOCATS).read_bytes()
-        + other.anchor_path(AnchorGroup.AVOCATS).read_bytes()
+        pki.anchor_path(TrustCommunity.AVOCATS).read_bytes()
+        + other.anchor_path(TrustCommunity.AVOCATS).read_bytes()
     )
     anchors = TrustAnchors(
-        {**pki.anchor_paths(), AnchorGroup.AVOCATS: bundle},
-        [*pki.crl_paths(), other.crl_path(AnchorGroup.AVOCATS)],
+        {**pki.anchor_paths(), TrustCommunity.AVOCATS: bundle},
+        [*pki.crl_paths(), other.crl_path(TrustCommunity.AVOCATS)],
     )
     for source in (pki, other):
         issued = issue_identity(

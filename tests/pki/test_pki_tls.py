@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from palais.mailbox.identity import AnchorGroup, CertificateIdentity, Role
+from palais.mailbox.identity import CertificateIdentity, Role, TrustCommunity
 from palais.pki import (
     CertificateRefused,
     DevPki,
@@ -311,7 +311,7 @@ def test_client_rejects_a_server_from_another_ca(
 ) -> None:
     # Trusting a client anchor instead of ca.pem: the server cert must fail.
     client = client_context(
-        shared_pki.anchor_path(AnchorGroup.AVOCATS),
+        shared_pki.anchor_path(TrustCommunity.AVOCATS),
         samples["avocat"].cert_path,
         samples["avocat"].key_path,
     )

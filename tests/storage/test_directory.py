@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Table, func, select
+from alembic import command
+from sqlalchemy import Table, func, select, text
 
 from palais.mailbox.enrolment import EnrolmentRefused, ReferredToOperator
 from palais.mailbox.identity import CertificateIdentity, Role
 from palais.mailbox.routing import AddresseeKind
 from palais.storage import Storage, open_storage, schema
 from palais.storage.directory import Directory
+from palais.storage.engine import make_engine
+from palais.storage.migrate import alembic_config, upgrade
 from tests.storage.test_mailstore import DOSSIER_ADDRESS, GREFFE, ME, NUMBER, setup_directory
 
 AC = schema.table(schema.Account)
@@ -160,3 +163,35 @@ def test_an_unknown_address_and_a_deactivated_person_resolve_to_nothing(
         assert record is not None and record.service_address == GREFFE
 
     asyncio.run(go())
+
+
+def test_migration_0002_renames_the_court_system_role(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite'}", writer=True)
+    cfg = alembic_config()
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+            conn.execute(
+                text(
+                    "INSERT INTO account (address, role, display_name, active, created_at)"
+                    " VALUES ('portalis@cph.test', 'juridiction', 'Portalis', 1, '2026-01-01'),"
+                    " ('a@x.test', 'avocat', 'A', 1, '2026-01-01')"
+                )
+            )
+        assert upgrade(engine) == ("0001", "0002")
+        with engine.connect() as conn:
+            roles = {
+                r.address: r.role for r in conn.execute(text("SELECT address, role FROM account"))
+            }
+        assert roles == {"portalis@cph.test": Role.COURT_SYSTEM.value, "a@x.test": "avocat"}
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001")
+        with engine.connect() as conn:
+            role = conn.execute(
+                text("SELECT role FROM account WHERE address = 'portalis@cph.test'")
+            ).scalar_one()
+        assert role == "juridiction"
+    finally:
+        engine.dispose()

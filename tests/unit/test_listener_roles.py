@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from palais.mailbox.identity import AnchorGroup, Role
+from palais.mailbox.identity import Role, TrustCommunity
 from palais.mailbox.routing import (
     LISTENER_COMMUNITIES,
     SUBMITTING_ROLES,
@@ -20,7 +20,7 @@ def test_people_court_systems_and_operators_are_kept_apart() -> None:
     people = {Role.AVOCAT, Role.COLLABORATEUR, Role.GREFFIER, Role.MAGISTRAT}
     for listener in (Listener.SMTPS, Listener.SUBMISSION, Listener.IMAPS):
         assert listener_roles(listener) == people
-        assert AnchorGroup.JURIDICTIONS not in LISTENER_COMMUNITIES[listener]
-    assert listener_roles(Listener.COURT) == {Role.JURIDICTION}
+        assert TrustCommunity.COURT_SYSTEMS not in LISTENER_COMMUNITIES[listener]
+    assert listener_roles(Listener.COURT) == {Role.COURT_SYSTEM}
     assert listener_roles(Listener.HTTPS) == {Role.ADMIN}
     assert people == SUBMITTING_ROLES
