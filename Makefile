@@ -26,8 +26,9 @@ test: $(BIN)/palais
 
 lint: $(BIN)/palais
 	$(BIN)/ruff check palais tests bench
-	$(BIN)/ruff format --check palais
+	$(BIN)/ruff format --check palais tests bench
 
+# mypy --strict over palais, tests and bench ([tool.mypy] in pyproject.toml).
 typecheck: $(BIN)/palais
 	$(BIN)/mypy
 

@@ -335,7 +335,8 @@ def test_per_address_cap_across_listeners(limited: Instance) -> None:
         with pytest.raises(smtplib.SMTPConnectError) as smtp_refused:
             smtplib.SMTP("localhost", limited.port("submission"), timeout=10)
         assert smtp_refused.value.smtp_code == 421
-        assert smtp_refused.value.smtp_error.startswith(b"4.7.0 Too many connections")
+        refusal = smtp_refused.value.smtp_error  # bytes from a server reply; typed bytes | str
+        assert isinstance(refusal, bytes) and refusal.startswith(b"4.7.0 Too many connections")
         with pytest.raises(smtplib.SMTPConnectError) as smtps_refused:
             smtplib.SMTP_SSL(
                 "localhost",
