@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 
 from palais.mailbox.enrolment import (
@@ -33,17 +36,8 @@ MINE = AccountFacts(
 )
 
 
-def account(**changes: object) -> AccountFacts:
-    fields = {
-        "account_id": MINE.account_id,
-        "address": MINE.address,
-        "role": MINE.role,
-        "display_name": MINE.display_name,
-        "active": MINE.active,
-        "mailbox_owner": MINE.mailbox_owner,
-        **changes,
-    }
-    return AccountFacts(**fields)  # type: ignore[arg-type]
+def account(**changes: Any) -> AccountFacts:
+    return replace(MINE, **changes)
 
 
 def test_a_certificate_linked_to_its_account_is_known() -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import Table, func, select, text
 
 from palais.mailbox.enrolment import EnrolmentRefused, ReferredToOperator
 from palais.mailbox.identity import CertificateIdentity, Role
-from palais.mailbox.routing import AddresseeKind
+from palais.mailbox.routing import Addressee, AddresseeKind
 from palais.storage import Storage, open_storage, schema
 from palais.storage.directory import Directory
 from palais.storage.engine import make_engine
@@ -111,7 +111,7 @@ def test_misses_read_in_a_worker_thread_and_hits_answer_on_the_loop(
     threads: list[int] = []
     real_resolve, real_participants = directory._resolve, directory._participants
 
-    def resolve(addr: str):  # type: ignore[no-untyped-def]
+    def resolve(addr: str) -> Addressee | None:
         threads.append(threading.get_ident())
         time.sleep(0.05)  # a slow database
         return real_resolve(addr)
