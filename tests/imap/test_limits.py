@@ -535,3 +535,29 @@ def test_flag_changes_on_a_big_box_are_sent_without_holding_the_loop() -> None:
     assert view.take_updates(allow_expunge=True, condstore=False) == [
         b"* 7 FETCH (UID 7 FLAGS ())\r\n"
     ]
+
+
+def test_a_long_search_stops_when_its_client_goes(store: FakeStore, pki: Pki) -> None:
+    total = 6000
+    for i in range(total):
+        store.deliver("INBOX", qp_message(i))
+    server = start(store, pki, GatewayMetrics())
+    try:
+        c = client(server, pki)
+        before = store.read_count
+        c.send(b"h SEARCH CHARSET UTF-8 " + body_tree() + b"\r\n")
+        time.sleep(0.2)
+        c.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            lines = [r.getMessage() for r in server.handler.records]
+            if any("outcome=connection-lost" in line for line in lines):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the session did not end: {lines}")
+        read = store.read_count - before
+        time.sleep(0.3)
+        assert store.read_count - before == read < total  # stopped, not run to the end
+    finally:
+        server.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 __all__ = ["SLICE", "Pacer"]
 
@@ -23,10 +24,15 @@ SLICE = 0.002
 
 
 class Pacer:
-    __slots__ = ("_due", "slice")
+    __slots__ = ("_due", "gone", "slice")
 
-    def __init__(self, slice_seconds: float = SLICE) -> None:
+    def __init__(
+        self, slice_seconds: float = SLICE, *, gone: Callable[[], bool] | None = None
+    ) -> None:
         self.slice = slice_seconds
+        # Whether the client went away meanwhile: its scan then stops at the
+        # next pause rather than run to the end for nobody.
+        self.gone = gone
         self._due = time.perf_counter() + slice_seconds
 
     def due(self) -> bool:
@@ -36,6 +42,8 @@ class Pacer:
     async def pause(self) -> None:
         """Let the loop serve everybody else once, then start a new slice."""
         await asyncio.sleep(0)
+        if self.gone is not None and self.gone():
+            raise ConnectionAbortedError("the client went away")
         self._due = time.perf_counter() + self.slice
 
     async def tick(self) -> None:

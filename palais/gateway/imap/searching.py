@@ -98,12 +98,18 @@ class Searcher:
         "who",
     )
 
-    def __init__(self, access: MailAccess, who: Identity, view: SelectedMailbox) -> None:
+    def __init__(
+        self,
+        access: MailAccess,
+        who: Identity,
+        view: SelectedMailbox,
+        pacer: Pacer | None = None,
+    ) -> None:
         self.access = access
         self.who = who
         self.view = view
         self._table: EntryTable | None = None
-        self._pacer = Pacer()
+        self._pacer = pacer if pacer is not None else Pacer()
         # Answers over the whole box of keys that do not depend on the candidates.
         self._whole: dict[SearchKey, set[int]] = {}
         # The text keys of the program, their needles, the messages read so

@@ -201,7 +201,8 @@ class Session:
                     self.shutdown(b"Goodbye")
                     self.outcome = outcome if outcome != "eof" else "refused"
         except (ConnectionError, OSError):
-            self.outcome = "connection-lost"
+            if not self._closing:  # else the server said goodbye: "shutdown" stays
+                self.outcome = "connection-lost"
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
@@ -246,6 +247,10 @@ class Session:
                 tag,
                 Reply(b"BAD", exc.text, codes.TOOBIG if isinstance(exc, CommandTooBig) else None),
             )
+
+    def pacer(self) -> Pacer:
+        """A pacer for a long scan of this session's: it stops if the client goes."""
+        return Pacer(gone=self.transport.is_closing)
 
     def limit_hit(self, limit: str) -> None:
         """Count a command stopped by a configured limit (``limit``: the setting's name)."""
@@ -308,7 +313,7 @@ class Session:
         state = self.state
         if not isinstance(state, Selected) or not state.mailbox.has_pending:
             return
-        pacer = Pacer()
+        pacer = self.pacer()
         for line in state.mailbox.updates(allow_expunge=allow_expunge, condstore=self.condstore):
             self.write(line)
             if pacer.due():

@@ -8,7 +8,6 @@ from palais.gateway.imap import codes
 from palais.gateway.imap.commands.common import identity, selected
 from palais.gateway.imap.commands.fetch import resolve
 from palais.gateway.imap.commands.registry import Reply, bad, command, no, ok
-from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_pairs
 from palais.gateway.imap.states import SELECTED_ONLY
@@ -56,7 +55,7 @@ async def _transfer(
         return ok("COPY completed", _copyuid(result) if result.dest_uids else None)
     if result.dest_uids:
         session.untagged(b"OK [" + _copyuid(result) + b"] Moved")
-    pacer = Pacer()
+    pacer = session.pacer()
     for seq in view.remove(result.source_uids):
         session.untagged(b"%d EXPUNGE" % seq)
         if pacer.due():

@@ -213,7 +213,7 @@ async def do_fetch(
             wanted.append(FetchItem("MODSEQ"))
     marks_seen = any(i.sets_seen for i in wanted) and not view.read_only
     out = _Output(session)
-    pacer = Pacer()  # 1:* of a big box must not hold the loop from everybody else
+    pacer = session.pacer()  # 1:* of a big box must not hold the loop from everybody else
     if table is not None:  # UID and MODSEQ, added above, are table items too
         await _fetch_from_table(session, view, table, spans, wanted, changed_since, out, pacer)
         out.close()

@@ -24,7 +24,7 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
     refusal = _over_limits(session, request, view.exists)
     if refusal is not None:
         return refusal
-    searcher = Searcher(session.access, identity(session), view)
+    searcher = Searcher(session.access, identity(session), view, session.pacer())
     uids = await searcher.run(request.key)
     numbers = uids if uid else [s for s in (view.seq_of(u) for u in uids) if s is not None]
     modseq = 0

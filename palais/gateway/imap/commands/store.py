@@ -15,7 +15,6 @@ from palais.gateway.imap.commands.common import (
 )
 from palais.gateway.imap.commands.fetch import resolve
 from palais.gateway.imap.commands.registry import Reply, bad, command, no, ok
-from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.response import flag_list
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_set
@@ -95,7 +94,7 @@ async def do_store(
         request.unchanged_since,
     )
     seq_of = {u: s for s, u in pairs}
-    pacer = Pacer()  # "1:* +FLAGS (\\Seen)" on a big box answers a line per message
+    pacer = session.pacer()  # "1:* +FLAGS (\\Seen)" on a big box answers a line per message
     for entry in result.updated:
         if pacer.due():
             await pacer.pause()
