@@ -43,8 +43,12 @@ class AccountFacts:
     role: Role
     display_name: str
     active: bool
-    # Whose boxes it reads: its own address, or its service's (a clerk).
-    mailbox_owner: str
+    service: str | None = None  # the address of the service (greffe) it belongs to
+
+    @property
+    def mailbox_owner(self) -> str:
+        """Whose boxes it reads: a clerk its service's shared mailbox, others their own."""
+        return self.service or self.address
 
 
 @dataclass(frozen=True, slots=True)

@@ -362,5 +362,5 @@ def _account_facts(row: Any) -> AccountFacts:
         role=Role(row.role),
         display_name=row.display_name,
         active=bool(row.active),
-        mailbox_owner=row.service or row.address,
+        service=row.service,
     )

@@ -32,7 +32,6 @@ MINE = AccountFacts(
     role=Role.AVOCAT,
     display_name="Me (directory)",
     active=True,
-    mailbox_owner="me@barreau.test",
 )
 
 
@@ -50,7 +49,7 @@ def test_a_certificate_linked_to_its_account_is_known() -> None:
 
 
 def test_a_clerk_reads_the_mailbox_of_their_service() -> None:
-    clerk = account(role=Role.GREFFIER, mailbox_owner="greffe@cph.test")
+    clerk = account(role=Role.GREFFIER, service="greffe@cph.test")
     cert = CertificateIdentity(Role.GREFFIER, MINE.address, "G", "cd" * 32, "CN=G")
     assert decide_enrolment(cert, EnrolmentFacts(holder=clerk)).identity(cert).mailbox_owner == (
         "greffe@cph.test"
@@ -65,7 +64,7 @@ def test_a_deactivated_account_is_refused_with_its_certificate() -> None:
 
 
 def test_a_certificate_bound_to_another_address_goes_to_an_operator() -> None:
-    moved = account(address="old@barreau.test", mailbox_owner="old@barreau.test")
+    moved = account(address="old@barreau.test")
     with pytest.raises(ReferredToOperator) as referred:
         decide_enrolment(CERT, EnrolmentFacts(holder=moved))
     assert "old@barreau.test" in referred.value.reason

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import Connection, Table, func, select, text
 
 from palais.mailbox.enrolment import EnrolmentRefused, ReferredToOperator
 from palais.mailbox.identity import CertificateIdentity, Role
@@ -19,6 +19,7 @@ from palais.storage import Storage, open_storage, schema
 from palais.storage.directory import Directory
 from palais.storage.engine import make_engine
 from palais.storage.migrate import alembic_config, upgrade
+from palais.storage.writer import WriteContext
 from tests.storage.test_mailstore import DOSSIER_ADDRESS, GREFFE, ME, NUMBER, setup_directory
 
 AC = schema.table(schema.Account)
@@ -195,3 +196,20 @@ def test_migration_0002_renames_the_court_system_role(tmp_path: Path) -> None:
         assert role == "juridiction"
     finally:
         engine.dispose()
+
+
+def test_a_clerk_proves_an_identity_reading_the_service_mailbox(storage: Storage) -> None:
+    SV = schema.table(schema.Service)
+
+    def add_clerk(conn: Connection, _ctx: WriteContext) -> int:
+        service = conn.execute(select(SV.c.id).where(SV.c.address == GREFFE)).scalar_one()
+        return Directory.add_account(
+            conn, address="clerk@x.test", role=Role.GREFFIER, display_name="G", service_id=service
+        )
+
+    async def go() -> None:
+        clerk = await storage.commits.submit(add_clerk)
+        who = await storage.directory.identity_for(card("clerk@x.test", "7" * 64, Role.GREFFIER))
+        assert (who.account_id, who.mailbox_owner) == (clerk, GREFFE)
+
+    asyncio.run(go())
