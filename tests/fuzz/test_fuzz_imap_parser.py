@@ -83,8 +83,8 @@ SEEDS = [
 
 
 @st.composite
-def command_lines(draw: st.DrawFn) -> bytes:
-    line = bytearray(draw(st.sampled_from(SEEDS)))
+def command_lines(draw: st.DrawFn, seeds: list[bytes] = SEEDS) -> bytes:
+    line = bytearray(draw(st.sampled_from(seeds)))
     for _ in range(draw(st.integers(0, 4))):
         at = draw(st.integers(0, len(line)))
         op = draw(st.sampled_from(["insert", "delete", "replace"]))
