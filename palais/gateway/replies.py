@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Final, NamedTuple
 
 from palais.gateway import tls
-from palais.mailbox.errors import PalaisError
+from palais.mailbox.errors import ErrorKind, PalaisError
 
 OK = "250 2.0.0 OK"
 AUTH_OK = "235 2.7.0 Authentication successful (certificate identity)"
@@ -100,10 +103,91 @@ def with_enhanced_code(status: str) -> str:
     return f"{code} {enhanced} {text}"
 
 
+# -- refusals: the domain's error kinds as SMTP replies --------------------------
+
+# A detail line stays within the 512 octets RFC 5321 allows a reply line
+# (4.5.3.1.5): past this many characters it is cut.
+MAX_LINE = 400
+# Details beyond this many are summed up in one last line.
+MAX_DETAILS = 50
+
+
+class Status(NamedTuple):
+    """A reply code with its enhanced status code (RFC 3463)."""
+
+    code: int
+    enhanced: str
+
+    def reply(self, text: str, details: Sequence[str] = ()) -> str:
+        """The reply: one line, or the text then one line per detail.
+
+        A one-line reply is made printable by ``PalaisSMTP.push``; a
+        multi-line one is a ``MultilineReply`` whose lines already are.
+        """
+        if not details:
+            return f"{self.code} {self.enhanced} {text}"
+        shown = list(details[:MAX_DETAILS])
+        if len(details) > MAX_DETAILS:
+            shown.append(f"... and {len(details) - MAX_DETAILS} more")
+        lines = [_cut(printable(line)) for line in (text, *shown)]
+        last = len(lines) - 1
+        return MultilineReply(
+            "\r\n".join(
+                f"{self.code}{' ' if i == last else '-'}{self.enhanced} {line}"
+                for i, line in enumerate(lines)
+            )
+        )
+
+
+class MultilineReply(str):
+    """A reply of several lines (joined by CRLF), each already printable."""
+
+    __slots__ = ()
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
+
+
+S451_TRY_AGAIN = Status(451, "4.3.0")
+S530_AUTHENTICATION_REQUIRED = Status(530, "5.7.0")
+S535_AUTHORIZATION_FAILED = Status(535, "5.7.8")
+S550_REFUSED = Status(550, "5.0.0")
+S550_NO_SUCH_ADDRESS = Status(550, "5.1.1")
+S550_NOT_PERMITTED = Status(550, "5.7.1")
+S550_INVALID_CONTENT = Status(550, "5.6.0")
+S552_TOO_BIG = Status(552, "5.3.4")
+
+#: Each error kind's reply. Every kind has one (tested); a temporary kind a 4xx.
+REFUSALS: Final[Mapping[ErrorKind, Status]] = MappingProxyType(
+    {
+        ErrorKind.REFUSED: S550_REFUSED,
+        ErrorKind.UNKNOWN_RECIPIENT: S550_NO_SUCH_ADDRESS,
+        ErrorKind.SENDER_MISMATCH: S550_NOT_PERMITTED,
+        ErrorKind.NOT_ALLOWED: S550_NOT_PERMITTED,
+        ErrorKind.AUTHENTICATION_REQUIRED: S530_AUTHENTICATION_REQUIRED,
+        ErrorKind.AUTHORIZATION_FAILED: S535_AUTHORIZATION_FAILED,
+        ErrorKind.INVALID_MESSAGE: S550_INVALID_CONTENT,
+        ErrorKind.MESSAGE_TOO_BIG: S552_TOO_BIG,
+        ErrorKind.NO_SUCH_MAILBOX: S550_NO_SUCH_ADDRESS,
+        ErrorKind.NOT_POSSIBLE: S550_NOT_PERMITTED,
+        ErrorKind.MODIFIED_SINCE: S550_REFUSED,
+        ErrorKind.UNAVAILABLE: S451_TRY_AGAIN,
+    }
+)
+
+
 def reply_for(error: BaseException, log: logging.Logger, context: str) -> str:
-    """The one place where an exception becomes an SMTP reply."""
+    """The one place where an exception becomes an SMTP reply.
+
+    A domain error's kind picks the code, its text and details are shown,
+    its reason logged; anything else is a bug or an outage: logged with its
+    traceback, answered with a generic 451 that says nothing of it.
+    """
     if isinstance(error, PalaisError):
-        log.info("refused %s reason=%r", context, error.reason)
-        return f"{error.smtp_code} {error.enhanced} {error.text}"
+        status = REFUSALS.get(error.kind)
+        if status is not None:
+            log.info("refused %s reason=%r", context, error.reason)
+            return status.reply(error.text, error.details)
     log.error("internal error %s", context, exc_info=error)
     return INTERNAL_ERROR

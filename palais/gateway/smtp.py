@@ -209,7 +209,7 @@ class PalaisSMTP(SMTP):
     # -- replies -------------------------------------------------------------
 
     async def push(self, status: Any) -> None:
-        if isinstance(status, str):
+        if isinstance(status, str) and not isinstance(status, replies.MultilineReply):
             # Replies echo client input (an address, a command name): never
             # a control character or an undecodable byte on the wire.
             status = replies.printable(status)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from palais.mailbox.errors import InvalidMessage
+from palais.mailbox.errors import ErrorKind, InvalidMessage
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import MessageSummary, normalize_line_endings, summarize
 from palais.mailbox.routing import Addressee, AddresseeKind, FilingPlan
@@ -118,7 +118,7 @@ def test_subject_prefix_added_after_normalisation_is_in_the_stored_sha() -> None
 def test_submitted_header_refused(bad: bytes) -> None:
     with pytest.raises(InvalidMessage) as refused:
         summarize(bad, submitted=True)
-    assert (refused.value.smtp_code, refused.value.enhanced) == (550, "5.6.0")
+    assert refused.value.kind is ErrorKind.INVALID_MESSAGE
     filer = RecordingFiler()
     with pytest.raises(InvalidMessage):
         accept(bad, filer=filer)

@@ -16,7 +16,7 @@ from palais.mailbox.enrolment import (
     ReferredToOperator,
     decide_enrolment,
 )
-from palais.mailbox.errors import NotAllowed
+from palais.mailbox.errors import ErrorKind, NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity, Role
 
 CERT = CertificateIdentity(
@@ -119,4 +119,4 @@ def test_refusals_are_permission_errors_the_front_ends_already_translate() -> No
     for error in (EnrolmentRefused(), ReferredToOperator()):
         assert isinstance(error, NotAllowed)
         assert error.permanent
-        assert error.imap_code == "NOPERM"
+        assert error.kind is ErrorKind.NOT_ALLOWED

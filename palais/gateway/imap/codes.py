@@ -1,6 +1,13 @@
-"""Response codes (RFC 3501, 4315, 5530, 7162) and capability lists as named constants."""
+"""Response codes (RFC 3501, 4315, 5530, 7162) and capability lists as named constants,
+and the table that turns the domain's error kinds into response codes."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from palais.mailbox.errors import ErrorKind
 
 __all__ = [
     "ALREADYEXISTS",
@@ -12,8 +19,10 @@ __all__ = [
     "CAPABILITIES_BEFORE_AUTH",
     "CLIENTBUG",
     "LIMIT",
+    "MODIFIED",
     "NONEXISTENT",
     "NOPERM",
+    "REFUSALS",
     "SERVERBUG",
     "TOOBIG",
     "TRYCREATE",
@@ -27,6 +36,7 @@ BADCHARSET = b"BADCHARSET (UTF-8 US-ASCII)"
 CANNOT = b"CANNOT"
 CLIENTBUG = b"CLIENTBUG"
 LIMIT = b"LIMIT"
+MODIFIED = b"MODIFIED"
 NONEXISTENT = b"NONEXISTENT"
 NOPERM = b"NOPERM"
 SERVERBUG = b"SERVERBUG"
@@ -35,6 +45,26 @@ TRYCREATE = b"TRYCREATE"
 UNAVAILABLE = b"UNAVAILABLE"
 READ_ONLY = b"READ-ONLY"
 READ_WRITE = b"READ-WRITE"
+
+#: Each domain error kind as a tagged ``NO [code] text`` (None: a NO without
+#: a response code). Every kind has an entry (tested); anything else that
+#: fails a command is ``NO [SERVERBUG]`` (``palais.gateway.imap.refusals``).
+REFUSALS: Final[Mapping[ErrorKind, bytes | None]] = MappingProxyType(
+    {
+        ErrorKind.REFUSED: None,
+        ErrorKind.UNKNOWN_RECIPIENT: NONEXISTENT,
+        ErrorKind.SENDER_MISMATCH: NOPERM,
+        ErrorKind.NOT_ALLOWED: NOPERM,
+        ErrorKind.AUTHENTICATION_REQUIRED: AUTHENTICATIONFAILED,
+        ErrorKind.AUTHORIZATION_FAILED: AUTHORIZATIONFAILED,
+        ErrorKind.INVALID_MESSAGE: CANNOT,
+        ErrorKind.MESSAGE_TOO_BIG: TOOBIG,
+        ErrorKind.NO_SUCH_MAILBOX: NONEXISTENT,
+        ErrorKind.NOT_POSSIBLE: CANNOT,
+        ErrorKind.MODIFIED_SINCE: MODIFIED,
+        ErrorKind.UNAVAILABLE: UNAVAILABLE,
+    }
+)
 
 # LOGINDISABLED is deliberately absent: LOGIN only selects the identity the
 # client certificate already proves, so it is safe to offer.

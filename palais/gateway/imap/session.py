@@ -17,7 +17,7 @@ from typing import Protocol
 
 from prometheus_client import Histogram
 
-from palais.gateway.imap import codes
+from palais.gateway.imap import codes, refusals
 from palais.gateway.imap.commands import REGISTRY
 from palais.gateway.imap.commands.registry import Handler, Reply
 from palais.gateway.imap.framing import (
@@ -326,16 +326,12 @@ class Session:
             return await run(self, tag, *values)
         except ParseError as exc:
             return Reply(b"BAD", exc.text)
-        except PalaisError as exc:
-            code = exc.imap_code.encode("ascii") if exc.imap_code else None
-            return Reply(b"NO", exc.text, code)
         except (ConnectionError, asyncio.CancelledError):
             raise
-        except Exception:
-            # Never show the exception to the client: its text may carry
-            # paths, SQL or another user's data.
-            self.log.exception("imap command failed identity=%s", self.identity_address or "-")
-            return Reply(b"NO", "Internal error", codes.SERVERBUG)
+        except Exception as exc:
+            for line in refusals.detail_lines(exc):
+                self.write(line)
+            return refusals.reply_for(exc, self.log, f"identity={self.identity_address or '-'}")
 
 
 # Each command name's histogram child, per metrics registry and shared by its

@@ -46,12 +46,7 @@ def _select_identity(session: Session, requested: str | None) -> Reply:
         refusal = state.refusal
         session.close_after_reply()
         if refusal is not None:
-            code = (
-                refusal.imap_code.encode("ascii")
-                if refusal.imap_code
-                else codes.AUTHENTICATIONFAILED
-            )
-            return no(refusal.text, code)
+            return no(refusal.text, codes.REFUSALS.get(refusal.kind) or codes.AUTHENTICATIONFAILED)
         return no("A trusted client certificate is required", codes.AUTHENTICATIONFAILED)
     identity: Identity = state.proven
     if requested and requested.casefold() != identity.address.casefold():
