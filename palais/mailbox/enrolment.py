@@ -27,6 +27,16 @@ from dataclasses import dataclass
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity, Role
 
+__all__ = [
+    "AccountFacts",
+    "Enrolment",
+    "EnrolmentAction",
+    "EnrolmentFacts",
+    "EnrolmentRefused",
+    "ReferredToOperator",
+    "decide_enrolment",
+]
+
 
 class EnrolmentAction(enum.Enum):
     KNOWN = "known"  # the certificate's own account
