@@ -25,8 +25,7 @@ from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.tls import refusal_logger
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
-from palais.mailbox.routing import Addressee
-from palais.mailbox.submission import SubmissionDesk
+from palais.mailbox.submission import Submission, SubmissionDesk
 
 ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
 log = logging.getLogger("palais.smtp")
@@ -40,12 +39,14 @@ _PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9-]+(?:\.[A-Za
 class _SessionState:
     """What we know of one connection beyond aiosmtpd's own session."""
 
-    __slots__ = ("identity", "recipients", "refused")
+    __slots__ = ("identity", "refused", "submission")
 
     def __init__(self) -> None:
         self.identity: Identity | None = None
         self.refused = False
-        self.recipients: list[Addressee] = []
+        # The message of the transaction under way: from MAIL to the end of
+        # DATA (or RSET, EHLO, STARTTLS).
+        self.submission: Submission | None = None
 
 
 class PalaisSMTP(SMTP):
@@ -356,7 +357,7 @@ class PalaisSMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 5.5.1 Need RCPT command")
+            await self.push(replies.NEED_RCPT)
             return
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
@@ -426,12 +427,12 @@ class PalaisSMTP(SMTP):
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()  # type: ignore[no-untyped-call]
         if hasattr(self, "state"):
-            self.state.recipients = []
+            self.state.submission = None
 
     def _set_rset_state(self) -> None:
         super()._set_rset_state()  # type: ignore[no-untyped-call]
         if hasattr(self, "state"):
-            self.state.recipients = []
+            self.state.submission = None
 
 
 def _is_utf8(arg: str) -> bool:
@@ -450,7 +451,9 @@ def _is_utf8(arg: str) -> bool:
 
 
 class SubmissionHandler:
-    """aiosmtpd hooks; each turns one protocol step into one desk call."""
+    """aiosmtpd hooks; each turns one protocol step into one domain call: MAIL
+    starts the transaction's ``Submission``, each RCPT adds a recipient to
+    it, DATA hands it the content."""
 
     def __init__(
         self,
@@ -514,7 +517,7 @@ class SubmissionHandler:
         who = server.state.identity
         assert who is not None
         try:
-            self.desk.sender(who, address)
+            server.state.submission = self.desk.submission(who, address)
         except Exception as error:
             return replies.reply_for(error, log, f"MAIL identity={who.address}")
         envelope.mail_from = address
@@ -529,26 +532,30 @@ class SubmissionHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        who = server.state.identity
-        assert who is not None
+        submission = server.state.submission
+        if submission is None:  # aiosmtpd asks for MAIL first; never reached
+            return replies.NEED_MAIL
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         try:
-            found = await self.desk.recipient(who, address, server.state.recipients)
+            await submission.add_recipient(address)
         except Exception as error:
-            return replies.reply_for(error, log, f"RCPT identity={who.address} rcpt={address!r}")
+            return replies.reply_for(
+                error, log, f"RCPT identity={submission.who.address} rcpt={address!r}"
+            )
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        server.state.recipients.append(found)
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: PalaisSMTP, session: Session, envelope: Envelope) -> str:
-        who = server.state.identity
-        assert who is not None
+        submission = server.state.submission
+        if submission is None:  # aiosmtpd asks for RCPT first; never reached
+            return replies.NEED_RCPT
+        who = submission.who
         data = envelope.original_content or b""
         context = f"DATA identity={who.address} fingerprint={who.fingerprint} size={len(data)}"
         try:
-            accepted = await self.desk.accept(who, list(server.state.recipients), data)
+            accepted = await submission.accept(data)
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -1,9 +1,11 @@
-"""The submission desk: the rules every path that creates a message goes through.
+"""Submission: the rules every submitted message goes through, in SMTP's order.
 
 A message belongs to exactly one dossier: it is written to the dossier's
 address (which reaches the service in charge), copies may go to other
 participants of that dossier only, only participants may write, and the
-subject always starts with the dossier number in brackets.
+subject always starts with the dossier number in brackets. The sender is
+checked first, each recipient as it comes, the content last; no rule is
+checked twice.
 """
 
 from __future__ import annotations
@@ -126,8 +128,8 @@ def with_subject_prefix(data: bytes, number: str) -> bytes:
     return head[: found.end()] + tag + b" " + line + head[end:] + body
 
 
-def check_subject(subject: str, number: str) -> bool:
-    """True if the subject needs the dossier prefix; refuses a wrong dossier."""
+def check_subject(subject: str, number: str) -> None:
+    """Refuse an empty subject, or one naming another dossier than ``number``."""
     if not subject.strip():
         raise InvalidMessage("The subject is empty", reason="empty subject")
     for other in NUMBER_IN_TEXT.findall(subject):
@@ -136,10 +138,16 @@ def check_subject(subject: str, number: str) -> bool:
                 f"The subject names dossier {other} but the message is for dossier {number}",
                 reason=f"subject names {other}, sent to {number}",
             )
-    return not subject.startswith(f"[{number}] ")
+
+
+def has_subject_prefix(subject: str, number: str) -> bool:
+    """True if the subject already starts with ``[number] ``."""
+    return subject.startswith(f"[{number}] ")
 
 
 class SubmissionDesk:
+    """Where every submitted message starts: one ``Submission`` per message."""
+
     def __init__(
         self,
         addresses: AddressBook,
@@ -153,94 +161,128 @@ class SubmissionDesk:
         self._max_size = max_size
         self._resend_window = resend_window
 
-    def sender(self, who: Identity, mail_from: str) -> None:
+    def submission(self, who: Identity, mail_from: str) -> Submission:
+        """A new message by ``who``, sent as ``mail_from`` (which must be theirs)."""
         check_sender(who, mail_from)
+        return Submission(self, who)
 
-    async def _is_participant(self, who: Identity, number: str) -> bool:
-        members = await self._addresses.participants(number)
-        return who.address in members or who.mailbox_owner in members
 
-    async def _takes_part(self, address: str, number: str) -> bool:
-        return address in await self._addresses.participants(number)
+class Submission:
+    """One message on its way in: the sender, then its recipients, then its content.
 
-    async def recipient(
-        self, who: Identity, address: str, already: Sequence[Addressee] = ()
-    ) -> Addressee:
-        """Accept one more recipient, given those already accepted."""
-        found = await self._addresses.resolve(address)
+    Made by ``SubmissionDesk.submission`` once the sender is checked (SMTP's
+    MAIL). ``add_recipient`` (each RCPT) checks one recipient; the first that
+    names a dossier fixes the message's dossier, and each recipient is
+    checked against it once, when both are known. ``accept`` (DATA) checks
+    only what the content decides (and the dossier, if no recipient named
+    one: the subject then does), then files the message.
+    """
+
+    __slots__ = ("_desk", "_dossier", "_members", "_recipients", "who")
+
+    def __init__(self, desk: SubmissionDesk, who: Identity) -> None:
+        self._desk = desk
+        self.who = who
+        self._recipients: list[Addressee] = []
+        self._dossier: str | None = None
+        self._members: frozenset[str] = frozenset()
+
+    @property
+    def recipients(self) -> tuple[Addressee, ...]:
+        return tuple(self._recipients)
+
+    @property
+    def dossier(self) -> str | None:
+        """The dossier fixed so far (by a recipient), if any."""
+        return self._dossier
+
+    async def add_recipient(self, address: str) -> Addressee:
+        """Accept one more recipient, or refuse it (the others stay)."""
+        who = self.who
+        found = await self._desk._addresses.resolve(address)
         if found is None:
             raise UnknownRecipient(
                 f"<{address}> is not a known address here",
                 reason=f"{who.address} wrote to unknown {address!r}",
             )
-        current = next((a.dossier for a in already if a.dossier), None)
+        current = self._dossier
         if found.kind is AddresseeKind.DOSSIER:
             assert found.dossier is not None
-            if current is not None and current != found.dossier:
+            if current is None:
+                # The first recipient naming a dossier fixes it: the sender
+                # and the copies accepted so far must take part in it.
+                members = await self._desk._addresses.participants(found.dossier)
+                self._check_members(found.dossier, members, self._recipients)
+                self._dossier, self._members = found.dossier, members
+            elif current != found.dossier:
                 raise NotAllowed(
                     "A message belongs to one dossier only",
                     reason=f"{who.address} mixed dossiers {current} and {found.dossier}",
                 )
-            if not await self._is_participant(who, found.dossier):
-                raise NotAllowed(
-                    f"You take no part in dossier {found.dossier}",
-                    reason=f"{who.address} not a participant of {found.dossier}",
-                )
-        elif current is not None and not await self._takes_part(found.address, current):
+        elif current is not None and found.address not in self._members:
             raise NotAllowed(
                 f"<{address}> takes no part in dossier {current}",
                 reason=f"copy to non-participant {address} in {current}",
             )
+        self._recipients.append(found)
         return found
 
-    async def _dossier_of(self, recipients: Sequence[Addressee], subject: str) -> str:
-        """The dossier a message belongs to: its dossier address, else its subject."""
-        dossiers = {r.dossier for r in recipients if r.dossier}
-        if len(dossiers) > 1:
-            raise NotAllowed("A message belongs to one dossier only")
-        if dossiers:
-            return str(dossiers.pop())
+    def _check_members(
+        self, number: str, members: frozenset[str], copies: Sequence[Addressee]
+    ) -> None:
+        """Refuse unless the sender and every copy take part in dossier ``number``."""
+        who = self.who
+        if who.address not in members and who.mailbox_owner not in members:
+            raise NotAllowed(
+                f"You take no part in dossier {number}",
+                reason=f"{who.address} not a participant of {number}",
+            )
+        for rcpt in copies:
+            if rcpt.kind is not AddresseeKind.DOSSIER and rcpt.address not in members:
+                raise NotAllowed(
+                    f"<{rcpt.address}> takes no part in dossier {number}",
+                    reason=f"copy to non-participant {rcpt.address} in {number}",
+                )
+
+    async def _dossier_from_subject(self, subject: str) -> str:
+        """No recipient named a dossier: the subject must, and everyone take part in it."""
         named = set(NUMBER_IN_TEXT.findall(subject))
         if len(named) == 1:
             number: str = named.pop()
-            if await self._addresses.participants(number):
+            members = await self._desk._addresses.participants(number)
+            if members:
+                self._check_members(number, members, self._recipients)
                 return number
         raise InvalidMessage(
             "Write to the dossier's address, or name the dossier as [YYYY-NNNNNNN] in the subject",
             reason=f"no dossier in recipients nor subject {subject!r}",
         )
 
-    async def accept(self, who: Identity, recipients: Sequence[Addressee], data: bytes) -> Accepted:
-        """Validate and file a message; durable when this returns.
+    async def accept(self, data: bytes) -> Accepted:
+        """Check the content and file the message; durable when this returns.
 
         What is stored (and hashed) has CRLF line endings and the dossier's
         subject prefix; ``Accepted`` describes those bytes.
         """
-        if len(data) > self._max_size:
-            raise MessageTooBig(f"Message exceeds the {self._max_size} byte limit")
+        desk, who, recipients = self._desk, self.who, self._recipients
+        if not recipients:
+            raise InvalidMessage("The message has no recipient", reason="no recipient")
+        if len(data) > desk._max_size:
+            raise MessageTooBig(f"Message exceeds the {desk._max_size} byte limit")
         data = normalize_line_endings(data)
         summary = summarize(data, submitted=True)
-        number = await self._dossier_of(recipients, summary.subject)
-        members = await self._addresses.participants(number)
-        if who.address not in members and who.mailbox_owner not in members:
-            raise NotAllowed(
-                f"You take no part in dossier {number}",
-                reason=f"{who.address} not a participant of {number}",
-            )
-        for rcpt in recipients:
-            if rcpt.kind is not AddresseeKind.DOSSIER and rcpt.address not in members:
-                raise NotAllowed(
-                    f"<{rcpt.address}> takes no part in dossier {number}",
-                    reason=f"copy to non-participant {rcpt.address} in {number}",
-                )
-        if check_subject(summary.subject, number):
+        number = self._dossier
+        if number is None:
+            number = await self._dossier_from_subject(summary.subject)
+        check_subject(summary.subject, number)
+        if not has_subject_prefix(summary.subject, number):
             data = with_subject_prefix(data, number)
             summary = summarize(data)
         if not summary.has_body:
             raise InvalidMessage("The message body is empty", reason="empty body")
         plan = plan_filing(who, recipients, number)
-        since = resend_since(summary, datetime.now(UTC), self._resend_window)
-        filed = await self._filer.file(who, data, summary, plan, resend_since=since)
+        since = resend_since(summary, datetime.now(UTC), desk._resend_window)
+        filed = await desk._filer.file(who, data, summary, plan, resend_since=since)
         return Accepted(
             reference=f"M{filed.message_id}",
             sha256=filed.sha256,

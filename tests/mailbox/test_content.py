@@ -66,7 +66,13 @@ class RecordingFiler:
 
 def accept(data: bytes, *, window: float = 3600.0, filer: RecordingFiler | None = None) -> Accepted:
     desk = SubmissionDesk(Book(), filer or RecordingFiler(), max_size=1 << 20, resend_window=window)
-    return asyncio.run(desk.accept(ME, [DOSSIER], data))
+
+    async def submit() -> Accepted:
+        submission = desk.submission(ME, ME.address)
+        await submission.add_recipient(DOSSIER.address)
+        return await submission.accept(data)
+
+    return asyncio.run(submit())
 
 
 # -- line endings ---------------------------------------------------------------
