@@ -370,3 +370,27 @@ def test_admin_certificate_cannot_submit(instance: Instance) -> None:
     with pytest.raises(refused), smtps(instance, "admin1") as s:
         s.ehlo()
         s.mail(instance.address("admin1"))
+
+
+def test_each_transaction_starts_a_new_submission(instance: Instance) -> None:
+    """What a transaction learnt (its recipients, its dossier) ends with it:
+    at RSET and after DATA, refused or not."""
+    outsider, dossier = instance.address("avocat3"), instance.dossier["address"]
+    with smtps(instance, "avocat1") as s:
+        s.ehlo()
+        assert s.mail(instance.address("avocat1"))[0] == 250
+        assert s.rcpt(outsider)[0] == 250  # no dossier yet to check it against
+        number = instance.dossier["number"]
+        code, text = s.rcpt(dossier)  # fixes the dossier: the copy takes no part
+        assert (code, text) == (
+            550,
+            f"5.7.1 <{outsider}> takes no part in dossier {number}".encode(),
+        )
+        code, _ = s.data(message(instance).as_string())  # the dossier named by the subject
+        assert code == 550
+        assert s.mail(instance.address("avocat1"))[0] == 250
+        assert s.rcpt(outsider)[0] == 250
+        assert s.rset()[0] == 250
+        assert s.mail(instance.address("avocat1"))[0] == 250
+        assert s.rcpt(dossier)[0] == 250
+        assert s.data(message(instance).as_string())[0] == 250

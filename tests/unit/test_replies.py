@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
+from aiosmtpd.smtp import Session
 
 from palais.gateway import replies
+from palais.gateway.smtp import PalaisSMTP, SubmissionHandler
 from palais.mailbox import errors
+from palais.mailbox.identity import Identity
+from palais.mailbox.submission import SubmissionDesk
 
 
 @pytest.mark.parametrize(
@@ -73,3 +78,51 @@ def test_tls_refusal_words_are_a_closed_vocabulary() -> None:
     # The client left during the handshake: no refusal.
     for left in (ConnectionResetError(), None):
         assert replies.tls_refusal(left)[0] == "aborted"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    async def drain(self) -> None:
+        return None
+
+
+def _pushed(status: str) -> bytes:
+    """What ``PalaisSMTP.push`` puts on the wire for ``status``."""
+
+    async def resolve(der: bytes) -> Identity:
+        raise AssertionError("no identity needed")
+
+    async def push() -> bytes:
+        desk = SubmissionDesk(None, None, max_size=1)  # type: ignore[arg-type]
+        server = PalaisSMTP(
+            SubmissionHandler(desk, max_recipients=1),
+            listener="test",
+            resolve_identity=resolve,
+            allowed_roles=frozenset(),
+        )
+        writer = _Writer()
+        server._writer = writer  # type: ignore[assignment]
+        server.session = Session(server.loop)
+        await server.push(status)
+        return writer.written
+
+    return asyncio.run(push())
+
+
+def test_a_multiline_refusal_reaches_the_wire_one_line_per_detail() -> None:
+    error = errors.InvalidMessage("Not valid", details=["a: required", "b: too long"])
+    reply = replies.reply_for(error, logging.getLogger("t"), "ctx")
+    assert _pushed(reply) == (
+        b"550-5.6.0 Not valid\r\n550-5.6.0 a: required\r\n550 5.6.0 b: too long\r\n"
+    )
+
+
+def test_a_one_line_reply_cannot_smuggle_a_line_break() -> None:
+    error = errors.InvalidMessage("Not valid\r\n250 2.0.0 OK")
+    reply = replies.reply_for(error, logging.getLogger("t"), "ctx")
+    assert _pushed(reply) == b"550 5.6.0 Not valid??250 2.0.0 OK\r\n"
