@@ -22,20 +22,28 @@ from palais.mailbox.model import (
     ENVOYES,
     INBOX,
     SUPPRIMES,
+    BoxKind,
     SpecialUse,
 )
+
+__all__ = [
+    "DOSSIERS",
+    "DOSSIER_NUMBER",
+    "GLOBAL_BOXES",
+    "NUMBER_IN_TEXT",
+    "BoxKind",
+    "BoxRef",
+    "MoveOutcome",
+    "boxes_for_dossier",
+    "check_append",
+    "decide_expunge",
+    "decide_move",
+    "parse_box_name",
+]
 
 DOSSIERS = "Dossiers"
 DOSSIER_NUMBER = re.compile(r"^\d{4}-\d{7}$")
 NUMBER_IN_TEXT = re.compile(r"\[(\d{4}-\d{7})\]")
-
-
-class BoxKind(enum.StrEnum):
-    RECUS = "recus"
-    ENVOYES = "envoyes"
-    SUPPRIMES = "supprimes"
-    BROUILLONS = "brouillons"
-    ACCUSES = "accuses"
 
 
 GLOBAL_NAMES: dict[BoxKind, str] = {

@@ -1,4 +1,4 @@
-"""Values the mailbox domain hands to front-ends: boxes and their entries."""
+"""Values of the mailbox domain: boxes, their entries, placements and events."""
 
 from __future__ import annotations
 
@@ -14,6 +14,16 @@ class SpecialUse(enum.StrEnum):
     SENT = "\\Sent"
     DRAFTS = "\\Drafts"
     TRASH = "\\Trash"
+
+
+class BoxKind(enum.StrEnum):
+    """The five boxes of a dossier (and their global views)."""
+
+    RECUS = "recus"
+    ENVOYES = "envoyes"
+    SUPPRIMES = "supprimes"
+    BROUILLONS = "brouillons"
+    ACCUSES = "accuses"
 
 
 # Box names as a clerk knows them. The delimiter is "/".
@@ -103,11 +113,43 @@ class HeaderField(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one owner holds one message: a box kind, perhaps a dossier.
+
+    A placement shows in two folders, the dossier's own box and the global
+    view of its kind; ``origin`` is the kind a deleted message came from.
+    """
+
+    id: int
+    message_id: int
+    kind: BoxKind
+    dossier: str | None
+    origin: BoxKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPlacement:
+    """An entry of the box being acted on (its UID and flags there), with its placement."""
+
+    uid: int
+    flags: frozenset[str]
+    placement: Placement
+
+
+class EventKind(enum.StrEnum):
+    """What happened to one entry of a box."""
+
+    ARRIVED = "arrived"  # a new entry (IMAP: EXISTS)
+    FLAGS_CHANGED = "flags-changed"  # its flags were written (IMAP: FETCH FLAGS)
+    REMOVED = "removed"  # it left the box (IMAP: EXPUNGE)
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxEvent:
-    """What other sessions with the box selected must hear about."""
+    """What others watching the box must hear about."""
 
     mailbox_id: int
-    kind: str  # "exists" | "flags" | "expunge"
+    kind: EventKind
     uid: int
     flags: frozenset[str] = frozenset()
     modseq: int = 0

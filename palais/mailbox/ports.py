@@ -1,10 +1,18 @@
-"""Ports the domain and the front-ends depend on; storage implements them."""
+"""Ports the domain and the front-ends depend on; storage implements them.
+
+``MailAccess``: an identity's mail (its boxes, entries, bytes, and the plans
+that change them). ``MessageBytes``: where message bytes are kept, by
+SHA-256. ``EventBus``: who hears of a change to a box. Storage gives the
+single-node implementations (pack files, an in-process hub); the several-node
+ones (PostgreSQL or S3 bytes, LISTEN/NOTIFY) plug in behind the same ports.
+"""
 
 from __future__ import annotations
 
 import bisect
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
@@ -139,12 +147,57 @@ def flag_id_array(ids: Iterable[int], distinct: int) -> array[int]:
     return array("H" if distinct <= 0xFFFF else "I", ids)
 
 
-class MailAccess(Protocol):
-    """Everything an IMAP session asks of the mail store, for one identity.
+@dataclass(frozen=True, slots=True)
+class BlobLocation:
+    """Where a message's bytes lie: a segment (file, object or row key), offset, length."""
 
-    Mailbox names are full Unicode names with "/" as delimiter. Every
-    method raises a ``palais.mailbox.errors.PalaisError`` subclass for a
-    refusal the client should see (e.g. ``NoSuchMailbox``, ``CannotDoThat``,
+    segment: str
+    offset: int
+    length: int
+
+
+class BlobCorrupted(Exception):
+    """Bytes read back do not match their SHA-256: disk damage or tampering."""
+
+
+class MessageBytes(Protocol):
+    """Message bytes, written in batches that share one sync, read by location.
+
+    Bytes are appended before the rows that point at them commit, and
+    ``sync`` makes them durable first; erasing overwrites bytes nobody holds.
+    """
+
+    def append_many(self, datas: Sequence[bytes]) -> list[BlobLocation]: ...
+
+    def sync(self) -> None: ...
+
+    def read(self, where: BlobLocation, sha256: str, *, length: int | None = None) -> bytes:
+        """The bytes (``length`` of them, unchecked, if given); raises BlobCorrupted."""
+        ...
+
+    def erase(self, where: BlobLocation) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    """Changes to boxes, told to whoever watches them (on the event loop)."""
+
+    def subscribe(
+        self, mailbox_id: int, listener: Callable[[MailboxEvent], None]
+    ) -> Unsubscribe: ...
+
+    def publish(self, events: list[MailboxEvent]) -> None: ...
+
+
+class MailAccess(Protocol):
+    """An identity's mail: its boxes and their entries, the messages' bytes,
+    and the changes it may make (flags, deletion and restore, removal for
+    good, drafts), each planned by the domain and carried out atomically.
+
+    Box names are full Unicode names with "/" as delimiter. Every method
+    raises a ``palais.mailbox.errors.PalaisError`` subclass for a refusal
+    the user should see (e.g. ``NoSuchMailbox``, ``CannotDoThat``,
     ``NotAllowed``); anything else is an internal failure.
     """
 
@@ -196,14 +249,17 @@ class MailAccess(Protocol):
         mode: FlagMode,
         flags: frozenset[str],
         unchanged_since: int | None = None,
-    ) -> StoreResult: ...
+    ) -> StoreResult:
+        """Change flags (``palais.mailbox.flags.plan_flag_change``), in both views."""
+        ...
 
     async def expunge(
         self, who: Identity, mailbox_id: int, uids: Sequence[int] | None = None
     ) -> list[int]:
-        """Remove entries flagged \\Deleted (restricted to ``uids`` if given).
+        """Remove entries flagged \\Deleted (restricted to ``uids`` if given), as
+        ``palais.mailbox.deletion.plan_expunge`` says: for good, or to Supprimés.
 
-        Returns the expunged UIDs in ascending order.
+        Returns the removed UIDs in ascending order.
         """
         ...
 
@@ -214,16 +270,22 @@ class MailAccess(Protocol):
         data: bytes,
         flags: frozenset[str],
         internaldate: datetime | None,
-    ) -> AppendResult: ...
+    ) -> AppendResult:
+        """Save a draft, or recognise the client's own sent copy
+        (``palais.mailbox.drafts.plan_append``)."""
+        ...
 
     async def copy(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
-    ) -> CopyResult: ...
+    ) -> CopyResult:
+        """A second placement of each message (``plan_move`` with ``keep_source``)."""
+        ...
 
     async def move(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
     ) -> CopyResult:
-        """Atomic move; the source entries are gone when this returns."""
+        """Delete, restore or purge (``palais.mailbox.deletion.plan_move``), atomically;
+        the source entries are gone when this returns."""
         ...
 
     async def search_header(
@@ -239,5 +301,5 @@ class MailAccess(Protocol):
         ...
 
     def subscribe(self, mailbox_id: int, listener: Callable[[MailboxEvent], None]) -> Unsubscribe:
-        """Be told of changes to a box made by any session (called on the event loop)."""
+        """Be told of changes to a box, whoever made them (called on the event loop)."""
         ...

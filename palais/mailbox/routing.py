@@ -12,9 +12,24 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from palais.mailbox.boxes import BoxKind
+from palais.mailbox.drafts import supersedes_drafts
 from palais.mailbox.errors import SenderMismatch
+from palais.mailbox.filing import Destination, FilingPlan
 from palais.mailbox.identity import ROLES_BY_COMMUNITY, Identity, Role, TrustCommunity
+from palais.mailbox.model import BoxKind
+
+__all__ = [
+    "LISTENER_COMMUNITIES",
+    "SUBMITTING_ROLES",
+    "Addressee",
+    "AddresseeKind",
+    "Destination",
+    "FilingPlan",
+    "Listener",
+    "check_sender",
+    "listener_roles",
+    "plan_filing",
+]
 
 
 class AddresseeKind(enum.Enum):
@@ -31,19 +46,6 @@ class Addressee:
     kind: AddresseeKind
     mailbox_owner: str  # whose INBOX receives it
     dossier: str | None = None  # dossier number, for a dossier address
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    owner: str
-    kind: BoxKind
-    flags: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class FilingPlan:
-    dossier: str | None
-    destinations: tuple[Destination, ...]
 
 
 class Listener(enum.StrEnum):
@@ -99,9 +101,14 @@ def check_sender(who: Identity, mail_from: str) -> None:
 
 
 def plan_filing(
-    who: Identity, recipients: Sequence[Addressee], dossier: str | None = None
+    who: Identity,
+    recipients: Sequence[Addressee],
+    dossier: str | None = None,
+    *,
+    message_id: str | None = None,
 ) -> FilingPlan:
-    """One copy in the sender's Envoyés (already read), one per recipient's INBOX."""
+    """One copy in the sender's Envoyés (already read), one per recipient's INBOX;
+    the sender's drafts with the message's Message-ID leave Brouillons."""
     destinations: list[Destination] = [
         Destination(who.mailbox_owner, BoxKind.ENVOYES, frozenset({"\\Seen"}))
     ]
@@ -113,4 +120,8 @@ def plan_filing(
             continue  # a message is shown once per mailbox however it is addressed
         seen_owners.add(rcpt.mailbox_owner)
         destinations.append(Destination(rcpt.mailbox_owner, BoxKind.RECUS))
-    return FilingPlan(dossier=dossier, destinations=tuple(destinations))
+    return FilingPlan(
+        dossier=dossier,
+        destinations=tuple(destinations),
+        supersedes=supersedes_drafts(who.mailbox_owner, message_id),
+    )

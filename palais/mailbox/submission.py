@@ -280,7 +280,7 @@ class Submission:
             summary = summarize(data)
         if not summary.has_body:
             raise InvalidMessage("The message body is empty", reason="empty body")
-        plan = plan_filing(who, recipients, number)
+        plan = plan_filing(who, recipients, number, message_id=summary.message_id)
         since = resend_since(summary, datetime.now(UTC), desk._resend_window)
         filed = await desk._filer.file(who, data, summary, plan, resend_since=since)
         return Accepted(

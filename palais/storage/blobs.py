@@ -14,22 +14,14 @@ import os
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from palais.mailbox.ports import BlobCorrupted, BlobLocation
+
+__all__ = ["SEGMENT_LIMIT", "BlobCorrupted", "BlobLocation", "BlobStore", "sha256_hex"]
 
 SEGMENT_LIMIT = 256 * 1024 * 1024
 _IOV_MAX = 1024  # Linux's limit on the buffers of one writev
-
-
-class BlobCorrupted(Exception):
-    """Bytes read back do not match their SHA-256: disk damage or tampering."""
-
-
-@dataclass(frozen=True, slots=True)
-class BlobLocation:
-    segment: str
-    offset: int
-    length: int
 
 
 def sha256_hex(data: bytes) -> str:
@@ -37,6 +29,8 @@ def sha256_hex(data: bytes) -> str:
 
 
 class BlobStore:
+    """``palais.mailbox.ports.MessageBytes`` in append-only pack files."""
+
     def __init__(self, root: Path, *, node: str | None = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ from sqlalchemy import Connection
 from palais.mailbox.boxes import BoxKind
 from palais.mailbox.message import summarize
 from palais.storage import Storage
-from palais.storage.mailstore import _insert_message, _place
+from palais.storage.messages import insert_message
+from palais.storage.placement import place_all
 from palais.storage.writer import WriteContext
 
 
@@ -48,7 +49,7 @@ def import_messages(
         def work(conn: Connection, ctx: WriteContext, batch: list[bytes] = batch) -> int:
             now = datetime.now(UTC)
             for data in batch:
-                mid, _ = _insert_message(
+                mid, _ = insert_message(
                     conn,
                     ctx,
                     data,
@@ -58,7 +59,7 @@ def import_messages(
                     fingerprint="import",
                     dossier_id=None,
                 )
-                _place(conn, ctx, owner, mid, kind, dossier, flags)
+                place_all(conn, ctx, mid, dossier, [(owner, kind, flags)])
             # Nobody listens to an import; don't hold a batch's events in memory.
             ctx.events.clear()
             return len(batch)

@@ -23,7 +23,7 @@ from palais.mailbox.enrolment import (
 from palais.mailbox.identity import CertificateIdentity, Identity, Role
 from palais.mailbox.routing import Addressee, AddresseeKind
 from palais.storage import schema
-from palais.storage.mailstore import ensure_boxes
+from palais.storage.placement import ensure_boxes
 from palais.storage.writer import CommitQueue
 
 AC = schema.table(schema.Account)

@@ -12,6 +12,8 @@ Listener = Callable[[MailboxEvent], None]
 
 
 class EventHub:
+    """``palais.mailbox.ports.EventBus`` within one process."""
+
     def __init__(self) -> None:
         self._listeners: dict[int, list[Listener]] = {}
 

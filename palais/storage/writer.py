@@ -23,7 +23,8 @@ from sqlalchemy import Connection, Engine
 
 from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.model import MailboxEvent
-from palais.storage.blobs import BlobLocation, BlobStore, sha256_hex
+from palais.mailbox.ports import BlobLocation, MessageBytes
+from palais.storage.blobs import sha256_hex
 
 T = TypeVar("T")
 log = logging.getLogger("palais.storage.writer")
@@ -76,7 +77,7 @@ class CommitQueue:
     def __init__(
         self,
         engine: Engine,
-        blobs: BlobStore,
+        blobs: MessageBytes,
         publish: Callable[[list[MailboxEvent]], None],
         *,
         max_batch: int = 256,

@@ -16,6 +16,7 @@ from palais.mailbox.model import (
     AppendResult,
     CopyResult,
     Entry,
+    EventKind,
     FlagMode,
     HeaderField,
     MailboxEvent,
@@ -105,7 +106,7 @@ class FakeStore:
             len(data),
             find_body_start(data, 0, len(data)),
         )
-        self._emit(MailboxEvent(box.id, "exists", uid, flags, box.modseq))
+        self._emit(MailboxEvent(box.id, EventKind.ARRIVED, uid, flags, box.modseq))
         return uid
 
     def flags_of(self, name: str, uid: int) -> frozenset[str]:
@@ -223,7 +224,7 @@ class FakeStore:
             box.modseq += 1
             msg.flags, msg.modseq = new, box.modseq
             updated.append(Entry(uid, new, msg.modseq))
-            self._emit(MailboxEvent(box.id, "flags", uid, new, msg.modseq))
+            self._emit(MailboxEvent(box.id, EventKind.FLAGS_CHANGED, uid, new, msg.modseq))
         return StoreResult(updated, modified)
 
     async def expunge(
@@ -236,7 +237,7 @@ class FakeStore:
         for uid in gone:
             del box.messages[uid]
             box.modseq += 1
-            self._emit(MailboxEvent(box.id, "expunge", uid, modseq=box.modseq))
+            self._emit(MailboxEvent(box.id, EventKind.REMOVED, uid, modseq=box.modseq))
         return gone
 
     async def append(
@@ -282,7 +283,7 @@ class FakeStore:
         for uid in result.source_uids:
             del source.messages[uid]
             source.modseq += 1
-            self._emit(MailboxEvent(source.id, "expunge", uid, modseq=source.modseq))
+            self._emit(MailboxEvent(source.id, EventKind.REMOVED, uid, modseq=source.modseq))
         return result
 
     def _headers(self, box: _Box, uid: int) -> list[tuple[str, str]]:

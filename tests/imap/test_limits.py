@@ -36,7 +36,7 @@ from palais.gateway.imap.states import Selected
 from palais.gateway.imap.view import SelectedMailbox
 from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.identity import Identity, Role
-from palais.mailbox.model import MailboxEvent, MailboxInfo
+from palais.mailbox.model import EventKind, MailboxEvent, MailboxInfo
 from tests.imap.conftest import Pki, RawClient, ServerThread
 from tests.imap.fake_store import FakeStore
 
@@ -493,7 +493,7 @@ def test_flag_changes_on_a_big_box_are_sent_without_holding_the_loop() -> None:
     view.load(array("I", range(1, count + 1)))
     seen = frozenset({"\\Seen"})
     for uid in range(1, count + 1):  # another session: STORE 1:* +FLAGS (\Seen)
-        view.on_event(MailboxEvent(1, "flags", uid, seen, 10 + uid))
+        view.on_event(MailboxEvent(1, EventKind.FLAGS_CHANGED, uid, seen, 10 + uid))
 
     async def go() -> tuple[int, bytes]:
         sink = _Sink()
@@ -520,7 +520,7 @@ def test_flag_changes_on_a_big_box_are_sent_without_holding_the_loop() -> None:
         task = asyncio.ensure_future(other())
         await session.send_updates(allow_expunge=True)
         # A change that comes while the lines go out is kept for the next time.
-        view.on_event(MailboxEvent(1, "flags", 7, frozenset(), 99_999))
+        view.on_event(MailboxEvent(1, EventKind.FLAGS_CHANGED, 7, frozenset(), 99_999))
         done = True
         await task
         await session.flush(force=True)

@@ -18,7 +18,7 @@ from palais.mailbox.message import summarize
 from palais.mailbox.model import FlagMode, HeaderField
 from palais.mailbox.ports import EntryTable
 from palais.mailbox.routing import Destination, FilingPlan
-from palais.storage import Storage, mailstore, open_storage
+from palais.storage import Storage, caches, open_storage
 from palais.storage.directory import Directory
 from palais.storage.writer import WriteContext
 
@@ -90,13 +90,13 @@ def test_tables_follow_every_kind_of_change(
 ) -> None:
     db = tmp_path / "db.sqlite"
     loads: list[int] = []
-    real_load = mailstore._load_table
+    real_load = caches.load_table
 
     def counting_load(*args: Any) -> EntryTable:
         loads.append(1)
         return real_load(*args)
 
-    monkeypatch.setattr(mailstore, "_load_table", counting_load)
+    monkeypatch.setattr(caches, "load_table", counting_load)
 
     async def go() -> None:
         mail = storage.mail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from palais.mailbox.boxes import BoxKind
+from palais.mailbox.drafts import supersedes_drafts
 from palais.mailbox.message import summarize
 from palais.mailbox.routing import Destination, FilingPlan
 from palais.storage import Storage, open_storage
@@ -45,8 +47,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
         st.close()
 
 
-def _file(st: Storage, data: bytes, since: datetime | None, who=ME) -> FiledMessage:  # type: ignore[no-untyped-def]
-    return asyncio.run(st.mail.file(who, data, summarize(data), PLAN, resend_since=since))
+def _file(st: Storage, data: bytes, since: datetime | None, who=ME, plan=PLAN) -> FiledMessage:  # type: ignore[no-untyped-def]
+    return asyncio.run(st.mail.file(who, data, summarize(data), plan, resend_since=since))
 
 
 def _count(st: Storage, sql: str) -> int:
@@ -112,7 +114,8 @@ def test_a_draft_with_the_same_bytes_is_not_a_filing(store: Storage) -> None:
         await store.mail.append(ME, "Brouillons", msg(1), frozenset(), None)
 
     asyncio.run(draft())
-    sent = _file(store, msg(1), _hour_ago())
+    superseding = replace(PLAN, supersedes=supersedes_drafts(ME.mailbox_owner, "<1@x>"))
+    sent = _file(store, msg(1), _hour_ago(), plan=superseding)
     assert not sent.resent
     assert sent.uids  # filed in the boxes of the plan
 

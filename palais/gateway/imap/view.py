@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 
 from palais.gateway.imap.response import flag_list
-from palais.mailbox.model import MailboxEvent, MailboxInfo
+from palais.mailbox.model import EventKind, MailboxEvent, MailboxInfo
 from palais.mailbox.ports import Unsubscribe
 
 __all__ = ["SelectedMailbox"]
@@ -71,13 +71,13 @@ class SelectedMailbox:
 
     def on_event(self, event: MailboxEvent) -> None:
         """The store's listener: record, never answer (that is the session's job)."""
-        if event.kind == "exists":
+        if event.kind is EventKind.ARRIVED:
             self._new.append(event.uid)
-        elif event.kind == "flags":
+        elif event.kind is EventKind.FLAGS_CHANGED:
             seen = self._flags.get(event.uid)
             if seen is None or seen[1] <= event.modseq:
                 self._flags[event.uid] = (event.flags, event.modseq)
-        elif event.kind == "expunge":
+        elif event.kind is EventKind.REMOVED:
             self._expunged.add(event.uid)
             self._flags.pop(event.uid, None)
         else:

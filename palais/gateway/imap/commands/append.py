@@ -13,7 +13,7 @@ from palais.gateway.imap.commands.registry import Reply, command, no, ok
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.states import AUTHENTICATED_OR_SELECTED, Selected
 from palais.mailbox.errors import NoSuchMailbox
-from palais.mailbox.model import MailboxEvent
+from palais.mailbox.model import EventKind, MailboxEvent
 
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
@@ -75,5 +75,5 @@ async def append(session: Session, tag: bytes, name: str, request: AppendArgs) -
     state = session.state
     if isinstance(state, Selected) and state.mailbox.info.name == name:
         # Report EXISTS before our OK, whenever the store's own event arrives.
-        state.mailbox.on_event(MailboxEvent(state.mailbox.info.id, "exists", result.uid))
+        state.mailbox.on_event(MailboxEvent(state.mailbox.info.id, EventKind.ARRIVED, result.uid))
     return ok("APPEND completed", b"APPENDUID %d %d" % (result.uidvalidity, result.uid))

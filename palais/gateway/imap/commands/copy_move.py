@@ -12,7 +12,7 @@ from palais.gateway.imap.parser import Args
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_pairs
 from palais.gateway.imap.states import SELECTED_ONLY
 from palais.mailbox.errors import NoSuchMailbox
-from palais.mailbox.model import CopyResult, MailboxEvent
+from palais.mailbox.model import CopyResult, EventKind, MailboxEvent
 
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
@@ -50,7 +50,7 @@ async def _transfer(
         return no(exc.text, codes.TRYCREATE)
     if dest == view.info.name:
         for new_uid in result.dest_uids:
-            view.on_event(MailboxEvent(view.info.id, "exists", new_uid))
+            view.on_event(MailboxEvent(view.info.id, EventKind.ARRIVED, new_uid))
     if not move:
         return ok("COPY completed", _copyuid(result) if result.dest_uids else None)
     if result.dest_uids:

@@ -1,0 +1,138 @@
+"""Message rows and the references they hold on their bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, select, update
+
+from palais.mailbox.message import MessageSummary
+from palais.mailbox.ports import BlobLocation
+from palais.storage.rows import rows_for
+from palais.storage.sql import BL, MS, PL, when
+from palais.storage.writer import WriteContext
+
+
+@dataclass(frozen=True, slots=True)
+class FiledMessage:
+    message_id: int
+    sha256: str
+    size: int
+    uids: dict[str, int]  # "owner/box kind" -> uid
+    resent: bool = False  # an identical earlier filing answered; nothing was filed (no uids)
+
+
+def _store_blob(conn: Connection, sha: str, where: BlobLocation) -> None:
+    # A second copy of the same bytes only takes a reference; its appended
+    # bytes in the pack stay unreferenced (reclaimed by compaction).
+    rows_for(conn).run(
+        'INSERT INTO blob (sha256, segment, "offset", length, refcount) VALUES (?, ?, ?, ?, 1)'
+        " ON CONFLICT (sha256) DO UPDATE SET refcount = blob.refcount + 1",
+        (sha, where.segment, where.offset, where.length),
+    )
+
+
+def insert_message(
+    conn: Connection,
+    ctx: WriteContext,
+    data: bytes,
+    summary: MessageSummary,
+    *,
+    internaldate: datetime,
+    sender: str,
+    fingerprint: str,
+    dossier_id: int | None,
+) -> tuple[int, str]:
+    """The message's row, and a reference on its bytes (handed with the job); (id, sha256)."""
+    sha = ctx.sha256(data)
+    _store_blob(conn, sha, ctx.locations[sha])
+    row = rows_for(conn).one(
+        "INSERT INTO message (blob, size, header_size, internaldate, sent_date, message_id,"
+        " subject, from_addr, to_addr, cc_addr, bcc_addr, sender, sender_fingerprint, dossier_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            sha,
+            len(data),
+            summary.header_size,
+            when(conn, internaldate),
+            when(conn, summary.sent_date),
+            summary.message_id,
+            summary.subject,
+            summary.from_addr,
+            summary.to_addr,
+            summary.cc_addr,
+            summary.bcc_addr,
+            sender,
+            fingerprint,
+            dossier_id,
+        ),
+    )
+    assert row is not None
+    return int(row[0]), sha
+
+
+def release_messages(conn: Connection, ctx: WriteContext, message_ids: Iterable[int]) -> None:
+    """Delete messages nobody holds any more, and their bytes if no message shares them."""
+    for mid in message_ids:
+        still = conn.execute(select(PL.c.id).where(PL.c.message_id == mid).limit(1)).first()
+        if still is not None:
+            continue
+        sha = conn.execute(select(MS.c.blob).where(MS.c.id == mid)).scalar_one()
+        conn.execute(delete(MS).where(MS.c.id == mid))
+        conn.execute(update(BL).where(BL.c.sha256 == sha).values(refcount=BL.c.refcount - 1))
+        blob = conn.execute(
+            select(BL.c.refcount, BL.c.segment, BL.c.offset, BL.c.length).where(BL.c.sha256 == sha)
+        ).one()
+        if blob.refcount <= 0:
+            conn.execute(delete(BL).where(BL.c.sha256 == sha))
+            ctx.erase_after_commit[sha] = BlobLocation(blob.segment, blob.offset, blob.length)
+
+
+def filed_since(
+    conn: Connection,
+    sender: str,
+    message_id: str,
+    sha: str,
+    since: datetime,
+    held: set[tuple[str, str]],
+) -> tuple[int | None, bool]:
+    """The first message ``sender`` filed with this Message-ID and these bytes
+    since ``since`` that every (owner, box kind) of ``held`` holds, and
+    whether any message has this Message-ID at all.
+
+    Only filings count: they alone have a dossier (drafts and imports have
+    none). A filing that did not reach all of ``held`` is no answer: a
+    client told "452 4.5.3 Too many recipients" sends the same message to
+    the others in a second transaction, which must be filed. One statement
+    through the Message-ID index; a new Message-ID (the usual case) finds no
+    row, and then the filing needs no draft look-up, so a resend check costs
+    no statement. On PostgreSQL the transaction first takes a lock on
+    (sender, Message-ID), held until it commits, so that a twin filing on
+    another node waits and then sees this one.
+    """
+    rows = rows_for(conn)
+    if conn.dialect.name == "postgresql":
+        rows.run(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{sender} {message_id}",)
+        )
+    found = rows.all(
+        "SELECT id, CASE WHEN sender = ? AND blob = ? AND internaldate >= ?"
+        " AND dossier_id IS NOT NULL THEN 1 ELSE 0 END FROM message WHERE message_id = ?"
+        " ORDER BY id",
+        (sender, sha, when(conn, since), message_id),
+    )
+    owners = sorted({owner for owner, _ in held})
+    for mid, same in found:
+        if not same:
+            continue
+        placed = rows.all(
+            # Through the (owner, message_id) index.
+            f"SELECT owner, kind FROM placement WHERE owner IN ({', '.join('?' * len(owners))})"
+            " AND message_id = ?",
+            (*owners, mid),
+        )
+        if held <= {(owner, kind) for owner, kind in placed}:
+            return int(mid), True
+    return None, bool(found)

@@ -1,0 +1,326 @@
+"""Carrying plans out: placements, their entries in both views, UIDs and MODSEQs.
+
+Nothing here decides a rule. The domain's planners (``palais.mailbox``)
+say what moves, what goes and which flags change; these functions read the
+facts the planners need and carry the plans out inside the writer's
+transaction, allocating UIDs and MODSEQs and recording the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from palais.mailbox.boxes import GLOBAL_BOXES, BoxRef, boxes_for_dossier
+from palais.mailbox.deletion import Duplicate, Purge, Relocate
+from palais.mailbox.filing import CommittedRecord
+from palais.mailbox.flags import FlaggedEntry, FlagPlan
+from palais.mailbox.model import BoxKind, Entry, EventKind, HeldPlacement, MailboxEvent, Placement
+from palais.storage.messages import release_messages
+from palais.storage.rows import rows_for
+from palais.storage.sql import EN, MB, PL, chunks, decode_flags, encode_flags
+from palais.storage.writer import WriteContext
+
+# Writes one kind of record a plan carries (``FilingPlan.records``), in the plan's transaction.
+RecordWriter = Callable[[Connection, WriteContext, Any], None]
+RecordWriters = Mapping[type[CommittedRecord], RecordWriter]
+
+
+def _new_uidvalidity() -> int:
+    # Seconds since the epoch: grows across re-creations, fits in 32 bits until 2106.
+    return int(datetime.now(UTC).timestamp()) & 0xFFFFFFFF
+
+
+def ensure_boxes(conn: Connection, owner: str, dossier: str | None = None) -> None:
+    """Create the global views of an owner, or the five boxes of one of its dossiers."""
+    refs = GLOBAL_BOXES if dossier is None else boxes_for_dossier(dossier)
+    existing = set(conn.execute(select(MB.c.name).where(MB.c.owner == owner)).scalars())
+    for ref in refs:
+        if ref.name in existing:
+            continue
+        use = ref.special_use
+        conn.execute(
+            insert(MB).values(
+                owner=owner,
+                name=ref.name,
+                special_use=use.value if use else None,
+                kind=ref.kind.value,
+                dossier=ref.dossier,
+                uidvalidity=_new_uidvalidity(),
+                uidnext=1,
+                highestmodseq=1,
+            )
+        )
+
+
+def bump_modseq(conn: Connection, mailbox_id: int) -> int:
+    row = rows_for(conn).one(
+        "UPDATE mailbox SET highestmodseq = highestmodseq + 1 WHERE id = ? RETURNING highestmodseq",
+        (mailbox_id,),
+    )
+    assert row is not None
+    return int(row[0])
+
+
+def _box_id(conn: Connection, owner: str, ref: BoxRef, cache: dict[Any, Any]) -> int | None:
+    key = ("box", owner, ref.name)
+    if key in cache:
+        return int(cache[key])
+    box = conn.execute(select(MB.c.id).where(MB.c.owner == owner, MB.c.name == ref.name)).scalar()
+    if box is None:
+        return None
+    cache[key] = int(box)  # boxes are never renamed nor removed
+    return int(box)
+
+
+def place_all(
+    conn: Connection,
+    ctx: WriteContext,
+    message_id: int,
+    dossier: str | None,
+    holders: Sequence[tuple[str, BoxKind, frozenset[str]]],
+    origin: BoxKind | None = None,
+) -> list[dict[int, int]]:
+    """Put a message in several owners' boxes, both views each, in three statements.
+
+    Returns {mailbox id: uid} per holder. Filing one message touches four
+    boxes; a statement per placement, per UID and per entry cost the writer
+    thread a GIL handoff each, which is what limited SMTP ingest.
+    """
+    if len({(owner, kind) for owner, kind, _ in holders}) != len(holders):
+        # One placement per owner and kind: a repeated holder is placed alone.
+        return [r for h in holders for r in place_all(conn, ctx, message_id, dossier, [h], origin)]
+    rows = rows_for(conn)
+    placed = rows.all(
+        "INSERT INTO placement (owner, message_id, kind, dossier, origin) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?)"] * len(holders))
+        + " RETURNING id, owner, kind",
+        tuple(
+            value
+            for owner, kind, _ in holders
+            for value in (owner, message_id, kind.value, dossier, origin.value if origin else None)
+        ),
+    )
+    placement_of = {(owner, kind): int(pid) for pid, owner, kind in placed}
+    targets: list[tuple[int, int, int, frozenset[str]]] = []  # holder, box, placement, flags
+    for index, (owner, kind, flags) in enumerate(holders):
+        refs = [BoxRef(kind, None)] + ([BoxRef(kind, dossier)] if dossier else [])
+        for ref in refs:
+            box = _box_id(conn, owner, ref, ctx.cache)
+            if box is not None:  # without access to the dossier, only the global view
+                targets.append((index, box, placement_of[owner, kind.value], flags))
+    out: list[dict[int, int]] = [{} for _ in holders]
+    if not targets:
+        return out
+    allocated = rows.all(
+        "UPDATE mailbox SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+        f" WHERE id IN ({', '.join(['?'] * len(targets))}) RETURNING id, uidnext, highestmodseq",
+        tuple(box for _, box, _, _ in targets),
+    )
+    given = {int(box): (int(uidnext) - 1, int(modseq)) for box, uidnext, modseq in allocated}
+    rows.run(
+        "INSERT INTO entry (mailbox_id, uid, message_id, placement_id, flags, modseq) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(targets)),
+        tuple(
+            value
+            for _, box, placement, flags in targets
+            for value in (
+                box,
+                given[box][0],
+                message_id,
+                placement,
+                encode_flags(flags),
+                given[box][1],
+            )
+        ),
+    )
+    for index, box, _, flags in targets:
+        uid, modseq = given[box]
+        ctx.events.append(MailboxEvent(box, EventKind.ARRIVED, uid, flags, modseq))
+        out[index][box] = uid
+    return out
+
+
+def _unlist(conn: Connection, ctx: WriteContext, placement: int) -> None:
+    """The placement's entries leave both views, and the placement goes."""
+    rows = conn.execute(
+        select(EN.c.mailbox_id, EN.c.uid).where(EN.c.placement_id == placement)
+    ).all()
+    for r in rows:
+        modseq = bump_modseq(conn, r.mailbox_id)
+        conn.execute(delete(EN).where(EN.c.mailbox_id == r.mailbox_id, EN.c.uid == r.uid))
+        ctx.events.append(
+            MailboxEvent(int(r.mailbox_id), EventKind.REMOVED, int(r.uid), modseq=modseq)
+        )
+    conn.execute(delete(PL).where(PL.c.id == placement))
+
+
+def drop_placement(conn: Connection, ctx: WriteContext, placement: Placement) -> None:
+    """Remove a placement from both views; the message goes when nobody holds it."""
+    _unlist(conn, ctx, placement.id)
+    release_messages(conn, ctx, (placement.message_id,))
+
+
+# -- facts the planners need ----------------------------------------------------
+
+
+def _held_rows(conn: Connection, condition: Any) -> list[HeldPlacement]:
+    rows = conn.execute(
+        select(
+            EN.c.uid,
+            EN.c.flags,
+            EN.c.placement_id,
+            EN.c.message_id,
+            PL.c.kind,
+            PL.c.dossier,
+            PL.c.origin,
+        )
+        .join(PL, PL.c.id == EN.c.placement_id)
+        .where(condition)
+    ).all()
+    return [
+        HeldPlacement(
+            int(r.uid),
+            decode_flags(r.flags),
+            Placement(
+                int(r.placement_id),
+                int(r.message_id),
+                BoxKind(r.kind),
+                r.dossier,
+                BoxKind(r.origin) if r.origin else None,
+            ),
+        )
+        for r in rows
+    ]
+
+
+def held_placements(conn: Connection, mailbox_id: int, uids: Sequence[int]) -> list[HeldPlacement]:
+    """The entries of these UIDs in the box, with their placements, in UID order."""
+    out: list[HeldPlacement] = []
+    for part in chunks(sorted(set(uids))):
+        out.extend(_held_rows(conn, (EN.c.mailbox_id == mailbox_id) & EN.c.uid.in_(part)))
+    out.sort(key=lambda h: h.uid)
+    return out
+
+
+def flagged_deleted(conn: Connection, mailbox_id: int) -> list[HeldPlacement]:
+    """The box's entries whose flags mention \\Deleted (the planner checks the exact flag)."""
+    return _held_rows(
+        conn, (EN.c.mailbox_id == mailbox_id) & EN.c.flags.like("%\\Deleted%", escape="!")
+    )
+
+
+def held_in(conn: Connection, owner: str, kind: BoxKind, message_ids: Collection[int]) -> set[int]:
+    """Which of these messages the owner holds in a box of ``kind``."""
+    found: set[int] = set()
+    for part in chunks(sorted(message_ids)):
+        found.update(
+            int(m)
+            for m in conn.execute(
+                select(PL.c.message_id).where(
+                    PL.c.owner == owner, PL.c.kind == kind.value, PL.c.message_id.in_(part)
+                )
+            ).scalars()
+        )
+    return found
+
+
+def flagged_entries(conn: Connection, mailbox_id: int, uids: Sequence[int]) -> list[FlaggedEntry]:
+    out: list[FlaggedEntry] = []
+    for part in chunks(sorted(set(uids))):
+        out.extend(
+            FlaggedEntry(int(r.uid), decode_flags(r.flags), int(r.modseq), int(r.placement_id))
+            for r in conn.execute(
+                select(EN.c.uid, EN.c.flags, EN.c.modseq, EN.c.placement_id).where(
+                    EN.c.mailbox_id == mailbox_id, EN.c.uid.in_(part)
+                )
+            )
+        )
+    return out
+
+
+# -- carrying plans out ---------------------------------------------------------
+
+
+def carry_out_steps(
+    conn: Connection,
+    ctx: WriteContext,
+    owner: str,
+    steps: Sequence[Relocate | Duplicate | Purge],
+) -> list[tuple[int, dict[int, int]]]:
+    """Each step of a move or removal plan; (source UID, {box: new UID}) per step that placed."""
+    out: list[tuple[int, dict[int, int]]] = []
+    for step in steps:
+        held = step.held.placement
+        if isinstance(step, Purge):
+            drop_placement(conn, ctx, held)
+            continue
+        if isinstance(step, Relocate):
+            _unlist(conn, ctx, held.id)
+        holder = [(owner, step.kind, step.flags)]
+        placed = place_all(conn, ctx, held.message_id, held.dossier, holder, step.origin)
+        out.append((step.held.uid, placed[0]))
+    return out
+
+
+def carry_out_flags(
+    conn: Connection, ctx: WriteContext, mailbox_id: int, plan: FlagPlan
+) -> list[Entry]:
+    """Write each change in the box acted on and in the placement's other view.
+
+    One MODSEQ per box for the whole plan. Returns the box's updated entries.
+    """
+    if not plan.changes:
+        return []
+    modseq = bump_modseq(conn, mailbox_id)
+    updated: list[Entry] = []
+    for change in plan.changes:
+        conn.execute(
+            update(EN)
+            .where(EN.c.mailbox_id == mailbox_id, EN.c.uid == change.uid)
+            .values(flags=encode_flags(change.flags), modseq=modseq)
+        )
+        updated.append(Entry(change.uid, change.flags, modseq))
+        ctx.events.append(
+            MailboxEvent(mailbox_id, EventKind.FLAGS_CHANGED, change.uid, change.flags, modseq)
+        )
+    flags_of = {c.placement: c.flags for c in plan.changes}
+    others: list[tuple[int, int, int]] = []  # box, uid, placement
+    for part in chunks(sorted(flags_of)):
+        others.extend(
+            (int(r.mailbox_id), int(r.uid), int(r.placement_id))
+            for r in conn.execute(
+                select(EN.c.mailbox_id, EN.c.uid, EN.c.placement_id).where(
+                    EN.c.placement_id.in_(part), EN.c.mailbox_id != mailbox_id
+                )
+            )
+        )
+    modseq_of: dict[int, int] = {}
+    for box, uid, placement in sorted(others):
+        if box not in modseq_of:
+            modseq_of[box] = bump_modseq(conn, box)
+        flags = flags_of[placement]
+        conn.execute(
+            update(EN)
+            .where(EN.c.mailbox_id == box, EN.c.uid == uid)
+            .values(flags=encode_flags(flags), modseq=modseq_of[box])
+        )
+        ctx.events.append(MailboxEvent(box, EventKind.FLAGS_CHANGED, uid, flags, modseq_of[box]))
+    return updated
+
+
+def write_records(
+    conn: Connection,
+    ctx: WriteContext,
+    writers: RecordWriters,
+    records: Sequence[CommittedRecord],
+) -> None:
+    """The records a plan carries, in its transaction; a kind with no writer fails it whole."""
+    for record in records:
+        writer = writers.get(type(record))
+        if writer is None:
+            raise TypeError(f"no writer for records of kind {type(record).__name__}")
+        writer(conn, ctx, record)
