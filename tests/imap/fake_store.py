@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from palais.gateway.imap.headers import find_body_start, parse_fields
 from palais.gateway.imap.textsearch import decode_header_value
 from palais.mailbox.errors import CannotDoThat, NoSuchMailbox
+from palais.mailbox.flags import check_storable
 from palais.mailbox.identity import Identity
 from palais.mailbox.model import (
     AppendResult,
@@ -203,6 +204,7 @@ class FakeStore:
         unchanged_since: int | None = None,
     ) -> StoreResult:
         self.calls.append(("store_flags", mailbox_id, list(uids), mode, flags, unchanged_since))
+        check_storable(flags)  # the domain's rule, as the real store applies it
         box = self._by_id(mailbox_id)
         updated: list[Entry] = []
         modified: list[int] = []
