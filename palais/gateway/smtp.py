@@ -192,8 +192,11 @@ class PalaisSMTP(SMTP):
         # aiosmtpd builds a class and runs the email package's full parser on
         # each MAIL and RCPT; the usual address needs neither.
         found = _PLAIN_ADDRESS.match(arg) if arg else None
-        rest = arg[found.end() :].lstrip() if found else ""  # what aiosmtpd strips
-        if found is None or rest.startswith("(") or (rest and rest == arg[found.end() :]):
+        # What aiosmtpd strips after the address (the email package's CFWS):
+        # all whitespace, but only if a space or a tab comes first ("\r" alone stays).
+        tail = arg[found.end() :] if found else ""
+        rest = tail.lstrip() if tail[:1] in (" ", "\t") else tail
+        if found is None or rest.startswith("(") or (rest and rest == tail):
             try:
                 result: tuple[str | None, str | None] = super()._getaddr(arg)
             except (IndexError, AttributeError, UnboundLocalError):

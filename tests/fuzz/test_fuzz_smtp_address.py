@@ -108,5 +108,7 @@ def test_fast_path_agrees_with_aiosmtpd(
 @example("==@[\t", 0)
 # Regression: parameters that are only whitespace aiosmtpd strips were kept.
 @example("<0@0> \x0b", 0)
+# Regression: a CR right after the address is no whitespace aiosmtpd strips.
+@example("<0@0>\r", 0)
 def test_any_argument(arg: str, limit: int) -> None:
     agree(arg, limit)
