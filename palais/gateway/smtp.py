@@ -1,7 +1,9 @@
 """SMTP front-end (aiosmtpd): mutual TLS, the certificate is the identity.
 
-The handler only translates: policy comes from the submission desk, every
-refusal is a ``PalaisError`` turned into a reply by ``replies.reply_for``.
+The handler only translates: each transaction holds one domain
+``Submission`` (made at MAIL, given each RCPT, handed the content at DATA),
+and every refusal is a ``PalaisError`` whose kind ``replies.reply_for``
+turns into a reply.
 """
 
 from __future__ import annotations
