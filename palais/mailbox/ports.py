@@ -37,12 +37,12 @@ _SEEN = "\\Seen"
 class EntryTable:
     """Every entry of one box at one instant, in UID order, as compact arrays.
 
-    What SELECT, flag searches and FETCH of UID/FLAGS/MODSEQ need, without
+    A box's listing (UIDs, flags, modification sequences) without
     one Python object per message: ``uids`` (array "I"), ``modseqs`` (array
     "Q") and ``flag_ids`` (array "H" or "I"), an index into ``flag_sets`` (a
     box holds a handful of distinct flag sets). ``counts[i]`` is how many
     entries have ``flag_sets[i]``. A table is never modified once built: a
-    store may hand the same one to every session of the box. Iterating gives
+    store may hand the same one to everyone reading the box. Iterating gives
     ``Entry`` objects (convenient, not fast).
     """
 
@@ -271,7 +271,7 @@ class MailAccess(Protocol):
         flags: frozenset[str],
         internaldate: datetime | None,
     ) -> AppendResult:
-        """Save a draft, or recognise the client's own sent copy
+        """Save a draft, or recognise the user's own copy of a message sent
         (``palais.mailbox.drafts.plan_append``)."""
         ...
 

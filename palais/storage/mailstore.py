@@ -24,7 +24,6 @@ from palais.mailbox.model import (
     BoxKind,
     CopyResult,
     FlagMode,
-    Placement,
     StoreResult,
 )
 from palais.mailbox.ports import EventBus, MessageBytes
@@ -33,7 +32,7 @@ from palais.storage.placement import (
     RecordWriters,
     carry_out_flags,
     carry_out_steps,
-    drop_placement,
+    drop_superseded,
     flagged_deleted,
     flagged_entries,
     held_in,
@@ -42,7 +41,6 @@ from palais.storage.placement import (
     write_records,
 )
 from palais.storage.reads import MailReads
-from palais.storage.rows import rows_for
 from palais.storage.sql import DO, EN, MB, MS
 from palais.storage.writer import CommitQueue, WriteContext
 
@@ -252,7 +250,7 @@ class MailStore(MailReads):
             )
             superseded = plan.supersedes
             if superseded is not None and known is not False:
-                _drop_drafts(conn, ctx, superseded.owner, superseded.message_id)
+                drop_superseded(conn, ctx, superseded)
             uids: dict[str, int] = {}
             holders = [(d.owner, d.kind, d.flags) for d in plan.destinations]
             placed_all = place_all(conn, ctx, mid, plan.dossier, holders)
@@ -264,15 +262,3 @@ class MailStore(MailReads):
             return FiledMessage(mid, sha, len(data), uids)
 
         return await self._writer.submit(work, [data])
-
-
-def _drop_drafts(conn: Connection, ctx: WriteContext, owner: str, message_id: str) -> None:
-    """The owner's Brouillons placements of messages with this Message-ID."""
-    found = rows_for(conn).all(
-        # Through the Message-ID index first: the sender's placements grow.
-        "SELECT id, message_id FROM placement WHERE message_id IN"
-        " (SELECT id FROM message WHERE message_id = ?) AND owner = ? AND kind = ?",
-        (message_id, owner, BoxKind.BROUILLONS.value),
-    )
-    for pid, mid in found:
-        drop_placement(conn, ctx, Placement(int(pid), int(mid), BoxKind.BROUILLONS, None))

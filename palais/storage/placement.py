@@ -16,6 +16,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from palais.mailbox.boxes import GLOBAL_BOXES, BoxRef, boxes_for_dossier
 from palais.mailbox.deletion import Duplicate, Purge, Relocate
+from palais.mailbox.drafts import SupersededDrafts
 from palais.mailbox.filing import CommittedRecord
 from palais.mailbox.flags import FlaggedEntry, FlagPlan
 from palais.mailbox.model import BoxKind, Entry, EventKind, HeldPlacement, MailboxEvent, Placement
@@ -310,6 +311,18 @@ def carry_out_flags(
         )
         ctx.events.append(MailboxEvent(box, EventKind.FLAGS_CHANGED, uid, flags, modseq_of[box]))
     return updated
+
+
+def drop_superseded(conn: Connection, ctx: WriteContext, drafts: SupersededDrafts) -> None:
+    """The owner's Brouillons placements of messages with this Message-ID go."""
+    found = rows_for(conn).all(
+        # Through the Message-ID index first: the sender's placements grow.
+        "SELECT id, message_id FROM placement WHERE message_id IN"
+        " (SELECT id FROM message WHERE message_id = ?) AND owner = ? AND kind = ?",
+        (drafts.message_id, drafts.owner, BoxKind.BROUILLONS.value),
+    )
+    for pid, mid in found:
+        drop_placement(conn, ctx, Placement(int(pid), int(mid), BoxKind.BROUILLONS, None))
 
 
 def write_records(
