@@ -171,3 +171,19 @@ def test_resend_since_rule() -> None:
     assert resend_since(summary, now, 86400) == now - timedelta(days=1)
     assert resend_since(summary, now, 0) is None
     assert resend_since(summarize(CLEAN.replace(b"<m1@x.test>", b"")), now, 60) is None
+
+
+def test_an_oversized_header_is_refused_before_it_is_read() -> None:
+    # Deeply nested comments cost seconds of parsing per megabyte: refused
+    # on size alone, quickly, with the limit in the text.
+    head = b"From: " + b"(" * 200_000 + b"\r\nSubject: [2025-0000138] x\r\n\r\nCorps\r\n"
+    with pytest.raises(InvalidMessage) as refused:
+        summarize(head, submitted=True)
+    assert refused.value.kind is ErrorKind.INVALID_MESSAGE
+    assert refused.value.text == "The header is larger than 100 KiB"
+
+
+def test_a_large_but_reasonable_header_is_accepted() -> None:
+    received = b"".join(b"Received: from relay%d.x.test by x.test\r\n" % i for i in range(1000))
+    summary = summarize(received + CLEAN, submitted=True)
+    assert summary.subject == "[2025-0000138] Conclusions"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -13,12 +12,11 @@ from palais.gateway.imap.commands.registry import Reply, command, no, ok
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.states import AUTHENTICATED_OR_SELECTED, Selected
 from palais.mailbox.errors import NoSuchMailbox
+from palais.mailbox.message import normalize_line_endings
 from palais.mailbox.model import EventKind, MailboxEvent
 
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
-
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +43,6 @@ def append_arguments(args: Args) -> AppendArgs:
     else:
         data = args.literal()
     return AppendArgs(flags, when, data)
-
-
-def normalize_line_endings(data: bytes) -> bytes:
-    """Stored messages are CRLF; a client that sends bare LF gets them fixed."""
-    if data.count(b"\n") == data.count(b"\r\n"):
-        return data
-    return _BARE_LF.sub(b"\r\n", data)
 
 
 @command("APPEND", syntax=(Args.mailbox, append_arguments), states=AUTHENTICATED_OR_SELECTED)
