@@ -84,9 +84,14 @@ class BoxRef:
         return SPECIAL_USE.get(self.kind) if self.dossier is None else None
 
 
+def is_inbox(name: str) -> bool:
+    """INBOX in any ASCII case (RFC 3501 5.1); "ınbox" (dotless i) is another name."""
+    return name.isascii() and name.upper() == INBOX
+
+
 def parse_box_name(name: str) -> BoxRef:
     """The box a folder name designates; NoSuchMailbox if none."""
-    if name.upper() == INBOX:
+    if is_inbox(name):
         return BoxRef(BoxKind.RECUS, None)
     for kind, global_name in GLOBAL_NAMES.items():
         if name == global_name:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, case, func, select
 
-from palais.mailbox.boxes import GLOBAL_BOXES, BoxRef
+from palais.mailbox.boxes import GLOBAL_BOXES, BoxRef, is_inbox
 from palais.mailbox.errors import NoSuchMailbox
 from palais.mailbox.identity import Identity
 from palais.mailbox.model import (
@@ -186,7 +186,7 @@ class MailReads:
         return sorted(infos + nodes, key=_listing_order)
 
     async def mailbox(self, who: Identity, name: str) -> MailboxInfo:
-        if name.upper() == INBOX:
+        if is_inbox(name):
             name = INBOX
         infos: list[MailboxInfo] = self._read(lambda c: self._infos(c, who.mailbox_owner, name))
         if not infos:

@@ -119,3 +119,9 @@ def test_clients_append_only_drafts_and_sent_copies() -> None:
     for kind in (R, S, A):
         with pytest.raises(CannotDoThat):
             check_append(kind)
+
+
+def test_inbox_is_case_insensitive_in_ascii_only() -> None:
+    assert parse_box_name("InBoX") == BoxRef(R, None)
+    with pytest.raises(NoSuchMailbox):
+        parse_box_name("ınbox")  # dotless i: "ınbox".upper() == "INBOX" in Python
