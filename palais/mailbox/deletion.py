@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from palais.mailbox.boxes import BoxRef, MoveOutcome, decide_expunge, decide_move
 from palais.mailbox.errors import CannotDoThat
-from palais.mailbox.model import BoxKind, HeldPlacement
+from palais.mailbox.model import BoxKind, CommittedRecord, HeldPlacement
 
 DELETED = "\\Deleted"
 
@@ -52,6 +52,7 @@ class MovePlan:
     """What a MOVE or COPY does, message by message, in UID order."""
 
     steps: tuple[Step, ...]
+    records: tuple[CommittedRecord, ...] = ()  # committed with the steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class RemovalPlan:
 
     removed: tuple[int, ...]
     steps: tuple[Relocate | Purge, ...]
+    records: tuple[CommittedRecord, ...] = ()  # committed with the steps
 
 
 def plan_move(

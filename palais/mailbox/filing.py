@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from palais.mailbox.drafts import SupersededDrafts
-from palais.mailbox.model import BoxKind
+from palais.mailbox.model import BoxKind, CommittedRecord
+
+__all__ = ["CommittedRecord", "Destination", "FilingPlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,15 +21,6 @@ class Destination:
     owner: str
     kind: BoxKind
     flags: frozenset[str] = frozenset()
-
-
-class CommittedRecord:
-    """A domain value that must commit with the plan carrying it (say, an
-    evidence log entry). Each concrete kind is a frozen dataclass deriving
-    from this; storage knows how to write each kind it is given, and refuses
-    (nothing commits) a kind it does not know."""
-
-    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from palais.mailbox.errors import CannotDoThat
-from palais.mailbox.model import FlagMode
+from palais.mailbox.model import CommittedRecord, FlagMode
 
 _FLAG = re.compile(r"^\\?[^\s()\]{%*\"\\]+$")
 
@@ -40,6 +40,7 @@ class FlagChange:
 class FlagPlan:
     changes: tuple[FlagChange, ...]  # in UID order
     modified: tuple[int, ...]  # UIDs changed since UNCHANGEDSINCE: left alone
+    records: tuple[CommittedRecord, ...] = ()  # committed with the changes
 
 
 def check_storable(flags: Iterable[str]) -> None:

@@ -136,6 +136,15 @@ class HeldPlacement:
     placement: Placement
 
 
+class CommittedRecord:
+    """A domain value that must commit with the plan carrying it (say, an
+    evidence log entry). Each concrete kind is a frozen dataclass deriving
+    from this; storage knows how to write each kind it is given, and refuses
+    (nothing commits) a kind it does not know."""
+
+    __slots__ = ()
+
+
 class EventKind(enum.StrEnum):
     """What happened to one entry of a box."""
 

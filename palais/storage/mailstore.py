@@ -82,7 +82,7 @@ class MailStore(MailReads):
         def work(conn: Connection, ctx: WriteContext) -> StoreResult:
             current = flagged_entries(conn, mailbox_id, uids)
             plan = plan_flag_change(current, mode, flags, unchanged_since)
-            updated = carry_out_flags(conn, ctx, mailbox_id, plan)
+            updated = carry_out_flags(conn, ctx, mailbox_id, plan, self._records)
             return StoreResult(updated=updated, modified=list(plan.modified))
 
         return await self._writer.submit(work)
@@ -102,7 +102,7 @@ class MailStore(MailReads):
             messages = {h.placement.message_id for h in candidates}
             in_trash = held_in(conn, owner, BoxKind.SUPPRIMES, messages)
             plan = plan_expunge(box, candidates, in_trash, only)
-            carry_out_steps(conn, ctx, owner, plan.steps)
+            carry_out_steps(conn, ctx, owner, plan, self._records)
             return list(plan.removed)
 
         return await self._writer.submit(work)
@@ -176,7 +176,7 @@ class MailStore(MailReads):
             plan = plan_move(held_placements(conn, mailbox_id, uids), dest, keep_source=not move)
             src_uids: list[int] = []
             dst_uids: list[int] = []
-            for uid, placed in carry_out_steps(conn, ctx, who.mailbox_owner, plan.steps):
+            for uid, placed in carry_out_steps(conn, ctx, who.mailbox_owner, plan, self._records):
                 if dest_box.id in placed:
                     src_uids.append(uid)
                     dst_uids.append(placed[dest_box.id])

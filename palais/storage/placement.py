@@ -15,11 +15,18 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from palais.mailbox.boxes import GLOBAL_BOXES, BoxRef, boxes_for_dossier
-from palais.mailbox.deletion import Duplicate, Purge, Relocate
+from palais.mailbox.deletion import MovePlan, Purge, Relocate, RemovalPlan
 from palais.mailbox.drafts import SupersededDrafts
-from palais.mailbox.filing import CommittedRecord
 from palais.mailbox.flags import FlaggedEntry, FlagPlan
-from palais.mailbox.model import BoxKind, Entry, EventKind, HeldPlacement, MailboxEvent, Placement
+from palais.mailbox.model import (
+    BoxKind,
+    CommittedRecord,
+    Entry,
+    EventKind,
+    HeldPlacement,
+    MailboxEvent,
+    Placement,
+)
 from palais.storage.messages import release_messages
 from palais.storage.rows import rows_for
 from palais.storage.sql import EN, MB, PL, chunks, decode_flags, encode_flags
@@ -250,11 +257,13 @@ def carry_out_steps(
     conn: Connection,
     ctx: WriteContext,
     owner: str,
-    steps: Sequence[Relocate | Duplicate | Purge],
+    plan: MovePlan | RemovalPlan,
+    writers: RecordWriters,
 ) -> list[tuple[int, dict[int, int]]]:
-    """Each step of a move or removal plan; (source UID, {box: new UID}) per step that placed."""
+    """Each step of a move or removal plan, then its records;
+    (source UID, {box: new UID}) per step that placed."""
     out: list[tuple[int, dict[int, int]]] = []
-    for step in steps:
+    for step in plan.steps:
         held = step.held.placement
         if isinstance(step, Purge):
             drop_placement(conn, ctx, held)
@@ -264,16 +273,19 @@ def carry_out_steps(
         holder = [(owner, step.kind, step.flags)]
         placed = place_all(conn, ctx, held.message_id, held.dossier, holder, step.origin)
         out.append((step.held.uid, placed[0]))
+    write_records(conn, ctx, writers, plan.records)
     return out
 
 
 def carry_out_flags(
-    conn: Connection, ctx: WriteContext, mailbox_id: int, plan: FlagPlan
+    conn: Connection, ctx: WriteContext, mailbox_id: int, plan: FlagPlan, writers: RecordWriters
 ) -> list[Entry]:
     """Write each change in the box acted on and in the placement's other view.
 
-    One MODSEQ per box for the whole plan. Returns the box's updated entries.
+    One MODSEQ per box for the whole plan; then the plan's records. Returns
+    the box's updated entries.
     """
+    write_records(conn, ctx, writers, plan.records)
     if not plan.changes:
         return []
     modseq = bump_modseq(conn, mailbox_id)

@@ -4,21 +4,30 @@ and each kind of step leaves both views consistent. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, text
 
+from palais.mailbox.boxes import BoxRef
+from palais.mailbox.deletion import plan_move
 from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.filing import CommittedRecord
+from palais.mailbox.flags import plan_flag_change
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
-from palais.mailbox.model import FlagMode
+from palais.mailbox.model import BoxKind, FlagMode
 from palais.storage import Storage, open_storage
 from palais.storage.mailstore import MailStore
-from palais.storage.placement import RecordWriters
+from palais.storage.placement import (
+    RecordWriters,
+    carry_out_flags,
+    carry_out_steps,
+    flagged_entries,
+    held_placements,
+)
 from palais.storage.writer import WriteContext
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
@@ -154,5 +163,59 @@ def test_a_refused_move_changes_nothing(storage: Storage) -> None:
         with pytest.raises(CannotDoThat):
             await mail.move(ME, trash.id, moved.dest_uids, "INBOX")
         assert (await mail.mailbox(ME, "Supprimés")).messages == 1
+
+    asyncio.run(go())
+
+
+def _failing(_conn: Connection, _ctx: WriteContext, _record: _Deposit) -> None:
+    raise OSError("log unavailable")
+
+
+def test_a_flag_plans_records_commit_with_its_changes(storage: Storage) -> None:
+    asyncio.run(storage.mail.file(ME, msg(1), summarize(msg(1)), PLAN))
+    written: list[str] = []
+
+    def record(_conn: Connection, _ctx: WriteContext, r: _Deposit) -> None:
+        written.append(r.label)
+
+    async def go() -> None:
+        mail = storage.mail
+        sent = (await mail.mailbox(ME, "Envoyés")).id
+
+        def job(writers: RecordWriters) -> Callable[[Connection, WriteContext], object]:
+            def work(conn: Connection, ctx: WriteContext) -> object:
+                found = flagged_entries(conn, sent, [1])
+                plan = plan_flag_change(found, FlagMode.ADD, frozenset({"$read"}))
+                plan = replace(plan, records=(_Deposit("first read"),))
+                return carry_out_flags(conn, ctx, sent, plan, writers)
+
+            return work
+
+        with pytest.raises(OSError):
+            await storage.commits.submit(job({_Deposit: _failing}))
+        assert "$read" not in (await mail.records(ME, sent, [1]))[0].flags
+        await storage.commits.submit(job({_Deposit: record}))
+        assert "$read" in (await mail.records(ME, sent, [1]))[0].flags
+        assert written == ["first read"]
+
+    asyncio.run(go())
+
+
+def test_a_move_plans_records_commit_with_its_steps(storage: Storage) -> None:
+    asyncio.run(storage.mail.file(ME, msg(1), summarize(msg(1)), PLAN))
+
+    async def go() -> None:
+        mail = storage.mail
+        sent = (await mail.mailbox(ME, "Envoyés")).id
+
+        def work(conn: Connection, ctx: WriteContext) -> object:
+            plan = plan_move(held_placements(conn, sent, [1]), BoxRef(BoxKind.SUPPRIMES, None))
+            plan = replace(plan, records=(_Deposit("deleted"),))
+            return carry_out_steps(conn, ctx, ME.mailbox_owner, plan, {_Deposit: _failing})
+
+        with pytest.raises(OSError):
+            await storage.commits.submit(work)
+        assert (await mail.mailbox(ME, "Envoyés")).messages == 1
+        assert (await mail.mailbox(ME, "Supprimés")).messages == 0
 
     asyncio.run(go())
