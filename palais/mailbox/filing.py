@@ -8,12 +8,14 @@ together with the filing (``records``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from palais.mailbox.drafts import SupersededDrafts
 from palais.mailbox.model import BoxKind, CommittedRecord
 
-__all__ = ["CommittedRecord", "Destination", "FilingPlan"]
+__all__ = ["CommittedRecord", "Destination", "EarlierMessage", "FilingPlan", "resend_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +31,40 @@ class FilingPlan:
     destinations: tuple[Destination, ...]
     supersedes: SupersededDrafts | None = None
     records: tuple[CommittedRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierMessage:
+    """A stored message with the Message-ID of the one being filed: the facts
+    the resend rule needs."""
+
+    id: int
+    sender: str
+    sha256: str
+    accepted: datetime  # timezone-aware
+    filed: bool  # has a dossier: a filing (drafts and imports have none)
+    held: frozenset[tuple[str, BoxKind]]  # (owner, kind) of its placements among the plan's owners
+
+
+def resend_of(
+    earlier: Sequence[EarlierMessage], sender: str, sha256: str, since: datetime, plan: FilingPlan
+) -> int | None:
+    """The earlier filing this submission repeats, if any: the first one by the
+    same sender, with the same bytes, accepted since ``since``, that every
+    destination of ``plan`` holds.
+
+    A filing that did not reach all of them is no answer: a client told
+    "452 4.5.3 Too many recipients" sends the same message to the others in
+    a second transaction, which must be filed.
+    """
+    wanted = {(d.owner, d.kind) for d in plan.destinations}
+    for message in sorted(earlier, key=lambda m: m.id):
+        if (
+            message.filed
+            and message.sender == sender
+            and message.sha256 == sha256
+            and message.accepted >= since
+            and wanted <= message.held
+        ):
+            return message.id
+    return None

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, select
 from palais.mailbox.deletion import plan_expunge, plan_move
 from palais.mailbox.drafts import SentCopy, addresses_written_to, plan_append
 from palais.mailbox.errors import PalaisError
-from palais.mailbox.filing import FilingPlan
+from palais.mailbox.filing import FilingPlan, resend_of
 from palais.mailbox.flags import check_storable, plan_flag_change
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary, header_size, summarize
@@ -27,7 +27,7 @@ from palais.mailbox.model import (
     StoreResult,
 )
 from palais.mailbox.ports import EventBus, MessageBytes
-from palais.storage.messages import FiledMessage, filed_since, insert_message
+from palais.storage.messages import FiledMessage, earlier_messages, insert_message
 from palais.storage.placement import (
     RecordWriters,
     carry_out_flags,
@@ -232,10 +232,10 @@ class MailStore(MailReads):
             known: bool | None = None
             if resend_since is not None and summary.message_id:
                 sha = ctx.sha256(data)
-                held = {(d.owner, d.kind.value) for d in plan.destinations}
-                first, known = filed_since(
-                    conn, who.address, summary.message_id, sha, resend_since, held
-                )
+                owners = {d.owner for d in plan.destinations}
+                earlier = earlier_messages(conn, who.address, summary.message_id, owners)
+                known = bool(earlier)
+                first = resend_of(earlier, who.address, sha, resend_since, plan)
                 if first is not None:
                     return FiledMessage(first, sha, len(data), {}, resent=True)
             mid, sha = insert_message(

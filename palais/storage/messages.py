@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, select, update
 
+from palais.mailbox.filing import EarlierMessage
 from palais.mailbox.message import MessageSummary
+from palais.mailbox.model import BoxKind
 from palais.mailbox.ports import BlobLocation
 from palais.storage.rows import rows_for
-from palais.storage.sql import BL, MS, PL, when
+from palais.storage.sql import BL, MS, PL, utc, when
 from palais.storage.writer import WriteContext
 
 
@@ -90,27 +92,15 @@ def release_messages(conn: Connection, ctx: WriteContext, message_ids: Iterable[
             ctx.erase_after_commit[sha] = BlobLocation(blob.segment, blob.offset, blob.length)
 
 
-def filed_since(
-    conn: Connection,
-    sender: str,
-    message_id: str,
-    sha: str,
-    since: datetime,
-    held: set[tuple[str, str]],
-) -> tuple[int | None, bool]:
-    """The first message ``sender`` filed with this Message-ID and these bytes
-    since ``since`` that every (owner, box kind) of ``held`` holds, and
-    whether any message has this Message-ID at all.
+def earlier_messages(
+    conn: Connection, sender: str, message_id: str, owners: Collection[str]
+) -> list[EarlierMessage]:
+    """The stored messages with this Message-ID, with their placements among ``owners``.
 
-    Only filings count: they alone have a dossier (drafts and imports have
-    none). A filing that did not reach all of ``held`` is no answer: a
-    client told "452 4.5.3 Too many recipients" sends the same message to
-    the others in a second transaction, which must be filed. One statement
-    through the Message-ID index; a new Message-ID (the usual case) finds no
-    row, and then the filing needs no draft look-up, so a resend check costs
-    no statement. On PostgreSQL the transaction first takes a lock on
-    (sender, Message-ID), held until it commits, so that a twin filing on
-    another node waits and then sees this one.
+    One statement through the Message-ID index; a new Message-ID (the usual
+    case) finds no row, and no placement is read. On PostgreSQL the
+    transaction first takes a lock on (sender, Message-ID), held until it
+    commits, so that a twin filing on another node waits and then sees this one.
     """
     rows = rows_for(conn)
     if conn.dialect.name == "postgresql":
@@ -118,21 +108,20 @@ def filed_since(
             "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{sender} {message_id}",)
         )
     found = rows.all(
-        "SELECT id, CASE WHEN sender = ? AND blob = ? AND internaldate >= ?"
-        " AND dossier_id IS NOT NULL THEN 1 ELSE 0 END FROM message WHERE message_id = ?"
-        " ORDER BY id",
-        (sender, sha, when(conn, since), message_id),
+        "SELECT id, sender, blob, internaldate, dossier_id IS NOT NULL FROM message"
+        " WHERE message_id = ? ORDER BY id",
+        (message_id,),
     )
-    owners = sorted({owner for owner, _ in held})
-    for mid, same in found:
-        if not same:
-            continue
+    if not found:
+        return []
+    marks = ", ".join("?" * len(owners))
+    out: list[EarlierMessage] = []
+    for mid, by, sha, accepted, filed in found:
         placed = rows.all(
             # Through the (owner, message_id) index.
-            f"SELECT owner, kind FROM placement WHERE owner IN ({', '.join('?' * len(owners))})"
-            " AND message_id = ?",
-            (*owners, mid),
+            f"SELECT owner, kind FROM placement WHERE owner IN ({marks}) AND message_id = ?",
+            (*sorted(owners), mid),
         )
-        if held <= {(owner, kind) for owner, kind in placed}:
-            return int(mid), True
-    return None, bool(found)
+        held = frozenset((owner, BoxKind(kind)) for owner, kind in placed)
+        out.append(EarlierMessage(int(mid), by, sha, utc(accepted), bool(filed), held))
+    return out

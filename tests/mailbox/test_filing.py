@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import FrozenInstanceError, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from palais.mailbox.drafts import SupersededDrafts
-from palais.mailbox.filing import CommittedRecord, Destination, FilingPlan
+from palais.mailbox.filing import (
+    CommittedRecord,
+    Destination,
+    EarlierMessage,
+    FilingPlan,
+    resend_of,
+)
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.model import BoxKind
 from palais.mailbox.routing import Addressee, AddresseeKind, plan_filing
@@ -59,3 +67,47 @@ def test_a_plan_carries_records_to_commit_with_it() -> None:
     assert plan.records == (_Note("deposit"),)
     with pytest.raises(FrozenInstanceError):
         plan.records[0].text = "altered"  # type: ignore[misc]
+
+
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+RESENT = FilingPlan(
+    N,
+    (
+        Destination("me@x", BoxKind.ENVOYES, frozenset({"\\Seen"})),
+        Destination("greffe@x", BoxKind.RECUS),
+    ),
+)
+BOTH = frozenset({("me@x", BoxKind.ENVOYES), ("greffe@x", BoxKind.RECUS)})
+
+
+def earlier(number: int = 7, **changes: Any) -> EarlierMessage:
+    base = EarlierMessage(number, "me@x", "ab" * 32, SINCE + timedelta(minutes=5), True, BOTH)
+    return replace(base, **changes)
+
+
+def _resend(*found: EarlierMessage) -> int | None:
+    return resend_of(found, "me@x", "ab" * 32, SINCE, RESENT)
+
+
+def test_the_same_message_again_is_a_resend_of_the_first() -> None:
+    assert _resend(earlier(9), earlier(7)) == 7
+
+
+def test_another_senders_message_is_no_resend() -> None:
+    assert _resend(earlier(sender="other@x")) is None
+
+
+def test_other_bytes_are_no_resend() -> None:
+    assert _resend(earlier(sha256="cd" * 32)) is None
+
+
+def test_a_filing_before_the_window_is_no_resend() -> None:
+    assert _resend(earlier(accepted=SINCE - timedelta(seconds=1))) is None
+
+
+def test_a_draft_with_the_same_bytes_is_no_filing() -> None:
+    assert _resend(earlier(filed=False)) is None
+
+
+def test_a_filing_that_missed_a_destination_is_no_answer() -> None:
+    assert _resend(earlier(held=frozenset({("me@x", BoxKind.ENVOYES)}))) is None
