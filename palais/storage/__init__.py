@@ -1,4 +1,14 @@
-"""Persistence: SQL index, content-addressed message bytes, group commit."""
+"""Persistence: SQL index, content-addressed message bytes, group commit.
+
+One idea per module: ``engine`` (connections), ``schema`` and ``migrate``
+(tables), ``sql`` (shared SQL building blocks), ``reads`` (boxes, entries,
+records, searches), ``caches`` (entry tables kept by box key), ``messages``
+(message rows and their bytes), ``placement`` (carrying the domain's plans
+out: placements, UIDs, MODSEQs, records), ``mailstore`` (``MailAccess``:
+facts, planner, carrier, in one writer transaction), ``writer`` (group
+commit), ``blobs`` and ``hub`` (the ``MessageBytes`` and ``EventBus``
+ports), ``directory``, ``bulk`` (imports). Rules live in ``palais.mailbox``.
+"""
 
 from __future__ import annotations
 
