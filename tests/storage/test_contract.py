@@ -19,13 +19,13 @@ import pytest
 from palais.mailbox.errors import CannotDoThat, NoSuchMailbox
 from palais.mailbox.model import EventKind, FlagMode, HeaderField, MailboxEvent
 from palais.mailbox.ports import MailAccess
-from palais.storage import open_storage
 from tests.imap.fake_store import FakeStore
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
     postgres_url_fixture,
 )
-from tests.storage.test_mailstore import ME, setup_directory
+from tests.storage.conftest import DATABASES, database_url, running_storage
+from tests.storage.test_mailstore import ME
 
 T = TypeVar("T")
 BOX = "Brouillons"
@@ -33,22 +33,13 @@ SEEN = frozenset({"\\Seen"})
 DELETED = frozenset({"\\Deleted"})
 
 
-@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+@pytest.fixture(params=["fake", *DATABASES])
 def access(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MailAccess]:
     if request.param == "fake":
         yield FakeStore()
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    st = open_storage(url, tmp_path / "blobs")
-    st.commits.run_now(setup_directory)
-    st.start()
-    try:
+    with running_storage(database_url(request, tmp_path), tmp_path / "blobs") as st:
         yield st.mail
-    finally:
-        st.close()
 
 
 def run(make: Callable[[], Awaitable[T]]) -> T:

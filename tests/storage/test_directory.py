@@ -15,12 +15,13 @@ from sqlalchemy import Connection, Table, func, select, text
 from palais.mailbox.enrolment import EnrolmentRefused, ReferredToOperator
 from palais.mailbox.identity import CertificateIdentity, Role
 from palais.mailbox.routing import Addressee, AddresseeKind
-from palais.storage import Storage, open_storage, schema
+from palais.storage import Storage, schema
 from palais.storage.directory import Directory
 from palais.storage.engine import make_engine
 from palais.storage.migrate import alembic_config, upgrade
 from palais.storage.writer import WriteContext
-from tests.storage.test_mailstore import DOSSIER_ADDRESS, GREFFE, ME, NUMBER, setup_directory
+from tests.storage.conftest import running_storage
+from tests.storage.test_mailstore import DOSSIER_ADDRESS, GREFFE, ME, NUMBER
 
 AC = schema.table(schema.Account)
 CE = schema.table(schema.Certificate)
@@ -32,13 +33,8 @@ def card(address: str, fingerprint: str, role: Role = Role.AVOCAT) -> Certificat
 
 @pytest.fixture
 def storage(tmp_path: Path) -> Iterator[Storage]:
-    st = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
-    st.commits.run_now(setup_directory)
-    st.start()
-    try:
+    with running_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs") as st:
         yield st
-    finally:
-        st.close()
 
 
 def count(storage: Storage, table: Table, **where: object) -> int:

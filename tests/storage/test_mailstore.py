@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +19,7 @@ from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
 from palais.mailbox.model import EventKind, FlagMode, MailboxEvent, MessageRecord
 from palais.mailbox.routing import Destination, FilingPlan
-from palais.storage import Storage, open_storage
+from palais.storage import Storage
 from palais.storage.directory import Directory
 from palais.storage.writer import WriteContext
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
@@ -52,23 +52,6 @@ def setup_directory(conn: Connection, _ctx: WriteContext) -> None:
     )
     Directory.add_participant(conn, dossier_id=dossier, account_id=me, capacity="avocat")
     Directory.add_participant(conn, dossier_id=dossier, account_id=other, capacity="avocat")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    # Every store test runs on both databases the gateway supports
-    # (PostgreSQL: a server the tests start, skipped where not installed).
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    st = open_storage(url, tmp_path / "blobs")
-    st.commits.run_now(setup_directory)
-    st.start()
-    try:
-        yield st
-    finally:
-        st.close()
 
 
 T = TypeVar("T")

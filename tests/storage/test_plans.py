@@ -4,9 +4,8 @@ and each kind of step leaves both views consistent. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, text
@@ -19,7 +18,7 @@ from palais.mailbox.flags import plan_flag_change
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
 from palais.mailbox.model import BoxKind, FlagMode
-from palais.storage import Storage, open_storage
+from palais.storage import Storage
 from palais.storage.mailstore import MailStore
 from palais.storage.placement import (
     RecordWriters,
@@ -33,24 +32,8 @@ from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by nam
     postgres_server_fixture,
     postgres_url_fixture,
 )
-from tests.storage.test_mailstore import GREFFE, ME, NUMBER, msg, setup_directory
+from tests.storage.test_mailstore import GREFFE, ME, NUMBER, msg
 from tests.storage.test_resend import PLAN
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    st = open_storage(url, tmp_path / "blobs")
-    st.commits.run_now(setup_directory)
-    st.start()
-    try:
-        yield st
-    finally:
-        st.close()
-
 
 CLERK = Identity(3, "clerk@x.test", Role.GREFFIER, "C", "d" * 64, GREFFE)
 

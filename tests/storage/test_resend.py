@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,19 +31,9 @@ PLAN = FilingPlan(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    st = open_storage(url, tmp_path / "blobs")
-    st.commits.run_now(setup_directory)
-    st.start()
-    try:
-        yield st
-    finally:
-        st.close()
+@pytest.fixture
+def store(storage: Storage) -> Storage:
+    return storage
 
 
 def _file(st: Storage, data: bytes, since: datetime | None, who=ME, plan=PLAN) -> FiledMessage:  # type: ignore[no-untyped-def]
