@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from palais.config import ConfigError, load_settings
+from palais.config import ConfigError, Settings, load_settings
 from palais.logformat import TEXT_FORMAT, JsonLinesFormatter, log_uncaught_exceptions
 
 
@@ -59,15 +59,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instance_settings(command: str, where: str) -> Settings | None:
+    """The settings of an instance directory (or a palais.toml); None once the error is said."""
+    root = Path(where)
+    try:
+        return load_settings(root / "palais.toml" if root.is_dir() else root)
+    except ConfigError as e:
+        print(f"palais {command}: {e}", file=sys.stderr)
+        return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from palais.app import serve
 
-    root = Path(args.dir)
-    config = root / "palais.toml" if root.is_dir() else root
-    try:
-        settings = load_settings(config)
-    except ConfigError as e:
-        print(f"palais serve: {e}", file=sys.stderr)
+    settings = _instance_settings("serve", args.dir)
+    if settings is None:
         return 2
     _setup_logging(settings.log.level, settings.log.format)
     from palais.storage import SchemaMismatch
@@ -85,12 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from palais.storage import migrate_database
 
-    root = Path(args.dir)
-    config = root / "palais.toml" if root.is_dir() else root
-    try:
-        settings = load_settings(config)
-    except ConfigError as e:
-        print(f"palais migrate: {e}", file=sys.stderr)
+    settings = _instance_settings("migrate", args.dir)
+    if settings is None:
         return 2
     try:
         before, after = migrate_database(settings.database_url())
