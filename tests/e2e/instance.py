@@ -110,6 +110,27 @@ class Instance:
         self.proc = None
         return code
 
+    def curl_send(self, who: str, message: Path, *extra: str) -> list[str]:
+        """curl sending ``message`` as ``who`` to the demo dossier over SMTPS with EXTERNAL."""
+        return [
+            "curl",
+            "-sS",
+            "--cacert",
+            str(self.ca),
+            "--cert",
+            str(self.cert(who)),
+            "--key",
+            str(self.key(who)),
+            f"smtps://;AUTH=EXTERNAL@localhost:{self.port('smtps')}/client",
+            "--mail-from",
+            self.address(who),
+            "--mail-rcpt",
+            str(self.demo["dossiers"][0]["address"]),
+            "-T",
+            str(message),
+            *extra,
+        ]
+
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

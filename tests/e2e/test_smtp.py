@@ -237,24 +237,7 @@ def test_curl_smtps_external(instance: Instance, tmp_path) -> None:  # type: ign
     eml = tmp_path / "msg.eml"
     eml.write_bytes(message(instance, subject="via curl").as_bytes(policy=SMTP))
     out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--cacert",
-            str(instance.ca),
-            "--cert",
-            str(instance.cert("avocat1")),
-            "--key",
-            str(instance.key("avocat1")),
-            f"smtps://;AUTH=EXTERNAL@localhost:{instance.port('smtps')}/client",
-            "--mail-from",
-            instance.address("avocat1"),
-            "--mail-rcpt",
-            instance.dossier["address"],
-            "-T",
-            str(eml),
-            "-v",
-        ],
+        instance.curl_send("avocat1", eml, "-v"),
         capture_output=True,
         text=True,
         errors="replace",

@@ -311,23 +311,7 @@ def test_curl_upload_without_crlf_is_served_with_crlf(instance: Instance, tmp_pa
     path = tmp_path / "message.eml"
     path.write_bytes(eml(instance, mid, eol=b"\n"))
     out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--cacert",
-            str(instance.ca),
-            "--cert",
-            str(instance.cert("avocat1")),
-            "--key",
-            str(instance.key("avocat1")),
-            f"smtps://;AUTH=EXTERNAL@localhost:{instance.port('smtps')}/client",
-            "--mail-from",
-            instance.address("avocat1"),
-            "--mail-rcpt",
-            instance.dossier["address"],
-            "-T",
-            str(path),
-        ],
+        instance.curl_send("avocat1", path),
         capture_output=True,
         text=True,
         timeout=30,
