@@ -166,9 +166,10 @@ def test_mailbox_names_are_decoded() -> None:
     assert args.mailbox() == "Dossiers/2025-0000138/Reçus"
 
 
-def test_invalid_mutf7_name_is_a_parse_error() -> None:
-    with pytest.raises(ParseError):
-        args_of(b'"Envoy&AOk"').mailbox()
+def test_name_that_is_not_modified_utf7_is_kept_as_written() -> None:
+    # Still a valid astring (RFC 3501 section 9); it designates no box.
+    assert args_of(b'"Envoy&AOk"').mailbox() == "Envoy&AOk"
+    assert args_of(b"a&b").mailbox() == "a&b"
 
 
 def test_utf8_names_after_enable() -> None:

@@ -267,13 +267,21 @@ class Args:
         return self.decode_name(raw, pattern=True)
 
     def decode_name(self, raw: bytes, *, pattern: bool = False) -> str:
-        try:
-            if self.utf8 or not raw.isascii():
+        if self.utf8 or not raw.isascii():
+            try:
                 name = raw.decode("utf-8")
-            else:
-                name = mutf7.decode(raw.decode("ascii"))
-        except ValueError as exc:
-            raise ParseError("Invalid mailbox name encoding") from exc
+            except ValueError as exc:
+                raise ParseError("Invalid mailbox name encoding") from exc
+        else:
+            text = raw.decode("ascii")
+            try:
+                name = mutf7.decode(text)
+            except ValueError:
+                # Any astring is a valid name (RFC 3501 section 9): one that is
+                # not canonical modified UTF-7 is kept as written. Every name
+                # the gateway makes is free of "&", so it designates no box
+                # (SELECT: NO [NONEXISTENT], LIST: nothing) and cannot alias one.
+                name = text
         # Case-insensitive in ASCII only: "ınbox" (dotless i) upper-cases to
         # INBOX but is another name.
         if not pattern and name.isascii() and name.upper() == "INBOX":

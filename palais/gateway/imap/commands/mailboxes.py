@@ -44,6 +44,9 @@ def list_arguments(args: Args) -> ListRequest:
     select: frozenset[str] = frozenset()
     if args.peek() == 0x28:
         select = _options(args, _SELECT_OPTIONS, "LIST selection")
+        if "RECURSIVEMATCH" in select and not select - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 section 3.1: it only qualifies another selection option.
+            raise ParseError("RECURSIVEMATCH needs another selection option")
         args.sp()
     reference = args.decode_name(args.astring(), pattern=True)
     args.sp()
