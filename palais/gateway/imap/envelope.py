@@ -153,6 +153,10 @@ def _flush(tokens: list[_Token], out: list[ImapValue]) -> None:
         spec = tokens[lt + 1 : gt]
     else:
         spec = [t for t in tokens if t[0] != "comment"]
+        if not spec:
+            # Comments alone are no mailbox (RFC 5322 section 3.4), as in the
+            # empty group "undisclosed: (nobody) ;".
+            return
         comments = [t for k, t in tokens if k == "comment" and t]
         name = comments[-1] if comments else None
     adl: bytes | None = None
