@@ -26,11 +26,15 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
         return refusal
     searcher = Searcher(session.access, identity(session), view, session.pacer())
     uids = await searcher.run(request.key)
-    numbers = uids if uid else [s for s in (view.seq_of(u) for u in uids) if s is not None]
+    numbers = uids
+    if not uid:
+        known = [(u, n) for u in uids if (n := view.seq_of(u)) is not None]
+        uids = [u for u, _ in known]
+        numbers = [n for _, n in known]
     modseq = 0
     if request.uses_modseq:
         session.condstore = True
-        modseq = await searcher.modseq_of(uids)
+        modseq = await searcher.modseq_of(_reported(uids, request.returns))
     if request.returns is None:
         line = b"SEARCH" + b"".join(b" %d" % n for n in numbers)
         if modseq and numbers:
@@ -53,6 +57,14 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
         line += b" MODSEQ %d" % modseq
     session.untagged(line)
     return ok("SEARCH completed")
+
+
+def _reported(uids: list[int], returns: frozenset[str] | None) -> list[int]:
+    """The messages whose highest MODSEQ the response carries: with RETURN of
+    MIN and/or MAX only, just those (RFC 4731 section 3.2, RFC 7162 3.1.5)."""
+    if returns is None or not uids or not returns <= {"MIN", "MAX"}:
+        return uids
+    return [u for u, wanted in ((uids[0], "MIN"), (uids[-1], "MAX")) if wanted in returns]
 
 
 def _over_limits(session: Session, request: SearchRequest, messages: int) -> Reply | None:
