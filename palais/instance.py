@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from palais.config import Settings
+from palais.mailbox.dossiers import plan_dossier_opening
 from palais.mailbox.identity import Role
 from palais.pki.devpki import STRANGER, DevPki, create_dev_pki, issue_identity, revoke
 from palais.storage import open_storage
@@ -333,22 +334,26 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
                 display_name=COURT[2],
                 fingerprint=fingerprints[COURT[0]],
             )
-            dossier_id = Directory.add_dossier(
-                conn,
-                number=DOSSIER,
-                address=dossier_address,
-                juridiction=SERVICE[2],
-                service_id=service_id,
-            )
-            for name, capacity in (
-                ("avocat1", "avocat"),
-                ("avocat2", "avocat"),
-                ("magistrat1", "magistrat"),
-                (COURT[0], "juridiction"),
-            ):
-                Directory.add_participant(
-                    conn, dossier_id=dossier_id, account_id=accounts[name], capacity=capacity
+            joining = [
+                Directory.participation(conn, accounts[name], capacity)
+                for name, capacity in (
+                    ("avocat1", "avocat"),
+                    ("avocat2", "avocat"),
+                    ("magistrat1", "magistrat"),
+                    (COURT[0], "juridiction"),
                 )
+            ]
+            Directory.open_dossier(
+                conn,
+                plan_dossier_opening(
+                    number=DOSSIER,
+                    address=dossier_address,
+                    juridiction=SERVICE[2],
+                    service_id=service_id,
+                    service_address=SERVICE[0],
+                    participants=joining,
+                ),
+            )
 
         storage.commits.run_now(populate)
     finally:

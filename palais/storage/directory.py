@@ -12,6 +12,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from palais.mailbox.dossiers import (
+    DossierOpening,
+    Participation,
+    plan_dossier_opening,
+    plan_participation,
+)
 from palais.mailbox.enrolment import (
     AccountFacts,
     Enrolment,
@@ -317,38 +323,68 @@ class Directory:
         return account_id
 
     @staticmethod
-    def add_dossier(
-        conn: Connection, *, number: str, address: str, juridiction: str, service_id: int
-    ) -> int:
+    def open_dossier(conn: Connection, opening: DossierOpening) -> int:
+        """Carry out a dossier's opening: the dossier, its participants, their boxes."""
         res = conn.execute(
             insert(DO).values(
-                number=number,
-                address=address.lower(),
-                juridiction=juridiction,
-                service_id=service_id,
+                number=opening.number,
+                address=opening.address,
+                juridiction=opening.juridiction,
+                service_id=opening.service_id,
             )
         )
         assert res.inserted_primary_key is not None
-        service = conn.execute(select(SV.c.address).where(SV.c.id == service_id)).scalar_one()
-        ensure_boxes(conn, service, number)
-        return int(res.inserted_primary_key[0])
+        dossier_id = int(res.inserted_primary_key[0])
+        if opening.participants:
+            conn.execute(
+                insert(PA),
+                [
+                    {"dossier_id": dossier_id, "account_id": p.account_id, "capacity": p.capacity}
+                    for p in opening.participants
+                ],
+            )
+        for owner in opening.box_owners:
+            ensure_boxes(conn, owner, opening.number)
+        return dossier_id
 
     @staticmethod
-    def add_participant(
-        conn: Connection, *, dossier_id: int, account_id: int, capacity: str
-    ) -> None:
-        conn.execute(
-            insert(PA).values(dossier_id=dossier_id, account_id=account_id, capacity=capacity)
+    def add_dossier(
+        conn: Connection, *, number: str, address: str, juridiction: str, service_id: int
+    ) -> int:
+        service = conn.execute(select(SV.c.address).where(SV.c.id == service_id)).scalar_one()
+        opening = plan_dossier_opening(
+            number=number,
+            address=address,
+            juridiction=juridiction,
+            service_id=service_id,
+            service_address=service,
         )
-        # Gaining access to a dossier brings its five boxes.
-        number = conn.execute(select(DO.c.number).where(DO.c.id == dossier_id)).scalar_one()
+        return Directory.open_dossier(conn, opening)
+
+    @staticmethod
+    def participation(conn: Connection, account_id: int, capacity: str) -> Participation:
+        """The facts of an account about to take part: whose mailbox shows it."""
         owner = conn.execute(
             select(func.coalesce(SV.c.address, AC.c.address))
             .select_from(AC)
             .outerjoin(SV, SV.c.id == AC.c.service_id)
             .where(AC.c.id == account_id)
         ).scalar_one()
-        ensure_boxes(conn, owner, number)
+        return Participation(account_id, str(owner), capacity)
+
+    @staticmethod
+    def add_participant(
+        conn: Connection, *, dossier_id: int, account_id: int, capacity: str
+    ) -> None:
+        joining = Directory.participation(conn, account_id, capacity)
+        number = conn.execute(select(DO.c.number).where(DO.c.id == dossier_id)).scalar_one()
+        already = conn.execute(select(PA.c.account_id).where(PA.c.dossier_id == dossier_id))
+        owners = plan_participation(joining, [int(a) for a in already.scalars()])
+        conn.execute(
+            insert(PA).values(dossier_id=dossier_id, account_id=account_id, capacity=capacity)
+        )
+        for owner in owners:
+            ensure_boxes(conn, owner, number)
 
     @staticmethod
     def deactivate(conn: Connection, address: str) -> None:

@@ -12,7 +12,9 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, Table, func, select, text
 
+from palais.mailbox.dossiers import plan_dossier_opening
 from palais.mailbox.enrolment import EnrolmentRefused, ReferredToOperator
+from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import CertificateIdentity, Role
 from palais.mailbox.routing import Addressee, AddresseeKind
 from palais.storage import Storage, schema
@@ -209,3 +211,54 @@ def test_a_clerk_proves_an_identity_reading_the_service_mailbox(storage: Storage
         assert (who.account_id, who.mailbox_owner) == (clerk, GREFFE)
 
     asyncio.run(go())
+
+
+def test_an_opened_dossier_is_written_whole_with_its_participants_boxes(storage: Storage) -> None:
+    def open_one(conn: Connection, _ctx: WriteContext) -> int:
+        service = conn.execute(
+            select(schema.table(schema.Service).c.id).where(
+                schema.table(schema.Service).c.address == GREFFE
+            )
+        ).scalar_one()
+        joining = [Directory.participation(conn, ME.account_id, "avocat")]
+        return Directory.open_dossier(
+            conn,
+            plan_dossier_opening(
+                number="2026-0000001",
+                address="2026-0000001@dossiers.x.test",
+                juridiction="CPH X",
+                service_id=int(service),
+                service_address=GREFFE,
+                participants=joining,
+            ),
+        )
+
+    asyncio.run(storage.commits.submit(open_one))
+    assert asyncio.run(storage.directory.participants("2026-0000001")) >= {ME.address, GREFFE}
+    for who in (ME, GREFFE):
+        owner = who if isinstance(who, str) else who.mailbox_owner
+        names = {
+            r[0]
+            for r in storage.reader.connect().execute(
+                text("SELECT name FROM mailbox WHERE owner = :o AND dossier = :d"),
+                {"o": owner, "d": "2026-0000001"},
+            )
+        }
+        assert len(names) == 5, (owner, names)
+
+
+def test_joining_a_dossier_twice_is_refused_and_writes_nothing(storage: Storage) -> None:
+    def join_again(conn: Connection, _ctx: WriteContext) -> None:
+        dossier = conn.execute(
+            select(schema.table(schema.Dossier).c.id).where(
+                schema.table(schema.Dossier).c.number == NUMBER
+            )
+        ).scalar_one()
+        Directory.add_participant(
+            conn, dossier_id=int(dossier), account_id=ME.account_id, capacity="avocat"
+        )
+
+    before = count(storage, schema.table(schema.Participation))
+    with pytest.raises(PalaisError, match="joins twice"):
+        asyncio.run(storage.commits.submit(join_again))
+    assert count(storage, schema.table(schema.Participation)) == before
