@@ -170,13 +170,16 @@ def test_uid_fetch_ranges_and_changedsince(box: RawClient) -> None:
     assert lines[0] == b"* 3 FETCH (UID 3)\r\n"
     box.cmd(b"c", b"STORE 1 +FLAGS.SILENT (\\Flagged)")
     changed = box.cmd(b"d", b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4)")
+    # The first CONDSTORE enabling command tells HIGHESTMODSEQ (RFC 7162 3.1).
+    assert re.fullmatch(rb"\* OK \[HIGHESTMODSEQ \d+\] .*\r\n", changed.pop(0))
     assert len(changed) == 2
     assert re.match(rb"\* 1 FETCH \(UID 1 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)", changed[0])
     assert box.cmd(b"e", b"FETCH 4 FLAGS")[-1].startswith(b"e BAD")
 
 
 def test_store_variants(box: RawClient, store: FakeStore) -> None:
-    assert box.cmd(b"a", b"STORE 1:2 +FLAGS (\\Flagged $Urgent)")[:2] == [
+    assert box.cmd(b"a", b"STORE 1:2 +FLAGS (\\Flagged $Urgent)")[:3] == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent)\r\n",
         b"* 1 FETCH (FLAGS ($Urgent \\Flagged))\r\n",
         b"* 2 FETCH (FLAGS ($Urgent \\Flagged \\Seen))\r\n",
     ]
@@ -229,7 +232,9 @@ def test_search_keys(box: RawClient) -> None:
     assert search(b"SEARCH 2:3 (SEEN)") == b"* SEARCH 2"
     assert search(b"SEARCH NEW") == b"* SEARCH"
     assert search(b"SEARCH KEYWORD $Urgent") == b"* SEARCH"
-    assert re.fullmatch(rb"\* SEARCH 1 2 3 \(MODSEQ \d+\)", search(b"SEARCH MODSEQ 1"))
+    enabling = box.cmd(b"s", b"SEARCH MODSEQ 1")  # CONDSTORE enabling: HIGHESTMODSEQ first
+    assert re.fullmatch(rb"\* OK \[HIGHESTMODSEQ \d+\] .*\r\n", enabling[0])
+    assert re.fullmatch(rb"\* SEARCH 1 2 3 \(MODSEQ \d+\)\r\n", enabling[1])
     lines = box.cmd(b"t", b"SEARCH CHARSET KOI8-R ALL")
     assert tagged(lines) == b"t NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
 

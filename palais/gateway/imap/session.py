@@ -61,6 +61,7 @@ class Session:
         "_buffered",
         "_close_after",
         "_closing",
+        "_condstore",
         "_out",
         "_pending_bytes",
         "_timers",
@@ -68,7 +69,6 @@ class Session:
         "_watchdog",
         "access",
         "commands",
-        "condstore",
         "identity_address",
         "idle_timeout",
         "limits",
@@ -103,7 +103,7 @@ class Session:
         self.limits = limits
         self.idle_timeout = idle_timeout
         self.state: State = NotAuthenticated(proven, refusal)
-        self.condstore = False
+        self._condstore = False
         self.utf8 = False
         self.commands = 0
         self.outcome = "eof"
@@ -115,6 +115,22 @@ class Session:
         self._closing = False
         self._close_after = False
         self.identity_address: str | None = None
+
+    @property
+    def condstore(self) -> bool:
+        """CONDSTORE enabled (RFC 7162 3.1), by ENABLE or an enabling command."""
+        return self._condstore
+
+    @condstore.setter
+    def condstore(self, on: bool) -> None:
+        if on and not self._condstore:
+            state = self.state
+            if isinstance(state, Selected):
+                # The first enabling command with a box selected tells its
+                # HIGHESTMODSEQ before anything else (RFC 7162 3.1).
+                highest = state.mailbox.highestmodseq
+                self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % highest)
+        self._condstore = on
 
     # -- output ------------------------------------------------------------
 

@@ -17,7 +17,9 @@ from palais.gateway.imap.response import flag_list
 from palais.mailbox.model import EventKind, MailboxEvent, MailboxInfo
 from palais.mailbox.ports import Unsubscribe
 
-__all__ = ["SelectedMailbox"]
+__all__ = ["SYSTEM_FLAGS", "SelectedMailbox"]
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 # Own changes we already reported, awaiting the store's echo. Bounded: if
 # echoes never come, forgetting them only costs a duplicate FETCH response.
@@ -28,12 +30,15 @@ class SelectedMailbox:
     __slots__ = (
         "_expunged",
         "_flags",
+        "_known",
         "_new",
         "_own_uids",
         "_reported",
         "_unsubscribe",
         "_wake",
+        "highestmodseq",
         "info",
+        "keywords",
         "read_only",
         "uids",
     )
@@ -49,6 +54,11 @@ class SelectedMailbox:
         self._expunged: set[int] = set()
         self._reported: dict[int, int] = {}
         self._wake: Callable[[], None] | None = None
+        # The keywords the client was told of (FLAGS, PERMANENTFLAGS), in order.
+        self.keywords: list[str] = []
+        self._known: set[str] = set(SYSTEM_FLAGS)
+        # The highest modseq this view knows of: the SELECT's, then the events'.
+        self.highestmodseq = info.highestmodseq
 
     # -- wiring ----------------------------------------------------------
 
@@ -71,6 +81,8 @@ class SelectedMailbox:
 
     def on_event(self, event: MailboxEvent) -> None:
         """The store's listener: record, never answer (that is the session's job)."""
+        if event.modseq > self.highestmodseq:
+            self.highestmodseq = event.modseq
         if event.kind is EventKind.ARRIVED:
             self._new.append(event.uid)
         elif event.kind is EventKind.FLAGS_CHANGED:
@@ -104,12 +116,49 @@ class SelectedMailbox:
     def has_pending(self) -> bool:
         return bool(self._new or self._flags or self._expunged)
 
+    # -- keywords ----------------------------------------------------------
+
+    def flags_text(self, *, permanent: bool = False) -> bytes:
+        """The FLAGS (or PERMANENTFLAGS) list: system flags, the keywords in use, \\*."""
+        names = [*SYSTEM_FLAGS, *self.keywords]
+        if permanent:
+            names.append("\\*")
+        return b"(" + " ".join(names).encode("utf-8") + b")"
+
+    def learn_keywords(self, flags: frozenset[str]) -> bytes | None:
+        """An untagged FLAGS response if ``flags`` hold keywords the client was
+        not told of (RFC 3501 7.2.6: it comes before the FETCH that shows them)."""
+        if flags <= self._known:
+            return None
+        new = sorted(f for f in flags if f not in self._known and not f.startswith("\\"))
+        self._known.update(flags)
+        if not new:
+            return None
+        self.keywords.extend(new)
+        return b"* FLAGS " + self.flags_text() + b"\r\n"
+
     # -- own changes -----------------------------------------------------
 
     def note_reported(self, uid: int, modseq: int) -> None:
         if len(self._reported) >= _MAX_REPORTED:
             self._reported.clear()
         self._reported[uid] = modseq
+
+    def saw(self, uid: int, modseq: int) -> None:
+        """A FETCH showed this UID at ``modseq``: a change no newer, pending or
+        still on its way, must not be reported after it (MODSEQ never goes back)."""
+        pending = self._flags.get(uid)
+        if pending is not None and pending[1] <= modseq:
+            del self._flags[uid]
+        if modseq > self.highestmodseq:
+            self.note_reported(uid, modseq)
+
+    def pending_flag_uids(self) -> list[int]:
+        return list(self._flags)
+
+    def is_expunged(self, uid: int) -> bool:
+        """Expunged by another session, not yet announced to this one."""
+        return uid in self._expunged
 
     def remove(self, uids: Sequence[int]) -> list[int]:
         """Drop expunged UIDs; their sequence numbers, highest first, as EXPUNGE wants them."""
@@ -187,6 +236,9 @@ class SelectedMailbox:
                 text = texts.get(flags)
                 if text is None:
                     text = texts[flags] = flag_list(flags)
+                    announce = self.learn_keywords(flags)
+                    if announce is not None:
+                        yield announce
                 i += 1  # the sequence number; and where the next UID likely is
                 line = b"* %d FETCH (UID %d FLAGS %s" % (i, uid, text)
                 if condstore:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Sequence
 from itertools import compress
 from typing import TYPE_CHECKING
 
+from palais.gateway.imap import codes
 from palais.gateway.imap.commands.common import identity, selected
-from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, ok
+from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, no, ok
 from palais.gateway.imap.envelope import envelope
 from palais.gateway.imap.fetchspec import FetchItem, parse_fetch_atts, parse_fetch_modifiers
 from palais.gateway.imap.headers import Field
@@ -24,6 +26,7 @@ from palais.gateway.imap.parser import Args
 from palais.gateway.imap.response import encode, flag_list, internaldate
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError
 from palais.gateway.imap.states import SELECTED_ONLY
+from palais.mailbox.errors import NoSuchMailbox
 from palais.mailbox.model import FlagMode, MessageRecord
 from palais.mailbox.ports import EntryTable
 
@@ -215,8 +218,12 @@ async def do_fetch(
     out = _Output(session)
     pacer = session.pacer()  # 1:* of a big box must not hold the loop from everybody else
     if table is not None:  # UID and MODSEQ, added above, are table items too
-        await _fetch_from_table(session, view, table, spans, wanted, changed_since, out, pacer)
+        found = await _fetch_from_table(
+            session, view, table, spans, wanted, changed_since, out, pacer
+        )
         out.close()
+        if not found:
+            return _expunge_issued()
         return ok("FETCH completed")
     # Repeated attributes are answered once (each BODY[...] section apart).
     plan: list[FetchItem] = []
@@ -228,11 +235,15 @@ async def do_fetch(
         plan.append(item)
     modseq_after_flags = session.condstore and "FLAGS" in names and "MODSEQ" not in names
     envelope_aspect = _ENVELOPE_UTF8 if session.utf8 else _ENVELOPE
+    reports_flags = "FLAGS" in names or "MODSEQ" in names
     uids = view.uids
+    asked = shown = 0
     for positions in _batches(spans, _BATCH):
         batch = [uids[i] for i in positions]
         seq_of = {uids[i]: i + 1 for i in positions}
         records = await session.access.records(who, view.info.id, batch)
+        asked += len(batch)
+        shown += len(records)
         if changed_since is not None:
             records = [r for r in records if r.modseq > changed_since]
         changed: dict[int, tuple[frozenset[str], int]] = {}
@@ -247,40 +258,61 @@ async def do_fetch(
                     view.note_reported(entry.uid, entry.modseq)
         for record in records:
             this = record.uid
+            seq = seq_of.get(this)
+            if seq is None:  # a store may answer more than asked: never shown
+                shown -= 1
+                continue
             flags, modseq = changed.get(this, (record.flags, record.modseq))
+            if reports_flags or this in changed:
+                announce = view.learn_keywords(flags)
+                if announce is not None:
+                    out.add(announce)
+                view.saw(this, modseq)
             msg: _Message | None = None
-            line = [b"* %d FETCH (" % seq_of[this]]
+            mark, mark_size = len(out.parts), out.size
+            line = [b"* %d FETCH (" % seq]
             sep = b""
-            for item in plan:
-                name = item.name
-                if name == "UID":
-                    line.append(sep + b"UID %d" % this)
-                elif name == "FLAGS":
-                    line.append(sep + b"FLAGS " + flag_list(flags))
-                elif name == "MODSEQ":
-                    line.append(sep + b"MODSEQ (%d)" % modseq)
-                elif name == "ENVELOPE":
-                    # A page of envelopes is what a mail client asks for on
-                    # every folder view: the store keeps their rendering.
-                    value = session.access.recall(record.blob, envelope_aspect)
-                    if value is None:
+            try:
+                for item in plan:
+                    name = item.name
+                    if name == "UID":
+                        line.append(sep + b"UID %d" % this)
+                    elif name == "FLAGS":
+                        line.append(sep + b"FLAGS " + flag_list(flags))
+                    elif name == "MODSEQ":
+                        line.append(sep + b"MODSEQ (%d)" % modseq)
+                    elif name == "ENVELOPE":
+                        # A page of envelopes is what a mail client asks for on
+                        # every folder view: the store keeps their rendering.
+                        value = session.access.recall(record.blob, envelope_aspect)
+                        if value is None:
+                            msg = msg or _Message(session, record)
+                            value = await _render_envelope(session, msg, envelope_aspect)
+                        line.append(sep + b"ENVELOPE " + value)
+                    else:
                         msg = msg or _Message(session, record)
-                        value = await _render_envelope(session, msg, envelope_aspect)
-                    line.append(sep + b"ENVELOPE " + value)
-                else:
-                    msg = msg or _Message(session, record)
-                    text, content = await _item(session, item, msg)
-                    line.append(sep + text)
-                    if content is not None:
-                        # A body goes out apart, never copied into the line.
-                        line.append(b" {%d}\r\n" % len(content))
-                        out.add(b"".join(line))
-                        out.add(content)
-                        line = []
-                sep = b" "
+                        text, content = await _item(session, item, msg)
+                        line.append(sep + text)
+                        if content is not None:
+                            # A body goes out apart, never copied into the line.
+                            line.append(b" {%d}\r\n" % len(content))
+                            out.add(b"".join(line))
+                            out.add(content)
+                            line = []
+                    sep = b" "
+            except NoSuchMailbox:
+                # Expunged by another session meanwhile, its bytes erased:
+                # not shown (RFC 5530 EXPUNGEISSUED).
+                del out.parts[mark:]
+                out.size = mark_size
+                shown -= 1
+                continue
             if "FLAGS" not in names and this in changed:
-                # RFC 3501 6.4.5: a FETCH that sets \Seen reports the new flags.
+                # RFC 3501 6.4.5: a FETCH that sets \Seen reports the new flags
+                # (and, CONDSTORE enabled, UID and MODSEQ: RFC 7162 3.1).
                 line.append(b" FLAGS " + flag_list(flags))
+                if session.condstore and "UID" not in names:
+                    line.append(b" UID %d" % this)
                 if session.condstore and "MODSEQ" not in names:
                     line.append(b" MODSEQ (%d)" % modseq)
             elif modseq_after_flags:
@@ -292,7 +324,14 @@ async def do_fetch(
             if pacer.due():
                 await pacer.pause()
     out.close()
+    if asked and not shown:
+        return _expunge_issued()
     return ok("FETCH completed")
+
+
+def _expunge_issued() -> Reply:
+    """Every message named was expunged by another session, not yet announced."""
+    return no("Those messages were expunged by another session", codes.EXPUNGEISSUED)
 
 
 def _batches(spans: list[Span], size: int) -> Iterator[list[int]]:
@@ -320,8 +359,15 @@ async def _fetch_from_table(
     changed_since: int | None,
     out: _Output,
     pacer: Pacer,
-) -> None:
-    """UID, FLAGS and MODSEQ straight from the store's entry table: no record, no message."""
+) -> bool:
+    """UID, FLAGS and MODSEQ straight from the store's entry table: no record, no message.
+
+    False when every message named is gone from the table (expunged meanwhile)."""
+    if "FLAGS" in (i.name for i in wanted):
+        for flags in table.flag_sets:  # a handful
+            announce = view.learn_keywords(flags)
+            if announce is not None:
+                out.add(announce)
     names: list[str] = []
     for item in wanted:
         if item.name not in names:
@@ -336,6 +382,7 @@ async def _fetch_from_table(
     # them, not yet announced): a view position is then a table position.
     count = len(uids)
     aligned = len(table.uids) >= count and table.uids[:count] == uids
+    asked = present = 0
     for first, stop in spans:
         for start in range(first, stop, _WINDOW):
             end = min(stop, start + _WINDOW)
@@ -352,6 +399,8 @@ async def _fetch_from_table(
             else:
                 found = [(i, table.index_of(uids[i])) for i in range(start, end)]
                 pairs = [(i, j) for i, j in found if j is not None]
+                asked += len(found)
+                present += len(pairs)
                 if changed_since is not None:
                     pairs = [(i, j) for i, j in pairs if modseqs[j] > changed_since]
                 view_pos = [i for i, _ in pairs]
@@ -367,6 +416,35 @@ async def _fetch_from_table(
             if out.size >= _CHUNK:
                 await out.send()
             await pacer.tick()
+    _settle(view, table, spans, changed_since)
+    return present > 0 or asked == 0
+
+
+def _settle(
+    view: SelectedMailbox, table: EntryTable, spans: list[Span], changed_since: int | None
+) -> None:
+    """Tell the view which modseqs the table showed, so that no change pending
+    or still on its way reports an older one afterwards (RFC 7162: a UID's
+    MODSEQ never goes back)."""
+    known = view.highestmodseq
+    candidates = set(view.pending_flag_uids())
+    if table.highestmodseq > known:  # changes whose events have not come yet
+        modseqs, table_uids = table.modseqs, table.uids
+        candidates.update(table_uids[j] for j, m in enumerate(modseqs) if m > known)
+    if not candidates:
+        return
+    starts = [start for start, _ in spans]
+    for uid in candidates:
+        seq = view.seq_of(uid)
+        j = table.index_of(uid)
+        if seq is None or j is None:
+            continue
+        k = bisect.bisect_right(starts, seq - 1) - 1
+        if k < 0 or seq - 1 >= spans[k][1]:
+            continue  # not named by this FETCH
+        modseq = table.modseqs[j]
+        if changed_since is None or modseq > changed_since:
+            view.saw(uid, modseq)
 
 
 @command(

@@ -20,9 +20,6 @@ from palais.gateway.imap.view import SelectedMailbox
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
 
-SYSTEM_FLAGS = b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
-PERMANENT_FLAGS = b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)"
-
 
 def select_params(args: Args) -> frozenset[str]:
     params = {p.decode("ascii").upper() for p in args.paren_list()}
@@ -57,13 +54,17 @@ async def _select(
         view.close()
         raise
     view.load(table.uids)
+    for flags in table.flag_sets:  # a handful: the keywords in use (RFC 3501 7.2.6)
+        view.learn_keywords(flags)
     highest = max(info.highestmodseq, table.highestmodseq)
+    view.highestmodseq = max(view.highestmodseq, highest)
     first = table.first_unseen()
     first_unseen = None if first is None else first + 1
     uidnext = max(info.uidnext, table.uidnext)
     del table
-    session.untagged(b"FLAGS " + SYSTEM_FLAGS)
-    permanent = b"()" if view.read_only else PERMANENT_FLAGS
+    session.untagged(b"FLAGS " + view.flags_text())
+    # \\*: new keywords may be created (up to [imap] max_keywords on a message).
+    permanent = b"()" if view.read_only else view.flags_text(permanent=True)
     session.untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags you can change")
     session.untagged(b"%d EXISTS" % view.exists)
     session.untagged(b"0 RECENT")

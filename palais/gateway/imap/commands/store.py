@@ -95,19 +95,29 @@ async def do_store(
     )
     seq_of = {u: s for s, u in pairs}
     pacer = session.pacer()  # "1:* +FLAGS (\\Seen)" on a big box answers a line per message
+    condstore = session.condstore
+    # RFC 3501 6.4.8: UID STORE's FETCH responses carry the UID; so does every
+    # one once CONDSTORE is enabled, with the MODSEQ (RFC 7162 3.1).
+    with_uid = uid or condstore
     for entry in result.updated:
         if pacer.due():
             await pacer.pause()
         view.note_reported(entry.uid, entry.modseq)
+        # A new keyword: FLAGS first, before the FETCH shows it (RFC 3501 7.2.6).
+        announce = view.learn_keywords(entry.flags)
+        if announce is not None:
+            session.write(announce)
         seq = seq_of.get(entry.uid)
         if seq is None or (request.silent and request.unchanged_since is None):
             continue
-        items = [b"UID %d" % entry.uid] if uid else []
+        items = [b"UID %d" % entry.uid] if with_uid else []
         if not request.silent:
             items.append(b"FLAGS " + flag_list(entry.flags))
-        if session.condstore:
+        if condstore:
             items.append(b"MODSEQ (%d)" % entry.modseq)
         session.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")")
+    if not result.updated and not result.modified and all(view.is_expunged(u) for _, u in pairs):
+        return no("Those messages were expunged by another session", codes.EXPUNGEISSUED)
     if result.modified:
         refused = result.modified if uid else [seq_of[u] for u in result.modified if u in seq_of]
         return ok("Conditional STORE failed for some messages", b"MODIFIED " + format_set(refused))
