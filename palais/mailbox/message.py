@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.header
+import email.policy
 import email.utils
 import functools
 import re
@@ -134,11 +135,29 @@ def _unfold(lines: list[bytes]) -> str:
 
 
 def _address_text(values: tuple[str, ...]) -> str:
+    """The text SEARCH FROM/TO/CC/BCC look in: each mailbox, then the names
+    of the groups (RFC 5322 section 3.4), which getaddresses drops."""
+    decoded = [decode_header_value(v) for v in values]
     try:
-        pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
+        pairs = email.utils.getaddresses(decoded)
     except RecursionError:  # comments nested a few hundred deep: "From: ((((..."
         return ""
-    return ", ".join(f"{display} <{addr}>" if display else addr for display, addr in pairs if addr)
+    parts = [f"{display} <{addr}>" if display else addr for display, addr in pairs if addr]
+    parts.extend(f"{name}:;" for v in decoded if ":" in v for name in _group_names(v))
+    return ", ".join(parts)
+
+
+def _group_names(value: str) -> list[str]:
+    """The display names of the groups in an address list (only asked of a
+    value with a colon: groups and source routes are rare)."""
+    try:
+        header = _ADDRESS_HEADER("to", value)
+    except (RecursionError, ValueError, TypeError, IndexError, AttributeError):
+        return []
+    return [g.display_name for g in header.groups if g.display_name]
+
+
+_ADDRESS_HEADER = email.policy.default.header_factory
 
 
 _remembered_address_text = functools.lru_cache(maxsize=4096)(_address_text)

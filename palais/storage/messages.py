@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import Connection, delete, select, update
 
@@ -51,15 +51,17 @@ def insert_message(
     sha = ctx.sha256(data)
     _store_blob(conn, sha, ctx.locations[sha])
     row = rows_for(conn).one(
-        "INSERT INTO message (blob, size, header_size, internaldate, sent_date, message_id,"
-        " subject, from_addr, to_addr, cc_addr, bcc_addr, sender, sender_fingerprint, dossier_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO message (blob, size, header_size, internaldate, sent_date, sent_day,"
+        " message_id, subject, from_addr, to_addr, cc_addr, bcc_addr, sender,"
+        " sender_fingerprint, dossier_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             sha,
             len(data),
             summary.header_size,
             when(conn, internaldate),
             when(conn, summary.sent_date),
+            _day(conn, summary.sent_date),
             summary.message_id,
             summary.subject,
             summary.from_addr,
@@ -73,6 +75,15 @@ def insert_message(
     )
     assert row is not None
     return int(row[0]), sha
+
+
+def _day(conn: Connection, sent: datetime | None) -> date | str | None:
+    """The Date header's own day (its wall clock, not UTC's), as the Date
+    column stores it (SQLite: ISO text)."""
+    if sent is None:
+        return None
+    day = sent.date()
+    return day.isoformat() if conn.dialect.name == "sqlite" else day
 
 
 def release_messages(conn: Connection, ctx: WriteContext, message_ids: Iterable[int]) -> None:

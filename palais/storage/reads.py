@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, time
+from datetime import date
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, case, func, select
@@ -451,13 +451,13 @@ class MailReads:
         self, who: Identity, mailbox_id: int, since: date | None, before: date | None
     ) -> set[int]:
         self._check_owner(who, mailbox_id)
-        conds = [EN.c.mailbox_id == mailbox_id, MS.c.sent_date.is_not(None)]
-        # Dates compare in UTC here; the header's own zone may shift a message
-        # by a day near midnight, as Dovecot also does for SENT* keys.
+        conds = [EN.c.mailbox_id == mailbox_id, MS.c.sent_day.is_not(None)]
+        # The Date header's own day, time and zone left out (RFC 3501 6.4.4):
+        # "25 Mar 2007 00:00 +0200" is SENTON 25-Mar-2007.
         if since is not None:
-            conds.append(MS.c.sent_date >= datetime.combine(since, time(), tzinfo=UTC))
+            conds.append(MS.c.sent_day >= since)
         if before is not None:
-            conds.append(MS.c.sent_date < datetime.combine(before, time(), tzinfo=UTC))
+            conds.append(MS.c.sent_day < before)
         rows = await asyncio.to_thread(
             self._read,
             lambda c: (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -107,6 +108,9 @@ class Message(Base):
     header_size: Mapped[int] = mapped_column(Integer)
     internaldate: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The Date header's own day, in its own zone: what SENT* keys compare
+    # (RFC 3501 6.4.4); sent_date is the instant, kept in UTC.
+    sent_day: Mapped[date | None] = mapped_column(Date, nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(998), nullable=True, index=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     from_addr: Mapped[str] = mapped_column(Text, default="")

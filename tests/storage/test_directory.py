@@ -178,7 +178,7 @@ def test_migration_0002_renames_the_court_system_role(tmp_path: Path) -> None:
                     " ('a@x.test', 'avocat', 'A', 1, '2026-01-01')"
                 )
             )
-        assert upgrade(engine) == ("0001", "0002")
+        assert upgrade(engine)[0] == "0001"  # then to the head, through 0002
         with engine.connect() as conn:
             roles = {
                 r.address: r.role for r in conn.execute(text("SELECT address, role FROM account"))
