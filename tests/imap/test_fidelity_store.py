@@ -20,6 +20,11 @@ from palais.storage.directory import Directory
 from palais.storage.migrate import alembic_config, upgrade
 from palais.storage.writer import WriteContext
 from tests.imap.conftest import ADDRESS, Pki, RawClient, ServerThread
+from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
+    postgres_server_fixture,
+    postgres_url_fixture,
+)
+from tests.storage.conftest import DATABASES, database_url
 
 ME = Identity(1, ADDRESS, Role.AVOCAT, "Maître Test", "f" * 64, ADDRESS)
 
@@ -40,9 +45,9 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    st = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+@pytest.fixture(params=DATABASES)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    st = open_storage(database_url(request, tmp_path), tmp_path / "blobs")
 
     def setup(conn: Connection, _ctx: WriteContext) -> None:
         Directory.add_account(conn, address=ADDRESS, role=Role.AVOCAT, display_name="M")
