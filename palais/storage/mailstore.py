@@ -76,7 +76,7 @@ class MailStore(MailReads):
         flags: frozenset[str],
         unchanged_since: int | None = None,
     ) -> StoreResult:
-        self._check_owner(who, mailbox_id)
+        await self._check_owner(who, mailbox_id)
         check_storable(flags)  # refused before queueing behind the writer
 
         def work(conn: Connection, ctx: WriteContext) -> StoreResult:
@@ -90,8 +90,8 @@ class MailStore(MailReads):
     async def expunge(
         self, who: Identity, mailbox_id: int, uids: Sequence[int] | None = None
     ) -> list[int]:
-        self._check_owner(who, mailbox_id)
-        box = self._kind_of(mailbox_id)
+        await self._check_owner(who, mailbox_id)
+        box = await self._kind_of(mailbox_id)
         owner = who.mailbox_owner
         only = set(uids) if uids is not None else None
 
@@ -117,7 +117,7 @@ class MailStore(MailReads):
     ) -> AppendResult:
         owner = who.mailbox_owner
         box = await self.mailbox(who, mailbox_name)
-        ref = self._kind_of(box.id)
+        ref = await self._kind_of(box.id)
         try:
             summary = summarize(data)
         except PalaisError:  # IMAP lets a client store any bytes; index what we can
@@ -143,7 +143,7 @@ class MailStore(MailReads):
                 at = {str(a): str(n) for a, n in conn.execute(q)}
             return (None if uid is None else int(uid)), at
 
-        sent_uid, dossier_at = self._read(facts)
+        sent_uid, dossier_at = await self._query(facts)
         plan = plan_append(ref, summary, flags, sent_uid=sent_uid, dossier_at=dossier_at)
         if isinstance(plan, SentCopy):
             return AppendResult(uidvalidity=box.uidvalidity, uid=plan.uid)
@@ -168,9 +168,9 @@ class MailStore(MailReads):
     async def _transfer(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool
     ) -> CopyResult:
-        self._check_owner(who, mailbox_id)
+        await self._check_owner(who, mailbox_id)
         dest_box = await self.mailbox(who, dest_name)
-        dest = self._kind_of(dest_box.id)
+        dest = await self._kind_of(dest_box.id)
 
         def work(conn: Connection, ctx: WriteContext) -> CopyResult:
             plan = plan_move(held_placements(conn, mailbox_id, uids), dest, keep_source=not move)
@@ -218,7 +218,7 @@ class MailStore(MailReads):
         if plan.dossier is not None:
             dossier_id = self._dossier_ids.get(plan.dossier)
             if dossier_id is None:
-                dossier_id = self._read(
+                dossier_id = await self._query(
                     lambda c: c.execute(select(DO.c.id).where(DO.c.number == plan.dossier)).scalar()
                 )
                 if dossier_id is not None:

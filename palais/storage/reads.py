@@ -64,6 +64,24 @@ class MailReads:
         with self._reader.connect() as conn:
             return fn(conn)
 
+    # A read never holds the event loop on a database server: there a
+    # statement is a network round trip, and every session would wait for it.
+    # SQLite runs in this process, a WAL reader waits for no writer, and its
+    # small statements take microseconds, less than a hop to a worker thread
+    # would cost every FETCH: those stay on the loop. Reads that scan a box
+    # go to a thread on both (search_header, search_sent, a first table load).
+
+    async def _query(self, fn: Callable[[Connection], T]) -> T:
+        if self._sqlite:
+            result: T = self._read(fn)
+            return result
+        return await asyncio.to_thread(self._read, fn)
+
+    async def _query_raw(self, fn: Callable[[Any, str], T]) -> T:
+        if self._sqlite:
+            return self._read_raw(fn)
+        return await asyncio.to_thread(self._read_raw, fn)
+
     def _read_raw(self, fn: Callable[[Any, str], T]) -> T:
         """``fn(cursor, parameter mark)``: one statement, straight on the driver.
 
@@ -101,10 +119,10 @@ class MailReads:
         self._own_conns.clear()
         self._own = threading.local()
 
-    def _check_owner(self, who: Identity, mailbox_id: int) -> None:
+    async def _check_owner(self, who: Identity, mailbox_id: int) -> None:
         owner = self._owners.get(mailbox_id)
         if owner is None:
-            owner = self._read(
+            owner = await self._query(
                 lambda c: c.execute(select(MB.c.owner).where(MB.c.id == mailbox_id)).scalar()
             )
             if owner is None:
@@ -164,7 +182,7 @@ class MailReads:
     # -- MailAccess: reads -------------------------------------------------
 
     async def list_mailboxes(self, who: Identity) -> list[MailboxInfo]:
-        infos: list[MailboxInfo] = self._read(lambda c: self._infos(c, who.mailbox_owner))
+        infos: list[MailboxInfo] = await self._query(lambda c: self._infos(c, who.mailbox_owner))
         parents: dict[str, None] = {}
         for info in infos:
             parts = info.name.split(DELIMITER)
@@ -188,12 +206,14 @@ class MailReads:
     async def mailbox(self, who: Identity, name: str) -> MailboxInfo:
         if is_inbox(name):
             name = INBOX
-        infos: list[MailboxInfo] = self._read(lambda c: self._infos(c, who.mailbox_owner, name))
+        infos: list[MailboxInfo] = await self._query(
+            lambda c: self._infos(c, who.mailbox_owner, name)
+        )
         if not infos:
             raise NoSuchMailbox(f"No mailbox named {name}")
         return infos[0]
 
-    def _kept_table(self, mailbox_id: int) -> tuple[BoxKey, EntryTable] | None:
+    async def _kept_table(self, mailbox_id: int) -> tuple[BoxKey, EntryTable] | None:
         """The kept entry table if it is still the box's: one statement tells."""
 
         def peek(cur: Any, mark: str) -> Any:
@@ -203,7 +223,7 @@ class MailReads:
             )
             return cur.fetchone()
 
-        row = self._read_raw(peek)
+        row = await self._query_raw(peek)
         if row is None:
             return None
         key = (int(row[0]), int(row[1]), int(row[2]))
@@ -211,9 +231,9 @@ class MailReads:
         return None if current is None else (key, current)
 
     async def entries(self, who: Identity, mailbox_id: int) -> EntryTable:
-        self._check_owner(who, mailbox_id)
+        await self._check_owner(who, mailbox_id)
         # A client in sync asks again on every reconnection.
-        kept = self._kept_table(mailbox_id)
+        kept = await self._kept_table(mailbox_id)
         if kept is not None:
             return kept[1]
 
@@ -224,7 +244,7 @@ class MailReads:
                 # Brought forward from the kept table: the rows changed since.
                 return cache.table(conn, mailbox_id, box_key(conn, mailbox_id))
 
-            table: EntryTable = self._read(run)
+            table: EntryTable = await self._query(run)
             return table
 
         def load(conn: Connection) -> tuple[BoxKey, EntryTable]:
@@ -242,17 +262,17 @@ class MailReads:
     async def records(
         self, who: Identity, mailbox_id: int, uids: Sequence[int]
     ) -> list[MessageRecord]:
-        self._check_owner(who, mailbox_id)
+        await self._check_owner(who, mailbox_id)
         wanted = sorted(set(uids))
-        kept = self._kept_table(mailbox_id)
+        kept = await self._kept_table(mailbox_id)
         if kept is not None:
             # The usual case, a page of the selected box: flags and modseqs
             # from its current table, the rest (which never changes for a
             # UID of this UIDVALIDITY) kept from earlier pages.
-            return self._records_from_table(mailbox_id, kept[0][0], kept[1], wanted)
-        return self._joined_records(mailbox_id, wanted)
+            return await self._records_from_table(mailbox_id, kept[0][0], kept[1], wanted)
+        return await self._joined_records(mailbox_id, wanted)
 
-    def _records_from_table(
+    async def _records_from_table(
         self, mailbox_id: int, uidvalidity: int, table: EntryTable, wanted: list[int]
     ) -> list[MessageRecord]:
         known = read_cache(self).message_facts(mailbox_id, uidvalidity)
@@ -270,7 +290,7 @@ class MailReads:
                     missing.append(uid)
                 i += 1
         if missing:
-            for record in self._joined_records(mailbox_id, missing):
+            for record in await self._joined_records(mailbox_id, missing):
                 known[record.uid] = record[3:]
         flag_sets, flag_ids, modseqs = table.flag_sets, table.flag_ids, table.modseqs
         out: list[MessageRecord] = []
@@ -280,7 +300,7 @@ class MailReads:
                 out.append(MessageRecord(uid, flag_sets[flag_ids[i]], modseqs[i], *facts))
         return out
 
-    def _joined_records(self, mailbox_id: int, wanted: list[int]) -> list[MessageRecord]:
+    async def _joined_records(self, mailbox_id: int, wanted: list[int]) -> list[MessageRecord]:
         def run(cur: Any, mark: str) -> list[MessageRecord]:
             out: list[MessageRecord] = []
             add = out.append
@@ -314,9 +334,9 @@ class MailReads:
                     )
             return out
 
-        return self._read_raw(run)
+        return await self._query_raw(run)
 
-    def _location(self, sha: str) -> BlobLocation:
+    async def _location(self, sha: str) -> BlobLocation:
         # Where a blob lives never changes while it exists; FETCH of a page of
         # envelopes asks for fifty of them at once.
         where = self._locations.get(sha)
@@ -327,7 +347,7 @@ class MailReads:
             cur.execute(f'SELECT segment, "offset", length FROM blob WHERE sha256 = {mark}', (sha,))
             return cur.fetchone()
 
-        row = self._read_raw(find)
+        row = await self._query_raw(find)
         if row is None:
             raise NoSuchMailbox("That message is no longer available", reason=f"blob {sha} gone")
         where = BlobLocation(row[0], int(row[1]), int(row[2]))
@@ -338,11 +358,11 @@ class MailReads:
 
     async def read(self, blob: str) -> bytes:
         try:
-            return await self._read_checked(self._location(blob), blob)
+            return await self._read_checked(await self._location(blob), blob)
         except BlobCorrupted:
             # A cached location whose bytes were erased since: ask again.
             self._locations.pop(blob, None)
-            return await self._read_checked(self._location(blob), blob)
+            return await self._read_checked(await self._location(blob), blob)
 
     async def _read_checked(self, where: BlobLocation, blob: str) -> bytes:
         if where.length < _CHECK_APART:
@@ -365,18 +385,18 @@ class MailReads:
         self._locations.pop(sha, None)
 
     async def read_header(self, blob: str, header_size: int) -> bytes:
-        where = self._location(blob)
+        where = await self._location(blob)
         data = self._blobs.read(where, blob, length=header_size or where.length)
         if data and not data.strip(b"\0"):
             # Erased bytes: the same message was deleted and sent again since
             # its location was cached. Headers are never all zeros.
             self._locations.pop(blob, None)
-            where = self._location(blob)
+            where = await self._location(blob)
             data = self._blobs.read(where, blob, length=header_size or where.length)
         return data
 
-    def _kind_of(self, mailbox_id: int) -> BoxRef:
-        row = self._read(
+    async def _kind_of(self, mailbox_id: int) -> BoxRef:
+        row = await self._query(
             lambda c: c.execute(select(MB.c.kind, MB.c.dossier).where(MB.c.id == mailbox_id)).one()
         )
         return BoxRef(BoxKind(row.kind), row.dossier)
@@ -384,7 +404,7 @@ class MailReads:
     async def search_header(
         self, who: Identity, mailbox_id: int, field: HeaderField, text: str
     ) -> set[int]:
-        self._check_owner(who, mailbox_id)
+        await self._check_owner(who, mailbox_id)
         column = {
             HeaderField.SUBJECT: MS.c.subject,
             HeaderField.FROM: MS.c.from_addr,
@@ -450,7 +470,7 @@ class MailReads:
     async def search_sent(
         self, who: Identity, mailbox_id: int, since: date | None, before: date | None
     ) -> set[int]:
-        self._check_owner(who, mailbox_id)
+        await self._check_owner(who, mailbox_id)
         conds = [EN.c.mailbox_id == mailbox_id, MS.c.sent_day.is_not(None)]
         # The Date header's own day, time and zone left out (RFC 3501 6.4.4):
         # "25 Mar 2007 00:00 +0200" is SENTON 25-Mar-2007.

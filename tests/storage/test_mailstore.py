@@ -103,9 +103,9 @@ def test_records_of_a_selected_box_follow_its_changes(storage: Storage) -> None:
         asked: list[list[int]] = []
         joined = mail._joined_records
 
-        def recording(mailbox_id: int, wanted: list[int]) -> list[MessageRecord]:
+        async def recording(mailbox_id: int, wanted: list[int]) -> list[MessageRecord]:
             asked.append(wanted)
-            return joined(mailbox_id, wanted)
+            return await joined(mailbox_id, wanted)
 
         mail._joined_records = recording  # type: ignore[method-assign]
         await mail.records(ME, box.id, [1, 3, 4, 5, 6])
@@ -359,5 +359,44 @@ def test_refused_job_inside_a_batch_leaves_nothing_behind(storage: Storage) -> N
         after = await storage.mail.mailbox(ME, "Brouillons")
         assert after.messages == before.messages + 2
         assert after.highestmodseq < before.highestmodseq + 1000
+
+    run(go())
+
+
+def test_reads_on_a_database_server_never_hold_the_event_loop(
+    storage: Storage, request: pytest.FixtureRequest
+) -> None:
+    """On PostgreSQL every statement of a read runs in a worker thread, not on the loop.
+
+    On SQLite (in-process, microseconds) the small reads stay on the loop:
+    a thread hop would cost more than the statement.
+    """
+    server = storage.reader.dialect.name != "sqlite"
+
+    async def go() -> None:
+        mail = storage.mail
+        await mail.append(ME, "Brouillons", msg(1), frozenset(), None)
+        loop_thread = threading.get_ident()
+        threads: list[int] = []
+
+        # Every statement of the reads goes through these two.
+        for name in ("_read", "_read_raw"):
+            original = getattr(mail, name)
+
+            def recorded(fn: Any, _original: Any = original) -> Any:
+                threads.append(threading.get_ident())
+                return _original(fn)
+
+            setattr(mail, name, recorded)
+        box = await mail.mailbox(ME, "Brouillons")
+        await mail.entries(ME, box.id)
+        (rec,) = await mail.records(ME, box.id, [1])
+        await mail.read(rec.blob)
+        await mail.list_mailboxes(ME)
+        await mail.expunge(ME, box.id, [1])
+        on_loop = [t for t in threads if t == loop_thread]
+        assert len(threads) >= 4
+        if server:
+            assert on_loop == [], "a read ran on the event loop"
 
     run(go())
