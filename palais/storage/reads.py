@@ -323,7 +323,10 @@ class MailReads:
                         f"{base} AND e.uid IN ({marks}) ORDER BY e.uid", (mailbox_id, *part)
                     )
                 rows = cur.fetchall()
-                if len(rows) > len(part):
+                # Filtered unless the range holds nothing but the UIDs asked:
+                # counting the rows is not enough, an asked UID expunged
+                # meanwhile would leave room for an unasked neighbour.
+                if hi - lo + 1 != len(part):
                     asked = set(part)
                     rows = [r for r in rows if r[0] in asked]
                 for uid, flags, modseq, when, size, blob, hsize in rows:

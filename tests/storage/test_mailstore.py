@@ -400,3 +400,20 @@ def test_reads_on_a_database_server_never_hold_the_event_loop(
             assert on_loop == [], "a read ran on the event loop"
 
     run(go())
+
+
+def test_records_never_include_a_uid_not_asked_for(storage: Storage) -> None:
+    """An asked UID expunged meanwhile must not let its unasked neighbour in (FETCH SERVERBUG)."""
+
+    async def go() -> None:
+        mail = storage.mail
+        for i in range(1, 5):
+            await mail.append(ME, "Brouillons", msg(i), frozenset(), None)
+        box = await mail.mailbox(ME, "Brouillons")
+        await mail.store_flags(ME, box.id, [2], FlagMode.ADD, frozenset({"\\Deleted"}))
+        await mail.expunge(ME, box.id, [2])
+        # UIDs 1, 2 and 4 asked: the range 1..4 now holds 1, 3 and 4.
+        got = await mail._joined_records(box.id, [1, 2, 4])
+        assert [r.uid for r in got] == [1, 4]
+
+    run(go())
