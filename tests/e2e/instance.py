@@ -6,12 +6,15 @@ import json
 import os
 import random
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +133,31 @@ class Instance:
             str(message),
             *extra,
         ]
+
+    def curl_https(self, path: str, who: str | None = None) -> subprocess.CompletedProcess[str]:
+        """GET ``path`` on the HTTPS listener with curl; stdout ends with the status code."""
+        args = ["curl", "-sS", "-w", "\\n%{http_code}", "--cacert", str(self.ca)]
+        if who:
+            args += ["--cert", str(self.cert(who)), "--key", str(self.key(who))]
+        return subprocess.run(
+            [*args, f"https://localhost:{self.port('https')}{path}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def submit(self, subject: str, who: str = "avocat1") -> None:
+        """One message from ``who`` to the demo dossier over SMTPS (smtplib)."""
+        msg = EmailMessage()
+        msg["From"] = self.address(who)
+        msg["To"] = self.dossier["address"]
+        msg["Subject"] = f"[{self.dossier['number']}] {subject}"
+        msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
+        msg.set_content("Bonjour")
+        with smtplib.SMTP_SSL(
+            "localhost", self.port("smtps"), context=self.client_context(who), timeout=10
+        ) as s:
+            assert s.send_message(msg) == {}
 
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

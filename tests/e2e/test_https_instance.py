@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import smtplib
-import subprocess
-import uuid
-from email.message import EmailMessage
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,20 +12,8 @@ from tests.e2e.instance import Instance
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 
 
-def curl(inst: Instance, path: str, who: str | None = None) -> subprocess.CompletedProcess[str]:
-    args = ["curl", "-sS", "-w", "\\n%{http_code}", "--cacert", str(inst.ca)]
-    if who:
-        args += ["--cert", str(inst.cert(who)), "--key", str(inst.key(who))]
-    return subprocess.run(
-        [*args, f"https://localhost:{inst.port('https')}{path}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def test_health_without_certificate(instance: Instance) -> None:
-    out = curl(instance, "/health")
+    out = instance.curl_https("/health")
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "200" and '"ok"' in body
 
@@ -43,7 +27,7 @@ def sample(name: str, **labels: str) -> Sample:
 
 def metrics(inst: Instance) -> tuple[str, dict[Sample, float]]:
     """The admin's scrape: its text, and every sample by (name, labels)."""
-    out = curl(inst, "/metrics", "admin1")
+    out = inst.curl_https("/metrics", "admin1")
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "200", out.stderr
     values = {
@@ -54,23 +38,10 @@ def metrics(inst: Instance) -> tuple[str, dict[Sample, float]]:
     return body, values
 
 
-def submit(inst: Instance) -> None:
-    msg = EmailMessage()
-    msg["From"] = inst.address("avocat1")
-    msg["To"] = inst.dossier["address"]
-    msg["Subject"] = f"[{inst.dossier['number']}] metrics"
-    msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
-    msg.set_content("Bonjour")
-    with smtplib.SMTP_SSL(
-        "localhost", inst.port("smtps"), context=inst.client_context("avocat1"), timeout=10
-    ) as s:
-        assert s.send_message(msg) == {}
-
-
 def test_metrics_for_operators_only(instance: Instance) -> None:
-    assert curl(instance, "/metrics").stdout.endswith("401")
+    assert instance.curl_https("/metrics").stdout.endswith("401")
     # Only operators' certificates are trusted here: a lawyer's fails the handshake.
-    lawyer = curl(instance, "/metrics", "avocat1")
+    lawyer = instance.curl_https("/metrics", "avocat1")
     assert lawyer.returncode != 0 and lawyer.stdout.endswith("000"), lawyer
     assert "alert unknown ca" in lawyer.stderr, lawyer.stderr
     body, values = metrics(instance)
@@ -92,7 +63,7 @@ def test_metrics_for_operators_only(instance: Instance) -> None:
 
 def test_a_submission_moves_the_counters(instance: Instance) -> None:
     _, before = metrics(instance)
-    submit(instance)
+    instance.submit("metrics")
     body, after = metrics(instance)
     jobs, batches = sample("palais_writer_jobs_total"), sample("palais_writer_batches_total")
     assert after[jobs] > before[jobs]
@@ -105,7 +76,7 @@ def test_a_submission_moves_the_counters(instance: Instance) -> None:
 
 
 def test_thunderbird_autoconfig(instance: Instance) -> None:
-    out = curl(instance, "/.well-known/autoconfig/mail/config-v1.1.xml")
+    out = instance.curl_https("/.well-known/autoconfig/mail/config-v1.1.xml")
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "200"
     assert str(instance.port("imaps")) in body and "TLS-client-cert" in body

@@ -7,13 +7,10 @@ import imaplib
 import json
 import re
 import signal
-import smtplib
 import ssl
 import subprocess
 import sys
 import time
-import uuid
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +37,6 @@ def serve(inst: Instance, stdout: Path, stderr: Path) -> subprocess.Popen[bytes]
             raise RuntimeError(f"palais serve did not start: {stderr.read_text()}")
         time.sleep(0.05)
     return proc
-
-
-def submit(inst: Instance) -> None:
-    msg = EmailMessage()
-    msg["From"] = inst.address("avocat1")
-    msg["To"] = inst.dossier["address"]
-    msg["Subject"] = f"[{inst.dossier['number']}] journal"
-    msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
-    msg.set_content("Bonjour")
-    with smtplib.SMTP_SSL(
-        "localhost", inst.port("smtps"), context=inst.client_context("avocat1"), timeout=10
-    ) as s:
-        assert s.send_message(msg) == {}
 
 
 def read_as_clerk(inst: Instance) -> None:
@@ -90,7 +74,7 @@ def test_every_stderr_line_is_a_json_object(tmp_path: Path) -> None:
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     proc = serve(inst, stdout, stderr)
     try:
-        submit(inst)
+        inst.submit("journal")
         read_as_clerk(inst)
         scrape_metrics(inst)
         refused_stranger(inst)

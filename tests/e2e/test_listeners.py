@@ -78,21 +78,9 @@ def outcome(inst: Instance, listener: str, who: str) -> str:
     return imap_outcome(inst, who) if listener == "imaps" else smtp_outcome(inst, listener, who)
 
 
-def curl(inst: Instance, path: str, who: str | None = None) -> subprocess.CompletedProcess[str]:
-    args = ["curl", "-sS", "-w", "\\n%{http_code}", "--cacert", str(inst.ca)]
-    if who:
-        args += ["--cert", str(inst.cert(who)), "--key", str(inst.key(who))]
-    return subprocess.run(
-        [*args, f"https://localhost:{inst.port('https')}{path}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def metric(inst: Instance, name: str, **labels: str) -> float:
     """One sample of the admin's /metrics scrape (0 when absent)."""
-    out = curl(inst, "/metrics", "admin1")
+    out = inst.curl_https("/metrics", "admin1")
     assert out.stdout.endswith("200"), out
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in out.stdout.splitlines():
@@ -206,10 +194,10 @@ def test_court_system_gets_a_tls_alert_on_the_lawyers_port(instance: Instance) -
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 @pytest.mark.parametrize("who", ["avocat1", "greffier1", "court1"])
 def test_https_trusts_operators_only(instance: Instance, who: str) -> None:
-    out = curl(instance, "/metrics", who)
+    out = instance.curl_https("/metrics", who)
     assert out.returncode != 0 and "alert unknown ca" in out.stderr, out
-    assert curl(instance, "/health").stdout.endswith("200")  # no certificate needed
-    assert curl(instance, "/metrics", "admin1").stdout.endswith("200")
+    assert instance.curl_https("/health").stdout.endswith("200")  # no certificate needed
+    assert instance.curl_https("/metrics", "admin1").stdout.endswith("200")
 
 
 # -- 6. a refused certificate on SMTPS: an alert and one log line -------------
@@ -353,7 +341,7 @@ def test_per_address_cap_across_listeners(limited: Instance) -> None:
                 timeout=10,
             )
         # HTTPS counts too: closed at once (curl cannot even start its handshake).
-        assert curl(limited, "/health").returncode != 0
+        assert limited.curl_https("/health").returncode != 0
         # Another address is not affected by this one's cap.
         with plain(limited, "submission", source="127.0.0.2") as other:
             assert smtp_greeting(other).startswith(b"220 ")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import random
 import re
 import smtplib
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -30,43 +28,18 @@ WHO = "greffier1"
 _FETCH = re.compile(rb"^\* \d+ FETCH \(.*\)\r\n$", re.S)
 _UID = re.compile(rb"[( ]UID (\d+)")
 _MODSEQ = re.compile(rb"MODSEQ \((\d+)\)")
-_LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 
 
-class Client:
+class Client(RawClient):
+    """A session of the instance's clerk, tagging its commands itself."""
+
     def __init__(self, inst: Instance) -> None:
-        raw = socket.create_connection(("127.0.0.1", inst.port("imaps")), timeout=10)
-        ctx: ssl.SSLContext = inst.client_context(WHO)
-        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
-        self.file = self.sock.makefile("rb")
-        self.file.readline()
+        super().__init__(inst.port("imaps"), inst.client_context(WHO), timeout=10)
         self.count = 0
 
-    def read(self) -> bytes:
-        line = self.file.readline()
-        if not line:
-            raise EOFError("server closed the connection")
-        out = line
-        while (m := _LITERAL.search(line)) is not None:
-            out += self.file.read(int(m.group(1)))
-            line = self.file.readline()
-            out += line
-        return out
-
-    def cmd(self, text: str) -> list[bytes]:
+    def tagged(self, text: str) -> list[bytes]:
         self.count += 1
-        tag = b"t%d" % self.count
-        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
-        lines = []
-        while True:
-            line = self.read()
-            lines.append(line)
-            if line.startswith(tag + b" "):
-                return lines
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
+        return self.cmd(b"t%d" % self.count, text.encode())
 
 
 def _send(inst: Instance, count: int) -> None:
@@ -110,15 +83,15 @@ def _tagged_ok(lines: list[bytes], failures: list[bytes]) -> None:
 
 def _login(inst: Instance, *, condstore: bool = False) -> Client:
     client = Client(inst)
-    assert client.cmd("AUTHENTICATE EXTERNAL =")[-1].split(b" ")[1] == b"OK"
+    assert client.tagged("AUTHENTICATE EXTERNAL =")[-1].split(b" ")[1] == b"OK"
     if condstore:
-        client.cmd("ENABLE CONDSTORE")
-    assert client.cmd("SELECT INBOX")[-1].split(b" ")[1] == b"OK"
+        client.tagged("ENABLE CONDSTORE")
+    assert client.tagged("SELECT INBOX")[-1].split(b" ")[1] == b"OK"
     return client
 
 
 def _uids(client: Client) -> list[int]:
-    lines = client.cmd("UID SEARCH ALL")
+    lines = client.tagged("UID SEARCH ALL")
     found = next(x for x in lines if x.startswith(b"* SEARCH"))
     return [int(u) for u in found.split()[2:]]
 
@@ -141,12 +114,12 @@ def test_fetch_and_store_while_others_expunge(busy_box: Instance) -> None:
                     break
                 chosen = rng.sample(uids, 3)
                 text = ",".join(map(str, chosen))
-                _tagged_ok(client.cmd(f"UID STORE {text} +FLAGS.SILENT (\\Deleted)"), failures)
-                _tagged_ok(client.cmd(f"UID EXPUNGE {text}"), failures)
+                _tagged_ok(client.tagged(f"UID STORE {text} +FLAGS.SILENT (\\Deleted)"), failures)
+                _tagged_ok(client.tagged(f"UID EXPUNGE {text}"), failures)
                 first = rng.randint(0, len(uids) - 6)
                 run = ",".join(map(str, uids[first : first + 6]))
-                _tagged_ok(client.cmd(f"UID STORE {run} +FLAGS (\\Flagged)"), failures)
-                _tagged_ok(client.cmd(f"UID STORE {run} -FLAGS (\\Flagged)"), failures)
+                _tagged_ok(client.tagged(f"UID STORE {run} +FLAGS (\\Flagged)"), failures)
+                _tagged_ok(client.tagged(f"UID STORE {run} -FLAGS (\\Flagged)"), failures)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
         finally:
@@ -176,7 +149,7 @@ def test_fetch_and_store_while_others_expunge(busy_box: Instance) -> None:
                 commands.append(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {rng.randint(1, 50)})")
                 commands.append("NOOP")
             for command in commands:
-                lines = watcher.cmd(command)
+                lines = watcher.tagged(command)
                 _tagged_ok(lines, failures)
                 for line in lines[:-1]:
                     if line.endswith(b" EXPUNGE\r\n"):
