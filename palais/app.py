@@ -16,7 +16,7 @@ from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
 from palais.gateway.metrics import GatewayMetrics
-from palais.gateway.smtp import PalaisSMTP, SubmissionHandler, make_smtp_factory
+from palais.gateway.smtp import PalaisSMTP, make_smtp_factory
 from palais.gateway.tls import TlsServerProtocol, refusal_logger
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.mailbox.errors import NotAllowed
@@ -76,7 +76,6 @@ class Gateway:
     settings: Settings
     storage: Storage | None = None
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
-    handlers: dict[str, SubmissionHandler] = field(default_factory=dict)
     https: HttpsHandle | None = None
     recorded: GatewayMetrics = field(default_factory=GatewayMetrics)
 
@@ -124,7 +123,7 @@ class Gateway:
         smtp_log = logging.getLogger("palais.smtp")
 
         def smtp(listener: Listener, door: Gate, implicit: bool) -> Callable[[], PalaisSMTP]:
-            factory, handler = make_smtp_factory(
+            return make_smtp_factory(
                 desk=desk,
                 listener=listener,
                 resolve_identity=resolver(listener),
@@ -139,8 +138,6 @@ class Gateway:
                 preauth_timeout=limits.preauth_timeout,
                 handshake_timeout=limits.handshake_timeout,
             )
-            self.handlers[listener] = handler
-            return factory
 
         def door(listener: Listener) -> Gate:
             return Gate(

@@ -372,14 +372,14 @@ class PalaisSMTP(SMTP):
         ended = time.perf_counter()
         if content is None:
             self._set_post_data_state()
-            self._handler.count(self.listener, "refused")
+            self._handler.count("refused")
             status = replies.MESSAGE_TOO_BIG
         else:
             self.envelope.content = self.envelope.original_content = content
             status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
         await self.push(status)
-        self._handler.data_to_reply(self.listener, time.perf_counter() - ended)
+        self._handler.data_to_reply(time.perf_counter() - ended)
 
     async def _read_data(self) -> bytes | None:
         """The message up to <CRLF>.<CRLF>, dot-unstuffed; None if over the size limit.
@@ -464,36 +464,28 @@ class SubmissionHandler:
         self,
         desk: SubmissionDesk,
         *,
+        listener: str,
         max_recipients: int,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.desk = desk
         self.max_recipients = max_recipients
-        self.accepted = 0  # exported as metrics
-        self.refused = 0
-        # Labelled children kept: labels() takes a lock and costs more than inc().
-        self._decisions: dict[tuple[str, str], Counter] = {}
-        self._data_seconds: dict[str, Histogram] = {}
+        # One handler per listener: its labelled children resolved once
+        # (labels() takes a lock and costs more than inc()).
+        self._decisions: dict[str, Counter] = {
+            decision: self.metrics.smtp_messages.labels(listener, decision)
+            for decision in ("accepted", "refused", "resent")
+        }
+        self._data_seconds: Histogram = self.metrics.smtp_data_seconds.labels(listener)
 
-    def count(self, listener: str, decision: str) -> None:
+    def count(self, decision: str) -> None:
         """One message at the end of DATA: "accepted", "refused" or "resent"."""
-        if decision == "refused":
-            self.refused += 1
-        elif decision == "accepted":
-            self.accepted += 1
-        child = self._decisions.get((listener, decision))
-        if child is None:
-            child = self.metrics.smtp_messages.labels(listener, decision)
-            self._decisions[listener, decision] = child
-        child.inc()
+        self._decisions[decision].inc()
 
-    def data_to_reply(self, listener: str, seconds: float) -> None:
+    def data_to_reply(self, seconds: float) -> None:
         """Time from the end of DATA to the reply (the 250 after the durable commit)."""
-        child = self._data_seconds.get(listener)
-        if child is None:
-            child = self._data_seconds[listener] = self.metrics.smtp_data_seconds.labels(listener)
-        child.observe(seconds)
+        self._data_seconds.observe(seconds)
 
     async def handle_EHLO(
         self,
@@ -564,11 +556,11 @@ class SubmissionHandler:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self.count(server.listener, "refused")
+            self.count("refused")
             log.info("message %s decision=refused", context)
             return replies.reply_for(error, log, context)
         decision = "resent" if accepted.resent else "accepted"
-        self.count(server.listener, decision)
+        self.count(decision)
         log.info(
             "message %s decision=%s ref=%s sha256=%s stored=%d rcpts=%s dossier=%s",
             context,
@@ -597,8 +589,10 @@ def make_smtp_factory(
     door: Gate | None = None,
     preauth_timeout: float | None = None,
     handshake_timeout: float | None = None,
-) -> tuple[Callable[[], PalaisSMTP], SubmissionHandler]:
-    handler = SubmissionHandler(desk, max_recipients=max_recipients, metrics=metrics)
+) -> Callable[[], PalaisSMTP]:
+    handler = SubmissionHandler(
+        desk, listener=listener, max_recipients=max_recipients, metrics=metrics
+    )
 
     def factory() -> PalaisSMTP:
         return PalaisSMTP(
@@ -618,4 +612,4 @@ def make_smtp_factory(
             enable_SMTPUTF8=True,
         )
 
-    return factory, handler
+    return factory

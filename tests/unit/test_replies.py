@@ -100,7 +100,7 @@ def _pushed(status: str) -> bytes:
     async def push() -> bytes:
         desk = SubmissionDesk(None, None, max_size=1)  # type: ignore[arg-type]
         server = PalaisSMTP(
-            SubmissionHandler(desk, max_recipients=1),
+            SubmissionHandler(desk, listener="test", max_recipients=1),
             listener="test",
             resolve_identity=resolve,
             allowed_roles=frozenset(),
