@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, select
 
+from palais.mailbox.boxes import parse_box_name
 from palais.mailbox.deletion import plan_expunge, plan_move
 from palais.mailbox.drafts import SentCopy, addresses_written_to, plan_append
 from palais.mailbox.errors import PalaisError
@@ -117,7 +118,7 @@ class MailStore(MailReads):
     ) -> AppendResult:
         owner = who.mailbox_owner
         box = await self.mailbox(who, mailbox_name)
-        ref = await self._kind_of(box.id)
+        ref = parse_box_name(box.name)  # the row just read names it: no second query
         try:
             summary = summarize(data)
         except PalaisError:  # IMAP lets a client store any bytes; index what we can
@@ -125,10 +126,12 @@ class MailStore(MailReads):
         when = (internaldate or datetime.now(UTC)).astimezone(UTC)
 
         def facts(conn: Connection) -> tuple[int | None, dict[str, str]]:
-            # The box's newest entry with this Message-ID (a sent copy), and
-            # the dossiers of the addresses the message is written to.
+            # Only what plan_append reads for this box: in Envoyés the box's
+            # newest entry with this Message-ID (a sent copy); in the global
+            # Brouillons the dossiers of the addresses the message is written
+            # to; for any other box nothing (plan_append refuses it).
             uid = None
-            if summary.message_id:
+            if ref.kind is BoxKind.ENVOYES and summary.message_id:
                 uid = conn.execute(
                     select(EN.c.uid)
                     .join(MS, MS.c.id == EN.c.message_id)
@@ -136,8 +139,12 @@ class MailStore(MailReads):
                     .order_by(EN.c.uid.desc())
                     .limit(1)
                 ).scalar()
-            addresses = addresses_written_to(summary)
             at: dict[str, str] = {}
+            addresses = (
+                addresses_written_to(summary)
+                if ref.kind is BoxKind.BROUILLONS and ref.dossier is None
+                else []
+            )
             if addresses:
                 q = select(DO.c.address, DO.c.number).where(DO.c.address.in_(addresses))
                 at = {str(a): str(n) for a, n in conn.execute(q)}
@@ -170,7 +177,7 @@ class MailStore(MailReads):
     ) -> CopyResult:
         await self._check_owner(who, mailbox_id)
         dest_box = await self.mailbox(who, dest_name)
-        dest = await self._kind_of(dest_box.id)
+        dest = parse_box_name(dest_box.name)
 
         def work(conn: Connection, ctx: WriteContext) -> CopyResult:
             plan = plan_move(held_placements(conn, mailbox_id, uids), dest, keep_source=not move)
