@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.model import MailboxEvent
@@ -63,6 +64,24 @@ class _Job(Generic[T]):
 
 
 _STOP = object()
+
+
+# PostgreSQL's deadlock and serialization failures: another node's
+# transaction, not the job, is in the way. The attempt is rolled back and the
+# batch runs again once the other has committed.
+_CONFLICTS = frozenset({"40P01", "40001"})
+_CONFLICT_RETRIES = 5
+
+
+def _is_conflict(error: BaseException) -> bool:
+    # Through SQLAlchemy the driver's error is wrapped; the hot paths' raw
+    # cursors raise it as the driver does (psycopg: .sqlstate).
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    return getattr(driver_error, "sqlstate", None) in _CONFLICTS
+
+
+class _Conflict(Exception):
+    """The attempt met another transaction's locks; the batch is run again."""
 
 
 class _Refused(Exception):
@@ -154,6 +173,8 @@ class CommitQueue:
         try:
             return (True, job.work(conn, job.context))
         except Exception as error:  # the job's own refusal or bug
+            if _is_conflict(error):
+                raise _Conflict() from error
             raise _Refused(error) from error
 
     def _isolated(self, conn: Connection, job: _Job[Any]) -> tuple[bool, Any]:
@@ -161,6 +182,8 @@ class CommitQueue:
         try:
             result = job.work(conn, job.context)
         except Exception as error:  # the job's own refusal or bug
+            if _is_conflict(error):
+                raise _Conflict() from error
             savepoint.rollback()
             job.context.events.clear()
             job.context.erase_after_commit.clear()
@@ -203,6 +226,7 @@ class CommitQueue:
             # runs again with each job in its own savepoint, so that only the
             # refused job fails. A batch of one needs no second attempt.
             isolate = False
+            conflicts = 0
             while True:
                 outcomes = []
                 try:
@@ -212,12 +236,19 @@ class CommitQueue:
                                 self._isolated(conn, job) if isolate else self._bare(conn, job)
                             )
                         synced.result()
-                except _Refused as refused:
+                except (_Refused, _Conflict) as failed:
                     for job in batch:
                         job.context.events.clear()
                         job.context.erase_after_commit.clear()
                     # Facts cached by the rolled-back attempt may not hold.
                     self._cache.clear()
+                    if isinstance(failed, _Conflict):
+                        conflicts += 1
+                        if conflicts > _CONFLICT_RETRIES:
+                            raise failed.__cause__ or failed from None
+                        log.info("batch met another node's transaction; running it again")
+                        continue
+                    refused = failed
                     if len(batch) == 1:
                         outcomes = [(False, refused.error)]
                         break
