@@ -80,14 +80,7 @@ def tls_refusal(error: BaseException | None) -> tuple[str, str]:
     """
     if error is None or not isinstance(error, ssl.SSLError):
         return tls.TLS_ABORTED, type(error).__name__ if error is not None else "unknown"
-    code = str(error.reason or type(error).__name__)
-    verify = getattr(error, "verify_message", None)
-    detail = f"{code}: {verify}" if verify else code
-    if code == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
-        return tls.TLS_NO_CERTIFICATE, detail
-    if isinstance(error, ssl.SSLCertVerificationError) or "CERTIFICATE" in code:
-        return tls.TLS_CERTIFICATE, detail
-    return tls.TLS_PROTOCOL, detail
+    return tls.handshake_failure(error)
 
 
 def with_enhanced_code(status: str) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "TlsServerProtocol",
     "TlsStream",
     "TlsTransport",
+    "handshake_failure",
     "refusal_logger",
 ]
 
@@ -84,7 +85,7 @@ def refusal_logger(log: logging.Logger, listener: str) -> FailureCallback:
     return on_failure
 
 
-def _failure(exc: BaseException) -> tuple[str, str]:
+def handshake_failure(exc: BaseException) -> tuple[str, str]:
     """The closed word and the log detail of a failed handshake."""
     reason = str(getattr(exc, "reason", None) or type(exc).__name__)
     verify = getattr(exc, "verify_message", None)
@@ -266,7 +267,7 @@ class TlsServerProtocol(asyncio.Protocol):
             return
         except (ssl.SSLError, OSError) as exc:
             self._flush()  # the alert tells the client why
-            self._fail(*_failure(exc))
+            self._fail(*handshake_failure(exc))
             self._abort()
             return
         self._flush()
