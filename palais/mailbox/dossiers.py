@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from palais.mailbox.boxes import DOSSIER_NUMBER
-from palais.mailbox.errors import ErrorKind, PalaisError
+from palais.mailbox.errors import CannotDoThat
 
 __all__ = ["DossierOpening", "Participation", "plan_dossier_opening", "plan_participation"]
 
@@ -61,9 +61,8 @@ def plan_dossier_opening(
             problems.append(f"account {p.account_id} takes part twice")
         seen.add(p.account_id)
     if problems:
-        raise PalaisError(
+        raise CannotDoThat(
             "The dossier cannot be opened",
-            kind=ErrorKind.NOT_POSSIBLE,
             details=tuple(problems),
             reason=f"dossier {number}: " + "; ".join(problems),
         )
@@ -81,9 +80,8 @@ def plan_dossier_opening(
 def plan_participation(participant: Participation, already: Sequence[int]) -> tuple[str, ...]:
     """Whose mailbox gets the boxes when ``participant`` joins; refused if already in."""
     if participant.account_id in already:
-        raise PalaisError(
+        raise CannotDoThat(
             "This account already takes part in the dossier",
-            kind=ErrorKind.NOT_POSSIBLE,
             reason=f"account {participant.account_id} joins twice",
         )
     return (participant.mailbox_owner.lower(),)

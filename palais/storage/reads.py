@@ -50,7 +50,6 @@ class MailReads:
         self._blobs = blobs
         self._hub = hub
         self._owners: dict[int, str] = {}
-        self._dossier_ids: dict[str, int] = {}
         self._locations: dict[str, BlobLocation] = {}
         self._memo = Memo()
         self._mark = "?" if reader.dialect.paramstyle == "qmark" else "%s"
