@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from palais.mailbox.submission import DEFAULT_RESEND_WINDOW
+
 EVENT_LOOPS = ("uvloop", "asyncio")
 
 
@@ -87,7 +89,7 @@ class SmtpSection:
     timeout: float = 300.0  # client silence once authenticated
     # A resend of the same message (same sender, Message-ID and bytes) within
     # this many seconds gets the first 250 again and files nothing; 0 disables.
-    resend_window: float = 86400.0
+    resend_window: float = DEFAULT_RESEND_WINDOW
 
 
 @dataclass(frozen=True)
