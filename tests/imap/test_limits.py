@@ -538,7 +538,7 @@ def test_flag_changes_on_a_big_box_are_sent_without_holding_the_loop() -> None:
 
 
 def test_a_long_search_stops_when_its_client_goes(store: FakeStore, pki: Pki) -> None:
-    total = 6000
+    total = 30000  # long enough that no machine scans it all before the close is seen
     for i in range(total):
         store.deliver("INBOX", qp_message(i))
     server = start(store, pki, GatewayMetrics())
@@ -546,7 +546,11 @@ def test_a_long_search_stops_when_its_client_goes(store: FakeStore, pki: Pki) ->
         c = client(server, pki)
         before = store.read_count
         c.send(b"h SEARCH CHARSET UTF-8 " + body_tree() + b"\r\n")
-        time.sleep(0.2)
+        # Gone as soon as the search has started reading: a fixed pause let a
+        # fast machine finish the whole search first.
+        started = time.monotonic() + 5
+        while store.read_count == before and time.monotonic() < started:
+            time.sleep(0.001)
         c.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
