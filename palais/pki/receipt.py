@@ -1,0 +1,251 @@
+"""The wire form of an accusé de réception: a signed report mail.
+
+    multipart/signed (S/MIME, RFC 8551; CMS signature by the evidence key)
+      multipart/report (RFC 6522)
+        text/plain            who, what, when, dossier, digests, in French
+        message/disposition-notification   (read events only, RFC 8098)
+        application/vnd.palais.evidence+json   the evidence, canonical bytes
+      application/pkcs7-signature
+
+The report-type names the second part: ``disposition-notification`` for a
+read receipt, ``vnd.palais.evidence+json`` otherwise. Every part is 7-bit
+(quoted-printable, base64) so that no relay re-encodes the signed bytes.
+The bytes are written once from a fixed layout, never parsed and
+re-serialised: what is stored is what was signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import quopri
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from email.header import Header
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from palais.mailbox.evidence import EVIDENCE_MEDIA_TYPE, EventCode, canonical_json, parse_timestamp
+from palais.pki.cms import CmsSigner
+from palais.pki.signing import EvidenceKey, certificate_sha256
+
+EVIDENCE_HEADER: Final = "X-Palais-Evidence"
+REPORT_TYPE_EVIDENCE: Final = "vnd.palais.evidence+json"
+REPORT_TYPE_READ: Final = "disposition-notification"
+
+try:
+    _PARIS: tzinfo = ZoneInfo("Europe/Paris")
+except ZoneInfoNotFoundError:  # pragma: no cover - Debian ships tzdata
+    _PARIS = UTC
+
+
+@dataclass(frozen=True, slots=True)
+class SealedReceipt:
+    data: bytes  # the whole mail, CRLF
+    evidence: bytes  # the canonical evidence bytes it carries (the log's leaf)
+
+
+class ReceiptSealer:
+    """Writes and signs receipts with one evidence key."""
+
+    def __init__(self, key: EvidenceKey, *, domain: str, issuer: str | None = None) -> None:
+        self._signer = CmsSigner(key)
+        self.domain = domain
+        self.issuer = issuer or _common_name(key) or "Palais - Service de preuve"
+        self.issuer_certificate_sha256 = certificate_sha256(key.certificate)
+        self._from = f'"Palais - Service de preuve" <accuses@{domain}>'
+
+    @property
+    def key(self) -> EvidenceKey:
+        return self._signer.key
+
+    def seal(self, document: Mapping[str, Any], *, to: str) -> SealedReceipt:
+        """The receipt mail for ``document`` (complete evidence), sent to ``to``.
+
+        Raises ``EvidenceUnavailable`` if the key cannot sign.
+        """
+        evidence = canonical_json(document)
+        evidence_id = str(document["evidence_id"])
+        codes = [EventCode(e["code"]) for e in document["events"]]
+        read = EventCode.PREMIERE_LECTURE in codes
+        outer = f"=_palais_s_{evidence_id}"
+        inner = f"=_palais_r_{evidence_id}"
+        report_type = REPORT_TYPE_READ if read else REPORT_TYPE_EVIDENCE
+        parts = [
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + _qp(human_text(document))
+        ]
+        if read:
+            parts.append(
+                b"Content-Type: message/disposition-notification\r\n\r\n"
+                + disposition_notification(document, self.domain)
+            )
+        parts.append(
+            f"Content-Type: {EVIDENCE_MEDIA_TYPE}\r\n"
+            "Content-Transfer-Encoding: base64\r\n"
+            f'Content-Disposition: attachment; filename="preuve-{evidence_id}.json"\r\n'
+            "\r\n".encode()
+            + _base64(evidence)
+        )
+        signed = (
+            f'Content-Type: multipart/report; report-type="{report_type}";\r\n'
+            f' boundary="{inner}"\r\n\r\n'.encode()
+            + _multipart(inner, parts)
+        )
+        signature = self._signer.sign(signed)
+        labels = ", ".join(c.label for c in codes)
+        dossier = document.get("dossier")
+        about = str(document["message"]["subject"])
+        if dossier:
+            about = about.removeprefix(f"[{dossier}] ")
+        subject = f"Accusé de réception : {labels} — {about}"
+        if dossier:
+            subject = f"[{dossier}] {subject}"
+        original = document["message"].get("message_id")
+        head = [
+            f"From: {self._from}",
+            f"To: <{to}>",
+            f"Subject: {Header(subject, 'utf-8', maxlinelen=76).encode()}",
+            f"Date: {email.utils.format_datetime(signature.signing_time)}",
+            f"Message-ID: <{evidence_id}@{self.domain}>",
+        ]
+        if original:
+            head += [f"In-Reply-To: {original}", f"References: {original}"]
+        head += [
+            "Auto-Submitted: auto-generated",
+            f"{EVIDENCE_HEADER}: {evidence_id}",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/signed; protocol="application/pkcs7-signature";',
+            f' micalg=sha-256; boundary="{outer}"',
+        ]
+        body = _multipart(
+            outer,
+            [
+                signed,
+                b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+                b"Content-Transfer-Encoding: base64\r\n"
+                b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
+                + _base64(signature.der),
+            ],
+            b"This is a signed evidence report (S/MIME).",
+        )
+        data = "\r\n".join(head).encode() + b"\r\n\r\n" + body
+        return SealedReceipt(data, evidence)
+
+
+def _common_name(key: EvidenceKey) -> str | None:
+    from cryptography.x509.oid import NameOID
+
+    names = key.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
+
+
+def _multipart(boundary: str, parts: Sequence[bytes], preamble: bytes = b"") -> bytes:
+    # Each part is exactly the bytes between its "--boundary" line and the
+    # CRLF before the next one: the first part of multipart/signed is the
+    # signed content, byte for byte (RFC 1847).
+    delimiter = b"\r\n--" + boundary.encode()
+    out = [preamble]
+    for part in parts:
+        out += [delimiter, b"\r\n", part]
+    out += [delimiter, b"--\r\n"]
+    return b"".join(out)
+
+
+def _base64(data: bytes) -> bytes:
+    text = base64.b64encode(data)
+    return b"".join(text[i : i + 76] + b"\r\n" for i in range(0, len(text), 76))
+
+
+def _qp(text: str) -> bytes:
+    encoded = quopri.encodestring(text.encode("utf-8"), quotetabs=False)
+    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _when(text: str) -> str:
+    moment = parse_timestamp(text)
+    local = moment.astimezone(_PARIS)
+    return f"{local:%d/%m/%Y à %H:%M:%S} (heure de Paris) — {text}"
+
+
+def _party(doc: Mapping[str, Any]) -> str:
+    name, address = doc["name"], doc["address"]
+    line = address if name == address else f"{name} <{address}>"
+    if doc.get("role"):
+        line += f" ({doc['role']})"
+    if doc.get("mailbox"):
+        line += f", pour la boîte {doc['mailbox']}"
+    if doc.get("certificate_sha256"):
+        line += f"\n      authentifié par certificat, SHA-256 {doc['certificate_sha256']}"
+    return line
+
+
+def human_text(document: Mapping[str, Any]) -> str:
+    """The human-readable part: who, what, when, dossier, digests (in French)."""
+    events = document["events"]
+    message = document["message"]
+    lines = [
+        "Accusé de réception — " + ", ".join(EventCode(e["code"]).label for e in events),
+        f"Émis par {document['issuer']['name']} (politique {document['policy']})",
+        "",
+        f"Dossier : {document.get('dossier') or '—'}",
+        f"Preuve n° {document['evidence_id']}, position {document['log']['position']}"
+        " dans le journal de preuve",
+        "",
+        "Événements :",
+    ]
+    for event in events:
+        lines.append(f"  {EventCode(event['code']).label} : le {_when(event['time'])}")
+        for who in event["recipients"]:
+            lines.append(f"    {_party(who)}")
+        if event.get("reason"):
+            lines.append(f"    Motif : {event['reason']}")
+    lines += [
+        "",
+        f"Expéditeur : {_party(document['sender'])}",
+        f"Déposé le {_when(document['submission_time'])}",
+    ]
+    if document.get("delegate"):
+        lines.append(f"Pour le compte de l'expéditeur : {_party(document['delegate'])}")
+    lines += [
+        "",
+        f"Objet : {message['subject']}",
+        f"Message-ID : {message.get('message_id') or '—'}",
+        f"Message de {message['size']} octets, SHA-256 {message['sha256']}",
+    ]
+    attachments = message["attachments"]
+    if attachments:
+        lines.append("Pièces jointes :")
+        for a in attachments:
+            lines.append(
+                f"  - {a['name'] or '(sans nom)'} ({a['media_type']}, {a['size']} octets)"
+                f"\n    SHA-256 {a['sha256']}"
+            )
+    else:
+        lines.append("Pièces jointes : aucune")
+    lines += [
+        "",
+        "La partie application/vnd.palais.evidence+json fait foi ; elle est signée",
+        "par la clé de preuve de la passerelle (signature CMS jointe).",
+        "Vérifier : palais verify-receipt ACCUSE.eml --message ORIGINAL.eml",
+        "ou la page /verifier de la passerelle.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def disposition_notification(document: Mapping[str, Any], domain: str) -> bytes:
+    """The RFC 8098 part of a read receipt."""
+    event = next(e for e in document["events"] if e["code"] == EventCode.PREMIERE_LECTURE)
+    reader = event["recipients"][0]
+    mailbox = reader.get("mailbox") or reader["address"]
+    lines = [
+        f"Reporting-UA: {domain}; Palais",
+        f"Original-Recipient: rfc822;{mailbox}",
+        f"Final-Recipient: rfc822;{reader['address']}",
+    ]
+    if document["message"].get("message_id"):
+        lines.append(f"Original-Message-ID: {document['message']['message_id']}")
+    lines.append("Disposition: automatic-action/MDN-sent-automatically; displayed")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
