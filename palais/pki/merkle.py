@@ -67,25 +67,35 @@ def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
     return _subtree_root(leaf_hashes, 0, len(leaf_hashes))
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
-    """PATH(index, D[size]): the audit path of leaf ``index`` in the tree of the first
-    ``size`` leaves (RFC 9162 §2.1.3.1), nearest sibling first."""
-    _check_size(leaf_hashes, size)
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges ``[lo, hi)`` whose subtree roots make PATH(index, D[size]), in the
+    proof's order (nearest sibling first).
+
+    What a verifier reading the leaves as a stream needs to know in advance:
+    each range's root can be accumulated as the leaves go by.
+    """
     if not 0 <= index < size:
         raise ValueError(f"leaf {index} is not in a tree of size {size}")
-    # Built root-down, then reversed: the proof lists the leaf's sibling first.
-    path: list[bytes] = []
+    ranges: list[tuple[int, int]] = []
     lo, hi, m = 0, size, index
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            path.append(_subtree_root(leaf_hashes, lo + k, hi))
+            ranges.append((lo + k, hi))
             hi = lo + k
         else:
-            path.append(_subtree_root(leaf_hashes, lo, lo + k))
+            ranges.append((lo, lo + k))
             lo, m = lo + k, m - k
-    path.reverse()
-    return path
+    # Found root-down; the proof starts at the leaf.
+    ranges.reverse()
+    return ranges
+
+
+def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
+    """PATH(index, D[size]): the audit path of leaf ``index`` in the tree of the first
+    ``size`` leaves (RFC 9162 §2.1.3.1), nearest sibling first."""
+    _check_size(leaf_hashes, size)
+    return [_subtree_root(leaf_hashes, lo, hi) for lo, hi in inclusion_ranges(index, size)]
 
 
 def verify_inclusion(

@@ -20,6 +20,7 @@ from palais.pki.merkle import (
     Frontier,
     consistency_proof,
     inclusion_proof,
+    inclusion_ranges,
     leaf_hash,
     node_hash,
     root_of,
@@ -212,11 +213,22 @@ def test_inclusion_proofs_fail_when_anything_changes(size: int) -> None:
             assert not verify_inclusion(leaf, index, size, proof[:-1], root)
 
 
+@pytest.mark.parametrize("size", range(1, MAX_SIZE + 1))
+def test_inclusion_ranges_partition_the_tree_around_the_leaf(size: int) -> None:
+    for index in range(size):
+        ranges = inclusion_ranges(index, size)
+        assert [ref_mth(LEAVES[lo:hi]) for lo, hi in ranges] == ref_path(index, LEAVES[:size])
+        covered = sorted(i for lo, hi in ranges for i in range(lo, hi))
+        assert covered == [i for i in range(size) if i != index]
+
+
 def test_inclusion_proof_refuses_a_leaf_outside_the_tree() -> None:
     with pytest.raises(ValueError):
         inclusion_proof(LEAVES, 5, 5)
     with pytest.raises(ValueError):
         inclusion_proof(LEAVES[:3], 0, 4)
+    with pytest.raises(ValueError):
+        inclusion_ranges(0, 0)
 
 
 # -- consistency -------------------------------------------------------------------
