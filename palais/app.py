@@ -23,7 +23,9 @@ from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import Identity, TrustCommunity
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.submission import SubmissionDesk
+from palais.pki.evidence_service import KeyEvidenceService
 from palais.pki.identify import CertificateRefused, TrustAnchors
+from palais.pki.signing import EvidenceKey, load_file_key
 from palais.pki.tls import server_context
 from palais.storage import Storage, open_storage
 
@@ -60,7 +62,23 @@ def listener_context(settings: Settings, listener: Listener) -> ssl.SSLContext:
     )
 
 
-def open_instance_storage(settings: Settings) -> Storage:
+def evidence_key(settings: Settings) -> EvidenceKey:
+    """The evidence key the settings name: on an HSM, or in a key file."""
+    e = settings.evidence
+    if e.pkcs11_module:
+        from palais.pki.hsm import open_pkcs11_key, pin_from
+
+        return open_pkcs11_key(
+            e.pkcs11_module,
+            e.pkcs11_token,
+            e.pkcs11_key_label,
+            pin_from(e.pkcs11_pin),
+            e.certificate,
+        )
+    return load_file_key(e.certificate, e.key)
+
+
+def open_instance_storage(settings: Settings, key: EvidenceKey | None = None) -> Storage:
     # No silent migration at start: `palais migrate` upgrades the schema once
     # (for every node); a database at another revision stops the start here.
     return open_storage(
@@ -68,6 +86,9 @@ def open_instance_storage(settings: Settings) -> Storage:
         settings.storage.blobs,
         max_batch=settings.storage.max_batch,
         migrate=False,
+        evidence=KeyEvidenceService(
+            key or evidence_key(settings), domain=settings.instance.mail_domain
+        ),
     )
 
 
@@ -78,10 +99,12 @@ class Gateway:
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     https: HttpsHandle | None = None
     recorded: GatewayMetrics = field(default_factory=GatewayMetrics)
+    evidence: EvidenceKey | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self.storage = storage = open_instance_storage(s)
+        self.evidence = evidence_key(s)
+        self.storage = storage = open_instance_storage(s, self.evidence)
         storage.start()
         self.recorded.watch_writer(storage.commits)
         anchors = trust_anchors(s)

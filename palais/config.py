@@ -68,8 +68,19 @@ class TrustSection:
 
 @dataclass(frozen=True)
 class EvidenceSection:
-    certificate: Path = Path("pki/evidence.pem")
+    """The evidence key that signs receipts: a key file, or a key on an HSM.
+
+    With ``pkcs11_module`` set the key is the token's (``key`` is unused);
+    the PIN is never written here: ``pkcs11_pin`` names ``env:VARIABLE`` or
+    ``file:/path/to/pin`` (owner-only).
+    """
+
+    certificate: Path = Path("pki/evidence.pem")  # and its chain after it
     key: Path = Path("pki/evidence.key")
+    pkcs11_module: str = ""  # e.g. /usr/lib/softhsm/libsofthsm2.so
+    pkcs11_token: str = ""  # token label
+    pkcs11_key_label: str = "evidence"
+    pkcs11_pin: str = ""  # env:NAME or file:PATH
 
 
 @dataclass(frozen=True)

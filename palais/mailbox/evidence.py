@@ -104,9 +104,10 @@ class Party:
         )
 
     @classmethod
-    def mailbox_of(cls, address: str) -> Party:
-        """A recipient mailbox known by its address (it has not acted)."""
-        return cls(address, address, None)
+    def mailbox_of(cls, address: str, mailbox: str | None = None) -> Party:
+        """A recipient known by the address written to (it has not acted), and
+        the mailbox that address reaches when another (a dossier's: its service's)."""
+        return cls(address, address, None, mailbox=mailbox if mailbox != address else None)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -239,7 +240,7 @@ def evidence_document(
 
 def deposit_and_delivery(
     who: Identity,
-    recipients: Sequence[str],
+    recipients: Sequence[tuple[str, str]],
     dossier: str | None,
     now: datetime,
 ) -> ReceiptOrder:
@@ -247,9 +248,10 @@ def deposit_and_delivery(
 
     Filing is all or nothing (every recipient's mailbox is written in the
     transaction that accepts the message), so deposit and delivery share
-    their time and their receipt; the sender holds it.
+    their time and their receipt; the sender holds it. ``recipients``: each
+    (address written to, mailbox it reached).
     """
-    parties = tuple(Party.mailbox_of(r) for r in recipients)
+    parties = tuple(Party.mailbox_of(address, mailbox) for address, mailbox in recipients)
     return ReceiptOrder(
         events=(Event(EventCode.DEPOT, now, parties), Event(EventCode.REMISE, now, parties)),
         sender=Party.acting(who),

@@ -73,3 +73,13 @@ def plan_flag_change(
         if new != entry.flags:
             changes.append(FlagChange(entry.placement, entry.uid, new))
     return FlagPlan(tuple(changes), tuple(modified))
+
+
+def newly_read(current: Sequence[FlaggedEntry], plan: FlagPlan) -> tuple[int, ...]:
+    """The placements this plan marks \\Seen that were not: each may be a first reading."""
+    before = {e.placement: e.flags for e in current}
+    return tuple(
+        c.placement
+        for c in plan.changes
+        if "\\Seen" in c.flags and "\\Seen" not in before.get(c.placement, frozenset())
+    )

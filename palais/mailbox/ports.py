@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from palais.mailbox.identity import Identity
 from palais.mailbox.model import (
@@ -188,6 +188,56 @@ class EventBus(Protocol):
     ) -> Unsubscribe: ...
 
     def publish(self, events: list[MailboxEvent]) -> None: ...
+
+
+class SealedReceipt(Protocol):
+    @property
+    def data(self) -> bytes:
+        """The receipt mail, CRLF, as stored and served."""
+        ...
+
+    @property
+    def evidence(self) -> bytes:
+        """The canonical evidence it carries: the evidence log's leaf."""
+        ...
+
+
+class EvidenceService(Protocol):
+    """Seals receipts and keeps the evidence log's tree (``palais.pki``).
+
+    Storage calls it inside the transaction of the act a receipt proves;
+    a key that cannot sign raises ``TemporaryFailure`` and the act fails
+    whole: nothing is accepted without its evidence.
+    """
+
+    @property
+    def issuer(self) -> str: ...
+
+    @property
+    def issuer_certificate_sha256(self) -> str: ...
+
+    @property
+    def address(self) -> str:
+        """The address receipts come from."""
+        ...
+
+    def seal(self, document: Mapping[str, Any], *, to: str) -> SealedReceipt: ...
+
+    def leaf_hash(self, evidence: bytes) -> str:
+        """The log's hash of a leaf, hex."""
+        ...
+
+    def extend(self, frontier: str, leaf_hash: str) -> str:
+        """The tree's compact range (serialised; "" for the empty tree) with one more leaf."""
+        ...
+
+    def root(self, frontier: str) -> str:
+        """The tree's root hash, hex."""
+        ...
+
+    def sign_tree_head(self, size: int, root: str, when: datetime) -> tuple[str, str]:
+        """The signed tree head: its document (text) and signature (base64)."""
+        ...
 
 
 class MailAccess(Protocol):

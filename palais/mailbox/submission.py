@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from palais.mailbox.boxes import NUMBER_IN_TEXT
 from palais.mailbox.errors import InvalidMessage, MessageTooBig, NotAllowed, UnknownRecipient
+from palais.mailbox.evidence import deposit_and_delivery
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import (
     MessageSummary,
@@ -155,7 +156,11 @@ class SubmissionDesk:
         *,
         max_size: int,
         resend_window: float = DEFAULT_RESEND_WINDOW,
+        receipts: bool = True,
     ) -> None:
+        """``receipts``: each accepted message carries its deposit receipt (the
+        filer must be able to issue it, or nothing is accepted)."""
+        self._receipts = receipts
         self._addresses = addresses
         self._filer = filer
         self._max_size = max_size
@@ -281,7 +286,12 @@ class Submission:
         if not summary.has_body:
             raise InvalidMessage("The message body is empty", reason="empty body")
         plan = plan_filing(who, recipients, number, message_id=summary.message_id)
-        since = resend_since(summary, datetime.now(UTC), desk._resend_window)
+        now = datetime.now(UTC)
+        if desk._receipts:
+            written = [(r.address, r.mailbox_owner) for r in recipients]
+            receipt = deposit_and_delivery(who, written, plan.dossier, now)
+            plan = replace(plan, records=(*plan.records, receipt))
+        since = resend_since(summary, now, desk._resend_window)
         filed = await desk._filer.file(who, data, summary, plan, resend_since=since)
         return Accepted(
             reference=f"M{filed.message_id}",

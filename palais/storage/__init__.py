@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from palais.mailbox.ports import EvidenceService
 from palais.storage.blobs import BlobStore
 from palais.storage.directory import Directory
 from palais.storage.engine import make_engine
@@ -60,7 +61,12 @@ def migrate_database(url: str) -> tuple[str | None, str]:
 
 
 def open_storage(
-    url: str, blob_dir: Path, *, max_batch: int = 256, migrate: bool = True
+    url: str,
+    blob_dir: Path,
+    *,
+    max_batch: int = 256,
+    migrate: bool = True,
+    evidence: EvidenceService | None = None,
 ) -> Storage:
     """Open the stores. ``migrate`` upgrades the schema first (init, tests);
     without it a schema at another revision raises SchemaMismatch (serve)."""
@@ -83,6 +89,6 @@ def open_storage(
         blobs=blobs,
         hub=hub,
         commits=commits,
-        mail=MailStore(reader, commits, blobs, hub),
+        mail=MailStore(reader, commits, blobs, hub, evidence=evidence),
         directory=Directory(reader, commits),
     )

@@ -8,6 +8,7 @@ it commits whole or not at all, with whatever records the plan carries.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, select
@@ -16,8 +17,9 @@ from palais.mailbox.boxes import parse_box_name
 from palais.mailbox.deletion import plan_expunge, plan_move
 from palais.mailbox.drafts import SentCopy, addresses_written_to, plan_append
 from palais.mailbox.errors import PalaisError
+from palais.mailbox.evidence import ReceiptOrder, first_reads
 from palais.mailbox.filing import FilingPlan, resend_of
-from palais.mailbox.flags import check_storable, plan_flag_change
+from palais.mailbox.flags import check_storable, newly_read, plan_flag_change
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary, header_size, summarize
 from palais.mailbox.model import (
@@ -27,7 +29,8 @@ from palais.mailbox.model import (
     FlagMode,
     StoreResult,
 )
-from palais.mailbox.ports import EventBus, MessageBytes
+from palais.mailbox.ports import EventBus, EvidenceService, MessageBytes
+from palais.storage.evidence import ReceiptWriter, already_read, deposits, tree_head_finisher
 from palais.storage.messages import FiledMessage, earlier_messages, insert_message
 from palais.storage.placement import (
     RecordWriters,
@@ -38,6 +41,7 @@ from palais.storage.placement import (
     flagged_entries,
     held_in,
     held_placements,
+    messages_of,
     place_all,
     write_records,
 )
@@ -59,11 +63,20 @@ class MailStore(MailReads):
         hub: EventBus,
         *,
         records: RecordWriters | None = None,
+        evidence: EvidenceService | None = None,
     ) -> None:
         super().__init__(reader, blobs, hub)
         self._writer = writer
-        self._records: RecordWriters = records or {}
+        writers = dict(records or {})
+        # Without an evidence service (tools, some tests) no receipt is
+        # issued: a plan ordering one fails whole ("no writer").
+        self.receipts = ReceiptWriter(evidence) if evidence is not None else None
+        if self.receipts is not None and evidence is not None:
+            writers[ReceiptOrder] = self.receipts
+            writer.finishers.append(tree_head_finisher(evidence))
+        self._records: RecordWriters = writers
         self._dossier_ids: dict[str, int] = {}
+        self._box_kinds: dict[int, BoxKind] = {}
         writer.on_erased.append(self._forget_blob)
 
     # -- MailAccess: changes ---------------------------------------------------
@@ -79,14 +92,37 @@ class MailStore(MailReads):
     ) -> StoreResult:
         await self._check_owner(who, mailbox_id)
         check_storable(flags)  # refused before queueing behind the writer
+        # Marking received mail read may be its first reading: a read receipt.
+        reading = (
+            self.receipts is not None
+            and "\\Seen" in flags
+            and mode is not FlagMode.REMOVE
+            and await self._box_kind(mailbox_id) is BoxKind.RECUS
+        )
 
         def work(conn: Connection, ctx: WriteContext) -> StoreResult:
             current = flagged_entries(conn, mailbox_id, uids)
             plan = plan_flag_change(current, mode, flags, unchanged_since)
+            placements = newly_read(current, plan) if reading else ()
+            if placements:
+                messages = messages_of(conn, placements)
+                orders = first_reads(
+                    who,
+                    deposits(conn, messages),
+                    already_read(conn, who.mailbox_owner, messages),
+                    datetime.now(UTC),
+                )
+                plan = replace(plan, records=plan.records + orders)
             updated = carry_out_flags(conn, ctx, mailbox_id, plan, self._records)
             return StoreResult(updated=updated, modified=list(plan.modified))
 
         return await self._writer.submit(work)
+
+    async def _box_kind(self, mailbox_id: int) -> BoxKind:
+        kind = self._box_kinds.get(mailbox_id)
+        if kind is None:
+            kind = self._box_kinds[mailbox_id] = (await self._kind_of(mailbox_id)).kind
+        return kind
 
     async def expunge(
         self, who: Identity, mailbox_id: int, uids: Sequence[int] | None = None
@@ -265,6 +301,7 @@ class MailStore(MailReads):
                 for uid in placed.values():
                     uids.setdefault(f"{dest.owner}/{dest.kind.value}", uid)
             if plan.records:
+                ctx.filed = (mid, data, summary)
                 write_records(conn, ctx, writers, plan.records)
             return FiledMessage(mid, sha, len(data), uids)
 

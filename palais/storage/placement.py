@@ -236,6 +236,20 @@ def held_in(conn: Connection, owner: str, kind: BoxKind, message_ids: Collection
     return found
 
 
+def messages_of(conn: Connection, placements: Sequence[int]) -> list[int]:
+    """The messages these placements hold."""
+    out: list[int] = []
+    for part in chunks(sorted(set(placements))):
+        marks = ", ".join("?" * len(part))
+        out += [
+            int(m)
+            for (m,) in rows_for(conn).all(
+                f"SELECT message_id FROM placement WHERE id IN ({marks})", tuple(part)
+            )
+        ]
+    return out
+
+
 def flagged_entries(conn: Connection, mailbox_id: int, uids: Sequence[int]) -> list[FlaggedEntry]:
     out: list[FlaggedEntry] = []
     for part in chunks(sorted(set(uids))):

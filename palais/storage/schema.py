@@ -154,6 +154,58 @@ class Entry(Base):
     modseq: Mapped[int] = mapped_column(BigInteger)
 
 
+class EvidenceLog(Base):
+    """One receipt's evidence: a leaf of the append-only evidence log.
+
+    ``about`` and ``receipt_message`` name message rows without a foreign
+    key: receipts are never purged with the messages they prove, nor with
+    the holder's copy of the receipt mail; the evidence itself is here.
+    """
+
+    __tablename__ = "evidence_log"
+    __table_args__ = (Index("ix_evidence_log_about", "about"),)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    evidence_id: Mapped[str] = mapped_column(String(64), unique=True)
+    events: Mapped[str] = mapped_column(String(100))  # event codes, comma-joined
+    about: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    holder: Mapped[str] = mapped_column(String(320))
+    dossier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    evidence: Mapped[str] = mapped_column(Text)  # the canonical JSON, as signed
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+    receipt_message: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EvidenceHead(Base):
+    """The log's size and the compact range of its tree (one row, id 1): what
+    the next leaf links to and the tree head is computed from."""
+
+    __tablename__ = "evidence_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    frontier: Mapped[str] = mapped_column(Text)
+
+
+class TreeHead(Base):
+    """A signed tree head of the evidence log."""
+
+    __tablename__ = "tree_head"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    document: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)  # base64
+
+
+class FirstRead(Base):
+    """That a received message was read in a mailbox: one read receipt, ever."""
+
+    __tablename__ = "first_read"
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(320), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__

@@ -45,13 +45,35 @@ class WriteContext:
     # Facts that never change once written (a box's id by owner and name),
     # shared by every job of this writer.
     cache: dict[Any, Any] = field(default_factory=dict)
+    # The message a filing job has just inserted (its row id, bytes and
+    # summary), for the records its plan carries (the deposit receipt).
+    filed: Any = None
+    # What the job did that the batch's finishers act on ("evidence").
+    notes: set[str] = field(default_factory=set)
+    # Bytes made inside the job (receipts), appended to the pack then: the
+    # batch syncs the pack once more before it commits.
+    late: bool = False
+    blob_store: MessageBytes | None = None
 
     def sha256(self, data: bytes) -> str:
         known = self.hashes.get(id(data))
         return known if known is not None else sha256_hex(data)
 
+    def append_late(self, data: bytes) -> str:
+        """Bytes made in the job itself: appended now, durable before the commit; their sha256."""
+        assert self.blob_store is not None, "the writer hands its blob store to every job"
+        sha = sha256_hex(data)
+        if sha not in self.locations:
+            self.locations[sha] = self.blob_store.append_many([data])[0]
+        self.hashes[id(data)] = sha
+        self.late = True
+        return sha
+
 
 Work = Callable[[Connection, WriteContext], T]
+# Runs once per batch after its jobs, in their transaction (the evidence
+# log's signed tree head), given every job's context.
+Finisher = Callable[[Connection, Sequence[WriteContext]], None]
 
 
 @dataclass
@@ -113,6 +135,7 @@ class CommitQueue:
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palais-fsync")
         # Told the sha256 of every blob whose bytes were erased (in the writer thread).
         self.on_erased: list[Callable[[str], None]] = []
+        self.finishers: list[Finisher] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -138,11 +161,15 @@ class CommitQueue:
     def run_now(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
         """Run a job synchronously in the caller's thread (CLI, before start)."""
         assert not self._thread.is_alive(), "run_now is for when the writer is stopped"
-        ctx = WriteContext(cache=self._cache)
+        ctx = WriteContext(cache=self._cache, blob_store=self._blobs)
         self._append_blobs([(ctx, blobs)])
         self._blobs.sync()
         with self._engine.begin() as conn:
             result = work(conn, ctx)
+            for finish in self.finishers:
+                finish(conn, [ctx])
+            if ctx.late:
+                self._blobs.sync()
         self._erase(ctx.erase_after_commit)
         self._publish(ctx.events)
         return result
@@ -185,8 +212,7 @@ class CommitQueue:
             if _is_conflict(error):
                 raise _Conflict() from error
             savepoint.rollback()
-            job.context.events.clear()
-            job.context.erase_after_commit.clear()
+            _forget(job.context)
             return (False, error)
         savepoint.commit()
         return (True, result)
@@ -216,6 +242,7 @@ class CommitQueue:
         try:
             for job in batch:
                 job.context.cache = self._cache
+                job.context.blob_store = self._blobs
             self._append_blobs([(job.context, job.blobs) for job in batch])
             # The pack's fdatasync runs while the rows are written; the commit
             # waits for it, so no row ever points at bytes not yet on disk.
@@ -235,11 +262,17 @@ class CommitQueue:
                             outcomes.append(
                                 self._isolated(conn, job) if isolate else self._bare(conn, job)
                             )
+                        contexts = [
+                            j.context for j, (ok, _) in zip(batch, outcomes, strict=True) if ok
+                        ]
+                        for finish in self.finishers:
+                            finish(conn, contexts)
                         synced.result()
+                        if any(c.late for c in contexts):
+                            self._blobs.sync()
                 except (_Refused, _Conflict) as failed:
                     for job in batch:
-                        job.context.events.clear()
-                        job.context.erase_after_commit.clear()
+                        _forget(job.context)
                     # Facts cached by the rolled-back attempt may not hold.
                     self._cache.clear()
                     if isinstance(failed, _Conflict):
@@ -259,8 +292,7 @@ class CommitQueue:
             log.exception("commit of a batch of %d jobs failed", len(batch))
             outcomes = [(False, error)] * len(batch)
             for job in batch:
-                job.context.events.clear()
-                job.context.erase_after_commit.clear()
+                _forget(job.context)
         self.batches += 1
         self.jobs += len(batch)
         events: list[MailboxEvent] = []
@@ -274,6 +306,15 @@ class CommitQueue:
             _call(batch[0].loop, self._publish, events)
         for job, (ok, value) in zip(batch, outcomes, strict=True):
             _call(job.loop, _resolve, job.future, ok, value)
+
+
+def _forget(ctx: WriteContext) -> None:
+    """What a rolled-back attempt of a job left in its context."""
+    ctx.events.clear()
+    ctx.erase_after_commit.clear()
+    ctx.notes.clear()
+    ctx.late = False
+    ctx.filed = None
 
 
 def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:

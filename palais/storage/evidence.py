@@ -1,0 +1,220 @@
+"""Receipts carried out: evidence log entries and receipt mails, in the act's transaction.
+
+The domain orders a receipt (``ReceiptOrder``); here it gets its evidence
+id and its place in the log (the next position, linked to the previous
+leaf), is sealed by the ``EvidenceService``, stored as a mail in its
+holders' Accusés de réception boxes and appended to the log, all in the
+transaction of the act it proves. A batch that appended leaves ends with
+one signed tree head (``sign_tree_head``, a writer finisher).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from palais.mailbox.evidence import (
+    GENESIS,
+    Deposit,
+    EventCode,
+    MessageFacts,
+    ReceiptOrder,
+    evidence_document,
+    message_facts,
+)
+from palais.mailbox.message import MessageSummary, summarize
+from palais.mailbox.model import BoxKind
+from palais.mailbox.ports import EvidenceService
+from palais.storage.messages import insert_message
+from palais.storage.placement import place_all
+from palais.storage.rows import rows_for
+from palais.storage.sql import utc, when
+from palais.storage.writer import Finisher, WriteContext
+
+EVIDENCE_NOTE = "evidence"
+
+
+class ReceiptWriter:
+    """Writes the ``ReceiptOrder`` records of plans (a ``RecordWriter``)."""
+
+    def __init__(self, service: EvidenceService) -> None:
+        self.service = service
+
+    def __call__(self, conn: Connection, ctx: WriteContext, order: ReceiptOrder) -> None:
+        self.write(conn, ctx, order)
+
+    def write(self, conn: Connection, ctx: WriteContext, order: ReceiptOrder) -> int:
+        """Issue one receipt; its log position."""
+        about, facts = self._subject(ctx, order)
+        rows = rows_for(conn)
+        size, frontier = _head(conn)
+        previous = GENESIS
+        if size:
+            found = rows.one("SELECT leaf_hash FROM evidence_log WHERE position = ?", (size - 1,))
+            assert found is not None, "the evidence head counts a leaf the log does not hold"
+            previous = str(found[0])
+        service = self.service
+        evidence_id = str(uuid.uuid4())
+        document = evidence_document(
+            order,
+            facts,
+            evidence_id=evidence_id,
+            issuer=service.issuer,
+            issuer_certificate_sha256=service.issuer_certificate_sha256,
+            position=size,
+            previous=previous,
+        )
+        sealed = service.seal(document, to=order.holders[0])
+        leaf = service.leaf_hash(sealed.evidence)
+        now = datetime.now(UTC)
+        receipt_id = self._file_receipt(conn, ctx, order, sealed.data, now)
+        rows.run(
+            "INSERT INTO evidence_log (position, evidence_id, events, about, holder, dossier,"
+            " evidence, leaf_hash, receipt_message, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                size,
+                evidence_id,
+                ",".join(c.value for c in order.codes),
+                about,
+                order.holders[0],
+                order.dossier,
+                sealed.evidence.decode(),
+                leaf,
+                receipt_id,
+                when(conn, now),
+            ),
+        )
+        rows.run(
+            "UPDATE evidence_head SET size = ?, frontier = ? WHERE id = 1",
+            (size + 1, service.extend(frontier, leaf)),
+        )
+        if order.first_read is not None:
+            message, owner = order.first_read
+            rows.run(
+                "INSERT INTO first_read (message_id, owner, position) VALUES (?, ?, ?)",
+                (message, owner, size),
+            )
+        ctx.notes.add(EVIDENCE_NOTE)
+        return size
+
+    def _subject(self, ctx: WriteContext, order: ReceiptOrder) -> tuple[int | None, MessageFacts]:
+        """The message the receipt is about: its row id and its facts."""
+        if order.message is not None:
+            return order.about, order.message
+        # The message the carrying filing has just inserted: its facts are
+        # read from the bytes stored, here, off the event loop.
+        assert ctx.filed is not None, "a receipt about the filed message comes with a filing"
+        mid, data, summary = ctx.filed
+        assert isinstance(summary, MessageSummary)
+        return int(mid), message_facts(data, summary.message_id, summary.subject)
+
+    def _file_receipt(
+        self, conn: Connection, ctx: WriteContext, order: ReceiptOrder, data: bytes, now: datetime
+    ) -> int:
+        """The receipt mail, in each holder's Accusés de réception (dossier and global view)."""
+        ctx.append_late(data)
+        dossier_id = _dossier_id(conn, ctx, order.dossier)
+        mid, _ = insert_message(
+            conn,
+            ctx,
+            data,
+            summarize(data),
+            internaldate=now,
+            sender=self.service.address,
+            fingerprint=self.service.issuer_certificate_sha256,
+            dossier_id=dossier_id,
+        )
+        holders = [(h, BoxKind.ACCUSES, frozenset[str]()) for h in dict.fromkeys(order.holders)]
+        place_all(conn, ctx, mid, order.dossier, holders)
+        return mid
+
+
+def _dossier_id(conn: Connection, ctx: WriteContext, number: str | None) -> int | None:
+    if number is None:
+        return None
+    key = ("dossier-id", number)
+    known = ctx.cache.get(key)
+    if known is None:
+        row = rows_for(conn).one("SELECT id FROM dossier WHERE number = ?", (number,))
+        known = None if row is None else int(row[0])
+        if known is not None:
+            ctx.cache[key] = known
+    return known
+
+
+def _head(conn: Connection) -> tuple[int, str]:
+    """The log's size and compact range, locked until the transaction ends.
+
+    On PostgreSQL the row lock orders the log across nodes; the first
+    receipt ever creates the row.
+    """
+    rows = rows_for(conn)
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    found = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1" + lock, ())
+    if found is None:
+        if conn.dialect.name == "postgresql":
+            rows.run(
+                "INSERT INTO evidence_head (id, size, frontier) VALUES (1, 0, '')"
+                " ON CONFLICT (id) DO NOTHING",
+                (),
+            )
+        else:
+            rows.run("INSERT INTO evidence_head (id, size, frontier) VALUES (1, 0, '')", ())
+        found = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1" + lock, ())
+        assert found is not None
+    return int(found[0]), str(found[1])
+
+
+def deposits(conn: Connection, message_ids: Iterable[int]) -> list[Deposit]:
+    """The deposit receipts of these messages (those filed with one), oldest first."""
+    wanted = sorted(set(message_ids))
+    if not wanted:
+        return []
+    marks = ", ".join("?" * len(wanted))
+    found = rows_for(conn).all(
+        "SELECT about, holder, created, evidence, events FROM evidence_log"
+        f" WHERE about IN ({marks}) ORDER BY position",
+        tuple(wanted),
+    )
+    out: dict[int, Deposit] = {}
+    for about, holder, created, evidence, events in found:
+        if EventCode.DEPOT.value not in str(events).split(",") or int(about) in out:
+            continue
+        document: Mapping[str, Any] = json.loads(evidence)
+        out[int(about)] = Deposit(int(about), str(holder), utc(created), document)
+    return list(out.values())
+
+
+def already_read(conn: Connection, owner: str, message_ids: Sequence[int]) -> list[int]:
+    if not message_ids:
+        return []
+    marks = ", ".join("?" * len(message_ids))
+    found = rows_for(conn).all(
+        f"SELECT message_id FROM first_read WHERE owner = ? AND message_id IN ({marks})",
+        (owner, *message_ids),
+    )
+    return [int(m) for (m,) in found]
+
+
+def tree_head_finisher(service: EvidenceService) -> Finisher:
+    """A writer finisher: one signed tree head for a batch that appended leaves."""
+
+    def finish(conn: Connection, contexts: Sequence[WriteContext]) -> None:
+        if not any(EVIDENCE_NOTE in c.notes for c in contexts):
+            return
+        size, frontier = _head(conn)
+        now = datetime.now(UTC)
+        root = service.root(frontier)
+        document, signature = service.sign_tree_head(size, root, now)
+        rows_for(conn).run(
+            "INSERT INTO tree_head (size, root, signed_at, document, signature)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
+            (size, root, when(conn, now), document, signature),
+        )
+
+    return finish
