@@ -362,6 +362,8 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
     demo: dict[str, object] = {
         "ports": {k: base_port + v for k, v in PORT_OFFSETS.items()},
         "ca": rel(pki.ca_path),
+        # The anchor a receipt's signature chains to: `palais verify-receipt --trust`.
+        "evidence_ca": rel(pki.ca_path),
         "identities": identities,
         "dossiers": [
             {
