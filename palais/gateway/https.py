@@ -139,11 +139,16 @@ class _Connection(Protocol):
     def abortConnection(self) -> None: ...
 
 
-class _HttpRequest(Protocol):
+class HttpRequest(Protocol):
+    """What a route reads of a request (twisted.web's ``Request``)."""
+
     method: bytes
     path: bytes
     transport: object
+    content: Any  # the body, a file object (twisted keeps large bodies on disk)
+    args: dict[bytes, list[bytes]]
 
+    def getHeader(self, key: bytes) -> bytes | None: ...
     def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
     def setHeader(self, name: bytes, value: bytes) -> None: ...
     def write(self, data: bytes) -> None: ...
@@ -151,13 +156,32 @@ class _HttpRequest(Protocol):
     def notifyFinish(self) -> Deferred[None]: ...
 
 
+_HttpRequest = HttpRequest
+
+
 @dataclass(frozen=True, slots=True)
-class _Response:
+class Response:
     status: int
     content_type: bytes
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
     identity: Identity | None = None
+
+
+_Response = Response
+# Who the client is, from its certificate; or the response refusing it
+# (401 without a certificate, 403 refused, 503 when the directory is away).
+Caller = Callable[[], Awaitable[Identity | Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A page served besides the built-in ones: its handler, methods, and
+    whether it serves every path under its own (``prefix``)."""
+
+    handler: Callable[[HttpRequest, Caller], Awaitable[Response]]
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+    prefix: bool = False
 
 
 class HttpsHandle:
@@ -243,6 +267,7 @@ async def start_https(
     log: logging.Logger,
     autoconfig: Mapping[str, object],
     admission: Admission | None = None,
+    routes: Mapping[bytes, Route] | None = None,
 ) -> HttpsHandle:
     """Serve HTTPS with mutual TLS on the running asyncio loop.
 
@@ -272,6 +297,7 @@ async def start_https(
         metrics=metrics,
         log=log,
         autoconfig_xml=autoconfig_xml,
+        routes=routes or {},
     )
     site = _Site(root, timeout=_IDLE_TIMEOUT, reactor=twisted_reactor)  # type: ignore[no-untyped-call]
     site.noisy = False
@@ -508,8 +534,14 @@ class _Root(Resource):
         metrics: GatewayMetrics,
         log: logging.Logger,
         autoconfig_xml: bytes,
+        routes: Mapping[bytes, Route],
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self._extra = dict(routes)
+        self._prefixes = sorted(
+            ((path, route) for path, route in routes.items() if route.prefix),
+            key=lambda item: -len(item[0]),
+        )
         self._resolve_identity = resolve_identity
         self._metrics = metrics
         self._log = log
@@ -599,6 +631,14 @@ class _Root(Resource):
         request.finish()
 
     async def _dispatch(self, request: _HttpRequest) -> _Response:
+        extra = self._extra.get(request.path) or next(
+            (r for p, r in self._prefixes if request.path.startswith(p)), None
+        )
+        if extra is not None:
+            if request.method not in extra.methods:
+                allow = b", ".join(extra.methods)
+                return _json(405, {"error": "method not allowed"}, headers=((b"allow", allow),))
+            return await extra.handler(request, lambda: self._caller(request))
         route = self._routes.get(request.path)
         if route is None:
             return _json(404, {"error": "not found"})
@@ -612,12 +652,12 @@ class _Root(Resource):
     async def _autoconfig(self, request: _HttpRequest) -> _Response:
         return _Response(200, _XML_TYPE, self._autoconfig_xml)
 
-    async def _metrics_route(self, request: _HttpRequest) -> _Response:
+    async def _caller(self, request: _HttpRequest) -> Identity | _Response:
         der = _peer_certificate_der(request)
         if der is None:
             return _json(401, {"error": "client certificate required"})
         try:
-            identity = await self._resolve_identity(der)
+            return await self._resolve_identity(der)
         except PalaisError as exc:
             if not exc.permanent:
                 self._log.warning("HTTPS identity lookup failed temporarily: %s", exc.reason)
@@ -626,6 +666,11 @@ class _Root(Resource):
                 )
             self._log.info("HTTPS certificate refused: %s", exc.reason)
             return _json(403, {"error": "forbidden"})
+
+    async def _metrics_route(self, request: _HttpRequest) -> _Response:
+        identity = await self._caller(request)
+        if isinstance(identity, Response):
+            return identity
         if identity.role is not Role.ADMIN:
             return _json(403, {"error": "forbidden"}, identity=identity)
         # Collectors run here, at scrape time; one that fails is a 500 whose
