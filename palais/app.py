@@ -7,15 +7,18 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from palais.config import Settings
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
 from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.receipts_page import PREFIX as PRINTABLE_PREFIX
+from palais.gateway.receipts_page import receipts_route
 from palais.gateway.smtp import PalaisSMTP, make_smtp_factory
 from palais.gateway.tls import TlsServerProtocol, refusal_logger
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
@@ -25,6 +28,7 @@ from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_role
 from palais.mailbox.submission import SubmissionDesk
 from palais.pki.evidence_service import KeyEvidenceService
 from palais.pki.identify import CertificateRefused, TrustAnchors
+from palais.pki.printable import receipt_pdf
 from palais.pki.signing import EvidenceKey, load_file_key
 from palais.pki.tls import server_context
 from palais.storage import Storage, open_storage
@@ -210,6 +214,11 @@ class Gateway:
                 preauth_timeout=limits.preauth_timeout,
             )
         )
+        key = self.evidence
+
+        def printable(evidence: Mapping[str, Any]) -> bytes:
+            return receipt_pdf(evidence, key)
+
         self.https = await start_https(
             host=host,
             port=s.listen.https,
@@ -221,6 +230,7 @@ class Gateway:
             metrics=self.recorded,
             admission=admission,
             log=logging.getLogger("palais.https"),
+            routes={PRINTABLE_PREFIX: receipts_route(storage.mail.held_evidence, printable)},
             autoconfig={
                 "hostname": s.instance.hostname,
                 "imaps_port": s.listen.imaps,

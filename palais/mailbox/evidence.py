@@ -28,7 +28,9 @@ from email import message_from_bytes, policy
 from email.message import Message
 from typing import Any, Final
 
+from palais.mailbox.errors import InvalidMessage
 from palais.mailbox.identity import Identity
+from palais.mailbox.message import decode_header_value
 from palais.mailbox.model import CommittedRecord
 
 EVIDENCE_MEDIA_TYPE: Final = "application/vnd.palais.evidence+json"
@@ -315,8 +317,6 @@ def registry_decision(
     """The receipt of a registry's decision on a message (a saisine, a constitution,
     a lawyer's message): accepted, or rejected with its reason. The sender holds it."""
     if not accepted and not (reason and reason.strip()):
-        from palais.mailbox.errors import InvalidMessage
-
         raise InvalidMessage("A rejection states its reason", reason="rejection without reason")
     evidence = deposit.evidence
     code = EventCode.ACCEPTATION_GREFFE if accepted else EventCode.REJET_GREFFE
@@ -331,25 +331,27 @@ def registry_decision(
     )
 
 
-def non_delivery(
-    who: Identity,
-    recipients: Sequence[str],
-    dossier: str | None,
-    message: MessageFacts,
-    *,
-    reason: str,
-    now: datetime,
+def non_delivery_of(
+    deposit: Deposit, recipients: Sequence[str], *, reason: str, now: datetime
 ) -> ReceiptOrder:
-    """The receipt of a message accepted for recipients it could not reach (a
-    court system that refused it, say); the sender holds it."""
+    """The receipt of a filed message that could not reach these recipients
+    (a court system that refused it, say): a non-remise, to the sender."""
+    if not reason.strip():
+        from palais.mailbox.errors import InvalidMessage
+
+        raise InvalidMessage(
+            "A non-delivery states its reason", reason="non-delivery without reason"
+        )
+    evidence = deposit.evidence
     parties = tuple(Party.mailbox_of(r) for r in recipients)
     return ReceiptOrder(
-        events=(Event(EventCode.NON_REMISE, now, parties, reason),),
-        sender=Party.acting(who),
-        holders=(who.mailbox_owner,),
-        dossier=dossier,
-        submitted=now,
-        message=message,
+        events=(Event(EventCode.NON_REMISE, max(now, deposit.delivered), parties, reason),),
+        sender=_party(evidence["sender"]),
+        holders=(deposit.holder,),
+        dossier=evidence["dossier"],
+        submitted=parse_timestamp(evidence["submission_time"]),
+        about=deposit.message_id,
+        message=_message(evidence["message"]),
     )
 
 
@@ -425,6 +427,4 @@ def _filename(part: Message) -> str | None:
     name = part.get_filename()
     if name is None:
         return None
-    from palais.mailbox.message import decode_header_value
-
     return decode_header_value(str(name)) or None

@@ -218,3 +218,23 @@ def tree_head_finisher(service: EvidenceService) -> Finisher:
         )
 
     return finish
+
+
+def held_evidence(conn: Connection, owner: str, evidence_id: str) -> str | None:
+    """The evidence of receipt ``evidence_id`` if ``owner`` holds it (it was
+    issued to them, or its mail is in one of their boxes), else None."""
+    found = rows_for(conn).one(
+        "SELECT evidence, holder, receipt_message FROM evidence_log WHERE evidence_id = ?",
+        (evidence_id,),
+    )
+    if found is None:
+        return None
+    evidence, holder, receipt = found
+    if holder == owner:
+        return str(evidence)
+    if receipt is None:
+        return None
+    placed = rows_for(conn).one(
+        "SELECT 1 FROM placement WHERE owner = ? AND message_id = ?", (owner, int(receipt))
+    )
+    return None if placed is None else str(evidence)

@@ -16,8 +16,8 @@ from sqlalchemy import Connection, Engine, select
 from palais.mailbox.boxes import parse_box_name
 from palais.mailbox.deletion import plan_expunge, plan_move
 from palais.mailbox.drafts import SentCopy, addresses_written_to, plan_append
-from palais.mailbox.errors import PalaisError
-from palais.mailbox.evidence import ReceiptOrder, first_reads
+from palais.mailbox.errors import NoSuchMailbox, PalaisError, TemporaryFailure
+from palais.mailbox.evidence import ReceiptOrder, first_reads, non_delivery_of, registry_decision
 from palais.mailbox.filing import FilingPlan, resend_of
 from palais.mailbox.flags import check_storable, newly_read, plan_flag_change
 from palais.mailbox.identity import Identity
@@ -30,7 +30,13 @@ from palais.mailbox.model import (
     StoreResult,
 )
 from palais.mailbox.ports import EventBus, EvidenceService, MessageBytes
-from palais.storage.evidence import ReceiptWriter, already_read, deposits, tree_head_finisher
+from palais.storage.evidence import (
+    ReceiptWriter,
+    already_read,
+    deposits,
+    held_evidence,
+    tree_head_finisher,
+)
 from palais.storage.messages import FiledMessage, earlier_messages, insert_message
 from palais.storage.placement import (
     RecordWriters,
@@ -236,6 +242,58 @@ class MailStore(MailReads):
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
     ) -> CopyResult:
         return await self._transfer(who, mailbox_id, uids, dest_name, move=True)
+
+    # -- evidence --------------------------------------------------------------
+
+    async def held_evidence(self, who: Identity, evidence_id: str) -> str | None:
+        """The evidence (canonical JSON) of a receipt ``who``'s mailbox holds, else None."""
+        owner = who.mailbox_owner
+        return await self._query(lambda c: held_evidence(c, owner, evidence_id))
+
+    async def record_registry_decision(
+        self, registry: Identity, message: int, *, accepted: bool, reason: str | None = None
+    ) -> int:
+        """The registry's decision on a filed message, with its receipt to the
+        sender (acceptation or rejet greffe); the receipt's log position."""
+        receipts = self._receipts_writer()
+        now = datetime.now(UTC)
+
+        def work(conn: Connection, ctx: WriteContext) -> int:
+            found = deposits(conn, [message])
+            if not found:
+                raise NoSuchMailbox(
+                    "No such message", reason=f"registry decision on unfiled message {message}"
+                )
+            order = registry_decision(registry, found[0], accepted=accepted, reason=reason, now=now)
+            return receipts.write(conn, ctx, order)
+
+        return await self._writer.submit(work)
+
+    async def record_non_delivery(
+        self, who: Identity, message: int, recipients: Sequence[str], *, reason: str
+    ) -> int:
+        """That a filed message could not reach these recipients, with its receipt
+        to the sender (non-remise); the receipt's log position."""
+        receipts = self._receipts_writer()
+        now = datetime.now(UTC)
+
+        def work(conn: Connection, ctx: WriteContext) -> int:
+            found = deposits(conn, [message])
+            if not found:
+                raise NoSuchMailbox(
+                    "No such message", reason=f"non-delivery of unfiled message {message}"
+                )
+            order = non_delivery_of(found[0], recipients, reason=reason, now=now)
+            return receipts.write(conn, ctx, order)
+
+        return await self._writer.submit(work)
+
+    def _receipts_writer(self) -> ReceiptWriter:
+        if self.receipts is None:
+            raise TemporaryFailure(
+                "The evidence service is not available", reason="no evidence service configured"
+            )
+        return self.receipts
 
     # -- delivery ------------------------------------------------------------
 
