@@ -8,14 +8,16 @@ JSON (``palais.mailbox.evidence.canonical_json``), like the evidence
 itself, and those exact bytes are what the key signs.
 
 The exported log is a directory that needs nothing of the gateway to be
-checked (``README`` says how, in French and English): ``leaves.jsonl`` (the
-evidence documents in log order, one per line), ``tree-heads.jsonl`` (the
-STHs), ``evidence.pem`` (the evidence certificate and its chain).
-``LogExport`` writes it as the log is read; ``verify_log`` checks the whole
-of it and ``check_inclusion`` one receipt in it, both reading the leaves as
-a stream (a log of millions of receipts is not held in memory), both
-returning a verdict whose problems have a stable code and a text in French
-and in English.
+checked: ``leaves.jsonl`` (the evidence documents in log order, one per
+line, exactly their bytes), ``tree-heads.jsonl`` (one STH per line, as
+``tree_head_line`` writes it), ``evidence.pem`` (the evidence certificate
+and its chain), ``LISEZ-MOI.txt``. ``palais.storage.evidence_export`` writes
+it from the database (storage may not import this package: the file names
+are repeated there, and a test holds the two to the same values).
+``verify_log`` checks the whole of it and ``check_inclusion`` one receipt
+in it, both reading the leaves as a stream (a log of millions of receipts
+is not held in memory), both returning a verdict whose problems have a
+stable code and a text in French and in English.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 
 from palais.mailbox.evidence import GENESIS, canonical_json, parse_timestamp, timestamp
 from palais.pki.merkle import Frontier, inclusion_ranges, leaf_hash, verify_inclusion
@@ -147,79 +148,6 @@ TREE_HEADS_FILE: Final = "tree-heads.jsonl"
 CERTIFICATES_FILE: Final = "evidence.pem"
 README_FILE: Final = "LISEZ-MOI.txt"
 
-README: Final = """\
-Journal des preuves de Palais / Palais evidence log
-===================================================
-
-[Français]
-
-Ce répertoire est une copie complète du journal des preuves : il se vérifie
-sans accès au serveur.
-
-  leaves.jsonl      une ligne par accusé de réception, dans l'ordre du
-                    journal ; chaque ligne est exactement le document de
-                    preuve (JSON canonique) que l'accusé signé contient.
-  tree-heads.jsonl  les têtes d'arbre signées : une ligne JSON par tête,
-                    {"document": ..., "signature": ...} ; "document" est le
-                    texte signé (taille du journal, racine de l'arbre de
-                    Merkle, date, empreinte du certificat signataire) et
-                    "signature" sa signature SHA-256 en base64 (ECDSA DER ou
-                    RSA PKCS#1 v1.5).
-  evidence.pem      le certificat de la clé de preuve, puis sa chaîne.
-
-Vérifier : palais evidence verify <répertoire> [--trust AC.pem]
-  (ajouter --receipt preuve.json pour vérifier qu'un accusé y figure).
-
-Vérifier à la main (RFC 9162, arbre de Merkle de Certificate Transparency) :
-  1. l'empreinte d'une feuille est SHA-256(0x00 || ligne, sans le saut de
-     ligne) ; celle d'un nœud SHA-256(0x01 || gauche || droite) ;
-  2. chaque preuve indique log.position (son rang, à partir de 0) et
-     log.previous (l'empreinte hexadécimale de la feuille précédente, 64 zéros
-     pour la première) : le journal est chaîné ;
-  3. la racine des "size" premières feuilles d'une tête doit être son "root" ;
-  4. la signature se vérifie par exemple ainsi :
-       openssl x509 -in evidence.pem -pubkey -noout > cle.pem
-       openssl dgst -sha256 -verify cle.pem -signature sig.bin document.json
-     où document.json contient exactement le texte de "document" (sans saut
-     de ligne final) et sig.bin la signature décodée du base64.
-
-[English]
-
-This directory is a complete copy of the evidence log: it can be checked
-without access to the server.
-
-  leaves.jsonl      one line per receipt, in log order; each line is exactly
-                    the evidence document (canonical JSON) the signed
-                    receipt carries.
-  tree-heads.jsonl  the signed tree heads: one JSON line each,
-                    {"document": ..., "signature": ...}; "document" is the
-                    signed text (log size, Merkle tree root, time, hash of
-                    the signer's certificate) and "signature" its SHA-256
-                    signature in base64 (ECDSA DER or RSA PKCS#1 v1.5).
-  evidence.pem      the evidence key's certificate, then its chain.
-
-Check it: palais evidence verify <directory> [--trust CA.pem]
-  (add --receipt evidence.json to check that one receipt is in it).
-
-Check it by hand (RFC 9162, the Certificate Transparency Merkle tree):
-  1. a leaf's hash is SHA-256(0x00 || line, without its newline); a node's
-     is SHA-256(0x01 || left || right);
-  2. each evidence document gives log.position (its index, from 0) and
-     log.previous (the previous leaf's hash in hex, 64 zeros for the first):
-     the log is chained;
-  3. the root of the first "size" leaves of a tree head must be its "root";
-  4. the signature can be checked for instance with:
-       openssl x509 -in evidence.pem -pubkey -noout > key.pem
-       openssl dgst -sha256 -verify key.pem -signature sig.bin document.json
-     where document.json holds exactly the text of "document" (no final
-     newline) and sig.bin the signature decoded from base64.
-"""
-
-
-class ExportRefused(Exception):
-    """The export cannot be written there (the directory is not empty, or not a directory)."""
-
-
 def tree_head_line(sth: SignedTreeHead) -> bytes:
     """One line of tree-heads.jsonl, without its newline."""
     return canonical_json(
@@ -251,63 +179,6 @@ def parse_tree_head_line(line: bytes) -> SignedTreeHead:
     sth = SignedTreeHead(document.encode(), raw)
     parse_tree_head(sth.document)
     return sth
-
-
-class LogExport:
-    """Writes an export directory as it is read from the log, one leaf at a time.
-
-    The caller adds every leaf in position order, then every tree head in size
-    order, then closes: nothing is held in memory but the open files. The
-    README is written last, so a directory without it is an unfinished export.
-    """
-
-    def __init__(self, dest: Path, certificates: Sequence[x509.Certificate]) -> None:
-        if not certificates:
-            raise ValueError("the export needs the evidence certificate")
-        if dest.exists() and not dest.is_dir():
-            raise ExportRefused(f"{dest} exists and is not a directory")
-        if dest.is_dir() and any(dest.iterdir()):
-            # Never mix two exports, nor overwrite a copy someone keeps.
-            raise ExportRefused(f"{dest} is not empty: export into a new or empty directory")
-        dest.mkdir(parents=True, exist_ok=True)
-        self.dest = dest
-        (dest / CERTIFICATES_FILE).write_bytes(
-            b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
-        )
-        self._leaves = (dest / LEAVES_FILE).open("wb")
-        self._heads = (dest / TREE_HEADS_FILE).open("wb")
-        self.leaf_count = 0
-        self.tree_head_count = 0
-
-    def add_leaf(self, evidence: bytes) -> None:
-        if b"\n" in evidence:
-            # Canonical JSON escapes newlines; a raw one would split the leaf.
-            raise ValueError("an evidence document is one line of canonical JSON")
-        self._leaves.write(evidence + b"\n")
-        self.leaf_count += 1
-
-    def add_tree_head(self, sth: SignedTreeHead) -> None:
-        self._heads.write(tree_head_line(sth) + b"\n")
-        self.tree_head_count += 1
-
-    def close(self) -> None:
-        self._leaves.close()
-        self._heads.close()
-        (self.dest / README_FILE).write_text(README, encoding="utf-8")
-
-    def abort(self) -> None:
-        """Close the files without the README: the directory stays visibly unfinished."""
-        self._leaves.close()
-        self._heads.close()
-
-    def __enter__(self) -> LogExport:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # -- checking it offline ---------------------------------------------------------------

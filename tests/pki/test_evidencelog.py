@@ -2,20 +2,23 @@
 
 Each test makes its own CA and evidence key (palais.pki.certbuilder), builds
 a log of real evidence documents (palais.mailbox.evidence), exports it with
-LogExport and checks it; each negative test breaks one thing and expects
-that check, by its stable code, to say so.
+palais.storage.evidence_export (from its writer, or from a SQLite database
+at the head revision) and checks it; each negative test breaks one thing
+and expects that check, by its stable code, to say so.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from sqlalchemy import Engine, insert, update
 
 from palais.mailbox.evidence import (
     GENESIS,
@@ -28,14 +31,12 @@ from palais.mailbox.evidence import (
     evidence_document,
     timestamp,
 )
-from palais.pki import certbuilder
+from palais.pki import certbuilder, evidencelog
 from palais.pki.evidencelog import (
     CERTIFICATES_FILE,
     LEAVES_FILE,
     README_FILE,
     TREE_HEADS_FILE,
-    ExportRefused,
-    LogExport,
     Problem,
     ProblemCode,
     SignedTreeHead,
@@ -49,6 +50,15 @@ from palais.pki.evidencelog import (
 )
 from palais.pki.merkle import EMPTY_ROOT, Frontier, leaf_hash, root_of, verify_inclusion
 from palais.pki.signing import FileKey, certificate_sha256, verify_signature
+from palais.storage import evidence_export, migrate_database
+from palais.storage.engine import make_engine
+from palais.storage.evidence_export import (
+    ExportFailed,
+    ExportRefused,
+    LogExport,
+    export_log,
+)
+from palais.storage.schema import EvidenceLog, TreeHead, table
 
 # Tree heads are signed from T0 on, hourly: within the validity of certificates
 # issued now (certbuilder backdates them a little).
@@ -129,8 +139,13 @@ def export(
         for leaf in leaves:
             out.add_leaf(leaf)
         for sth in heads:
-            out.add_tree_head(sth)
+            out.add_tree_head(*stored(sth))
     return dest
+
+
+def stored(sth: SignedTreeHead) -> tuple[str, str]:
+    """A tree head as the tree_head table keeps it: document text, base64 signature."""
+    return sth.document.decode(), base64.b64encode(sth.signature).decode()
 
 
 def good_log(tmp_path: Path, pki: Pki, n: int = 13, sizes: Sequence[int] = (0, 5, 8, 13)) -> Path:
@@ -545,3 +560,144 @@ def test_something_that_is_not_evidence(tmp_path: Path, pki: Pki) -> None:
         verdict = check_inclusion(log, bad)
         assert codes(verdict.problems) == {ProblemCode.EVIDENCE_MALFORMED}
         assert verdict.position is None
+
+
+# -- the writer (storage) and the reader (pki) agree on the format ---------------------------
+
+
+def test_storage_and_pki_name_the_same_files() -> None:
+    for name in ("LEAVES_FILE", "TREE_HEADS_FILE", "CERTIFICATES_FILE", "README_FILE"):
+        assert getattr(evidence_export, name) == getattr(evidencelog, name), name
+
+
+def test_the_written_tree_head_line_is_the_one_pki_reads(tmp_path: Path, pki: Pki) -> None:
+    sth = sign_tree_head(pki.key, 0, EMPTY_ROOT, T0)
+    export(tmp_path / "out", [], [sth], [pki.key.certificate])
+    assert (tmp_path / "out" / TREE_HEADS_FILE).read_bytes() == tree_head_line(sth) + b"\n"
+
+
+def test_export_refuses_a_stored_signature_that_is_not_base64(tmp_path: Path, pki: Pki) -> None:
+    sth = sign_tree_head(pki.key, 0, EMPTY_ROOT, T0)
+    with LogExport(tmp_path / "out", [pki.key.certificate]) as out, pytest.raises(ValueError):
+        out.add_tree_head(sth.document.decode(), "not base64!")
+
+
+# -- export_log: from the database ------------------------------------------------------------
+
+
+def store(engine: Engine, leaves: Sequence[bytes], heads: Sequence[SignedTreeHead]) -> None:
+    """Rows as the gateway writes them when it appends receipts and signs heads."""
+    with engine.begin() as conn:
+        if leaves:
+            conn.execute(
+                insert(table(EvidenceLog)),
+                [
+                    {
+                        "position": i,
+                        "evidence_id": f"ev-{i}",
+                        "events": "depot,remise",
+                        "about": None,
+                        "holder": "avocat@barreau.example",
+                        "dossier": f"RG-{i:05d}",
+                        "evidence": leaf.decode(),
+                        "leaf_hash": leaf_hash(leaf).hex(),
+                        "receipt_message": None,
+                        "created": T0,
+                    }
+                    for i, leaf in enumerate(leaves)
+                ],
+            )
+        for sth in heads:
+            head = sth.head
+            document, signature = stored(sth)
+            conn.execute(
+                insert(table(TreeHead)).values(
+                    size=head.size,
+                    root=head.root.hex(),
+                    signed_at=head.time,
+                    document=document,
+                    signature=signature,
+                )
+            )
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Engine]:
+    """A SQLite database at the head revision, with its evidence tables empty."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate_database(url)
+    engine = make_engine(url, writer=False)
+    yield engine
+    engine.dispose()
+
+
+def test_export_log_writes_a_log_that_verifies(tmp_path: Path, pki: Pki, database: Engine) -> None:
+    # More leaves and heads than one fetch: the export reads in batches.
+    leaves = build_leaves(pki.key, 2100)
+    heads = heads_at(pki.key, leaves, [*range(0, 2100, 7), 2100])
+    store(database, leaves, heads)
+    dest = tmp_path / "export"
+    summary = export_log(database, dest, [pki.key.certificate, pki.ca.cert])
+    assert (summary.leaves, summary.tree_heads, summary.signed_size) == (2100, len(heads), 2100)
+    assert summary.unsigned == 0
+    assert summary.leaf_hash_mismatches == () and summary.misplaced == ()
+    assert (dest / LEAVES_FILE).read_bytes() == b"".join(leaf + b"\n" for leaf in leaves)
+    assert (dest / README_FILE).exists()
+    verdict = verify_log(dest, pki.ca.cert)
+    assert verdict.ok, verdict.problems
+    assert verdict.leaves == 2100
+    for position in (0, 1, 1000, 2099):
+        assert check_inclusion(dest, leaves[position]).ok
+
+
+def test_export_log_of_an_empty_log(tmp_path: Path, pki: Pki, database: Engine) -> None:
+    summary = export_log(database, tmp_path / "export", [pki.key.certificate])
+    assert (summary.leaves, summary.tree_heads, summary.signed_size) == (0, 0, None)
+    assert verify_log(tmp_path / "export").ok
+
+
+def test_export_log_refuses_a_non_empty_directory(
+    tmp_path: Path, pki: Pki, database: Engine
+) -> None:
+    dest = tmp_path / "export"
+    dest.mkdir()
+    (dest / "old.txt").write_text("x")
+    with pytest.raises(ExportRefused):
+        export_log(database, dest, [pki.key.certificate])
+    assert [p.name for p in dest.iterdir()] == ["old.txt"]
+
+
+def test_export_log_reports_what_the_database_shows_wrong(
+    tmp_path: Path, pki: Pki, database: Engine
+) -> None:
+    leaves = build_leaves(pki.key, 5)
+    store(database, leaves, heads_at(pki.key, leaves, [3]))
+    with database.begin() as conn:
+        conn.execute(
+            update(table(EvidenceLog))
+            .where(table(EvidenceLog).c.position == 1)
+            .values(leaf_hash="0" * 64)
+        )
+        conn.execute(
+            update(table(EvidenceLog)).where(table(EvidenceLog).c.position == 4).values(position=7)
+        )
+    summary = export_log(database, tmp_path / "export", [pki.key.certificate])
+    assert summary.leaf_hash_mismatches == (1,)
+    assert summary.misplaced == (7,)
+    assert summary.unsigned == 2
+    # The evidence bytes themselves are intact (they say position 4): the
+    # exported log is still right, only its last two leaves are unsigned.
+    verdict = verify_log(tmp_path / "export")
+    assert codes(verdict.problems) == {ProblemCode.LEAVES_UNSIGNED}
+
+
+def test_export_log_fails_on_a_stored_signature_that_is_not_base64(
+    tmp_path: Path, pki: Pki, database: Engine
+) -> None:
+    leaves = build_leaves(pki.key, 2)
+    store(database, leaves, heads_at(pki.key, leaves, [2]))
+    with database.begin() as conn:
+        conn.execute(update(table(TreeHead)).values(signature="%%%"))
+    with pytest.raises(ExportFailed, match="size 2"):
+        export_log(database, tmp_path / "export", [pki.key.certificate])
+    assert not (tmp_path / "export" / README_FILE).exists()
