@@ -381,7 +381,7 @@ class Pkcs11Key:
                 reason = f"cannot reopen a session for {self._where}: {reason}"
             raise EvidenceUnavailable(_UNAVAILABLE_TEXT, reason=reason) from error
         assert self._key is not None
-        log.info("evidence key back in service: %s", self._where)
+        log.info("evidence key: new session for %s", self._where)
         return self._key
 
     def _reconnect(self) -> None:
