@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pkcs11
 import pytest
@@ -17,7 +18,17 @@ from palais.pki.hsm import HsmConfigError, Pkcs11Key, open_pkcs11_key, pin_from
 from palais.pki.signing import EvidenceKey, EvidenceUnavailable, load_certificates
 from tests.pki.softhsm import SoftHsmToken, add_softhsm_token, make_softhsm_token
 
-OpenKey = Callable[..., Pkcs11Key]
+
+class OpenKey(Protocol):
+    def __call__(
+        self,
+        *,
+        module: str | None = None,
+        token: str | None = None,
+        key_label: str | None = None,
+        pin: str | None = None,
+        certificate: Path | None = None,
+    ) -> Pkcs11Key: ...
 
 
 @pytest.fixture
@@ -35,16 +46,22 @@ def open_key(softhsm_token: SoftHsmToken) -> Iterator[OpenKey]:
     """
     opened: list[Pkcs11Key] = []
 
-    def open_(**overrides: object) -> Pkcs11Key:
-        settings: dict[str, object] = {
-            "module": softhsm_token.module,
-            "token": softhsm_token.token,
-            "key_label": softhsm_token.key_label,
-            "pin": softhsm_token.pin,
-            "certificate": softhsm_token.certificate,
-        }
-        settings.update(overrides)
-        key = open_pkcs11_key(**settings)  # type: ignore[arg-type]
+    def open_(
+        *,
+        module: str | None = None,
+        token: str | None = None,
+        key_label: str | None = None,
+        pin: str | None = None,
+        certificate: Path | None = None,
+    ) -> Pkcs11Key:
+        t = softhsm_token
+        key = open_pkcs11_key(
+            module if module is not None else t.module,
+            token if token is not None else t.token,
+            key_label if key_label is not None else t.key_label,
+            pin if pin is not None else t.pin,
+            certificate if certificate is not None else t.certificate,
+        )
         opened.append(key)
         return key
 
