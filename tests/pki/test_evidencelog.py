@@ -9,6 +9,7 @@ and expects that check, by its stable code, to say so.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ import pytest
 from cryptography import x509
 from sqlalchemy import Engine, insert, update
 
+from palais.evidence_cli import EXIT_STATUS, add_commands
 from palais.mailbox.evidence import (
     GENESIS,
     Event,
@@ -701,3 +703,162 @@ def test_export_log_fails_on_a_stored_signature_that_is_not_base64(
     with pytest.raises(ExportFailed, match="size 2"):
         export_log(database, tmp_path / "export", [pki.key.certificate])
     assert not (tmp_path / "export" / README_FILE).exists()
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def palais(*argv: str | Path) -> int:
+    """``palais evidence ...`` as the main parser will run it."""
+    parser = argparse.ArgumentParser(prog="palais")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    status: int = args.func(args)
+    return status
+
+
+@dataclass
+class Instance:
+    root: Path
+    leaves: list[bytes]
+
+
+@pytest.fixture
+def instance(tmp_path: Path, pki: Pki) -> Iterator[Instance]:
+    """An instance directory with default settings: palais.db, pki/evidence.pem."""
+    root = tmp_path / "instance"
+    (root / "pki").mkdir(parents=True)
+    (root / "palais.toml").write_text("")
+    certbuilder.write_certificate(root / "pki" / "evidence.pem", pki.key.certificate)
+    url = f"sqlite:///{root / 'palais.db'}"
+    migrate_database(url)
+    engine = make_engine(url, writer=True)
+    leaves = build_leaves(pki.key, 9)
+    store(engine, leaves, heads_at(pki.key, leaves, [4, 9]))
+    engine.dispose()
+    yield Instance(root, leaves)
+
+
+def test_every_problem_code_has_an_exit_status() -> None:
+    assert set(EXIT_STATUS) == set(ProblemCode)
+    assert 0 not in EXIT_STATUS.values() and 1 not in EXIT_STATUS.values()
+
+
+def test_cli_export_then_verify(
+    tmp_path: Path, pki: Pki, instance: Instance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    assert palais("evidence", "export", out, "-d", instance.root) == 0
+    said = capsys.readouterr().out
+    assert "9 feuille(s)" in said and "9 leaf/leaves" in said
+    anchor = tmp_path / "ca.pem"
+    certbuilder.write_certificate(anchor, pki.ca.cert)
+    receipt = tmp_path / "receipt.json"
+    receipt.write_bytes(instance.leaves[6] + b"\n")
+    assert palais("evidence", "verify", out, "--trust", anchor, "--receipt", receipt) == 0
+    said = capsys.readouterr().out
+    assert "VALIDE" in said and "VALID: every check passed." in said
+    assert "position 6" in said
+    assert palais("evidence", "verify", out, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["exit_status"] == 0
+    assert report["log"]["leaves"] == 9 and report["receipt"] is None
+
+
+def test_cli_export_finds_the_instance_in_palais_home(
+    tmp_path: Path, instance: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PALAIS_HOME", str(instance.root))
+    assert palais("evidence", "export", tmp_path / "export") == 0
+    assert verify_log(tmp_path / "export").ok
+    monkeypatch.delenv("PALAIS_HOME")
+    monkeypatch.chdir(instance.root)
+    assert palais("evidence", "export", tmp_path / "export2") == 0
+
+
+def test_cli_export_refusals(
+    tmp_path: Path, instance: Instance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("x")
+    assert palais("evidence", "export", taken, "-d", instance.root) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert palais("evidence", "export", tmp_path / "a", "-d", tmp_path / "nowhere") == 2
+    (instance.root / "palais.db").unlink()
+    assert palais("evidence", "export", tmp_path / "b", "-d", instance.root) == 2
+    assert "no database" in capsys.readouterr().err
+    assert not (instance.root / "palais.db").exists()  # not created by the attempt
+    (instance.root / "pki" / "evidence.pem").unlink()
+    assert palais("evidence", "export", tmp_path / "c", "-d", instance.root) == 2
+
+
+def exported(tmp_path: Path, instance: Instance) -> Path:
+    out = tmp_path / "export"
+    assert palais("evidence", "export", out, "-d", instance.root) == 0
+    return out
+
+
+def test_cli_verify_status_per_failure(
+    tmp_path: Path, pki: Pki, instance: Instance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = exported(tmp_path, instance)
+    lines = leaf_lines(out)
+
+    write_leaf_lines(out, [lines[0], lines[2], *lines[2:]])  # a leaf replaced by another
+    assert palais("evidence", "verify", out) == 3
+    said = capsys.readouterr().out
+    assert "[leaf-position] (leaves.jsonl:2)" in said and "NOT VALID (status 3)" in said
+
+    write_leaf_lines(out, lines[:-1])  # the last leaf removed
+    assert palais("evidence", "verify", out) == 5
+    write_leaf_lines(out, lines)
+    assert palais("evidence", "verify", out) == 0
+
+    wrong = tmp_path / "wrong-ca.pem"
+    certbuilder.write_certificate(wrong, make_pki("Autre AC").ca.cert)
+    assert palais("evidence", "verify", out, "--trust", wrong) == 8
+
+    capsys.readouterr()
+    stranger = tmp_path / "stranger.json"
+    stranger.write_bytes(evidence(3, leaf_hash(instance.leaves[2]).hex(), pki.key, subject="X"))
+    assert palais("evidence", "verify", out, "--receipt", stranger, "--json") == 9
+    report = json.loads(capsys.readouterr().out)
+    assert report["exit_status"] == 9
+    assert {p["code"] for p in report["receipt"]["problems"]} == {
+        "leaf-differs",
+        "inclusion-proof",
+    }
+
+
+def test_cli_verify_status_of_tree_head_failures(
+    tmp_path: Path, pki: Pki, instance: Instance
+) -> None:
+    out = exported(tmp_path, instance)
+    heads = (out / TREE_HEADS_FILE).read_bytes()
+    # A head of size 9 forged by another key.
+    good = heads_at(pki.key, instance.leaves, [9])[0]
+    forged = SignedTreeHead(good.document, make_pki().key.sign(good.document))
+    append_tree_heads(out, [forged])
+    assert palais("evidence", "verify", out) == 4
+    # A head of size 5 after the head of size 9: the log would have shrunk.
+    (out / TREE_HEADS_FILE).write_bytes(heads)
+    append_tree_heads(out, heads_at(pki.key, instance.leaves, [5]))
+    assert palais("evidence", "verify", out) == 6
+    # Leaves after the last head.
+    (out / TREE_HEADS_FILE).write_bytes(heads.splitlines(keepends=True)[0])
+    assert palais("evidence", "verify", out) == 7
+
+
+def test_cli_verify_unreadable_input(
+    tmp_path: Path, instance: Instance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = exported(tmp_path, instance)
+    assert palais("evidence", "verify", tmp_path / "nowhere") == 2
+    assert palais("evidence", "verify", out, "--trust", tmp_path / "nowhere.pem") == 2
+    assert palais("evidence", "verify", out, "--receipt", tmp_path / "nowhere.json") == 2
+    (tmp_path / "not-evidence.json").write_text("bonjour")
+    assert palais("evidence", "verify", out, "--receipt", tmp_path / "not-evidence.json") == 2
+    (out / CERTIFICATES_FILE).unlink()
+    assert palais("evidence", "verify", out) == 2
+    assert "[unreadable] (evidence.pem)" in capsys.readouterr().out
