@@ -75,6 +75,7 @@ __all__ = [
     "StepCode",
     "Verdict",
     "evidence_summary",
+    "status_text",
     "verify_receipt",
 ]
 
@@ -97,6 +98,41 @@ class ExitStatus(enum.IntEnum):
     MESSAGE = 6  # the original message is not the one the receipt is about
     ATTACHMENT = 7  # an attachment of the original is not the one the receipt names
     LOG = 8  # the receipt is not (provably) in the exported evidence log
+
+
+_STATUS_TEXT: Final[Mapping[ExitStatus, tuple[str, str]]] = {
+    ExitStatus.OK: ("toutes les vérifications sont passées", "every check passed"),
+    ExitStatus.UNREADABLE: ("fichier illisible", "unreadable file"),
+    ExitStatus.MALFORMED: (
+        "ce n'est pas un accusé de réception Palais bien formé",
+        "not a well-formed Palais receipt",
+    ),
+    ExitStatus.SIGNATURE: (
+        "la signature n'est pas valide, ou ne couvre pas cette preuve",
+        "the signature is invalid, or does not cover this evidence",
+    ),
+    ExitStatus.CHAIN: (
+        "le signataire n'est pas reconnu par l'autorité de confiance à la date de signature",
+        "the signer is not vouched for by the trust anchor at the signing time",
+    ),
+    ExitStatus.MESSAGE: (
+        "le message original ne correspond pas",
+        "the original message does not match",
+    ),
+    ExitStatus.ATTACHMENT: (
+        "une pièce jointe ne correspond pas",
+        "an attachment does not match",
+    ),
+    ExitStatus.LOG: (
+        "la preuve n'est pas établie dans le journal de preuve",
+        "the evidence is not proven to be in the evidence log",
+    ),
+}
+
+
+def status_text(status: ExitStatus) -> tuple[str, str]:
+    """What an exit status means, in French and in English."""
+    return _STATUS_TEXT[status]
 
 
 class Outcome(enum.StrEnum):
@@ -190,6 +226,7 @@ class Verdict:
         return {
             "ok": self.ok,
             "exit_status": int(self.exit_status),
+            "status": dict(zip(("fr", "en"), status_text(self.exit_status), strict=True)),
             "steps": [s.to_json() for s in self.steps],
             "signing_time": self.signing_time.isoformat() if self.signing_time else None,
             "signer": (
