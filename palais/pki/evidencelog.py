@@ -148,6 +148,7 @@ TREE_HEADS_FILE: Final = "tree-heads.jsonl"
 CERTIFICATES_FILE: Final = "evidence.pem"
 README_FILE: Final = "LISEZ-MOI.txt"
 
+
 def tree_head_line(sth: SignedTreeHead) -> bytes:
     """One line of tree-heads.jsonl, without its newline."""
     return canonical_json(
