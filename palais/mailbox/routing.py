@@ -55,21 +55,24 @@ class Listener(enum.StrEnum):
     SUBMISSION = "submission"  # people's submission, STARTTLS
     IMAPS = "imaps"  # people reading their and their service's mailboxes
     COURT = "court"  # court systems pushing into dossiers, STARTTLS
-    HTTPS = "https"  # operators' metrics; health and autoconfig need no certificate
+    HTTPS = "https"  # people's printable receipts, operators' metrics; some pages need none
 
 
 #: Which communities' certificates each listener trusts. The TLS context of a
 #: listener is built from these anchors only, so a certificate from another
 #: community fails the handshake itself: a court system never reaches the
 #: lawyers' listeners, a lawyer never reaches the court listener, and
-#: operators' certificates only open the HTTPS listener.
+#: operators' certificates only open the HTTPS listener (where people fetch
+#: their printable receipts; each page checks the role it serves).
 LISTENER_COMMUNITIES: Final[Mapping[Listener, frozenset[TrustCommunity]]] = MappingProxyType(
     {
         Listener.SMTPS: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
         Listener.SUBMISSION: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
         Listener.IMAPS: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
         Listener.COURT: frozenset({TrustCommunity.COURT_SYSTEMS}),
-        Listener.HTTPS: frozenset({TrustCommunity.ADMIN}),
+        Listener.HTTPS: frozenset(
+            {TrustCommunity.AVOCATS, TrustCommunity.JUSTICE, TrustCommunity.ADMIN}
+        ),
     }
 )
 

@@ -22,5 +22,6 @@ def test_people_court_systems_and_operators_are_kept_apart() -> None:
         assert listener_roles(listener) == people
         assert TrustCommunity.COURT_SYSTEMS not in LISTENER_COMMUNITIES[listener]
     assert listener_roles(Listener.COURT) == {Role.COURT_SYSTEM}
-    assert listener_roles(Listener.HTTPS) == {Role.ADMIN}
+    assert listener_roles(Listener.HTTPS) == people | {Role.ADMIN}
+    assert TrustCommunity.COURT_SYSTEMS not in LISTENER_COMMUNITIES[Listener.HTTPS]
     assert people == SUBMITTING_ROLES
