@@ -227,31 +227,33 @@ def export_log(
             # Tree heads first: leaves are only ever appended, so even without
             # one snapshot every head read covers leaves read after it (at
             # worst a receipt committed in between is written unsigned).
-            head_rows = conn.execute(
+            # Each result in a with block: a server-side cursor (PostgreSQL)
+            # is closed even when a row stops the export.
+            with conn.execute(
                 select(heads.c.size, heads.c.document, heads.c.signature).order_by(heads.c.size),
                 execution_options={"yield_per": _BATCH},
-            )
-            for size, document, signature in head_rows:
-                try:
-                    out.add_tree_head(str(document), str(signature))
-                except ValueError as error:
-                    raise ExportFailed(f"tree head of size {size}: {error}") from error
-                signed_size = int(size)
-            leaf_rows = conn.execute(
+            ) as head_rows:
+                for size, document, signature in head_rows:
+                    try:
+                        out.add_tree_head(str(document), str(signature))
+                    except ValueError as error:
+                        raise ExportFailed(f"tree head of size {size}: {error}") from error
+                    signed_size = int(size)
+            with conn.execute(
                 select(leaves.c.position, leaves.c.evidence, leaves.c.leaf_hash).order_by(
                     leaves.c.position
                 ),
                 execution_options={"yield_per": _BATCH},
-            )
-            for index, (position, text, stored_hash) in enumerate(leaf_rows):
-                data = str(text).encode()
-                out.add_leaf(data)
-                if position != index and len(misplaced) < _MAX_LISTED:
-                    misplaced.append(int(position))
-                # RFC 9162's leaf hash, as the gateway stored it when appending.
-                leaf = sha256(b"\x00" + data).hexdigest()
-                if leaf != stored_hash and len(mismatches) < _MAX_LISTED:
-                    mismatches.append(int(position))
+            ) as leaf_rows:
+                for index, (position, text, stored_hash) in enumerate(leaf_rows):
+                    data = str(text).encode()
+                    out.add_leaf(data)
+                    if position != index and len(misplaced) < _MAX_LISTED:
+                        misplaced.append(int(position))
+                    # RFC 9162's leaf hash, as the gateway stored it when appending.
+                    leaf = sha256(b"\x00" + data).hexdigest()
+                    if leaf != stored_hash and len(mismatches) < _MAX_LISTED:
+                        mismatches.append(int(position))
         summary = ExportSummary(
             dest,
             out.leaf_count,

@@ -61,6 +61,10 @@ from palais.storage.evidence_export import (
     export_log,
 )
 from palais.storage.schema import EvidenceLog, TreeHead, table
+from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
+    postgres_server_fixture,
+    postgres_url_fixture,
+)
 
 # Tree heads are signed from T0 on, hourly: within the validity of certificates
 # issued now (certbuilder backdates them a little).
@@ -623,10 +627,14 @@ def store(engine: Engine, leaves: Sequence[bytes], heads: Sequence[SignedTreeHea
             )
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Engine]:
-    """A SQLite database at the head revision, with its evidence tables empty."""
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A database at the head revision, with its evidence tables empty (PostgreSQL:
+    a server the tests start, skipped where its binaries are not installed)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
     migrate_database(url)
     engine = make_engine(url, writer=False)
     yield engine
