@@ -76,6 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     _setup_logging(settings.log.level, settings.log.format)
+    from palais.pki.hsm import HsmConfigError
+    from palais.pki.signing import EvidenceKeyError
     from palais.storage import SchemaMismatch
 
     try:
@@ -83,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             runner.run(serve(settings))
     except SchemaMismatch as e:
         return _cannot_start(settings.log.format, str(e))
+    except (EvidenceKeyError, HsmConfigError) as e:
+        return _cannot_start(settings.log.format, f"evidence key: {e}")
     except OSError as e:
         return _cannot_start(settings.log.format, str(e.strerror or e))
     return 0

@@ -25,6 +25,10 @@ class EvidenceUnavailable(TemporaryFailure):
     """The evidence key cannot sign now; nothing that needs evidence may be accepted."""
 
 
+class EvidenceKeyError(ValueError):
+    """The configured evidence key cannot be used (unreadable, not the certificate's...)."""
+
+
 class EvidenceKey(Protocol):
     """A private key that signs with SHA-256, and its certificate chain."""
 
@@ -101,10 +105,13 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 
 def load_file_key(certificate: Path, key: Path) -> FileKey:
     """The key of ``key`` with the certificate (and any chain after it) of ``certificate``."""
-    certs = load_certificates(certificate)
-    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    try:
+        certs = load_certificates(certificate)
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
+        raise EvidenceKeyError(f"cannot read the evidence key or certificate: {error}") from error
     if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ValueError(f"{key}: evidence keys are EC or RSA")
+        raise EvidenceKeyError(f"{key}: evidence keys are EC or RSA")
     if private.public_key() != certs[0].public_key():
-        raise ValueError(f"{key} is not the key of the certificate in {certificate}")
+        raise EvidenceKeyError(f"{key} is not the key of the certificate in {certificate}")
     return FileKey(private, certs[0], tuple(certs[1:]))

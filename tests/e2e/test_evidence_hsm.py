@@ -9,6 +9,7 @@ import json
 import smtplib
 import sqlite3
 import subprocess
+import sys
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
@@ -121,3 +122,32 @@ def test_receipts_are_signed_on_the_token_and_its_absence_stops_acceptance(
         assert checked.returncode == 0, checked.stderr
     finally:
         inst.stop()
+
+
+@pytest.mark.parametrize("broken", ["pin", "file"])
+def test_an_unusable_evidence_key_stops_the_start_with_a_clear_message(
+    tmp_path: Path, softhsm_token: SoftHsmToken, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    token = softhsm_token
+    if broken == "pin":
+        monkeypatch.setenv("PALAIS_TEST_HSM_PIN", token.pin + "0")
+        config = (
+            "[evidence]\n"
+            f'certificate = "{token.certificate}"\n'
+            f'pkcs11_module = "{token.module}"\n'
+            f'pkcs11_token = "{token.token}"\n'
+            'pkcs11_pin = "env:PALAIS_TEST_HSM_PIN"\n'
+        )
+    else:
+        # The token's certificate with the instance's key file: not that key's.
+        config = f'[evidence]\ncertificate = "{token.certificate}"\n'
+    inst = create_instance(tmp_path / "palais", extra_config=config)
+    started = subprocess.run(
+        [sys.executable, "-m", "palais", "serve", str(inst.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 1
+    assert "palais serve: cannot start: evidence key:" in started.stderr, started.stderr
+    assert "Traceback" not in started.stderr
