@@ -105,6 +105,8 @@ def receipt_pdf(
     signature dictionary. Raises ``EvidenceUnavailable`` if the key cannot
     sign, ``pydantic.ValidationError`` for a document that is not evidence.
     """
+    if signing_time is not None and signing_time.utcoffset() is None:
+        raise ValueError("signing_time must be timezone-aware")
     model = evidence if isinstance(evidence, Evidence) else Evidence.model_validate(evidence)
     when = (signing_time or datetime.now(UTC)).astimezone(UTC)
     pdf, _scale = _render(model, when, key.certificate)
@@ -640,8 +642,25 @@ def _sign(pdf: bytes, key: EvidenceKey, evidence: Evidence, at: datetime) -> byt
         name=evidence.issuer.name,
     )
     writer = IncrementalPdfFileWriter(io.BytesIO(pdf))
-    signed = _PdfSignerAt(meta, _EvidenceKeySigner(key), at).sign_pdf(writer)
+    signed = _PdfSignerAt(meta, _EvidenceKeySigner(key), at).sign_pdf(
+        writer, bytes_reserved=_room(key)
+    )
     return bytes(signed.getvalue())
+
+
+def _room(key: EvidenceKey) -> int:
+    """Bytes to reserve for the CMS: a bound, not pyHanko's estimate.
+
+    pyHanko would otherwise build the whole CMS a second time to measure it
+    (as long as the signature itself, in asn1crypto). The certificates are
+    the bulk; names recur in the signer info and the signing-certificate
+    attribute, hence twice; the rest (attributes, algorithms, the signature)
+    stays under 2 KiB even for RSA-4096.
+    """
+    certificates = sum(
+        len(c.public_bytes(serialization.Encoding.DER)) for c in (key.certificate, *key.chain)
+    )
+    return 2 * certificates + 4096
 
 
 def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:

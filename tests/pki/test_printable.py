@@ -6,6 +6,7 @@ pdftotext, pdftoppm) read the PDF as a reader's software would.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -30,10 +31,12 @@ from palais.mailbox.evidence import (
     Attachment,
     Deposit,
     MessageFacts,
+    Party,
     deposit_and_delivery,
     evidence_document,
     first_reads,
     parse_timestamp,
+    registry_decision,
 )
 from palais.mailbox.identity import Identity, Role
 from palais.pki import certbuilder
@@ -432,3 +435,35 @@ def test_a_document_that_is_not_evidence_is_refused(chain: Chain) -> None:
     del document["log"]
     with pytest.raises(pydantic.ValidationError):
         receipt_pdf(document, chain.key)
+
+
+def test_a_rejection_shows_its_reason_and_a_delegate_is_named(chain: Chain, tmp_path: Path) -> None:
+    deposit = Deposit(5, SENDER.address, WHEN, _deposit(_facts(), chain.evidence))
+    order = registry_decision(
+        READER, deposit, accepted=False, reason="Pièce n° 2 illisible", now=WHEN
+    )
+    assistant = Identity(
+        9, "assistante@avocats.test", Role.COLLABORATEUR, "Léa Petit", "d4" * 32, SENDER.address
+    )
+    order = dataclasses.replace(order, delegate=Party.acting(assistant))
+    document = evidence_document(
+        order,
+        _facts(),
+        evidence_id="ev-2026-000044",
+        issuer="Palais",
+        issuer_certificate_sha256=certificate_sha256(chain.evidence.cert),
+        position=43,
+        previous=_sha("leaf 42"),
+    )
+    text = _text(receipt_pdf(document, chain.key), tmp_path)
+    assert "Rejet par le greffe" in text and "Pièce n° 2 illisible" in text
+    assert "Greffe" in text and READER.address in text
+    assert "Délégué" in text and assistant.address in text and assistant.fingerprint in text
+    assert "Collaborateur" in text
+
+
+def test_a_naive_signing_time_is_refused(chain: Chain) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        receipt_pdf(
+            _deposit(_facts(), chain.evidence), chain.key, signing_time=datetime(2026, 1, 1)
+        )
