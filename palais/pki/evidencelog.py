@@ -572,7 +572,9 @@ def verify_log(directory: Path, trust_anchor: x509.Certificate | None = None) ->
             f"The leaves cannot be read: {error}",
             LEAVES_FILE,
         )
-        return LogVerdict(problems.result(), frontier.size, len(heads), None, False)
+        return LogVerdict(
+            problems.result(), frontier.size, len(heads), None, trust_anchor is not None
+        )
 
     leaves = frontier.size
     for lh in heads:
