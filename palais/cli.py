@@ -1,4 +1,4 @@
-"""The `palais` command: init, serve, migrate."""
+"""The `palais` command: init, serve, migrate, evidence, verify-receipt."""
 
 from __future__ import annotations
 
@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("migrate", help="bring the database schema to this version's revision")
     p.add_argument("dir", help="instance directory (or its palais.toml)")
     p.set_defaults(func=cmd_migrate)
+    from palais.evidence_cli import add_commands as add_evidence_commands
+
+    add_evidence_commands(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
