@@ -14,9 +14,10 @@ and checking (``verify_incoming``) are separate roles.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 from pathlib import Path
@@ -178,11 +179,11 @@ def verify_incoming(message: bytes, dns: Callable[[bytes], bytes]) -> bool:
         return dns(name)
 
     for index in range(_signature_count(message)):
-        checker = dkim.DKIM(message)
         try:
+            checker = dkim.DKIM(message)
             valid = bool(checker.verify(idx=index, dnsfunc=lookup))
         except dkim.DKIMException:
-            valid = False
+            continue  # malformed, or failed: the next signature may still pass
         if valid and _aligned(checker.domain, author):
             return True
     return False
@@ -251,7 +252,10 @@ def _signature_count(message: bytes) -> int:
 
 
 def _author_domain(message: bytes) -> bytes | None:
-    headers = BytesHeaderParser(policy=compat32).parsebytes(message)
+    # Decoded as UTF-8 first: an SMTPUTF8 From has raw UTF-8 in its address,
+    # which the bytes parser would turn into an opaque Header object.
+    head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
+    headers = HeaderParser(policy=compat32).parsestr(head.decode("utf-8", "replace"))
     found = headers.get_all("From") or []
     addresses = getaddresses([str(v) for v in found])
     if len(found) != 1 or len(addresses) != 1:
@@ -259,7 +263,12 @@ def _author_domain(message: bytes) -> bytes | None:
     _name, address = addresses[0]
     if address.count("@") != 1:
         return None
-    return address.rsplit("@", 1)[1].rstrip(".").lower().encode("ascii", "replace")
+    try:
+        # d= is always the ASCII (A-label) form; an internationalised From
+        # domain is compared in that form.
+        return address.rsplit("@", 1)[1].rstrip(".").lower().encode("idna")
+    except UnicodeError:
+        return None
 
 
 def _aligned(signer: object, author: bytes) -> bool:

@@ -262,3 +262,18 @@ def test_verify_incoming_refuses_what_proves_nothing_of_the_author(
     assert not verify_incoming(sign_outgoing(lookalike, keys), _dnsfunc(records))
     two_authors = MESSAGE.replace(b"From: ", b"From: a@palais.test\r\nFrom: ", 1)
     assert not verify_incoming(sign_outgoing(two_authors, keys), _dnsfunc(records))
+
+
+def test_verify_incoming_compares_an_idn_author_in_its_ascii_form(tmp_path: Path) -> None:
+    court = generate_dkim_keys(tmp_path / "court", "xn--courdappel-k7a.test", "k1")
+    records = _published(tmp_path / "court")
+    # An SMTPUTF8 From in its U-label form; d= is the A-label of the same domain.
+    message = MESSAGE.replace(b"greffe@palais.test", "greffe@courdappel\u00e9.test".encode())
+    assert verify_incoming(sign_outgoing(message, court), _dnsfunc(records))
+
+
+def test_verify_incoming_survives_a_malformed_signature(keys: DkimKeys, tmp_path: Path) -> None:
+    records = _published(tmp_path / "dkim")
+    signed = sign_outgoing(MESSAGE, keys)
+    broken = b"DKIM-Signature: v=1; a=nonsense; b=\r\n" + signed
+    assert verify_incoming(broken, _dnsfunc(records))  # the valid ones still count
