@@ -8,6 +8,7 @@ import imaplib
 import json
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -190,3 +191,34 @@ def test_the_printable_receipt_is_for_its_holders_only(palais: Instance, tmp_pat
     assert pdf.read_bytes().startswith(b"%PDF")
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True)
     assert palais.dossier["number"] in text.stdout
+
+
+def test_the_evidence_log_exports_and_verifies_and_a_removed_leaf_is_caught(
+    palais: Instance, tmp_path: Path
+) -> None:
+    palais.submit("Pour le journal")
+    out = tmp_path / "journal"
+    exported = subprocess.run(
+        [sys.executable, "-m", "palais", "evidence", "export", str(out), "-d", str(palais.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr
+    anchor = str(palais.root / palais.demo["evidence_ca"])
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "palais", "evidence", "verify", str(out), "--trust", anchor],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    good = verify()
+    assert good.returncode == 0, good.stdout + good.stderr
+    leaves = (out / "leaves.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(leaves) >= 3
+    (out / "leaves.jsonl").write_bytes(b"".join(leaves[:1] + leaves[2:]))
+    removed = verify()
+    assert removed.returncode == 3, removed.stdout + removed.stderr
