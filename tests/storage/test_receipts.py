@@ -325,3 +325,23 @@ def test_only_a_holder_gets_a_receipt_s_evidence(store: Storage) -> None:
 
     # The sender holds both; the greffe holds its copy of the read receipt only.
     assert asyncio.run(ask()) == [True, True, False, True, False, False]
+
+
+def test_receipts_outlive_the_messages_they_prove(store: Storage) -> None:
+    _file(store, msg(1))
+    _read(store, CLERK)
+
+    async def purge(who: Identity, box: str) -> None:
+        source = await store.mail.mailbox(who, box)
+        await store.mail.move(who, source.id, [1], "Supprimés")
+        trash = await store.mail.mailbox(who, "Supprimés")
+        await store.mail.store_flags(who, trash.id, [1], FlagMode.ADD, frozenset({"\\Deleted"}))
+        assert await store.mail.expunge(who, trash.id) == [1]
+
+    asyncio.run(purge(ME, "Envoyés"))
+    asyncio.run(purge(CLERK, "INBOX"))
+    originals = _rows(store, "SELECT count(*) FROM message WHERE sender = 'a@x.test'")
+    assert originals == [(0,)]  # deleted for good, its bytes erased
+    assert len(_log(store)) == 2
+    (evidence_id,) = _rows(store, "SELECT evidence_id FROM evidence_log WHERE position = 0")[0]
+    assert asyncio.run(store.mail.held_evidence(ME, str(evidence_id))) is not None
