@@ -203,7 +203,10 @@ def timestamp(when: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """The instant ``timestamp`` wrote (fromisoformat: strptime costs ten times more)."""
+    if not text.endswith("Z"):
+        raise ValueError(f"not an evidence timestamp: {text!r}")
+    return datetime.fromisoformat(text[:-1] + "+00:00")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -382,13 +385,16 @@ def _message(doc: Mapping[str, Any]) -> MessageFacts:
 # -- the message's own facts --------------------------------------------------
 
 
-def message_facts(data: bytes, message_id: str | None, subject: str) -> MessageFacts:
-    """SHA-256 and size of the stored bytes, and each attachment's facts."""
+def message_facts(
+    data: bytes, message_id: str | None, subject: str, sha256: str | None = None
+) -> MessageFacts:
+    """SHA-256 and size of the stored bytes, and each attachment's facts
+    (``sha256``: the bytes' hash when the caller has it already)."""
     return MessageFacts(
         message_id,
         subject,
         len(data),
-        hashlib.sha256(data).hexdigest(),
+        sha256 or hashlib.sha256(data).hexdigest(),
         attachments_of(data),
     )
 

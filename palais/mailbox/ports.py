@@ -17,6 +17,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from palais.mailbox.identity import Identity
+from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import (
     AppendResult,
     CopyResult,
@@ -199,6 +200,11 @@ class SealedReceipt(Protocol):
     @property
     def evidence(self) -> bytes:
         """The canonical evidence it carries: the evidence log's leaf."""
+        ...
+
+    @property
+    def summary(self) -> MessageSummary:
+        """Its header, as ``summarize`` reads it (known to whoever wrote it)."""
         ...
 
 

@@ -22,11 +22,11 @@ import quopri
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from email.header import Header
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from palais.mailbox.evidence import EVIDENCE_MEDIA_TYPE, EventCode, canonical_json, parse_timestamp
+from palais.mailbox.message import MessageSummary
 from palais.pki.cms import CmsSigner
 from palais.pki.signing import EvidenceKey, certificate_sha256
 
@@ -44,6 +44,8 @@ except ZoneInfoNotFoundError:  # pragma: no cover - Debian ships tzdata
 class SealedReceipt:
     data: bytes  # the whole mail, CRLF
     evidence: bytes  # the canonical evidence bytes it carries (the log's leaf)
+    # Its header as summarize() would read it, known without parsing it again.
+    summary: MessageSummary
 
 
 class ReceiptSealer:
@@ -55,6 +57,7 @@ class ReceiptSealer:
         self.issuer = issuer or _common_name(key) or "Palais - Service de preuve"
         self.issuer_certificate_sha256 = certificate_sha256(key.certificate)
         self._from = f'"Palais - Service de preuve" <accuses@{domain}>'
+        self._from_text = f"Palais - Service de preuve <accuses@{domain}>"
 
     @property
     def key(self) -> EvidenceKey:
@@ -106,7 +109,7 @@ class ReceiptSealer:
         head = [
             f"From: {self._from}",
             f"To: <{to}>",
-            f"Subject: {Header(subject, 'utf-8', maxlinelen=76).encode()}",
+            f"Subject: {encoded_words(subject)}",
             f"Date: {email.utils.format_datetime(signature.signing_time)}",
             f"Message-ID: <{evidence_id}@{self.domain}>",
         ]
@@ -130,8 +133,19 @@ class ReceiptSealer:
             ],
             b"This is a signed evidence report (S/MIME).",
         )
-        data = "\r\n".join(head).encode() + b"\r\n\r\n" + body
-        return SealedReceipt(data, evidence)
+        header = "\r\n".join(head).encode() + b"\r\n\r\n"
+        summary = MessageSummary(
+            header_size=len(header),
+            subject=subject,
+            from_addr=self._from_text,
+            to_addr=to,
+            cc_addr="",
+            bcc_addr="",
+            message_id=f"<{evidence_id}@{self.domain}>",
+            sent_date=signature.signing_time,
+            has_body=True,
+        )
+        return SealedReceipt(header + body, evidence, summary)
 
 
 def _common_name(key: EvidenceKey) -> str | None:
@@ -151,6 +165,31 @@ def _multipart(boundary: str, parts: Sequence[bytes], preamble: bytes = b"") -> 
         out += [delimiter, b"\r\n", part]
     out += [delimiter, b"--\r\n"]
     return b"".join(out)
+
+
+def encoded_words(text: str) -> str:
+    """``text`` as RFC 2047 encoded words (UTF-8, base64), folded: plain
+    ASCII as is. email.header does the same at five times the cost."""
+    if text.isascii() and len(text) < 900:
+        return text
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in text:
+        width = len(char.encode())
+        # 45 bytes of UTF-8 make 60 of base64: a word of 72 characters.
+        if size + width > 45:
+            words.append(_word("".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    if chunk:
+        words.append(_word("".join(chunk)))
+    return "\r\n ".join(words)
+
+
+def _word(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
 
 
 def _base64(data: bytes) -> bytes:

@@ -27,7 +27,7 @@ from palais.mailbox.evidence import (
     evidence_document,
     message_facts,
 )
-from palais.mailbox.message import MessageSummary, summarize
+from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import BoxKind
 from palais.mailbox.ports import EvidenceService
 from palais.storage.messages import insert_message
@@ -72,7 +72,7 @@ class ReceiptWriter:
         sealed = service.seal(document, to=order.holders[0])
         leaf = service.leaf_hash(sealed.evidence)
         now = datetime.now(UTC)
-        receipt_id = self._file_receipt(conn, ctx, order, sealed.data, now)
+        receipt_id = self._file_receipt(conn, ctx, order, sealed.data, sealed.summary, now)
         rows.run(
             "INSERT INTO evidence_log (position, evidence_id, events, about, holder, dossier,"
             " evidence, leaf_hash, receipt_message, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -111,10 +111,17 @@ class ReceiptWriter:
         assert ctx.filed is not None, "a receipt about the filed message comes with a filing"
         mid, data, summary = ctx.filed
         assert isinstance(summary, MessageSummary)
-        return int(mid), message_facts(data, summary.message_id, summary.subject)
+        sha = ctx.sha256(data)  # hashed once already, when its bytes were appended
+        return int(mid), message_facts(data, summary.message_id, summary.subject, sha)
 
     def _file_receipt(
-        self, conn: Connection, ctx: WriteContext, order: ReceiptOrder, data: bytes, now: datetime
+        self,
+        conn: Connection,
+        ctx: WriteContext,
+        order: ReceiptOrder,
+        data: bytes,
+        summary: MessageSummary,
+        now: datetime,
     ) -> int:
         """The receipt mail, in each holder's Accusés de réception (dossier and global view)."""
         ctx.append_late(data)
@@ -123,7 +130,7 @@ class ReceiptWriter:
             conn,
             ctx,
             data,
-            summarize(data),
+            summary,
             internaldate=now,
             sender=self.service.address,
             fingerprint=self.service.issuer_certificate_sha256,
