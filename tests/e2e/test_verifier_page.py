@@ -1,0 +1,367 @@
+"""/verifier in a real headless browser (Debian's chromium and chromedriver, selenium 4).
+
+Receipts come from a real instance (avocat1 sends with an attachment,
+greffier1 reads it, avocat1 fetches its receipts over IMAP). The page is
+served by the gateway's HTTPS listener (``start_https``) with the
+instance's server certificate, anchors and CRLs, its evidence CA as trust
+anchor and its evidence key making the printable PDF, mounted as the route
+``palais.gateway.verifier_page.verifier_route``.
+
+The browser uploads the files through the form's file inputs, reads the
+verdict, downloads the printable receipt, and checks a tampered receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import imaplib
+import logging
+import smtplib
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from palais.app import listener_anchors
+from palais.config import load_settings
+from palais.gateway.https import HttpsHandle, start_https
+from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.verifier_page import MAX_UPLOAD, PREFIX, verifier_route
+from palais.mailbox.identity import Identity
+from palais.mailbox.routing import Listener
+from palais.pki.printable import receipt_pdf
+from palais.pki.signing import load_certificates, load_file_key
+from tests.e2e.instance import Instance, create_instance
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ATTACHMENT = b"%PDF-1.4\n% bordereau de pieces\n" + bytes(range(256)) * 2
+# Markup in the subject reaches the evidence and so the verdict page: it
+# must show as text.
+SUBJECT_TAIL = "Bordereau <i>urgent</i> & pièces"
+
+
+@dataclass
+class Files:
+    inst: Instance
+    original: Path
+    receipts: list[Path]
+    tampered: Path
+
+
+def _imap(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
+    imap = imaplib.IMAP4_SSL("localhost", inst.port("imaps"), ssl_context=inst.client_context(who))
+    imap.authenticate("EXTERNAL", lambda _: b"")
+    return imap
+
+
+def _fetch_all(imap: imaplib.IMAP4_SSL, box: str) -> list[bytes]:
+    assert imap.select(box, readonly=True)[0] == "OK"
+    _, data = imap.fetch("1:*", "(BODY.PEEK[])")
+    return [item[1] for item in data if isinstance(item, tuple)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Files]:
+    root = tmp_path_factory.mktemp("verifier-page")
+    inst = create_instance(root / "i")
+    inst.start()
+    try:
+        msg = EmailMessage()
+        msg["From"] = inst.address("avocat1")
+        msg["To"] = inst.dossier["address"]
+        msg["Subject"] = f"[{inst.dossier['number']}] {SUBJECT_TAIL}"
+        msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
+        msg.set_content("Bonjour,\nle bordereau est joint.\n")
+        msg.add_attachment(
+            ATTACHMENT, maintype="application", subtype="pdf", filename="bordereau.pdf"
+        )
+        with smtplib.SMTP_SSL(
+            "localhost", inst.port("smtps"), context=inst.client_context("avocat1"), timeout=10
+        ) as smtp:
+            assert smtp.send_message(msg) == {}
+        clerk = _imap(inst, "greffier1")
+        assert clerk.select("INBOX")[0] == "OK"
+        assert clerk.fetch("1", "(BODY[])")[0] == "OK"
+        clerk.logout()
+        lawyer = _imap(inst, "avocat1")
+        (original,) = _fetch_all(lawyer, '"Envoy&AOk-s"')
+        receipts = _fetch_all(lawyer, '"Accus&AOk-s de r&AOk-ception"')
+        lawyer.logout()
+    finally:
+        inst.stop()
+    assert len(receipts) == 2
+    (root / "original.eml").write_bytes(original)
+    paths = []
+    for n, data in enumerate(receipts, start=1):
+        (root / f"accuse-{n}.eml").write_bytes(data)
+        paths.append(root / f"accuse-{n}.eml")
+    # One byte of the signed French text changed (quoted-printable "Dossier").
+    first = receipts[0]
+    at = first.index(b"Dossier :")
+    (root / "accuse-modifie.eml").write_bytes(first[:at] + b"d" + first[at + 1 :])
+    yield Files(inst, root / "original.eml", paths, root / "accuse-modifie.eml")
+
+
+class PageServer:
+    """The HTTPS listener, serving /verifier, on an asyncio loop of its own thread."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.handle: HttpsHandle | None = None
+
+    def start(self) -> int:
+        self.thread.start()
+        self.handle = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+        return self.handle.port
+
+    async def _start(self) -> HttpsHandle:
+        settings = load_settings(self.inst.root / "palais.toml")
+        ca = self.inst.root / str(self.inst.demo.get("evidence_ca", "pki/ca.pem"))
+        key = load_file_key(settings.evidence.certificate, settings.evidence.key)
+
+        def pdf(evidence: Any) -> bytes:
+            return receipt_pdf(evidence, key)
+
+        async def nobody(der: bytes) -> Identity:  # the page never asks who the client is
+            raise AssertionError("/verifier resolved a client certificate")
+
+        return await start_https(
+            host="127.0.0.1",
+            port=0,
+            cert=settings.tls.certificate,
+            key=settings.tls.key,
+            anchors=listener_anchors(settings, Listener.HTTPS),
+            crls=settings.trust.crls,
+            resolve_identity=nobody,
+            metrics=GatewayMetrics(),
+            log=logging.getLogger("palais.https"),
+            autoconfig={
+                "hostname": "localhost",
+                "imaps_port": 993,
+                "smtps_port": 465,
+                "domain": "palais.test",
+                "display_name": "Palais",
+            },
+            routes={PREFIX: verifier_route(load_certificates(ca), pdf)},
+        )
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            asyncio.run_coroutine_threadsafe(self.handle.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def port(files: Files) -> Iterator[int]:
+    server = PageServer(files.inst)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@dataclass
+class Browser:
+    driver: Any  # selenium's WebDriver
+    downloads: Path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is absent (Debian package chromium)")
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    downloads = tmp_path_factory.mktemp("downloads")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--ignore-certificate-errors",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield Browser(driver, downloads)
+    finally:
+        driver.quit()
+
+
+def _submit(browser: Browser, port: int, receipt: Path, original: Path | None) -> Any:
+
+    driver = browser.driver
+    driver.get(f"https://localhost:{port}/verifier")
+    assert "Vérifier un accusé de réception" in driver.title
+    driver.find_element(By.ID, "receipt").send_keys(str(receipt))
+    if original is not None:
+        driver.find_element(By.ID, "original").send_keys(str(original))
+    button = driver.find_element(By.CSS_SELECTOR, "form[action='/verifier'] button[type=submit]")
+    button.click()
+    # The click only starts the navigation: wait for the form page to go and
+    # the verdict page to come.
+    wait = WebDriverWait(driver, 30)
+    wait.until(expected_conditions.staleness_of(button))
+    return wait.until(expected_conditions.presence_of_element_located((By.ID, "verdict")))
+
+
+def test_a_good_receipt_with_its_original_is_valid(
+    browser: Browser, port: int, files: Files
+) -> None:
+
+    for receipt in files.receipts:
+        verdict = _submit(browser, port, receipt, files.original)
+        assert "Accusé de réception valide" in verdict.text
+        assert "Receipt valid" in verdict.text
+        assert verdict.get_attribute("data-status") == "0"
+        steps = browser.driver.find_elements(By.CSS_SELECTOR, "ol.steps li")
+        outcomes = {s.get_attribute("data-code"): s.get_attribute("class") for s in steps}
+        assert outcomes["message"] == outcomes["attachments"] == "passed"
+        assert outcomes["signature"] == outcomes["chain"] == "passed"
+        page = browser.driver.find_element(By.TAG_NAME, "body").text
+        assert files.inst.dossier["number"] in page
+        assert "bordereau.pdf" in page
+        # The subject's markup is text, not markup.
+        assert SUBJECT_TAIL in page
+        assert not browser.driver.find_elements(By.CSS_SELECTOR, "dl i")
+
+
+def test_the_printable_receipt_downloads(browser: Browser, port: int, files: Files) -> None:
+
+    _submit(browser, port, files.receipts[0], None)
+    browser.driver.find_element(By.ID, "printable").click()
+    deadline = time.monotonic() + 30
+    pdfs: list[Path] = []
+    while time.monotonic() < deadline:
+        pdfs = [p for p in browser.downloads.glob("*.pdf") if p.stat().st_size > 0]
+        if pdfs:
+            break
+        time.sleep(0.1)
+    assert len(pdfs) == 1, list(browser.downloads.iterdir())
+    assert pdfs[0].name.startswith("accuse-")
+    assert pdfs[0].read_bytes().startswith(b"%PDF")
+
+
+def test_a_tampered_receipt_is_not_valid(browser: Browser, port: int, files: Files) -> None:
+
+    verdict = _submit(browser, port, files.tampered, files.original)
+    assert "non valide" in verdict.text
+    assert "Receipt not valid" in verdict.text
+    assert verdict.get_attribute("data-status") == "4"
+    digest = browser.driver.find_element(By.CSS_SELECTOR, "li[data-code='digest']")
+    assert digest.get_attribute("class") == "failed"
+    assert "modifié" in digest.text and "altered" in digest.text
+    # No printable receipt for a receipt that does not verify.
+    assert not browser.driver.find_elements(By.ID, "printable")
+
+
+def test_another_original_is_refused(browser: Browser, port: int, files: Files) -> None:
+    verdict = _submit(browser, port, files.receipts[0], files.receipts[1])
+    assert "non valide" in verdict.text
+    # Its attachments (the signature, the evidence) are not the bordereau: 7.
+    assert verdict.get_attribute("data-status") == "7"
+
+
+# -- the same route without a browser: limits and refusals -------------------------
+
+
+def _post(port: int, path: str, fields: dict[str, bytes]) -> tuple[int, dict[str, str], bytes]:
+    boundary = uuid.uuid4().hex
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="f.eml"\r\n'
+            f"Content-Type: message/rfc822\r\n\r\n".encode()
+            + value
+            + b"\r\n"
+            for name, value in fields.items()
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    return _request(port, "POST", path, body, f"multipart/form-data; boundary={boundary}")
+
+
+def _request(
+    port: int, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=60)
+    try:
+        headers = {"Content-Type": content_type} if content_type else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_the_receipt_is_checked_byte_for_byte_as_uploaded(port: int, files: Files) -> None:
+    status, headers, body = _post(
+        port, "/verifier", {"receipt": files.receipts[1].read_bytes(), "original": b""}
+    )
+    assert status == 200
+    assert 'data-status="0"' in body.decode()
+    assert headers["Cache-Control"] == "no-store"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+def test_an_upload_over_the_limit_is_413(port: int) -> None:
+    status, _, body = _post(port, "/verifier", {"receipt": b"x" * (MAX_UPLOAD + 1)})
+    assert status == 413
+    assert "trop volumineux" in body.decode() and "too large" in body.decode()
+
+
+def test_the_printable_receipt_is_made_only_from_a_valid_receipt(port: int, files: Files) -> None:
+    good = base64.b64encode(files.receipts[0].read_bytes())
+    status, headers, body = _post(port, "/verifier/accuse.pdf", {"receipt_b64": good})
+    assert status == 200
+    assert headers["Content-Type"] == "application/pdf"
+    assert headers["Content-Disposition"].startswith('attachment; filename="accuse-')
+    assert body.startswith(b"%PDF")
+    bad = base64.b64encode(files.tampered.read_bytes())
+    status, headers, body = _post(port, "/verifier/accuse.pdf", {"receipt_b64": bad})
+    assert status == 422
+    assert headers["Content-Type"].startswith("text/html")
+    status, _, _ = _post(port, "/verifier/accuse.pdf", {"receipt_b64": b"not base64!"})
+    assert status == 400
+
+
+def test_refusals_carry_no_detail(port: int) -> None:
+    assert _request(port, "GET", "/verifier/accuse.pdf")[0] == 405
+    assert _request(port, "GET", "/verifier/ailleurs")[0] == 404
+    status, _, body = _request(port, "POST", "/verifier", b"receipt=x", "text/plain")
+    assert status == 400
+    assert b"Traceback" not in body and b"Error" not in body
+    status, _, _ = _post(port, "/verifier", {"original": b"x"})
+    assert status == 400
