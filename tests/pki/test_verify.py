@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from palais.mailbox.evidence import (
     EVIDENCE_MEDIA_TYPE,
@@ -28,6 +30,14 @@ from palais.mailbox.identity import Identity, Role
 from palais.pki import certbuilder
 from palais.pki.certbuilder import CertificateAuthority, Issued, Validity
 from palais.pki.cms import CmsSigner, SignedParts
+from palais.pki.evidencelog import (
+    CERTIFICATES_FILE,
+    LEAVES_FILE,
+    TREE_HEADS_FILE,
+    sign_tree_head,
+    tree_head_line,
+)
+from palais.pki.merkle import Frontier, leaf_hash
 from palais.pki.receipt import ReceiptSealer
 from palais.pki.signing import FileKey, certificate_sha256
 from palais.pki.verify import ExitStatus, Outcome, StepCode, Verdict, verify_receipt
@@ -399,3 +409,47 @@ def test_the_evidence_is_read_from_the_signed_part_only(pki: Pki) -> None:
     verdict = _verify(receipt.replace(closing, extra), pki)
     assert verdict.exit_status is ExitStatus.MALFORMED
     assert _failed(verdict) == {StepCode.MIME}
+
+
+def _export(pki: Pki, dest: Path, leaves: list[bytes], *, signed: bool = True) -> Path:
+    """An exported log directory, as palais evidence export writes it."""
+    dest.mkdir()
+    tree = Frontier.empty()
+    for leaf in leaves:
+        tree.append(leaf_hash(leaf))
+    heads = [sign_tree_head(pki.key, tree.size, tree.root(), datetime.now(UTC))] if signed else []
+    (dest / CERTIFICATES_FILE).write_bytes(pki.evidence.cert.public_bytes(Encoding.PEM))
+    (dest / LEAVES_FILE).write_bytes(b"".join(leaf + b"\n" for leaf in leaves))
+    (dest / TREE_HEADS_FILE).write_bytes(b"".join(tree_head_line(h) + b"\n" for h in heads))
+    return dest
+
+
+def _evidence_of(receipt: bytes) -> bytes:
+    start, end = _evidence_span(receipt)
+    return base64.b64decode(b"".join(receipt[start:end].split()))
+
+
+def test_a_receipt_in_the_exported_log(pki: Pki, tmp_path: Path) -> None:
+    receipt = _seal(pki)
+    log = _export(pki, tmp_path / "log", [_evidence_of(receipt)])
+    verdict = verify_receipt(receipt, original=ORIGINAL, anchors=[pki.ca.cert], log_dir=log)
+    assert verdict.ok, _failed(verdict)
+    assert verdict.step(StepCode.LOG).outcome is Outcome.PASSED
+
+
+def test_a_receipt_not_in_the_exported_log(pki: Pki, tmp_path: Path) -> None:
+    receipt = _seal(pki)
+    # Another evidence at its position: the log does not hold this receipt.
+    other = _evidence_of(_seal(pki, read=True))
+    log = _export(pki, tmp_path / "other", [other])
+    verdict = verify_receipt(receipt, original=ORIGINAL, anchors=[pki.ca.cert], log_dir=log)
+    assert _failed(verdict) == {StepCode.LOG}
+    assert verdict.exit_status is ExitStatus.LOG
+    assert "position 0" in verdict.step(StepCode.LOG).en
+
+
+def test_a_receipt_in_a_log_no_tree_head_signs(pki: Pki, tmp_path: Path) -> None:
+    receipt = _seal(pki)
+    log = _export(pki, tmp_path / "unsigned", [_evidence_of(receipt)], signed=False)
+    verdict = verify_receipt(receipt, original=None, anchors=[pki.ca.cert], log_dir=log)
+    assert verdict.exit_status is ExitStatus.LOG
