@@ -21,6 +21,8 @@ from palais.gateway.receipts_page import PREFIX as PRINTABLE_PREFIX
 from palais.gateway.receipts_page import receipts_route
 from palais.gateway.smtp import PalaisSMTP, make_smtp_factory
 from palais.gateway.tls import TlsServerProtocol, refusal_logger
+from palais.gateway.verifier_page import PREFIX as VERIFIER_PREFIX
+from palais.gateway.verifier_page import verifier_route
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import Identity, TrustCommunity
@@ -29,7 +31,7 @@ from palais.mailbox.submission import SubmissionDesk
 from palais.pki.evidence_service import KeyEvidenceService
 from palais.pki.identify import CertificateRefused, TrustAnchors
 from palais.pki.printable import receipt_pdf
-from palais.pki.signing import EvidenceKey, load_file_key
+from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
 from palais.pki.tls import server_context
 from palais.storage import Storage, open_storage
 
@@ -230,7 +232,10 @@ class Gateway:
             metrics=self.recorded,
             admission=admission,
             log=logging.getLogger("palais.https"),
-            routes={PRINTABLE_PREFIX: receipts_route(storage.mail.held_evidence, printable)},
+            routes={
+                PRINTABLE_PREFIX: receipts_route(storage.mail.held_evidence, printable),
+                VERIFIER_PREFIX: verifier_route(load_certificates(s.evidence.anchor), printable),
+            },
             autoconfig={
                 "hostname": s.instance.hostname,
                 "imaps_port": s.listen.imaps,

@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     from palais.evidence_cli import add_commands as add_evidence_commands
 
     add_evidence_commands(sub)
+    from palais.verify_cli import add_command as add_verify_command
+
+    add_verify_command(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -77,6 +77,8 @@ class EvidenceSection:
 
     certificate: Path = Path("pki/evidence.pem")  # and its chain after it
     key: Path = Path("pki/evidence.key")
+    # The trust anchor receipts chain to: what the /verifier page checks against.
+    anchor: Path = Path("pki/ca.pem")
     pkcs11_module: str = ""  # e.g. /usr/lib/softhsm/libsofthsm2.so
     pkcs11_token: str = ""  # token label
     pkcs11_key_label: str = "evidence"

@@ -99,7 +99,7 @@ def _verify(
     *args: str | Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "palais.verify_cli", *map(str, args)],
+        [sys.executable, "-m", "palais", "verify-receipt", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,10 +2,8 @@
 
 Receipts come from a real instance (avocat1 sends with an attachment,
 greffier1 reads it, avocat1 fetches its receipts over IMAP). The page is
-served by the gateway's HTTPS listener (``start_https``) with the
-instance's server certificate, anchors and CRLs, its evidence CA as trust
-anchor and its evidence key making the printable PDF, mounted as the route
-``palais.gateway.verifier_page.verifier_route``.
+the one `palais serve` mounts on the instance's HTTPS listener, with the
+evidence anchor of its settings and its evidence key making the PDF.
 
 The browser uploads the files through the form's file inputs, reads the
 verdict, downloads the printable receipt, and checks a tampered receipt.
@@ -13,14 +11,11 @@ verdict, downloads the printable receipt, and checks a tampered receipt.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import http.client
 import imaplib
-import logging
 import smtplib
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,15 +31,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from palais.app import listener_anchors
-from palais.config import load_settings
-from palais.gateway.https import HttpsHandle, start_https
-from palais.gateway.metrics import GatewayMetrics
-from palais.gateway.verifier_page import MAX_UPLOAD, PREFIX, verifier_route
-from palais.mailbox.identity import Identity
-from palais.mailbox.routing import Listener
-from palais.pki.printable import receipt_pdf
-from palais.pki.signing import load_certificates, load_file_key
+from palais.gateway.verifier_page import MAX_UPLOAD
 from tests.e2e.instance import Instance, create_instance
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -102,81 +89,25 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Files]:
         (original,) = _fetch_all(lawyer, '"Envoy&AOk-s"')
         receipts = _fetch_all(lawyer, '"Accus&AOk-s de r&AOk-ception"')
         lawyer.logout()
+        assert len(receipts) == 2
+        (root / "original.eml").write_bytes(original)
+        paths = []
+        for n, data in enumerate(receipts, start=1):
+            (root / f"accuse-{n}.eml").write_bytes(data)
+            paths.append(root / f"accuse-{n}.eml")
+        # One byte of the signed French text changed (quoted-printable "Dossier").
+        first = receipts[0]
+        at = first.index(b"Dossier :")
+        (root / "accuse-modifie.eml").write_bytes(first[:at] + b"d" + first[at + 1 :])
+        yield Files(inst, root / "original.eml", paths, root / "accuse-modifie.eml")
     finally:
         inst.stop()
-    assert len(receipts) == 2
-    (root / "original.eml").write_bytes(original)
-    paths = []
-    for n, data in enumerate(receipts, start=1):
-        (root / f"accuse-{n}.eml").write_bytes(data)
-        paths.append(root / f"accuse-{n}.eml")
-    # One byte of the signed French text changed (quoted-printable "Dossier").
-    first = receipts[0]
-    at = first.index(b"Dossier :")
-    (root / "accuse-modifie.eml").write_bytes(first[:at] + b"d" + first[at + 1 :])
-    yield Files(inst, root / "original.eml", paths, root / "accuse-modifie.eml")
-
-
-class PageServer:
-    """The HTTPS listener, serving /verifier, on an asyncio loop of its own thread."""
-
-    def __init__(self, inst: Instance) -> None:
-        self.inst = inst
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.handle: HttpsHandle | None = None
-
-    def start(self) -> int:
-        self.thread.start()
-        self.handle = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-        return self.handle.port
-
-    async def _start(self) -> HttpsHandle:
-        settings = load_settings(self.inst.root / "palais.toml")
-        ca = self.inst.root / str(self.inst.demo.get("evidence_ca", "pki/ca.pem"))
-        key = load_file_key(settings.evidence.certificate, settings.evidence.key)
-
-        def pdf(evidence: Any) -> bytes:
-            return receipt_pdf(evidence, key)
-
-        async def nobody(der: bytes) -> Identity:  # the page never asks who the client is
-            raise AssertionError("/verifier resolved a client certificate")
-
-        return await start_https(
-            host="127.0.0.1",
-            port=0,
-            cert=settings.tls.certificate,
-            key=settings.tls.key,
-            anchors=listener_anchors(settings, Listener.HTTPS),
-            crls=settings.trust.crls,
-            resolve_identity=nobody,
-            metrics=GatewayMetrics(),
-            log=logging.getLogger("palais.https"),
-            autoconfig={
-                "hostname": "localhost",
-                "imaps_port": 993,
-                "smtps_port": 465,
-                "domain": "palais.test",
-                "display_name": "Palais",
-            },
-            routes={PREFIX: verifier_route(load_certificates(ca), pdf)},
-        )
-
-    def stop(self) -> None:
-        if self.handle is not None:
-            asyncio.run_coroutine_threadsafe(self.handle.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
-def port(files: Files) -> Iterator[int]:
-    server = PageServer(files.inst)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def port(files: Files) -> int:
+    """The instance's own HTTPS listener: `palais serve` serves /verifier."""
+    return files.inst.port("https")
 
 
 @dataclass
