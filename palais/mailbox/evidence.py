@@ -296,18 +296,14 @@ def first_reads(
         if deposit.message_id in done:
             continue
         done.add(deposit.message_id)
-        evidence = deposit.evidence
-        time = max(now, deposit.delivered)
-        holders = tuple(dict.fromkeys((deposit.holder, mailbox)))
+        event = Event(
+            EventCode.PREMIERE_LECTURE, max(now, deposit.delivered), (Party.acting(reader),)
+        )
         orders.append(
-            ReceiptOrder(
-                events=(Event(EventCode.PREMIERE_LECTURE, time, (Party.acting(reader),)),),
-                sender=_party(evidence["sender"]),
-                holders=holders,
-                dossier=evidence["dossier"],
-                submitted=parse_timestamp(evidence["submission_time"]),
-                about=deposit.message_id,
-                message=_message(evidence["message"]),
+            _following(
+                deposit,
+                event,
+                holders=tuple(dict.fromkeys((deposit.holder, mailbox))),
                 first_read=(deposit.message_id, mailbox),
             )
         )
@@ -321,17 +317,9 @@ def registry_decision(
     a lawyer's message): accepted, or rejected with its reason. The sender holds it."""
     if not accepted and not (reason and reason.strip()):
         raise InvalidMessage("A rejection states its reason", reason="rejection without reason")
-    evidence = deposit.evidence
     code = EventCode.ACCEPTATION_GREFFE if accepted else EventCode.REJET_GREFFE
-    return ReceiptOrder(
-        events=(Event(code, max(now, deposit.delivered), (Party.acting(registry),), reason),),
-        sender=_party(evidence["sender"]),
-        holders=(deposit.holder,),
-        dossier=evidence["dossier"],
-        submitted=parse_timestamp(evidence["submission_time"]),
-        about=deposit.message_id,
-        message=_message(evidence["message"]),
-    )
+    parties = (Party.acting(registry),)
+    return _following(deposit, Event(code, max(now, deposit.delivered), parties, reason))
 
 
 def non_delivery_of(
@@ -340,21 +328,33 @@ def non_delivery_of(
     """The receipt of a filed message that could not reach these recipients
     (a court system that refused it, say): a non-remise, to the sender."""
     if not reason.strip():
-        from palais.mailbox.errors import InvalidMessage
-
         raise InvalidMessage(
             "A non-delivery states its reason", reason="non-delivery without reason"
         )
-    evidence = deposit.evidence
     parties = tuple(Party.mailbox_of(r) for r in recipients)
+    event = Event(EventCode.NON_REMISE, max(now, deposit.delivered), parties, reason)
+    return _following(deposit, event)
+
+
+def _following(
+    deposit: Deposit,
+    event: Event,
+    *,
+    holders: tuple[str, ...] | None = None,
+    first_read: tuple[int, str] | None = None,
+) -> ReceiptOrder:
+    """A receipt of a later event of a filed message: the deposit's facts again
+    (sender, dossier, message, submission time), held by the sender's mailbox."""
+    evidence = deposit.evidence
     return ReceiptOrder(
-        events=(Event(EventCode.NON_REMISE, max(now, deposit.delivered), parties, reason),),
+        events=(event,),
         sender=_party(evidence["sender"]),
-        holders=(deposit.holder,),
+        holders=holders or (deposit.holder,),
         dossier=evidence["dossier"],
         submitted=parse_timestamp(evidence["submission_time"]),
         about=deposit.message_id,
         message=_message(evidence["message"]),
+        first_read=first_read,
     )
 
 

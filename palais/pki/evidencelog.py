@@ -35,11 +35,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from palais.mailbox.evidence import GENESIS, canonical_json, parse_timestamp, timestamp
 from palais.pki.merkle import Frontier, inclusion_ranges, leaf_hash, verify_inclusion
-from palais.pki.signing import EvidenceKey, certificate_sha256, verify_signature
+from palais.pki.signing import (
+    EvidenceKey,
+    certificate_sha256,
+    issued_by,
+    valid_at,
+    verify_signature,
+)
 
 TREE_HEAD_VERSION: Final = 1
 LOG_NAME: Final = "palais-evidence"
@@ -425,7 +430,7 @@ def _check_chain(
         if chain[-1] == anchor and len(chain) > 1:
             chain.pop()
         for cert, issuer in zip(chain, [*chain[1:], anchor], strict=True):
-            if not _issued_by(cert, issuer):
+            if not issued_by(cert, issuer):
                 problems.add(
                     ProblemCode.CHAIN_UNTRUSTED,
                     f"Le certificat « {cert.subject.rfc4514_string()} » n'est pas émis par"
@@ -443,7 +448,7 @@ def _check_chain(
     # certified when it signed. Without an anchor, only the evidence
     # certificate itself is judged.
     for cert in chain if anchor is not None else chain[:1]:
-        outside = [t for t in times if not _valid_at(cert, t)]
+        outside = [t for t in times if not valid_at(cert, t)]
         if outside:
             problems.add(
                 ProblemCode.CERTIFICATE_NOT_VALID,
@@ -455,24 +460,6 @@ def _check_chain(
                 f" was not valid at {timestamp(outside[0])}, when a tree head was signed.",
                 CERTIFICATES_FILE,
             )
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    if not constraints.ca:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _valid_at(cert: x509.Certificate, when: datetime) -> bool:
-    return cert.not_valid_before_utc <= when <= cert.not_valid_after_utc
 
 
 def verify_log(directory: Path, trust_anchor: x509.Certificate | None = None) -> LogVerdict:

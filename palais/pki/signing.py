@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -96,6 +97,30 @@ class FileKey:
                 "The evidence service cannot sign now, please try again later",
                 reason=f"evidence key file failed to sign: {type(error).__name__}",
             ) from error
+
+
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True if ``issuer`` is a CA certificate whose key signed ``cert``."""
+    from cryptography.exceptions import InvalidSignature
+
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    if not constraints.ca:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def valid_at(cert: x509.Certificate, when: datetime) -> bool:
+    """True if ``when`` lies within the certificate's validity."""
+    return cert.not_valid_before_utc <= when <= cert.not_valid_after_utc
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

@@ -54,7 +54,6 @@ from typing import Any, Final
 import pydantic
 from asn1crypto import cms, tsp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from palais.mailbox.evidence import (
@@ -66,7 +65,7 @@ from palais.mailbox.evidence import (
 )
 from palais.mailbox.message import normalize_line_endings
 from palais.pki.evidence_model import Evidence
-from palais.pki.signing import certificate_sha256, verify_signature
+from palais.pki.signing import certificate_sha256, issued_by, valid_at, verify_signature
 
 __all__ = [
     "ExitStatus",
@@ -483,22 +482,6 @@ def _names_signer(attribute: tsp.SigningCertificateV2, signer: x509.Certificate)
 # -- the chain ----------------------------------------------------------------------
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    if not constraints.ca:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def _chain(
     signer: x509.Certificate,
     carried: Sequence[x509.Certificate],
@@ -511,20 +494,16 @@ def _chain(
         for anchor in anchors:
             if current == anchor:
                 return path
-            if _issued_by(current, anchor):
+            if issued_by(current, anchor):
                 return [*path, anchor]
         step = next(
-            (c for c in carried if c not in path and _issued_by(current, c)),
+            (c for c in carried if c not in path and issued_by(current, c)),
             None,
         )
         if step is None:
             return None
         path.append(step)
     return None
-
-
-def _valid_at(cert: x509.Certificate, when: datetime) -> bool:
-    return cert.not_valid_before_utc <= when <= cert.not_valid_after_utc
 
 
 def _may_sign(cert: x509.Certificate) -> bool:
@@ -990,7 +969,7 @@ def _check_chain(run: _Run, signature: _Cms, anchors: Sequence[x509.Certificate]
         )
     # At the signing time, not today's: a receipt outlives the certificate
     # that signed it, and what matters is that the key was certified then.
-    outside = [c for c in path if not _valid_at(c, when)]
+    outside = [c for c in path if not valid_at(c, when)]
     if outside:
         cert = outside[0]
         begin, end = cert.not_valid_before_utc.isoformat(), cert.not_valid_after_utc.isoformat()

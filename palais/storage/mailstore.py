@@ -7,7 +7,7 @@ it commits whole or not at all, with whatever records the plan carries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -17,7 +17,13 @@ from palais.mailbox.boxes import parse_box_name
 from palais.mailbox.deletion import plan_expunge, plan_move
 from palais.mailbox.drafts import SentCopy, addresses_written_to, plan_append
 from palais.mailbox.errors import NoSuchMailbox, PalaisError, TemporaryFailure
-from palais.mailbox.evidence import ReceiptOrder, first_reads, non_delivery_of, registry_decision
+from palais.mailbox.evidence import (
+    Deposit,
+    ReceiptOrder,
+    first_reads,
+    non_delivery_of,
+    registry_decision,
+)
 from palais.mailbox.filing import FilingPlan, resend_of
 from palais.mailbox.flags import check_storable, newly_read, plan_flag_change
 from palais.mailbox.identity import Identity
@@ -255,25 +261,27 @@ class MailStore(MailReads):
     ) -> int:
         """The registry's decision on a filed message, with its receipt to the
         sender (acceptation or rejet greffe); the receipt's log position."""
-        receipts = self._receipts_writer()
-        now = datetime.now(UTC)
-
-        def work(conn: Connection, ctx: WriteContext) -> int:
-            found = deposits(conn, [message])
-            if not found:
-                raise NoSuchMailbox(
-                    "No such message", reason=f"registry decision on unfiled message {message}"
-                )
-            order = registry_decision(registry, found[0], accepted=accepted, reason=reason, now=now)
-            return receipts.write(conn, ctx, order)
-
-        return await self._writer.submit(work)
+        return await self._later_event(
+            message,
+            lambda deposit, now: registry_decision(
+                registry, deposit, accepted=accepted, reason=reason, now=now
+            ),
+        )
 
     async def record_non_delivery(
-        self, who: Identity, message: int, recipients: Sequence[str], *, reason: str
+        self, message: int, recipients: Sequence[str], *, reason: str
     ) -> int:
         """That a filed message could not reach these recipients, with its receipt
         to the sender (non-remise); the receipt's log position."""
+        return await self._later_event(
+            message,
+            lambda deposit, now: non_delivery_of(deposit, recipients, reason=reason, now=now),
+        )
+
+    async def _later_event(
+        self, message: int, plan: Callable[[Deposit, datetime], ReceiptOrder]
+    ) -> int:
+        """The receipt ``plan`` orders from the deposit of a filed message."""
         receipts = self._receipts_writer()
         now = datetime.now(UTC)
 
@@ -281,10 +289,9 @@ class MailStore(MailReads):
             found = deposits(conn, [message])
             if not found:
                 raise NoSuchMailbox(
-                    "No such message", reason=f"non-delivery of unfiled message {message}"
+                    "No such message", reason=f"receipt about unfiled message {message}"
                 )
-            order = non_delivery_of(found[0], recipients, reason=reason, now=now)
-            return receipts.write(conn, ctx, order)
+            return receipts.write(conn, ctx, plan(found[0], now))
 
         return await self._writer.submit(work)
 

@@ -291,7 +291,7 @@ def test_registry_decisions_and_non_delivery_reach_the_sender(store: Storage) ->
         with pytest.raises(InvalidMessage):
             await store.mail.record_registry_decision(CLERK, filed.message_id, accepted=False)
         await store.mail.record_non_delivery(
-            ME, filed.message_id, ["portalis@x.test"], reason="refusé par le système"
+            filed.message_id, ["portalis@x.test"], reason="refusé par le système"
         )
 
     asyncio.run(decide())
