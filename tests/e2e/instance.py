@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import random
@@ -159,8 +160,50 @@ class Instance:
         ) as s:
             assert s.send_message(msg) == {}
 
+    def imap(self, who: str) -> imaplib.IMAP4_SSL:
+        """An IMAP session of ``who``, authenticated by its certificate (EXTERNAL)."""
+        imap = imaplib.IMAP4_SSL(
+            "localhost", self.port("imaps"), ssl_context=self.client_context(who), timeout=30
+        )
+        imap.authenticate("EXTERNAL", lambda _: b"")
+        return imap
+
+    def exchange_with_receipts(
+        self, subject: str, body: str, attachment: bytes, filename: str
+    ) -> tuple[bytes, list[bytes]]:
+        """avocat1 sends a message with a PDF attachment to the dossier (SMTPS),
+        greffier1 reads it (IMAP FETCH BODY[]: its first reading), and avocat1
+        fetches over IMAP what it holds: the message as filed in Envoyés, and
+        its receipts (deposit-and-delivery, then first read)."""
+        msg = EmailMessage()
+        msg["From"] = self.address("avocat1")
+        msg["To"] = self.dossier["address"]
+        msg["Subject"] = f"[{self.dossier['number']}] {subject}"
+        msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
+        msg.set_content(body)
+        msg.add_attachment(attachment, maintype="application", subtype="pdf", filename=filename)
+        with smtplib.SMTP_SSL(
+            "localhost", self.port("smtps"), context=self.client_context("avocat1"), timeout=10
+        ) as smtp:
+            assert smtp.send_message(msg) == {}
+        clerk = self.imap("greffier1")
+        assert clerk.select("INBOX")[0] == "OK"
+        assert clerk.fetch("1", "(BODY[])")[0] == "OK"
+        clerk.logout()
+        lawyer = self.imap("avocat1")
+        (original,) = _fetch_all(lawyer, '"Envoy&AOk-s"')
+        receipts = _fetch_all(lawyer, '"Accus&AOk-s de r&AOk-ception"')
+        lawyer.logout()
+        return original, receipts
+
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def _fetch_all(imap: imaplib.IMAP4_SSL, box: str) -> list[bytes]:
+    assert imap.select(box, readonly=True)[0] == "OK"
+    _, data = imap.fetch("1:*", "(BODY.PEEK[])")
+    return [item[1] for item in data if isinstance(item, tuple)]
 
 
 def create_instance(

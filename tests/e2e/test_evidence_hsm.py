@@ -4,7 +4,6 @@ no message accepted while it cannot sign (451 4.3.0), accepted again once it is 
 from __future__ import annotations
 
 import hashlib
-import imaplib
 import json
 import smtplib
 import sqlite3
@@ -93,10 +92,7 @@ def test_receipts_are_signed_on_the_token_and_its_absence_stops_acceptance(
 
         # The receipt avocat1 reads over IMAP is signed by the token's key:
         # openssl checks it against the token certificate's CA.
-        with imaplib.IMAP4_SSL(
-            "localhost", inst.port("imaps"), ssl_context=inst.client_context("avocat1")
-        ) as imap:
-            imap.authenticate("EXTERNAL", lambda _: b"")
+        with inst.imap("avocat1") as imap:
             assert imap.select('"Accus&AOk-s de r&AOk-ception"')[0] == "OK"
             _, data = imap.fetch("1", "(BODY.PEEK[])")
         first = data[0]

@@ -9,24 +9,18 @@ the command checks each, and refuses each kind of tampering with its status.
 from __future__ import annotations
 
 import base64
-import imaplib
 import json
 import os
-import smtplib
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.instance import Instance, create_instance
 
-RECEIPTS_BOX = '"Accus&AOk-s de r&AOk-ception"'
-SENT_BOX = '"Envoy&AOk-s"'
 ATTACHMENT = b"%PDF-1.4\n% conclusions d'appel\n" + bytes(range(256)) * 4
 
 
@@ -42,47 +36,18 @@ class Fetched:
         return self.inst.root / str(self.inst.demo.get("evidence_ca", "pki/ca.pem"))
 
 
-def _imap(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
-    imap = imaplib.IMAP4_SSL("localhost", inst.port("imaps"), ssl_context=inst.client_context(who))
-    imap.authenticate("EXTERNAL", lambda _: b"")
-    return imap
-
-
-def _fetch_all(imap: imaplib.IMAP4_SSL, box: str) -> list[bytes]:
-    assert imap.select(box, readonly=True)[0] == "OK"
-    _, data = imap.fetch("1:*", "(BODY.PEEK[])")
-    return [item[1] for item in data if isinstance(item, tuple)]
-
-
 @pytest.fixture(scope="module")
 def fetched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fetched]:
     root = tmp_path_factory.mktemp("receipts-cli")
     inst = create_instance(root / "i")
     inst.start()
     try:
-        msg = EmailMessage()
-        msg["From"] = inst.address("avocat1")
-        msg["To"] = inst.dossier["address"]
-        msg["Subject"] = f"[{inst.dossier['number']}] Conclusions d'appel"
-        msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
-        msg.set_content("Bonjour,\nveuillez trouver nos conclusions.\n")
-        msg.add_attachment(
-            ATTACHMENT, maintype="application", subtype="pdf", filename="conclusions.pdf"
+        original, receipts = inst.exchange_with_receipts(
+            "Conclusions d'appel",
+            "Bonjour,\nveuillez trouver nos conclusions.\n",
+            ATTACHMENT,
+            "conclusions.pdf",
         )
-        with smtplib.SMTP_SSL(
-            "localhost", inst.port("smtps"), context=inst.client_context("avocat1"), timeout=10
-        ) as smtp:
-            assert smtp.send_message(msg) == {}
-
-        clerk = _imap(inst, "greffier1")
-        assert clerk.select("INBOX")[0] == "OK"
-        assert clerk.fetch("1", "(BODY[])")[0] == "OK"  # the first read: a read receipt
-        clerk.logout()
-
-        lawyer = _imap(inst, "avocat1")
-        (original,) = _fetch_all(lawyer, SENT_BOX)
-        receipts = _fetch_all(lawyer, RECEIPTS_BOX)
-        lawyer.logout()
         assert len(receipts) == 2, "a deposit-and-delivery receipt and a read receipt"
         (root / "original.eml").write_bytes(original)
         paths = []

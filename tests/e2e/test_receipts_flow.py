@@ -32,14 +32,6 @@ def palais(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
         inst.stop()
 
 
-def _imap(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
-    imap = imaplib.IMAP4_SSL(
-        "localhost", inst.port("imaps"), ssl_context=inst.client_context(who), timeout=30
-    )
-    imap.authenticate("EXTERNAL", lambda _: b"")
-    return imap
-
-
 def _events(inst: Instance) -> list[tuple[str, int]]:
     with sqlite3.connect(inst.root / "palais.db") as db:
         return [(str(e), int(a)) for e, a in db.execute("SELECT events, about FROM evidence_log")]
@@ -59,7 +51,7 @@ def test_two_sessions_of_a_service_reading_at_once_cause_one_read_receipt_each(
     before = len(_events(palais))
     for n in range(12):
         palais.submit(f"Pièce {n}")
-    readers = [_imap(palais, "greffier1"), _imap(palais, "greffier1")]
+    readers = [palais.imap("greffier1"), palais.imap("greffier1")]
     for imap in readers:
         assert imap.select("INBOX")[0] == "OK"
     start = threading.Barrier(len(readers))
@@ -91,12 +83,12 @@ def test_two_sessions_of_a_service_reading_at_once_cause_one_read_receipt_each(
 def test_the_sender_finds_signed_receipts_in_its_boxes_and_the_reader_keeps_a_copy(
     palais: Instance, tmp_path: Path
 ) -> None:
-    sender = _imap(palais, "avocat1")
+    sender = palais.imap("avocat1")
     number = palais.dossier["number"]
     in_dossier = f'"Dossiers/{number}/Accus&AOk-s de r&AOk-ception"'
     before = (_count(sender, ACCUSES), _count(sender, in_dossier))
     palais.submit("Demande de renvoi")
-    reader = _imap(palais, "greffier1")
+    reader = palais.imap("greffier1")
     reader_before = _count(reader, ACCUSES)
     reader.select("INBOX")
     typ, found = reader.search(None, "UNSEEN")

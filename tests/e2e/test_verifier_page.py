@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import base64
 import http.client
-import imaplib
-import smtplib
 import ssl
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -50,45 +47,15 @@ class Files:
     tampered: Path
 
 
-def _imap(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
-    imap = imaplib.IMAP4_SSL("localhost", inst.port("imaps"), ssl_context=inst.client_context(who))
-    imap.authenticate("EXTERNAL", lambda _: b"")
-    return imap
-
-
-def _fetch_all(imap: imaplib.IMAP4_SSL, box: str) -> list[bytes]:
-    assert imap.select(box, readonly=True)[0] == "OK"
-    _, data = imap.fetch("1:*", "(BODY.PEEK[])")
-    return [item[1] for item in data if isinstance(item, tuple)]
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Files]:
     root = tmp_path_factory.mktemp("verifier-page")
     inst = create_instance(root / "i")
     inst.start()
     try:
-        msg = EmailMessage()
-        msg["From"] = inst.address("avocat1")
-        msg["To"] = inst.dossier["address"]
-        msg["Subject"] = f"[{inst.dossier['number']}] {SUBJECT_TAIL}"
-        msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
-        msg.set_content("Bonjour,\nle bordereau est joint.\n")
-        msg.add_attachment(
-            ATTACHMENT, maintype="application", subtype="pdf", filename="bordereau.pdf"
+        original, receipts = inst.exchange_with_receipts(
+            SUBJECT_TAIL, "Bonjour,\nle bordereau est joint.\n", ATTACHMENT, "bordereau.pdf"
         )
-        with smtplib.SMTP_SSL(
-            "localhost", inst.port("smtps"), context=inst.client_context("avocat1"), timeout=10
-        ) as smtp:
-            assert smtp.send_message(msg) == {}
-        clerk = _imap(inst, "greffier1")
-        assert clerk.select("INBOX")[0] == "OK"
-        assert clerk.fetch("1", "(BODY[])")[0] == "OK"
-        clerk.logout()
-        lawyer = _imap(inst, "avocat1")
-        (original,) = _fetch_all(lawyer, '"Envoy&AOk-s"')
-        receipts = _fetch_all(lawyer, '"Accus&AOk-s de r&AOk-ception"')
-        lawyer.logout()
         assert len(receipts) == 2
         (root / "original.eml").write_bytes(original)
         paths = []
