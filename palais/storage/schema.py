@@ -206,6 +206,62 @@ class FirstRead(Base):
     position: Mapped[int] = mapped_column(BigInteger)
 
 
+class TrustAnchor(Base):
+    """A CA certificate trusted for one community's clients: an anchor, or an
+    intermediate that chains to one. Removed ones are kept, dated."""
+
+    __tablename__ = "trust_anchor"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    community: Mapped[str] = mapped_column(String(32))  # TrustCommunity
+    kind: Mapped[str] = mapped_column(String(16))  # "anchor" or "intermediate"
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the DER
+    subject: Mapped[str] = mapped_column(Text)
+    pem: Mapped[str] = mapped_column(Text)
+    added: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    removed: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TrustCrl(Base):
+    """The newest CRL in force for one CA (by the CA certificate's fingerprint)."""
+
+    __tablename__ = "trust_crl"
+    issuer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pem: Mapped[str] = mapped_column(Text)
+    number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # cRLNumber
+    this_update: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_update: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    fetched: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(Text)  # "import:<file name>" or the URL fetched
+
+
+class TrustState(Base):
+    """One row (id 1): bumped by every change to anchors or CRLs, so that every
+    node (and every listener of a node) rebuilds what it trusts."""
+
+    __tablename__ = "trust_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEvent(Base):
+    """The append-only audit log: what operators changed, and what was refused."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_at", "at"),
+        Index("ix_audit_event_subject", "subject"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(320))  # an address, or "operator:<login>"
+    action: Mapped[str] = mapped_column(String(64))  # e.g. trust-added, connection-refused
+    subject: Mapped[str | None] = mapped_column(String(320), nullable=True)  # account, CA...
+    listener: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    peer: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__
