@@ -126,6 +126,11 @@ class LimitsSection:
     # EHLO on SMTP (before EHLO on SMTPS); from the handshake to LOGIN or
     # AUTHENTICATE on IMAPS.
     preauth_timeout: float = 30.0
+    # Seconds between two checks of every open authenticated session against
+    # the trust and the directory in force (revoked or expired certificate,
+    # deactivated account). 30 s cuts a session within a minute, even one
+    # whose command was still running at the first check.
+    session_check_interval: float = 30.0
 
 
 LOG_FORMATS = ("text", "json")
@@ -241,6 +246,8 @@ def load_settings(path: Path) -> Settings:
         sections[name] = dataclasses.replace(sections[name], **kwargs)
     if sections["instance"].event_loop not in EVENT_LOOPS:
         raise ConfigError(f"{path}: [instance] event_loop must be one of {', '.join(EVENT_LOOPS)}")
+    if sections["limits"].session_check_interval <= 0:
+        raise ConfigError(f"{path}: [limits] session_check_interval must be positive")
     if sections["log"].format not in LOG_FORMATS:
         raise ConfigError(f"{path}: [log] format must be one of {', '.join(LOG_FORMATS)}")
     return Settings(path=path, **sections)
