@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ DO = schema.table(schema.Dossier)
 PA = schema.table(schema.Participation)
 
 log = logging.getLogger("palais.storage.directory")
+_STANDING_CHUNK = 900  # certificates per statement in standing()
 T = TypeVar("T")
 
 
@@ -196,6 +197,35 @@ class Directory:
                 )
             )
         return enrolment, enrolment.identity(cert)
+
+    # -- open sessions ---------------------------------------------------------
+
+    async def standing(self, fingerprints: Collection[str]) -> dict[str, tuple[int, bool]]:
+        """For each certificate still linked to an account: (account id, active).
+
+        A certificate linked to no account is absent. Read fresh, never from
+        the identity cache: the session watcher asks this for all the open
+        sessions together once per check, and must see a deactivation now.
+        """
+        wanted = sorted(set(fingerprints))
+        if not wanted:
+            return {}
+        return await asyncio.to_thread(self._standing, wanted)
+
+    def _standing(self, wanted: list[str]) -> dict[str, tuple[int, bool]]:
+        found: dict[str, tuple[int, bool]] = {}
+        with self._reader.connect() as conn:
+            # One statement per chunk: SQLite builds before 3.32 cap a
+            # statement's parameters at 999.
+            for start in range(0, len(wanted), _STANDING_CHUNK):
+                rows = conn.execute(
+                    select(CE.c.fingerprint, AC.c.id, AC.c.active)
+                    .join(AC, AC.c.id == CE.c.account_id)
+                    .where(CE.c.fingerprint.in_(wanted[start : start + _STANDING_CHUNK]))
+                )
+                for row in rows:
+                    found[row.fingerprint] = (int(row.id), bool(row.active))
+        return found
 
     # -- addresses -----------------------------------------------------------
 
