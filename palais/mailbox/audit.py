@@ -11,7 +11,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
+
+from palais.mailbox.errors import ErrorKind
 
 
 class AuditAction(enum.StrEnum):
@@ -34,6 +36,23 @@ class AuditAction(enum.StrEnum):
     COMMAND_REFUSED = "command-refused"
     SESSION_CLOSED = "session-closed"
 
+
+# The domain refusals of a command that the audit log keeps: the ones that
+# say no to someone. A box that does not exist, a conditional STORE whose
+# condition failed, or a temporary failure are everyday protocol answers.
+AUDITED_REFUSALS: Final = frozenset(
+    {
+        ErrorKind.REFUSED,
+        ErrorKind.UNKNOWN_RECIPIENT,
+        ErrorKind.SENDER_MISMATCH,
+        ErrorKind.NOT_ALLOWED,
+        ErrorKind.AUTHENTICATION_REQUIRED,
+        ErrorKind.AUTHORIZATION_FAILED,
+        ErrorKind.INVALID_MESSAGE,
+        ErrorKind.MESSAGE_TOO_BIG,
+        ErrorKind.NOT_POSSIBLE,
+    }
+)
 
 # Who acted when nobody identified did: the gateway itself refusing a peer.
 GATEWAY_ACTOR = "gateway"
