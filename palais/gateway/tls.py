@@ -29,6 +29,8 @@ from collections.abc import Callable
 from typing import Any, Final, cast
 
 from palais.gateway.admission import Gate, Ticket, peer_text
+from palais.gateway.audit import connection_refused
+from palais.mailbox.audit import RefusalAudit
 
 __all__ = [
     "TLS_ABORTED",
@@ -63,10 +65,17 @@ _REFUSALS: Final = frozenset({TLS_CERTIFICATE, TLS_NO_CERTIFICATE, TLS_PROTOCOL,
 FailureCallback = Callable[[str, str, Any], None]
 
 
-def refusal_logger(log: logging.Logger, listener: str) -> FailureCallback:
-    """One log line per handshake that did not complete, with peer and reason."""
+def refusal_logger(
+    log: logging.Logger, listener: str, audit: RefusalAudit | None = None
+) -> FailureCallback:
+    """One log line per handshake that did not complete, with peer and reason;
+    one audit event per refusal (not when the client just left)."""
 
     def on_failure(word: str, detail: str, peer: Any) -> None:
+        if word in _REFUSALS:
+            connection_refused(
+                audit, listener=listener, peer=peer, reason=detail, outcome=f"tls-{word}"
+            )
         log.info(
             "connection listener=%s peer=%s decision=%s outcome=tls-%s reason=%s",
             listener,
