@@ -10,18 +10,19 @@ loaded in a long-lived TLS context may be older than the operator's latest.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -37,7 +38,10 @@ __all__ = [
     "CertificateRefused",
     "TrustAnchors",
     "TrustConfigError",
+    "TrustedCa",
 ]
+
+_log = logging.getLogger("palais.trust")
 
 
 class CertificateRefused(Exception):
@@ -100,19 +104,32 @@ _SIGNING_KEYS: Final = (
 
 
 @dataclass(frozen=True, slots=True)
+class TrustedCa:
+    """A CA certificate as the operator stored it: which community it vouches
+    for, and whether it is an anchor or an intermediate under one."""
+
+    community: TrustCommunity
+    pem: bytes
+    intermediate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class _Anchor:
     group: TrustCommunity
     cert: x509.Certificate
     label: str  # the anchor's subject, for log reasons
     not_before: datetime
     not_after: datetime
+    parent: _Anchor | None = None  # the CA above an intermediate
+    fingerprint: str = ""  # SHA-256 of the DER, as trust_anchor.fingerprint
 
 
 @dataclass(frozen=True, slots=True)
 class _Revocations:
     revoked: frozenset[int]
     next_update: datetime
-    source: Path
+    source: str
+    crl: x509.CertificateRevocationList
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +151,20 @@ class _Verified:
 class _Snapshot:
     by_issuer: Mapping[x509.Name, tuple[_Anchor, ...]]
     revocations: Mapping[int, _Revocations]  # keyed by id() of the _Anchor
+    anchors: tuple[_Anchor, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 class TrustAnchors:
     """The client-trusted CAs, one or more per community, and their CRLs.
 
-    Files are read once and parsed results cached; ``reload()`` re-reads the
-    same paths after an operator replaced a CRL or an anchor, atomically: on
-    error the previous state stays in force.
+    Built from files (``palais.toml`` [trust]) or from stored PEM data
+    (:meth:`from_pem`, what the database holds). Parsed results are cached;
+    ``reload()`` re-reads the same files after an operator replaced a CRL or
+    an anchor, atomically: on error the previous state stays in force.
+
+    A CRL past its nextUpdate is still used for ``crl_grace`` (a warning is
+    logged once), then every client of its CA is refused: fail closed.
     """
 
     def __init__(
@@ -150,13 +173,51 @@ class TrustAnchors:
         crls: Sequence[Path],
         *,
         cache_size: int = _DEFAULT_CACHE_SIZE,
+        crl_grace: timedelta = timedelta(0),
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._setup(anchors, crls, cache_size, crl_grace, clock)
+        self._snapshot = _load(self._anchor_paths, self._crl_paths)
+
+    def _setup(
+        self,
+        anchors: Mapping[TrustCommunity, Path],
+        crls: Sequence[Path],
+        cache_size: int,
+        crl_grace: timedelta,
+        clock: Callable[[], datetime] | None,
     ) -> None:
         self._anchor_paths = {TrustCommunity(group): Path(p) for group, p in anchors.items()}
         self._crl_paths = tuple(Path(p) for p in crls)
         self._cache_size = cache_size
+        self._crl_grace = crl_grace
+        self._clock = clock if clock is not None else _utcnow
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
-        self._snapshot = _load(self._anchor_paths, self._crl_paths)
+        self._warned: set[tuple[str, datetime]] = set()
+
+    @classmethod
+    def from_pem(
+        cls,
+        cas: Sequence[TrustedCa],
+        crls: Sequence[tuple[str, bytes]],
+        *,
+        cache_size: int = _DEFAULT_CACHE_SIZE,
+        crl_grace: timedelta = timedelta(0),
+        clock: Callable[[], datetime] | None = None,
+    ) -> TrustAnchors:
+        """Anchors from stored data: CA certificates and (source, CRL) pairs.
+
+        Unlike the file constructor, which refuses to start on any doubt,
+        this one is lenient per CA and fails closed: an unusable CA is left
+        out, a CA without a usable CRL has its clients refused, and
+        ``problems`` says why. One bad row must not keep an operator's
+        removal or a new CRL from taking effect for everyone else.
+        """
+        self = cls.__new__(cls)
+        self._setup({}, (), cache_size, crl_grace, clock)
+        self._snapshot = _build_from_pem(cas, crls)
+        return self
 
     @property
     def anchor_paths(self) -> tuple[Path, ...]:
@@ -167,18 +228,62 @@ class TrustAnchors:
     def crl_paths(self) -> tuple[Path, ...]:
         return self._crl_paths
 
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Why stored CAs or CRLs were left out (from_pem only), for the log."""
+        return self._current().problems
+
+    def ca_pems(self, communities: Iterable[TrustCommunity] | None = None) -> list[bytes]:
+        """The PEM of every CA in use (of ``communities``), for a TLS context."""
+        wanted = None if communities is None else frozenset(communities)
+        return [
+            a.cert.public_bytes(serialization.Encoding.PEM)
+            for a in self._current().anchors
+            if wanted is None or a.group in wanted
+        ]
+
+    def crl_pems(self) -> list[bytes]:
+        """The PEM of every CRL in force, for a TLS context."""
+        return [
+            r.crl.public_bytes(serialization.Encoding.PEM)
+            for r in self._current().revocations.values()
+        ]
+
+    def stale_crls(self, now: datetime | None = None) -> tuple[frozenset[str], frozenset[str]]:
+        """(CAs whose CRL is past nextUpdate but within the grace, CAs beyond it).
+
+        The TLS layer cannot apply a grace itself (OpenSSL refuses a CRL past
+        nextUpdate at once), so the listeners' contexts are rebuilt when the
+        first set changes; see palais.pki.tls.server_context_from_pem.
+        """
+        when = now if now is not None else self._clock()
+        snapshot = self._current()
+        grace, beyond = set(), set()
+        for anchor in snapshot.anchors:
+            revocations = snapshot.revocations.get(id(anchor))
+            if revocations is None or when <= revocations.next_update:
+                continue
+            if when <= revocations.next_update + self._crl_grace:
+                grace.add(anchor.fingerprint)
+            else:
+                beyond.add(anchor.fingerprint)
+        return frozenset(grace), frozenset(beyond)
+
     def reload(self) -> None:
         snapshot = _load(self._anchor_paths, self._crl_paths)
         with self._lock:
             self._snapshot = snapshot
             self._cache.clear()
 
+    def _current(self) -> _Snapshot:
+        return self._snapshot
+
     def identify(self, der: bytes, *, now: datetime | None = None) -> CertificateIdentity:
         """The identity a client certificate (DER) proves, or CertificateRefused."""
-        when = now if now is not None else datetime.now(UTC)
+        when = now if now is not None else self._clock()
         fingerprint = hashlib.sha256(der).hexdigest()
         with self._lock:
-            snapshot = self._snapshot
+            snapshot = self._current()
             verified = self._cache.get(fingerprint)
             if verified is not None:
                 self._cache.move_to_end(fingerprint)
@@ -192,46 +297,48 @@ class TrustAnchors:
                     self._cache[fingerprint] = verified
                     while len(self._cache) > self._cache_size:
                         self._cache.popitem(last=False)
-        _check_time_and_revocation(verified, snapshot, when)
+        _check_time_and_revocation(verified, snapshot, when, self._crl_grace, self._warn_stale)
         return verified.identity
+
+    def _warn_stale(self, anchor: _Anchor, revocations: _Revocations) -> None:
+        key = (anchor.fingerprint, revocations.next_update)
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        _log.warning(
+            "CRL %s for %s is past its nextUpdate (%s): still used during the grace of %ds",
+            revocations.source,
+            anchor.label,
+            revocations.next_update.isoformat(),
+            int(self._crl_grace.total_seconds()),
+        )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _load(anchor_paths: Mapping[TrustCommunity, Path], crl_paths: Sequence[Path]) -> _Snapshot:
+    """From files: strict, any doubt is a TrustConfigError (refuse to start)."""
     anchors: list[_Anchor] = []
     for group, path in anchor_paths.items():
         for cert in _read_certificates(path):
-            _check_is_ca(cert, path)
-            anchors.append(
-                _Anchor(
-                    group=group,
-                    cert=cert,
-                    label=cert.subject.rfc4514_string(_NAME_LABELS),
-                    not_before=cert.not_valid_before_utc,
-                    not_after=cert.not_valid_after_utc,
-                )
-            )
+            _check_is_ca(cert, str(path))
+            anchors.append(_anchor(group, cert))
     if not anchors:
         raise TrustConfigError("no trust anchors configured")
     seen: dict[bytes, _Anchor] = {}
     for anchor in anchors:
-        spki = anchor.cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        other = seen.get(spki)
+        other = seen.get(_spki(anchor.cert))
         if other is not None and other.group is not anchor.group:
             # One key vouching for two communities would make the role depend
             # on load order.
             raise TrustConfigError(
                 f"anchor {anchor.label} is configured for both {other.group} and {anchor.group}"
             )
-        seen[spki] = anchor
-
-    by_issuer: dict[x509.Name, tuple[_Anchor, ...]] = {}
-    for anchor in anchors:
-        by_issuer[anchor.cert.subject] = (
-            *by_issuer.get(anchor.cert.subject, ()),
-            anchor,
-        )
+        seen[_spki(anchor.cert)] = anchor
+    by_issuer = _by_subject(anchors)
 
     latest: dict[int, tuple[x509.CertificateRevocationList, Path]] = {}
     for path in crl_paths:
@@ -257,12 +364,150 @@ def _load(anchor_paths: Mapping[TrustCommunity, Path], crl_paths: Sequence[Path]
         next_update = crl.next_update_utc
         if next_update is None:
             raise TrustConfigError(f"CRL {path} has no nextUpdate")
-        revocations[id(anchor)] = _Revocations(
-            revoked=frozenset(entry.serial_number for entry in crl),
-            next_update=next_update,
-            source=path,
-        )
-    return _Snapshot(by_issuer=by_issuer, revocations=revocations)
+        revocations[id(anchor)] = _revocations(crl, next_update, str(path))
+    return _Snapshot(by_issuer=by_issuer, revocations=revocations, anchors=tuple(anchors))
+
+
+def _build_from_pem(cas: Sequence[TrustedCa], crls: Sequence[tuple[str, bytes]]) -> _Snapshot:
+    """From stored data: lenient per CA, failing closed (see TrustAnchors.from_pem)."""
+    problems: list[str] = []
+    parsed: list[tuple[TrustedCa, x509.Certificate]] = []
+    for ca in cas:
+        try:
+            (cert,) = x509.load_pem_x509_certificates(ca.pem)
+            _check_is_ca(cert, f"stored {ca.community} CA")
+        except (ValueError, TrustConfigError) as exc:
+            problems.append(f"stored {ca.community} CA left out: {exc}")
+            continue
+        parsed.append((ca, cert))
+    # A key stored for two communities: both left out, the role would
+    # otherwise depend on row order.
+    groups: dict[bytes, set[TrustCommunity]] = {}
+    for ca, cert in parsed:
+        groups.setdefault(_spki(cert), set()).add(ca.community)
+    roots: list[_Anchor] = []
+    pending: list[tuple[TrustCommunity, x509.Certificate]] = []
+    for ca, cert in parsed:
+        if len(groups[_spki(cert)]) > 1:
+            problems.append(f"CA {_label(cert)} left out: stored for several communities")
+        elif ca.intermediate:
+            pending.append((ca.community, cert))
+        else:
+            roots.append(_anchor(ca.community, cert))
+    anchors = list(roots)
+    # Intermediates hang under a CA of their own community, possibly another
+    # intermediate: attach level by level until nothing more attaches.
+    while pending:
+        by_subject = _by_subject(anchors)
+        left: list[tuple[TrustCommunity, x509.Certificate]] = []
+        for group, cert in pending:
+            parent = _parent(cert, group, by_subject.get(cert.issuer, ()))
+            if parent is None:
+                left.append((group, cert))
+            else:
+                anchors.append(_anchor(group, cert, parent))
+        if len(left) == len(pending):
+            problems.extend(
+                f"intermediate {_label(cert)} left out: no {group} CA above it"
+                for group, cert in left
+            )
+            break
+        pending = left
+    by_issuer = _by_subject(anchors)
+
+    latest: dict[int, tuple[x509.CertificateRevocationList, str]] = {}
+    for source, data in crls:
+        try:
+            crl = (
+                x509.load_pem_x509_crl(data)
+                if b"-----BEGIN" in data
+                else x509.load_der_x509_crl(data)
+            )
+        except ValueError:
+            problems.append(f"CRL {source} left out: not a valid CRL")
+            continue
+        issuer = _crl_issuer(crl, by_issuer.get(crl.issuer, ()))
+        if issuer is None:
+            problems.append(f"CRL {source} left out: not signed by a CA in use")
+            continue
+        if crl.next_update_utc is None:
+            problems.append(f"CRL {source} left out: no nextUpdate")
+            continue
+        current = latest.get(id(issuer))
+        if current is None or crl.last_update_utc > current[0].last_update_utc:
+            latest[id(issuer)] = (crl, source)
+    revocations: dict[int, _Revocations] = {}
+    for anchor in anchors:
+        found = latest.get(id(anchor))
+        if found is None:
+            # Its clients are refused (here and by OpenSSL), not trusted blindly.
+            problems.append(f"no CRL in force for {anchor.label}: its clients are refused")
+            continue
+        crl, source = found
+        assert crl.next_update_utc is not None  # checked above
+        revocations[id(anchor)] = _revocations(crl, crl.next_update_utc, source)
+    return _Snapshot(
+        by_issuer=by_issuer,
+        revocations=revocations,
+        anchors=tuple(anchors),
+        problems=tuple(problems),
+    )
+
+
+def _anchor(
+    group: TrustCommunity, cert: x509.Certificate, parent: _Anchor | None = None
+) -> _Anchor:
+    return _Anchor(
+        group=group,
+        cert=cert,
+        label=_label(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        parent=parent,
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+    )
+
+
+def _revocations(
+    crl: x509.CertificateRevocationList, next_update: datetime, source: str
+) -> _Revocations:
+    return _Revocations(
+        revoked=frozenset(entry.serial_number for entry in crl),
+        next_update=next_update,
+        source=source,
+        crl=crl,
+    )
+
+
+def _label(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string(_NAME_LABELS)
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _by_subject(anchors: Sequence[_Anchor]) -> dict[x509.Name, tuple[_Anchor, ...]]:
+    by_issuer: dict[x509.Name, tuple[_Anchor, ...]] = {}
+    for anchor in anchors:
+        by_issuer[anchor.cert.subject] = (*by_issuer.get(anchor.cert.subject, ()), anchor)
+    return by_issuer
+
+
+def _parent(
+    cert: x509.Certificate, group: TrustCommunity, candidates: Sequence[_Anchor]
+) -> _Anchor | None:
+    for candidate in candidates:
+        if candidate.group is not group:
+            continue  # an intermediate vouches for its own community only
+        try:
+            cert.verify_directly_issued_by(candidate.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return candidate
+    return None
 
 
 def _read_certificates(path: Path) -> list[x509.Certificate]:
@@ -289,7 +534,7 @@ def _read_crl(path: Path) -> x509.CertificateRevocationList:
         raise TrustConfigError(f"{path} is not a valid CRL") from exc
 
 
-def _check_is_ca(cert: x509.Certificate, path: Path) -> None:
+def _check_is_ca(cert: x509.Certificate, path: str) -> None:
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -373,26 +618,44 @@ def _verify(der: bytes, fingerprint: str, snapshot: _Snapshot) -> _Verified:
     )
 
 
-def _check_time_and_revocation(verified: _Verified, snapshot: _Snapshot, now: datetime) -> None:
-    anchor = verified.anchor
-    if not anchor.not_before <= now <= anchor.not_after:
-        raise CertificateRefused(f"trust anchor {anchor.label} is outside its validity period")
+def _check_time_and_revocation(
+    verified: _Verified,
+    snapshot: _Snapshot,
+    now: datetime,
+    grace: timedelta,
+    warn_stale: Callable[[_Anchor, _Revocations], None],
+) -> None:
     if now < verified.not_before:
         raise CertificateRefused(f"certificate not valid before {verified.not_before.isoformat()}")
     if now > verified.not_after:
         raise CertificateRefused(f"certificate expired on {verified.not_after.isoformat()}")
-    revocations = snapshot.revocations[id(anchor)]
-    if now > revocations.next_update:
-        # A stale CRL may be missing recent revocations: fail closed, as
-        # OpenSSL does.
-        raise CertificateRefused(
-            f"CRL {revocations.source} for {anchor.label} expired on "
-            f"{revocations.next_update.isoformat()}"
-        )
-    if verified.serial in revocations.revoked:
-        raise CertificateRefused(
-            f"certificate serial {verified.serial:x} revoked by {anchor.label}"
-        )
+    serial: int | None = verified.serial
+    anchor: _Anchor | None = verified.anchor
+    # Up the chain: each CA's validity, and each certificate against its
+    # issuer's CRL (the leaf's CRL is mandatory; an intermediate is checked
+    # against its anchor's CRL when there is one, as OpenSSL's leaf-only
+    # check would not).
+    while anchor is not None:
+        if not anchor.not_before <= now <= anchor.not_after:
+            raise CertificateRefused(f"trust anchor {anchor.label} is outside its validity period")
+        revocations = snapshot.revocations.get(id(anchor))
+        if revocations is None:
+            if serial == verified.serial:
+                raise CertificateRefused(f"no CRL in force for {anchor.label}")
+        else:
+            if now > revocations.next_update:
+                # A stale CRL may be missing recent revocations: fail closed
+                # once the grace is over, as OpenSSL does at once.
+                if now > revocations.next_update + grace:
+                    raise CertificateRefused(
+                        f"CRL {revocations.source} for {anchor.label} expired on "
+                        f"{revocations.next_update.isoformat()}"
+                    )
+                warn_stale(anchor, revocations)
+            if serial is not None and serial in revocations.revoked:
+                raise CertificateRefused(f"certificate serial {serial:x} revoked by {anchor.label}")
+        serial = anchor.cert.serial_number
+        anchor = anchor.parent
 
 
 def _role(subject: x509.Name, group: TrustCommunity) -> Role:

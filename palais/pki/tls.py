@@ -7,8 +7,10 @@ and the revocation policy cannot drift between listeners.
 
 from __future__ import annotations
 
+import os
 import ssl
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -19,7 +21,11 @@ __all__ = [
     "client_context",
     "peer_certificate_der",
     "server_context",
+    "server_context_from_pem",
 ]
+
+# X509_V_FLAG_NO_CHECK_TIME (OpenSSL 1.1.0+), which Python's ssl does not name.
+NO_CHECK_TIME: Final = 0x200000
 
 # TLS 1.2 suites: forward secrecy and AEAD only. ECDSA and RSA variants both
 # stay because an operator may deploy an RSA server certificate. TLS 1.3
@@ -68,6 +74,52 @@ def server_context(
     return ctx
 
 
+def server_context_from_pem(
+    cert: Path,
+    key: Path,
+    cas: Sequence[bytes],
+    crls: Sequence[bytes],
+    *,
+    scratch: Path,
+    lenient_time: bool = False,
+    require_client_cert: bool = True,
+) -> ssl.SSLContext:
+    """:func:`server_context` from PEM data (what the database holds).
+
+    ``load_verify_locations(cadata=...)`` takes certificates only, so CAs and
+    CRLs go through one owner-only temporary file under ``scratch`` (the
+    instance directory), removed as soon as OpenSSL has read it.
+
+    ``lenient_time`` is for a CRL past its nextUpdate but within the
+    operator's grace: OpenSSL has no grace and would refuse every client of
+    that CA, so time checks are left to ``TrustAnchors.identify`` (which every
+    listener calls, and which checks certificates' and CRLs' dates with the
+    grace) until the grace ends and the contexts are rebuilt without it.
+    """
+    if not cas:
+        raise ValueError("a server context needs at least one trust anchor")
+    if not crls:
+        raise ValueError("a server context needs the anchors' CRLs")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx)
+    ctx.load_cert_chain(certfile=cert, keyfile=key)
+    # mkstemp creates the file 0600 whatever the umask.
+    fd, name = tempfile.mkstemp(prefix=".trust-", suffix=".pem", dir=scratch)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for pem in (*cas, *crls):
+                out.write(pem if pem.endswith(b"\n") else pem + b"\n")
+        ctx.load_verify_locations(cafile=name)
+    finally:
+        os.unlink(name)
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_X509_STRICT
+    if lenient_time:
+        ctx.verify_flags |= NO_CHECK_TIME
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
 def client_context(
     ca: Path,
     cert: Path | None = None,
@@ -112,9 +164,20 @@ class ReloadableServerContext:
         self._anchors = tuple(Path(p) for p in anchors)
         self._crls = tuple(Path(p) for p in crls)
         self._require_client_cert = require_client_cert
-        self._front = self._build()
+        self._builder: Callable[[], ssl.SSLContext] = self._build
+        self._front = self._builder()
         self._current = self._front
         self._front.sni_callback = self._select
+
+    @classmethod
+    def from_builder(cls, build: Callable[[], ssl.SSLContext]) -> ReloadableServerContext:
+        """Contexts made by ``build`` (say, from the stored trust) on each reload."""
+        self = cls.__new__(cls)
+        self._builder = build
+        self._front = build()
+        self._current = self._front
+        self._front.sni_callback = self._select
+        return self
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -122,8 +185,13 @@ class ReloadableServerContext:
         return self._front
 
     def reload(self) -> None:
-        """Re-read every file; on error the previous material stays in force."""
-        self._current = self._build()
+        """Build a new context; on error the previous one stays in force."""
+        current = self._builder()
+        # A connection keeps the verification flags of the context it was
+        # created from (the front one): switching contexts in the SNI
+        # callback switches the certificate store, not the flags.
+        self._front.verify_flags = current.verify_flags
+        self._current = current
 
     def _build(self) -> ssl.SSLContext:
         return server_context(
