@@ -23,8 +23,10 @@ from prometheus_client import Counter, Histogram
 
 from palais.gateway import replies
 from palais.gateway.admission import SMTP_PREAUTH_TIMEOUT, Gate, Ticket
+from palais.gateway.audit import command_refused, connection_refused
 from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.tls import refusal_logger
+from palais.mailbox.audit import RefusalAudit
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.submission import Submission, SubmissionDesk
@@ -74,6 +76,7 @@ class PalaisSMTP(SMTP):
         self._handshake_timeout = handshake_timeout
         self._handler = handler
         self._metrics = handler.metrics
+        self._audit = handler.audit
         self._resolve_identity = resolve_identity
         self._allowed_roles = allowed_roles
         self.state = _SessionState()
@@ -131,7 +134,7 @@ class PalaisSMTP(SMTP):
                 # implicit-TLS listeners do, and nothing written into it.
                 if self._door is not None:
                     self._door.refused("timeout")
-                refusal_logger(log, self.listener)("timeout", "timeout", peer)
+                refusal_logger(log, self.listener, self._audit)("timeout", "timeout", peer)
             else:
                 if self._door is not None:
                     self._door.preauth_timeout(peer)
@@ -167,6 +170,13 @@ class PalaisSMTP(SMTP):
                 self.listener,
                 self.session.peer if self.session else None,
                 reason,
+            )
+            connection_refused(
+                self._audit,
+                listener=self.listener,
+                peer=self.session.peer if self.session else None,
+                reason=reason,
+                der=der,
             )
             return None
         self.state.identity = who
@@ -252,7 +262,7 @@ class PalaisSMTP(SMTP):
             if word in replies.TLS_REFUSAL_REASONS:  # not when the client just left
                 self._metrics.refusals.labels(self.listener, word).inc()
             # The same line as the implicit-TLS listeners'.
-            refusal_logger(log, self.listener)(
+            refusal_logger(log, self.listener, self._audit)(
                 word, detail, self.session.peer if self.session else None
             )
             raise  # aiosmtpd closes the connection
@@ -467,8 +477,11 @@ class SubmissionHandler:
         listener: str,
         max_recipients: int,
         metrics: GatewayMetrics | None = None,
+        audit: RefusalAudit | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self.audit = audit
+        self.listener = listener
         self.desk = desk
         self.max_recipients = max_recipients
         # One handler per listener: its labelled children resolved once
@@ -486,6 +499,16 @@ class SubmissionHandler:
     def data_to_reply(self, seconds: float) -> None:
         """Time from the end of DATA to the reply (the 250 after the durable commit)."""
         self._data_seconds.observe(seconds)
+
+    def _refused(self, session: Session, identity: str, command: str, error: Exception) -> None:
+        command_refused(
+            self.audit,
+            listener=self.listener,
+            peer=session.peer,
+            identity=identity,
+            command=command,
+            error=error,
+        )
 
     async def handle_EHLO(
         self,
@@ -516,6 +539,7 @@ class SubmissionHandler:
         try:
             server.state.submission = self.desk.submission(who, address)
         except Exception as error:
+            self._refused(session, who.address, "MAIL", error)
             return replies.reply_for(error, log, f"MAIL identity={who.address}")
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -537,6 +561,7 @@ class SubmissionHandler:
         try:
             await submission.add_recipient(address)
         except Exception as error:
+            self._refused(session, submission.who.address, "RCPT", error)
             return replies.reply_for(
                 error, log, f"RCPT identity={submission.who.address} rcpt={address!r}"
             )
@@ -558,6 +583,7 @@ class SubmissionHandler:
         except Exception as error:
             self.count("refused")
             log.info("message %s decision=refused", context)
+            self._refused(session, who.address, "DATA", error)
             return replies.reply_for(error, log, context)
         decision = "resent" if accepted.resent else "accepted"
         self.count(decision)
@@ -589,9 +615,10 @@ def make_smtp_factory(
     door: Gate | None = None,
     preauth_timeout: float | None = None,
     handshake_timeout: float | None = None,
+    audit: RefusalAudit | None = None,
 ) -> Callable[[], PalaisSMTP]:
     handler = SubmissionHandler(
-        desk, listener=listener, max_recipients=max_recipients, metrics=metrics
+        desk, listener=listener, max_recipients=max_recipients, metrics=metrics, audit=audit
     )
 
     def factory() -> PalaisSMTP:
