@@ -45,7 +45,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from palais.gateway.admission import Admission, Gate
+from palais.gateway.audit import connection_refused
 from palais.gateway.metrics import GatewayMetrics
+from palais.mailbox.audit import RefusalAudit
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
 
@@ -268,6 +270,7 @@ async def start_https(
     autoconfig: Mapping[str, object],
     admission: Admission | None = None,
     routes: Mapping[bytes, Route] | None = None,
+    audit: RefusalAudit | None = None,
 ) -> HttpsHandle:
     """Serve HTTPS with mutual TLS on the running asyncio loop.
 
@@ -287,6 +290,7 @@ async def start_https(
         crls,
         log=log,
         refused=metrics.refusals.labels(LISTENER, _REFUSED_CERTIFICATE),
+        audit=audit,
     )
     autoconfig_xml = autoconfig_document(autoconfig)
 
@@ -298,6 +302,7 @@ async def start_https(
         log=log,
         autoconfig_xml=autoconfig_xml,
         routes=routes or {},
+        audit=audit,
     )
     site = _Site(root, timeout=_IDLE_TIMEOUT, reactor=twisted_reactor)  # type: ignore[no-untyped-call]
     site.noisy = False
@@ -340,6 +345,7 @@ def server_tls_context(
     *,
     log: logging.Logger,
     refused: Counter | None = None,
+    audit: RefusalAudit | None = None,
 ) -> SSL.Context:
     """A pyOpenSSL server context: optional but verified client certificates.
 
@@ -388,7 +394,7 @@ def server_tls_context(
 
     # Without FAIL_IF_NO_PEER_CERT a client may send no certificate; one it
     # does send must verify, or the handshake fails.
-    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _verify_logger(log, refused))
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _verify_logger(log, refused, audit))
     # OpenSSL refuses to resume sessions of a verifying context that has no
     # session id context, which breaks clients that reconnect. A resumed
     # session skips chain and CRL checks; resolve_identity re-checks.
@@ -406,7 +412,7 @@ def _load_crls(path: Path) -> list[x509.CertificateRevocationList]:
 
 
 def _verify_logger(
-    log: logging.Logger, refused: Counter | None
+    log: logging.Logger, refused: Counter | None, audit: RefusalAudit | None = None
 ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
     def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         # Only observes: OpenSSL's own verdict stands. Without this, a refused
@@ -424,6 +430,16 @@ def _verify_logger(
             # Returning 0 ends the handshake: one refusal per connection.
             if refused is not None:
                 refused.inc()
+            tls = conn.get_app_data()  # the TLSMemoryBIOProtocol (_ServerTls)
+            connection_refused(
+                audit,
+                listener=LISTENER,
+                peer=_peer(getattr(tls, "transport", None)),
+                reason=f"{reason} (depth {depth}): {subject}",
+                # The client's own certificate names the account; a CA's does not.
+                der=crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) if depth == 0 else None,
+                outcome="tls-certificate",
+            )
         return bool(ok)
 
     return verify
@@ -445,6 +461,9 @@ class _ServerTls:
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
+        # As Twisted's own creators do: callbacks (the verify logger) find the
+        # connection's protocol, hence its peer, there.
+        connection.set_app_data(tlsProtocol)
         self._started[connection] = time.perf_counter()
         return connection
 
@@ -535,8 +554,10 @@ class _Root(Resource):
         log: logging.Logger,
         autoconfig_xml: bytes,
         routes: Mapping[bytes, Route],
+        audit: RefusalAudit | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self._audit = audit
         self._extra = dict(routes)
         self._prefixes = sorted(
             ((path, route) for path, route in routes.items() if route.prefix),
@@ -665,6 +686,13 @@ class _Root(Resource):
                     503, {"error": "temporarily unavailable"}, headers=((b"retry-after", b"30"),)
                 )
             self._log.info("HTTPS certificate refused: %s", exc.reason)
+            connection_refused(
+                self._audit,
+                listener=LISTENER,
+                peer=_peer(request.transport),
+                reason=exc.reason,
+                der=der,
+            )
             return _json(403, {"error": "forbidden"})
 
     async def _metrics_route(self, request: _HttpRequest) -> _Response:
@@ -677,6 +705,14 @@ class _Root(Resource):
         # traceback goes to the log (_respond), never to the scraper.
         body = self._metrics.exposition()
         return _Response(200, _PROMETHEUS_TYPE, body, identity=identity)
+
+
+def _peer(transport: object) -> tuple[str, int] | None:
+    """(host, port) of a Twisted transport's peer, for the audit log."""
+    get_peer = getattr(transport, "getPeer", None)
+    address = get_peer() if get_peer is not None else None
+    host = getattr(address, "host", None)
+    return (str(host), int(getattr(address, "port", 0))) if host is not None else None
 
 
 def _peer_certificate_der(request: _HttpRequest) -> bytes | None:
