@@ -53,7 +53,7 @@ from palais.mailbox.identity import Identity, Role
 
 # Shared with the stdlib contexts so the cipher floor cannot drift between
 # the HTTPS listener and the SMTP/IMAP ones.
-from palais.pki.tls import _TLS12_CIPHERS
+from palais.pki.tls import _TLS12_CIPHERS, NO_CHECK_TIME
 
 __all__ = [
     "AUTOCONFIG_PATHS",
@@ -197,13 +197,24 @@ class HttpsHandle:
         tls_factory: TLSMemoryBIOFactory,
         reactor: _Reactor,
         root: _Root,
+        reload_trust: Callable[[Sequence[bytes], Sequence[bytes], bool], None] | None = None,
     ) -> None:
         self.port = port
+        self._reload_trust = reload_trust
         self._listener = listener
         self._tls_factory = tls_factory
         self._reactor = reactor
         self._root = root
         self._stopped = False
+
+    def reload_trust(
+        self, cas: Sequence[bytes], crls: Sequence[bytes], *, lenient_time: bool = False
+    ) -> None:
+        """New connections are verified against these CAs and CRLs (PEM); open
+        ones keep what they were verified with. On error nothing changes."""
+        if self._reload_trust is None:
+            raise RuntimeError("this listener was not started by start_https")
+        self._reload_trust(cas, crls, lenient_time)
 
     async def stop(self, *, grace: float = _STOP_GRACE) -> None:
         """Stop listening, let responses in flight finish, then close everything.
@@ -262,8 +273,8 @@ async def start_https(
     port: int,
     cert: Path,
     key: Path,
-    anchors: Sequence[Path],
-    crls: Sequence[Path],
+    anchors: Sequence[Path | bytes],
+    crls: Sequence[Path | bytes],
     resolve_identity: ResolveIdentity,
     metrics: GatewayMetrics,
     log: logging.Logger,
@@ -308,8 +319,24 @@ async def start_https(
     site.noisy = False
     # listenSSL would build this factory with the global reactor as its
     # clock; building it here keeps every timer on our loop.
+    creator = _ServerTls(context, metrics.handshake_seconds.labels(LISTENER))
+
+    def reload_trust(cas: Sequence[bytes], crls: Sequence[bytes], lenient_time: bool) -> None:
+        creator.use(
+            server_tls_context(
+                cert,
+                key,
+                cas,
+                crls,
+                log=log,
+                refused=metrics.refusals.labels(LISTENER, _REFUSED_CERTIFICATE),
+                audit=audit,
+                lenient_time=lenient_time,
+            )
+        )
+
     tls_factory = _CountingTlsFactory(
-        _ServerTls(context, metrics.handshake_seconds.labels(LISTENER)),
+        creator,
         site,
         clock=twisted_reactor,
         accepted=metrics.connections.labels(LISTENER),
@@ -330,7 +357,12 @@ async def start_https(
     bound = listener.getHost().port
     log.info("HTTPS listening on %s:%d", host, bound)
     return HttpsHandle(
-        port=bound, listener=listener, tls_factory=tls_factory, reactor=reactor, root=root
+        port=bound,
+        listener=listener,
+        tls_factory=tls_factory,
+        reactor=reactor,
+        root=root,
+        reload_trust=reload_trust,
     )
 
 
@@ -340,18 +372,21 @@ async def start_https(
 def server_tls_context(
     cert: Path,
     key: Path,
-    anchors: Sequence[Path],
-    crls: Sequence[Path],
+    anchors: Sequence[Path | bytes],
+    crls: Sequence[Path | bytes],
     *,
     log: logging.Logger,
     refused: Counter | None = None,
     audit: RefusalAudit | None = None,
+    lenient_time: bool = False,
 ) -> SSL.Context:
     """A pyOpenSSL server context: optional but verified client certificates.
 
     Mirrors ``palais.pki.tls.server_context`` (TLS 1.2 floor, AEAD suites,
     leaf CRL check, strict X.509) for Twisted, which cannot use ``ssl``.
     ``refused`` counts client certificates that fail verification.
+    ``anchors`` and ``crls`` are files or PEM data (the stored trust);
+    ``lenient_time`` as in ``palais.pki.tls.server_context_from_pem``.
     """
     if not anchors:
         raise ValueError("the HTTPS context needs at least one trust anchor")
@@ -381,16 +416,20 @@ def server_tls_context(
     if store is None:  # pragma: no cover - OpenSSL always gives a context a store
         raise RuntimeError("OpenSSL context without a certificate store")
     for path in anchors:
-        certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        certificates = x509.load_pem_x509_certificates(_pem(path))
         for ca in certificates:
             store.add_cert(crypto.X509.from_cryptography(ca))
             # Sent in the CertificateRequest so that a client holding several
             # cards (a lawyer who is also an admin) picks the right one.
             ctx.add_client_ca(ca)
     for path in crls:
-        for crl in _load_crls(Path(path)):
+        for crl in _load_crls(_pem(path)):
             store.add_crl(crl)
-    store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.X509_STRICT)
+    store.set_flags(
+        crypto.X509StoreFlags.CRL_CHECK
+        | crypto.X509StoreFlags.X509_STRICT
+        | (NO_CHECK_TIME if lenient_time else 0)
+    )
 
     # Without FAIL_IF_NO_PEER_CERT a client may send no certificate; one it
     # does send must verify, or the handshake fails.
@@ -402,8 +441,11 @@ def server_tls_context(
     return ctx
 
 
-def _load_crls(path: Path) -> list[x509.CertificateRevocationList]:
-    data = path.read_bytes()
+def _pem(source: Path | bytes) -> bytes:
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
+
+
+def _load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
     marker = b"-----BEGIN X509 CRL-----"
     if marker not in data:
         return [x509.load_der_x509_crl(data)]
@@ -458,6 +500,11 @@ class _ServerTls:
             weakref.WeakKeyDictionary()
         )
         context.set_info_callback(self._info)
+
+    def use(self, context: SSL.Context) -> None:
+        """New connections get ``context``; open ones keep the one they started with."""
+        context.set_info_callback(self._info)
+        self._context = context
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
