@@ -64,6 +64,18 @@ class TrustSection:
             Path("pki/crl/admin.pem"),
         ]
     )
+    # The files above seed the database's trust tables when they are empty;
+    # from then on `palais admin trust` and `palais admin crl` change trust,
+    # and every node applies a change within watch_interval seconds.
+    watch_interval: float = 5.0
+    # A CRL past its nextUpdate is still used this many seconds (a warning is
+    # logged once), then its CA's clients are refused until a fresh one arrives.
+    crl_grace: float = 3600.0
+    # Fetch each CA's CRL from the http:// distribution points its
+    # certificate names, every crl_fetch_interval seconds.
+    crl_fetch: bool = True
+    crl_fetch_interval: float = 900.0
+    crl_fetch_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
