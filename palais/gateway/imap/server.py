@@ -16,6 +16,7 @@ from palais.gateway.imap.framing import Limits
 from palais.gateway.imap.session import Session
 from palais.gateway.imap.states import NotAuthenticated
 from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.sessions import Registration, SessionWatcher
 from palais.gateway.tls import TlsServerProtocol, TlsStream
 from palais.mailbox.errors import AuthenticationRequired, PalaisError
 from palais.mailbox.identity import Identity
@@ -91,13 +92,16 @@ async def start_imap_server(
     admission: Admission | None = None,
     handshake_timeout: float = 10.0,
     preauth_timeout: float = 30.0,
+    watcher: SessionWatcher | None = None,
 ) -> ImapServer:
     """Listen for IMAPS (implicit TLS) connections; the certificate is the login.
 
     ``admission`` caps open connections (shared with the other listeners
     when the gateway hands one in; the default caps otherwise). A client has
     ``handshake_timeout`` seconds for its TLS handshake, then
-    ``preauth_timeout`` seconds to authenticate.
+    ``preauth_timeout`` seconds to authenticate. ``watcher`` re-checks the
+    certificate and account of each session that proved an identity while it
+    stays open, and ends it with ``BYE [ALERT]`` when they no longer hold.
     """
     loop = asyncio.get_running_loop()
     metrics = metrics if metrics is not None else GatewayMetrics()
@@ -182,6 +186,11 @@ async def start_imap_server(
             metrics=metrics,
         )
         sessions.add(session)
+        # Watched from the handshake on, not from LOGIN: the identity was
+        # proven then, and a session about to log in is cut as well.
+        watched: Registration | None = None
+        if watcher is not None and proven is not None and der:
+            watched = watcher.register(session, listener=LISTENER, der=der, identity=proven)
         deadline = loop.call_later(preauth_timeout, preauth_expired, session, peername)
         outcome = "error"
         try:
@@ -191,6 +200,8 @@ async def start_imap_server(
         finally:
             deadline.cancel()
             sessions.discard(session)
+            if watcher is not None and watched is not None:
+                watcher.unregister(session, watched)
             stream.close()
         if refusal is not None and outcome in ("eof", "refused"):
             outcome = f"refused:{type(refusal).__name__}"

@@ -61,7 +61,9 @@ class Session:
         "_buffered",
         "_close_after",
         "_closing",
+        "_command",
         "_condstore",
+        "_ending",
         "_out",
         "_pending_bytes",
         "_timers",
@@ -115,6 +117,10 @@ class Session:
         self._closing = False
         self._close_after = False
         self.identity_address: str | None = None
+        # The command running (its registry name), and the BYE text the
+        # session watcher asked for once that command has answered.
+        self._command: str | None = None
+        self._ending: bytes | None = None
 
     @property
     def condstore(self) -> bool:
@@ -191,6 +197,23 @@ class Session:
         self.outcome = "shutdown"
         self.transport.close()
 
+    def end_session(self, reason: str) -> None:
+        """Cut by the session watcher: certificate revoked, account deactivated...
+
+        Between commands or in IDLE the BYE goes at once. A running command
+        answers first (an APPEND whose OK is due is not lost, and a BYE in
+        the middle of a FETCH literal would corrupt the reply); asked again
+        at the next check, the session goes at once whatever it is doing.
+        """
+        if self._closing:
+            return
+        text = b"[ALERT] " + reason.encode("ascii", "replace")
+        if self._command is None or self._command == "IDLE" or self._ending is not None:
+            self._ending = text
+            self.shutdown(text)
+        else:
+            self._ending = text
+
     async def run(self) -> str:
         loop = asyncio.get_running_loop()
         self.write(b"* OK [CAPABILITY " + self.capabilities() + b"] Palais IMAP ready\r\n")
@@ -212,6 +235,8 @@ class Session:
                     break
                 await self.execute(raw)
                 await self.flush(force=True)
+                if self._ending is not None:
+                    self.shutdown(self._ending)
                 if self._close_after:
                     outcome = self.outcome
                     self.shutdown(b"Goodbye")
@@ -223,6 +248,9 @@ class Session:
             if self._watchdog is not None:
                 self._watchdog.cancel()
             self.release()
+        if self._ending is not None and self._closing:
+            # Whatever the interrupted command made of the closed stream.
+            self.outcome = "revoked"
         return self.outcome
 
     def _timeout(self) -> float:
@@ -296,9 +324,11 @@ class Session:
             self._tagged(tag, Reply(b"BAD", "Unknown command"))
             return
         started = time.perf_counter()
+        self._command = handler.name
         try:
             await self._execute(handler, tag, args)
         finally:
+            self._command = None
             # Labelled by the registry's name, never by what the client sent.
             timer = self._timers.get(handler.name)
             if timer is None:
