@@ -25,6 +25,7 @@ from palais.gateway import replies
 from palais.gateway.admission import SMTP_PREAUTH_TIMEOUT, Gate, Ticket
 from palais.gateway.audit import command_refused, connection_refused
 from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.sessions import Registration, SessionWatcher
 from palais.gateway.tls import refusal_logger
 from palais.mailbox.audit import RefusalAudit
 from palais.mailbox.errors import PalaisError
@@ -38,6 +39,10 @@ log = logging.getLogger("palais.smtp")
 # brackets, then parameters. Anything else goes through aiosmtpd's parser.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+
+# The session watcher's goodbye (certificate revoked, account deactivated):
+# the reason in plain words follows.
+SESSION_ENDED = "421 4.7.0 "
 
 
 class _SessionState:
@@ -66,9 +71,17 @@ class PalaisSMTP(SMTP):
         door: Gate | None = None,
         preauth_timeout: float | None = None,
         handshake_timeout: float | None = None,
+        watcher: SessionWatcher | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._watcher = watcher
+        self._watched: Registration | None = None
+        # Set while a message is being committed (its 250 is due): the
+        # watcher's goodbye waits for that reply (``_ending``) rather than
+        # cancel the commit.
+        self._committing = False
+        self._ending: str | None = None
         self.listener = listener
         self._door = door
         self._ticket: Ticket | None = None
@@ -107,6 +120,9 @@ class PalaisSMTP(SMTP):
         if self._ticket is not None:
             self._ticket.release()
             self._ticket = None
+        if self._watcher is not None and self._watched is not None:
+            self._watcher.unregister(self, self._watched)
+            self._watched = None
         if self.session is not None:  # None: refused at the door
             super().connection_lost(error)
 
@@ -180,6 +196,10 @@ class PalaisSMTP(SMTP):
             )
             return None
         self.state.identity = who
+        if self._watcher is not None and self._watched is None and self.transport is not None:
+            self._watched = self._watcher.register(
+                self, listener=self.listener, der=der, identity=who
+            )
         log.info(
             "connection listener=%s peer=%s identity=%s role=%s fingerprint=%s decision=accepted",
             self.listener,
@@ -189,6 +209,24 @@ class PalaisSMTP(SMTP):
             who.fingerprint,
         )
         return who
+
+    def end_session(self, reason: str) -> None:
+        """Cut by the session watcher: 421 with the reason, then close.
+
+        Idle, or in the middle of a command or of a DATA transfer, the
+        session goes at once: a message still arriving is not accepted (no
+        250 was sent; the client keeps it). A message being committed is
+        let through: its 250 goes out, then the 421.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._committing:
+            self._ending = reason
+            return
+        text = replies.printable(SESSION_ENDED + reason)
+        cast(asyncio.Transport, transport).write(text.encode("ascii", "replace") + b"\r\n")
+        transport.close()
 
     async def _gate(self) -> bool:
         """True if the command may proceed; otherwise the refusal is sent."""
@@ -386,10 +424,16 @@ class PalaisSMTP(SMTP):
             status = replies.MESSAGE_TOO_BIG
         else:
             self.envelope.content = self.envelope.original_content = content
-            status = await self._call_handler_hook("DATA")
+            self._committing = True
+            try:
+                status = await self._call_handler_hook("DATA")
+            finally:
+                self._committing = False
             self._set_post_data_state()
         await self.push(status)
         self._handler.data_to_reply(time.perf_counter() - ended)
+        if self._ending is not None:
+            self.end_session(self._ending)
 
     async def _read_data(self) -> bytes | None:
         """The message up to <CRLF>.<CRLF>, dot-unstuffed; None if over the size limit.
@@ -616,6 +660,7 @@ def make_smtp_factory(
     preauth_timeout: float | None = None,
     handshake_timeout: float | None = None,
     audit: RefusalAudit | None = None,
+    watcher: SessionWatcher | None = None,
 ) -> Callable[[], PalaisSMTP]:
     handler = SubmissionHandler(
         desk, listener=listener, max_recipients=max_recipients, metrics=metrics, audit=audit
@@ -630,6 +675,7 @@ def make_smtp_factory(
             door=door,
             preauth_timeout=preauth_timeout,
             handshake_timeout=handshake_timeout,
+            watcher=watcher,
             hostname=hostname,
             ident="Palais ESMTP",
             data_size_limit=max_size,
