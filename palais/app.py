@@ -19,13 +19,14 @@ from palais.gateway.imap.server import start_imap_server
 from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.receipts_page import PREFIX as PRINTABLE_PREFIX
 from palais.gateway.receipts_page import receipts_route
+from palais.gateway.sessions import CertificateCheck, SessionWatcher
 from palais.gateway.smtp import PalaisSMTP, make_smtp_factory
 from palais.gateway.tls import TlsServerProtocol, refusal_logger
 from palais.gateway.verifier_page import PREFIX as VERIFIER_PREFIX
 from palais.gateway.verifier_page import verifier_route
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.mailbox.errors import NotAllowed
-from palais.mailbox.identity import Identity, TrustCommunity
+from palais.mailbox.identity import CertificateIdentity, Identity, TrustCommunity
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.submission import SubmissionDesk
 from palais.pki.evidence_service import KeyEvidenceService
@@ -98,6 +99,23 @@ def open_instance_storage(settings: Settings, key: EvidenceKey | None = None) ->
     )
 
 
+def certificate_check(identify: Callable[[bytes], CertificateIdentity]) -> CertificateCheck:
+    """The session watcher's check of one open session's certificate: the
+    trust in force now (``identify``: revocation, dates, anchors) and the
+    roles its listener accepts. None if it still holds, else the log's reason."""
+
+    def check(der: bytes, listener: str) -> str | None:
+        try:
+            cert = identify(der)
+        except CertificateRefused as refused:
+            return refused.reason
+        if cert.role not in listener_roles(Listener(listener)):
+            return f"role {cert.role} no longer accepted on {listener}"
+        return None
+
+    return check
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -106,6 +124,7 @@ class Gateway:
     https: HttpsHandle | None = None
     recorded: GatewayMetrics = field(default_factory=GatewayMetrics)
     evidence: EvidenceKey | None = None
+    sessions: SessionWatcher | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -144,6 +163,13 @@ class Gateway:
         loop = asyncio.get_running_loop()
         host = s.listen.host
         limits = s.limits
+        # Open sessions re-checked against revocation and deactivation.
+        self.sessions = watcher = SessionWatcher(
+            check_certificate=certificate_check(anchors.identify),
+            standing=storage.directory.standing,
+            interval=limits.session_check_interval,
+            log=logging.getLogger("palais.sessions"),
+        )
         # One count for every listener together, and per client address.
         admission = Admission(
             max_connections=limits.max_connections,
@@ -166,6 +192,7 @@ class Gateway:
                 door=door,
                 preauth_timeout=limits.preauth_timeout,
                 handshake_timeout=limits.handshake_timeout,
+                watcher=watcher,
             )
 
         def door(listener: Listener) -> Gate:
@@ -214,8 +241,10 @@ class Gateway:
                 admission=admission,
                 handshake_timeout=limits.handshake_timeout,
                 preauth_timeout=limits.preauth_timeout,
+                watcher=watcher,
             )
         )
+        watcher.start()
         key = self.evidence
 
         def printable(evidence: Mapping[str, Any]) -> bytes:
@@ -256,6 +285,9 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self.sessions is not None:
+            await self.sessions.stop()
+            self.sessions = None
         if self.https is not None:
             await self.https.stop()
             self.https = None
