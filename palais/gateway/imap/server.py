@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from palais.gateway.admission import IMAP_GOODBYE, Admission, Gate, peer_text
+from palais.gateway.audit import command_refused, connection_refused
 from palais.gateway.imap.framing import Limits
 from palais.gateway.imap.session import Session
 from palais.gateway.imap.states import NotAuthenticated
 from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.sessions import Registration, SessionWatcher
-from palais.gateway.tls import TlsServerProtocol, TlsStream
+from palais.gateway.tls import TLS_ABORTED, TLS_SHUTDOWN, TlsServerProtocol, TlsStream
+from palais.mailbox.audit import RefusalAudit
 from palais.mailbox.errors import AuthenticationRequired, PalaisError
 from palais.mailbox.identity import Identity
 from palais.mailbox.ports import MailAccess
@@ -93,6 +95,7 @@ async def start_imap_server(
     handshake_timeout: float = 10.0,
     preauth_timeout: float = 30.0,
     watcher: SessionWatcher | None = None,
+    audit: RefusalAudit | None = None,
 ) -> ImapServer:
     """Listen for IMAPS (implicit TLS) connections; the certificate is the login.
 
@@ -125,6 +128,8 @@ async def start_imap_server(
 
     def on_failure(word: str, detail: str, peer: Any) -> None:
         outcome = f"tls-{word}"
+        if word not in (TLS_ABORTED, TLS_SHUTDOWN):  # the client left, or we stopped
+            connection_refused(audit, listener=LISTENER, peer=peer, reason=detail, outcome=outcome)
         log.info(
             "imap connection peer=%s identity=- fingerprint=- outcome=%s reason=%s",
             peer_text(peer),
@@ -174,6 +179,23 @@ async def start_imap_server(
                 stream.close()
                 _log_line(log, peer, None, fingerprint, "unavailable", 0, started)
                 return
+        if refusal is not None and refusal.permanent:
+            # Once per connection: LOGIN and AUTHENTICATE then answer NO from
+            # the session's state, not as refused commands.
+            connection_refused(
+                audit, listener=LISTENER, peer=peername, reason=refusal.reason, der=der
+            )
+
+        def audit_refusal(command: str, identity: str | None, error: Exception) -> None:
+            command_refused(
+                audit,
+                listener=LISTENER,
+                peer=peername,
+                identity=identity,
+                command=command,
+                error=error,
+            )
+
         session = Session(
             reader,
             stream,
@@ -184,6 +206,7 @@ async def start_imap_server(
             limits=limits,
             idle_timeout=idle_timeout,
             metrics=metrics,
+            audit_refusal=audit_refusal if audit is not None else None,
         )
         sessions.add(session)
         # Watched from the handshake on, not from LOGIN: the identity was

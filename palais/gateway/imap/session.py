@@ -70,6 +70,7 @@ class Session:
         "_waiting_since",
         "_watchdog",
         "access",
+        "audit_refusal",
         "commands",
         "identity_address",
         "idle_timeout",
@@ -95,8 +96,11 @@ class Session:
         limits: Limits,
         idle_timeout: float,
         metrics: GatewayMetrics | None = None,
+        audit_refusal: Callable[[str, str | None, Exception], None] | None = None,
     ) -> None:
         self.reader = reader
+        # Told each refused command (name, identity, error): the audit log.
+        self.audit_refusal = audit_refusal
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self._timers = _command_timers(self.metrics)
         self.transport = transport
@@ -377,6 +381,8 @@ class Session:
         except Exception as exc:
             for line in refusals.detail_lines(exc):
                 self.write(line)
+            if self.audit_refusal is not None:
+                self.audit_refusal(self._command or "?", self.identity_address, exc)
             return refusals.reply_for(exc, self.log, f"identity={self.identity_address or '-'}")
 
 
