@@ -35,6 +35,7 @@ from palais.pki.printable import receipt_pdf
 from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
 from palais.pki.tls import server_context
 from palais.storage import Storage, open_storage
+from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
 
@@ -125,6 +126,7 @@ class Gateway:
     recorded: GatewayMetrics = field(default_factory=GatewayMetrics)
     evidence: EvidenceKey | None = None
     sessions: SessionWatcher | None = None
+    trust: LiveTrust | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -132,9 +134,12 @@ class Gateway:
         self.storage = storage = open_instance_storage(s, self.evidence)
         storage.start()
         self.recorded.watch_writer(storage.commits)
-        anchors = trust_anchors(s)
+        # What to trust comes from the database (seeded from [trust] files
+        # when empty) and follows its changes without a restart.
+        self.trust = live = LiveTrust(s)
+        await asyncio.to_thread(live.load)
         contexts = {
-            listener: listener_context(s, listener)
+            listener: live.listener_context(listener)
             for listener in (Listener.SMTPS, Listener.SUBMISSION, Listener.IMAPS, Listener.COURT)
         }
 
@@ -143,7 +148,7 @@ class Gateway:
 
             async def resolve_identity(der: bytes) -> Identity:
                 try:
-                    cert = anchors.identify(der)
+                    cert = live.identify(der)
                 except CertificateRefused as refused:
                     raise NotAllowed(reason=str(refused)) from None
                 # The handshake already kept other communities out; a resumed
@@ -165,7 +170,7 @@ class Gateway:
         limits = s.limits
         # Open sessions re-checked against revocation and deactivation.
         self.sessions = watcher = SessionWatcher(
-            check_certificate=certificate_check(anchors.identify),
+            check_certificate=certificate_check(live.identify),
             standing=storage.directory.standing,
             interval=limits.session_check_interval,
             log=logging.getLogger("palais.sessions"),
@@ -255,8 +260,8 @@ class Gateway:
             port=s.listen.https,
             cert=s.tls.certificate,
             key=s.tls.key,
-            anchors=listener_anchors(s, Listener.HTTPS),
-            crls=s.trust.crls,
+            anchors=live.https_material(LISTENER_COMMUNITIES[Listener.HTTPS])[0],
+            crls=live.https_material(LISTENER_COMMUNITIES[Listener.HTTPS])[1],
             resolve_identity=resolver(Listener.HTTPS),
             metrics=self.recorded,
             admission=admission,
@@ -273,6 +278,8 @@ class Gateway:
                 "display_name": s.instance.name,
             },
         )
+        live.attach_https(self.https, LISTENER_COMMUNITIES[Listener.HTTPS])
+        live.start()
         log.info(
             "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d loop=%s",
             host,
@@ -288,6 +295,9 @@ class Gateway:
         if self.sessions is not None:
             await self.sessions.stop()
             self.sessions = None
+        if self.trust is not None:
+            await self.trust.stop()
+            self.trust = None
         if self.https is not None:
             await self.https.stop()
             self.https = None

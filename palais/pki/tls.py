@@ -95,23 +95,24 @@ def server_context_from_pem(
     that CA, so time checks are left to ``TrustAnchors.identify`` (which every
     listener calls, and which checks certificates' and CRLs' dates with the
     grace) until the grace ends and the contexts are rebuilt without it.
+
+    Unlike :func:`server_context`, no CA (an operator removed the last one
+    a listener trusts) or no CRL is not an error: the context then refuses
+    every client certificate, which is what the stored trust says.
     """
-    if not cas:
-        raise ValueError("a server context needs at least one trust anchor")
-    if not crls:
-        raise ValueError("a server context needs the anchors' CRLs")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(ctx)
     ctx.load_cert_chain(certfile=cert, keyfile=key)
-    # mkstemp creates the file 0600 whatever the umask.
-    fd, name = tempfile.mkstemp(prefix=".trust-", suffix=".pem", dir=scratch)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for pem in (*cas, *crls):
-                out.write(pem if pem.endswith(b"\n") else pem + b"\n")
-        ctx.load_verify_locations(cafile=name)
-    finally:
-        os.unlink(name)
+    if cas or crls:
+        # mkstemp creates the file 0600 whatever the umask.
+        fd, name = tempfile.mkstemp(prefix=".trust-", suffix=".pem", dir=scratch)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for pem in (*cas, *crls):
+                    out.write(pem if pem.endswith(b"\n") else pem + b"\n")
+            ctx.load_verify_locations(cafile=name)
+        finally:
+            os.unlink(name)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_X509_STRICT
     if lenient_time:

@@ -174,11 +174,14 @@ def check_crl(
     current_number: int | None,
     current_this_update: datetime | None,
     now: datetime,
+    allow_stale: bool = False,
 ) -> CheckedCrl:
     """``data`` (PEM or DER) if it may replace the CRL in force for ``ca``.
 
     ``current_*`` describe the CRL in force (None: there is none). Raises
     CrlUnchanged for the same CRL again, CrlRejected for anything else.
+    ``allow_stale`` takes a CRL already past its nextUpdate (seeding from the
+    [trust] files: better a stale CRL, refused after its grace, than none).
     """
     crl = _parse_crl(data)
     if crl.issuer != ca.cert.subject:
@@ -202,7 +205,7 @@ def check_crl(
         raise CrlRejected("CRL nextUpdate is not after its thisUpdate")
     if this_update > now + _CLOCK_SKEW:
         raise CrlRejected(f"CRL thisUpdate {this_update.isoformat()} is in the future")
-    if next_update < now:
+    if next_update < now and not allow_stale:
         raise CrlRejected(f"CRL already stale: nextUpdate {next_update.isoformat()} has passed")
     number = _crl_number(crl)
     if current_this_update is not None:
