@@ -35,6 +35,7 @@ from palais.pki.printable import receipt_pdf
 from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
 from palais.pki.tls import server_context
 from palais.storage import Storage, open_storage
+from palais.storage.audit import AuditLog
 from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
@@ -127,12 +128,15 @@ class Gateway:
     evidence: EvidenceKey | None = None
     sessions: SessionWatcher | None = None
     trust: LiveTrust | None = None
+    audit: AuditLog | None = None
 
     async def start(self) -> None:
         s = self.settings
         self.evidence = evidence_key(s)
         self.storage = storage = open_instance_storage(s, self.evidence)
         storage.start()
+        # Refusals of every listener, queued and written in batches by the writer.
+        self.audit = audit = AuditLog(storage.commits)
         self.recorded.watch_writer(storage.commits)
         # What to trust comes from the database (seeded from [trust] files
         # when empty) and follows its changes without a restart.
@@ -198,6 +202,7 @@ class Gateway:
                 preauth_timeout=limits.preauth_timeout,
                 handshake_timeout=limits.handshake_timeout,
                 watcher=watcher,
+                audit=audit,
             )
 
         def door(listener: Listener) -> Gate:
@@ -209,7 +214,7 @@ class Gateway:
         # handshake, an alert and a log line for a refused one.
         smtps_door = door(Listener.SMTPS)
         smtps_app = smtp(Listener.SMTPS, smtps_door, True)
-        smtps_refused = refusal_logger(smtp_log, Listener.SMTPS)
+        smtps_refused = refusal_logger(smtp_log, Listener.SMTPS, audit)
 
         def smtps() -> asyncio.Protocol:
             return TlsServerProtocol(
@@ -247,6 +252,7 @@ class Gateway:
                 handshake_timeout=limits.handshake_timeout,
                 preauth_timeout=limits.preauth_timeout,
                 watcher=watcher,
+                audit=audit,
             )
         )
         watcher.start()
@@ -265,6 +271,7 @@ class Gateway:
             resolve_identity=resolver(Listener.HTTPS),
             metrics=self.recorded,
             admission=admission,
+            audit=audit,
             log=logging.getLogger("palais.https"),
             routes={
                 PRINTABLE_PREFIX: receipts_route(storage.mail.held_evidence, printable),
@@ -309,6 +316,9 @@ class Gateway:
             except TimeoutError:
                 log.warning("some connections did not close in time")
         self.servers.clear()
+        if self.audit is not None:
+            await self.audit.close()  # the last refusals, before the writer stops
+            self.audit = None
         if self.storage is not None:
             # Commits everything already queued: a message whose 250 was sent
             # is on disk already; one in flight is stored even if its client left.
