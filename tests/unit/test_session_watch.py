@@ -1,0 +1,351 @@
+"""The session watcher with fakes: who is cut, for what, at what cost, and what it leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import tracemalloc
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, insert
+
+from palais.gateway.sessions import (
+    ACCOUNT_CHANGED,
+    ACCOUNT_DEACTIVATED,
+    CERTIFICATE_NO_LONGER_VALID,
+    Registration,
+    SessionWatcher,
+)
+from palais.mailbox.audit import AuditAction
+from palais.mailbox.identity import Identity, Role
+from palais.storage import schema
+from palais.storage.directory import Directory
+from palais.storage.writer import WriteContext
+from tests.storage.conftest import running_storage
+from tests.storage.test_mailstore import ME, OTHER
+
+
+def ident(account_id: int, fingerprint: str, address: str | None = None) -> Identity:
+    address = address or f"user{account_id}@avocats.test"
+    return Identity(account_id, address, Role.AVOCAT, "Maître", fingerprint, address)
+
+
+class FakeSession:
+    """Records its goodbyes; unregisters itself when it ends, as the front-ends do."""
+
+    def __init__(self, watcher: SessionWatcher, defer_first: bool = False) -> None:
+        self.watcher = watcher
+        self.told: list[str] = []
+        self.closed = False
+        self.defer_first = defer_first  # a command running: the first request waits
+        self.registration: Registration | None = None
+
+    def end_session(self, reason: str) -> None:
+        self.told.append(reason)
+        if self.defer_first and len(self.told) == 1:
+            return
+        self.closed = True
+        assert self.registration is not None
+        self.watcher.unregister(self, self.registration)
+
+
+class Trust:
+    """A certificate check: the DERs revoked so far; counts its calls and their threads."""
+
+    def __init__(self) -> None:
+        self.revoked: set[bytes] = set()
+        self.broken: set[bytes] = set()
+        self.calls = 0
+        self.threads: set[int] = set()
+
+    def __call__(self, der: bytes, listener: str) -> str | None:
+        self.calls += 1
+        self.threads.add(threading.get_ident())
+        if der in self.broken:
+            raise RuntimeError("bug in a check")
+        return (
+            f"certificate serial {der.hex()} revoked by CN=Test CA" if der in self.revoked else None
+        )
+
+
+class Accounts:
+    """The directory's standing: fingerprint -> (account id, active); counts its reads."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[int, bool]] = {}
+        self.reads: list[frozenset[str]] = []
+        self.down = False
+
+    async def __call__(self, fingerprints: Collection[str]) -> Mapping[str, tuple[int, bool]]:
+        self.reads.append(frozenset(fingerprints))
+        if self.down:
+            raise ConnectionError("database unavailable")
+        return {f: self.rows[f] for f in fingerprints if f in self.rows}
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.events: list[dict[str, object]] = []
+
+    def refused(
+        self,
+        action: AuditAction,
+        *,
+        listener: str,
+        peer: str | None,
+        reason: str,
+        subject: str | None = None,
+        detail: Mapping[str, object] | None = None,
+    ) -> None:
+        self.events.append(
+            {"action": action, "listener": listener, "subject": subject, "reason": reason}
+        )
+
+
+def setup(
+    interval: float = 30.0,
+) -> tuple[SessionWatcher, Trust, Accounts, Audit]:
+    trust, accounts, audit = Trust(), Accounts(), Audit()
+    watcher = SessionWatcher(
+        check_certificate=trust,
+        standing=accounts,
+        interval=interval,
+        log=logging.getLogger("test.sessions"),
+        audit=audit,
+    )
+    return watcher, trust, accounts, audit
+
+
+def open_session(
+    watcher: SessionWatcher,
+    who: Identity,
+    der: bytes,
+    listener: str = "imaps",
+    *,
+    defer_first: bool = False,
+) -> FakeSession:
+    session = FakeSession(watcher, defer_first)
+    session.registration = watcher.register(session, listener=listener, der=der, identity=who)
+    return session
+
+
+def test_one_directory_read_and_one_check_per_certificate_for_all_sessions() -> None:
+    watcher, trust, accounts, _ = setup()
+    sessions = []
+    for n in range(50):
+        fingerprint = f"{n:064x}"
+        accounts.rows[fingerprint] = (n, True)
+        for listener in ("imaps", "imaps", "smtps"):  # two IMAP sessions and one SMTP each
+            sessions.append(open_session(watcher, ident(n, fingerprint), bytes([n]), listener))
+    assert len(watcher) == 150 and watcher.certificates == 100
+
+    async def go() -> None:
+        assert await watcher.check() == []
+        assert await watcher.check() == []
+
+    asyncio.run(go())
+    # One read per check, naming each certificate once; one certificate
+    # check per certificate and listener, off the event loop.
+    assert len(accounts.reads) == 2
+    assert accounts.reads[0] == {f"{n:064x}" for n in range(50)}
+    assert trust.calls == 200
+    assert threading.get_ident() not in trust.threads
+    assert not any(s.told for s in sessions)
+
+
+def test_a_revoked_certificate_cuts_its_sessions_only_and_is_logged_and_audited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watcher, trust, accounts, audit = setup()
+    accounts.rows = {"a" * 64: (1, True), "b" * 64: (2, True)}
+    mine = [
+        open_session(watcher, ident(1, "a" * 64), b"A", listener) for listener in ("imaps", "smtps")
+    ]
+    other = open_session(watcher, ident(2, "b" * 64), b"B")
+    trust.revoked.add(b"A")
+    with caplog.at_level(logging.INFO, logger="test.sessions"):
+        closures = asyncio.run(watcher.check())
+    assert [s.told for s in mine] == [[CERTIFICATE_NO_LONGER_VALID]] * 2
+    assert all(s.closed for s in mine) and other.told == []
+    assert {c.listener for c in closures} == {"imaps", "smtps"}
+    assert {c.code for c in closures} == {"certificate-refused"}
+    lines = [r.getMessage() for r in caplog.records if "session closed" in r.getMessage()]
+    assert len(lines) == 2
+    assert "listener=imaps identity=user1@avocats.test fingerprint=" + "a" * 64 in lines[0]
+    assert "reason=certificate-refused" in lines[0] and "revoked by CN=Test CA" in lines[0]
+    assert [e["action"] for e in audit.events] == [AuditAction.SESSION_CLOSED] * 2
+    assert audit.events[0]["subject"] == "user1@avocats.test"
+    # What the client is told says nothing of issuers or serials.
+    assert "CN=" not in CERTIFICATE_NO_LONGER_VALID and "serial" not in CERTIFICATE_NO_LONGER_VALID
+    assert len(watcher) == 1 and watcher.certificates == 1
+
+
+def test_a_deactivated_or_relinked_account_is_cut() -> None:
+    watcher, _, accounts, _ = setup()
+    accounts.rows = {"a" * 64: (1, False), "b" * 64: (9, True), "d" * 64: (4, True)}
+    deactivated = open_session(watcher, ident(1, "a" * 64), b"A")
+    relinked = open_session(watcher, ident(2, "b" * 64), b"B")  # now linked to account 9
+    unlinked = open_session(watcher, ident(3, "c" * 64), b"C")  # linked to none any more
+    fine = open_session(watcher, ident(4, "d" * 64), b"D")
+    asyncio.run(watcher.check())
+    assert deactivated.told == [ACCOUNT_DEACTIVATED]
+    assert relinked.told == [ACCOUNT_CHANGED] and unlinked.told == [ACCOUNT_CHANGED]
+    assert fine.told == [] and len(watcher) == 1
+
+
+def test_database_away_keeps_accounts_open_but_still_cuts_revoked_certificates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watcher, trust, accounts, _ = setup()
+    accounts.rows = {"a" * 64: (1, False), "b" * 64: (2, True)}
+    deactivated = open_session(watcher, ident(1, "a" * 64), b"A")
+    revoked = open_session(watcher, ident(2, "b" * 64), b"B")
+    trust.revoked.add(b"B")
+    accounts.down = True
+    with caplog.at_level(logging.WARNING, logger="test.sessions"):
+        asyncio.run(watcher.check())
+    assert revoked.told == [CERTIFICATE_NO_LONGER_VALID]
+    assert deactivated.told == []  # no verdict on accounts without the database
+    assert any("directory unavailable" in r.getMessage() for r in caplog.records)
+    # The log names the failure's kind, never its text (it may hold a URL).
+    assert not any("database unavailable" in r.getMessage() for r in caplog.records)
+    accounts.down = False
+    asyncio.run(watcher.check())
+    assert deactivated.told == [ACCOUNT_DEACTIVATED] and len(watcher) == 0
+
+
+def test_a_failing_certificate_check_closes_nobody() -> None:
+    watcher, trust, accounts, _ = setup()
+    accounts.rows = {"a" * 64: (1, True), "b" * 64: (2, True)}
+    broken = open_session(watcher, ident(1, "a" * 64), b"A")
+    revoked = open_session(watcher, ident(2, "b" * 64), b"B")
+    trust.broken.add(b"A")
+    trust.revoked.add(b"B")
+    asyncio.run(watcher.check())
+    assert broken.told == [] and revoked.told == [CERTIFICATE_NO_LONGER_VALID]
+
+
+def test_a_session_busy_at_the_first_request_is_asked_again_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watcher, trust, accounts, audit = setup()
+    accounts.rows = {"a" * 64: (1, True)}
+    busy = open_session(watcher, ident(1, "a" * 64), b"A", defer_first=True)
+    trust.revoked.add(b"A")
+    with caplog.at_level(logging.INFO, logger="test.sessions"):
+        first = asyncio.run(watcher.check())
+        assert not busy.closed and len(watcher) == 1
+        second = asyncio.run(watcher.check())
+    assert busy.told == [CERTIFICATE_NO_LONGER_VALID] * 2 and busy.closed
+    assert len(first) == 1 and second == []
+    assert len([r for r in caplog.records if "session closed" in r.getMessage()]) == 1
+    assert len(audit.events) == 1
+    assert len(watcher) == 0 and watcher.certificates == 0
+
+
+def test_sessions_that_end_on_their_own_leave_nothing_behind() -> None:
+    watcher, _, _, _ = setup()
+    sessions = [open_session(watcher, ident(n % 3, f"{n % 3:064x}"), b"X") for n in range(30)]
+    for session in sessions:
+        assert session.registration is not None
+        watcher.unregister(session, session.registration)
+        watcher.unregister(session, session.registration)  # twice: harmless
+    assert len(watcher) == 0 and watcher.certificates == 0
+
+    async def go() -> None:
+        assert await watcher.check() == []
+
+    asyncio.run(go())
+
+
+def test_the_periodic_check_runs_at_its_interval_and_stops_cleanly() -> None:
+    watcher, trust, accounts, _ = setup(interval=0.05)
+    accounts.rows = {"a" * 64: (1, True)}
+    session = open_session(watcher, ident(1, "a" * 64), b"A")
+
+    async def go() -> None:
+        watcher.start()
+        await asyncio.sleep(0.12)
+        assert len(accounts.reads) >= 1 and session.told == []
+        trust.revoked.add(b"A")
+        await asyncio.sleep(0.12)
+        assert session.told == [CERTIFICATE_NO_LONGER_VALID]
+        await watcher.stop()
+        reads = len(accounts.reads)
+        await asyncio.sleep(0.12)
+        assert len(accounts.reads) == reads  # stopped: no more checks
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert others == []
+
+    asyncio.run(go())
+
+
+def test_per_session_cost_is_a_set_entry() -> None:
+    watcher, _, _, _ = setup()
+    der = b"\x30" * 1500  # a card certificate's size: kept once, not per session
+    who = ident(1, "a" * 64)
+    sessions = [FakeSession(watcher) for _ in range(5000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for session in sessions:
+            session.registration = watcher.register(
+                session, listener="imaps", der=der, identity=who
+            )
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A few hundred bytes per session at most (the bench's budget); here a
+    # set slot, the DER and the group counted once.
+    assert grown / len(sessions) < 200, grown / len(sessions)
+
+
+def test_directory_standing_reads_fresh_in_one_go(tmp_path: Path) -> None:
+    with running_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs") as storage:
+        directory = storage.directory
+        linked = {f"{n:064x}" for n in range(1000)}  # more than one statement's worth
+
+        def link(conn: Connection, _ctx: WriteContext) -> None:
+            conn.execute(
+                insert(schema.table(schema.Certificate)),
+                [
+                    {
+                        "fingerprint": f,
+                        "account_id": ME.account_id,
+                        "subject": "CN=x",
+                        "first_seen": datetime.now(UTC),
+                    }
+                    for f in sorted(linked)
+                ]
+                + [
+                    {
+                        "fingerprint": OTHER.fingerprint,
+                        "account_id": OTHER.account_id,
+                        "subject": "CN=y",
+                        "first_seen": datetime.now(UTC),
+                    }
+                ],
+            )
+
+        async def go() -> None:
+            await storage.commits.submit(link)
+            asked = [*linked, OTHER.fingerprint, "0" * 63 + "z"]
+            found = await directory.standing(asked)
+            assert found == {
+                **{f: (ME.account_id, True) for f in linked},
+                OTHER.fingerprint: (OTHER.account_id, True),
+            }
+            await storage.commits.submit(lambda conn, _ctx: Directory.deactivate(conn, ME.address))
+            # No cache: the deactivation shows at once.
+            found = await directory.standing(asked)
+            assert found[f"{0:064x}"] == (ME.account_id, False)
+            assert found[OTHER.fingerprint] == (OTHER.account_id, True)
+            assert await directory.standing([]) == {}
+
+        asyncio.run(go())
