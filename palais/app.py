@@ -178,6 +178,7 @@ class Gateway:
             standing=storage.directory.standing,
             interval=limits.session_check_interval,
             log=logging.getLogger("palais.sessions"),
+            audit=audit,  # each closure recorded as "session-closed"
         )
         # One count for every listener together, and per client address.
         admission = Admission(
