@@ -139,7 +139,7 @@ def seed_from_settings(engine: Engine, settings: Settings) -> bool:
 
 
 def add_trust(
-    engine: Engine, community_name: str, data: bytes, *, actor: str, reason: str
+    engine: Engine, community_name: str, data: bytes, *, actor: str, reason: str | None
 ) -> store.NewAnchor:
     """Trust a CA for one community: an anchor (self-signed) or an
     intermediate, which must be signed by a CA of the same community in force.
@@ -173,7 +173,7 @@ def add_trust(
 
 
 def remove_trust(
-    engine: Engine, fingerprint: str, *, actor: str, reason: str
+    engine: Engine, fingerprint: str, *, actor: str, reason: str | None
 ) -> store.StoredAnchor:
     """Stop trusting a CA: its clients (and its intermediates') are refused."""
     return store.remove_anchor(
@@ -187,7 +187,7 @@ def import_crl(
     *,
     source: str,
     actor: str,
-    reason: str,
+    reason: str | None,
     action: AuditAction = AuditAction.CRL_IMPORTED,
     now: datetime | None = None,
 ) -> store.NewCrl:

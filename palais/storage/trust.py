@@ -146,7 +146,7 @@ def seed(
     new_crls: Sequence[NewCrl],
     *,
     actor: str,
-    reason: str,
+    reason: str | None,
 ) -> bool:
     """Store the [trust] files' content if no anchor was ever stored.
 
@@ -182,7 +182,7 @@ def seed(
     return True
 
 
-def add_anchor(engine: Engine, anchor: NewAnchor, *, actor: str, reason: str) -> None:
+def add_anchor(engine: Engine, anchor: NewAnchor, *, actor: str, reason: str | None) -> None:
     """Trust a CA (again, if it was removed); AlreadyTrusted if it is in force."""
     with engine.begin() as conn:
         _lock(conn)
@@ -211,7 +211,9 @@ def add_anchor(engine: Engine, anchor: NewAnchor, *, actor: str, reason: str) ->
         _bump(conn)
 
 
-def remove_anchor(engine: Engine, fingerprint: str, *, actor: str, reason: str) -> StoredAnchor:
+def remove_anchor(
+    engine: Engine, fingerprint: str, *, actor: str, reason: str | None
+) -> StoredAnchor:
     """Stop trusting a CA (its row stays, dated); NotTrusted if none in force."""
     with engine.begin() as conn:
         _lock(conn)
@@ -250,7 +252,7 @@ def put_crl(
     *,
     actor: str,
     action: AuditAction,
-    reason: str,
+    reason: str | None,
 ) -> NewCrl:
     """Replace the CRL in force for ``issuer`` with what ``decide`` returns.
 
