@@ -287,6 +287,10 @@ class PalaisSMTP(SMTP):
         finally:
             self._in_ehlo = False
         self._reset_timeout()  # EHLO over TLS ends the pre-authentication timeout
+        if self._watcher is not None and self._ssl_object() is not None:
+            # Known from EHLO on rather than from the first MAIL: a session
+            # that only said EHLO is watched (and cut) like the others.
+            await self.identity()
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         started = self.loop.time()
