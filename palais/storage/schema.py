@@ -36,6 +36,12 @@ class Service(Base):
 
 class Account(Base):
     __tablename__ = "account"
+    # The holder's stable identifier (bar number, agent number: the card's
+    # subject serialNumber) is unique within the community that issues it;
+    # NULLs are distinct, so accounts without one do not collide (migration 0006).
+    __table_args__ = (
+        Index("ux_account_community_identifier", "community", "identifier", unique=True),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     address: Mapped[str] = mapped_column(String(320), unique=True)
     role: Mapped[str] = mapped_column(String(32))
@@ -43,6 +49,8 @@ class Account(Base):
     service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    identifier: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    community: Mapped[str | None] = mapped_column(String(32), nullable=True)  # TrustCommunity
 
 
 class Certificate(Base):

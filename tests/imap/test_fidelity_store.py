@@ -137,7 +137,7 @@ def test_migration_gives_existing_rows_the_day_they_were_searched_on(tmp_path: P
                     " ?, '', '', '', '', '', 'a@b.test', 'f')",
                     (n, sent),
                 )
-        assert upgrade(engine) == ("0002", "0005")
+        assert upgrade(engine) == ("0002", "0006")
         with sqlite3.connect(path) as db:
             rows = db.execute("SELECT id, sent_day FROM message ORDER BY id").fetchall()
         assert rows == [(1, "2007-03-24"), (2, None)]
