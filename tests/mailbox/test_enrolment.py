@@ -12,12 +12,18 @@ from palais.mailbox.enrolment import (
     Enrolment,
     EnrolmentAction,
     EnrolmentFacts,
+    EnrolmentPolicy,
     EnrolmentRefused,
+    IdentityChangeRefused,
     ReferredToOperator,
+    RegistrationClosed,
+    community_of,
     decide_enrolment,
+    decide_link,
+    decide_merge,
 )
 from palais.mailbox.errors import ErrorKind, NotAllowed
-from palais.mailbox.identity import CertificateIdentity, Identity, Role
+from palais.mailbox.identity import CertificateIdentity, Identity, Role, TrustCommunity
 
 CERT = CertificateIdentity(
     role=Role.AVOCAT,
@@ -63,12 +69,20 @@ def test_a_deactivated_account_is_refused_with_its_certificate() -> None:
     assert "me@barreau.test" in refused.value.reason
 
 
-def test_a_certificate_bound_to_another_address_goes_to_an_operator() -> None:
+def test_a_certificate_linked_to_an_account_of_another_address_proves_that_account() -> None:
+    # Only a renewal, an operator's link or a merge links a card: the link is
+    # the decision, and the account (its address, its mail) is the identity.
     moved = account(address="old@barreau.test")
+    decided = decide_enrolment(CERT, EnrolmentFacts(holder=moved))
+    assert decided == Enrolment(EnrolmentAction.KNOWN, moved)
+    assert decided.identity(CERT).address == "old@barreau.test"
+
+
+def test_a_referral_names_neither_the_account_nor_the_fingerprint_to_the_client() -> None:
+    moved = account(address="old@barreau.test", role=Role.COLLABORATEUR)
     with pytest.raises(ReferredToOperator) as referred:
         decide_enrolment(CERT, EnrolmentFacts(holder=moved))
     assert "old@barreau.test" in referred.value.reason
-    # The safe text names neither the other address nor the fingerprint.
     assert "old@" not in referred.value.text
     assert CERT.fingerprint not in referred.value.text
 
@@ -120,3 +134,151 @@ def test_refusals_are_permission_errors_the_front_ends_already_translate() -> No
         assert isinstance(error, NotAllowed)
         assert error.permanent
         assert error.kind is ErrorKind.NOT_ALLOWED
+
+
+# -- keyed by identifier: renewals (A), operators' links (B) and merges (C) ------
+
+NUMBER = "CNB-75-012345"
+CARD = replace(CERT, serial_number=NUMBER, fingerprint="ef" * 32)
+KEYED = account(identifier=NUMBER)
+
+
+def test_case_a_a_renewed_card_with_the_same_number_reaches_the_same_account() -> None:
+    facts = EnrolmentFacts(holder=None, same_address=KEYED, same_identifier=KEYED)
+    decided = decide_enrolment(CARD, facts)
+    assert decided == Enrolment(EnrolmentAction.LINK_RENEWED_CARD, KEYED)
+    assert decided.identity(CARD).account_id == KEYED.account_id
+
+
+def test_case_a_with_another_role_or_another_address_goes_to_an_operator() -> None:
+    other_role = account(identifier=NUMBER, role=Role.COLLABORATEUR)
+    with pytest.raises(ReferredToOperator, match="collaborateur"):
+        decide_enrolment(CARD, EnrolmentFacts(holder=None, same_identifier=other_role))
+    moved = account(identifier=NUMBER, address="old@barreau.test")
+    with pytest.raises(ReferredToOperator, match=r"old@barreau\.test"):
+        decide_enrolment(CARD, EnrolmentFacts(holder=None, same_identifier=moved))
+
+
+def test_case_a_for_a_deactivated_account_is_refused() -> None:
+    gone = account(identifier=NUMBER, active=False)
+    with pytest.raises(EnrolmentRefused):
+        decide_enrolment(CARD, EnrolmentFacts(holder=None, same_identifier=gone))
+
+
+def test_case_b_an_address_keyed_by_another_number_goes_to_an_operator() -> None:
+    stranger = replace(CARD, serial_number="CNB-13-999999")
+    with pytest.raises(ReferredToOperator) as referred:
+        decide_enrolment(stranger, EnrolmentFacts(holder=None, same_address=KEYED))
+    assert NUMBER in referred.value.reason and "CNB-13-999999" in referred.value.reason
+    # A card without a number cannot prove it either.
+    with pytest.raises(ReferredToOperator, match="none"):
+        decide_enrolment(CERT, EnrolmentFacts(holder=None, same_address=KEYED))
+
+
+def test_an_account_from_before_identifiers_is_linked_and_keyed_by_the_card() -> None:
+    decided = decide_enrolment(CARD, EnrolmentFacts(holder=None, same_address=MINE))
+    assert decided == Enrolment(EnrolmentAction.LINK_RENEWED_CARD, MINE, adopt_identifier=NUMBER)
+
+
+def test_registration_on_first_use_can_be_turned_off() -> None:
+    facts = EnrolmentFacts(holder=None)
+    assert decide_enrolment(CARD, facts).action is EnrolmentAction.REGISTER
+    with pytest.raises(RegistrationClosed) as closed:
+        decide_enrolment(CARD, facts, EnrolmentPolicy.REFUSE)
+    assert isinstance(closed.value, ReferredToOperator)
+    # Known cards and renewals are not registrations: the policy leaves them be.
+    assert decide_enrolment(CARD, EnrolmentFacts(holder=KEYED), EnrolmentPolicy.REFUSE).action is (
+        EnrolmentAction.KNOWN
+    )
+    renewal = EnrolmentFacts(holder=None, same_identifier=KEYED)
+    assert decide_enrolment(CARD, renewal, EnrolmentPolicy.REFUSE).action is (
+        EnrolmentAction.LINK_RENEWED_CARD
+    )
+
+
+def test_identifiers_are_scoped_by_the_issuing_community() -> None:
+    assert community_of(Role.COLLABORATEUR) is TrustCommunity.AVOCATS
+    assert community_of(Role.MAGISTRAT) is TrustCommunity.JUSTICE
+
+
+def test_case_b_link_keys_the_account_by_the_new_card() -> None:
+    new_number = replace(CARD, serial_number="CNB-75-777777")
+    plan = decide_link(KEYED, new_number, holder=None, identifier_holder=None)
+    assert (plan.account, plan.identifier, plan.community) == (
+        KEYED,
+        "CNB-75-777777",
+        TrustCommunity.AVOCATS,
+    )
+    # A card without a number keeps the account's.
+    assert decide_link(KEYED, CERT, holder=None, identifier_holder=None).identifier == NUMBER
+
+
+@pytest.mark.parametrize(
+    ("target", "holder", "identifier_holder", "says"),
+    [
+        (account(active=False), None, None, "deactivated"),
+        (account(role=Role.COLLABORATEUR), None, None, "collaborateur"),
+        (MINE, MINE, None, "already linked"),
+        (MINE, account(account_id=8, address="x@b.test"), None, "x@b.test"),
+        (MINE, None, account(account_id=8, address="y@b.test"), "y@b.test"),
+    ],
+)
+def test_case_b_link_refusals_say_what_is_wrong(
+    target: AccountFacts,
+    holder: AccountFacts | None,
+    identifier_holder: AccountFacts | None,
+    says: str,
+) -> None:
+    with pytest.raises(IdentityChangeRefused, match=says):
+        decide_link(target, CARD, holder=holder, identifier_holder=identifier_holder)
+
+
+DUPLICATE = account(account_id=9, address="me.new@barreau.test", identifier=None)
+
+
+def test_case_c_merge_moves_the_duplicate_s_mail_to_the_target() -> None:
+    plan = decide_merge(DUPLICATE, KEYED)
+    assert plan.mailbox_owner == KEYED.address
+    assert plan.move_from == (DUPLICATE.address,)
+    assert plan.service is None
+    assert plan.identifier == NUMBER
+    # The target takes the source's identifier when it has none.
+    assert decide_merge(KEYED, DUPLICATE).identifier == NUMBER
+
+
+def test_case_c_a_clerk_merged_reads_the_service_and_brings_no_personal_mail_twice() -> None:
+    clerk = account(role=Role.GREFFIER, service="greffe@cph.test")
+    duplicate = account(account_id=9, address="g2@cph.test", role=Role.GREFFIER)
+    plan = decide_merge(duplicate, clerk)
+    assert (plan.mailbox_owner, plan.move_from, plan.service) == (
+        "greffe@cph.test",
+        ("g2@cph.test",),
+        "greffe@cph.test",
+    )
+    # The target joins the source's service: its own boxes go there too.
+    plan = decide_merge(clerk, duplicate)
+    assert (plan.mailbox_owner, plan.move_from, plan.service) == (
+        "greffe@cph.test",
+        ("g2@cph.test",),
+        "greffe@cph.test",
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "says"),
+    [
+        (MINE, MINE, "itself"),
+        (account(account_id=9, role=Role.COLLABORATEUR), MINE, "collaborateur"),
+        (DUPLICATE, account(active=False), "deactivated"),
+        (
+            account(account_id=9, role=Role.GREFFIER, service="a@cph.test"),
+            account(role=Role.GREFFIER, service="b@cph.test"),
+            "two services",
+        ),
+    ],
+)
+def test_case_c_merge_refusals_say_what_is_wrong(
+    source: AccountFacts, target: AccountFacts, says: str
+) -> None:
+    with pytest.raises(IdentityChangeRefused, match=says):
+        decide_merge(source, target)
