@@ -154,6 +154,16 @@ class LogSection:
     format: str = "text"  # "text" or "json" (one JSON object per line)
 
 
+ENROLMENT_POLICIES = ("register", "refuse")
+
+
+@dataclass(frozen=True)
+class AccountsSection:
+    # A trusted certificate nobody knows: "register" creates its account on
+    # first use, "refuse" refers it to an operator (palais.mailbox.enrolment).
+    enrolment: str = "register"
+
+
 @dataclass(frozen=True)
 class Settings:
     path: Path
@@ -168,6 +178,7 @@ class Settings:
     imap: ImapSection = ImapSection()
     limits: LimitsSection = LimitsSection()
     log: LogSection = LogSection()
+    accounts: AccountsSection = AccountsSection()
 
     @property
     def root(self) -> Path:
@@ -262,4 +273,8 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"{path}: [limits] session_check_interval must be positive")
     if sections["log"].format not in LOG_FORMATS:
         raise ConfigError(f"{path}: [log] format must be one of {', '.join(LOG_FORMATS)}")
+    if sections["accounts"].enrolment not in ENROLMENT_POLICIES:
+        raise ConfigError(
+            f"{path}: [accounts] enrolment must be one of {', '.join(ENROLMENT_POLICIES)}"
+        )
     return Settings(path=path, **sections)
