@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from palais.mailbox.audit import AuditAction
 from palais.mailbox.dossiers import (
     DossierOpening,
     Participation,
@@ -23,20 +24,27 @@ from palais.mailbox.enrolment import (
     Enrolment,
     EnrolmentAction,
     EnrolmentFacts,
+    EnrolmentPolicy,
+    LinkPlan,
+    MergePlan,
     ReferredToOperator,
+    community_of,
     decide_enrolment,
 )
 from palais.mailbox.identity import CertificateIdentity, Identity, Role
+from palais.mailbox.model import BoxKind, Placement
 from palais.mailbox.routing import Addressee, AddresseeKind
-from palais.storage import schema
-from palais.storage.placement import ensure_boxes
-from palais.storage.writer import CommitQueue
+from palais.storage import audit, schema
+from palais.storage.placement import drop_placement, ensure_boxes, place_all
+from palais.storage.sql import EN, PL, decode_flags
+from palais.storage.writer import CommitQueue, WriteContext
 
 AC = schema.table(schema.Account)
 CE = schema.table(schema.Certificate)
 SV = schema.table(schema.Service)
 DO = schema.table(schema.Dossier)
 PA = schema.table(schema.Participation)
+FR = schema.table(schema.FirstRead)
 
 log = logging.getLogger("palais.storage.directory")
 _STANDING_CHUNK = 900  # certificates per statement in standing()
@@ -59,9 +67,16 @@ class Directory:
     # within this many seconds.
     TTL = 5.0
 
-    def __init__(self, reader: Engine, writer: CommitQueue) -> None:
+    def __init__(
+        self,
+        reader: Engine,
+        writer: CommitQueue,
+        *,
+        enrolment: EnrolmentPolicy = EnrolmentPolicy.REGISTER,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._policy = enrolment  # [accounts] enrolment
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
 
     # A cache hit answers at once, on the event loop; a miss runs its SQL in
@@ -103,7 +118,7 @@ class Directory:
             return known
         facts = await asyncio.to_thread(self._read_facts, cert)
         try:
-            enrolment = decide_enrolment(cert, facts)
+            enrolment = decide_enrolment(cert, facts, self._policy)
             if enrolment.action is EnrolmentAction.KNOWN:
                 ident = enrolment.identity(cert)
             else:
@@ -137,28 +152,10 @@ class Directory:
 
     @staticmethod
     def _facts(conn: Connection, cert: CertificateIdentity) -> EnrolmentFacts:
-        columns = (
-            AC.c.id,
-            AC.c.address,
-            AC.c.role,
-            AC.c.display_name,
-            AC.c.active,
-            SV.c.address.label("service"),
-        )
-        holder = conn.execute(
-            select(*columns)
-            .select_from(CE)
-            .join(AC, AC.c.id == CE.c.account_id)
-            .outerjoin(SV, SV.c.id == AC.c.service_id)
-            .where(CE.c.fingerprint == cert.fingerprint)
-        ).first()
+        holder = Directory.certificate_holder(conn, cert.fingerprint)
         if holder is not None:
-            return EnrolmentFacts(holder=_account_facts(holder), same_address=None)
-        same = conn.execute(
-            select(*columns)
-            .outerjoin(SV, SV.c.id == AC.c.service_id)
-            .where(AC.c.address == cert.address)
-        ).first()
+            return EnrolmentFacts(holder=holder, same_address=None)
+        same = Directory.account_by_address(conn, cert.address)
         reserved = False
         if same is None:
             reserved = (
@@ -167,15 +164,41 @@ class Directory:
                 or conn.execute(select(DO.c.id).where(DO.c.address == cert.address)).first()
                 is not None
             )
+        keyed = None
+        if cert.serial_number is not None:
+            keyed = Directory.identifier_holder(conn, cert.role, cert.serial_number)
         return EnrolmentFacts(
-            holder=None,
-            same_address=None if same is None else _account_facts(same),
-            address_reserved=reserved,
+            holder=None, same_address=same, address_reserved=reserved, same_identifier=keyed
         )
+
+    @staticmethod
+    def certificate_holder(conn: Connection, fingerprint: str) -> AccountFacts | None:
+        """The account a certificate is linked to."""
+        row = conn.execute(
+            _facts_query()
+            .join(CE, CE.c.account_id == AC.c.id)
+            .where(CE.c.fingerprint == fingerprint)
+        ).first()
+        return None if row is None else _account_facts(row)
+
+    @staticmethod
+    def account_by_address(conn: Connection, address: str) -> AccountFacts | None:
+        row = conn.execute(_facts_query().where(AC.c.address == address.strip().lower())).first()
+        return None if row is None else _account_facts(row)
+
+    @staticmethod
+    def identifier_holder(conn: Connection, role: Role, identifier: str) -> AccountFacts | None:
+        """The account keyed by ``identifier`` in the community that issues ``role``'s cards."""
+        row = conn.execute(
+            _facts_query().where(
+                AC.c.community == community_of(role).value, AC.c.identifier == identifier
+            )
+        ).first()
+        return None if row is None else _account_facts(row)
 
     def _enrol(self, conn: Connection, cert: CertificateIdentity) -> tuple[Enrolment, Identity]:
         """Decide on the facts in this transaction and carry the decision out."""
-        enrolment = decide_enrolment(cert, self._facts(conn, cert))
+        enrolment = decide_enrolment(cert, self._facts(conn, cert), self._policy)
         if enrolment.action is EnrolmentAction.REGISTER:
             account_id = self.add_account(
                 conn,
@@ -184,19 +207,221 @@ class Directory:
                 display_name=cert.display_name,
                 fingerprint=cert.fingerprint,
                 subject=cert.subject,
+                identifier=cert.serial_number,
             )
             return enrolment, enrolment.identity(cert, account_id)
         if enrolment.action is EnrolmentAction.LINK_RENEWED_CARD:
-            assert enrolment.account is not None
-            conn.execute(
-                insert(CE).values(
-                    fingerprint=cert.fingerprint,
-                    account_id=enrolment.account.account_id,
-                    subject=cert.subject,
-                    first_seen=datetime.now(UTC),
-                )
+            account = enrolment.account
+            assert account is not None
+            self._link(conn, account.account_id, cert)
+            if enrolment.adopt_identifier is not None:
+                self._key(conn, account.account_id, account.role, enrolment.adopt_identifier)
+            # A renewal changes who may act as the account: the audit log
+            # keeps it as it keeps an operator's link (case B).
+            audit.record(
+                conn,
+                actor=cert.address,
+                action=AuditAction.CERTIFICATE_LINKED,
+                subject=account.address,
+                reason="renewed card",
+                detail={
+                    "fingerprint": cert.fingerprint,
+                    "identifier": cert.serial_number,
+                    "by": "holder",
+                },
             )
         return enrolment, enrolment.identity(cert)
+
+    @staticmethod
+    def _link(conn: Connection, account_id: int, cert: CertificateIdentity) -> None:
+        conn.execute(
+            insert(CE).values(
+                fingerprint=cert.fingerprint,
+                account_id=account_id,
+                subject=cert.subject,
+                first_seen=datetime.now(UTC),
+            )
+        )
+
+    @staticmethod
+    def _key(conn: Connection, account_id: int, role: Role, identifier: str | None) -> None:
+        conn.execute(
+            update(AC)
+            .where(AC.c.id == account_id)
+            .values(
+                identifier=identifier,
+                community=None if identifier is None else community_of(role).value,
+            )
+        )
+
+    # -- operators' changes: a card linked (case B), duplicates merged (case C) --
+
+    @staticmethod
+    def link_certificate(
+        conn: Connection, plan: LinkPlan, cert: CertificateIdentity, *, actor: str, reason: str
+    ) -> None:
+        """Carry out ``decide_link`` in the caller's transaction, with its audit event.
+
+        A running gateway sees it within ``Directory.TTL`` (its identity
+        cache expires) and its session watcher at its next check.
+        """
+        account = plan.account
+        Directory._link(conn, account.account_id, cert)
+        if plan.identifier != account.identifier:
+            Directory._key(conn, account.account_id, account.role, plan.identifier)
+        audit.record(
+            conn,
+            actor=actor,
+            action=AuditAction.CERTIFICATE_LINKED,
+            subject=account.address,
+            reason=reason,
+            detail={
+                "fingerprint": cert.fingerprint,
+                "certificate_address": cert.address,
+                "identifier": plan.identifier,
+                "previous_identifier": account.identifier,
+                "by": "operator",
+            },
+        )
+
+    @staticmethod
+    def merge_accounts(
+        conn: Connection, plan: MergePlan, *, actor: str, reason: str
+    ) -> dict[str, object]:
+        """Carry out ``decide_merge`` in the caller's transaction; what moved.
+
+        The source's certificates, dossier participations and mail go to the
+        target; the source is deactivated (its address stays taken, so that
+        nobody registers it anew). Each moved placement gets new entries,
+        new UIDs at the end of the target's boxes with its flags kept; a
+        message the target already holds in the same kind of box is not
+        shown twice. Read receipts already sent stay sent.
+        """
+        source, target = plan.source, plan.target
+        ctx = WriteContext()
+        owner = plan.mailbox_owner
+        # Service membership first: the target's boxes are its service's afterwards.
+        if plan.service != target.service:
+            service_id = conn.execute(
+                select(SV.c.id).where(SV.c.address == plan.service)
+            ).scalar_one()
+            conn.execute(
+                update(AC).where(AC.c.id == target.account_id).values(service_id=service_id)
+            )
+        certificates = conn.execute(
+            update(CE)
+            .where(CE.c.account_id == source.account_id)
+            .values(account_id=target.account_id)
+        ).rowcount
+        # Participations: the target takes the source's place in each dossier.
+        joined: list[str] = []
+        rows = conn.execute(
+            select(PA.c.dossier_id, PA.c.capacity, DO.c.number)
+            .join(DO, DO.c.id == PA.c.dossier_id)
+            .where(PA.c.account_id == source.account_id)
+        ).all()
+        already = set(
+            conn.execute(
+                select(PA.c.dossier_id).where(PA.c.account_id == target.account_id)
+            ).scalars()
+        )
+        for row in rows:
+            conn.execute(
+                delete(PA).where(
+                    PA.c.dossier_id == row.dossier_id, PA.c.account_id == source.account_id
+                )
+            )
+            if row.dossier_id not in already:
+                conn.execute(
+                    insert(PA).values(
+                        dossier_id=row.dossier_id,
+                        account_id=target.account_id,
+                        capacity=row.capacity,
+                    )
+                )
+                joined.append(str(row.number))
+            ensure_boxes(conn, owner, str(row.number))
+        moved = dropped = 0
+        ensure_boxes(conn, owner)
+        for held_by in plan.move_from:
+            placements = conn.execute(
+                select(PL.c.id, PL.c.message_id, PL.c.kind, PL.c.dossier, PL.c.origin)
+                .where(PL.c.owner == held_by)
+                .order_by(PL.c.id)  # the order they arrived in: UIDs keep it
+            ).all()
+            for p in placements:
+                kind = BoxKind(p.kind)
+                twin = conn.execute(
+                    select(PL.c.id).where(
+                        PL.c.owner == owner, PL.c.message_id == p.message_id, PL.c.kind == p.kind
+                    )
+                ).first()
+                if twin is None:
+                    flags = conn.execute(
+                        select(EN.c.flags).where(EN.c.placement_id == p.id).limit(1)
+                    ).scalar()
+                    if p.dossier is not None:
+                        ensure_boxes(conn, owner, p.dossier)
+                    origin = BoxKind(p.origin) if p.origin else None
+                    # Placed before the old one goes: a message nobody else
+                    # holds would otherwise be released with its bytes.
+                    place_all(
+                        conn,
+                        ctx,
+                        int(p.message_id),
+                        p.dossier,
+                        [(owner, kind, decode_flags(flags or ""))],
+                        origin,
+                    )
+                    moved += 1
+                else:
+                    dropped += 1
+                drop_placement(
+                    conn,
+                    ctx,
+                    _placement(int(p.id), int(p.message_id), kind, p.dossier, p.origin),
+                )
+            # One read receipt per message and owner, ever: what the source
+            # read stays read for the target.
+            read = set(conn.execute(select(FR.c.message_id).where(FR.c.owner == owner)).scalars())
+            for message_id in conn.execute(
+                select(FR.c.message_id).where(FR.c.owner == held_by)
+            ).scalars():
+                if message_id not in read:
+                    conn.execute(
+                        update(FR)
+                        .where(FR.c.owner == held_by, FR.c.message_id == message_id)
+                        .values(owner=owner)
+                    )
+        # The source is kept, deactivated: its address stays taken and its
+        # history (the audit log, evidence naming it) keeps its meaning.
+        conn.execute(
+            update(AC)
+            .where(AC.c.id == source.account_id)
+            .values(active=False, identifier=None, community=None)
+        )
+        if plan.identifier != target.identifier:
+            Directory._key(conn, target.account_id, target.role, plan.identifier)
+        done: dict[str, object] = {
+            "from": source.address,
+            "into": target.address,
+            "mailbox_owner": owner,
+            "certificates": int(certificates),
+            "placements_moved": moved,
+            "placements_already_held": dropped,
+            "dossiers_joined": joined,
+            "service": plan.service,
+            "identifier": plan.identifier,
+        }
+        audit.record(
+            conn,
+            actor=actor,
+            action=AuditAction.ACCOUNT_MERGED,
+            subject=source.address,
+            reason=reason,
+            detail=done,
+        )
+        return done
 
     # -- open sessions ---------------------------------------------------------
 
@@ -328,6 +553,7 @@ class Directory:
         fingerprint: str | None = None,
         subject: str = "",
         service_id: int | None = None,
+        identifier: str | None = None,
     ) -> int:
         now = datetime.now(UTC)
         res = conn.execute(
@@ -338,6 +564,9 @@ class Directory:
                 service_id=service_id,
                 active=True,
                 created_at=now,
+                # Keyed by the card's identifier within its issuing community.
+                identifier=identifier,
+                community=None if identifier is None else community_of(role).value,
             )
         )
         assert res.inserted_primary_key is not None
@@ -421,6 +650,18 @@ class Directory:
         conn.execute(update(AC).where(AC.c.address == address.lower()).values(active=False))
 
 
+def _facts_query() -> Any:
+    return select(
+        AC.c.id,
+        AC.c.address,
+        AC.c.role,
+        AC.c.display_name,
+        AC.c.active,
+        AC.c.identifier,
+        SV.c.address.label("service"),
+    ).outerjoin(SV, SV.c.id == AC.c.service_id)
+
+
 def _account_facts(row: Any) -> AccountFacts:
     return AccountFacts(
         account_id=int(row.id),
@@ -429,4 +670,11 @@ def _account_facts(row: Any) -> AccountFacts:
         display_name=row.display_name,
         active=bool(row.active),
         service=row.service,
+        identifier=row.identifier,
     )
+
+
+def _placement(
+    pid: int, message_id: int, kind: BoxKind, dossier: str | None, origin: str | None
+) -> Placement:
+    return Placement(pid, message_id, kind, dossier, BoxKind(origin) if origin else None)
