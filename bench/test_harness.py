@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
-from bench import corpus, report, stats
+from bench import corpus, receipts, report, stats
 from bench.imap_client import IMAPConnection, encode_mutf7
 from bench.pki import BenchPKI
 
@@ -39,6 +40,45 @@ def test_markdown_renders_skips() -> None:
     md = report.markdown(doc)
     assert "palais skipped:** nope" in md
     assert "| ingest | filed & readable, msg/s | higher | – | 200 | – |" in md
+
+
+def test_markdown_receipts_palais_only() -> None:
+    doc = {
+        "targets": {"palais": {"status": "ok"}, "peer": {"status": "ok"}},
+        "receipts": {
+            "palais": {"receipts_per_s": 600.0, "read_receipt_p50_ms": 12.0},
+            "peer": {"skipped": "n/a: Postfix + Dovecot issues no receipts"},
+            "ratio": {},
+        },
+    }
+    md = report.markdown(doc)
+    assert "| receipts | deposit receipts issued during an ingest, per s | higher | 600 | n/a" in md
+    assert "receipts / peer" not in md  # no note for a feature the peer lacks
+
+
+def test_receipts_counted_in_the_log(tmp_path: Path) -> None:
+    db = tmp_path / "palais.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE message (id INTEGER PRIMARY KEY, size INTEGER);"
+        "CREATE TABLE evidence_log (position INTEGER PRIMARY KEY, evidence_id TEXT,"
+        " events TEXT, about INTEGER, evidence TEXT, leaf_hash TEXT, receipt_message INTEGER);"
+        "CREATE TABLE tree_head (size INTEGER PRIMARY KEY, document TEXT, signature TEXT);"
+        "INSERT INTO message VALUES (1, 4000), (2, 6000), (3, 4000), (4, 6000), (5, 6500);"
+        "INSERT INTO evidence_log VALUES (0, 'a', 'depot,remise', 1, 'é', 'h', 2),"
+        " (1, 'b', 'depot,remise', 3, 'xy', 'h', 4), (2, 'c', 'premiere-lecture', 1, 'z', 'h', 5);"
+        "INSERT INTO tree_head VALUES (1, 'd', 's'), (2, 'dd', 'ss'), (3, 'ddd', 'sss');"
+    )
+    conn.commit()
+    conn.close()
+    assert receipts.database(tmp_path) == db and receipts.database(tmp_path / "x") is None
+    assert receipts.log_size(db) == 3
+    made = receipts.since(db, 1)
+    assert (made.deposits, made.reads, made.mail_bytes, made.message_bytes) == (1, 1, 12500, 4000)
+    assert made.evidence_bytes == (2 + 1 + 1) + (1 + 1 + 1)  # evidence, id, leaf hash
+    assert (made.tree_heads, made.tree_head_bytes) == (2, 10)
+    assert receipts.since(db, 0).evidence_bytes == 2 + 1 + 1 + 7  # 'é' is two bytes
+    assert receipts.instance_bytes(tmp_path) > 0
 
 
 def test_corpus() -> None:

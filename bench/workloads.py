@@ -1,4 +1,4 @@
-"""The five workloads. Each is an ``async`` function (target, params, run) -> dict.
+"""The workloads. Each is an ``async`` function (target, params, run) -> dict.
 
 Every loop is bounded both in count and in wall-clock time, and every
 network wait has a timeout, so a workload always ends by itself; a workload
@@ -16,9 +16,10 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import corpus, procs
+from . import corpus, procs, receipts
 from .imap_client import IMAPConnection, IMAPError
 from .smtp_client import SMTPConnection, SMTPReplyError
 from .stats import latency_summary, median
@@ -53,6 +54,9 @@ class Params:
     # memory
     memory_sessions: int = 1_000
     memory_open_concurrency: int = 50
+    # receipts (Palais only)
+    receipts_n: int | None = None  # messages of its own ingest (None: the same as ingest's n)
+    receipts_reads: int = 200  # first reads, one at a time, each awaiting its read receipt
     # bounds
     send_timeout_s: float = 300.0  # max time for the sending phase of ingest/storm
     filing_timeout_s: float = (
@@ -659,10 +663,167 @@ async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
     }
 
 
+# -- 6. receipts (Palais only) --------------------------------------------------------------------
+_SEARCH = re.compile(rb"^\* SEARCH\b(.*)$", re.I)
+
+
+def receipts_read_limit(p: Params) -> float:
+    """Wall-clock bound of the first-read phase (each read also has its own timeout)."""
+    return max(30.0, 0.5 * p.receipts_reads)
+
+
+async def receipts_workload(target: Target, p: Params, run: Run) -> dict[str, Any]:
+    """Receipts issued during an ingest, first-read receipt latency, receipt bytes on disk.
+
+    1. An ingest of ``receipts_n`` messages (as ``ingest``): deposit receipts
+       counted in the evidence log (and as mails in the sender's Accusés de
+       réception, by STATUS), per second of the ingest's filed duration.
+    2. The reader FETCHes BODY[] of up to ``receipts_reads`` of those messages,
+       unread, one at a time, while the sender IDLEs on its Accusés de
+       réception: latency from sending the FETCH to the sender's ``* N EXISTS``
+       of the read receipt (and to the FETCH's tagged OK).
+    3. The bytes the receipts added: receipt mails, evidence rows, tree heads.
+    """
+    if target.name != "palais":
+        raise NotImplementedError(f"{target.name} issues no receipts")
+    assert target.sender is not None and target.reader is not None
+    found_dir = getattr(target, "dir", None)  # PalaisTarget's instance directory
+    instance = found_dir if isinstance(found_dir, Path) else None
+    db = receipts.database(instance) if instance is not None else None
+    box = receipts.SENDER_RECEIPTS_BOX
+    n = p.receipts_n or p.n
+    notes: list[str] = []
+    errors: list[str] = []
+    if db is None:
+        notes.append("no palais.db in the instance: counted by IMAP STATUS only, no byte figures")
+    sender = await open_imap(target, target.sender, p.io_timeout_s)
+    reader = await open_imap(target, target.reader, p.io_timeout_s)
+    try:
+        # -- 1. deposit receipts during an ingest
+        first_uid = (await reader.status(target.inbox, "UIDNEXT")).get("uidnext", 1)
+        mails_before = await inbox_count(sender, box)
+        log_before = await asyncio.to_thread(receipts.log_size, db) if db else 0
+        disk_before = await asyncio.to_thread(receipts.instance_bytes, instance) if instance else 0
+        load = await _smtp_load(target, p, run, mode="ingest", n=n, concurrency=p.concurrency)
+        if "error" in load:
+            return {"complete": False, "error": f"ingest: {load['error']}", "ingest": load}
+        duration = float(load["duration_s"])
+        disk_after = await asyncio.to_thread(receipts.instance_bytes, instance) if instance else 0
+        mails = await inbox_count(sender, box) - mails_before
+        out: dict[str, Any] = {
+            "messages": n,
+            "ingest_msgs_per_s": load["msgs_per_s"],
+            "ingest_duration_s": duration,
+            "accepted": load["accepted"],
+            "filed": load["filed"],
+            "receipt_mails": mails,
+        }
+        issued = mails
+        log_mid = log_before
+        if db is not None:
+            made = await asyncio.to_thread(receipts.since, db, log_before)
+            log_mid = log_before + made.deposits + made.reads
+            issued = made.deposits
+            per = max(1, made.deposits)
+            out.update(
+                deposit_receipts=made.deposits,
+                receipt_mail_bytes_per_msg=round(made.mail_bytes / per),
+                evidence_bytes_per_msg=round(made.evidence_bytes / per),
+                tree_heads=made.tree_heads,
+                tree_head_bytes_per_msg=round(made.tree_head_bytes / per, 1),
+                receipt_bytes_per_msg=round(
+                    (made.mail_bytes + made.evidence_bytes + made.tree_head_bytes) / per
+                ),
+                message_bytes_per_msg=round(made.message_bytes / per),
+                store_growth_per_msg_bytes=round(
+                    (disk_after - disk_before) / max(1, load["filed"])
+                ),
+            )
+            if made.deposits != load["accepted"]:
+                notes.append(f"{made.deposits} deposit receipts for {load['accepted']} messages")
+        if mails != load["accepted"]:
+            notes.append(f"{mails} receipt mails for the sender, {load['accepted']} accepted")
+        out["receipts_per_s"] = round(issued / duration, 1) if duration > 0 else None
+
+        # -- 2. first reads, one at a time, each awaited as a read receipt on the sender's side
+        await reader.select(target.inbox)
+        found = await reader.command(f"UID SEARCH UID {first_uid}:* UNSEEN")
+        uids = sorted(
+            uid
+            for line in found.untagged
+            if (m := _SEARCH.match(line))
+            for uid in map(int, m.group(1).split())
+            if uid >= first_uid
+        )[: p.receipts_reads]
+        if len(uids) < p.receipts_reads:
+            notes.append(f"{len(uids)} unread messages to read, {p.receipts_reads} wanted")
+        known = (await sender.select(box)).get("exists", 0)
+        await sender.idle_start()
+        to_receipt: list[float] = []
+        to_ok: list[float] = []
+        deadline = time.monotonic() + receipts_read_limit(p)
+        seen_events = 0
+        for uid in uids:
+            if time.monotonic() > deadline or len(errors) >= p.max_errors:
+                notes.append(f"read phase stopped after {len(to_ok)} reads")
+                break
+            want = known + 1  # the sender's Accusés de réception, with this read's receipt
+            t0 = time.monotonic()
+            try:
+                await reader.command(f"UID FETCH {uid} BODY[]", timeout=p.io_timeout_s)
+            except IMAPError as exc:
+                errors.append(f"FETCH: {exc}")
+                continue
+            to_ok.append(time.monotonic() - t0)
+            wait_until = time.monotonic() + p.io_timeout_s
+            t_note: float | None = None
+            while t_note is None and time.monotonic() < wait_until:
+                events = sender.idle_events
+                for num, t in events[seen_events:]:
+                    known = max(known, num)
+                    if t_note is None and num >= want:
+                        t_note = t
+                seen_events = len(events)
+                if t_note is None:
+                    await asyncio.sleep(0.001)
+            if t_note is None:
+                errors.append(f"no read receipt seen within {p.io_timeout_s:.0f} s (UID {uid})")
+            else:
+                to_receipt.append(t_note - t0)
+        await sender.idle_stop()
+        out.update(
+            reads=len(to_ok),
+            read_receipts_seen=len(to_receipt),
+            **latency_summary(to_receipt, "read_receipt"),
+            **latency_summary(to_ok, "read_fetch_ok"),
+        )
+        if db is not None:
+            read = await asyncio.to_thread(receipts.since, db, log_mid)
+            out["read_receipts_logged"] = read.reads
+            if read.reads:
+                out["read_receipt_bytes"] = round(
+                    (read.mail_bytes + read.evidence_bytes + read.tree_head_bytes) / read.reads
+                )
+            if read.reads != len(to_ok):
+                notes.append(f"{read.reads} read receipts logged for {len(to_ok)} first reads")
+        out["complete"] = (
+            bool(load.get("complete"))
+            and not notes
+            and len(to_receipt) == len(uids) == p.receipts_reads
+        )
+        out["notes"] = notes
+        out.update(_errors_summary(errors + list(load.get("error_sample", []))))
+        out["errors"] = len(errors) + int(load.get("errors", 0))
+        return out
+    finally:
+        await asyncio.gather(sender.logout(), reader.logout(), return_exceptions=True)
+
+
 WORKLOADS: dict[str, Callable[[Target, Params, Run], Awaitable[dict[str, Any]]]] = {
     "ingest": ingest,
     "storm": storm,
     "imap": imap_large_folder,
     "push": push,
     "memory": memory,
+    "receipts": receipts_workload,
 }
