@@ -326,6 +326,7 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
                     display_name=f"{person.given} {person.surname.upper()}",
                     fingerprint=fingerprints[person.name],
                     service_id=service_id if person.role is Role.GREFFIER else None,
+                    identifier=person.serial,  # keyed by the card's number (migration 0006)
                 )
             accounts[COURT[0]] = Directory.add_account(
                 conn,
