@@ -262,6 +262,9 @@ def add_admin(
     groups = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
     _add_account(groups)
     _add_audit(groups)
+    from palais.admin_accounts_identity import add_commands as add_identity_commands
+
+    add_identity_commands(groups)  # cert link, account merge (imports this module)
     return groups
 
 
