@@ -6,9 +6,10 @@ import asyncio
 import gc
 import logging
 import threading
+import time
 import tracemalloc
-from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,14 @@ from palais.gateway.sessions import (
 )
 from palais.mailbox.audit import AuditAction
 from palais.mailbox.identity import Identity, Role
+from palais.mailbox.model import AppendResult
+from palais.pki import certbuilder
+from palais.pki.certbuilder import CertificateAuthority, Validity
 from palais.storage import schema
 from palais.storage.directory import Directory
 from palais.storage.writer import WriteContext
+from tests.imap.conftest import ADDRESS, STRANGER, Pki, RawClient, ServerThread
+from tests.imap.fake_store import FakeStore
 from tests.storage.conftest import running_storage
 from tests.storage.test_mailstore import ME, OTHER
 
@@ -349,3 +355,123 @@ def test_directory_standing_reads_fresh_in_one_go(tmp_path: Path) -> None:
             assert await directory.standing([]) == {}
 
         asyncio.run(go())
+
+
+# -- the IMAP server with a watcher (the IMAP tests' PKI, server thread and fake store) --
+
+
+@pytest.fixture(scope="module")
+def imap_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The certificates the IMAP tests' server and client use (tests.imap.conftest)."""
+    root = tmp_path_factory.mktemp("watch-pki")
+    validity = Validity.lasting(timedelta(days=1))
+    ca = CertificateAuthority.create(certbuilder.name("Test CA"), validity=validity)
+    certbuilder.write_certificate(root / "ca.crt", ca.cert)
+    ca.issue(
+        certbuilder.name("localhost"),
+        profile=certbuilder.SERVER,
+        dns_names=["localhost"],
+        ips=["127.0.0.1"],
+        validity=validity,
+    ).write(root / "server.crt", root / "server.key")
+    for stem, address in (("client", ADDRESS), ("stranger", STRANGER)):
+        ca.issue(
+            certbuilder.name(stem), profile=certbuilder.CLIENT, emails=[address], validity=validity
+        ).write(root / f"{stem}.crt", root / f"{stem}.key")
+    return Pki(
+        ca=root / "ca.crt",
+        server_cert=root / "server.crt",
+        server_key=root / "server.key",
+        client_cert=root / "client.crt",
+        client_key=root / "client.key",
+        stranger_cert=root / "stranger.crt",
+        stranger_key=root / "stranger.key",
+    )
+
+
+class SlowAppend(FakeStore):
+    """An APPEND whose commit takes a while: the watcher comes in the middle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committing = threading.Event()
+
+    async def append(
+        self,
+        who: Identity,
+        mailbox_name: str,
+        data: bytes,
+        flags: frozenset[str],
+        internaldate: datetime | None,
+    ) -> AppendResult:
+        self.committing.set()
+        await asyncio.sleep(0.3)
+        return await super().append(who, mailbox_name, data, flags, internaldate)
+
+
+def everyone_revoked() -> tuple[SessionWatcher, Trust]:
+    trust = Trust()
+
+    async def standing(fingerprints: Collection[str]) -> Mapping[str, tuple[int, bool]]:
+        return {f: (1, True) for f in fingerprints}  # account 1, as resolve_identity says
+
+    def check(der: bytes, listener: str) -> str | None:
+        trust(der, listener)
+        return "revoked for the test"
+
+    watcher = SessionWatcher(
+        check_certificate=check,
+        standing=standing,
+        interval=30,
+        log=logging.getLogger("test.sessions"),
+    )
+    return watcher, trust
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_imap_between_commands_gets_bye_alert_at_once_and_is_forgotten(imap_pki: Pki) -> None:
+    watcher, _ = everyone_revoked()
+    server = ServerThread(FakeStore(), imap_pki, idle_timeout=30, watcher=watcher).start()
+    try:
+        with RawClient(server.port, imap_pki.client_context()) as client:
+            client.login()
+            assert len(watcher) == 1
+            (closure,) = server.call(watcher.check())
+            assert closure.listener == "imaps" and closure.code == "certificate-refused"
+            assert client.file.readline() == (
+                b"* BYE [ALERT] " + CERTIFICATE_NO_LONGER_VALID.encode() + b"\r\n"
+            )
+            assert client.file.readline() == b""  # closed
+            wait_until(lambda: len(watcher) == 0 and watcher.certificates == 0)
+        records = [r.getMessage() for r in server.handler.records]
+        assert any("outcome=revoked" in line for line in records), records
+    finally:
+        server.stop()
+
+
+def test_imap_running_command_answers_before_the_bye(imap_pki: Pki) -> None:
+    watcher, _ = everyone_revoked()
+    store = SlowAppend()
+    server = ServerThread(store, imap_pki, idle_timeout=30, watcher=watcher).start()
+    try:
+        with RawClient(server.port, imap_pki.client_context()) as client:
+            client.login()
+            client.send(b"A1 APPEND Brouillons {7}\r\n")
+            assert client.read_response().startswith(b"+ ")
+            client.send(b"Hello\r\n\r\n")
+            assert store.committing.wait(5)
+            assert len(server.call(watcher.check())) == 1  # during the commit
+            # The APPEND's OK first (its message is kept), then the goodbye.
+            assert client.read_response().startswith(b"A1 OK")
+            assert client.file.readline().startswith(b"* BYE [ALERT] ")
+            assert client.file.readline() == b""
+        assert any(call[0] == "append" for call in store.calls)
+        wait_until(lambda: len(watcher) == 0)
+    finally:
+        server.stop()
