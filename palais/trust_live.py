@@ -309,6 +309,7 @@ class LiveTrust:
         self._contexts: dict[Listener, ReloadableServerContext] = {}
         self._https: list[tuple[HttpsHandle, frozenset[TrustCommunity]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscribers: list[Callable[[TrustAnchors], object]] = []
 
     @property
     def writer(self) -> Engine:
@@ -348,6 +349,12 @@ class LiveTrust:
         groups = frozenset(communities)
         self._https.append((handle, groups))
 
+    def subscribe(self, callback: Callable[[TrustAnchors], object]) -> None:
+        """Call ``callback(anchors)`` on the event loop after each change is in
+        force: for whoever re-checks open sessions against the new trust (a
+        revoked certificate's session is not closed by the TLS layer)."""
+        self._subscribers.append(callback)
+
     def https_material(
         self, communities: Iterable[TrustCommunity]
     ) -> tuple[list[bytes], list[bytes]]:
@@ -384,11 +391,18 @@ class LiveTrust:
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(self._refresh)
+                changed = await asyncio.to_thread(self._refresh)
             except Exception:
                 # The database away, a context that cannot be built: what is
                 # in force stays in force, and the next tick tries again.
                 log.exception("trust refresh failed; keeping generation %d", self.generation)
+                continue
+            if changed:
+                for callback in self._subscribers:
+                    try:
+                        callback(self.anchors)
+                    except Exception:
+                        log.exception("trust change subscriber failed")
 
     def _refresh(self, *, force: bool = False) -> bool:
         """Rebuild if the generation or the set of CRLs in grace changed."""

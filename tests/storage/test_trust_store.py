@@ -3,6 +3,8 @@ the CRL in force per CA, the generation, serialised changes, audit events."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,19 +12,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Engine
 
+from palais.config import load_settings
+from palais.instance import init_instance
 from palais.mailbox.audit import AuditAction
-from palais.mailbox.identity import TrustCommunity
+from palais.mailbox.identity import Role, TrustCommunity
+from palais.mailbox.routing import Listener
 from palais.pki.certbuilder import CertificateAuthority
-from palais.pki.devpki import DevPki, create_dev_pki
+from palais.pki.devpki import DevPki, create_dev_pki, load_dev_pki
+from palais.pki.identify import CertificateRefused
 from palais.pki.trust_update import CrlRejected, CrlUnchanged, TrustRejected, describe_ca
 from palais.storage import migrate_database
 from palais.storage import trust as store
 from palais.storage.audit import query
 from palais.storage.engine import make_engine
-from palais.trust_live import add_trust, import_crl, remove_trust
+from palais.trust_live import LiveTrust, add_trust, import_crl, remove_trust
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
     postgres_url_fixture,
@@ -214,3 +221,41 @@ def test_trust_changes_checked_then_stored(engine: Engine, pki: DevPki, tmp_path
         )
     remove_trust(engine, anchor.fingerprint.upper(), actor="op", reason="test")
     assert store.current(engine).anchors == ()
+
+
+def test_a_node_follows_the_stored_trust(tmp_path: Path) -> None:
+    # One node's LiveTrust: seeded from the instance's [trust] files, then
+    # an operator's removal (by another process, through the database)
+    # reaches identify() and the listeners' contexts without a restart.
+    init_instance(tmp_path / "inst", base_port=20000)
+    settings = load_settings(tmp_path / "inst" / "palais.toml")
+    settings = dataclasses.replace(
+        settings,
+        trust=dataclasses.replace(settings.trust, watch_interval=0.05, crl_fetch=False),
+    )
+    pki = load_dev_pki(tmp_path / "inst" / "pki")
+    lawyer = x509.load_pem_x509_certificate(pki.identity_cert_path("avocat1").read_bytes())
+    der = lawyer.public_bytes(Encoding.DER)
+    live = LiveTrust(settings)
+    changes: list[int] = []
+
+    async def scenario() -> None:
+        live.load()
+        assert live.generation == 1  # the seed
+        front = live.listener_context(Listener.SMTPS)
+        assert live.identify(der).role is Role.AVOCAT
+        live.subscribe(lambda anchors: changes.append(live.generation))
+        live.start()
+        fingerprint = describe_ca(pki.anchor_path(AVOCATS).read_bytes()).fingerprint
+        remove_trust(live.writer, fingerprint, actor="op", reason="test")
+        for _ in range(200):
+            if changes:
+                break
+            await asyncio.sleep(0.02)
+        assert changes == [2]
+        with pytest.raises(CertificateRefused, match="not issued by a trust anchor"):
+            live.identify(der)
+        assert live.listener_context(Listener.SMTPS) is front  # listeners keep their object
+        await live.stop()
+
+    asyncio.run(scenario())
