@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Engine
 
+from palais import admin_trust
 from palais.config import load_settings
 from palais.instance import init_instance
 from palais.mailbox.audit import AuditAction
@@ -259,3 +261,31 @@ def test_a_node_follows_the_stored_trust(tmp_path: Path) -> None:
         await live.stop()
 
     asyncio.run(scenario())
+
+
+def test_admin_commands_say_why_they_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    init_instance(tmp_path / "inst", base_port=21000)
+    root = str(tmp_path / "inst")
+    pki = load_dev_pki(tmp_path / "inst" / "pki")
+
+    assert admin_trust.main(["trust", "list", "--json", "-d", root]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(d["community"] for d in listed) == sorted(g.value for g in TrustCommunity)
+    lawyers = next(d for d in listed if d["community"] == "avocats")
+    assert lawyers["profile"]["roles"] == ["avocat", "collaborateur"]
+    assert lawyers["crl"]["number"] >= 1
+
+    # A CRL no CA in use signed, the same key for another community, an
+    # unknown fingerprint: exit 1 and the reason, nothing changed.
+    refusals = [
+        (["crl", "import", str(pki.crl_path("stranger"))], "not signed by a CA in use"),
+        (["trust", "add", "admin", str(pki.anchor_path(AVOCATS))], "trusted for avocats already"),
+        (["trust", "remove", "ab" * 32], "no CA in force"),
+    ]
+    for args, reason in refusals:
+        assert admin_trust.main([*args, "-d", root]) == 1
+        assert reason in capsys.readouterr().err
+    assert admin_trust.main(["crl", "import", str(pki.crl_path(AVOCATS)), "-d", root]) == 0
+    assert "unchanged" in capsys.readouterr().out
