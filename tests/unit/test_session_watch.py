@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import smtplib
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from sqlalchemy import Connection, insert
 
+from palais.gateway.admission import Admission, Gate
+from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.sessions import (
     ACCOUNT_CHANGED,
     ACCOUNT_DEACTIVATED,
@@ -22,6 +27,8 @@ from palais.gateway.sessions import (
     Registration,
     SessionWatcher,
 )
+from palais.gateway.smtp import make_smtp_factory
+from palais.gateway.tls import TlsServerProtocol
 from palais.mailbox.audit import AuditAction
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.model import AppendResult
@@ -475,3 +482,120 @@ def test_imap_running_command_answers_before_the_bye(imap_pki: Pki) -> None:
         wait_until(lambda: len(watcher) == 0)
     finally:
         server.stop()
+
+
+# -- the SMTPS front-end with a watcher: a message being committed keeps its 250 --------
+
+
+class SlowDesk:
+    """What the SMTP handler asks of the submission desk; the commit takes a while."""
+
+    def __init__(self) -> None:
+        self.committing = threading.Event()
+        self.stored: list[bytes] = []
+
+    def submission(self, who: Identity, mail_from: str) -> SlowDesk:
+        return self
+
+    @property
+    def who(self) -> Identity:
+        return WATCHED
+
+    async def add_recipient(self, address: str) -> None:
+        return None
+
+    async def accept(self, data: bytes) -> SimpleNamespace:
+        self.committing.set()
+        await asyncio.sleep(0.3)
+        self.stored.append(data)
+        return SimpleNamespace(
+            resent=False,
+            reference="REF1",
+            sha256="0" * 64,
+            size=len(data),
+            plan=SimpleNamespace(dossier="D1"),
+        )
+
+
+WATCHED = Identity(1, ADDRESS, Role.AVOCAT, "Maître Test", "f" * 64, ADDRESS)
+
+
+def test_smtp_message_being_committed_gets_its_250_then_421(imap_pki: Pki) -> None:
+    watcher, _ = everyone_revoked()
+    desk = SlowDesk()
+    loop = asyncio.new_event_loop()
+
+    async def resolve(der: bytes) -> Identity:
+        return WATCHED
+
+    async def serve() -> asyncio.AbstractServer:
+        app = make_smtp_factory(
+            desk=desk,  # type: ignore[arg-type]
+            listener="smtps",
+            resolve_identity=resolve,
+            allowed_roles=frozenset({Role.AVOCAT}),
+            hostname="localhost",
+            max_size=1024 * 1024,
+            max_recipients=5,
+            timeout=30,
+            starttls_context=None,
+            watcher=watcher,
+        )
+        gate = Gate(
+            "smtps",
+            Admission(),
+            goodbye=b"421\r\n",
+            metrics=GatewayMetrics(),
+            log=logging.getLogger("test"),
+        )
+
+        def protocol() -> asyncio.Protocol:
+            return TlsServerProtocol(
+                imap_pki.server_context(),
+                gate=gate,
+                on_failure=lambda *_: None,
+                handshake_timeout=5,
+                app_factory=app,
+            )
+
+        return await loop.create_server(protocol, "127.0.0.1", 0)
+
+    server = cast(asyncio.Server, loop.run_until_complete(serve()))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.sockets[0].getsockname()[1]
+        checked: list[object] = []
+
+        def check_during_commit() -> None:
+            assert desk.committing.wait(5)
+            checked.append(asyncio.run_coroutine_threadsafe(watcher.check(), loop).result(5))
+
+        checker = threading.Thread(target=check_during_commit)
+        with smtplib.SMTP_SSL(
+            "localhost", port, context=imap_pki.client_context(), timeout=5
+        ) as client:
+            assert client.ehlo()[0] == 250
+            wait_until(lambda: len(watcher) == 1)  # watched from EHLO on
+            assert client.mail(ADDRESS)[0] == 250
+            assert client.rcpt("dossier@x.test")[0] == 250
+            checker.start()
+            # The watcher's verdict came during the commit: the 250 still goes out.
+            assert client.data(b"Subject: x\r\n\r\nbody\r\n") == (250, b"2.0.0 Accepted as REF1")
+            checker.join(5)
+            assert checked and len(checked[0]) == 1  # type: ignore[arg-type]
+            assert client.getreply() == (421, b"4.7.0 " + CERTIFICATE_NO_LONGER_VALID.encode())
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                client.noop()
+        assert len(desk.stored) == 1
+        wait_until(lambda: len(watcher) == 0)
+    finally:
+
+        async def close() -> None:
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
