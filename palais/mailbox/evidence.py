@@ -199,7 +199,10 @@ class ReceiptOrder(CommittedRecord):
 
 def timestamp(when: datetime) -> str:
     """UTC with microseconds and a Z: one spelling for every time in evidence."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = when.astimezone(UTC)
+    # isoformat is several times cheaper than strftime, and spells the same
+    # with its microseconds forced.
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -208,6 +208,23 @@ class SealedReceipt(Protocol):
         ...
 
 
+class EvidenceTree(Protocol):
+    """The evidence log's Merkle tree as its compact range: what appending needs."""
+
+    @property
+    def size(self) -> int: ...
+
+    def append(self, leaf_hash: str) -> None: ...
+
+    def root(self) -> str:
+        """The root hash, hex."""
+        ...
+
+    def serialized(self) -> str:
+        """What ``EvidenceService.tree`` reads back."""
+        ...
+
+
 class EvidenceService(Protocol):
     """Seals receipts and keeps the evidence log's tree (``palais.pki``).
 
@@ -233,12 +250,8 @@ class EvidenceService(Protocol):
         """The log's hash of a leaf, hex."""
         ...
 
-    def extend(self, frontier: str, leaf_hash: str) -> str:
-        """The tree's compact range (serialised; "" for the empty tree) with one more leaf."""
-        ...
-
-    def root(self, frontier: str) -> str:
-        """The tree's root hash, hex."""
+    def tree(self, frontier: str) -> EvidenceTree:
+        """The log's tree from its stored compact range ("" for the empty tree)."""
         ...
 
     def sign_tree_head(self, size: int, root: str, when: datetime) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from palais.mailbox.ports import EvidenceTree
 from palais.pki.evidencelog import sign_tree_head
 from palais.pki.merkle import Frontier, leaf_hash
 from palais.pki.receipt import ReceiptSealer, SealedReceipt
@@ -41,15 +42,29 @@ class KeyEvidenceService:
     def leaf_hash(self, evidence: bytes) -> str:
         return leaf_hash(evidence).hex()
 
-    def extend(self, frontier: str, leaf: str) -> str:
-        tree = Frontier.from_json(frontier) if frontier else Frontier.empty()
-        tree.append(bytes.fromhex(leaf))
-        return tree.to_json()
-
-    def root(self, frontier: str) -> str:
-        tree = Frontier.from_json(frontier) if frontier else Frontier.empty()
-        return tree.root().hex()
+    def tree(self, frontier: str) -> EvidenceTree:
+        return _Tree(Frontier.from_json(frontier) if frontier else Frontier.empty())
 
     def sign_tree_head(self, size: int, root: str, when: datetime) -> tuple[str, str]:
         head = sign_tree_head(self._key, size, bytes.fromhex(root), when)
         return head.document.decode(), base64.b64encode(head.signature).decode()
+
+
+class _Tree:
+    """The compact range, kept as an object while a batch appends to it."""
+
+    def __init__(self, frontier: Frontier) -> None:
+        self._frontier = frontier
+
+    @property
+    def size(self) -> int:
+        return self._frontier.size
+
+    def append(self, leaf_hash: str) -> None:
+        self._frontier.append(bytes.fromhex(leaf_hash))
+
+    def root(self) -> str:
+        return self._frontier.root().hex()
+
+    def serialized(self) -> str:
+        return self._frontier.to_json()

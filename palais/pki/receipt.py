@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import quopri
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -172,24 +173,18 @@ def encoded_words(text: str) -> str:
     ASCII as is. email.header does the same at five times the cost."""
     if text.isascii() and len(text) < 900:
         return text
+    data = text.encode()
     words: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for char in text:
-        width = len(char.encode())
-        # 45 bytes of UTF-8 make 60 of base64: a word of 72 characters.
-        if size + width > 45:
-            words.append(_word("".join(chunk)))
-            chunk, size = [], 0
-        chunk.append(char)
-        size += width
-    if chunk:
-        words.append(_word("".join(chunk)))
+    start = 0
+    while start < len(data):
+        # 45 bytes of UTF-8 make 60 of base64: a word of 72 characters. A
+        # word ends before a continuation byte, never inside a character.
+        end = min(start + 45, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1
+        words.append("=?utf-8?b?" + base64.b64encode(data[start:end]).decode() + "?=")
+        start = end
     return "\r\n ".join(words)
-
-
-def _word(text: str) -> str:
-    return "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
 
 
 def _base64(data: bytes) -> bytes:
@@ -202,7 +197,9 @@ def _qp(text: str) -> bytes:
     return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+@functools.lru_cache(maxsize=256)
 def _when(text: str) -> str:
+    # The events of one receipt, and receipts of one batch, share their times.
     moment = parse_timestamp(text)
     local = moment.astimezone(_PARIS)
     return f"{local:%d/%m/%Y à %H:%M:%S} (heure de Paris) — {text}"

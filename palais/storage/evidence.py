@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,11 +30,12 @@ from palais.mailbox.evidence import (
 )
 from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import BoxKind
-from palais.mailbox.ports import EvidenceService
+from palais.mailbox.ports import BlobLocation, EvidenceService, EvidenceTree, SealedReceipt
+from palais.storage.blobs import sha256_hex
 from palais.storage.messages import insert_message
 from palais.storage.placement import place_all
 from palais.storage.rows import rows_for
-from palais.storage.sql import utc, when
+from palais.storage.sql import EVIDENCE_SEGMENT, utc, when
 from palais.storage.writer import Finisher, WriteContext
 
 EVIDENCE_NOTE = "evidence"
@@ -51,13 +53,8 @@ class ReceiptWriter:
     def write(self, conn: Connection, ctx: WriteContext, order: ReceiptOrder) -> int:
         """Issue one receipt; its log position."""
         about, facts = self._subject(ctx, order)
-        rows = rows_for(conn)
-        size, frontier = _head(conn)
-        previous = GENESIS
-        if size:
-            found = rows.one("SELECT leaf_hash FROM evidence_log WHERE position = ?", (size - 1,))
-            assert found is not None, "the evidence head counts a leaf the log does not hold"
-            previous = str(found[0])
+        head = _head(conn, ctx, self.service)
+        size = head.tree.size
         service = self.service
         evidence_id = str(uuid.uuid4())
         document = evidence_document(
@@ -67,15 +64,17 @@ class ReceiptWriter:
             issuer=service.issuer,
             issuer_certificate_sha256=service.issuer_certificate_sha256,
             position=size,
-            previous=previous,
+            previous=head.last,
         )
         sealed = service.seal(document, to=order.holders[0])
         leaf = service.leaf_hash(sealed.evidence)
         now = datetime.now(UTC)
-        receipt_id = self._file_receipt(conn, ctx, order, sealed.data, sealed.summary, now)
+        receipt_id = self._file_receipt(conn, ctx, order, sealed, size, now)
+        rows = rows_for(conn)
         rows.run(
             "INSERT INTO evidence_log (position, evidence_id, events, about, holder, dossier,"
-            " evidence, leaf_hash, receipt_message, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " evidence, leaf_hash, receipt_message, created, receipt)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 size,
                 evidence_id,
@@ -87,12 +86,12 @@ class ReceiptWriter:
                 leaf,
                 receipt_id,
                 when(conn, now),
+                sealed.data,
             ),
         )
-        rows.run(
-            "UPDATE evidence_head SET size = ?, frontier = ? WHERE id = 1",
-            (size + 1, service.extend(frontier, leaf)),
-        )
+        # The head row is written once, by the batch's finisher.
+        head.tree.append(leaf)
+        head.last = leaf
         if order.first_read is not None:
             message, owner = order.first_read
             rows.run(
@@ -119,18 +118,22 @@ class ReceiptWriter:
         conn: Connection,
         ctx: WriteContext,
         order: ReceiptOrder,
-        data: bytes,
-        summary: MessageSummary,
+        sealed: SealedReceipt,
+        position: int,
         now: datetime,
     ) -> int:
-        """The receipt mail, in each holder's Accusés de réception (dossier and global view)."""
-        ctx.append_late(data)
+        """The receipt mail, in each holder's Accusés de réception (dossier and
+        global view); its bytes lie in the log's row at ``position``."""
+        data = sealed.data
+        sha = sha256_hex(data)
+        ctx.hashes[id(data)] = sha
+        ctx.locations[sha] = BlobLocation(EVIDENCE_SEGMENT, position, len(data))
         dossier_id = _dossier_id(conn, ctx, order.dossier)
         mid, _ = insert_message(
             conn,
             ctx,
             data,
-            summary,
+            sealed.summary,
             internaldate=now,
             sender=self.service.address,
             fingerprint=self.service.issuer_certificate_sha256,
@@ -154,12 +157,30 @@ def _dossier_id(conn: Connection, ctx: WriteContext, number: str | None) -> int 
     return known
 
 
-def _head(conn: Connection) -> tuple[int, str]:
-    """The log's size and compact range, locked until the transaction ends.
+@dataclass
+class _Head:
+    """The log as this batch has it: its tree and its last leaf."""
 
-    On PostgreSQL the row lock orders the log across nodes; the first
-    receipt ever creates the row.
+    tree: EvidenceTree
+    last: str  # hex leaf hash, GENESIS before the first
+    stored: int  # the size the head row says (what the finisher updates from)
+
+
+_HEAD = "evidence-head"
+
+
+def _head(conn: Connection, ctx: WriteContext, service: EvidenceService) -> _Head:
+    """The log's head for this batch: read once (locked until the transaction
+    ends on PostgreSQL, which orders the log across nodes), then kept in the
+    batch's scratch; the finisher writes it back once.
+
+    Leaves past the head row are this transaction's own (the jobs before a
+    refused one): they are replayed, so a refused job costs a re-read only.
     """
+    known = ctx.batch.get(_HEAD)
+    if known is not None:
+        assert isinstance(known, _Head)
+        return known
     rows = rows_for(conn)
     lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     found = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1" + lock, ())
@@ -174,7 +195,20 @@ def _head(conn: Connection) -> tuple[int, str]:
             rows.run("INSERT INTO evidence_head (id, size, frontier) VALUES (1, 0, '')", ())
         found = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1" + lock, ())
         assert found is not None
-    return int(found[0]), str(found[1])
+    stored, tree = int(found[0]), service.tree(str(found[1]))
+    last = GENESIS
+    if stored:
+        row = rows.one("SELECT leaf_hash FROM evidence_log WHERE position = ?", (stored - 1,))
+        assert row is not None, "the evidence head counts a leaf the log does not hold"
+        last = str(row[0])
+    for (leaf,) in rows.all(
+        "SELECT leaf_hash FROM evidence_log WHERE position >= ? ORDER BY position", (stored,)
+    ):
+        tree.append(str(leaf))
+        last = str(leaf)
+    head = _Head(tree, last, stored)
+    ctx.batch[_HEAD] = head
+    return head
 
 
 def deposits(conn: Connection, message_ids: Iterable[int]) -> list[Deposit]:
@@ -209,16 +243,24 @@ def already_read(conn: Connection, owner: str, message_ids: Sequence[int]) -> li
 
 
 def tree_head_finisher(service: EvidenceService) -> Finisher:
-    """A writer finisher: one signed tree head for a batch that appended leaves."""
+    """A writer finisher: the head row written once for a batch that appended
+    leaves, and one signed tree head."""
 
     def finish(conn: Connection, contexts: Sequence[WriteContext]) -> None:
         if not any(EVIDENCE_NOTE in c.notes for c in contexts):
             return
-        size, frontier = _head(conn)
+        head = _head(conn, contexts[0], service)
+        size = head.tree.size
+        rows = rows_for(conn)
+        rows.run(
+            "UPDATE evidence_head SET size = ?, frontier = ? WHERE id = 1",
+            (size, head.tree.serialized()),
+        )
+        head.stored = size
         now = datetime.now(UTC)
-        root = service.root(frontier)
+        root = head.tree.root()
         document, signature = service.sign_tree_head(size, root, now)
-        rows_for(conn).run(
+        rows.run(
             "INSERT INTO tree_head (size, root, signed_at, document, signature)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
             (size, root, when(conn, now), document, signature),

@@ -34,7 +34,7 @@ from palais.storage import caches
 from palais.storage.blobs import BlobCorrupted, sha256_hex
 from palais.storage.caches import BoxKey, box_key, read_cache
 from palais.storage.memo import Memo
-from palais.storage.sql import EN, MB, MS, chunks, decode_flags, driver, utc
+from palais.storage.sql import EN, EVIDENCE_SEGMENT, MB, MS, chunks, decode_flags, driver, utc
 
 T = TypeVar("T")
 # Messages from this size on are checked against their SHA-256 off the event
@@ -358,9 +358,26 @@ class MailReads:
         self._locations[sha] = where
         return where
 
+    async def _receipt(self, where: BlobLocation) -> bytes:
+        """A receipt mail's bytes, kept in the evidence log's row."""
+
+        def find(cur: Any, mark: str) -> Any:
+            cur.execute(
+                f"SELECT receipt FROM evidence_log WHERE position = {mark}", (where.offset,)
+            )
+            return cur.fetchone()
+
+        row = await self._query_raw(find)
+        if row is None:  # pragma: no cover - the log is append-only
+            raise NoSuchMailbox("That message is no longer available", reason="receipt gone")
+        return bytes(row[0])
+
     async def read(self, blob: str) -> bytes:
+        where = await self._location(blob)
+        if where.segment == EVIDENCE_SEGMENT:
+            return await self._receipt(where)
         try:
-            return await self._read_checked(await self._location(blob), blob)
+            return await self._read_checked(where, blob)
         except BlobCorrupted:
             # A cached location whose bytes were erased since: ask again.
             self._locations.pop(blob, None)
@@ -388,6 +405,8 @@ class MailReads:
 
     async def read_header(self, blob: str, header_size: int) -> bytes:
         where = await self._location(blob)
+        if where.segment == EVIDENCE_SEGMENT:
+            return (await self._receipt(where))[: header_size or where.length]
         data = self._blobs.read(where, blob, length=header_size or where.length)
         if data and not data.strip(b"\0"):
             # Erased bytes: the same message was deleted and sent again since

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -181,6 +182,10 @@ class EvidenceLog(Base):
     evidence: Mapped[str] = mapped_column(Text)  # the canonical JSON, as signed
     leaf_hash: Mapped[str] = mapped_column(String(64))
     receipt_message: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The receipt mail as sealed: its message row's blob points here
+    # (segment EVIDENCE_SEGMENT, offset = position), so that it commits with
+    # its rows and needs no second sync of the pack.
+    receipt: Mapped[bytes] = mapped_column(LargeBinary)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

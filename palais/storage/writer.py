@@ -26,6 +26,7 @@ from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.model import MailboxEvent
 from palais.mailbox.ports import BlobLocation, MessageBytes
 from palais.storage.blobs import sha256_hex
+from palais.storage.sql import EVIDENCE_SEGMENT
 
 T = TypeVar("T")
 log = logging.getLogger("palais.storage.writer")
@@ -50,10 +51,14 @@ class WriteContext:
     filed: Any = None
     # What the job did that the batch's finishers act on ("evidence").
     notes: set[str] = field(default_factory=set)
-    # Bytes made inside the job (receipts), appended to the pack then: the
-    # batch syncs the pack once more before it commits.
+    # Bytes made inside the job, appended to the pack then: the batch syncs
+    # the pack once more before it commits.
     late: bool = False
     blob_store: MessageBytes | None = None
+    # Shared by the jobs of one attempt at a batch (and its finishers), in
+    # their transaction: what a job leaves for the next (the evidence log's
+    # head). A job refused in its savepoint empties it.
+    batch: dict[str, Any] = field(default_factory=dict)
 
     def sha256(self, data: bytes) -> str:
         known = self.hashes.get(id(data))
@@ -188,6 +193,12 @@ class CommitQueue:
 
     def _erase(self, blobs: dict[str, BlobLocation]) -> None:
         for sha, where in blobs.items():
+            if where.segment == EVIDENCE_SEGMENT:
+                # A receipt mail deleted by its holder: its bytes stay in the
+                # evidence log, which is never purged.
+                for listener in self.on_erased:
+                    listener(sha)
+                continue
             try:
                 self._blobs.erase(where)
             except OSError:
@@ -213,6 +224,8 @@ class CommitQueue:
                 raise _Conflict() from error
             savepoint.rollback()
             _forget(job.context)
+            # What earlier jobs left for the next may count this one's work.
+            job.context.batch.clear()
             return (False, error)
         savepoint.commit()
         return (True, result)
@@ -256,6 +269,9 @@ class CommitQueue:
             conflicts = 0
             while True:
                 outcomes = []
+                scratch: dict[str, Any] = {}
+                for job in batch:
+                    job.context.batch = scratch
                 try:
                     with self._engine.begin() as conn:
                         for job in batch:

@@ -608,6 +608,7 @@ def store(engine: Engine, leaves: Sequence[bytes], heads: Sequence[SignedTreeHea
                         "evidence": leaf.decode(),
                         "leaf_hash": leaf_hash(leaf).hex(),
                         "receipt_message": None,
+                        "receipt": b"",
                         "created": T0,
                     }
                     for i, leaf in enumerate(leaves)

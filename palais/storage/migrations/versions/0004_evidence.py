@@ -1,7 +1,8 @@
 """evidence log
 
 Receipts (accusés de réception): every receipt's evidence is a leaf of an
-append-only Merkle tree (``evidence_log``), whose size and compact range
+append-only Merkle tree (``evidence_log``, with the receipt mail's bytes:
+written with its rows, no second sync of the message store), whose size and compact range
 (``evidence_head``) the next leaf reads in its own transaction; signed
 tree heads (``tree_head``); and the first reading of each received message
 per mailbox (``first_read``), which makes the read receipt unique.
@@ -34,6 +35,7 @@ def upgrade() -> None:
         sa.Column("evidence", sa.Text(), nullable=False),
         sa.Column("leaf_hash", sa.String(64), nullable=False),
         sa.Column("receipt_message", sa.BigInteger(), nullable=True),
+        sa.Column("receipt", sa.LargeBinary(), nullable=False),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("position"),
         sa.UniqueConstraint("evidence_id"),
