@@ -254,7 +254,7 @@ def add_admin(
     """Add ``admin`` to the ``palais`` parser; returns its subparsers for other groups."""
     admin = sub.add_parser(
         "admin",
-        help="operator's commands: accounts, audit log",
+        help="operator's commands: trust, CRLs, accounts, audit log",
         description="Operator's commands on an instance. Exit status: 0 done, 1 refused or"
         " failed, 2 usage or unreadable input.",
     )
@@ -265,6 +265,9 @@ def add_admin(
     from palais.admin_accounts_identity import add_commands as add_identity_commands
 
     add_identity_commands(groups)  # cert link, account merge (imports this module)
+    from palais.admin_trust import add_commands as add_trust_commands
+
+    add_trust_commands(groups)  # trust add|list|remove, crl import|fetch
     return groups
 
 

@@ -1,4 +1,4 @@
-"""The `palais` command: init, serve, migrate, evidence, verify-receipt."""
+"""The `palais` command: init, serve, migrate, evidence, verify-receipt, admin."""
 
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(settings.log.level, settings.log.format)
     from palais.pki.hsm import HsmConfigError
     from palais.pki.signing import EvidenceKeyError
+    from palais.pki.trust_update import CrlRejected, TrustRejected
     from palais.storage import SchemaMismatch
 
     try:
@@ -87,6 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _cannot_start(settings.log.format, str(e))
     except (EvidenceKeyError, HsmConfigError) as e:
         return _cannot_start(settings.log.format, f"evidence key: {e}")
+    except (TrustRejected, CrlRejected) as e:
+        return _cannot_start(settings.log.format, f"trust: {e}")
     except OSError as e:
         return _cannot_start(settings.log.format, str(e.strerror or e))
     return 0
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     from palais.verify_cli import add_command as add_verify_command
 
     add_verify_command(sub)
+    from palais.admin_cli import add_admin
+
+    add_admin(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
