@@ -25,14 +25,13 @@ Mounted on ``palais admin`` by :func:`add_commands`; on its own:
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from palais.admin_cli import USAGE, AdminContext, add_admin, command
+from palais.admin_cli import USAGE, AdminContext, command
 from palais.mailbox.enrolment import (
     IdentityChangeRefused,
     decide_link,
@@ -40,7 +39,7 @@ from palais.mailbox.enrolment import (
 )
 from palais.mailbox.identity import CertificateIdentity, TrustCommunity
 
-__all__ = ["add_commands", "cmd_account_merge", "cmd_cert_link", "main"]
+__all__ = ["add_commands", "cmd_account_merge", "cmd_cert_link"]
 
 
 def _reason(ctx: AdminContext, args: argparse.Namespace) -> str:
@@ -184,19 +183,3 @@ def add_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("target", metavar="INTO_ADDRESS", help="the account that remains")
     p.add_argument("--reason", required=True, help="why, for the audit log")
     command(p, cmd_account_merge)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m palais.admin_accounts_identity cert link|account merge ... -d DIR``."""
-    parser = argparse.ArgumentParser(prog="palais")
-    sub = parser.add_subparsers(dest="command", required=True)
-    groups = add_admin(sub)
-    if "cert" not in groups.choices:  # not mounted by palais.admin_cli yet
-        add_commands(groups)
-    args = parser.parse_args(["admin", *(sys.argv[1:] if argv is None else argv)])
-    result: int = args.func(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,11 +11,10 @@ runs them on their own.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from palais.admin_cli import FAILED, OK, AdminContext, add_admin, command
+from palais.admin_cli import FAILED, OK, AdminContext, command
 from palais.mailbox.identity import ROLES_BY_COMMUNITY, TrustCommunity
 from palais.pki.identify import TITLE_ROLES
 from palais.pki.trust_update import CrlRejected, CrlUnchanged, TrustRejected, describe_ca
@@ -35,7 +34,6 @@ __all__ = [
     "cmd_trust_add",
     "cmd_trust_list",
     "cmd_trust_remove",
-    "main",
 ]
 
 
@@ -195,17 +193,3 @@ def add_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command(p, cmd_crl_import)
     p = actions.add_parser("fetch", help="fetch each CA's CRL from its distribution points now")
     command(p, cmd_crl_fetch)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m palais.admin_trust trust|crl ... -d DIR`` until ``palais admin`` mounts them."""
-    parser = argparse.ArgumentParser(prog="palais")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_commands(add_admin(sub))
-    args = parser.parse_args(["admin", *(sys.argv[1:] if argv is None else argv)])
-    result: int = args.func(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@ running gateway makes of them (a deactivated account refused within seconds,
 every refusal of every listener in the audit log once).
 
 The commands run as an operator would run them: a separate process, through
-``python -m palais.admin_cli`` (the ``admin`` group of the ``palais`` command).
+``python -m palais admin`` (the ``admin`` group of the ``palais`` command).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def admin(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "palais.admin_cli", *args],
+        [sys.executable, "-m", "palais", "admin", *args],
         capture_output=True,
         text=True,
         timeout=60,

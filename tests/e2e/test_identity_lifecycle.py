@@ -29,7 +29,7 @@ REFUSED = (ssl.SSLError, ConnectionError, smtplib.SMTPException, EOFError, imapl
 
 def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "palais.admin_cli", *args, "-d", str(inst.root)],
+        [sys.executable, "-m", "palais", "admin", *args, "-d", str(inst.root)],
         capture_output=True,
         text=True,
         timeout=60,

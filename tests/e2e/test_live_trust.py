@@ -154,7 +154,7 @@ def everywhere(inst: Instance, who: Client, *, allowed: bool) -> None:
 
 def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "palais.admin_trust", *args, "-d", str(inst.root)],
+        [sys.executable, "-m", "palais", "admin", *args, "-d", str(inst.root)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -227,7 +227,7 @@ def test_imported_and_fetched_crls_revoke_without_a_restart(live: Instance) -> N
     log = live.read_log()
     assert "CRL refused" in log and "not newer" in log
     audit = subprocess.run(
-        [sys.executable, "-m", "palais.admin_cli", "audit", "-d", str(live.root)],
+        [sys.executable, "-m", "palais", "admin", "audit", "-d", str(live.root)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -102,7 +102,8 @@ def deactivate(inst: Instance, who: str) -> None:
         [
             sys.executable,
             "-m",
-            "palais.admin_cli",
+            "palais",
+            "admin",
             "account",
             "deactivate",
             inst.address(who),

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Engine
 
-from palais import admin_trust
+from palais import admin_cli
 from palais.config import load_settings
 from palais.instance import init_instance
 from palais.mailbox.audit import AuditAction
@@ -270,7 +270,7 @@ def test_admin_commands_say_why_they_refuse(
     root = str(tmp_path / "inst")
     pki = load_dev_pki(tmp_path / "inst" / "pki")
 
-    assert admin_trust.main(["trust", "list", "--json", "-d", root]) == 0
+    assert admin_cli.main(["trust", "list", "--json", "-d", root]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(d["community"] for d in listed) == sorted(g.value for g in TrustCommunity)
     lawyers = next(d for d in listed if d["community"] == "avocats")
@@ -285,7 +285,7 @@ def test_admin_commands_say_why_they_refuse(
         (["trust", "remove", "ab" * 32], "no CA in force"),
     ]
     for args, reason in refusals:
-        assert admin_trust.main([*args, "-d", root]) == 1
+        assert admin_cli.main([*args, "-d", root]) == 1
         assert reason in capsys.readouterr().err
-    assert admin_trust.main(["crl", "import", str(pki.crl_path(AVOCATS)), "-d", root]) == 0
+    assert admin_cli.main(["crl", "import", str(pki.crl_path(AVOCATS)), "-d", root]) == 0
     assert "unchanged" in capsys.readouterr().out

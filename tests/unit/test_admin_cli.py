@@ -53,15 +53,15 @@ def test_another_module_adds_its_group_and_gets_a_context(
         ctx.emit({"name": args.name}, f"added {args.name}")
         return None
 
-    trust = groups.add_parser("trust").add_subparsers(dest="trust_command", required=True)
+    trust = groups.add_parser("example").add_subparsers(dest="example_command", required=True)
     p = trust.add_parser("add")
     p.add_argument("name")
     command(p, hello)
 
     # -d and --json before the command or after it.
     for argv in (
-        ["admin", "-d", str(home), "--json", "trust", "add", "CA 1"],
-        ["admin", "trust", "add", "CA 2", "-d", str(home), "--json"],
+        ["admin", "-d", str(home), "--json", "example", "add", "CA 1"],
+        ["admin", "example", "add", "CA 2", "-d", str(home), "--json"],
     ):
         args = parser.parse_args(argv)
         assert args.func(args) == OK
