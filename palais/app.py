@@ -25,6 +25,7 @@ from palais.gateway.tls import TlsServerProtocol, refusal_logger
 from palais.gateway.verifier_page import PREFIX as VERIFIER_PREFIX
 from palais.gateway.verifier_page import verifier_route
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
+from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity, TrustCommunity
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
@@ -98,6 +99,7 @@ def open_instance_storage(settings: Settings, key: EvidenceKey | None = None) ->
         evidence=KeyEvidenceService(
             key or evidence_key(settings), domain=settings.instance.mail_domain
         ),
+        enrolment=EnrolmentPolicy(settings.accounts.enrolment),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.ports import EvidenceService
 from palais.storage.blobs import BlobStore
 from palais.storage.directory import Directory
@@ -67,6 +68,7 @@ def open_storage(
     max_batch: int = 256,
     migrate: bool = True,
     evidence: EvidenceService | None = None,
+    enrolment: EnrolmentPolicy = EnrolmentPolicy.REGISTER,
 ) -> Storage:
     """Open the stores. ``migrate`` upgrades the schema first (init, tests);
     without it a schema at another revision raises SchemaMismatch (serve)."""
@@ -90,5 +92,5 @@ def open_storage(
         hub=hub,
         commits=commits,
         mail=MailStore(reader, commits, blobs, hub, evidence=evidence),
-        directory=Directory(reader, commits),
+        directory=Directory(reader, commits, enrolment=enrolment),
     )

@@ -244,3 +244,18 @@ def test_every_refusal_exits_non_zero_naming_what_is_wrong(idle: Instance, tmp_p
         assert (done.returncode, says in done.stderr) == (status, True), (args, done.stderr)
     # Nothing was changed by any of them.
     assert audit(idle, "certificate-linked") == audit(idle, "account-merged") == []
+
+
+def test_a_gateway_set_to_refuse_unknown_cards_registers_nobody(tmp_path: Path) -> None:
+    inst = create_instance(tmp_path / "closed", extra_config='[accounts]\nenrolment = "refuse"\n')
+    inst.start()
+    try:
+        stranger = new_card(inst, "nouveau", "nouveau.confrere@avocats.palais.test", "B999")
+        assert not connects(inst, stranger)
+        # Cards already known still reach their accounts.
+        imap = inst.imap("avocat1")
+        imap.logout()
+        listed = admin(inst, "account", "show", "nouveau.confrere@avocats.palais.test")
+        assert listed.returncode == 1, listed.stdout + listed.stderr
+    finally:
+        inst.stop()
