@@ -81,9 +81,11 @@ def test_a_certificate_no_account_may_use_is_one_refused_connection(
     )
     with pytest.raises(imaplib.IMAP4.error):
         conn.authenticate("EXTERNAL", lambda _: b"")
+    # The refusal closes the connection (after its NO): LOGIN finds it closed
+    # or refused, and adds no audit event either way.
     with pytest.raises(imaplib.IMAP4.error):
         conn.login(STRANGER, "")
-    conn.logout()
+    conn.shutdown()
     [event] = audit.settled(1)
     assert event.action is AuditAction.CONNECTION_REFUSED
     assert event.listener == "imaps"
