@@ -48,6 +48,14 @@ AVOCATS = TrustCommunity.AVOCATS
 NOW = datetime.now(UTC)
 
 
+@pytest.fixture(autouse=True)
+def _now_is_when_the_test_runs() -> None:
+    # CRLs made in a test are dated by the real clock: NOW must not be the
+    # time this module was collected, minutes earlier in a long run.
+    global NOW
+    NOW = datetime.now(UTC)
+
+
 def ca_of(pki: DevPki, group: TrustCommunity = AVOCATS) -> CertificateAuthority:
     return CertificateAuthority.load(pki.ca_cert_path(group), pki.ca_key_path(group))
 
