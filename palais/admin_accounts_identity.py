@@ -37,7 +37,7 @@ from palais.mailbox.enrolment import (
     decide_link,
     decide_merge,
 )
-from palais.mailbox.identity import CertificateIdentity, TrustCommunity
+from palais.mailbox.identity import CertificateIdentity
 
 __all__ = ["add_commands", "cmd_account_merge", "cmd_cert_link"]
 
@@ -61,28 +61,15 @@ def _certificate_der(ctx: AdminContext, args: argparse.Namespace) -> bytes:
 
 def _identify(ctx: AdminContext, args: argparse.Namespace, der: bytes) -> CertificateIdentity:
     """The certificate as the gateway would see it now, or a refusal naming why."""
-    from palais.pki.identify import CertificateRefused, TrustAnchors, TrustedCa
+    from palais.pki.identify import CertificateRefused
     from palais.storage import trust as store
-    from palais.trust_live import seed_from_settings
+    from palais.trust_live import anchors_of, seed_from_settings
 
     # An instance never started yet has its [trust] files only: judge by
     # what its first start would trust, as `palais admin trust` does.
     seed_from_settings(ctx.engine, ctx.settings)
     trust = store.current(ctx.reader)
-    communities = {c.value for c in TrustCommunity}
-    anchors = TrustAnchors.from_pem(
-        [
-            TrustedCa(
-                community=TrustCommunity(a.community),
-                pem=a.pem.encode("ascii"),
-                intermediate=a.kind == store.INTERMEDIATE,
-            )
-            for a in trust.anchors
-            if a.community in communities
-        ],
-        [(c.source, c.pem.encode("ascii")) for c in trust.crls],
-        crl_grace=timedelta(seconds=ctx.settings.trust.crl_grace),
-    )
+    anchors = anchors_of(trust, timedelta(seconds=ctx.settings.trust.crl_grace))
     try:
         return anchors.identify(der)
     except CertificateRefused as refused:

@@ -75,6 +75,31 @@ __all__ = [
 log = logging.getLogger("palais.trust")
 
 _COMMUNITIES = frozenset(c.value for c in TrustCommunity)
+
+
+def anchors_of(
+    trust: store.TrustSet,
+    grace: timedelta,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> TrustAnchors:
+    """What the gateway trusts, from the stored CAs and CRLs."""
+    return TrustAnchors.from_pem(
+        [
+            TrustedCa(
+                community=TrustCommunity(a.community),
+                pem=a.pem.encode("ascii"),
+                intermediate=a.kind == store.INTERMEDIATE,
+            )
+            for a in trust.anchors
+            if a.community in _COMMUNITIES
+        ],
+        [(c.source, c.pem.encode("ascii")) for c in trust.crls],
+        crl_grace=grace,
+        clock=clock,
+    )
+
+
 _SEED_REASON = "seeded from the [trust] files of palais.toml"
 
 
@@ -410,20 +435,7 @@ class LiveTrust:
             generation = store.generation(self._reader)
             if force or generation != self.generation or self._anchors is None:
                 trust = store.current(self._reader)
-                anchors = TrustAnchors.from_pem(
-                    [
-                        TrustedCa(
-                            community=TrustCommunity(a.community),
-                            pem=a.pem.encode("ascii"),
-                            intermediate=a.kind == store.INTERMEDIATE,
-                        )
-                        for a in trust.anchors
-                        if a.community in _COMMUNITIES
-                    ],
-                    [(c.source, c.pem.encode("ascii")) for c in trust.crls],
-                    crl_grace=self._grace,
-                    clock=self._clock,
-                )
+                anchors = anchors_of(trust, self._grace, clock=self._clock)
                 for problem in anchors.problems:
                     log.warning("trust generation %d: %s", trust.generation, problem)
                 generation = trust.generation
