@@ -6,10 +6,8 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from palais.config import Settings
@@ -27,49 +25,18 @@ from palais.gateway.verifier_page import verifier_route
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
-from palais.mailbox.identity import CertificateIdentity, Identity, TrustCommunity
+from palais.mailbox.identity import CertificateIdentity, Identity
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.submission import SubmissionDesk
 from palais.pki.evidence_service import KeyEvidenceService
-from palais.pki.identify import CertificateRefused, TrustAnchors
+from palais.pki.identify import CertificateRefused
 from palais.pki.printable import receipt_pdf
 from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
-from palais.pki.tls import server_context
 from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
 from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
-
-
-def anchor_files(settings: Settings) -> dict[TrustCommunity, Path]:
-    t = settings.trust
-    return {
-        TrustCommunity.AVOCATS: t.avocats,
-        TrustCommunity.JUSTICE: t.justice,
-        TrustCommunity.COURT_SYSTEMS: t.juridictions,
-        TrustCommunity.ADMIN: t.admin,
-    }
-
-
-def trust_anchors(settings: Settings) -> TrustAnchors:
-    return TrustAnchors(anchor_files(settings), settings.trust.crls)
-
-
-def listener_anchors(settings: Settings, listener: Listener) -> list[Path]:
-    """The anchor files of the communities a listener trusts (and only those)."""
-    files = anchor_files(settings)
-    return [files[group] for group in sorted(LISTENER_COMMUNITIES[listener])]
-
-
-def listener_context(settings: Settings, listener: Listener) -> ssl.SSLContext:
-    """A listener's own TLS context: another community's certificate fails the handshake."""
-    return server_context(
-        settings.tls.certificate,
-        settings.tls.key,
-        listener_anchors(settings, listener),
-        settings.trust.crls,
-    )
 
 
 def evidence_key(settings: Settings) -> EvidenceKey:

@@ -12,6 +12,7 @@ what it is handed. Values returned are plain data, never ORM rows.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,14 +161,7 @@ def seed(
         now = datetime.now(UTC)
         for anchor in new_anchors:
             _insert_anchor(conn, anchor, now)
-            record(
-                conn,
-                actor=actor,
-                action=AuditAction.TRUST_ADDED,
-                subject=anchor.fingerprint,
-                reason=reason,
-                detail=_anchor_detail(anchor),
-            )
+            _record_added(conn, anchor, actor=actor, reason=reason)
         for crl in new_crls:
             conn.execute(insert(TC).values(**_crl_values(crl, now)))
             record(
@@ -200,14 +194,7 @@ def add_anchor(engine: Engine, anchor: NewAnchor, *, actor: str, reason: str | N
                 .where(TA.c.id == row.id)
                 .values(community=anchor.community, kind=anchor.kind, added=now, removed=None)
             )
-        record(
-            conn,
-            actor=actor,
-            action=AuditAction.TRUST_ADDED,
-            subject=anchor.fingerprint,
-            reason=reason,
-            detail=_anchor_detail(anchor),
-        )
+        _record_added(conn, anchor, actor=actor, reason=reason)
         _bump(conn)
 
 
@@ -234,15 +221,7 @@ def remove_anchor(
             detail={"community": gone.community, "kind": gone.kind, "subject": gone.subject},
         )
         _bump(conn)
-    return StoredAnchor(
-        community=gone.community,
-        kind=gone.kind,
-        fingerprint=gone.fingerprint,
-        subject=gone.subject,
-        pem=gone.pem,
-        added=gone.added,
-        removed=now,
-    )
+    return dataclasses.replace(gone, removed=now)
 
 
 def put_crl(
@@ -330,8 +309,15 @@ def _crl_values(crl: NewCrl, now: datetime) -> dict[str, Any]:
     }
 
 
-def _anchor_detail(anchor: NewAnchor) -> dict[str, object]:
-    return {"community": anchor.community, "kind": anchor.kind, "subject": anchor.subject}
+def _record_added(conn: Connection, anchor: NewAnchor, *, actor: str, reason: str | None) -> None:
+    record(
+        conn,
+        actor=actor,
+        action=AuditAction.TRUST_ADDED,
+        subject=anchor.fingerprint,
+        reason=reason,
+        detail={"community": anchor.community, "kind": anchor.kind, "subject": anchor.subject},
+    )
 
 
 def _crl_detail(crl: NewCrl) -> dict[str, object]:
