@@ -196,35 +196,50 @@ class CertificateAuthority:
         *,
         key: ec.EllipticCurvePrivateKey | None = None,
         validity: Validity | None = None,
+        issuer: CertificateAuthority | None = None,
+        path_length: int = 0,
+        crl_url: str | None = None,
     ) -> CertificateAuthority:
-        """A self-signed CA that issues end entities only (pathlen 0).
+        """A CA: self-signed, or issued by ``issuer`` (an intermediate); it may
+        have CAs under it down to ``path_length`` (0: end entities only, as the
+        real card CAs' issuing tier); ``crl_url`` names where its CRL is
+        published (CRLDistributionPoints).
 
-        The default validity is CA_LIFETIME from now, starting yesterday. pathlen 0: as the
-        real card CAs' issuing tier, an intermediate under it is refused.
+        The default validity is CA_LIFETIME from now, starting yesterday.
         """
         key = key if key is not None else new_key()
         if validity is None:
             begin = now()
             validity = Validity(begin - timedelta(days=1), begin + CA_LIFETIME)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (
+        authority = (
+            issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            if issuer is not None
+            else ski
+        )
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(subject)
+            .issuer_name(issuer.cert.subject if issuer is not None else subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(validity.not_before)
             .not_valid_after(validity.not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(_key_usage(cert_sign=True), critical=True)
             .add_extension(ski, critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(authority),
                 critical=False,
             )
-            .sign(key, hashes.SHA256())
         )
-        return cls(cert, key)
+        if crl_url is not None:
+            point = x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(crl_url)], None, None, None
+            )
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        signer = issuer.key if issuer is not None else key
+        return cls(builder.sign(signer, hashes.SHA256()), key)
 
     @classmethod
     def load(cls, cert_path: Path, key_path: Path) -> CertificateAuthority:

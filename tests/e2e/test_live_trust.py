@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -287,50 +286,10 @@ def test_a_stale_crl_fails_closed_after_the_grace(tmp_path: Path) -> None:
 
 def regional_ca(crl_url: str) -> CertificateAuthority:
     """An extra lawyers' CA whose certificate names ``crl_url`` as its CRL's address."""
-    key = certbuilder.new_key()
-    subject = certbuilder.name("AC Avocats - Région", organization="CNB", country="FR")
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    begin = certbuilder.now() - timedelta(days=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(begin)
-        .not_valid_after(begin + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        [x509.UniformResourceIdentifier(crl_url)], None, None, None
-                    )
-                ]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    return CertificateAuthority.create(
+        certbuilder.name("AC Avocats - Région", organization="CNB", country="FR"),
+        crl_url=crl_url,
     )
-    return CertificateAuthority(cert, key)
 
 
 def regional_lawyer(ca: CertificateAuthority, root: Path, name: str) -> Client:

@@ -22,7 +22,7 @@ import pytest
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
@@ -469,73 +469,19 @@ def test_a_naive_signing_time_is_refused(chain: Chain) -> None:
         )
 
 
-def _ca_certificate(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    path_length: int,
-) -> x509.Certificate:
-    """A CA certificate, self-signed or issued: certbuilder makes only one-level chains."""
-    issuer_cert, issuer_key = issuer if issuer else (None, key)
-    now = certbuilder.now()
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    aki_source = (
-        issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        if issuer_cert
-        else ski
-    )
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject if issuer_cert else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(aki_source),
-            critical=False,
-        )
-        .sign(issuer_key, hashes.SHA256())
-    )
-
-
 def test_the_keys_chain_travels_in_the_signature() -> None:
     """An HSM's certificate usually sits under an intermediate: a verifier that
     trusts only the root still validates the receipt, from the CMS alone."""
-    root_key, intermediate_key = certbuilder.new_key(), certbuilder.new_key()
-    root = _ca_certificate(certbuilder.name("Racine Palais tests"), root_key, None, 1)
-    intermediate = CertificateAuthority(
-        _ca_certificate(
-            certbuilder.name("AC intermédiaire Palais tests"),
-            intermediate_key,
-            (root, root_key),
-            0,
-        ),
-        intermediate_key,
+    root = CertificateAuthority.create(certbuilder.name("Racine Palais tests"), path_length=1)
+    intermediate = CertificateAuthority.create(
+        certbuilder.name("AC intermédiaire Palais tests"), issuer=root
     )
     leaf = intermediate.issue(
         certbuilder.name("Service de preuve Palais"), profile=certbuilder.EVIDENCE
     )
     document = _deposit(_facts(), leaf)
     with_chain = receipt_pdf(document, FileKey(leaf.key, leaf.cert, (intermediate.cert,)))
-    assert _validate(with_chain, root).bottom_line
+    assert _validate(with_chain, root.cert).bottom_line
     without = receipt_pdf(document, FileKey(leaf.key, leaf.cert))
-    status = _validate(without, root)
+    status = _validate(without, root.cert)
     assert status.intact and status.valid and not status.trusted
