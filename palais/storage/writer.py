@@ -51,10 +51,6 @@ class WriteContext:
     filed: Any = None
     # What the job did that the batch's finishers act on ("evidence").
     notes: set[str] = field(default_factory=set)
-    # Bytes made inside the job, appended to the pack then: the batch syncs
-    # the pack once more before it commits.
-    late: bool = False
-    blob_store: MessageBytes | None = None
     # Shared by the jobs of one attempt at a batch (and its finishers), in
     # their transaction: what a job leaves for the next (the evidence log's
     # head). A job refused in its savepoint empties it.
@@ -63,16 +59,6 @@ class WriteContext:
     def sha256(self, data: bytes) -> str:
         known = self.hashes.get(id(data))
         return known if known is not None else sha256_hex(data)
-
-    def append_late(self, data: bytes) -> str:
-        """Bytes made in the job itself: appended now, durable before the commit; their sha256."""
-        assert self.blob_store is not None, "the writer hands its blob store to every job"
-        sha = sha256_hex(data)
-        if sha not in self.locations:
-            self.locations[sha] = self.blob_store.append_many([data])[0]
-        self.hashes[id(data)] = sha
-        self.late = True
-        return sha
 
 
 Work = Callable[[Connection, WriteContext], T]
@@ -166,15 +152,13 @@ class CommitQueue:
     def run_now(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
         """Run a job synchronously in the caller's thread (CLI, before start)."""
         assert not self._thread.is_alive(), "run_now is for when the writer is stopped"
-        ctx = WriteContext(cache=self._cache, blob_store=self._blobs)
+        ctx = WriteContext(cache=self._cache)
         self._append_blobs([(ctx, blobs)])
         self._blobs.sync()
         with self._engine.begin() as conn:
             result = work(conn, ctx)
             for finish in self.finishers:
                 finish(conn, [ctx])
-            if ctx.late:
-                self._blobs.sync()
         self._erase(ctx.erase_after_commit)
         self._publish(ctx.events)
         return result
@@ -255,7 +239,6 @@ class CommitQueue:
         try:
             for job in batch:
                 job.context.cache = self._cache
-                job.context.blob_store = self._blobs
             self._append_blobs([(job.context, job.blobs) for job in batch])
             # The pack's fdatasync runs while the rows are written; the commit
             # waits for it, so no row ever points at bytes not yet on disk.
@@ -284,8 +267,6 @@ class CommitQueue:
                         for finish in self.finishers:
                             finish(conn, contexts)
                         synced.result()
-                        if any(c.late for c in contexts):
-                            self._blobs.sync()
                 except (_Refused, _Conflict) as failed:
                     for job in batch:
                         _forget(job.context)
@@ -329,7 +310,6 @@ def _forget(ctx: WriteContext) -> None:
     ctx.events.clear()
     ctx.erase_after_commit.clear()
     ctx.notes.clear()
-    ctx.late = False
     ctx.filed = None
 
 
