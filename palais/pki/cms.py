@@ -88,10 +88,6 @@ class CmsSigner:
             + _tlv(0xA0, b"".join(_der(c) for c in (cert, *key.chain)))
         )
 
-    @property
-    def key(self) -> EvidenceKey:
-        return self._key
-
     def sign(self, content: bytes, *, when: datetime | None = None) -> SignedParts:
         """A detached signature of ``content``; raises ``EvidenceUnavailable``
         if the key cannot sign."""

@@ -25,10 +25,6 @@ class KeyEvidenceService:
         self.address = f"accuses@{domain}"
 
     @property
-    def key(self) -> EvidenceKey:
-        return self._key
-
-    @property
     def issuer(self) -> str:
         return self._sealer.issuer
 

@@ -60,10 +60,6 @@ class ReceiptSealer:
         self._from = f'"Palais - Service de preuve" <accuses@{domain}>'
         self._from_text = f"Palais - Service de preuve <accuses@{domain}>"
 
-    @property
-    def key(self) -> EvidenceKey:
-        return self._signer.key
-
     def seal(self, document: Mapping[str, Any], *, to: str) -> SealedReceipt:
         """The receipt mail for ``document`` (complete evidence), sent to ``to``.
 
