@@ -1,0 +1,25 @@
+"""departure
+
+Placeholder reserved for departures (issue 10).
+Filled in by that work, or removed and the chain relinked if it needs
+no schema change.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-30 17:00:00.000000
+"""
+
+from __future__ import annotations
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
