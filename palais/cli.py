@@ -113,6 +113,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Write the JSON Schema of every structured document into a directory."""
+    import json
+
+    from palais.mailbox.documents import document_schemas
+
+    target = Path(args.dir)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, schema in document_schemas().items():
+            text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            (target / name).write_text(text, encoding="utf-8")
+            print(target / name)
+    except OSError as e:
+        print(f"palais schemas: {target}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="palais", description="Palais secure message gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("migrate", help="bring the database schema to this version's revision")
     p.add_argument("dir", help="instance directory (or its palais.toml)")
     p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("schemas", help="write the structured documents' JSON Schemas into DIR")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_schemas)
     from palais.evidence_cli import add_commands as add_evidence_commands
 
     add_evidence_commands(sub)

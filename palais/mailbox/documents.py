@@ -1,0 +1,224 @@
+"""Structured documents by media type: which model, which rules, which schema.
+
+A message carries a structured document as a MIME part of the document's
+media type (``application/vnd.palais.saisine+json``...). ``message_errors``
+finds such parts and checks each against its model and rules, the other
+parts being the context's attachments; ``refuse_invalid`` turns the errors
+into the refusal the SMTP dialogue shows, one line per field. A message
+without such a part costs a look at its part headers (``may_carry_documents``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import Message
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from palais.mailbox.constitution import Constitution, check_constitution
+from palais.mailbox.court_events import (
+    EVENT_TAGS,
+    DossierEvent,
+    HearingSlot,
+    HearingSlots,
+    RegistryDecision,
+    check_dossier_event,
+    check_hearing_slots,
+    check_registry_decision,
+)
+from palais.mailbox.document_context import Attached, DocumentContext
+from palais.mailbox.errors import InvalidMessage
+from palais.mailbox.fields import FieldError, shape_errors, sorted_errors
+from palais.mailbox.message import decode_header_value
+from palais.mailbox.saisine import ACTOR_TAGS, Saisine, check_saisine
+
+MEDIA_PREFIX = "application/vnd.palais."
+SAISINE = "application/vnd.palais.saisine+json"
+CONSTITUTION = "application/vnd.palais.constitution+json"
+DOSSIER_EVENT = "application/vnd.palais.dossier-event+json"
+REGISTRY_DECISION = "application/vnd.palais.registry-decision+json"
+HEARING_SLOTS = "application/vnd.palais.hearing-slots+json"
+# A structured document is a form's worth of JSON: anything larger is not one.
+MAX_DOCUMENT_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentKind:
+    name: str  # "saisine": the schema's file name and the error lines' prefix
+    title: str
+    media_type: str
+    model: type[BaseModel]
+    check: Callable[[Any, DocumentContext], list[FieldError]]
+    tags: Mapping[str, str]  # union tags (see fields.shape_errors)
+
+    def errors(self, data: bytes, context: DocumentContext) -> list[FieldError]:
+        """Every error of one document (its bytes as sent); [] when valid."""
+        if len(data) > MAX_DOCUMENT_SIZE:
+            return [FieldError("", f"document de plus de {MAX_DOCUMENT_SIZE} octets")]
+        try:
+            document = self.model.model_validate_json(data)
+        except ValidationError as error:
+            return sorted_errors(shape_errors(error, self.tags))
+        return sorted_errors(self.check(document, context))
+
+    def schema(self) -> dict[str, Any]:
+        schema = self.model.model_json_schema()
+        schema["$id"] = f"urn:palais:schema:{self.name}:1"
+        schema["title"] = self.title
+        schema["x-media-type"] = self.media_type
+        return schema
+
+
+def _context_free(
+    check: Callable[[Any], list[FieldError]],
+) -> Callable[[Any, DocumentContext], list[FieldError]]:
+    return lambda document, _context: check(document)
+
+
+KINDS: Mapping[str, DocumentKind] = MappingProxyType(
+    {
+        k.media_type: k
+        for k in (
+            DocumentKind("saisine", "Saisine", SAISINE, Saisine, check_saisine, ACTOR_TAGS),
+            DocumentKind(
+                "constitution", "Constitution", CONSTITUTION, Constitution, check_constitution, {}
+            ),
+            DocumentKind(
+                "dossier-event",
+                "Événement de dossier",
+                DOSSIER_EVENT,
+                DossierEvent,
+                _context_free(check_dossier_event),
+                EVENT_TAGS,
+            ),
+            DocumentKind(
+                "registry-decision",
+                "Décision du greffe",
+                REGISTRY_DECISION,
+                RegistryDecision,
+                _context_free(check_registry_decision),
+                {},
+            ),
+            DocumentKind(
+                "hearing-slots",
+                "Créneaux d'audience ouverts",
+                HEARING_SLOTS,
+                HearingSlots,
+                _context_free(check_hearing_slots),
+                {},
+            ),
+        )
+    }
+)
+
+
+def document_schemas() -> dict[str, dict[str, Any]]:
+    """Each published schema by file name (``saisine.schema.json``...)."""
+    return {f"{k.name}.schema.json": k.schema() for k in KINDS.values()}
+
+
+def document_errors(
+    media_type: str, data: bytes, context: DocumentContext | None = None
+) -> list[FieldError]:
+    """The errors of one document of a known media type."""
+    return KINDS[media_type.lower()].errors(data, context or DocumentContext())
+
+
+# -- in a message ------------------------------------------------------------------
+
+
+def may_carry_documents(data: bytes) -> bool:
+    """False when no part header of the message can name a document's media type.
+
+    Looks only at the header block and at the few bytes after each line
+    starting with "--" (where a part's header is): no parse, no copy of the
+    body. True sends the message to ``message_errors``, which decides.
+    """
+    head_end = _blank_line(data, 0)
+    if _names_document(data[:head_end]):
+        return True
+    if b"ultipart/" not in data[:head_end] and b"ULTIPART/" not in data[:head_end].upper():
+        return False
+    at = data.find(b"\n--", head_end - 2)
+    while at >= 0:
+        end = _blank_line(data, at + 1)
+        if _names_document(data[at : min(end, at + 4096)]):
+            return True
+        at = data.find(b"\n--", max(end - 2, at + 3))
+    return False
+
+
+def _blank_line(data: bytes, start: int) -> int:
+    """End of the header block that starts at ``start`` (after its blank line)."""
+    crlf = data.find(b"\r\n\r\n", start)
+    lf = data.find(b"\n\n", start)
+    ends = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
+    return min(ends) if ends else len(data)
+
+
+def _names_document(head: bytes) -> bool:
+    return b"vnd.palais." in head.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    kind: DocumentKind
+    payload: bytes
+
+
+def message_errors(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> list[str]:
+    """Every error of every structured document the message carries, one
+    line each naming its field; [] when there is none, or all are valid.
+
+    ``slots``: the hearing slots each juridiction opened (by code).
+    """
+    if not may_carry_documents(data):
+        return []
+    parsed = message_from_bytes(data, policy=policy.compat32)
+    found: list[_Found] = []
+    attachments: list[Attached] = []
+    unknown: list[str] = []
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        media_type = part.get_content_type()
+        payload = _payload(part)
+        kind = KINDS.get(media_type)
+        if kind is not None:
+            found.append(_Found(kind, payload))
+        elif media_type.startswith(MEDIA_PREFIX):
+            # Ours but no document's: refused rather than let through unchecked.
+            unknown.append(f"Content-Type: type de document inconnu : {media_type[:80]}")
+        elif _filename(part) is not None:
+            attachments.append(Attached.of(_filename(part), media_type, payload))
+    context = DocumentContext(slots=slots, attachments=tuple(attachments))
+    lines: list[str] = list(unknown)
+    for item in found:
+        prefix = f"{item.kind.name} " if len(found) > 1 else ""
+        lines.extend(prefix + str(e) for e in item.kind.errors(item.payload, context))
+    return lines
+
+
+def refuse_invalid(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> None:
+    """Raise ``InvalidMessage`` listing every field error, if any."""
+    lines = message_errors(data, slots)
+    if lines:
+        raise InvalidMessage(
+            f"Document structuré invalide : {len(lines)} erreur(s)",
+            details=lines,
+            reason=f"structured document refused: {'; '.join(lines)[:500]}",
+        )
+
+
+def _payload(part: Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _filename(part: Message) -> str | None:
+    name = part.get_filename()
+    return None if name is None else (decode_header_value(str(name)) or None)

@@ -1,0 +1,184 @@
+"""Saisine: filing a new case with a juridiction.
+
+General information (juridiction, dossier type, receiving service, nature of
+the act; for a conseil de prud'hommes the employee's status, the section and
+the collective agreement), with or without a date booking (then the nature
+of the dispute, a slot the juridiction opened and the draft summons
+attached), and the actors: each a demandeur or a défendeur, a natural
+person, a legal person or an administrative authority, each with its own
+mandatory fields. Free texts are at most 100 characters.
+
+The model states the shape (its JSON Schema is published); ``check_saisine``
+the rules that need several fields or the context. The saisine's states
+(enregistrée, envoyée, rejetée, acceptée) are where it is filed, not fields.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from palais.mailbox.court_events import DossierType
+from palais.mailbox.document_context import DocumentContext
+from palais.mailbox.fields import Document, FieldError, FreeText
+
+
+class JuridictionType(StrEnum):
+    CPH = "CPH"  # conseil de prud'hommes
+    TPROX = "TPROX"  # tribunal de proximité
+    TJ = "TJ"  # tribunal judiciaire
+
+
+class Civility(StrEnum):
+    MADAME = "madame"
+    MONSIEUR = "monsieur"
+
+
+class CphSection(StrEnum):
+    """The five sections of a conseil de prud'hommes."""
+
+    ENCADREMENT = "encadrement"
+    INDUSTRIE = "industrie"
+    COMMERCE = "commerce"
+    AGRICULTURE = "agriculture"
+    ACTIVITES_DIVERSES = "activites_diverses"
+
+
+class AuthorityType(StrEnum):
+    PROCUREUR_DE_LA_REPUBLIQUE = "procureur_de_la_republique"
+    AUTRE = "autre"
+
+
+SaisineQuality = Literal["demandeur", "defendeur"]
+
+
+class Address(Document):
+    number_and_street: FreeText
+    postcode: Annotated[str, Field(min_length=1, max_length=10)]
+    town: FreeText
+    country: FreeText
+
+
+class NaturalPerson(Document):
+    """Personne physique: civility, surname, first given name and address."""
+
+    person_type: Literal["physique"]
+    quality: SaisineQuality
+    civility: Civility
+    surname: FreeText
+    given_name: FreeText
+    other_given_names: FreeText | None = None
+    address: Address
+
+
+class LegalPerson(Document):
+    """Personne morale: company name and address."""
+
+    person_type: Literal["morale"]
+    quality: SaisineQuality
+    company_name: FreeText
+    siren: Annotated[str, Field(pattern=r"^[0-9]{9}$")] | None = None
+    address: Address
+
+
+class Authority(Document):
+    """Autorité administrative: its type and address (and its name, for "autre")."""
+
+    person_type: Literal["autorite_administrative"]
+    quality: SaisineQuality
+    authority_type: AuthorityType
+    authority_name: FreeText | None = None
+    address: Address
+
+
+Actor = Annotated[NaturalPerson | LegalPerson | Authority, Field(discriminator="person_type")]
+ACTOR_TAGS = {
+    "physique": "personne physique",
+    "morale": "personne morale",
+    "autorite_administrative": "autorité administrative",
+}
+
+
+class JuridictionRef(Document):
+    type: JuridictionType
+    code: FreeText  # as in the juridictions directory
+    city: FreeText
+
+
+class DateBooking(Document):
+    """A hearing picked among the juridiction's opened slots, and the draft
+    summons (projet d'assignation) attached under ``draft_summons``."""
+
+    slot_id: FreeText
+    dispute_nature: FreeText
+    draft_summons: FreeText  # the attachment's file name
+
+
+class Saisine(Document):
+    juridiction: JuridictionRef
+    date_booking: DateBooking | None = None
+    dossier_type: DossierType
+    service: FreeText  # the receiving service
+    act_nature: FreeText
+    # A conseil de prud'hommes only, and mandatory there.
+    employee_status: FreeText | None = None
+    section: CphSection | None = None
+    collective_agreement: FreeText | None = None
+    actors: list[Actor] = Field(min_length=1)
+    message: FreeText | None = None
+
+
+_CPH_ONLY = ("employee_status", "section", "collective_agreement")
+
+
+def check_saisine(saisine: Saisine, context: DocumentContext) -> list[FieldError]:
+    """The rules beyond the shape: every error, in the document's order."""
+    errors: list[FieldError] = []
+    cph = saisine.juridiction.type is JuridictionType.CPH
+    for name in _CPH_ONLY:
+        given = getattr(saisine, name) is not None
+        if cph and not given:
+            errors.append(FieldError(name, "champ obligatoire devant un conseil de prud'hommes"))
+        elif given and not cph:
+            errors.append(FieldError(name, "réservé au conseil de prud'hommes"))
+    booking = saisine.date_booking
+    if booking is not None:
+        opened = context.slots.get(saisine.juridiction.code, ())
+        if not any(slot.id == booking.slot_id for slot in opened):
+            errors.append(
+                FieldError(
+                    "date_booking.slot_id",
+                    "ce créneau n'est pas ouvert par la juridiction",
+                )
+            )
+        attached = context.attachment(booking.draft_summons)
+        if attached is None:
+            errors.append(
+                FieldError(
+                    "date_booking.draft_summons",
+                    "le projet d'assignation n'est pas joint au message",
+                )
+            )
+        elif not attached.is_pdf:
+            errors.append(
+                FieldError("date_booking.draft_summons", "le projet d'assignation doit être un PDF")
+            )
+    for i, actor in enumerate(saisine.actors):
+        if (
+            isinstance(actor, Authority)
+            and actor.authority_type is AuthorityType.AUTRE
+            and actor.authority_name is None
+        ):
+            errors.append(
+                FieldError(
+                    f"actors[{i}].authority_name", "champ obligatoire pour une autre autorité"
+                )
+            )
+    qualities = {actor.quality for actor in saisine.actors}
+    if "demandeur" not in qualities:
+        errors.append(FieldError("actors", "au moins un demandeur"))
+    if "defendeur" not in qualities:
+        errors.append(FieldError("actors", "au moins un défendeur"))
+    return errors
