@@ -369,6 +369,15 @@ class MailAccess(Protocol):
         """UIDs whose Date: header falls in [since, before) (dates in the header's zone)."""
         ...
 
+    async def vanished(self, who: Identity, mailbox_id: int, since: int) -> list[int]:
+        """UIDs that left the box at a MODSEQ above ``since``, ascending (what
+        a resynchronising client is told is gone: IMAP QRESYNC)."""
+        ...
+
+    async def box_size(self, who: Identity, mailbox_id: int) -> int:
+        """The total size in bytes of the box's messages (IMAP STATUS=SIZE)."""
+        ...
+
     def subscribe(self, mailbox_id: int, listener: Callable[[MailboxEvent], None]) -> Unsubscribe:
         """Be told of changes to a box, whoever made them (called on the event loop)."""
         ...

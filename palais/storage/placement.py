@@ -29,8 +29,11 @@ from palais.mailbox.model import (
 )
 from palais.storage.messages import release_messages
 from palais.storage.rows import rows_for
+from palais.storage.schema import Vanished, table
 from palais.storage.sql import EN, MB, PL, chunks, decode_flags, encode_flags
 from palais.storage.writer import WriteContext
+
+VN = table(Vanished)
 
 # Writes one kind of record a plan carries (``FilingPlan.records``), in the plan's transaction.
 RecordWriter = Callable[[Connection, WriteContext, Any], None]
@@ -157,12 +160,16 @@ def _unlist(conn: Connection, ctx: WriteContext, placement: int) -> None:
     rows = conn.execute(
         select(EN.c.mailbox_id, EN.c.uid).where(EN.c.placement_id == placement)
     ).all()
+    gone: list[dict[str, int]] = []
     for r in rows:
         modseq = bump_modseq(conn, r.mailbox_id)
         conn.execute(delete(EN).where(EN.c.mailbox_id == r.mailbox_id, EN.c.uid == r.uid))
         ctx.events.append(
             MailboxEvent(int(r.mailbox_id), EventKind.REMOVED, int(r.uid), modseq=modseq)
         )
+        gone.append({"mailbox_id": int(r.mailbox_id), "uid": int(r.uid), "modseq": modseq})
+    if gone:  # what QRESYNC tells a client that knew them (RFC 7162 3.2.5.1)
+        conn.execute(insert(VN), gone)
     conn.execute(delete(PL).where(PL.c.id == placement))
 
 

@@ -34,7 +34,10 @@ from palais.storage import caches
 from palais.storage.blobs import BlobCorrupted, sha256_hex
 from palais.storage.caches import BoxKey, box_key, read_cache
 from palais.storage.memo import Memo
+from palais.storage.schema import Vanished, table
 from palais.storage.sql import EN, EVIDENCE_SEGMENT, MB, MS, chunks, decode_flags, driver, utc
+
+VN = table(Vanished)
 
 T = TypeVar("T")
 # Messages from this size on are checked against their SHA-256 off the event
@@ -508,6 +511,25 @@ class MailReads:
             ),
         )
         return {int(u) for u in rows}
+
+    async def vanished(self, who: Identity, mailbox_id: int, since: int) -> list[int]:
+        await self._check_owner(who, mailbox_id)
+        query = (
+            select(VN.c.uid)
+            .where(VN.c.mailbox_id == mailbox_id, VN.c.modseq > since)
+            .order_by(VN.c.uid)
+        )
+        rows = await self._query(lambda c: c.execute(query).scalars().all())
+        return [int(u) for u in rows]
+
+    async def box_size(self, who: Identity, mailbox_id: int) -> int:
+        await self._check_owner(who, mailbox_id)
+        query = (
+            select(func.coalesce(func.sum(MS.c.size), 0))
+            .select_from(EN.join(MS, MS.c.id == EN.c.message_id))
+            .where(EN.c.mailbox_id == mailbox_id)
+        )
+        return int(await self._query(lambda c: c.execute(query).scalar_one()))
 
     def subscribe(self, mailbox_id: int, listener: Callable[[MailboxEvent], None]) -> Unsubscribe:
         return self._hub.subscribe(mailbox_id, listener)

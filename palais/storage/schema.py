@@ -163,6 +163,17 @@ class Entry(Base):
     modseq: Mapped[int] = mapped_column(BigInteger)
 
 
+class Vanished(Base):
+    """An entry that left a box: its UID and the box's MODSEQ then (IMAP
+    QRESYNC's VANISHED, RFC 7162 3.2; migration 0010)."""
+
+    __tablename__ = "vanished"
+    __table_args__ = (Index("ix_vanished_modseq", "mailbox_id", "modseq"),)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+
+
 class EvidenceLog(Base):
     """One receipt's evidence: a leaf of the append-only evidence log.
 

@@ -53,6 +53,7 @@ class _Box:
     uidnext: int = 1
     modseq: int = 1
     messages: dict[int, _Message] = field(default_factory=dict)
+    vanished: dict[int, int] = field(default_factory=dict)  # uid -> modseq of its removal
 
 
 class FakeStore:
@@ -239,6 +240,7 @@ class FakeStore:
         for uid in gone:
             del box.messages[uid]
             box.modseq += 1
+            box.vanished[uid] = box.modseq
             self._emit(MailboxEvent(box.id, EventKind.REMOVED, uid, modseq=box.modseq))
         return gone
 
@@ -285,6 +287,7 @@ class FakeStore:
         for uid in result.source_uids:
             del source.messages[uid]
             source.modseq += 1
+            source.vanished[uid] = source.modseq
             self._emit(MailboxEvent(source.id, EventKind.REMOVED, uid, modseq=source.modseq))
         return result
 
@@ -322,6 +325,15 @@ class FakeStore:
                 if (since is None or day >= since) and (before is None or day < before):
                     out.add(uid)
         return out
+
+    async def vanished(self, who: Identity, mailbox_id: int, since: int) -> list[int]:
+        self.calls.append(("vanished", mailbox_id, since))
+        box = self._by_id(mailbox_id)
+        return sorted(uid for uid, modseq in box.vanished.items() if modseq > since)
+
+    async def box_size(self, who: Identity, mailbox_id: int) -> int:
+        self.calls.append(("box_size", mailbox_id))
+        return sum(m.size for m in self._by_id(mailbox_id).messages.values())
 
     def subscribe(self, mailbox_id: int, listener: Listener) -> Unsubscribe:
         self.listeners.setdefault(mailbox_id, []).append(listener)

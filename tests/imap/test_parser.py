@@ -225,7 +225,7 @@ def test_fetch_attributes() -> None:
     ]
     assert [i.name for i in parse_fetch_atts(args_of(b"full"))][-1] == "BODY"
     assert parse_fetch_atts(args_of(b"BODY[]"))[0].section == SectionSpec()
-    assert parse_fetch_modifiers(args_of(b"(CHANGEDSINCE 12345)")) == 12345
+    assert parse_fetch_modifiers(args_of(b"(CHANGEDSINCE 12345)")).changed_since == 12345
 
 
 @pytest.mark.parametrize(

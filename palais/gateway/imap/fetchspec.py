@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from palais.gateway.imap.mime import SectionSpec
 from palais.gateway.imap.parser import Args, ParseError
 
-__all__ = ["FetchItem", "parse_fetch_atts", "parse_fetch_modifiers"]
+__all__ = ["FetchItem", "FetchModifiers", "parse_fetch_atts", "parse_fetch_modifiers"]
 
 _SIMPLE = frozenset(
     {
@@ -155,19 +155,33 @@ def parse_section(args: Args) -> tuple[SectionSpec, bytes]:
     return SectionSpec(tuple(path), kind, fields), bytes(label)
 
 
-def parse_fetch_modifiers(args: Args) -> int | None:
-    """``(CHANGEDSINCE n)``; returns the CHANGEDSINCE value."""
+@dataclass(frozen=True, slots=True)
+class FetchModifiers:
+    """``(CHANGEDSINCE n)`` (RFC 7162 3.1.4), with QRESYNC's ``VANISHED`` (3.2.6)."""
+
+    changed_since: int | None = None
+    vanished: bool = False
+
+
+def parse_fetch_modifiers(args: Args) -> FetchModifiers:
     args.expect(b"(")
     changed_since: int | None = None
+    vanished = False
     first = True
     while not args.maybe(b")"):
         if not first:
             args.sp()
         first = False
         name = args.keyword()
-        if name == "CHANGEDSINCE":
+        if name == "CHANGEDSINCE" and changed_since is None:
             args.sp()
             changed_since = args.number64()
+        elif name == "VANISHED" and not vanished:
+            vanished = True
         else:
             raise ParseError(f"Unsupported FETCH modifier {name[:40]}")
-    return changed_since
+    if first:
+        raise ParseError("Empty FETCH modifier list")
+    if vanished and changed_since is None:
+        raise ParseError("VANISHED needs CHANGEDSINCE")
+    return FetchModifiers(changed_since, vanished)

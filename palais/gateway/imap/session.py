@@ -78,6 +78,7 @@ class Session:
         "log",
         "metrics",
         "outcome",
+        "qresync",
         "reader",
         "state",
         "transport",
@@ -110,6 +111,8 @@ class Session:
         self.idle_timeout = idle_timeout
         self.state: State = NotAuthenticated(proven, refusal)
         self._condstore = False
+        # QRESYNC enabled (RFC 7162 3.2.3): VANISHED instead of EXPUNGE.
+        self.qresync = False
         self.utf8 = False
         self.commands = 0
         self.outcome = "eof"
@@ -183,8 +186,8 @@ class Session:
 
     def capabilities(self) -> bytes:
         if isinstance(self.state, NotAuthenticated):
-            return b" ".join(codes.CAPABILITIES_BEFORE_AUTH)
-        return b" ".join(codes.CAPABILITIES_AFTER_AUTH)
+            return _BEFORE_AUTH
+        return _AFTER_AUTH
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -364,7 +367,9 @@ class Session:
         if not isinstance(state, Selected) or not state.mailbox.has_pending:
             return
         pacer = self.pacer()
-        for line in state.mailbox.updates(allow_expunge=allow_expunge, condstore=self.condstore):
+        for line in state.mailbox.updates(
+            allow_expunge=allow_expunge, condstore=self.condstore, vanished=self.qresync
+        ):
             self.write(line)
             if pacer.due():
                 await pacer.pause()
@@ -384,6 +389,13 @@ class Session:
             if self.audit_refusal is not None:
                 self.audit_refusal(self._command or "?", self.identity_address, exc)
             return refusals.reply_for(exc, self.log, f"identity={self.identity_address or '-'}")
+
+
+# What the CAPABILITY response lists: the base lists, then each extension
+# once it works in full (one name per entry; add yours to the tuple).
+EXTENSIONS: tuple[bytes, ...] = (b"QRESYNC",)
+_BEFORE_AUTH = b" ".join(codes.CAPABILITIES_BEFORE_AUTH)
+_AFTER_AUTH = b" ".join(codes.CAPABILITIES_AFTER_AUTH + EXTENSIONS)
 
 
 # Each command name's histogram child, per metrics registry and shared by its

@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 
 from palais.gateway.imap.response import flag_list
+from palais.gateway.imap.sequence import format_set
 from palais.mailbox.model import EventKind, MailboxEvent, MailboxInfo
 from palais.mailbox.ports import Unsubscribe
 
@@ -90,6 +91,8 @@ class SelectedMailbox:
             if seen is None or seen[1] <= event.modseq:
                 self._flags[event.uid] = (event.flags, event.modseq)
         elif event.kind is EventKind.REMOVED:
+            if self.seq_of(event.uid) is None and event.uid not in self._new:
+                return  # already taken out (this session's own EXPUNGE or MOVE)
             self._expunged.add(event.uid)
             self._flags.pop(event.uid, None)
         else:
@@ -163,6 +166,8 @@ class SelectedMailbox:
     def remove(self, uids: Sequence[int]) -> list[int]:
         """Drop expunged UIDs; their sequence numbers, highest first, as EXPUNGE wants them."""
         gone = set(uids)
+        if self._expunged:  # their events may have come first: told now, not again
+            self._expunged -= gone
         if len(gone) > 64:
             # Many at once (EXPUNGE or MOVE of a whole box): one pass over the
             # view rather than a bisection per UID.
@@ -186,12 +191,30 @@ class SelectedMailbox:
             self._reported.pop(uid, None)
         return seqs
 
+    def expunge_lines(self, uids: Sequence[int], *, vanished: bool) -> list[bytes]:
+        """Drop expunged UIDs and say so: one EXPUNGE per message, highest first,
+        or with QRESYNC enabled one VANISHED naming the UIDs the client knew
+        (RFC 7162 3.2.10: never a UID it was not told of, it counts them)."""
+        if not vanished:
+            return [b"* %d EXPUNGE\r\n" % seq for seq in self.remove(uids)]
+        known = [uid for uid in uids if self.seq_of(uid) is not None]
+        self.remove(uids)
+        if not known:
+            return []
+        return [b"* VANISHED " + format_set(known) + b"\r\n"]
+
     # -- turning changes into responses ------------------------------------
 
-    def take_updates(self, *, allow_expunge: bool, condstore: bool) -> list[bytes]:
-        return list(self.updates(allow_expunge=allow_expunge, condstore=condstore))
+    def take_updates(
+        self, *, allow_expunge: bool, condstore: bool, vanished: bool = False
+    ) -> list[bytes]:
+        return list(
+            self.updates(allow_expunge=allow_expunge, condstore=condstore, vanished=vanished)
+        )
 
-    def updates(self, *, allow_expunge: bool, condstore: bool) -> Iterator[bytes]:
+    def updates(
+        self, *, allow_expunge: bool, condstore: bool, vanished: bool = False
+    ) -> Iterator[bytes]:
         """The pending changes as untagged responses, taken from the view as they go.
 
         A caller may pause between lines (a flag change on every message of a
@@ -200,8 +223,7 @@ class SelectedMailbox:
         """
         if allow_expunge and self._expunged:
             gone, self._expunged = self._expunged, set()
-            for seq in self.remove(sorted(gone)):
-                yield b"* %d EXPUNGE\r\n" % seq
+            yield from self.expunge_lines(sorted(gone), vanished=vanished)
         if self._new:
             new, self._new = self._new, []
             before = len(self.uids)

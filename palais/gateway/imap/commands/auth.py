@@ -28,7 +28,7 @@ from palais.mailbox.identity import Identity
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
 
-_ENABLEABLE = ("CONDSTORE", "UTF8=ACCEPT")
+_ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
 
 
 def _atom_text(args: Args) -> str:
@@ -114,6 +114,11 @@ async def enable(session: Session, tag: bytes, names: list[str]) -> Reply:
     enabled: list[str] = []
     for name in names:
         if name == "CONDSTORE" and not session.condstore:
+            session.condstore = True
+            enabled.append(name)
+        elif name == "QRESYNC" and not session.qresync:
+            # It enables CONDSTORE too (RFC 7162 3.2.3), listed or not.
+            session.qresync = True
             session.condstore = True
             enabled.append(name)
         elif name == "UTF8=ACCEPT" and not session.utf8:

@@ -56,8 +56,9 @@ async def _transfer(
     if result.dest_uids:
         session.untagged(b"OK [" + _copyuid(result) + b"] Moved")
     pacer = session.pacer()
-    for seq in view.remove(result.source_uids):
-        session.untagged(b"%d EXPUNGE" % seq)
+    # With QRESYNC enabled, one VANISHED rather than an EXPUNGE each (RFC 6851 4.3).
+    for line in view.expunge_lines(result.source_uids, vanished=session.qresync):
+        session.write(line)
         if pacer.due():
             await pacer.pause()
     return ok("MOVE completed")

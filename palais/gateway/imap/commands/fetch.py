@@ -11,7 +11,12 @@ from palais.gateway.imap import codes
 from palais.gateway.imap.commands.common import identity, selected
 from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, no, ok
 from palais.gateway.imap.envelope import envelope
-from palais.gateway.imap.fetchspec import FetchItem, parse_fetch_atts, parse_fetch_modifiers
+from palais.gateway.imap.fetchspec import (
+    FetchItem,
+    FetchModifiers,
+    parse_fetch_atts,
+    parse_fetch_modifiers,
+)
 from palais.gateway.imap.headers import Field
 from palais.gateway.imap.mime import (
     Part,
@@ -24,7 +29,7 @@ from palais.gateway.imap.mime import (
 from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.parser import Args
 from palais.gateway.imap.response import encode, flag_list, internaldate
-from palais.gateway.imap.sequence import SequenceSet, SequenceSetError
+from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_set
 from palais.gateway.imap.states import SELECTED_ONLY
 from palais.mailbox.errors import NoSuchMailbox
 from palais.mailbox.model import FlagMode, MessageRecord
@@ -459,8 +464,11 @@ async def fetch(
     tag: bytes,
     numbers: SequenceSet,
     items: tuple[FetchItem, ...],
-    changed: int | None,
+    modifiers: FetchModifiers | None,
 ) -> Reply:
+    if modifiers is not None and modifiers.vanished:
+        return bad("VANISHED is a UID FETCH modifier")  # RFC 7162 3.2.6
+    changed = None if modifiers is None else modifiers.changed_since
     return await do_fetch(session, numbers, items, changed, uid=False)
 
 
@@ -475,6 +483,24 @@ async def uid_fetch(
     tag: bytes,
     numbers: SequenceSet,
     items: tuple[FetchItem, ...],
-    changed: int | None,
+    modifiers: FetchModifiers | None,
 ) -> Reply:
+    changed = None if modifiers is None else modifiers.changed_since
+    if modifiers is not None and modifiers.vanished and changed is not None:
+        if not session.qresync:
+            return bad("VANISHED needs ENABLE QRESYNC first")  # RFC 7162 3.2.6
+        await _vanished_earlier(session, numbers, changed)
     return await do_fetch(session, numbers, items, changed, uid=True)
+
+
+async def _vanished_earlier(session: Session, numbers: SequenceSet, since: int) -> None:
+    """``VANISHED (EARLIER)``: the UIDs of the set removed since ``since``, before any FETCH."""
+    view = selected(session)
+    gone = await session.access.vanished(identity(session), view.info.id, since)
+    if not gone:
+        return
+    # "*" is the highest UID in use; UIDs removed above it are still named by "n:*".
+    top = max(view.uids[-1] if view.uids else 0, gone[-1])
+    named = [uid for uid in gone if numbers.contains_uid(uid, top)]
+    if named:
+        session.untagged(b"VANISHED (EARLIER) " + format_set(named))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from palais.gateway.imap import codes
 from palais.gateway.imap.commands.common import identity, selected
-from palais.gateway.imap.commands.registry import Optional, Reply, command, no, ok
+from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, no, ok
 from palais.gateway.imap.parser import Args, ParseError
-from palais.gateway.imap.sequence import SequenceSet
+from palais.gateway.imap.response import flag_list
+from palais.gateway.imap.sequence import STAR, SequenceSet, format_set
 from palais.gateway.imap.states import (
     AUTHENTICATED_OR_SELECTED,
     SELECTED_ONLY,
@@ -16,31 +18,104 @@ from palais.gateway.imap.states import (
     Selected,
 )
 from palais.gateway.imap.view import SelectedMailbox
+from palais.mailbox.ports import EntryTable
 
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
 
 
-def select_params(args: Args) -> frozenset[str]:
-    params = {p.decode("ascii").upper() for p in args.paren_list()}
-    if params - {"CONDSTORE"}:
-        raise ParseError("Unsupported SELECT parameter")
-    return frozenset(params)
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """QRESYNC's SELECT parameter (RFC 7162 3.2.5): what the client last knew."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None
+    # (known sequence numbers, their UIDs): a hint for servers that forget
+    # expunges; this one remembers them all, so it is only checked.
+    seq_match: tuple[SequenceSet, SequenceSet] | None
 
 
-def _deselect(session: Session) -> None:
+@dataclass(frozen=True, slots=True)
+class SelectParams:
+    condstore: bool = False
+    resync: Resync | None = None
+
+
+def select_params(args: Args) -> SelectParams:
+    args.expect(b"(")
+    condstore = False
+    resync: Resync | None = None
+    first = True
+    while not args.maybe(b")"):
+        if not first:
+            args.sp()
+        first = False
+        name = args.keyword()
+        if name == "CONDSTORE" and not condstore:
+            condstore = True
+        elif name == "QRESYNC" and resync is None:
+            args.sp()
+            resync = _resync(args)
+        else:
+            raise ParseError("Unsupported SELECT parameter")
+    return SelectParams(condstore, resync)
+
+
+def _resync(args: Args) -> Resync:
+    args.expect(b"(")
+    validity = args.nz_number()
+    args.sp()
+    modseq = args.number64()
+    known: SequenceSet | None = None
+    match: tuple[SequenceSet, SequenceSet] | None = None
+    if args.maybe(b" "):
+        if args.peek() != 0x28:
+            known = args.sequence_set()
+            if not args.maybe(b" "):
+                args.expect(b")")
+                return Resync(validity, modseq, known, None)
+        args.expect(b"(")
+        seqs = args.sequence_set()
+        args.sp()
+        uids = args.sequence_set()
+        args.expect(b")")
+        counts = (_count(seqs), _count(uids))
+        if None not in counts and counts[0] != counts[1]:
+            raise ParseError("The known sequence numbers and UIDs differ in number")
+        match = (seqs, uids)
+    args.expect(b")")
+    return Resync(validity, modseq, known, match)
+
+
+def _count(numbers: SequenceSet) -> int | None:
+    """How many numbers the set names (None with "*": it depends on the box)."""
+    if any(STAR in r for r in numbers.ranges):
+        return None
+    return sum(abs(b - a) + 1 for a, b in numbers.ranges)
+
+
+def _deselect(session: Session) -> bool:
+    """Leave the selected box, if any; whether there was one."""
     state = session.state
     if isinstance(state, Selected):
         state.mailbox.close()
         session.state = Authenticated(state.identity)
+        return True
+    return False
 
 
 async def _select(
-    session: Session, name: str, params: frozenset[str] | None, *, examine: bool
+    session: Session, name: str, params: SelectParams | None, *, examine: bool
 ) -> Reply:
     who = identity(session)
-    _deselect(session)
-    if params and "CONDSTORE" in params:
+    resync = params.resync if params is not None else None
+    if resync is not None and not session.qresync:
+        return bad("QRESYNC needs ENABLE QRESYNC first")  # RFC 7162 3.2.5
+    if _deselect(session):
+        # The box selected so far is closed (RFC 7162 3.2.11, RFC 9051 7.1).
+        session.untagged(b"OK [CLOSED] Previous mailbox closed")
+    if params is not None and params.condstore:
         session.condstore = True
     info = await session.access.mailbox(who, name)
     if not info.selectable:
@@ -61,6 +136,10 @@ async def _select(
     first = table.first_unseen()
     first_unseen = None if first is None else first + 1
     uidnext = max(info.uidnext, table.uidnext)
+    resync_lines: list[bytes] = []
+    if resync is not None and resync.uidvalidity == info.uidvalidity:
+        # Else a SELECT as if without QRESYNC (RFC 7162 3.2.5).
+        resync_lines = await _resync_lines(session, view, table, resync)
     del table
     session.untagged(b"FLAGS " + view.flags_text())
     # \\*: new keywords may be created (up to [imap] max_keywords on a message).
@@ -73,6 +152,8 @@ async def _select(
     session.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % info.uidvalidity)
     session.untagged(b"OK [UIDNEXT %d] Predicted next UID" % uidnext)
     session.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % highest)
+    for line in resync_lines:
+        session.write(line)
     session.state = Selected(who, view)
     if view.read_only:
         return ok(
@@ -81,15 +162,45 @@ async def _select(
     return ok("SELECT completed", codes.READ_WRITE)
 
 
+async def _resync_lines(
+    session: Session, view: SelectedMailbox, table: EntryTable, resync: Resync
+) -> list[bytes]:
+    """What changed since the client's MODSEQ among the UIDs it knows: the
+    ones gone (one VANISHED (EARLIER)), then each changed one's flags."""
+    known = resync.known_uids
+    lines: list[bytes] = []
+    if resync.modseq >= table.highestmodseq:
+        return lines  # nothing changed, nothing removed
+    gone = await session.access.vanished(identity(session), view.info.id, resync.modseq)
+    top = max(gone[-1] if gone else 0, table.uids[-1] if table.uids else 0)
+    if known is not None:
+        gone = [uid for uid in gone if known.contains_uid(uid, top)]
+    if gone:
+        lines.append(b"* VANISHED (EARLIER) " + format_set(gone) + b"\r\n")
+    since = resync.modseq
+    for i, modseq in enumerate(table.modseqs):
+        if modseq <= since:
+            continue
+        uid = table.uids[i]
+        if known is not None and not known.contains_uid(uid, top):
+            continue
+        flags = table.flags_at(i)
+        lines.append(
+            b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (i + 1, uid, flag_list(flags), modseq)
+        )
+        view.saw(uid, modseq)
+    return lines
+
+
 @command("SELECT", syntax=(Args.mailbox, Optional(select_params)), states=AUTHENTICATED_OR_SELECTED)
-async def select(session: Session, tag: bytes, name: str, params: frozenset[str] | None) -> Reply:
+async def select(session: Session, tag: bytes, name: str, params: SelectParams | None) -> Reply:
     return await _select(session, name, params, examine=False)
 
 
 @command(
     "EXAMINE", syntax=(Args.mailbox, Optional(select_params)), states=AUTHENTICATED_OR_SELECTED
 )
-async def examine(session: Session, tag: bytes, name: str, params: frozenset[str] | None) -> Reply:
+async def examine(session: Session, tag: bytes, name: str, params: SelectParams | None) -> Reply:
     return await _select(session, name, params, examine=True)
 
 
@@ -121,8 +232,12 @@ async def _expunge(session: Session, uids: list[int] | None) -> Reply:
     if uids is not None and not uids:
         return ok("Nothing to expunge")
     gone = await session.access.expunge(identity(session), view.info.id, uids)
-    for seq in view.remove(gone):
-        session.untagged(b"%d EXPUNGE" % seq)
+    for line in view.expunge_lines(gone, vanished=session.qresync):
+        session.write(line)
+    if session.qresync and not view.has_pending:
+        # The MODSEQ the client is now in sync with (RFC 7162 3.2.10): never
+        # past a change it has not been told of, so only with none pending.
+        return ok("EXPUNGE completed", b"HIGHESTMODSEQ %d" % view.highestmodseq)
     return ok("EXPUNGE completed")
 
 

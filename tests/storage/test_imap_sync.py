@@ -1,0 +1,62 @@
+"""What the IMAP sync extensions read from the store (migration 0010): the UIDs
+that left a box since a MODSEQ, in both views of a placement, and a box's size."""
+
+from __future__ import annotations
+
+from palais.mailbox.identity import Identity, Role
+from palais.mailbox.model import FlagMode
+from palais.storage import Storage
+from tests.postgres_server import (  # noqa: F401  fixtures
+    postgres_server_fixture,
+    postgres_url_fixture,
+)
+from tests.storage.test_mailstore import GREFFE, ME, NUMBER, _send, msg, run
+
+CLERK = Identity(3, "clerk@x.test", Role.GREFFIER, "C", "d" * 64, GREFFE)
+DELETED = frozenset({"\\Deleted"})
+
+
+def test_vanished_follows_expunge_and_move_in_both_views(storage: Storage) -> None:
+    for n in range(1, 5):
+        _send(storage, n)
+
+    async def go() -> None:
+        mail = storage.mail
+        inbox = await mail.mailbox(CLERK, "INBOX")
+        dossier = await mail.mailbox(CLERK, f"Dossiers/{NUMBER}/Reçus")
+        since = inbox.highestmodseq
+        assert await mail.vanished(CLERK, inbox.id, 0) == []
+        await mail.store_flags(CLERK, inbox.id, [2, 3], FlagMode.ADD, DELETED)
+        assert await mail.expunge(CLERK, inbox.id, [2]) == [2]
+        moved = await mail.move(CLERK, inbox.id, [4], "Supprimés")
+        assert moved.source_uids == [4]
+        assert await mail.vanished(CLERK, inbox.id, since) == [2, 4]
+        # The placement's other view lost the same messages (its own UIDs there).
+        assert await mail.vanished(CLERK, dossier.id, dossier.highestmodseq) == [2, 4]
+        # Only what left after the MODSEQ asked about.
+        after = (await mail.mailbox(CLERK, "INBOX")).highestmodseq
+        assert await mail.vanished(CLERK, inbox.id, after) == []
+        assert await mail.expunge(CLERK, inbox.id) == [3]
+        assert await mail.vanished(CLERK, inbox.id, after) == [3]
+        # Nobody else's box.
+        other = await mail.mailbox(ME, "Envoyés")
+        try:
+            await mail.vanished(CLERK, other.id, 0)
+        except Exception as exc:
+            assert type(exc).__name__ == "NoSuchMailbox"
+        else:
+            raise AssertionError("another owner's box answered")
+
+    run(go())
+
+
+def test_box_size_sums_the_messages(storage: Storage) -> None:
+    async def go() -> None:
+        mail = storage.mail
+        box = await mail.mailbox(ME, "Brouillons")
+        assert await mail.box_size(ME, box.id) == 0
+        await mail.append(ME, "Brouillons", msg(1), frozenset(), None)
+        await mail.append(ME, "Brouillons", msg(2, "longer body"), frozenset(), None)
+        assert await mail.box_size(ME, box.id) == len(msg(1)) + len(msg(2, "longer body"))
+
+    run(go())
