@@ -9,10 +9,18 @@ from typing import TypeAlias
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.sequence import SequenceSet
 
-__all__ = ["SearchKey", "SearchRequest", "leaves", "parse_search"]
+__all__ = [
+    "CHARSETS",
+    "RETURN_OPTIONS",
+    "SearchKey",
+    "SearchRequest",
+    "leaves",
+    "parse_program",
+    "parse_search",
+]
 
 CHARSETS = ("UTF-8", "US-ASCII")
-_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
@@ -160,7 +168,7 @@ def parse_search(args: Args) -> SearchRequest:
         args.expect(b"RETURN")
         args.sp()
         options = {o.decode("ascii").upper() for o in args.paren_list()}
-        unknown = options - _RETURN_OPTIONS
+        unknown = options - RETURN_OPTIONS
         if unknown:
             raise ParseError(f"Unsupported RETURN option {sorted(unknown)[0][:40]}")
         returns = frozenset(options or {"ALL"})
@@ -172,12 +180,19 @@ def parse_search(args: Args) -> SearchRequest:
         charset = args.astring().decode("ascii", "replace").upper()
         charset_ok = charset in CHARSETS
         args.sp()
+    key, written = parse_program(args)
+    return SearchRequest(key, returns, charset_ok, written)
+
+
+def parse_program(args: Args) -> tuple[SearchKey, int]:
+    """The search keys up to the end of the command (SEARCH, SORT and THREAD
+    end with them), and how many the client wrote."""
     count = [0]
     keys = [_key(args, 0, count)]
     while not args.at_end():
         args.sp()
         keys.append(_key(args, 0, count))
-    return SearchRequest(_all_of(keys), returns, charset_ok, count[0])
+    return _all_of(keys), count[0]
 
 
 def _all_of(keys: list[SearchKey]) -> SearchKey:

@@ -16,6 +16,7 @@ from palais.gateway.imap.commands import (  # noqa: F401  isort: skip
     append,
     fetch,
     search,
+    sort,
     store,
     copy_move,
     idle,

@@ -21,7 +21,7 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
     if not request.charset_ok:
         return no("Unsupported charset", codes.BADCHARSET)
     view = selected(session)
-    refusal = _over_limits(session, request, view.exists)
+    refusal = over_limits(session, request, view.exists)
     if refusal is not None:
         return refusal
     searcher = Searcher(session.access, identity(session), view, session.pacer())
@@ -67,7 +67,7 @@ def _reported(uids: list[int], returns: frozenset[str] | None) -> list[int]:
     return [u for u, wanted in ((uids[0], "MIN"), (uids[-1], "MAX")) if wanted in returns]
 
 
-def _over_limits(session: Session, request: SearchRequest, messages: int) -> Reply | None:
+def over_limits(session: Session, request: SearchRequest, messages: int) -> Reply | None:
     """NO [LIMIT] for a program too long, or too costly for the size of the box."""
     limits = session.limits
     if request.written > limits.max_search_keys:

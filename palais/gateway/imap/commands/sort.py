@@ -1,0 +1,194 @@
+"""SORT, UID SORT (RFC 5256, with ESORT's RETURN of RFC 5267) and THREAD, UID THREAD."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from palais.gateway.imap import codes
+from palais.gateway.imap.commands.common import identity, selected
+from palais.gateway.imap.commands.registry import Reply, command, no, ok
+from palais.gateway.imap.commands.search import over_limits
+from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.response import quoted
+from palais.gateway.imap.searching import Searcher
+from palais.gateway.imap.searchspec import CHARSETS, RETURN_OPTIONS, SearchRequest, parse_program
+from palais.gateway.imap.sorting import SORT_KEYS, FactTable, SortKey, box_facts, sort_uids
+from palais.gateway.imap.states import SELECTED_ONLY
+from palais.gateway.imap.threads import format_threads, ordered_subject, references
+
+if TYPE_CHECKING:
+    from palais.gateway.imap.session import Session
+
+THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+
+
+@dataclass(frozen=True, slots=True)
+class SortRequest:
+    keys: tuple[SortKey, ...]
+    search: SearchRequest  # its ``returns``: ESORT's RETURN options, or None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRequest:
+    algorithm: str
+    search: SearchRequest
+
+
+def _charset(args: Args) -> bool:
+    charset = args.astring().decode("ascii", "replace").upper()
+    args.sp()
+    return charset in CHARSETS
+
+
+def parse_sort(args: Args) -> SortRequest:
+    returns: frozenset[str] | None = None
+    if args.startswith_ci(b"RETURN ") or args.startswith_ci(b"RETURN("):
+        args.expect(b"RETURN")
+        args.sp()
+        options = {o.decode("ascii").upper() for o in args.paren_list()}
+        unknown = options - RETURN_OPTIONS
+        if unknown:
+            raise ParseError(f"Unsupported RETURN option {sorted(unknown)[0][:40]}")
+        returns = frozenset(options or {"ALL"})
+        args.sp()
+    args.expect(b"(")
+    keys: list[SortKey] = []
+    reverse = False
+    while True:
+        word = args.word()
+        if word == "REVERSE":
+            if reverse:
+                raise ParseError("REVERSE twice")
+            reverse = True
+        elif word in SORT_KEYS:
+            keys.append(SortKey(word, reverse))
+            reverse = False
+        else:
+            raise ParseError(f"Unknown sort key {word[:40]}" if word else "Expected a sort key")
+        if args.maybe(b")"):
+            break
+        args.sp()
+    if reverse:
+        raise ParseError("REVERSE without a sort key")
+    args.sp()
+    charset_ok = _charset(args)
+    key, written = parse_program(args)
+    return SortRequest(tuple(keys), SearchRequest(key, returns, charset_ok, written))
+
+
+def parse_thread(args: Args) -> ThreadRequest:
+    algorithm = args.atom().decode("ascii", "replace").upper()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise ParseError(f"Unknown thread algorithm {algorithm[:40]}")
+    args.sp()
+    charset_ok = _charset(args)
+    key, written = parse_program(args)
+    return ThreadRequest(algorithm, SearchRequest(key, None, charset_ok, written))
+
+
+async def _matching(
+    session: Session, request: SearchRequest
+) -> tuple[list[int], FactTable] | Reply:
+    """The matching UIDs (ascending) with their facts, or the refusal."""
+    if not request.charset_ok:
+        return no("Unsupported charset", codes.BADCHARSET)
+    view = selected(session)
+    refusal = over_limits(session, request, view.exists)
+    if refusal is not None:
+        return refusal
+    who = identity(session)
+    pacer = session.pacer()
+    uids = await Searcher(session.access, who, view, pacer).run(request.key)
+    facts = await box_facts(session.access).of(
+        session.access, who, view.info.id, view.info.uidvalidity, uids, pacer
+    )
+    # A message expunged meanwhile has no record, hence no facts: left out.
+    return [u for u in uids if u in facts], facts
+
+
+def _numbers(session: Session, uids: Sequence[int], *, uid: bool) -> list[int]:
+    if uid:
+        return list(uids)
+    view = selected(session)
+    return [n for u in uids if (n := view.seq_of(u)) is not None]
+
+
+async def do_sort(session: Session, tag: bytes, request: SortRequest, *, uid: bool) -> Reply:
+    found = await _matching(session, request.search)
+    if isinstance(found, Reply):
+        return found
+    uids, facts = found
+    ordered = _numbers(session, sort_uids(uids, facts, request.keys), uid=uid)
+    returns = request.search.returns
+    if returns is None:
+        session.untagged(b"SORT" + b"".join(b" %d" % n for n in ordered))
+        return ok("SORT completed")
+    # ESORT (RFC 5267 3.2): MIN and MAX are the first and last in sort order,
+    # ALL lists the messages in sort order.
+    line = b"ESEARCH (TAG " + quoted(tag) + b")"
+    if uid:
+        line += b" UID"
+    if ordered:
+        if "MIN" in returns:
+            line += b" MIN %d" % ordered[0]
+        if "MAX" in returns:
+            line += b" MAX %d" % ordered[-1]
+    if "COUNT" in returns:
+        line += b" COUNT %d" % len(ordered)
+    if ordered and "ALL" in returns:
+        line += b" ALL " + ordered_set(ordered)
+    session.untagged(line)
+    return ok("SORT completed")
+
+
+def ordered_set(numbers: Sequence[int]) -> bytes:
+    """Numbers in their given order as a sequence-set: ascending runs as ``a:b``."""
+    parts: list[bytes] = []
+    i = 0
+    count = len(numbers)
+    while i < count:
+        j = i
+        while j + 1 < count and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        parts.append(b"%d" % numbers[i] if i == j else b"%d:%d" % (numbers[i], numbers[j]))
+        i = j + 1
+    return b",".join(parts)
+
+
+async def do_thread(session: Session, request: ThreadRequest, *, uid: bool) -> Reply:
+    found = await _matching(session, request.search)
+    if isinstance(found, Reply):
+        return found
+    uids, facts = found
+    if not uid:
+        view = selected(session)
+        known = [(u, n) for u in uids if (n := view.seq_of(u)) is not None]
+        uids = [u for u, _ in known]
+        numbers = [n for _, n in known]
+    else:
+        numbers = uids
+    build = references if request.algorithm == "REFERENCES" else ordered_subject
+    session.untagged(b"THREAD " + format_threads(build(uids, facts, numbers)))
+    return ok("THREAD completed")
+
+
+@command("SORT", syntax=(parse_sort,), states=SELECTED_ONLY, defers_expunge=True)
+async def sort(session: Session, tag: bytes, request: SortRequest) -> Reply:
+    return await do_sort(session, tag, request, uid=False)
+
+
+@command("UID SORT", syntax=(parse_sort,), states=SELECTED_ONLY)
+async def uid_sort(session: Session, tag: bytes, request: SortRequest) -> Reply:
+    return await do_sort(session, tag, request, uid=True)
+
+
+@command("THREAD", syntax=(parse_thread,), states=SELECTED_ONLY, defers_expunge=True)
+async def thread(session: Session, tag: bytes, request: ThreadRequest) -> Reply:
+    return await do_thread(session, request, uid=False)
+
+
+@command("UID THREAD", syntax=(parse_thread,), states=SELECTED_ONLY)
+async def uid_thread(session: Session, tag: bytes, request: ThreadRequest) -> Reply:
+    return await do_thread(session, request, uid=True)
