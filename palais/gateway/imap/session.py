@@ -33,6 +33,7 @@ from palais.gateway.imap.states import Logout, NotAuthenticated, Selected, State
 from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity
+from palais.mailbox.model import MailboxInfo
 from palais.mailbox.ports import MailAccess
 
 __all__ = ["Session", "Transport"]
@@ -188,6 +189,10 @@ class Session:
         if isinstance(self.state, NotAuthenticated):
             return _BEFORE_AUTH
         return _AFTER_AUTH
+
+    def recent_count(self, box: MailboxInfo) -> int:
+        """How many of the box's messages are \\Recent (STATUS RECENT)."""
+        return 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -393,7 +398,11 @@ class Session:
 
 # What the CAPABILITY response lists: the base lists, then each extension
 # once it works in full (one name per entry; add yours to the tuple).
-EXTENSIONS: tuple[bytes, ...] = (b"QRESYNC",)
+EXTENSIONS: tuple[bytes, ...] = (
+    b"QRESYNC",
+    b"LIST-STATUS",
+    b"STATUS=SIZE",
+)
 _BEFORE_AUTH = b" ".join(codes.CAPABILITIES_BEFORE_AUTH)
 _AFTER_AUTH = b" ".join(codes.CAPABILITIES_AFTER_AUTH + EXTENSIONS)
 

@@ -4,6 +4,7 @@ CREATE, DELETE, RENAME."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,17 @@ if TYPE_CHECKING:
 
 _SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+# RFC 3501, RFC 7162 (HIGHESTMODSEQ), RFC 8438 (SIZE), RFC 9051 (DELETED).
+_STATUS_ITEMS = (
+    "MESSAGES",
+    "RECENT",
+    "UIDNEXT",
+    "UIDVALIDITY",
+    "UNSEEN",
+    "HIGHESTMODSEQ",
+    "SIZE",
+    "DELETED",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +41,7 @@ class ListRequest:
     reference: str
     patterns: tuple[str, ...]
     returns: frozenset[str]
+    status: tuple[str, ...] = ()  # RETURN (STATUS (...)): LIST-STATUS (RFC 5819)
 
 
 def _options(args: Args, allowed: frozenset[str], what: str) -> frozenset[str]:
@@ -59,12 +71,33 @@ def list_arguments(args: Args) -> ListRequest:
     else:
         patterns = [args.list_mailbox()]
     returns: frozenset[str] = frozenset()
+    status: tuple[str, ...] = ()
     if not args.at_end():
         args.sp()
-        args.expect(b"RETURN")
+        if args.keyword() != "RETURN":
+            raise ParseError("Expected RETURN")
         args.sp()
-        returns = _options(args, _RETURN_OPTIONS, "LIST return")
-    return ListRequest(select, reference, tuple(patterns), returns)
+        returns, status = _return_options(args)
+    return ListRequest(select, reference, tuple(patterns), returns, status)
+
+
+def _return_options(args: Args) -> tuple[frozenset[str], tuple[str, ...]]:
+    """``(CHILDREN STATUS (MESSAGES UNSEEN) ...)``."""
+    args.expect(b"(")
+    opts: set[str] = set()
+    status: tuple[str, ...] | None = None
+    while not args.maybe(b")"):
+        if opts or status is not None:
+            args.sp()
+        name = args.keyword()
+        if name == "STATUS" and status is None:
+            args.sp()
+            status = tuple(status_items(args))
+        elif name in _RETURN_OPTIONS:
+            opts.add(name)
+        else:
+            raise ParseError(f"Unsupported LIST return option {name[:40]}")
+    return frozenset(opts), status or ()
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -91,12 +124,16 @@ def _matches(name: str, regexes: list[re.Pattern[str]], patterns: tuple[str, ...
     return False
 
 
+def _has_children(box: MailboxInfo, names: set[str]) -> bool:
+    prefix = box.name + DELIMITER
+    return any(n.startswith(prefix) for n in names)
+
+
 def _attributes(box: MailboxInfo, names: set[str], *, subscribed: bool) -> bytes:
     attrs: list[bytes] = []
     if not box.selectable:
         attrs.append(b"\\Noselect")
-    prefix = box.name + DELIMITER
-    has_children = any(n.startswith(prefix) for n in names)
+    has_children = _has_children(box, names)
     attrs.append(b"\\HasChildren" if has_children else b"\\HasNoChildren")
     if box.special_use is not None:
         attrs.append(str(box.special_use).encode("ascii"))
@@ -122,7 +159,7 @@ async def _list(session: Session, request: ListRequest, verb: bytes) -> Reply:
             continue
         if not _matches(box.name, regexes, full):
             continue
-        session.untagged(
+        line = (
             verb
             + b" "
             + _attributes(box, names, subscribed=subscribed and verb != b"LSUB")
@@ -131,6 +168,17 @@ async def _list(session: Session, request: ListRequest, verb: bytes) -> Reply:
             + b'" '
             + mailbox_name(box.name, utf8=session.utf8)
         )
+        if (
+            "RECURSIVEMATCH" in request.select
+            and "SUBSCRIBED" in request.select
+            and _has_children(box, names)
+        ):
+            # Every box shown is subscribed, so its descendants are too (RFC 5258 3.5).
+            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+        session.untagged(line)
+        if request.status and box.selectable:
+            # LIST-STATUS: right after the box's LIST line (RFC 5819 2).
+            session.untagged(await _status_line(session, box, request.status))
     return ok(f"{verb.decode()} completed")
 
 
@@ -185,17 +233,32 @@ async def status(session: Session, tag: bytes, name: str, items: list[str]) -> R
     box = await session.access.mailbox(identity(session), name)
     if not box.selectable:
         return no("That is a folder of mailboxes, not a mailbox", codes.NONEXISTENT)
+    session.untagged(await _status_line(session, box, items))
+    return ok("STATUS completed")
+
+
+async def _status_line(session: Session, box: MailboxInfo, items: Sequence[str]) -> bytes:
+    """``STATUS name (...)``; SIZE and DELETED are only computed when asked for."""
     values = {
         "MESSAGES": box.messages,
-        "RECENT": 0,
+        "RECENT": session.recent_count(box),
         "UIDNEXT": box.uidnext,
         "UIDVALIDITY": box.uidvalidity,
         "UNSEEN": box.unseen,
         "HIGHESTMODSEQ": box.highestmodseq,
     }
+    who = identity(session)
+    if "SIZE" in items:  # RFC 8438
+        values["SIZE"] = await session.access.box_size(who, box.id)
+    if "DELETED" in items:  # RFC 9051 6.3.11: messages with \Deleted
+        table = await session.access.entries(who, box.id)
+        values["DELETED"] = sum(
+            n
+            for n, flags in zip(table.counts, table.flag_sets, strict=True)
+            if "\\Deleted" in flags
+        )
     body = b" ".join(b"%s %d" % (i.encode(), values[i]) for i in items)
-    session.untagged(b"STATUS " + mailbox_name(box.name, utf8=session.utf8) + b" (" + body + b")")
-    return ok("STATUS completed")
+    return b"STATUS " + mailbox_name(box.name, utf8=session.utf8) + b" (" + body + b")"
 
 
 @command("CREATE", syntax=(Args.mailbox,), states=AUTHENTICATED_OR_SELECTED)
