@@ -14,6 +14,8 @@ from palais.config import Settings
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
+from palais.gateway.juridictions_page import PATH as JURIDICTIONS_PATH
+from palais.gateway.juridictions_page import juridictions_route
 from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.receipts_page import PREFIX as PRINTABLE_PREFIX
 from palais.gateway.receipts_page import receipts_route
@@ -23,6 +25,8 @@ from palais.gateway.tls import TlsServerProtocol, refusal_logger
 from palais.gateway.verifier_page import PREFIX as VERIFIER_PREFIX
 from palais.gateway.verifier_page import verifier_route
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
+from palais.juridictions_file import directory_file, load_directory
+from palais.mailbox.documents import OpenedSlots, refuse_invalid
 from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity
@@ -98,6 +102,7 @@ class Gateway:
     sessions: SessionWatcher | None = None
     trust: LiveTrust | None = None
     audit: AuditLog | None = None
+    slots: OpenedSlots | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -155,6 +160,13 @@ class Gateway:
             max_per_address=limits.max_connections_per_address,
         )
         smtp_log = logging.getLogger("palais.smtp")
+        # Reference data read once (DirectoryFileError, an OSError, stops the start).
+        juridictions = load_directory(directory_file(s.root))
+        # The hearing slots court systems opened: none until one publishes.
+        self.slots = slots = OpenedSlots()
+
+        def documents(data: bytes) -> None:
+            refuse_invalid(data, slots.by_juridiction)
 
         def smtp(listener: Listener, door: Gate, implicit: bool) -> Callable[[], PalaisSMTP]:
             return make_smtp_factory(
@@ -166,6 +178,7 @@ class Gateway:
                 max_size=s.smtp.max_message_size,
                 max_recipients=s.smtp.max_recipients,
                 timeout=s.smtp.timeout,
+                documents=documents,
                 starttls_context=None if implicit else contexts[listener],
                 metrics=self.recorded,
                 door=door,
@@ -246,6 +259,7 @@ class Gateway:
             routes={
                 PRINTABLE_PREFIX: receipts_route(storage.mail.held_evidence, printable),
                 VERIFIER_PREFIX: verifier_route(load_certificates(s.evidence.anchor), printable),
+                JURIDICTIONS_PATH: juridictions_route(juridictions),
             },
             autoconfig={
                 "hostname": s.instance.hostname,

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from palais.config import Settings
+from palais.juridictions_file import INSTANCE_FILE, SAMPLE, load_directory
 from palais.mailbox.dossiers import plan_dossier_opening
 from palais.mailbox.identity import Role
 from palais.pki.devpki import STRANGER, DevPki, create_dev_pki, issue_identity, revoke
@@ -309,6 +310,9 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
     }
 
     (root / "palais.toml").write_text(config_text(base_port), encoding="utf-8")
+    # The operator's own copy of the juridictions directory, read at start.
+    (root / INSTANCE_FILE).write_bytes(SAMPLE.read_bytes())
+    juridictions = load_directory(root / INSTANCE_FILE)
     storage = open_storage(f"sqlite:///{root / 'palais.db'}", root / "blobs")
     dossier_address = f"{DOSSIER}@dossiers.palais.test"
     try:
@@ -375,6 +379,19 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
                 "service_address": SERVICE[0],
                 "lawyers": ["avocat1", "avocat2"],
             }
+        ],
+        # Where saisines and constitutions go; the demo court system is
+        # CPH-BORDEAUX's (its certificate's subject is the directory's).
+        "juridictions": [
+            {
+                "code": j.code,
+                "type": j.type.value,
+                "city": j.city,
+                "saisine_address": j.saisine_address,
+                "constitution_address": j.constitution_address,
+                "court_system": j.court_system.address,
+            }
+            for j in juridictions
         ],
     }
     (root / "demo.json").write_text(

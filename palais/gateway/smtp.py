@@ -531,6 +531,9 @@ class SubmissionHandler:
         self.audit = audit
         self.listener = listener
         self.desk = desk
+        # Structured documents (saisine...) checked before anything else at DATA
+        # (palais.mailbox.documents.refuse_invalid): raises the refusal.
+        self.documents: Callable[[bytes], None] | None = None
         self.max_recipients = max_recipients
         # One handler per listener: its labelled children resolved once
         # (labels() takes a lock and costs more than inc()).
@@ -624,6 +627,14 @@ class SubmissionHandler:
         who = submission.who
         data = envelope.original_content or b""
         context = f"DATA identity={who.address} fingerprint={who.fingerprint} size={len(data)}"
+        if self.documents is not None:
+            try:
+                self.documents(data)
+            except PalaisError as error:
+                self.count("refused")
+                log.info("message %s decision=refused", context)
+                self._refused(session, who.address, "DATA", error)
+                return replies.reply_for(error, log, context)
         try:
             accepted = await submission.accept(data)
         except asyncio.CancelledError:
@@ -658,6 +669,7 @@ def make_smtp_factory(
     max_size: int,
     max_recipients: int,
     timeout: float,
+    documents: Callable[[bytes], None] | None = None,
     starttls_context: ssl.SSLContext | None,
     metrics: GatewayMetrics | None = None,
     door: Gate | None = None,
@@ -669,6 +681,7 @@ def make_smtp_factory(
     handler = SubmissionHandler(
         desk, listener=listener, max_recipients=max_recipients, metrics=metrics, audit=audit
     )
+    handler.documents = documents
 
     def factory() -> PalaisSMTP:
         return PalaisSMTP(

@@ -222,3 +222,18 @@ def _payload(part: Message) -> bytes:
 def _filename(part: Message) -> str | None:
     name = part.get_filename()
     return None if name is None else (decode_header_value(str(name)) or None)
+
+
+class OpenedSlots:
+    """The hearing slots each juridiction opened, as its court system last
+    published them (a ``HearingSlots`` document replaces the previous list)."""
+
+    def __init__(self) -> None:
+        self._by_code: dict[str, tuple[HearingSlot, ...]] = {}
+
+    def publish(self, document: HearingSlots) -> None:
+        self._by_code[document.juridiction_code] = tuple(document.slots)
+
+    @property
+    def by_juridiction(self) -> Mapping[str, Sequence[HearingSlot]]:
+        return self._by_code
