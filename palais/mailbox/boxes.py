@@ -143,10 +143,23 @@ def decide_expunge(kind: BoxKind) -> MoveOutcome:
     return MoveOutcome.DELETE
 
 
+# Why APPEND cannot put a message in a box, in that box's words.
+_NO_APPEND = {
+    BoxKind.RECUS: (
+        "Received mail only arrives from its sender through the gateway;"
+        " it cannot be added with APPEND"
+    ),
+    BoxKind.ACCUSES: (
+        "Receipts are issued and signed by the gateway; a receipt cannot be added"
+        " with APPEND, it would be a forgery"
+    ),
+    BoxKind.SUPPRIMES: "Supprimés only takes the messages you delete",
+}
+
+
 def check_append(kind: BoxKind) -> None:
-    """Clients may save drafts and file their sent copies; nothing else."""
+    """Clients may save drafts and file their sent copies (and delete by APPEND
+    to Supprimés: ``palais.mailbox.drafts``); nothing else."""
     if kind in (BoxKind.BROUILLONS, BoxKind.ENVOYES):
         return
-    raise CannotDoThat(
-        f"Messages arrive in {GLOBAL_NAMES[kind]} by being sent; only drafts can be saved"
-    )
+    raise CannotDoThat(_NO_APPEND[kind])

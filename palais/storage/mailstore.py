@@ -7,15 +7,22 @@ it commits whole or not at all, with whatever records the plan carries.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, or_, select
 
-from palais.mailbox.boxes import parse_box_name
+from palais.mailbox.boxes import BoxRef, parse_box_name
 from palais.mailbox.deletion import plan_expunge, plan_move
-from palais.mailbox.drafts import SentCopy, addresses_written_to, plan_append
+from palais.mailbox.drafts import (
+    DeleteHeld,
+    SaveDraft,
+    SentCopy,
+    addresses_written_to,
+    plan_append,
+)
 from palais.mailbox.errors import NoSuchMailbox, PalaisError, TemporaryFailure
 from palais.mailbox.evidence import (
     Deposit,
@@ -51,6 +58,7 @@ from palais.storage.placement import (
     drop_superseded,
     flagged_deleted,
     flagged_entries,
+    held_copies,
     held_in,
     held_placements,
     messages_of,
@@ -172,6 +180,8 @@ class MailStore(MailReads):
         except PalaisError:  # IMAP lets a client store any bytes; index what we can
             summary = MessageSummary(header_size(data), "", "", "", "", "", None, None, True)
         when = (internaldate or datetime.now(UTC)).astimezone(UTC)
+        if ref.kind is BoxKind.SUPPRIMES:
+            return await self._append_to_trash(who, box.id, ref, data, summary)
 
         def facts(conn: Connection) -> tuple[int | None, dict[str, str]]:
             # Only what plan_append reads for this box: in Envoyés the box's
@@ -202,6 +212,7 @@ class MailStore(MailReads):
         plan = plan_append(ref, summary, flags, sent_uid=sent_uid, dossier_at=dossier_at)
         if isinstance(plan, SentCopy):
             return AppendResult(uidvalidity=box.uidvalidity, uid=plan.uid)
+        assert isinstance(plan, SaveDraft)  # Supprimés went to _append_to_trash
 
         def work(conn: Connection, ctx: WriteContext) -> AppendResult:
             mid, _ = insert_message(
@@ -219,6 +230,43 @@ class MailStore(MailReads):
             return AppendResult(uidvalidity=int(validity), uid=uids[box.id])
 
         return await self._writer.submit(work, [data])
+
+    async def _append_to_trash(
+        self, who: Identity, box_id: int, ref: BoxRef, data: bytes, summary: MessageSummary
+    ) -> AppendResult:
+        """A message the owner holds, APPENDed to Supprimés: its delete (``DeleteHeld``),
+        planned and carried out on the facts of the writer's transaction."""
+        owner = who.mailbox_owner
+        sha = hashlib.sha256(data).hexdigest()
+
+        def work(conn: Connection, ctx: WriteContext) -> AppendResult:
+            same = MS.c.blob == sha
+            if summary.message_id:
+                same = or_(same, MS.c.message_id == summary.message_id)
+            there = conn.execute(
+                select(EN.c.uid)
+                .join(MS, MS.c.id == EN.c.message_id)
+                .where(EN.c.mailbox_id == box_id, same)
+                .order_by(EN.c.uid.desc())
+                .limit(1)
+            ).scalar()
+            held = held_copies(conn, owner, sha, summary.message_id) if there is None else []
+            plan = plan_append(
+                ref,
+                summary,
+                frozenset(),
+                sent_uid=None if there is None else int(there),
+                dossier_at={},
+                held=held,
+            )
+            validity = conn.execute(select(MB.c.uidvalidity).where(MB.c.id == box_id)).scalar_one()
+            if isinstance(plan, SentCopy):
+                return AppendResult(uidvalidity=int(validity), uid=plan.uid)
+            assert isinstance(plan, DeleteHeld)
+            placed = carry_out_steps(conn, ctx, owner, plan.move, self._records)
+            return AppendResult(uidvalidity=int(validity), uid=placed[0][1][box_id])
+
+        return await self._writer.submit(work)
 
     async def _transfer(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
 from palais.mailbox.boxes import GLOBAL_BOXES, BoxRef, boxes_for_dossier
 from palais.mailbox.deletion import MovePlan, Purge, Relocate, RemovalPlan
@@ -30,7 +30,7 @@ from palais.mailbox.model import (
 from palais.storage.messages import release_messages
 from palais.storage.rows import rows_for
 from palais.storage.schema import Vanished, table
-from palais.storage.sql import EN, MB, PL, chunks, decode_flags, encode_flags
+from palais.storage.sql import EN, MB, MS, PL, chunks, decode_flags, encode_flags
 from palais.storage.writer import WriteContext
 
 VN = table(Vanished)
@@ -210,6 +210,22 @@ def _held_rows(conn: Connection, condition: Any) -> list[HeldPlacement]:
         )
         for r in rows
     ]
+
+
+def held_copies(
+    conn: Connection, owner: str, sha: str, message_id: str | None
+) -> list[HeldPlacement]:
+    """The owner's placements of the messages with these bytes or this Message-ID
+    (one entry of each: the facts of a delete by APPEND to Supprimés)."""
+    same = (
+        MS.c.blob == sha if not message_id else or_(MS.c.blob == sha, MS.c.message_id == message_id)
+    )
+    messages = select(MS.c.id).where(same)
+    found = _held_rows(conn, and_(PL.c.owner == owner, EN.c.message_id.in_(messages)))
+    one: dict[int, HeldPlacement] = {}
+    for held in found:
+        one.setdefault(held.placement.id, held)
+    return list(one.values())
 
 
 def held_placements(conn: Connection, mailbox_id: int, uids: Sequence[int]) -> list[HeldPlacement]:

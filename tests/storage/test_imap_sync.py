@@ -3,6 +3,7 @@ that left a box since a MODSEQ, in both views of a placement, and a box's size."
 
 from __future__ import annotations
 
+from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.model import FlagMode
 from palais.storage import Storage
@@ -58,5 +59,47 @@ def test_box_size_sums_the_messages(storage: Storage) -> None:
         await mail.append(ME, "Brouillons", msg(1), frozenset(), None)
         await mail.append(ME, "Brouillons", msg(2, "longer body"), frozenset(), None)
         assert await mail.box_size(ME, box.id) == len(msg(1)) + len(msg(2, "longer body"))
+
+    run(go())
+
+
+def test_append_to_supprimes_of_a_held_message_is_its_delete(storage: Storage) -> None:
+    """mbsync's move to the trash: APPEND to Supprimés, \\Deleted and EXPUNGE in the source."""
+    _send(storage, 1)
+
+    async def go() -> None:
+        mail = storage.mail
+        inbox = await mail.mailbox(CLERK, "INBOX")
+        (record,) = await mail.records(CLERK, inbox.id, [1])
+        data = await mail.read(record.blob)
+        result = await mail.append(CLERK, "Supprimés", data, frozenset({"\\Seen"}), None)
+        trash = await mail.mailbox(CLERK, "Supprimés")
+        assert result.uidvalidity == trash.uidvalidity and trash.messages == 1
+        # The same APPEND again (a retried sync) answers with the same entry.
+        again = await mail.append(CLERK, "Supprimés", data, frozenset(), None)
+        assert again.uid == result.uid
+        assert (await mail.mailbox(CLERK, "Supprimés")).messages == 1
+        await mail.store_flags(CLERK, inbox.id, [1], FlagMode.ADD, DELETED)
+        assert await mail.expunge(CLERK, inbox.id) == [1]
+        # Deleted once: in Supprimés (both views), no longer in Reçus.
+        assert (await mail.mailbox(CLERK, "INBOX")).messages == 0
+        assert (await mail.mailbox(CLERK, "Supprimés")).messages == 1
+        assert (await mail.mailbox(CLERK, f"Dossiers/{NUMBER}/Supprimés")).messages == 1
+        # It can be restored to where it came from, like any deleted message.
+        back = await mail.move(CLERK, trash.id, [result.uid], "INBOX")
+        assert back.dest_uids
+
+    run(go())
+
+
+def test_append_to_supprimes_of_an_unknown_message_is_refused(storage: Storage) -> None:
+    async def go() -> None:
+        try:
+            await storage.mail.append(ME, "Supprimés", msg(99), frozenset(), None)
+        except CannotDoThat as exc:
+            assert "not in your mailbox" in exc.text
+        else:
+            raise AssertionError("an unknown message entered Supprimés")
+        assert (await storage.mail.mailbox(ME, "Supprimés")).messages == 0
 
     run(go())
