@@ -41,12 +41,14 @@ class FetchItem:
 
     @property
     def sets_seen(self) -> bool:
-        return (self.name == "BODY[]" and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+        return (self.name in _SECTIONED and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
 
     @property
     def needs_message(self) -> bool:
         """Whether the full bytes are needed (as opposed to the header block or nothing)."""
-        if self.name in ("BODYSTRUCTURE", "BODY", "RFC822", "RFC822.TEXT"):
+        if self.name in ("BODYSTRUCTURE", "BODY", "RFC822", "RFC822.TEXT", "BINARY[]"):
+            return True
+        if self.name == "BINARY.SIZE[]":
             return True
         return self.name == "BODY[]" and self.section is not None and self.section.needs_body
 
@@ -54,14 +56,24 @@ class FetchItem:
     def needs_header(self) -> bool:
         return self.name in ("ENVELOPE", "RFC822.HEADER") or self.name == "BODY[]"
 
+    @property
+    def sectioned(self) -> bool:
+        """BODY[...], BINARY[...], BINARY.SIZE[...]: one response per section asked."""
+        return self.name in _SECTIONED or self.name == "BINARY.SIZE[]"
+
     def response_key(self) -> bytes:
-        if self.name != "BODY[]":
+        if self.name == "BINARY.SIZE[]":
+            return b"BINARY.SIZE[" + self.label + b"]"
+        if self.name not in _SECTIONED:
             return self.name.encode("ascii")
-        key = b"BODY[" + self.label + b"]"
+        key = (b"BODY[" if self.name == "BODY[]" else b"BINARY[") + self.label + b"]"
         if self.partial is not None:
             key += b"<%d>" % self.partial[0]
         return key
 
+
+# Items naming a section of the message: BODY[...] and BINARY[...] (RFC 3516).
+_SECTIONED = frozenset({"BODY[]", "BINARY[]"})
 
 # Attributes without arguments are immutable values: one of each is enough.
 _SIMPLE_ITEMS = {name: FetchItem(name) for name in _SIMPLE}
@@ -87,8 +99,9 @@ def parse_fetch_atts(args: Args) -> tuple[FetchItem, ...]:
 
 def _fetch_att(args: Args) -> FetchItem:
     name = _name(args)
-    if name.startswith("BINARY"):
-        raise ParseError("BINARY is not supported")
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE"):
+        args.expect(b"[")
+        return _binary_item(args, name)
     if args.peek() == 0x5B:  # "[": a section follows BODY or BODY.PEEK
         if name not in ("BODY", "BODY.PEEK"):
             raise ParseError(f"Unknown fetch attribute {name[:40]}")
@@ -110,14 +123,31 @@ def _name(args: Args) -> str:
 
 def _section_item(args: Args, *, peek: bool) -> FetchItem:
     section, label = parse_section(args)
-    partial = None
-    if args.maybe(b"<"):
-        start = args.number()
-        args.expect(b".")
-        length = args.nz_number()
-        args.expect(b">")
-        partial = (start, length)
-    return FetchItem("BODY[]", section, label, peek, partial)
+    return FetchItem("BODY[]", section, label, peek, _partial(args))
+
+
+def _partial(args: Args) -> tuple[int, int] | None:
+    if not args.maybe(b"<"):
+        return None
+    start = args.number()
+    args.expect(b".")
+    length = args.nz_number()
+    args.expect(b">")
+    return (start, length)
+
+
+def _binary_item(args: Args, name: str) -> FetchItem:
+    """After ``BINARY[``: a part number only (RFC 3516 section-binary), then ``]``."""
+    path: list[int] = []
+    while not args.maybe(b"]"):
+        if path:
+            args.expect(b".")
+        path.append(args.nz_number())
+    label = b".".join(b"%d" % n for n in path)
+    section = SectionSpec(tuple(path))
+    if name == "BINARY.SIZE":
+        return FetchItem("BINARY.SIZE[]", section, label)
+    return FetchItem("BINARY[]", section, label, name == "BINARY.PEEK", _partial(args))
 
 
 def parse_section(args: Args) -> tuple[SectionSpec, bytes]:

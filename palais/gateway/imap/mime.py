@@ -7,6 +7,7 @@ signature or a receipt's SHA-256 on what it fetched.
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -14,7 +15,15 @@ from palais.gateway.imap.envelope import envelope
 from palais.gateway.imap.headers import Field, find_body_start, parse_content_value, parse_fields
 from palais.gateway.imap.values import ImapValue, Run
 
-__all__ = ["Part", "SectionSpec", "bodystructure", "extract", "parse_message"]
+__all__ = [
+    "Part",
+    "SectionSpec",
+    "UnknownEncoding",
+    "binary_section",
+    "bodystructure",
+    "extract",
+    "parse_message",
+]
 
 # A hostile message nested thousands deep must not exhaust the stack; past
 # this depth, parts are treated as opaque leaves.
@@ -169,6 +178,55 @@ def extract(data: bytes, root: Part, spec: SectionSpec) -> bytes | None:
     if spec.kind == "TEXT":
         return data[msg.body_start : msg.end]
     return select_fields(msg.fields, spec.fields, exclude=spec.kind == "HEADER.FIELDS.NOT")
+
+
+class UnknownEncoding(Exception):
+    """A part's Content-Transfer-Encoding the gateway cannot decode (RFC 3516 UNKNOWN-CTE)."""
+
+
+_IDENTITY = frozenset({b"7bit", b"8bit", b"binary"})
+
+
+def binary_section(data: bytes, root: Part, path: Sequence[int]) -> bytes | None:
+    """BINARY[path]: the section with its Content-Transfer-Encoding undone (RFC 3516).
+
+    A multipart or message/rfc822 section is never encoded: its bytes as
+    they are. ``BINARY[]`` of a single part is its header and decoded body.
+    None when there is no such part; raises UnknownEncoding.
+    """
+    part = find_part(root, path) if path else root
+    if part is None:
+        return None
+    if part.is_multipart or part.message is not None:
+        return data[part.body_start if path else part.header_start : part.end]
+    decoded = decode_body(
+        data[part.body_start : part.end], part.header("content-transfer-encoding")
+    )
+    return decoded if path else data[part.header_start : part.body_start] + decoded
+
+
+def decode_body(body: bytes, encoding: bytes | None) -> bytes:
+    token = b"7bit" if encoding is None else encoding.strip().lower()
+    if token in _IDENTITY or not token:
+        return body
+    if token == b"base64":
+        # Lenient as mail readers are: characters outside the alphabet are
+        # skipped, a missing "=" padding tolerated.
+        clean = bytes(c for c in body if c in _BASE64)
+        clean = clean.rstrip(b"=")
+        clean += b"=" * (-len(clean) % 4)
+        if len(clean) % 4 == 1:
+            clean = clean[:-1]  # a lone trailing character carries no byte
+        try:
+            return binascii.a2b_base64(clean)
+        except binascii.Error as exc:
+            raise UnknownEncoding("base64 that does not decode") from exc
+    if token == b"quoted-printable":
+        return binascii.a2b_qp(body)
+    raise UnknownEncoding(token.decode("ascii", "replace")[:40])
+
+
+_BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 
 def select_fields(fields: Sequence[Field], names: Sequence[str], *, exclude: bool) -> bytes:

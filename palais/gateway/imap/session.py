@@ -402,6 +402,7 @@ EXTENSIONS: tuple[bytes, ...] = (
     b"QRESYNC",
     b"LIST-STATUS",
     b"STATUS=SIZE",
+    b"BINARY",
 )
 _BEFORE_AUTH = b" ".join(codes.CAPABILITIES_BEFORE_AUTH)
 _AFTER_AUTH = b" ".join(codes.CAPABILITIES_AFTER_AUTH + EXTENSIONS)

@@ -24,6 +24,9 @@ class AppendArgs:
     flags: frozenset[str]
     internaldate: datetime | None
     data: bytes
+    # Sent as a literal8 (RFC 3516 4.4): binary content, stored as it came,
+    # its bare LFs left alone.
+    binary: bool = False
 
 
 def append_arguments(args: Args) -> AppendArgs:
@@ -40,9 +43,9 @@ def append_arguments(args: Args) -> AppendArgs:
         args.expect(b"UTF8 (")
         data = args.literal()
         args.expect(b")")
-    else:
-        data = args.literal()
-    return AppendArgs(flags, when, data)
+        return AppendArgs(flags, when, data)
+    binary = args.startswith(b"~")
+    return AppendArgs(flags, when, args.literal(), binary)
 
 
 @command("APPEND", syntax=(Args.mailbox, append_arguments), states=AUTHENTICATED_OR_SELECTED)
@@ -57,7 +60,7 @@ async def append(session: Session, tag: bytes, name: str, request: AppendArgs) -
         result = await session.access.append(
             identity(session),
             name,
-            normalize_line_endings(request.data),
+            request.data if request.binary else normalize_line_endings(request.data),
             flags,
             request.internaldate,
         )

@@ -20,6 +20,8 @@ from palais.gateway.imap.fetchspec import (
 from palais.gateway.imap.headers import Field
 from palais.gateway.imap.mime import (
     Part,
+    UnknownEncoding,
+    binary_section,
     bodystructure,
     extract,
     header_fields,
@@ -141,6 +143,17 @@ async def _item(session: Session, item: FetchItem, msg: _Message) -> Piece:
     assert item.section is not None
     section = item.section
     content: bytes | None
+    if name in ("BINARY[]", "BINARY.SIZE[]"):  # RFC 3516: the decoded section
+        content = binary_section(await msg.data(), await msg.root(), section.path)
+        key = item.response_key()
+        if content is None:
+            return key + (b" 0" if name == "BINARY.SIZE[]" else b" NIL"), None
+        if name == "BINARY.SIZE[]":
+            return key + b" %d" % len(content), None
+        if item.partial is not None:
+            start, length = item.partial
+            content = content[start : start + length]
+        return key, content
     if not section.needs_body:
         if section.kind == "HEADER":
             content = await msg.header()
@@ -234,7 +247,7 @@ async def do_fetch(
     plan: list[FetchItem] = []
     names: set[str] = set()
     for item in wanted:
-        if item.name in names and item.name != "BODY[]":
+        if item.name in names and not item.sectioned:
             continue
         names.add(item.name)
         plan.append(item)
@@ -299,8 +312,10 @@ async def do_fetch(
                         text, content = await _item(session, item, msg)
                         line.append(sep + text)
                         if content is not None:
-                            # A body goes out apart, never copied into the line.
-                            line.append(b" {%d}\r\n" % len(content))
+                            # A body goes out apart, never copied into the line;
+                            # decoded bytes with a NUL need a literal8 (RFC 3516 4.3).
+                            binary = name == "BINARY[]" and b"\0" in content
+                            line.append((b" ~{%d}\r\n" if binary else b" {%d}\r\n") % len(content))
                             out.add(b"".join(line))
                             out.add(content)
                             line = []
@@ -312,6 +327,14 @@ async def do_fetch(
                 out.size = mark_size
                 shown -= 1
                 continue
+            except UnknownEncoding:
+                del out.parts[mark:]
+                out.size = mark_size
+                out.close()
+                return no(
+                    "A part's Content-Transfer-Encoding is unknown: fetch it with BODY[]",
+                    codes.UNKNOWN_CTE,
+                )
             if "FLAGS" not in names and this in changed:
                 # RFC 3501 6.4.5: a FETCH that sets \Seen reports the new flags
                 # (and, CONDSTORE enabled, UID and MODSEQ: RFC 7162 3.1).
