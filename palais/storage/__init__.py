@@ -18,13 +18,14 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from palais.mailbox.enrolment import EnrolmentPolicy
-from palais.mailbox.ports import EvidenceService
+from palais.mailbox.ports import EventBus, EvidenceService, MessageBytes
 from palais.storage.blobs import BlobStore
 from palais.storage.directory import Directory
-from palais.storage.engine import make_engine
+from palais.storage.engine import is_sqlite, make_engine
 from palais.storage.hub import EventHub
 from palais.storage.mailstore import MailStore
 from palais.storage.migrate import SchemaMismatch, check_revision, upgrade
+from palais.storage.pg_notify import ClusterBus
 from palais.storage.writer import CommitQueue
 
 __all__ = ["SchemaMismatch", "Storage", "migrate_database", "open_storage"]
@@ -34,11 +35,13 @@ __all__ = ["SchemaMismatch", "Storage", "migrate_database", "open_storage"]
 class Storage:
     reader: Engine
     writer_engine: Engine
-    blobs: BlobStore
+    blobs: MessageBytes
     hub: EventHub
     commits: CommitQueue
     mail: MailStore
     directory: Directory
+    # Several nodes on one PostgreSQL: mailbox changes heard from the database.
+    notifications: ClusterBus | None = None
 
     def start(self) -> None:
         self.commits.start()
@@ -46,6 +49,8 @@ class Storage:
     def close(self) -> None:
         """Commit whatever is queued, then release files and connections."""
         self.commits.stop()
+        if self.notifications is not None:
+            self.notifications.stop()
         self.mail.close()
         self.blobs.close()
         self.reader.dispose()
@@ -69,9 +74,13 @@ def open_storage(
     migrate: bool = True,
     evidence: EvidenceService | None = None,
     enrolment: EnrolmentPolicy = EnrolmentPolicy.REGISTER,
+    node: str | None = None,
 ) -> Storage:
     """Open the stores. ``migrate`` upgrades the schema first (init, tests);
-    without it a schema at another revision raises SchemaMismatch (serve)."""
+    without it a schema at another revision raises SchemaMismatch (serve).
+    ``node`` (PostgreSQL only): this process is one node of several sharing
+    the database; mailbox changes then travel through LISTEN/NOTIFY
+    (``Storage.notifications``, started by the gateway on its loop)."""
     writer_engine = make_engine(url, writer=True)
     try:
         if migrate:
@@ -82,15 +91,30 @@ def open_storage(
         writer_engine.dispose()
         raise
     reader = make_engine(url, writer=False)
-    blobs = BlobStore(blob_dir)
+    blobs: MessageBytes
+    if is_sqlite(url):
+        blobs = BlobStore(blob_dir)
+    else:
+        # Several nodes share one PostgreSQL: the bytes live there too, so
+        # that any node reads what another took in (palais.storage.pg_blobs).
+        from palais.storage.pg_blobs import PgBlobStore
+
+        blobs = PgBlobStore(writer_engine, reader, legacy=blob_dir)
     hub = EventHub()
-    commits = CommitQueue(writer_engine, blobs, hub.publish, max_batch=max_batch)
+    bus: EventBus = hub
+    cluster: ClusterBus | None = None
+    if node is not None and not is_sqlite(url):
+        bus = cluster = ClusterBus(hub, url, node)
+    commits = CommitQueue(writer_engine, blobs, bus.publish, max_batch=max_batch)
+    if cluster is not None:
+        commits.finishers.append(cluster.notify)
     return Storage(
         reader=reader,
         writer_engine=writer_engine,
         blobs=blobs,
         hub=hub,
         commits=commits,
-        mail=MailStore(reader, commits, blobs, hub, evidence=evidence),
+        mail=MailStore(reader, commits, blobs, bus, evidence=evidence),
         directory=Directory(reader, commits, enrolment=enrolment),
+        notifications=cluster,
     )

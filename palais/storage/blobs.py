@@ -31,6 +31,9 @@ def sha256_hex(data: bytes) -> str:
 class BlobStore:
     """``palais.mailbox.ports.MessageBytes`` in append-only pack files."""
 
+    # Reads are a pread of a local file: cheap enough on the event loop.
+    local = True
+
     def __init__(self, root: Path, *, node: str | None = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)

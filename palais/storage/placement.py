@@ -53,17 +53,21 @@ def ensure_boxes(conn: Connection, owner: str, dossier: str | None = None) -> No
         if ref.name in existing:
             continue
         use = ref.special_use
-        conn.execute(
-            insert(MB).values(
-                owner=owner,
-                name=ref.name,
-                special_use=use.value if use else None,
-                kind=ref.kind.value,
-                dossier=ref.dossier,
-                uidvalidity=_new_uidvalidity(),
-                uidnext=1,
-                highestmodseq=1,
-            )
+        # Another node may create the same box at the same moment (a first
+        # connection on two nodes): its row wins and this insert waits for it,
+        # then does nothing, rather than failing the job on the unique key.
+        rows_for(conn).run(
+            "INSERT INTO mailbox (owner, name, special_use, kind, dossier, uidvalidity,"
+            " uidnext, highestmodseq) VALUES (?, ?, ?, ?, ?, ?, 1, 1)"
+            " ON CONFLICT (owner, name) DO NOTHING",
+            (
+                owner,
+                ref.name,
+                use.value if use else None,
+                ref.kind.value,
+                ref.dossier,
+                _new_uidvalidity(),
+            ),
         )
 
 

@@ -386,12 +386,19 @@ class MailReads:
             self._locations.pop(blob, None)
             return await self._read_checked(await self._location(blob), blob)
 
+    async def _bytes(self, where: BlobLocation, blob: str, length: int | None = None) -> bytes:
+        # Bytes in a local pack are a pread away; in the database (several
+        # nodes: palais.storage.pg_blobs) a round trip, kept off the loop.
+        if getattr(self._blobs, "local", True):
+            return self._blobs.read(where, blob, length=length)
+        return await asyncio.to_thread(self._blobs.read, where, blob, length=length)
+
     async def _read_checked(self, where: BlobLocation, blob: str) -> bytes:
         if where.length < _CHECK_APART:
-            return self._blobs.read(where, blob)
+            return await self._bytes(where, blob)
         # A big message: its checksum, the long part, is computed in a worker
         # thread (hashlib lets go of the interpreter), not on the event loop.
-        data = self._blobs.read(where, blob, length=where.length)
+        data = await self._bytes(where, blob, length=where.length)
         if await asyncio.to_thread(sha256_hex, data) != blob:
             raise BlobCorrupted(f"checksum mismatch for {blob}")
         return data
@@ -410,13 +417,16 @@ class MailReads:
         where = await self._location(blob)
         if where.segment == EVIDENCE_SEGMENT:
             return (await self._receipt(where))[: header_size or where.length]
-        data = self._blobs.read(where, blob, length=header_size or where.length)
-        if data and not data.strip(b"\0"):
+        try:
+            data = await self._bytes(where, blob, header_size or where.length)
+        except BlobCorrupted:  # in the database: the object was unlinked since
+            data = b""
+        if not data or not data.strip(b"\0"):
             # Erased bytes: the same message was deleted and sent again since
             # its location was cached. Headers are never all zeros.
             self._locations.pop(blob, None)
             where = await self._location(blob)
-            data = self._blobs.read(where, blob, length=header_size or where.length)
+            data = await self._bytes(where, blob, header_size or where.length)
         return data
 
     async def _kind_of(self, mailbox_id: int) -> BoxRef:
