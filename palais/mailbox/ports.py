@@ -344,6 +344,16 @@ class MailAccess(Protocol):
         (``palais.mailbox.drafts.plan_append``)."""
         ...
 
+    async def append_all(
+        self,
+        who: Identity,
+        mailbox_name: str,
+        messages: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+    ) -> list[AppendResult]:
+        """Several APPENDs (data, flags, internal date) to one box, all or none
+        (IMAP MULTIAPPEND): one refused and nothing is kept."""
+        ...
+
     async def copy(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
     ) -> CopyResult:

@@ -172,101 +172,106 @@ class MailStore(MailReads):
         flags: frozenset[str],
         internaldate: datetime | None,
     ) -> AppendResult:
-        owner = who.mailbox_owner
         box = await self.mailbox(who, mailbox_name)
         ref = parse_box_name(box.name)  # the row just read names it: no second query
-        try:
-            summary = summarize(data)
-        except PalaisError:  # IMAP lets a client store any bytes; index what we can
-            summary = MessageSummary(header_size(data), "", "", "", "", "", None, None, True)
+        summary = _summary(data)
         when = (internaldate or datetime.now(UTC)).astimezone(UTC)
         if ref.kind is BoxKind.SUPPRIMES:
             return await self._append_to_trash(who, box.id, ref, data, summary)
-
-        def facts(conn: Connection) -> tuple[int | None, dict[str, str]]:
-            # Only what plan_append reads for this box: in Envoyés the box's
-            # newest entry with this Message-ID (a sent copy); in the global
-            # Brouillons the dossiers of the addresses the message is written
-            # to; for any other box nothing (plan_append refuses it).
-            uid = None
-            if ref.kind is BoxKind.ENVOYES and summary.message_id:
-                uid = conn.execute(
-                    select(EN.c.uid)
-                    .join(MS, MS.c.id == EN.c.message_id)
-                    .where(EN.c.mailbox_id == box.id, MS.c.message_id == summary.message_id)
-                    .order_by(EN.c.uid.desc())
-                    .limit(1)
-                ).scalar()
-            at: dict[str, str] = {}
-            addresses = (
-                addresses_written_to(summary)
-                if ref.kind is BoxKind.BROUILLONS and ref.dossier is None
-                else []
-            )
-            if addresses:
-                q = select(DO.c.address, DO.c.number).where(DO.c.address.in_(addresses))
-                at = {str(a): str(n) for a, n in conn.execute(q)}
-            return (None if uid is None else int(uid)), at
-
-        sent_uid, dossier_at = await self._query(facts)
+        sent_uid, dossier_at = await self._query(
+            lambda conn: _append_facts(conn, box.id, ref, summary)
+        )
         plan = plan_append(ref, summary, flags, sent_uid=sent_uid, dossier_at=dossier_at)
         if isinstance(plan, SentCopy):
             return AppendResult(uidvalidity=box.uidvalidity, uid=plan.uid)
         assert isinstance(plan, SaveDraft)  # Supprimés went to _append_to_trash
 
         def work(conn: Connection, ctx: WriteContext) -> AppendResult:
-            mid, _ = insert_message(
-                conn,
-                ctx,
-                data,
-                summary,
-                internaldate=when,
-                sender=who.address,
-                fingerprint=who.fingerprint,
-                dossier_id=None,
-            )
-            uids = place_all(conn, ctx, mid, plan.dossier, [(owner, plan.kind, plan.flags)])[0]
-            validity = conn.execute(select(MB.c.uidvalidity).where(MB.c.id == box.id)).scalar_one()
-            return AppendResult(uidvalidity=int(validity), uid=uids[box.id])
+            return _save_draft(conn, ctx, who, box.id, plan, data, summary, when)
 
         return await self._writer.submit(work, [data])
+
+    async def append_all(
+        self,
+        who: Identity,
+        mailbox_name: str,
+        messages: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+    ) -> list[AppendResult]:
+        box = await self.mailbox(who, mailbox_name)
+        ref = parse_box_name(box.name)
+        now = datetime.now(UTC)
+        items = [
+            (data, _summary(data), flags, (when or now).astimezone(UTC))
+            for data, flags, when in messages
+        ]
+
+        def work(conn: Connection, ctx: WriteContext) -> list[AppendResult]:
+            # One transaction: a message refused undoes the ones before it.
+            out: list[AppendResult] = []
+            for data, summary, flags, when in items:
+                if ref.kind is BoxKind.SUPPRIMES:
+                    out.append(self._trash_in(conn, ctx, who, box.id, ref, data, summary))
+                    continue
+                sent_uid, dossier_at = _append_facts(conn, box.id, ref, summary)
+                plan = plan_append(ref, summary, flags, sent_uid=sent_uid, dossier_at=dossier_at)
+                if isinstance(plan, SentCopy):
+                    out.append(AppendResult(uidvalidity=box.uidvalidity, uid=plan.uid))
+                    continue
+                assert isinstance(plan, SaveDraft)
+                out.append(_save_draft(conn, ctx, who, box.id, plan, data, summary, when))
+            return out
+
+        return await self._writer.submit(work, [data for data, _, _ in messages])
 
     async def _append_to_trash(
         self, who: Identity, box_id: int, ref: BoxRef, data: bytes, summary: MessageSummary
     ) -> AppendResult:
         """A message the owner holds, APPENDed to Supprimés: its delete (``DeleteHeld``),
         planned and carried out on the facts of the writer's transaction."""
-        owner = who.mailbox_owner
-        sha = hashlib.sha256(data).hexdigest()
 
         def work(conn: Connection, ctx: WriteContext) -> AppendResult:
-            same = MS.c.blob == sha
-            if summary.message_id:
-                same = or_(same, MS.c.message_id == summary.message_id)
-            there = conn.execute(
-                select(EN.c.uid)
-                .join(MS, MS.c.id == EN.c.message_id)
-                .where(EN.c.mailbox_id == box_id, same)
-                .order_by(EN.c.uid.desc())
-                .limit(1)
-            ).scalar()
-            held = held_copies(conn, owner, sha, summary.message_id) if there is None else []
-            plan = plan_append(
-                ref,
-                summary,
-                frozenset(),
-                sent_uid=None if there is None else int(there),
-                dossier_at={},
-                held=held,
-            )
-            validity = conn.execute(select(MB.c.uidvalidity).where(MB.c.id == box_id)).scalar_one()
-            if isinstance(plan, SentCopy):
-                return AppendResult(uidvalidity=int(validity), uid=plan.uid)
-            assert isinstance(plan, DeleteHeld)
-            placed = carry_out_steps(conn, ctx, owner, plan.move, self._records)
-            return AppendResult(uidvalidity=int(validity), uid=placed[0][1][box_id])
+            return self._trash_in(conn, ctx, who, box_id, ref, data, summary)
 
         return await self._writer.submit(work)
+
+    def _trash_in(
+        self,
+        conn: Connection,
+        ctx: WriteContext,
+        who: Identity,
+        box_id: int,
+        ref: BoxRef,
+        data: bytes,
+        summary: MessageSummary,
+    ) -> AppendResult:
+        """``_append_to_trash`` inside the writer's transaction."""
+        owner = who.mailbox_owner
+        sha = hashlib.sha256(data).hexdigest()
+        same = MS.c.blob == sha
+        if summary.message_id:
+            same = or_(same, MS.c.message_id == summary.message_id)
+        there = conn.execute(
+            select(EN.c.uid)
+            .join(MS, MS.c.id == EN.c.message_id)
+            .where(EN.c.mailbox_id == box_id, same)
+            .order_by(EN.c.uid.desc())
+            .limit(1)
+        ).scalar()
+        held = held_copies(conn, owner, sha, summary.message_id) if there is None else []
+        plan = plan_append(
+            ref,
+            summary,
+            frozenset(),
+            sent_uid=None if there is None else int(there),
+            dossier_at={},
+            held=held,
+        )
+        validity = conn.execute(select(MB.c.uidvalidity).where(MB.c.id == box_id)).scalar_one()
+        if isinstance(plan, SentCopy):
+            return AppendResult(uidvalidity=int(validity), uid=plan.uid)
+        assert isinstance(plan, DeleteHeld)
+        placed = carry_out_steps(conn, ctx, owner, plan.move, self._records)
+        return AppendResult(uidvalidity=int(validity), uid=placed[0][1][box_id])
 
     async def _transfer(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool
@@ -419,3 +424,63 @@ class MailStore(MailReads):
             return FiledMessage(mid, sha, len(data), uids)
 
         return await self._writer.submit(work, [data])
+
+
+def _summary(data: bytes) -> MessageSummary:
+    try:
+        return summarize(data)
+    except PalaisError:  # IMAP lets a client store any bytes; index what we can
+        return MessageSummary(header_size(data), "", "", "", "", "", None, None, True)
+
+
+def _append_facts(
+    conn: Connection, box_id: int, ref: BoxRef, summary: MessageSummary
+) -> tuple[int | None, dict[str, str]]:
+    """Only what plan_append reads for this box: in Envoyés the box's newest
+    entry with this Message-ID (a sent copy); in the global Brouillons the
+    dossiers of the addresses the message is written to; for any other box
+    nothing (plan_append refuses it)."""
+    uid = None
+    if ref.kind is BoxKind.ENVOYES and summary.message_id:
+        uid = conn.execute(
+            select(EN.c.uid)
+            .join(MS, MS.c.id == EN.c.message_id)
+            .where(EN.c.mailbox_id == box_id, MS.c.message_id == summary.message_id)
+            .order_by(EN.c.uid.desc())
+            .limit(1)
+        ).scalar()
+    at: dict[str, str] = {}
+    addresses = (
+        addresses_written_to(summary)
+        if ref.kind is BoxKind.BROUILLONS and ref.dossier is None
+        else []
+    )
+    if addresses:
+        q = select(DO.c.address, DO.c.number).where(DO.c.address.in_(addresses))
+        at = {str(a): str(n) for a, n in conn.execute(q)}
+    return (None if uid is None else int(uid)), at
+
+
+def _save_draft(
+    conn: Connection,
+    ctx: WriteContext,
+    who: Identity,
+    box_id: int,
+    plan: SaveDraft,
+    data: bytes,
+    summary: MessageSummary,
+    when: datetime,
+) -> AppendResult:
+    mid, _ = insert_message(
+        conn,
+        ctx,
+        data,
+        summary,
+        internaldate=when,
+        sender=who.address,
+        fingerprint=who.fingerprint,
+        dossier_id=None,
+    )
+    uids = place_all(conn, ctx, mid, plan.dossier, [(who.mailbox_owner, plan.kind, plan.flags)])[0]
+    validity = conn.execute(select(MB.c.uidvalidity).where(MB.c.id == box_id)).scalar_one()
+    return AppendResult(uidvalidity=int(validity), uid=uids[box_id])

@@ -259,6 +259,23 @@ class FakeStore:
         uid = self.deliver(mailbox_name, data, flags, internaldate)
         return AppendResult(box.uidvalidity, uid)
 
+    async def append_all(
+        self,
+        who: Identity,
+        mailbox_name: str,
+        messages: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+    ) -> list[AppendResult]:
+        self.calls.append(("append_all", mailbox_name, len(messages)))
+        box = self._box(mailbox_name)
+        # All or none: refused before anything is delivered, as the real store
+        # undoes its transaction (a message of "refuse" stands for a refusal).
+        if not box.selectable or any(b"X-Refuse: yes" in data for data, _, _ in messages):
+            raise CannotDoThat()
+        return [
+            AppendResult(box.uidvalidity, self.deliver(mailbox_name, data, flags, when))
+            for data, flags, when in messages
+        ]
+
     async def copy(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
     ) -> CopyResult:

@@ -103,3 +103,35 @@ def test_append_to_supprimes_of_an_unknown_message_is_refused(storage: Storage) 
         assert (await storage.mail.mailbox(ME, "Supprimés")).messages == 0
 
     run(go())
+
+
+def test_append_all_keeps_every_message_or_none(storage: Storage) -> None:
+    _send(storage, 1)
+    plain = frozenset[str]()
+
+    async def go() -> None:
+        mail = storage.mail
+        drafts = await mail.append_all(
+            ME, "Brouillons", [(msg(10), frozenset({"\\Draft"}), None), (msg(11), plain, None)]
+        )
+        assert [r.uid for r in drafts] == [1, 2]
+        assert (await mail.mailbox(ME, "Brouillons")).messages == 2
+        # The client's sent copies are answered with the gateway's own.
+        sent = await mail.append_all(ME, "Envoyés", [(msg(1), plain, None)] * 2)
+        assert [r.uid for r in sent] == [1, 1]
+        # A delete by APPEND (a write) then an unknown message: refused whole,
+        # the delete undone with it.
+        inbox = await mail.mailbox(CLERK, "INBOX")
+        (record,) = await mail.records(CLERK, inbox.id, [1])
+        held = await mail.read(record.blob)
+        try:
+            await mail.append_all(CLERK, "Supprimés", [(held, plain, None), (msg(99), plain, None)])
+        except CannotDoThat:
+            pass
+        else:
+            raise AssertionError("an unknown message entered Supprimés")
+        assert (await mail.mailbox(CLERK, "Supprimés")).messages == 0
+        done = await mail.append_all(CLERK, "Supprimés", [(held, plain, None)])
+        assert len(done) == 1 and (await mail.mailbox(CLERK, "Supprimés")).messages == 1
+
+    run(go())

@@ -403,6 +403,7 @@ EXTENSIONS: tuple[bytes, ...] = (
     b"LIST-STATUS",
     b"STATUS=SIZE",
     b"BINARY",
+    b"MULTIAPPEND",
 )
 _BEFORE_AUTH = b" ".join(codes.CAPABILITIES_BEFORE_AUTH)
 _AFTER_AUTH = b" ".join(codes.CAPABILITIES_AFTER_AUTH + EXTENSIONS)
