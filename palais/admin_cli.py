@@ -268,6 +268,9 @@ def add_admin(
     from palais.admin_trust import add_commands as add_trust_commands
 
     add_trust_commands(groups)  # trust add|list|remove, crl import|fetch
+    from palais.admin_delegation import add_commands as add_delegation_commands
+
+    add_delegation_commands(groups)  # delegation grant|revoke|list
     return groups
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from palais.config import Settings
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
+from palais.gateway.delegation_api import PREFIX as DELEGATIONS_PREFIX
+from palais.gateway.delegation_api import delegations_route
 from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
 from palais.gateway.juridictions_page import PATH as JURIDICTIONS_PATH
@@ -26,6 +28,8 @@ from palais.gateway.verifier_page import PREFIX as VERIFIER_PREFIX
 from palais.gateway.verifier_page import verifier_route
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.juridictions_file import directory_file, load_directory
+from palais.mailbox.delegated_access import DelegatedAccess
+from palais.mailbox.delegation import ActedFor
 from palais.mailbox.documents import OpenedSlots, refuse_invalid
 from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
@@ -38,6 +42,7 @@ from palais.pki.printable import receipt_pdf
 from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
 from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
+from palais.storage.delegation import Delegations, write_acted_for
 from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
@@ -137,11 +142,16 @@ class Gateway:
 
             return resolve_identity
 
+        # Lawyers' delegations: who may read and send for whom (a revocation
+        # is seen within Delegations.TTL), each delegate's act audited.
+        delegations = Delegations(storage.reader, storage.commits)
+        storage.mail.add_record_writer(ActedFor, write_acted_for)
         desk = SubmissionDesk(
             storage.directory,
             storage.mail,
             max_size=s.smtp.max_message_size,
             resend_window=s.smtp.resend_window,
+            delegations=delegations,
         )
         loop = asyncio.get_running_loop()
         host = s.listen.host
@@ -221,7 +231,7 @@ class Gateway:
                 host=host,
                 port=s.listen.imaps,
                 ssl_context=contexts[Listener.IMAPS],
-                access=storage.mail,
+                access=DelegatedAccess(storage.mail, delegations, delegations.acted),
                 resolve_identity=resolver(Listener.IMAPS),
                 log=logging.getLogger("palais.imap"),
                 max_append_size=s.imap.max_append_size,
@@ -259,6 +269,7 @@ class Gateway:
             routes={
                 PRINTABLE_PREFIX: receipts_route(storage.mail.held_evidence, printable),
                 VERIFIER_PREFIX: verifier_route(load_certificates(s.evidence.anchor), printable),
+                DELEGATIONS_PREFIX: delegations_route(delegations),
                 JURIDICTIONS_PATH: juridictions_route(juridictions),
             },
             autoconfig={

@@ -588,7 +588,7 @@ class SubmissionHandler:
         who = server.state.identity
         assert who is not None
         try:
-            server.state.submission = self.desk.submission(who, address)
+            server.state.submission = await self.desk.open(who, address)
         except Exception as error:
             self._refused(session, who.address, "MAIL", error)
             return replies.reply_for(error, log, f"MAIL identity={who.address}")

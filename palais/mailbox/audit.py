@@ -29,6 +29,7 @@ class AuditAction(enum.StrEnum):
     CERTIFICATE_LINKED = "certificate-linked"
     DELEGATION_GRANTED = "delegation-granted"
     DELEGATION_REVOKED = "delegation-revoked"
+    ACTED_FOR = "acted-for"  # a delegate's act for a lawyer: "X for Y"
     DEPARTURE_SET = "departure-set"
     DEPARTURE_CANCELLED = "departure-cancelled"
     DEPARTURE_CARRIED_OUT = "departure-carried-out"

@@ -10,6 +10,8 @@ checked twice.
 
 from __future__ import annotations
 
+import email.utils
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,11 +19,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from palais.mailbox.boxes import NUMBER_IN_TEXT
-from palais.mailbox.errors import InvalidMessage, MessageTooBig, NotAllowed, UnknownRecipient
+from palais.mailbox.delegation import (
+    ActedFor,
+    Delegation,
+    acting_for,
+    check_sender_header,
+    receipt_for,
+    sending_for,
+)
+from palais.mailbox.errors import (
+    InvalidMessage,
+    MessageTooBig,
+    NotAllowed,
+    SenderMismatch,
+    UnknownRecipient,
+)
 from palais.mailbox.evidence import deposit_and_delivery
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import (
     MessageSummary,
+    header_fields,
     header_size,
     normalize_line_endings,
     summarize,
@@ -43,6 +60,12 @@ class AddressBook(Protocol):
     async def resolve(self, address: str) -> Addressee | None: ...
 
     async def participants(self, number: str) -> frozenset[str]: ...
+
+
+class DelegationBook(Protocol):
+    async def held_by(self, delegate: str) -> tuple[Delegation, ...]:
+        """The delegations ``delegate`` holds now (an answer a few seconds old at most)."""
+        ...
 
 
 # Seconds during which the same message sent again is a resend (``[smtp] resend_window``).
@@ -157,10 +180,13 @@ class SubmissionDesk:
         max_size: int,
         resend_window: float = DEFAULT_RESEND_WINDOW,
         receipts: bool = True,
+        delegations: DelegationBook | None = None,
     ) -> None:
         """``receipts``: each accepted message carries its deposit receipt (the
-        filer must be able to issue it, or nothing is accepted)."""
+        filer must be able to issue it, or nothing is accepted).
+        ``delegations``: who may send for whom (none without it)."""
         self._receipts = receipts
+        self._delegations = delegations
         self._addresses = addresses
         self._filer = filer
         self._max_size = max_size
@@ -170,6 +196,21 @@ class SubmissionDesk:
         """A new message by ``who``, sent as ``mail_from`` (which must be theirs)."""
         check_sender(who, mail_from)
         return Submission(self, who)
+
+    async def open(self, who: Identity, mail_from: str) -> Submission:
+        """A new message by ``who``, sent as ``mail_from``: their own address, or
+        that of a lawyer who delegated sending to them (SMTP's MAIL)."""
+        sender = mail_from.strip().lower()
+        if sender in (who.address, who.mailbox_owner) or self._delegations is None:
+            return self.submission(who, mail_from)
+        held = await self._delegations.held_by(who.address)
+        sending_for(who, sender, held)  # refused (5.7.1) unless a delegation to write
+        return Submission(self, acting_for(who, sender), delegate=who, held=held)
+
+    async def held_by(self, who: Identity) -> tuple[Delegation, ...]:
+        if self._delegations is None:
+            return ()
+        return await self._delegations.held_by(who.address)
 
 
 class Submission:
@@ -183,14 +224,48 @@ class Submission:
     one: the subject then does), then files the message.
     """
 
-    __slots__ = ("_desk", "_dossier", "_members", "_recipients", "who")
+    __slots__ = (
+        "_delegate",
+        "_desk",
+        "_dossier",
+        "_held",
+        "_members",
+        "_recipients",
+        "_stand_in",
+        "who",
+    )
 
-    def __init__(self, desk: SubmissionDesk, who: Identity) -> None:
+    def __init__(
+        self,
+        desk: SubmissionDesk,
+        who: Identity,
+        *,
+        delegate: Identity | None = None,
+        held: tuple[Delegation, ...] | None = None,
+    ) -> None:
         self._desk = desk
+        # Who the message is from: the certificate's holder, or (sending for
+        # a lawyer) the holder acting on the lawyer's mailbox.
         self.who = who
         self._recipients: list[Addressee] = []
         self._dossier: str | None = None
         self._members: frozenset[str] = frozenset()
+        # Sending for a lawyer: the delegate as they proved themself.
+        self._delegate = delegate
+        self._held = held  # the delegations of the sender, once asked
+        # The sender takes no part in the dossier but holds a delegation from
+        # a lawyer who does: the From header must then name that lawyer.
+        self._stand_in = False
+
+    @property
+    def delegate(self) -> Identity | None:
+        """Who sends for the lawyer ``who.mailbox_owner`` names, if anyone."""
+        return self._delegate
+
+    async def _delegations(self) -> tuple[Delegation, ...]:
+        if self._held is None:
+            self._held = await self._desk.held_by(self._delegate or self.who)
+        return self._held
 
     @property
     def recipients(self) -> tuple[Addressee, ...]:
@@ -217,7 +292,7 @@ class Submission:
                 # The first recipient naming a dossier fixes it: the sender
                 # and the copies accepted so far must take part in it.
                 members = await self._desk._addresses.participants(found.dossier)
-                self._check_members(found.dossier, members, self._recipients)
+                await self._check_members(found.dossier, members, self._recipients)
                 self._dossier, self._members = found.dossier, members
             elif current != found.dossier:
                 raise NotAllowed(
@@ -232,16 +307,31 @@ class Submission:
         self._recipients.append(found)
         return found
 
-    def _check_members(
+    async def _check_members(
         self, number: str, members: frozenset[str], copies: Sequence[Addressee]
     ) -> None:
-        """Refuse unless the sender and every copy take part in dossier ``number``."""
+        """Refuse unless the sender and every copy take part in dossier ``number``.
+
+        Sending for a lawyer, the lawyer must, and the delegation cover the
+        dossier; a delegate who said MAIL FROM their own address may still
+        send for a lawyer who does (the From header will say), if one
+        delegated this dossier to them.
+        """
         who = self.who
+        if self._delegate is not None:
+            sending_for(self._delegate, who.mailbox_owner, await self._delegations(), number)
         if who.address not in members and who.mailbox_owner not in members:
-            raise NotAllowed(
-                f"You take no part in dossier {number}",
-                reason=f"{who.address} not a participant of {number}",
-            )
+            if self._delegate is None and any(
+                d.lawyer in members
+                for d in await self._delegations()
+                if d.dossier in (None, number)
+            ):
+                self._stand_in = True
+            else:
+                raise NotAllowed(
+                    f"You take no part in dossier {number}",
+                    reason=f"{who.address} not a participant of {number}",
+                )
         for rcpt in copies:
             if rcpt.kind is not AddresseeKind.DOSSIER and rcpt.address not in members:
                 raise NotAllowed(
@@ -256,7 +346,8 @@ class Submission:
             number: str = named.pop()
             members = await self._desk._addresses.participants(number)
             if members:
-                self._check_members(number, members, self._recipients)
+                await self._check_members(number, members, self._recipients)
+                self._members = members
                 return number
         raise InvalidMessage(
             "Write to the dossier's address, or name the dossier as [YYYY-NNNNNNN] in the subject",
@@ -285,12 +376,19 @@ class Submission:
             summary = summarize(data)
         if not summary.has_body:
             raise InvalidMessage("The message body is empty", reason="empty body")
+        data, summary = await self._check_author(data, summary, number)
+        who, delegate = self.who, self._delegate
         plan = plan_filing(who, recipients, number, message_id=summary.message_id)
         now = datetime.now(UTC)
         if desk._receipts:
             written = [(r.address, r.mailbox_owner) for r in recipients]
             receipt = deposit_and_delivery(who, written, plan.dossier, now)
+            if delegate is not None:
+                receipt = receipt_for(receipt, who.mailbox_owner, self._lawyer_name(), delegate)
             plan = replace(plan, records=(*plan.records, receipt))
+        if delegate is not None:
+            acted = ActedFor(delegate.address, who.mailbox_owner, "send", number)
+            plan = replace(plan, records=(*plan.records, acted))
         since = resend_since(summary, now, desk._resend_window)
         filed = await desk._filer.file(who, data, summary, plan, resend_since=since)
         return Accepted(
@@ -300,3 +398,76 @@ class Submission:
             plan=plan,
             resent=filed.resent,
         )
+
+    def _lawyer_name(self) -> str:
+        lawyer = self.who.mailbox_owner
+        return next((d.lawyer_name for d in self._held or () if d.lawyer == lawyer), lawyer)
+
+    async def _check_author(
+        self, data: bytes, summary: MessageSummary, number: str
+    ) -> tuple[bytes, MessageSummary]:
+        """The From header names the sender, or the lawyer they send for.
+
+        A From naming another account of the network is a lawyer's who
+        delegated sending in this dossier to the sender, or refused (5.7.1);
+        the message then says Sender: the delegate (added when missing).
+        """
+        who = self.who
+        authors = _authors(summary.from_addr)
+        if self._delegate is None:
+            others = [a for a in authors if a not in (who.address, who.mailbox_owner)]
+            if not others:
+                if self._stand_in:
+                    raise NotAllowed(
+                        f"You take no part in dossier {number}",
+                        reason=f"{who.address} not a participant of {number}",
+                    )
+                return data, summary
+            held = await self._delegations()
+            lawyer = others[0]
+            if len(authors) != 1 or not any(d.lawyer == lawyer for d in held):
+                if self._stand_in or await self._desk._addresses.resolve(lawyer) is not None:
+                    raise SenderMismatch(
+                        f"From: <{lawyer}> is not your address <{who.address}>",
+                        reason=f"{who.address} wrote From: {summary.from_addr!r}",
+                    )
+                return data, summary  # an address unknown here: not someone else's
+            sending_for(who, lawyer, held, number)
+            members = self._members or await self._desk._addresses.participants(number)
+            if lawyer not in members:
+                raise NotAllowed(
+                    f"<{lawyer}> takes no part in dossier {number}",
+                    reason=f"{who.address} sent for {lawyer}, not in {number}",
+                )
+            self._delegate, self.who = who, acting_for(who, lawyer)
+        else:
+            lawyer = who.mailbox_owner
+            if authors != [lawyer]:
+                raise SenderMismatch(
+                    f"A message sent for <{lawyer}> must say From: <{lawyer}>",
+                    reason=f"{self._delegate.address} for {lawyer} wrote From: "
+                    f"{summary.from_addr!r}",
+                )
+        delegate = self._delegate
+        assert delegate is not None
+        head = header_fields(data[: summary.header_size])
+        senders = [a for v in head.get("sender", ()) for a in _authors(v)]
+        if not check_sender_header(delegate, lawyer, senders):
+            data = b"Sender: <" + delegate.address.encode() + b">\r\n" + data
+            summary = summarize(data)
+        return data, summary
+
+
+@functools.lru_cache(maxsize=4096)
+def _authors_of(text: str) -> tuple[str, ...]:
+    return tuple(a.strip().lower() for _, a in email.utils.getaddresses([text]) if a.strip())
+
+
+def _authors(text: str) -> list[str]:
+    """The addresses of a From (or Sender) field's text, lower-cased."""
+    if not text:
+        return []
+    try:
+        return list(_authors_of(text))
+    except (RecursionError, ValueError, TypeError, IndexError):
+        return [text.strip().lower()]

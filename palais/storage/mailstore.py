@@ -38,6 +38,7 @@ from palais.mailbox.message import MessageSummary, header_size, summarize
 from palais.mailbox.model import (
     AppendResult,
     BoxKind,
+    CommittedRecord,
     CopyResult,
     FlagMode,
     StoreResult,
@@ -52,6 +53,7 @@ from palais.storage.evidence import (
 )
 from palais.storage.messages import FiledMessage, earlier_messages, insert_message
 from palais.storage.placement import (
+    RecordWriter,
     RecordWriters,
     carry_out_flags,
     carry_out_steps,
@@ -98,6 +100,11 @@ class MailStore(MailReads):
         self._dossier_ids: dict[str, int] = {}
         self._box_kinds: dict[int, BoxKind] = {}
         writer.on_erased.append(self._forget_blob)
+
+    def add_record_writer(self, kind: type[CommittedRecord], writer: RecordWriter) -> None:
+        """Write records of ``kind`` that plans carry, in their transaction (a
+        kind another module owns: the audit of a delegate's act, say)."""
+        self._records = {**self._records, kind: writer}
 
     # -- MailAccess: changes ---------------------------------------------------
 

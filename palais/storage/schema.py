@@ -82,6 +82,25 @@ class Participation(Base):
     capacity: Mapped[str] = mapped_column(String(32))
 
 
+class Delegation(Base):
+    """A lawyer's delegation in force: a delegate acts on one dossier of the
+    lawyer's (or on all, ``dossier_id`` NULL), to read or to read and write
+    (migration 0007). A revocation deletes the row; the audit log keeps both."""
+
+    __tablename__ = "delegation"
+    __table_args__ = (
+        UniqueConstraint("lawyer_id", "delegate_id", "dossier_id"),
+        Index("ix_delegation_delegate", "delegate_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lawyer_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    delegate_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossier.id"), nullable=True)
+    rights: Mapped[str] = mapped_column(String(8))  # palais.mailbox.delegation.Right
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    granted_by: Mapped[str] = mapped_column(String(320))  # the lawyer, or "operator:<login>"
+
+
 class Mailbox(Base):
     __tablename__ = "mailbox"
     __table_args__ = (UniqueConstraint("owner", "name"),)

@@ -228,7 +228,10 @@ async def check(session: Session, tag: bytes) -> Reply:
 async def _expunge(session: Session, uids: list[int] | None) -> Reply:
     view = selected(session)
     if view.read_only:
-        return no("Mailbox is open read-only", codes.CANNOT)
+        # Read-only by permission (a delegation to read), not by EXAMINE: NOPERM.
+        return no(
+            "Mailbox is open read-only", codes.NOPERM if view.info.read_only else codes.CANNOT
+        )
     if uids is not None and not uids:
         return ok("Nothing to expunge")
     gone = await session.access.expunge(identity(session), view.info.id, uids)

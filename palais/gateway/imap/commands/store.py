@@ -70,7 +70,10 @@ async def do_store(
 ) -> Reply:
     view = selected(session)
     if view.read_only:
-        return no("Mailbox is open read-only", codes.CANNOT)
+        # Read-only by permission (a delegation to read), not by EXAMINE: NOPERM.
+        return no(
+            "Mailbox is open read-only", codes.NOPERM if view.info.read_only else codes.CANNOT
+        )
     try:
         pairs = resolve(session, numbers, uid=uid)
     except SequenceSetError as exc:
