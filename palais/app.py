@@ -196,6 +196,7 @@ class Gateway:
                 handshake_timeout=limits.handshake_timeout,
                 watcher=watcher,
                 audit=audit,
+                resend_window=s.smtp.resend_window,
             )
 
         def door(listener: Listener) -> Gate:
@@ -272,6 +273,7 @@ class Gateway:
                 DELEGATIONS_PREFIX: delegations_route(delegations),
                 JURIDICTIONS_PATH: juridictions_route(juridictions),
             },
+            address_domains=storage.directory.address_domains,
             autoconfig={
                 "hostname": s.instance.hostname,
                 "imaps_port": s.listen.imaps,

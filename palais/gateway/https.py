@@ -23,7 +23,7 @@ import logging
 import time
 import weakref
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
@@ -56,8 +56,12 @@ from palais.mailbox.identity import Identity, Role
 from palais.pki.tls import _TLS12_CIPHERS, NO_CHECK_TIME
 
 __all__ = [
+    "AUTOCONFIG_INCOMING_AUTHENTICATION",
+    "AUTOCONFIG_OUTGOING_AUTHENTICATION",
     "AUTOCONFIG_PATHS",
+    "AUTOCONFIG_SOCKET_TYPE",
     "LISTENER",
+    "AddressDomains",
     "HttpsHandle",
     "autoconfig_document",
     "server_tls_context",
@@ -108,6 +112,8 @@ _VERIFY_ERRORS: Final[dict[int, str]] = {
 
 
 ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
+# The domains of the people's addresses, for the autoconfig document.
+AddressDomains = Callable[[], Awaitable[Collection[str]]]
 
 
 # Twisted declares much of its API through zope interfaces, which mypy cannot
@@ -279,6 +285,7 @@ async def start_https(
     metrics: GatewayMetrics,
     log: logging.Logger,
     autoconfig: Mapping[str, object],
+    address_domains: AddressDomains | None = None,
     admission: Admission | None = None,
     routes: Mapping[bytes, Route] | None = None,
     audit: RefusalAudit | None = None,
@@ -286,7 +293,10 @@ async def start_https(
     """Serve HTTPS with mutual TLS on the running asyncio loop.
 
     ``autoconfig`` has the keys ``hostname``, ``imaps_port``, ``smtps_port``,
-    ``domain`` and ``display_name``; any other key is an error. ``metrics``
+    ``domain`` and ``display_name``; any other key is an error.
+    ``address_domains`` gives the domains of the people's addresses (read
+    at each autoconfig request: accounts come and go), announced beside
+    ``domain``. ``metrics``
     is what /metrics exposes, and where this listener counts its own
     connections, handshake times and refused certificates. ``admission``
     (shared with the other listeners) caps open connections: one over the
@@ -303,7 +313,7 @@ async def start_https(
         refused=metrics.refusals.labels(LISTENER, _REFUSED_CERTIFICATE),
         audit=audit,
     )
-    autoconfig_xml = autoconfig_document(autoconfig)
+    autoconfig_document(autoconfig)  # bad settings fail here, not at the first request
 
     twisted_reactor = AsyncioSelectorReactor(eventloop=loop)
     reactor = cast(_Reactor, twisted_reactor)
@@ -311,7 +321,8 @@ async def start_https(
         resolve_identity=resolve_identity,
         metrics=metrics,
         log=log,
-        autoconfig_xml=autoconfig_xml,
+        autoconfig=autoconfig,
+        address_domains=address_domains,
         routes=routes or {},
         audit=audit,
     )
@@ -599,7 +610,8 @@ class _Root(Resource):
         resolve_identity: ResolveIdentity,
         metrics: GatewayMetrics,
         log: logging.Logger,
-        autoconfig_xml: bytes,
+        autoconfig: Mapping[str, object],
+        address_domains: AddressDomains | None,
         routes: Mapping[bytes, Route],
         audit: RefusalAudit | None = None,
     ) -> None:
@@ -613,7 +625,8 @@ class _Root(Resource):
         self._resolve_identity = resolve_identity
         self._metrics = metrics
         self._log = log
-        self._autoconfig_xml = autoconfig_xml
+        self._autoconfig_settings = dict(autoconfig)
+        self._address_domains = address_domains
         self._routes: dict[bytes, Callable[[_HttpRequest], Awaitable[_Response]]] = {
             b"/health": self._health,
             b"/metrics": self._metrics_route,
@@ -718,7 +731,23 @@ class _Root(Resource):
         return _json(200, {"status": "ok"})
 
     async def _autoconfig(self, request: _HttpRequest) -> _Response:
-        return _Response(200, _XML_TYPE, self._autoconfig_xml)
+        settings = self._autoconfig_settings
+        own = str(settings["domain"]).lower()
+        people = await self._address_domains() if self._address_domains is not None else ()
+        domains = [own, *sorted({d.lower() for d in people} - {own})]
+        # Thunderbird asks with the address being set up: the provider is
+        # that address's domain, when it is one of ours; an address of
+        # another domain gets a 404, so that the client looks elsewhere
+        # rather than set up an account this gateway will not serve.
+        wanted = request.args.get(b"emailaddress")
+        provider = own
+        if wanted:
+            domain = wanted[0].decode("utf-8", "replace").rpartition("@")[2].strip().lower()
+            if domain not in domains:
+                return _json(404, {"error": "no mail service here for this address"})
+            provider = domain
+        body = autoconfig_document(settings, domains=domains, provider=provider)
+        return _Response(200, _XML_TYPE, body)
 
     async def _caller(self, request: _HttpRequest) -> Identity | _Response:
         der = _peer_certificate_der(request)
@@ -787,8 +816,35 @@ def _json(
 # --- bodies -----------------------------------------------------------------
 
 
-def autoconfig_document(settings: Mapping[str, object]) -> bytes:
-    """Thunderbird's autoconfig (config-v1.1) for certificate-only IMAP and SMTP."""
+# What Thunderbird's autoconfig reader accepts (comm-central,
+# mail/components/accountcreation/modules/readFromXML.sys.mjs): a value
+# outside these lists makes it drop the server, and with no usable incoming
+# or outgoing server the whole document. It knows no value for a TLS client
+# certificate; the certificate is presented in the handshake all the same,
+# and it is what decides on every listener.
+#
+# Incoming: "password-cleartext", so Thunderbird sends IMAP LOGIN with the
+# address, which only selects the identity the certificate already proves
+# (the password is ignored; palais/gateway/imap/commands/auth.py).
+AUTOCONFIG_INCOMING_AUTHENTICATION: Final = "password-cleartext"
+# Outgoing: "none": no SMTP AUTH; the certificate is the identity from MAIL on.
+AUTOCONFIG_OUTGOING_AUTHENTICATION: Final = "none"
+# Implicit TLS only: STARTTLS would let a client send its first command in clear.
+AUTOCONFIG_SOCKET_TYPE: Final = "SSL"
+
+
+def autoconfig_document(
+    settings: Mapping[str, object],
+    *,
+    domains: Sequence[str] = (),
+    provider: str | None = None,
+) -> bytes:
+    """Thunderbird's autoconfig (config-v1.1) for the certificate-only IMAP and SMTP listeners.
+
+    ``domains``: the address domains announced beside ``settings["domain"]``
+    (one ``<domain>`` each); ``provider``: the ``emailProvider`` id, the
+    domain of the address being set up (``settings["domain"]`` by default).
+    """
     unknown = set(settings) - _AUTOCONFIG_KEYS
     missing = _AUTOCONFIG_KEYS - set(settings)
     if unknown or missing:
@@ -800,23 +856,23 @@ def autoconfig_document(settings: Mapping[str, object]) -> bytes:
     display_name = _text_setting(settings, "display_name")
     imaps_port = _port_setting(settings, "imaps_port")
     smtps_port = _port_setting(settings, "smtps_port")
+    announced = list(dict.fromkeys([domain, *domains]))
 
     root = ET.Element("clientConfig", version="1.1")
-    provider = ET.SubElement(root, "emailProvider", id=domain)
-    ET.SubElement(provider, "domain").text = domain
-    ET.SubElement(provider, "displayName").text = display_name
-    ET.SubElement(provider, "displayShortName").text = display_name
-    for tag, kind, server_port in (
-        ("incomingServer", "imap", imaps_port),
-        ("outgoingServer", "smtp", smtps_port),
+    element = ET.SubElement(root, "emailProvider", id=provider or domain)
+    for name in announced:
+        ET.SubElement(element, "domain").text = name
+    ET.SubElement(element, "displayName").text = display_name
+    ET.SubElement(element, "displayShortName").text = display_name
+    for tag, kind, server_port, authentication in (
+        ("incomingServer", "imap", imaps_port, AUTOCONFIG_INCOMING_AUTHENTICATION),
+        ("outgoingServer", "smtp", smtps_port, AUTOCONFIG_OUTGOING_AUTHENTICATION),
     ):
-        server = ET.SubElement(provider, tag, type=kind)
+        server = ET.SubElement(element, tag, type=kind)
         ET.SubElement(server, "hostname").text = hostname
         ET.SubElement(server, "port").text = str(server_port)
-        # Implicit TLS only: STARTTLS would let a client send its first
-        # command in clear.
-        ET.SubElement(server, "socketType").text = "SSL"
-        ET.SubElement(server, "authentication").text = "TLS-client-cert"
+        ET.SubElement(server, "socketType").text = AUTOCONFIG_SOCKET_TYPE
+        ET.SubElement(server, "authentication").text = authentication
         ET.SubElement(server, "username").text = "%EMAILADDRESS%"
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)

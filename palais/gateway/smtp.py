@@ -15,7 +15,9 @@ import logging
 import re
 import ssl
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
@@ -28,9 +30,16 @@ from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.sessions import Registration, SessionWatcher
 from palais.gateway.tls import refusal_logger
 from palais.mailbox.audit import RefusalAudit
+from palais.mailbox.completion import (
+    Arrival,
+    RecentArrivals,
+    completion,
+    header_presence,
+)
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
-from palais.mailbox.submission import Submission, SubmissionDesk
+from palais.mailbox.message import header_size
+from palais.mailbox.submission import DEFAULT_RESEND_WINDOW, Submission, SubmissionDesk
 
 ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
 log = logging.getLogger("palais.smtp")
@@ -526,8 +535,10 @@ class SubmissionHandler:
         max_recipients: int,
         metrics: GatewayMetrics | None = None,
         audit: RefusalAudit | None = None,
+        resend_window: float = DEFAULT_RESEND_WINDOW,
     ) -> None:
         self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self._arrivals = RecentArrivals(window=resend_window)
         self.audit = audit
         self.listener = listener
         self.desk = desk
@@ -635,11 +646,34 @@ class SubmissionHandler:
                 log.info("message %s decision=refused", context)
                 self._refused(session, who.address, "DATA", error)
                 return replies.reply_for(error, log, context)
+        # Completed before anything is checked or filed: the bytes stored,
+        # hashed into the receipt and served back are the completed ones.
+        presence = header_presence(data[: header_size(data)])
+        now = datetime.now().astimezone()
+        key = None
+        if presence.message_id is not None:
+            key = RecentArrivals.key(who.address, data)
+            now = self._arrivals.first(key, now)
+        peer = session.peer[0] if isinstance(session.peer, tuple) else None
+        arrival = Arrival(
+            who=who,
+            helo=session.host_name or "",
+            peer=str(peer) if peer is not None else None,
+            by=server.hostname,
+            protocol="ESMTPSA" if session.authenticated else "ESMTPS",
+            at=now,
+        )
         try:
-            accepted = await submission.accept(data)
+            accepted = await submission.accept(
+                completion(presence, arrival, _new_message_id) + data
+            )
         except asyncio.CancelledError:
+            if key is not None:
+                self._arrivals.forget(key)
             raise
         except Exception as error:
+            if key is not None:
+                self._arrivals.forget(key)
             self.count("refused")
             log.info("message %s decision=refused", context)
             self._refused(session, who.address, "DATA", error)
@@ -657,6 +691,10 @@ class SubmissionHandler:
             accepted.plan.dossier,
         )
         return f"250 2.0.0 Accepted as {accepted.reference}"
+
+
+def _new_message_id() -> str:
+    return uuid.uuid4().hex
 
 
 def make_smtp_factory(
@@ -677,9 +715,15 @@ def make_smtp_factory(
     handshake_timeout: float | None = None,
     audit: RefusalAudit | None = None,
     watcher: SessionWatcher | None = None,
+    resend_window: float = DEFAULT_RESEND_WINDOW,
 ) -> Callable[[], PalaisSMTP]:
     handler = SubmissionHandler(
-        desk, listener=listener, max_recipients=max_recipients, metrics=metrics, audit=audit
+        desk,
+        listener=listener,
+        max_recipients=max_recipients,
+        metrics=metrics,
+        audit=audit,
+        resend_window=resend_window,
     )
     handler.documents = documents
 

@@ -454,6 +454,22 @@ class Directory:
 
     # -- addresses -----------------------------------------------------------
 
+    async def address_domains(self) -> frozenset[str]:
+        """The domains of the active people's addresses (court systems use no
+        mail client): what the mail-client autoconfiguration announces."""
+        return await self._cached("domains", "", self._address_domains)
+
+    def _address_domains(self) -> frozenset[str]:
+        with self._reader.connect() as conn:
+            rows = conn.execute(
+                select(AC.c.address).where(
+                    AC.c.active.is_(True), AC.c.role != Role.COURT_SYSTEM.value
+                )
+            )
+            return frozenset(
+                address.rpartition("@")[2].lower() for (address,) in rows if "@" in address
+            )
+
     async def resolve(self, address: str) -> Addressee | None:
         addr = address.strip().lower()
         return await self._cached("resolve", addr, lambda: self._resolve(addr))

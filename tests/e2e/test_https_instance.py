@@ -80,7 +80,7 @@ def test_thunderbird_autoconfig(instance: Instance) -> None:
     out = instance.curl_https("/.well-known/autoconfig/mail/config-v1.1.xml")
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "200"
-    assert str(instance.port("imaps")) in body and "TLS-client-cert" in body
+    assert str(instance.port("imaps")) in body and "<socketType>SSL</socketType>" in body
 
 
 def test_gateway_runs_on_uvloop_by_default(instance: Instance) -> None:

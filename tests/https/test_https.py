@@ -358,7 +358,8 @@ def test_autoconfig(pki: Pki, path: str) -> None:
                 assert server_el.findtext("hostname") == "mail.palais.test"
                 assert server_el.findtext("port") == port
                 assert server_el.findtext("socketType") == "SSL"
-                assert server_el.findtext("authentication") == "TLS-client-cert"
+            assert imap.findtext("authentication") == "password-cleartext"
+            assert smtp.findtext("authentication") == "none"
 
     run(go())
 
