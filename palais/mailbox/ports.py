@@ -373,6 +373,15 @@ class MailAccess(Protocol):
         """UIDs whose header field contains ``text`` (case-insensitive)."""
         ...
 
+    async def search_text(
+        self, who: Identity, mailbox_id: int, part: str, needle: str
+    ) -> set[int] | None:
+        """UIDs that may contain ``needle`` (case-folded) in their "header",
+        "body" or both ("text") as ``palais.mailbox.searchtext.documents``
+        renders them: a superset of the matches, for the exact test to
+        decide; None when the store has no index that can narrow this needle."""
+        ...
+
     async def search_sent(
         self, who: Identity, mailbox_id: int, since: date | None, before: date | None
     ) -> set[int]:

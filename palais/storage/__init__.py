@@ -26,6 +26,7 @@ from palais.storage.hub import EventHub
 from palais.storage.mailstore import MailStore
 from palais.storage.migrate import SchemaMismatch, check_revision, upgrade
 from palais.storage.pg_notify import ClusterBus
+from palais.storage.textindex import backfill
 from palais.storage.writer import CommitQueue
 
 __all__ = ["SchemaMismatch", "Storage", "migrate_database", "open_storage"]
@@ -105,6 +106,9 @@ def open_storage(
     cluster: ClusterBus | None = None
     if node is not None and not is_sqlite(url):
         bus = cluster = ClusterBus(hub, url, node)
+    # Messages stored before the substring index: indexed once, here, where
+    # their bytes are at hand (a no-op query once done).
+    backfill(writer_engine, blobs)
     commits = CommitQueue(writer_engine, blobs, bus.publish, max_batch=max_batch)
     if cluster is not None:
         commits.finishers.append(cluster.notify)

@@ -14,6 +14,7 @@ from palais.mailbox.model import BoxKind
 from palais.mailbox.ports import BlobLocation
 from palais.storage.rows import rows_for
 from palais.storage.sql import BL, MS, PL, utc, when
+from palais.storage.textindex import index_message
 from palais.storage.writer import WriteContext
 
 
@@ -74,7 +75,10 @@ def insert_message(
         ),
     )
     assert row is not None
-    return int(row[0]), sha
+    mid = int(row[0])
+    # The substring index of SEARCH BODY/TEXT/HEADER, in the same transaction.
+    index_message(conn, mid, data)
+    return mid, sha
 
 
 def _day(conn: Connection, sent: datetime | None) -> date | str | None:

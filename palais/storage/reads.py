@@ -12,7 +12,7 @@ import bisect
 import threading
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, and_, case, func, select
 
@@ -30,7 +30,8 @@ from palais.mailbox.model import (
     SpecialUse,
 )
 from palais.mailbox.ports import BlobLocation, EntryTable, EventBus, MessageBytes, Unsubscribe
-from palais.storage import caches
+from palais.mailbox.searchtext import indexable
+from palais.storage import caches, textindex
 from palais.storage.blobs import BlobCorrupted, sha256_hex
 from palais.storage.caches import BoxKey, box_key, read_cache
 from palais.storage.memo import Memo
@@ -499,6 +500,20 @@ class MailReads:
         # drivers let go of the interpreter while they work), not on the loop
         # that serves every other client.
         found: set[int] = await asyncio.to_thread(self._read, run)
+        return found
+
+    async def search_text(
+        self, who: Identity, mailbox_id: int, part: str, needle: str
+    ) -> set[int] | None:
+        await self._check_owner(who, mailbox_id)
+        if part not in ("header", "body", "text") or not indexable(needle):
+            return None
+        where = cast(textindex.Part, part)
+        # An index lookup, then the hits' entries: in a thread on both
+        # databases, as a search of many hits is a read of many rows.
+        found: set[int] | None = await asyncio.to_thread(
+            self._read, lambda c: textindex.candidates(c, mailbox_id, where, needle)
+        )
         return found
 
     async def search_sent(

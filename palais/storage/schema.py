@@ -150,6 +150,43 @@ class Message(Base):
     dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossier.id"), nullable=True)
 
 
+class MessageText(Base):
+    """A message's search documents, for the substring index (migration 0009).
+
+    PostgreSQL only, with a pg_trgm GIN index per column; SQLite keeps them
+    in FTS5 virtual tables the migration creates (message_head_text,
+    message_body_text), which cannot be declared here.
+    """
+
+    __tablename__ = "message_text"
+    __table_args__ = (
+        Index(
+            "ix_message_text_head",
+            "head",
+            postgresql_using="gin",
+            postgresql_ops={"head": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_message_text_body",
+            "body",
+            postgresql_using="gin",
+            postgresql_ops={"body": "gin_trgm_ops"},
+        ),
+    )
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("message.id", ondelete="CASCADE"), primary_key=True
+    )
+    head: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class TextPending(Base):
+    """A message stored before the substring index, not indexed yet."""
+
+    __tablename__ = "text_pending"
+    message_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
 class Placement(Base):
     """Where one owner holds one message: a box kind, a dossier, where it came from.
 

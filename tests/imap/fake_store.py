@@ -325,6 +325,13 @@ class FakeStore:
             if any(n == field.value and needle in v.casefold() for n, v in self._headers(box, uid))
         }
 
+    async def search_text(
+        self, who: Identity, mailbox_id: int, part: str, needle: str
+    ) -> set[int] | None:
+        # No substring index here: every search reads the messages.
+        self.calls.append(("search_text", mailbox_id, part, needle))
+        return None
+
     async def search_sent(
         self, who: Identity, mailbox_id: int, since: date | None, before: date | None
     ) -> set[int]:

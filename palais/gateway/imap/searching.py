@@ -88,6 +88,7 @@ def _internal_date_test(key: DateKey) -> Callable[[MessageRecord], bool]:
 class Searcher:
     __slots__ = (
         "_hits",
+        "_narrowed",
         "_needles",
         "_pacer",
         "_scanned",
@@ -117,6 +118,8 @@ class Searcher:
         self._needles: dict[ScanKey, str] = {}
         self._scanned: set[int] = set()
         self._hits: dict[ScanKey, set[int]] = {}
+        # Per text key, what the store's substring index narrowed it to (None: no index).
+        self._narrowed: dict[ScanKey, set[int] | None] = {}
 
     async def run(self, key: SearchKey) -> list[int]:
         """Matching UIDs, ascending, among those the client knows."""
@@ -234,10 +237,24 @@ class Searcher:
     # -- keys that read the messages -------------------------------------------
 
     async def _scanned_hits(self, key: ScanKey, candidates: set[int]) -> set[int]:
+        narrowed = await self._indexed(key)
+        if narrowed is not None:
+            # The store's substring index names the messages that may match:
+            # only those are read, and the same exact test decides.
+            candidates = candidates & narrowed
         missing = candidates - self._scanned
         if missing:
             await self._scan(sorted(missing))
         return candidates & self._hits[key]
+
+    async def _indexed(self, key: ScanKey) -> set[int] | None:
+        """The box's messages the store's index says may match, or None."""
+        if key in self._narrowed:
+            return self._narrowed[key]
+        part = "header" if isinstance(key, HeaderKey) else "text" if key.headers_too else "body"
+        found = await self.access.search_text(self.who, self.view.info.id, part, self._needles[key])
+        self._narrowed[key] = found
+        return found
 
     async def _scan(self, uids: list[int]) -> None:
         """Read each message once and test it against every text key of the program."""

@@ -1,0 +1,170 @@
+"""The substring index behind SEARCH BODY, TEXT and HEADER (migration 0009).
+
+Each message's two search documents (``palais.mailbox.searchtext``) are
+indexed by their three-character sequences when the message is filed:
+SQLite's FTS5 trigram tokenizer (two contentless tables, positions not
+kept: ``message_head_text`` and ``message_body_text``, rowid = message id),
+PostgreSQL's pg_trgm (``message_text`` with a GIN index per column). A
+search asks which messages of a box may contain a needle; the exact test
+reads only those. Messages filed before the index existed are listed in
+``text_pending`` until ``backfill`` has indexed them; a search counts them
+as candidates meanwhile, so nothing is ever missed.
+
+On SQLite a contentless table cannot forget a row without its text: the
+rows of purged messages stay, and only ever add candidates that the
+box's entries then filter out (a reused message id keeps both rows).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine
+
+from palais.mailbox.ports import BlobCorrupted, BlobLocation, MessageBytes
+from palais.mailbox.searchtext import SearchDocuments, documents, indexable
+from palais.storage.rows import Rows, rows_for
+from palais.storage.sql import EVIDENCE_SEGMENT, driver
+
+__all__ = ["Part", "backfill", "candidates", "index_message"]
+
+Part = Literal["header", "body", "text"]
+
+# Terms of one FTS5 query: each one can only narrow the candidates further.
+_MAX_TERMS = 24
+# Messages indexed per transaction while backfilling.
+_BACKFILL_BATCH = 200
+
+
+def index_message(conn: Connection, message_id: int, data: bytes) -> None:
+    """Index a message being filed, in the filing's transaction."""
+    _insert(conn, [(message_id, documents(data))])
+
+
+def _insert(conn: Connection, docs: list[tuple[int, SearchDocuments]]) -> None:
+    rows = rows_for(conn)
+    if conn.dialect.name == "sqlite":
+        rows.many(
+            "INSERT INTO message_head_text (rowid, head) VALUES (?, ?)",
+            [(mid, d.head) for mid, d in docs],
+        )
+        rows.many(
+            "INSERT INTO message_body_text (rowid, body) VALUES (?, ?)",
+            [(mid, d.body) for mid, d in docs],
+        )
+    else:
+        rows.many(
+            "INSERT INTO message_text (message_id, head, body) VALUES (?, ?, ?)"
+            " ON CONFLICT (message_id) DO NOTHING",
+            [(mid, d.head, d.body) for mid, d in docs],
+        )
+
+
+def _fts_query(needle: str) -> str:
+    """Every distinct trigram of the needle, all required (no positions are
+    kept: this is the narrowing, the exact test the deciding)."""
+    terms = list(dict.fromkeys(needle[i : i + 3] for i in range(len(needle) - 2)))
+    if len(terms) > _MAX_TERMS:
+        # Spread over the needle rather than only its start.
+        step = len(terms) / _MAX_TERMS
+        terms = [terms[int(i * step)] for i in range(_MAX_TERMS)]
+    return " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def _like(needle: str) -> str:
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return "%" + escaped + "%"
+
+
+def candidates(conn: Connection, mailbox_id: int, part: Part, needle: str) -> set[int] | None:
+    """UIDs of the box's messages whose documents may contain ``needle``
+    (case-folded), or None when the index cannot narrow this needle."""
+    if not indexable(needle):
+        return None
+    cur, mark = driver(conn)
+    try:
+        uids: set[int] = set()
+        if conn.dialect.name == "sqlite":
+            tables = {
+                "header": ("message_head_text",),
+                "body": ("message_body_text",),
+                "text": ("message_head_text", "message_body_text"),
+            }[part]
+            query = _fts_query(needle)
+            for table in tables:
+                # The hits first (few, for a rare word), then their entries
+                # in this box through the entry's message index.
+                cur.execute(
+                    f"SELECT uid FROM entry WHERE +mailbox_id = {mark} AND message_id IN"
+                    f" (SELECT rowid FROM {table} WHERE {table} MATCH {mark})",
+                    (mailbox_id, query),
+                )
+                uids.update(int(r[0]) for r in cur.fetchall())
+        else:
+            columns = {"header": ("head",), "body": ("body",), "text": ("head", "body")}[part]
+            test = " OR ".join(f"t.{c} LIKE {mark}" for c in columns)
+            pattern = _like(needle)
+            cur.execute(
+                "SELECT e.uid FROM message_text t JOIN entry e ON e.message_id = t.message_id"
+                f" WHERE e.mailbox_id = {mark} AND ({test})",
+                (mailbox_id, *([pattern] * len(columns))),
+            )
+            uids.update(int(r[0]) for r in cur.fetchall())
+        # Messages not indexed yet (filed before the index, backfill pending).
+        cur.execute(
+            f"SELECT e.uid FROM text_pending p JOIN entry e ON e.message_id = p.message_id"
+            f" WHERE e.mailbox_id = {mark}",
+            (mailbox_id,),
+        )
+        uids.update(int(r[0]) for r in cur.fetchall())
+        return uids
+    finally:
+        cur.close()
+
+
+def backfill(engine: Engine, blobs: MessageBytes) -> int:
+    """Index the messages filed before the index (``text_pending``), a batch
+    per transaction, reading their bytes from ``blobs`` (a receipt's from its
+    evidence log row). Returns how many were indexed. A message whose bytes
+    cannot be read stays pending (searches keep reading it). Several nodes
+    may run this at once: a message indexed twice on SQLite only repeats its
+    rows; on PostgreSQL the second insert is skipped."""
+    done = 0
+    after = -1
+    while True:
+        with engine.begin() as conn:
+            rows = rows_for(conn)
+            batch = rows.all(
+                'SELECT p.message_id, m.blob, b.segment, b."offset", b.length'
+                " FROM text_pending p LEFT JOIN message m ON m.id = p.message_id"
+                " LEFT JOIN blob b ON b.sha256 = m.blob"
+                " WHERE p.message_id > ? ORDER BY p.message_id LIMIT ?",
+                (after, _BACKFILL_BATCH),
+            )
+            if not batch:
+                return done
+            after = int(batch[-1][0])
+            indexed: list[tuple[int, SearchDocuments]] = []
+            settled: list[tuple[Any, ...]] = []
+            for mid, sha, segment, offset, length in batch:
+                if sha is None or segment is None:
+                    settled.append((mid,))  # the message is gone since
+                    continue
+                data = _bytes_of(rows, blobs, sha, BlobLocation(segment, int(offset), int(length)))
+                if data is None:
+                    continue
+                indexed.append((int(mid), documents(data)))
+                settled.append((mid,))
+            _insert(conn, indexed)
+            rows.many("DELETE FROM text_pending WHERE message_id = ?", settled)
+            done += len(indexed)
+
+
+def _bytes_of(rows: Rows, blobs: MessageBytes, sha: str, where: BlobLocation) -> bytes | None:
+    if where.segment == EVIDENCE_SEGMENT:
+        found = rows.one("SELECT receipt FROM evidence_log WHERE position = ?", (where.offset,))
+        return None if found is None else bytes(found[0])
+    try:
+        return blobs.read(where, sha)
+    except (OSError, BlobCorrupted):  # unreadable: left pending
+        return None
