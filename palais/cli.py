@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     from palais.admin_cli import add_admin
 
     add_admin(sub)
+    from palais.client_cli import add_client
+
+    add_client(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -2,7 +2,8 @@
 
 A lawyer's form (or ``palais client juridictions``) looks up where to file:
 at least three letters of the city (``ville``), optionally the type
-(``type=CPH|TPROX|TJ``); the answer is JSON. Only a client with a trusted
+(``type=CPH|TPROX|TJ``); or one juridiction by its code (``code``, as a
+saisine or a constitution names it). The answer is JSON. Only a client with a trusted
 certificate is answered (401 without one, 403 refused).
 """
 
@@ -38,8 +39,12 @@ def juridictions_route(directory: JuridictionDirectory) -> Route:
         try:
             city = _argument(request, b"ville")
             kind = _argument(request, b"type")
+            code = _argument(request, b"code")
         except UnicodeDecodeError:
             return _json(400, {"error": "paramètres non UTF-8"}, who)
+        if code is not None:
+            one = directory.get(code.upper())
+            return _json(200, {"juridictions": [one.as_json()] if one else []}, who)
         if city is None:
             return _json(400, {"error": "paramètre ville manquant"}, who)
         wanted: JuridictionType | None = None

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from palais.mailbox.court_events import Quality
 from palais.mailbox.document_context import DocumentContext
-from palais.mailbox.fields import Document, DossierNumber, FieldError, FreeText
+from palais.mailbox.fields import Doc, Document, DossierNumber, FieldError, FreeText, tables
 
 
 class DossierRef(Document):
@@ -43,20 +43,22 @@ class Constitution(Document):
     message: Annotated[str, Field(max_length=1000)] | None = None
 
 
-def check_constitution(constitution: Constitution, context: DocumentContext) -> list[FieldError]:
-    """The rules beyond the shape: every error, in the document's order."""
+def check_constitution(constitution: Doc, context: DocumentContext) -> list[FieldError]:
+    """The rules beyond the shape, on the parsed document: every error, in order."""
     errors: list[FieldError] = []
-    if constitution.in_place_of is not None and constitution.parties:
+    parties = tables(constitution.get("parties"))
+    in_place = constitution.get("in_place_of") is not None
+    if in_place and parties:
         errors.append(
             FieldError(
                 "parties", "aucune partie ne se choisit pour une constitution en lieu et place"
             )
         )
-    if constitution.in_place_of is None and not constitution.parties:
+    if not in_place and not parties:
         errors.append(
             FieldError("parties", "choisir au moins une partie représentée, ou en lieu et place")
         )
-    qualities = {p.quality for p in constitution.parties}
+    qualities = {p.get("quality") for p in parties}
     if Quality.DEMANDEUR in qualities and Quality.DEFENDEUR in qualities:
         errors.append(
             FieldError(
@@ -64,9 +66,11 @@ def check_constitution(constitution: Constitution, context: DocumentContext) -> 
                 "un avocat ne peut être constitué à la fois pour un demandeur et un défendeur",
             )
         )
-    attached = context.attachment(constitution.document)
-    if attached is None:
-        errors.append(FieldError("document", "la constitution n'est pas jointe au message"))
-    elif not attached.is_pdf:
-        errors.append(FieldError("document", "la constitution doit être jointe en PDF"))
+    document = constitution.get("document")
+    if isinstance(document, str):
+        attached = context.attachment(document)
+        if attached is None:
+            errors.append(FieldError("document", "la constitution n'est pas jointe au message"))
+        elif not attached.is_pdf:
+            errors.append(FieldError("document", "la constitution doit être jointe en PDF"))
     return errors

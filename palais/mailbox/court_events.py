@@ -11,13 +11,21 @@ dossiers read these models.
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 
-from palais.mailbox.fields import Document, DossierNumber, FieldError, FreeText
+from palais.mailbox.fields import (
+    Doc,
+    Document,
+    DossierNumber,
+    FieldError,
+    FreeText,
+    table,
+    tables,
+)
 
 # A registry's reason, a rejection's explanation: longer than a form's field.
 Reason = Annotated[str, Field(min_length=1, max_length=1000)]
@@ -71,16 +79,29 @@ class HearingSlots(Document):
     slots: list[HearingSlot]
 
 
-def check_hearing_slots(document: HearingSlots) -> list[FieldError]:
+def check_hearing_slots(document: Doc) -> list[FieldError]:
     errors = []
-    seen: set[str] = set()
-    for i, slot in enumerate(document.slots):
-        if slot.id in seen:
+    seen: set[object] = set()
+    for i, slot in enumerate(tables(document.get("slots"))):
+        ident = slot.get("id")
+        if isinstance(ident, str) and ident in seen:
             errors.append(FieldError(f"slots[{i}].id", "identifiant de créneau en double"))
-        seen.add(slot.id)
-        if slot.ends_at is not None and slot.ends_at <= slot.starts_at:
+        seen.add(ident)
+        starts, ends = _instant(slot.get("starts_at")), _instant(slot.get("ends_at"))
+        if starts is not None and ends is not None and ends <= starts:
             errors.append(FieldError(f"slots[{i}].ends_at", "la fin précède le début"))
     return errors
+
+
+def _instant(value: object) -> datetime | None:
+    """An instant with its offset; None for anything else (the shape's error)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        found = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else None
 
 
 # -- dossier events --------------------------------------------------------------
@@ -186,23 +207,26 @@ class DossierEvent(Document):
     event: Event
 
 
-def check_dossier_event(document: DossierEvent) -> list[FieldError]:
-    event = document.event
+def check_dossier_event(document: Doc) -> list[FieldError]:
+    event = table(document.get("event"))
     errors = []
-    if isinstance(event, LawyerChanged):
-        if event.change == "replaced" and event.replaces_address is None:
+    if event.get("kind") == "lawyer_changed":
+        replaced = event.get("change") == "replaced"
+        if replaced and event.get("replaces_address") is None:
             errors.append(
                 FieldError("event.replaces_address", "obligatoire quand un avocat est remplacé")
             )
-        if event.change != "replaced" and event.replaces_address is not None:
+        if not replaced and event.get("replaces_address") is not None:
             errors.append(
                 FieldError("event.replaces_address", "seulement quand un avocat est remplacé")
             )
-    if isinstance(event, Created):
-        ids = [p.id for p in event.parties]
-        for i, party in enumerate(event.parties):
-            if ids.index(party.id) != i:
+    if event.get("kind") == "created":
+        seen: set[object] = set()
+        for i, party in enumerate(tables(event.get("parties"))):
+            ident = party.get("id")
+            if isinstance(ident, str) and ident in seen:
                 errors.append(FieldError(f"event.parties[{i}].id", "identifiant en double"))
+            seen.add(ident)
     return errors
 
 
@@ -220,13 +244,12 @@ class RegistryDecision(Document):
     decided_at: AwareDatetime
 
 
-def check_registry_decision(document: RegistryDecision) -> list[FieldError]:
+def check_registry_decision(document: Doc) -> list[FieldError]:
     errors = []
-    if document.decision == "rejected" and document.reason is None:
+    rejected = document.get("decision") == "rejected"
+    if rejected and document.get("reason") is None:
         errors.append(FieldError("reason", "obligatoire pour un rejet"))
     # Everything but a rejected saisine concerns a dossier that exists.
-    if document.dossier is None and not (
-        document.about == "saisine" and document.decision == "rejected"
-    ):
+    if document.get("dossier") is None and not (document.get("about") == "saisine" and rejected):
         errors.append(FieldError("dossier", "champ obligatoire (numéro du dossier)"))
     return errors

@@ -35,9 +35,11 @@ class Attached:
 @dataclass(frozen=True, slots=True)
 class DocumentContext:
     """``slots``: by juridiction code, the hearing slots it opened (a code
-    absent: none opened); ``attachments``: the message's other parts."""
+    absent: none opened), or None where they are not known (a lawyer's
+    computer: the booked slot is then the gateway's to check);
+    ``attachments``: the message's other parts."""
 
-    slots: Mapping[str, Sequence[HearingSlot]] = field(default_factory=dict)
+    slots: Mapping[str, Sequence[HearingSlot]] | None = field(default_factory=dict)
     attachments: tuple[Attached, ...] = ()
 
     def attachment(self, name: str) -> Attached | None:

@@ -10,6 +10,7 @@ without such a part costs a look at its part headers (``may_carry_documents``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -32,7 +33,7 @@ from palais.mailbox.court_events import (
 )
 from palais.mailbox.document_context import Attached, DocumentContext
 from palais.mailbox.errors import InvalidMessage
-from palais.mailbox.fields import FieldError, shape_errors, sorted_errors
+from palais.mailbox.fields import Doc, FieldError, shape_errors, sorted_errors
 from palais.mailbox.message import decode_header_value
 from palais.mailbox.saisine import ACTOR_TAGS, Saisine, check_saisine
 
@@ -52,7 +53,7 @@ class DocumentKind:
     title: str
     media_type: str
     model: type[BaseModel]
-    check: Callable[[Any, DocumentContext], list[FieldError]]
+    check: Callable[[Doc, DocumentContext], list[FieldError]]  # on the parsed JSON
     tags: Mapping[str, str]  # union tags (see fields.shape_errors)
 
     def errors(self, data: bytes, context: DocumentContext) -> list[FieldError]:
@@ -60,10 +61,17 @@ class DocumentKind:
         if len(data) > MAX_DOCUMENT_SIZE:
             return [FieldError("", f"document de plus de {MAX_DOCUMENT_SIZE} octets")]
         try:
-            document = self.model.model_validate_json(data)
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return [FieldError("", "document JSON illisible")]
+        if not isinstance(parsed, dict):
+            return [FieldError("", "le document doit être un objet JSON")]
+        try:
+            self.model.model_validate_json(data)  # JSON's own types: strict as sent
+            shape: list[FieldError] = []
         except ValidationError as error:
-            return sorted_errors(shape_errors(error, self.tags))
-        return sorted_errors(self.check(document, context))
+            shape = shape_errors(error, self.tags)
+        return sorted_errors(shape + self.check(parsed, context))
 
     def schema(self) -> dict[str, Any]:
         schema = self.model.model_json_schema()
@@ -74,8 +82,8 @@ class DocumentKind:
 
 
 def _context_free(
-    check: Callable[[Any], list[FieldError]],
-) -> Callable[[Any, DocumentContext], list[FieldError]]:
+    check: Callable[[Doc], list[FieldError]],
+) -> Callable[[Doc, DocumentContext], list[FieldError]]:
     return lambda document, _context: check(document)
 
 

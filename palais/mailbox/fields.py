@@ -1,11 +1,14 @@
 """Field errors of structured documents: English field paths, French messages.
 
-A structured document (saisine, constitution, court event...) is checked in
-two steps: its shape by its pydantic model (types, mandatory fields per
-person type, lengths), then the rules that need several fields or outside
-facts. Both steps speak the same language: a ``FieldError`` naming the field
-by its path in the JSON document (``actors[0].address.postcode``), with a
-message a French lawyer reads.
+A structured document (saisine, constitution, court event...) is checked
+twice over, and every error of both is reported at once: its shape by its
+pydantic model (types, mandatory fields per person type, lengths), and the
+rules that need several fields or outside facts. The rules read the parsed
+JSON itself (``Doc``), each skipping what the shape already refuses, so
+that a lawyer sees a wrong section and a missing surname in one answer.
+Both speak the same language: a ``FieldError`` naming the field by its path
+in the JSON document (``actors[0].address.postcode``), with a message a
+French lawyer reads.
 """
 
 from __future__ import annotations
@@ -31,6 +34,20 @@ class Document(BaseModel):
     would otherwise be silently dropped), and the model is read-only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A document as parsed from its JSON, before (or whatever) its shape.
+Doc = Mapping[str, Any]
+
+
+def table(value: object) -> Doc:
+    """``value`` if it is a JSON object, else an empty one (the shape says what is wrong)."""
+    return value if isinstance(value, dict) else {}
+
+
+def tables(value: object) -> list[Doc]:
+    """The objects of a JSON array (others as empty ones, keeping the indexes)."""
+    return [table(v) for v in value] if isinstance(value, list) else []
 
 
 @dataclass(frozen=True, slots=True)

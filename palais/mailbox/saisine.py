@@ -22,7 +22,7 @@ from pydantic import Field
 
 from palais.mailbox.court_events import DossierType
 from palais.mailbox.document_context import DocumentContext
-from palais.mailbox.fields import Document, FieldError, FreeText
+from palais.mailbox.fields import Doc, Document, FieldError, FreeText, table, tables
 
 
 class JuridictionType(StrEnum):
@@ -133,27 +133,36 @@ class Saisine(Document):
 _CPH_ONLY = ("employee_status", "section", "collective_agreement")
 
 
-def check_saisine(saisine: Saisine, context: DocumentContext) -> list[FieldError]:
-    """The rules beyond the shape: every error, in the document's order."""
+def check_saisine(saisine: Doc, context: DocumentContext) -> list[FieldError]:
+    """The rules beyond the shape, on the parsed document: every error, in order."""
     errors: list[FieldError] = []
-    cph = saisine.juridiction.type is JuridictionType.CPH
-    for name in _CPH_ONLY:
-        given = getattr(saisine, name) is not None
-        if cph and not given:
-            errors.append(FieldError(name, "champ obligatoire devant un conseil de prud'hommes"))
-        elif given and not cph:
-            errors.append(FieldError(name, "réservé au conseil de prud'hommes"))
-    booking = saisine.date_booking
-    if booking is not None:
-        opened = context.slots.get(saisine.juridiction.code, ())
-        if not any(slot.id == booking.slot_id for slot in opened):
-            errors.append(
-                FieldError(
-                    "date_booking.slot_id",
-                    "ce créneau n'est pas ouvert par la juridiction",
+    juridiction = table(saisine.get("juridiction"))
+    kind = juridiction.get("type")
+    if kind in tuple(JuridictionType):  # an unknown type is the shape's error
+        cph = kind == JuridictionType.CPH
+        for name in _CPH_ONLY:
+            given = saisine.get(name) is not None
+            if cph and not given:
+                errors.append(
+                    FieldError(name, "champ obligatoire devant un conseil de prud'hommes")
                 )
-            )
-        attached = context.attachment(booking.draft_summons)
+            elif given and not cph:
+                errors.append(FieldError(name, "réservé au conseil de prud'hommes"))
+    booking = table(saisine.get("date_booking"))
+    slot_id, code = booking.get("slot_id"), juridiction.get("code")
+    opened = () if context.slots is None else context.slots.get(str(code), ())
+    # Slots unknown here (None): the gateway, which knows them, checks it.
+    if (
+        isinstance(slot_id, str)
+        and context.slots is not None
+        and not any(slot.id == slot_id for slot in opened)
+    ):
+        errors.append(
+            FieldError("date_booking.slot_id", "ce créneau n'est pas ouvert par la juridiction")
+        )
+    summons = booking.get("draft_summons")
+    if isinstance(summons, str):
+        attached = context.attachment(summons)
         if attached is None:
             errors.append(
                 FieldError(
@@ -165,20 +174,22 @@ def check_saisine(saisine: Saisine, context: DocumentContext) -> list[FieldError
             errors.append(
                 FieldError("date_booking.draft_summons", "le projet d'assignation doit être un PDF")
             )
-    for i, actor in enumerate(saisine.actors):
+    actors = tables(saisine.get("actors"))
+    for i, actor in enumerate(actors):
         if (
-            isinstance(actor, Authority)
-            and actor.authority_type is AuthorityType.AUTRE
-            and actor.authority_name is None
+            actor.get("person_type") == "autorite_administrative"
+            and actor.get("authority_type") == AuthorityType.AUTRE
+            and actor.get("authority_name") is None
         ):
             errors.append(
                 FieldError(
                     f"actors[{i}].authority_name", "champ obligatoire pour une autre autorité"
                 )
             )
-    qualities = {actor.quality for actor in saisine.actors}
-    if "demandeur" not in qualities:
-        errors.append(FieldError("actors", "au moins un demandeur"))
-    if "defendeur" not in qualities:
-        errors.append(FieldError("actors", "au moins un défendeur"))
+    if actors:  # none at all is the shape's error
+        qualities = {actor.get("quality") for actor in actors}
+        if "demandeur" not in qualities:
+            errors.append(FieldError("actors", "au moins un demandeur"))
+        if "defendeur" not in qualities:
+            errors.append(FieldError("actors", "au moins un défendeur"))
     return errors

@@ -53,6 +53,11 @@ def test_the_api_finds_juridictions_by_three_letters(instance: Instance) -> None
         "name": "CPH BORDEAUX - Commerce",
         "address": "cph-bordeaux-commerce@greffes.palais.test",
     }
+    code, body = _get(instance, "?code=tj-lyon")
+    assert code == 200 and [j["name"] for j in body["juridictions"]] == [
+        "Tribunal judiciaire de Lyon"
+    ]
+    assert _get(instance, "?code=TGI-LYON") == (200, {"juridictions": []})
     code, body = _get(instance, "?ville=%C3%A9TI&type=cph")  # "éTI"
     assert code == 200 and [j["city"] for j in body["juridictions"]] == ["Saint-Étienne"]
 
@@ -110,9 +115,10 @@ def test_an_invalid_saisine_is_refused_listing_every_field(instance: Instance) -
     assert caught.value.smtp_code == 550
     lines = _text(caught.value.smtp_error).split("\n")
     assert lines == [
-        "5.6.0 Document structuré invalide : 2 erreur(s)",
+        "5.6.0 Document structuré invalide : 3 erreur(s)",
         "5.6.0 service: 100 caractères au plus",
         "5.6.0 actors[0].surname: champ obligatoire (personne physique)",
+        "5.6.0 section: champ obligatoire devant un conseil de prud'hommes",
     ]
     # Nothing stored: not in the sender's Envoyés.
     assert not any(subject in s for s in _sent_subjects(instance))

@@ -140,7 +140,9 @@ def test_an_unknown_person_type_is_named() -> None:
 
 def test_a_saisine_quality_is_demandeur_or_defendeur() -> None:
     doc = changed(samples.saisine(), "actors.0.quality", "intervenant_force")
-    assert only(SAISINE, doc).startswith("actors[0].quality: valeur non admise")
+    wrong, no_demandeur = errors(SAISINE, doc)
+    assert wrong.startswith("actors[0].quality: valeur non admise")
+    assert no_demandeur == "actors: au moins un demandeur"
 
 
 def test_a_saisine_needs_a_demandeur_and_a_defendeur() -> None:
@@ -239,6 +241,11 @@ def test_without_opened_slots_no_date_is_booked() -> None:
     )
 
 
+def test_unknown_slots_are_left_to_the_gateway() -> None:
+    context = DocumentContext(slots=None, attachments=(SUMMONS,))
+    assert errors(SAISINE, samples.saisine(booking=True), context) == []
+
+
 def test_a_date_booking_attaches_the_draft_summons() -> None:
     context = DocumentContext(slots=OPENED, attachments=(CONSTITUTION_PDF,))
     assert only(SAISINE, samples.saisine(booking=True), context) == (
@@ -261,13 +268,25 @@ def test_a_date_booking_names_slot_dispute_and_summons(field: str) -> None:
 
 
 def test_every_error_is_listed_at_once() -> None:
-    doc = changed(samples.saisine(), "actors.0.surname", REMOVE)
+    # Shape errors and the rules between fields, in one answer.
+    doc = changed(samples.saisine(booking=True), "actors.0.surname", REMOVE)
     doc = changed(doc, "actors.1.company_name", "x" * 101)
     doc = changed(doc, "service", REMOVE)
-    assert errors(SAISINE, doc) == [
+    doc = changed(doc, "section", REMOVE)
+    doc = changed(doc, "date_booking.slot_id", "fermé")
+    assert errors(SAISINE, doc, DocumentContext(slots=OPENED)) == [
         "service: champ obligatoire",
         "actors[0].surname: champ obligatoire (personne physique)",
         "actors[1].company_name: 100 caractères au plus",
+        "section: champ obligatoire devant un conseil de prud'hommes",
+        "date_booking.slot_id: ce créneau n'est pas ouvert par la juridiction",
+        "date_booking.draft_summons: le projet d'assignation n'est pas joint au message",
+    ]
+
+
+def test_a_document_is_a_json_object() -> None:
+    assert [str(e) for e in document_errors(SAISINE, b"[1, 2]")] == [
+        "le document doit être un objet JSON"
     ]
 
 
@@ -484,6 +503,7 @@ def test_an_invalid_document_refuses_the_message_listing_each_field() -> None:
         "'agriculture' ou 'activites_diverses')",
         "actors[0].surname: champ obligatoire (personne physique)",
     )
+    assert caught.value.text == "Document structuré invalide : 2 erreur(s)"
 
 
 def test_an_unknown_document_type_of_ours_is_refused() -> None:
