@@ -234,6 +234,21 @@ class DelegatedAccess:
         await self._acted(acting, who, "append", box.id, 1)
         return done
 
+    async def append_all(
+        self,
+        who: Identity,
+        mailbox_name: str,
+        messages: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+    ) -> list[AppendResult]:
+        found = delegated_box(mailbox_name)
+        if found is None:
+            return await self._inner.append_all(who, mailbox_name, messages)
+        box = await self.mailbox(who, mailbox_name)
+        acting = await self._acting(who, box.id, write=True)
+        done = await self._inner.append_all(acting, found[1].name, messages)
+        await self._acted(acting, who, "append", box.id, len(done))
+        return done
+
     async def _transfer(
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool
     ) -> CopyResult:

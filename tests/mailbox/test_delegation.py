@@ -9,11 +9,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from palais.mailbox.boxes import BoxKind, BoxRef
+from palais.mailbox.delegated_access import DelegatedAccess
 from palais.mailbox.delegation import (
     ActedFor,
     Delegation,
@@ -35,6 +36,8 @@ from palais.mailbox.errors import ErrorKind, NoSuchMailbox, PalaisError, SenderM
 from palais.mailbox.evidence import ReceiptOrder
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import MessageSummary
+from palais.mailbox.model import AppendResult, Entry, FlagMode, MailboxInfo, StoreResult
+from palais.mailbox.ports import MailAccess
 from palais.mailbox.routing import Addressee, AddresseeKind, FilingPlan
 from palais.mailbox.submission import SubmissionDesk
 
@@ -329,3 +332,93 @@ def test_sending_for_a_lawyer_is_refused_without_the_right_delegation() -> None:
     )
     # Standing in for a lawyer of the dossier, the message must say it is for them.
     assert "take no part" in refusal([held(N, Right.WRITE)], STAFF.address, message(STAFF.address))
+
+
+# -- the delegate's IMAP view (DelegatedAccess over a store in memory) -------------
+
+
+@dataclass
+class Boxes:
+    """A store's boxes per owner; records who changed what, as whose mailbox."""
+
+    owners: dict[str, list[MailboxInfo]]
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def list_mailboxes(self, who: Identity) -> list[MailboxInfo]:
+        return list(self.owners.get(who.mailbox_owner, []))
+
+    async def mailbox(self, who: Identity, name: str) -> MailboxInfo:
+        for info in self.owners.get(who.mailbox_owner, []):
+            if info.name == name:
+                return info
+        raise NoSuchMailbox(f"No mailbox named {name}")
+
+    async def store_flags(self, who: Identity, mailbox_id: int, *args: Any) -> StoreResult:
+        self.changes.append((who.address, who.mailbox_owner, str(mailbox_id)))
+        return StoreResult(updated=[Entry(1, frozenset({"\\Flagged"}), 2)])
+
+    async def append_all(
+        self, who: Identity, name: str, messages: Sequence[Any]
+    ) -> list[AppendResult]:
+        self.changes.append((who.address, who.mailbox_owner, name))
+        return [AppendResult(1, n + 1) for n in range(len(messages))]
+
+
+def box(id: int, name: str) -> MailboxInfo:
+    return MailboxInfo(id, name, 1, 1, 1, 0, 0)
+
+
+def delegated_view(grants: Grants) -> tuple[DelegatedAccess, Boxes, list[ActedFor]]:
+    boxes = Boxes(
+        {
+            LAWYER.address: [
+                box(1, "INBOX"),
+                box(2, f"Dossiers/{N}/Reçus"),
+                box(3, f"Dossiers/{M}/Reçus"),
+            ],
+            STAFF.address: [box(9, "INBOX")],
+        }
+    )
+    acts: list[ActedFor] = []
+
+    async def record(act: ActedFor) -> None:
+        acts.append(act)
+
+    return DelegatedAccess(cast(MailAccess, boxes), grants, record), boxes, acts
+
+
+def test_a_delegate_lists_the_delegated_dossiers_read_only_or_not_and_acts_as_the_lawyer() -> None:
+    grants = Grants((held(N, Right.WRITE), held(M, Right.READ)))
+    view, boxes, acts = delegated_view(grants)
+    who = identity(STAFF)
+    prefix = f"Délégations/{LAWYER.address}/Dossiers"
+
+    async def steps() -> None:
+        listed = {i.name: i for i in await view.list_mailboxes(who)}
+        assert f"{LAWYER.address}/INBOX" not in " ".join(listed)  # never the global views
+        assert listed[f"{prefix}/{N}/Reçus"].read_only is False
+        assert listed[f"{prefix}/{M}/Reçus"].read_only is True
+        assert listed["Délégations"].selectable is False
+        write = await view.mailbox(who, f"{prefix}/{N}/Reçus")
+        read = await view.mailbox(who, f"{prefix}/{M}/Reçus")
+        await view.store_flags(who, write.id, [1], FlagMode.ADD, frozenset({"\\Flagged"}))
+        assert boxes.changes[-1] == (STAFF.address, LAWYER.address, str(write.id))
+        with pytest.raises(DelegationRefused):
+            await view.store_flags(who, read.id, [1], FlagMode.ADD, frozenset({"\\Flagged"}))
+        with pytest.raises(DelegationRefused):
+            await view.append_all(who, f"{prefix}/{M}/Reçus", [(b"x", frozenset(), None)])
+        done = await view.append_all(who, f"{prefix}/{N}/Reçus", [(b"x", frozenset(), None)] * 2)
+        assert len(done) == 2 and boxes.changes[-1][1:] == (LAWYER.address, f"Dossiers/{N}/Reçus")
+        assert [(a.act, a.text) for a in acts] == [
+            ("flags", f"{STAFF.address} for {LAWYER.address}"),
+            ("append", f"{STAFF.address} for {LAWYER.address}"),
+        ]
+        # Revoked: the boxes go, and a box already selected answers no more.
+        grants.grants = ()
+        assert [i.name for i in await view.list_mailboxes(who)] == ["INBOX"]
+        with pytest.raises(NoSuchMailbox):
+            await view.mailbox(who, f"{prefix}/{N}/Reçus")
+        with pytest.raises(NoSuchMailbox):
+            await view.store_flags(who, write.id, [1], FlagMode.ADD, frozenset({"\\Seen"}))
+
+    asyncio.run(steps())
