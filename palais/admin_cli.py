@@ -254,7 +254,7 @@ def add_admin(
     """Add ``admin`` to the ``palais`` parser; returns its subparsers for other groups."""
     admin = sub.add_parser(
         "admin",
-        help="operator's commands: trust, CRLs, accounts, audit log",
+        help="operator's commands: trust, CRLs, accounts, departures, audit log",
         description="Operator's commands on an instance. Exit status: 0 done, 1 refused or"
         " failed, 2 usage or unreadable input.",
     )
@@ -268,6 +268,9 @@ def add_admin(
     from palais.admin_trust import add_commands as add_trust_commands
 
     add_trust_commands(groups)  # trust add|list|remove, crl import|fetch
+    from palais.admin_departure import add_commands as add_departure_commands
+
+    add_departure_commands(groups)  # departure set|cancel|list
     from palais.admin_delegation import add_commands as add_delegation_commands
 
     add_delegation_commands(groups)  # delegation grant|revoke|list

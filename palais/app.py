@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from palais.config import Settings
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
@@ -43,6 +44,7 @@ from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
 from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
 from palais.storage.delegation import Delegations, write_acted_for
+from palais.storage.departure import DepartureRunner
 from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
@@ -107,6 +109,7 @@ class Gateway:
     sessions: SessionWatcher | None = None
     trust: LiveTrust | None = None
     audit: AuditLog | None = None
+    departures: DepartureRunner | None = None
     slots: OpenedSlots | None = None
 
     async def start(self) -> None:
@@ -250,6 +253,15 @@ class Gateway:
             )
         )
         watcher.start()
+        # Departures due (00:00 the day after the last day, [departures]
+        # timezone) carried out once each, whatever the number of nodes.
+        self.departures = DepartureRunner(
+            storage.reader,
+            storage.commits,
+            zone=ZoneInfo(s.departures.timezone),
+            interval=s.departures.check_interval,
+        )
+        self.departures.start()
         key = self.evidence
 
         def printable(evidence: Mapping[str, Any]) -> bytes:
@@ -296,6 +308,9 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self.departures is not None:
+            await self.departures.stop()
+            self.departures = None
         if self.sessions is not None:
             await self.sessions.stop()
             self.sessions = None

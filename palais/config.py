@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,15 @@ class AccountsSection:
 
 
 @dataclass(frozen=True)
+class DeparturesSection:
+    # A departure takes effect at 00:00 the day after its last day in this
+    # IANA time zone (the courts' midnight; "UTC" for UTC's).
+    timezone: str = "Europe/Paris"
+    # Seconds between two looks for departures due (one indexed query).
+    check_interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     instance: InstanceSection = InstanceSection()
@@ -179,6 +189,7 @@ class Settings:
     limits: LimitsSection = LimitsSection()
     log: LogSection = LogSection()
     accounts: AccountsSection = AccountsSection()
+    departures: DeparturesSection = DeparturesSection()
 
     @property
     def root(self) -> Path:
@@ -277,4 +288,13 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(
             f"{path}: [accounts] enrolment must be one of {', '.join(ENROLMENT_POLICIES)}"
         )
+    if sections["departures"].check_interval <= 0:
+        raise ConfigError(f"{path}: [departures] check_interval must be positive")
+    try:
+        zoneinfo.ZoneInfo(sections["departures"].timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{path}: [departures] timezone: unknown time zone"
+            f" {sections['departures'].timezone!r} (e.g. Europe/Paris, UTC)"
+        ) from None
     return Settings(path=path, **sections)

@@ -342,6 +342,24 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
 
 
+class Departure(Base):
+    """A clerk's or a magistrate's departure: declared, cancelled or carried out (once)."""
+
+    __tablename__ = "departure"
+    __table_args__ = (Index("ix_departure_due", "state", "effective_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    last_day: Mapped[date] = mapped_column(Date)
+    # 00:00 the day after last_day in the instance's time zone, as UTC.
+    effective_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    successor_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # DepartureState
+    set_by: Mapped[str] = mapped_column(String(320))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: what moved
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__

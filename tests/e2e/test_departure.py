@@ -1,0 +1,341 @@
+"""Departures on a real instance: `palais admin departure` in a separate process, the
+running gateway carrying them out, and what users see over IMAP afterwards.
+
+The gateway carries a departure out at 00:00 the day after its last day. A
+test cannot wait for midnight: once a departure is set for today, the test
+moves that one departure's effective instant into the past in the database
+(what the passing of time would do), and the running gateway's next look
+finds it due. The clock itself is moved in tests/storage/test_departure.py.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import smtplib
+import sqlite3
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from palais.mailbox.identity import Role
+from palais.pki.devpki import IssuedIdentity, issue_identity, load_dev_pki
+from tests.e2e.instance import Instance, create_instance
+
+REFUSED = (ssl.SSLError, ConnectionError, EOFError, imaplib.IMAP4.error, imaplib.IMAP4.abort)
+TODAY = datetime.now(ZoneInfo("Europe/Paris")).date()
+
+
+def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "palais", "admin", *args, "-d", str(inst.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def admin_json(inst: Instance, *args: str) -> list[dict[str, Any]]:
+    done = admin(inst, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return predicate()
+
+
+def new_card(inst: Instance, name: str, address: str, number: str, role: Role) -> IssuedIdentity:
+    return issue_identity(
+        load_dev_pki(inst.root / "pki"),
+        name,
+        role=role,
+        given_name="Nouvel",
+        surname="Agent",
+        address=address,
+        serial_number=number,
+    )
+
+
+def imap_card(inst: Instance, card: IssuedIdentity) -> imaplib.IMAP4_SSL:
+    ctx = ssl.create_default_context(cafile=str(inst.ca))
+    ctx.load_cert_chain(card.cert_path, card.key_path)
+    imap = imaplib.IMAP4_SSL("localhost", inst.port("imaps"), ssl_context=ctx, timeout=30)
+    try:
+        imap.authenticate("EXTERNAL", lambda _: b"")
+    except BaseException:
+        imap.shutdown()
+        raise
+    return imap
+
+
+def imap_as(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
+    """``who``'s IMAP session, its socket closed if refused."""
+    imap = imaplib.IMAP4_SSL(
+        "localhost", inst.port("imaps"), ssl_context=inst.client_context(who), timeout=30
+    )
+    try:
+        imap.authenticate("EXTERNAL", lambda _: b"")
+    except BaseException:
+        imap.shutdown()
+        raise
+    return imap
+
+
+def boxes(imap: imaplib.IMAP4_SSL) -> str:
+    typ, data = imap.list()
+    assert typ == "OK"
+    return b"\n".join(d for d in data if isinstance(d, bytes)).decode()
+
+
+def fetch_all(imap: imaplib.IMAP4_SSL, box: str) -> list[bytes]:
+    assert imap.select(box, readonly=True)[0] == "OK"
+    typ, data = imap.fetch("1:*", "(BODY.PEEK[])")
+    if typ != "OK":
+        return []
+    return [item[1] for item in data if isinstance(item, tuple)]
+
+
+def make_due(inst: Instance, address: str) -> None:
+    """What the passing of midnight does: the pending departure of ``address`` is due."""
+    with sqlite3.connect(inst.root / "palais.db", timeout=30) as db:
+        changed = db.execute(
+            "UPDATE departure SET effective_at = ? WHERE state = 'pending' AND account_id ="
+            " (SELECT id FROM account WHERE address = ?)",
+            ((datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f"), address),
+        ).rowcount
+    assert changed == 1
+
+
+def departure_state(inst: Instance, address: str) -> str | None:
+    rows = [r for r in admin_json(inst, "departure", "list", "--all") if r["address"] == address]
+    return str(rows[-1]["state"]) if rows else None
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    inst = create_instance(
+        tmp_path_factory.mktemp("departure") / "instance",
+        extra_config="[departures]\ncheck_interval = 0.5\n\n"
+        "[limits]\nsession_check_interval = 1.0\n",
+    )
+    inst.start()
+    try:
+        yield inst
+    finally:
+        if inst.proc is not None:
+            inst.stop()
+
+
+# -- the command's refusals -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "words"),
+    [
+        (["set", "nobody@justice.palais.test", "--date", "2099-01-01"], 1, "no account"),
+        (["set", "{avocat1}", "--date", "2099-01-01"], 1, "departures are for clerks"),
+        (["set", "{greffier1}", "--date", "2001-01-01"], 1, "2001-01-01 is in the past"),
+        (["set", "{greffier1}", "--date", "31/12/2099"], 2, "not a date: '31/12/2099'"),
+        (
+            ["set", "{greffier1}", "--date", "2099-01-01", "--successor", "{greffier1}"],
+            1,
+            "cannot succeed themselves",
+        ),
+        (
+            ["set", "{greffier1}", "--date", "2099-01-01", "--successor", "{magistrat1}"],
+            1,
+            "a greffier's dossiers go to a greffier",
+        ),
+        (
+            ["set", "{magistrat1}", "--date", "2099-01-01", "--successor", "{avocat2}"],
+            1,
+            "is a avocat",
+        ),
+        (
+            ["set", "{magistrat1}", "--date", "2099-01-01", "--successor", "x@nowhere.test"],
+            1,
+            "no account 'x@nowhere.test' (the successor)",
+        ),
+        (
+            [
+                "set",
+                "{greffier1}",
+                "--date",
+                "2099-01-01",
+                "--successor",
+                "{greffier1}",
+                "--no-successor",
+            ],
+            2,
+            "exclude each other",
+        ),
+        (["cancel", "{greffier1}"], 1, "has no pending departure"),
+        (["cancel", "nobody@justice.palais.test"], 1, "no account"),
+    ],
+)
+def test_each_refusal_exits_non_zero_and_names_what_is_wrong(
+    gateway: Instance, args: list[str], status: int, words: str
+) -> None:
+    people = {n: gateway.address(n) for n in ("avocat1", "avocat2", "greffier1", "magistrat1")}
+    done = admin(gateway, "departure", *(a.format(**people) for a in args))
+    assert done.returncode == status, (done.stdout, done.stderr)
+    assert words in done.stderr
+    assert done.stderr.startswith(("palais admin: ", "usage:"))
+    assert "Traceback" not in done.stderr
+    assert admin_json(gateway, "departure", "list") == []
+
+
+# -- carried out by the running gateway -----------------------------------------------
+
+
+def test_a_cancelled_departure_never_happens(gateway: Instance) -> None:
+    card = new_card(
+        gateway, "greffier2", "lea.nouvelle@justice.palais.test", "MJ-G-200001", Role.GREFFIER
+    )
+    imap_card(gateway, card).logout()  # registered on first use
+    address = card.address
+    assert admin(gateway, "departure", "set", address, "--date", "2099-06-30").returncode == 0
+    # Changed: another date; then cancelled before it.
+    done = admin(gateway, "departure", "set", address, "--date", TODAY.isoformat())
+    assert done.returncode == 0, done.stderr
+    [pending] = admin_json(gateway, "departure", "list")
+    assert pending["last_day"] == TODAY.isoformat() and pending["state"] == "pending"
+    done = admin(gateway, "departure", "cancel", address, "--reason", "reste en poste")
+    assert done.returncode == 0, done.stderr
+    assert admin_json(gateway, "departure", "list") == []
+    with sqlite3.connect(gateway.root / "palais.db", timeout=30) as db:
+        db.execute("UPDATE departure SET effective_at = '2000-01-01 00:00:00.000000'")
+    time.sleep(2)  # four looks of the gateway
+    assert departure_state(gateway, address) == "cancelled"
+    imap_card(gateway, card).logout()  # still active
+    actions = [e["action"] for e in admin_json(gateway, "audit", "--account", address)]
+    assert actions == ["departure-set", "departure-set", "departure-cancelled"]
+
+
+def test_a_magistrate_s_successor_sees_the_dossier_and_the_departed_is_refused(
+    gateway: Instance,
+) -> None:
+    number = gateway.dossier["number"]
+    judge = gateway.address("magistrat1")
+    card = new_card(
+        gateway, "magistrat2", "anne.suivante@justice.palais.test", "MJ-M-200002", Role.MAGISTRAT
+    )
+    successor = imap_card(gateway, card)  # registered on first use, no dossier yet
+    assert number not in boxes(successor)
+    successor.logout()
+    # A lawyer writes to the dossier with the magistrate in copy.
+    msg = EmailMessage()
+    msg["From"] = gateway.address("avocat1")
+    msg["To"] = gateway.dossier["address"]
+    msg["Cc"] = judge
+    msg["Subject"] = f"[{number}] conclusions avant le départ"
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
+    msg.set_content("Monsieur le juge,")
+    with smtplib.SMTP_SSL(
+        "localhost", gateway.port("smtps"), context=gateway.client_context("avocat1"), timeout=10
+    ) as s:
+        assert s.send_message(msg) == {}
+
+    done = admin(
+        gateway, "departure", "set", judge, "--date", TODAY.isoformat(), "--successor", card.address
+    )
+    assert done.returncode == 0, done.stderr
+    assert "takes effect" in done.stdout and card.address in done.stdout
+    departed = gateway.imap("magistrat1")  # still working on the last day
+    assert departed.select("INBOX")[0] == "OK"
+
+    make_due(gateway, judge)
+    assert wait_for(lambda: departure_state(gateway, judge) == "done")
+
+    successor = imap_card(gateway, card)
+    try:
+        [filed] = fetch_all(successor, f'"Dossiers/{number}/Re&AOc-us"')
+        assert b"Monsieur le juge," in filed
+    finally:
+        successor.logout()
+
+    # The departed: the open session is cut, a new one refused.
+    def cut() -> bool:
+        try:
+            departed.noop()
+        except REFUSED:
+            return True
+        return False
+
+    try:
+        assert wait_for(cut)
+    finally:
+        departed.shutdown()
+    with pytest.raises(REFUSED):
+        imap_as(gateway, "magistrat1")
+    events = admin_json(gateway, "audit", "--account", judge)
+    actions = [e["action"] for e in events]
+    assert actions[:3] == ["departure-set", "departure-carried-out", "account-deactivated"]
+    carried = events[1]
+    assert carried["actor"] == "gateway"
+    assert carried["detail"]["successor"] == card.address
+    assert carried["detail"]["dossiers_joined"] == [number]
+    assert "connection-refused" in actions or "session-closed" in actions
+
+
+def test_without_a_successor_the_lawyers_read_the_notice(gateway: Instance) -> None:
+    number = gateway.dossier["number"]
+    clerk = gateway.address("greffier1")
+    done = admin(gateway, "departure", "set", clerk, "--date", TODAY.isoformat(), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["successor"] is None
+    make_due(gateway, clerk)
+    assert wait_for(lambda: departure_state(gateway, clerk) == "done")
+    for lawyer in ("avocat1", "avocat2"):
+        imap = gateway.imap(lawyer)
+        try:
+            notices = [
+                m
+                for m in fetch_all(imap, f'"Dossiers/{number}/Re&AOc-us"')
+                if b"auto-generated" in m
+            ]
+            assert len(notices) == 1
+            mail = BytesParser(policy=default).parsebytes(notices[0])
+            assert mail["Subject"] == f"[{number}] Départ du greffier en charge du dossier"
+            assert mail["From"].addresses[0].addr_spec == gateway.dossier["service_address"]
+            body = mail.get_body()
+            assert body is not None
+            text = body.get_content()
+            assert "Aucun successeur" in text and gateway.dossier["service"] in text
+            # Reading it (\Seen set) works like any received message.
+            assert imap.select(f'"Dossiers/{number}/Re&AOc-us"')[0] == "OK"
+            typ, _ = imap.search(None, "UNSEEN")
+            assert typ == "OK"
+            assert imap.fetch("1:*", "(BODY[])")[0] == "OK"
+        finally:
+            imap.logout()
+    with pytest.raises(REFUSED):
+        imap_as(gateway, "greffier1")
+    [carried] = admin_json(
+        gateway, "audit", "--action", "departure-carried-out", "--account", clerk
+    )
+    assert sorted(carried["detail"]["lawyers_notified"]) == sorted(
+        f"{gateway.address(n)} {number}" for n in ("avocat1", "avocat2")
+    )
+    # A departure in effect can be neither changed nor cancelled.
+    done = admin(gateway, "departure", "cancel", clerk)
+    assert done.returncode == 1 and "no pending departure" in done.stderr
+    done = admin(gateway, "departure", "set", clerk, "--date", "2099-01-01")
+    assert done.returncode == 1 and "already deactivated" in done.stderr
