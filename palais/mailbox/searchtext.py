@@ -14,7 +14,6 @@ the exact test still decides.
 from __future__ import annotations
 
 import email
-import email.parser
 import email.policy
 import re
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ MIN_NEEDLE = 3
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _LOGICAL_LINE_END = re.compile(rb"\n(?![ \t])")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
-_HEADERS_ONLY = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
 def body_text(data: bytes) -> str:
@@ -80,21 +78,27 @@ def documents(data: bytes) -> SearchDocuments:
     crlf = data.find(b"\r\n\r\n")
     body_start = crlf + 4 if crlf >= 0 else 0
     block = data[:body_start]
-    plain_block = block.decode("utf-8", "replace")
-    decoded_block = decode_header_value(plain_block).casefold()
-    head = [decoded_block]
-    if decoded_block != plain_block.casefold():
-        # Encoded words decoded: the raw bytes, which ASCII needles are matched against.
-        head.append(_ascii_lower(block))
-    for value in _field_values(data):
-        text = decode_header_value(value.decode("utf-8", "replace")).casefold()
-        if text not in decoded_block:
-            head.append(text)
+    plain_block = block.decode("utf-8", "replace").casefold()
+    head = [plain_block]
+    if b"=?" in block:
+        # Encoded words: decoded as TEXT reads them; the raw bytes stay for
+        # ASCII needles, which are matched against those.
+        decoded_block = decode_header_value(block.decode("utf-8", "replace")).casefold()
+        head[0] = decoded_block
+        if decoded_block != plain_block:
+            head.append(_ascii_lower(block))
+    fields = _fields(data)
+    for folded_or_encoded, _, value in fields:
+        # A value of one line without encoded words is already in the block.
+        if folded_or_encoded:
+            text = decode_header_value(value.decode("utf-8", "replace")).casefold()
+            if text not in head[0]:
+                head.append(text)
     raw_body = data[body_start:]
-    fast = _fast_body_text(data)
+    fast = _plain_body_text(data, body_start, fields)
     folded = (body_text(data) if fast is None else fast).casefold()
     body = [folded]
-    if raw_body.decode("utf-8", "replace").casefold() != folded:
+    if fast is None and raw_body.decode("utf-8", "replace").casefold() != folded:
         body.append(_ascii_lower(raw_body))
     return SearchDocuments(_clean("\n".join(head)), _clean("\n".join(body)))
 
@@ -110,9 +114,22 @@ def _clean(text: str) -> str:
     return text.replace("\0", "\n") if "\0" in text else text
 
 
-def _field_values(data: bytes) -> list[bytes]:
-    """The raw value of every logical line of the header block that has a colon:
-    each header field's value as IMAP reads it, and maybe some more."""
+_HEADER_LINE = re.compile(rb"(From |[\041-\071\073-\176]*:|[\t ])")
+_TEXT_TYPE = re.compile(
+    rb"[ \t]*text/[A-Za-z0-9!#$&^_.+-]+[ \t]*"
+    rb"(?:;[ \t]*charset[ \t]*=[ \t]*(\"?)([A-Za-z0-9_.:-]+)\1[ \t]*)?",
+    re.IGNORECASE,
+)
+_MIME_FIELD = re.compile(
+    rb"^(content-type|content-transfer-encoding):([^\n]*)", re.IGNORECASE | re.MULTILINE
+)
+_RAW_ENCODINGS = frozenset({b"7bit", b"8bit", b"binary"})
+
+
+def _fields(data: bytes) -> list[tuple[bool, bytes, bytes]]:
+    """(folded or holding an encoded word, name, raw value) of every logical line of
+    the header block that has a colon: each header field's value as IMAP
+    reads it, and maybe some more."""
     if data.startswith(b"\r\n"):
         end = 2
     elif data.startswith(b"\n"):
@@ -120,20 +137,53 @@ def _field_values(data: bytes) -> list[bytes]:
     else:
         m = _BLANK_LINE.search(data)
         end = len(data) if m is None else m.end()
-    out: list[bytes] = []
-    for line in _LOGICAL_LINE_END.split(data[:end]):
-        _, colon, value = line.partition(b":")
+    head = data[:end]
+    if b"=?" not in head and _FOLD.search(head) is None:
+        # The usual header: every value is one line of the block already;
+        # only the MIME fields are wanted (for the body's decoding).
+        return [
+            (False, m.group(1), m.group(2).strip(b" \t\r\n")) for m in _MIME_FIELD.finditer(head)
+        ]
+    out: list[tuple[bool, bytes, bytes]] = []
+    for line in _LOGICAL_LINE_END.split(head):
+        name, colon, value = line.partition(b":")
         if colon:
-            out.append(_FOLD.sub(b"", value).strip(b" \t\r\n"))
+            folded = _FOLD.search(value) is not None
+            value = _FOLD.sub(b"", value).strip(b" \t\r\n")
+            out.append((folded or b"=?" in value, name, value))
     return out
 
 
-def _fast_body_text(data: bytes) -> str | None:
-    """``body_text`` of a message of one part that is neither multipart nor
-    message/*: its header alone parsed (the usual message), else None."""
-    message = _HEADERS_ONLY.parsebytes(data)
-    if message.get_content_maintype() in ("multipart", "message"):
+def _plain_body_text(
+    data: bytes, body_start: int, fields: list[tuple[bool, bytes, bytes]]
+) -> str | None:
+    """``body_text`` of the usual message, a single text part neither
+    quoted-printable nor base64, without parsing it; None for any other
+    (or any header the mail parser could read differently)."""
+    if body_start <= 0 or data.startswith(b"\r\n"):
         return None
-    if message.get_content_maintype() != "text":
-        return ""
-    return _decoded(message)
+    block = data[: body_start - 2]
+    if block.count(b"\r") != block.count(b"\n") or block.count(b"\r\n") != block.count(b"\n"):
+        return None
+    if not all(_HEADER_LINE.match(line) for line in block.split(b"\r\n")[:-1]):
+        return None
+    charset = b"utf-8"
+    seen_type = seen_encoding = False
+    for folded, name, value in fields:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            match = _TEXT_TYPE.fullmatch(value)
+            if folded or seen_type or match is None:
+                return None
+            seen_type = True
+            if match.group(2):
+                charset = match.group(2).lower()
+        elif lowered == b"content-transfer-encoding":
+            if folded or seen_encoding or value.lower() not in _RAW_ENCODINGS:
+                return None
+            seen_encoding = True
+    payload = data[body_start:]
+    try:
+        return payload.decode(charset.decode("ascii"), "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")

@@ -285,3 +285,47 @@ def test_messages_stored_before_the_index_are_found_then_indexed(
             assert conn.exec_driver_sql("SELECT count(*) FROM text_pending").scalar() == 0
     finally:
         again.close()
+
+
+EDGE_CASES = [
+    b"Subject: a\r\n\r\ncaf\xc3\xa9\r\n",
+    b"Subject: a\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\ncaf\xc3\xa9\r\n",
+    b'Subject: a\r\nContent-Type: text/html; charset="ISO-8859-1"\r\n\r\ncaf\xe9\r\n',
+    b"Subject: a\r\nContent-Type: text/plain; charset=koi8-r\r\n\r\n\xc1\xc2\r\n",
+    b"Subject: a\r\nContent-Type: text/plain; charset=nonexistent\r\n\r\ncaf\xc3\xa9\r\n",
+    b"Subject: a\r\nContent-Type: TEXT/PLAIN\r\nContent-Transfer-Encoding: 8BIT\r\n\r\nx\r\n",
+    b"Subject: a\r\nContent-Transfer-Encoding: Base64\r\n\r\nY2Fmw6k=\r\n",
+    b"Subject: a\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n",
+    # A line the mail parser takes for the start of the body: its Content-Type is no header.
+    b"Subject: a\r\ngarbage\r\nContent-Type: text/plain; charset=koi8-r\r\n\r\n\xc1\r\n",
+    b"Subject: a\r\nContent-Type: text/plain; charset=koi8-r\r\n"
+    b"Content-Type: text/plain\r\n\r\n\xc1\r\n",
+    b"Subject: a\r\nContent-Type : text/plain; charset=koi8-r\r\n\r\n\xc1\r\n",
+    b"Subject: a\r\nContent-Type: text/plain;\r\n charset=koi8-r\r\n\r\n\xc1\r\n",
+    b"Subject: a\r\nContent-Type: application/octet-stream\r\n\r\ncaf\xc3\xa9\r\n",
+    b"Subject: a\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n",
+    b"Subject: a\rb\r\nContent-Type: text/plain; charset=koi8-r\r\n\r\n\xc1\r\n",
+    b"From someone Mon Jan 1\r\nSubject: a\r\n\r\nbody\r\n",
+    b"Subject: a\r\n\r\n",
+    b"no header at all",
+    b"\r\nbody only\r\n",
+    b"Subject: =?utf-8?q?caf=C3=A9?=\r\nX: a\r\n b\r\n\r\nbody\r\n",
+]
+
+
+@pytest.mark.parametrize("data", EDGE_CASES)
+def test_the_body_side_holds_the_decoded_text_as_the_exact_test_reads_it(data: bytes) -> None:
+    from palais.mailbox.searchtext import body_text
+
+    docs = documents(data)
+    text = body_text(data).casefold()
+    assert text in docs.body
+    for line in text.split("\n"):
+        assert line in docs.body
+
+
+def test_the_body_side_of_the_randomised_corpus(corpus: list[bytes]) -> None:
+    from palais.mailbox.searchtext import body_text
+
+    for data in corpus:
+        assert body_text(data).casefold() in documents(data).body
