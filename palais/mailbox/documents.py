@@ -11,7 +11,8 @@ without such a part costs a look at its part headers (``may_carry_documents``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import Message
@@ -34,7 +35,7 @@ from palais.mailbox.court_events import (
 from palais.mailbox.document_context import Attached, DocumentContext
 from palais.mailbox.errors import InvalidMessage
 from palais.mailbox.fields import Doc, FieldError, shape_errors, sorted_errors
-from palais.mailbox.message import decode_header_value
+from palais.mailbox.message import MAX_HEADER_SIZE, decode_header_value
 from palais.mailbox.saisine import ACTOR_TAGS, Saisine, check_saisine
 
 MEDIA_PREFIX = "application/vnd.palais."
@@ -140,36 +141,69 @@ def document_errors(
 
 
 def may_carry_documents(data: bytes) -> bool:
-    """False when no part header of the message can name a document's media type.
+    """False when no part header of the message names a document's media type.
 
-    Looks only at the header block and at the few bytes after each line
-    starting with "--" (where a part's header is): no parse, no copy of the
-    body. True sends the message to ``message_errors``, which decides.
+    Reads only the header block and, for a multipart message, each part's
+    header, found by its boundary (a long pattern the search skips along
+    by): no parse, no copy of the body. True sends the message to
+    ``message_errors``, which decides.
     """
-    head_end = _blank_line(data, 0)
-    if _names_document(data[:head_end]):
+    crlf = _is_crlf(data)
+    raw_head = data[: _head_end(data, 0, MAX_HEADER_SIZE, crlf)]
+    head = raw_head.lower()
+    if _MARK in head:
         return True
-    if b"ultipart/" not in data[:head_end] and b"ULTIPART/" not in data[:head_end].upper():
+    if b"multipart/" not in head:
         return False
-    at = data.find(b"\n--", head_end - 2)
-    while at >= 0:
-        end = _blank_line(data, at + 1)
-        if _names_document(data[at : min(end, at + 4096)]):
-            return True
-        at = data.find(b"\n--", max(end - 2, at + 3))
+    boundaries = [_boundary(raw_head)]
+    for boundary in boundaries:  # grows with each nested multipart
+        if boundary is None:
+            return True  # a multipart without a boundary: the parser decides
+        marker = b"--" + boundary
+        at = data.find(marker)
+        while at >= 0:
+            start = at + len(marker)
+            end = _head_end(data, start, _PART_HEAD, crlf)
+            part = data[start:end]
+            lowered = part.lower()
+            if _MARK in lowered:
+                return True
+            if b"multipart/" in lowered:
+                nested = _boundary(part)
+                if nested not in boundaries:
+                    boundaries.append(nested)
+            at = data.find(marker, end)
     return False
 
 
-def _blank_line(data: bytes, start: int) -> int:
-    """End of the header block that starts at ``start`` (after its blank line)."""
-    crlf = data.find(b"\r\n\r\n", start)
-    lf = data.find(b"\n\n", start)
-    ends = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
-    return min(ends) if ends else len(data)
+# What every document's media type holds; a part's header, at most (in bytes).
+_MARK = b"vnd.palais."
+_PART_HEAD = 8192
+_BOUNDARY = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"\r\n]+)"|([^\s;"]+))')
 
 
-def _names_document(head: bytes) -> bool:
-    return b"vnd.palais." in head.lower()
+def _is_crlf(data: bytes) -> bool:
+    """True if lines end with CRLF (judged by the first): the one ending then looked for."""
+    first = data.find(b"\n")
+    return first > 0 and data[first - 1] == 13
+
+
+def _head_end(data: bytes, start: int, window: int, crlf: bool) -> int:
+    """End of the header block starting at ``start`` (after its blank line),
+    looked for within ``window`` bytes (the window's end if not found)."""
+    stop = min(len(data), start + window)
+    if crlf:
+        found = data.find(b"\r\n\r\n", start, stop)
+        return found + 4 if found >= 0 else stop
+    found = data.find(b"\n\n", start, stop)
+    return found + 2 if found >= 0 else stop
+
+
+def _boundary(head: bytes) -> bytes | None:
+    found = _BOUNDARY.search(head)
+    if found is None:
+        return None
+    return found.group(1) or found.group(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +224,7 @@ def message_errors(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> l
     found: list[_Found] = []
     attachments: list[Attached] = []
     unknown: list[str] = []
-    for part in parsed.walk():
-        if part.is_multipart():
-            continue
+    for part in _own_parts(parsed):
         media_type = part.get_content_type()
         payload = _payload(part)
         kind = KINDS.get(media_type)
@@ -220,6 +252,22 @@ def refuse_invalid(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> N
             details=lines,
             reason=f"structured document refused: {'; '.join(lines)[:500]}",
         )
+
+
+def _own_parts(message: Message) -> Iterator[Message]:
+    """The message's leaf parts, not those of a message it forwards (message/rfc822):
+    a forwarded saisine is the sender's to show, not theirs to file."""
+    if message.get_content_maintype() == "message":
+        return
+    if not message.is_multipart():
+        yield message
+        return
+    for part in message.get_payload():
+        if isinstance(part, Message):
+            if part.get_content_maintype() == "message":
+                yield part  # an attachment itself
+            else:
+                yield from _own_parts(part)
 
 
 def _payload(part: Message) -> bytes:

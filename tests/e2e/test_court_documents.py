@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import smtplib
+import subprocess
+import sys
 import uuid
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +18,7 @@ from cryptography import x509
 
 from palais.juridictions_file import load_directory
 from palais.mailbox.documents import SAISINE
-from tests.e2e.instance import Instance
+from tests.e2e.instance import Instance, create_instance
 from tests.mailbox import court_samples as samples
 from tests.mailbox.court_samples import REMOVE, changed
 
@@ -156,3 +159,24 @@ def test_a_date_booking_without_an_opened_slot_is_refused(instance: Instance) ->
 
 def _text(error: bytes | str) -> str:
     return error.decode() if isinstance(error, bytes) else error
+
+
+def test_serve_names_an_unusable_directory(tmp_path: Path) -> None:
+    inst = create_instance(tmp_path / "instance")
+    directory = inst.root / "juridictions.toml"
+    directory.write_text(
+        directory.read_text(encoding="utf-8").replace('type = "TJ"', 'type = "TGI"', 1),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "palais", "serve", str(inst.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert (
+        f"palais serve: cannot start: {directory}: juridiction TJ-BORDEAUX: "
+        "type must be CPH, TPROX or TJ"
+    ) in done.stderr

@@ -513,6 +513,38 @@ def test_an_unknown_document_type_of_ours_is_refused() -> None:
     ]
 
 
+def test_a_forwarded_message_s_document_is_not_checked() -> None:
+    bad = changed(samples.saisine(), "service", REMOVE)
+    inner = EmailMessage()
+    inner["Subject"] = "Saisine rejetée"
+    inner.set_content("voir pièce")
+    inner.add_attachment(_json(bad), maintype="application", subtype="vnd.palais.saisine+json")
+    outer = EmailMessage()
+    outer["Subject"] = "Fwd: Saisine rejetée"
+    outer.set_content("Pour information.")
+    outer.add_attachment(inner)
+    data = outer.as_bytes()
+    assert not may_carry_documents(data)
+    assert message_errors(data, {}) == []
+
+
+def test_a_document_in_a_nested_multipart_is_found() -> None:
+    bad = changed(samples.saisine(), "service", REMOVE)
+    inner = EmailMessage()
+    inner.set_content("texte")
+    inner.add_alternative("<p>texte</p>", subtype="html")
+    inner.add_attachment(_json(bad), maintype="application", subtype="vnd.palais.saisine+json")
+    outer = EmailMessage()
+    outer["Subject"] = "Saisine"
+    outer.set_content("x")
+    outer.add_attachment(PDF, maintype="application", subtype="pdf", filename="a.pdf")
+    outer.attach(inner)
+    data = outer.as_bytes().replace(b"\n", b"\r\n")
+    assert data.count(b"boundary=") == 3  # mixed > mixed (the saisine) > alternative
+    assert may_carry_documents(data)
+    assert message_errors(data, {}) == ["service: champ obligatoire"]
+
+
 def test_several_documents_name_theirs() -> None:
     bad = changed(samples.constitution(), "document", REMOVE)
     data = _message(
