@@ -13,6 +13,13 @@ import random
 import time
 
 SEARCH_WORD = "pourvoi"  # present in the Subject of every 100th folder message
+# In the body of every 100th folder message (i % 100 == 50), in no header and
+# in no other body: SEARCH BODY and SEARCH TEXT find exactly 1 % of the folder.
+BODY_WORD = "forclusion"
+# Folder messages form threads of this many: the first of each ten is the
+# root, the nine others reply to it (In-Reply-To and References), so THREAD
+# REFERENCES has threads to build.
+THREAD_SIZE = 10
 DOMAIN = "bench.invalid"
 
 _WORDS = [
@@ -98,6 +105,11 @@ class MessageMaker:
 
 
 _FOLDER_BODY = b"".join(filler_lines(900, seed=3))
+_FOLDER_BODY_WITH_WORD = (
+    _FOLDER_BODY[: len(_FOLDER_BODY) // 2]
+    + f"Le moyen tire de la {BODY_WORD} est ecarte.\r\n".encode("ascii")
+    + _FOLDER_BODY[len(_FOLDER_BODY) // 2 :]
+)
 _FOLDER_EPOCH = 1_735_689_600  # 2025-01-01T00:00:00Z
 
 
@@ -111,14 +123,22 @@ def folder_message(
     """Message i of the large IMAP folder (about 1.3 KiB)."""
     word = f" {SEARCH_WORD}" if i % 100 == 0 else ""
     date = email.utils.formatdate(_FOLDER_EPOCH + i * 60, localtime=False)
+    root = i - i % THREAD_SIZE
+    reply = (
+        f"In-Reply-To: <bench-folder-{root}@{DOMAIN}>\r\n"
+        f"References: <bench-folder-{root}@{DOMAIN}>\r\n"
+        if root != i
+        else ""
+    )
     head = (
         f"From: Avocat Bench <{sender}>\r\n"
         f"To: <{recipient}>\r\n"
         f"Subject: {subject_prefix}Conclusions{word} numero {i}\r\n"
         f"Date: {date}\r\n"
         f"Message-ID: <bench-folder-{i}@{DOMAIN}>\r\n"
+        f"{reply}"
         "MIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=us-ascii\r\n"
         "\r\n"
     ).encode("ascii")
-    return head + _FOLDER_BODY
+    return head + (_FOLDER_BODY_WITH_WORD if i % 100 == 50 else _FOLDER_BODY)

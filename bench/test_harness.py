@@ -129,3 +129,50 @@ def test_smoke_judges_palais_only() -> None:
     problems = smoke_problems(doc, ["ingest", "imap", "push", "memory"])
     assert [p.split(":")[0] for p in problems] == ["imap", "push", "memory"]
     assert smoke_problems({"targets": {}}, ["ingest"]) == ["palais did not run: not selected"]
+
+
+def test_folder_body_word_and_threads() -> None:
+    folder = [corpus.folder_message(i) for i in range(300)]
+    with_word = [i for i, m in enumerate(folder) if corpus.BODY_WORD.encode() in m]
+    assert with_word == [50, 150, 250]  # 1 %, in no message whose subject has SEARCH_WORD
+    for i in with_word:
+        head, _, body = folder[i].partition(b"\r\n\r\n")
+        assert corpus.BODY_WORD.encode() not in head and corpus.BODY_WORD.encode() in body
+    assert b"References" not in folder[20] and b"In-Reply-To" not in folder[20]
+    assert b"References: <bench-folder-20@bench.invalid>\r\n" in folder[27]
+
+
+def test_thread_and_sort_counting() -> None:
+    from bench.workloads import _SORT_LINE, _thread_count, _uid_count
+
+    assert _thread_count([b"* THREAD (1 (2)(3 4))(5)(6 7 8)"]) == (3, 8)
+    assert _thread_count([b"* THREAD"]) == (0, 0)
+    assert _uid_count([b"* SORT 3 1 2", b"* SORT 4"], _SORT_LINE) == 4
+
+
+def test_markdown_cyrus_column_and_unsupported() -> None:
+    doc = {
+        "targets": {
+            "palais": {"status": "ok", "label": "Palais"},
+            "peer": {"status": "ok", "label": "D"},
+            "cyrus": {"status": "ok", "label": "C"},
+        },
+        "imap": {
+            "palais": {"sort_date_ms": None, "unsupported": {"sort_date": "SORT not advertised"}},
+            "peer": {"sort_date_ms": 100.0},
+            "cyrus": {"sort_date_ms": 78.0},
+            "ratio": {},
+        },
+        "ingest": {
+            "palais": {"msgs_per_s": 300.0},
+            "peer": {"msgs_per_s": 200.0},
+            "cyrus": {"skipped": "n/a: IMAP only"},
+            "ratio": {"msgs_per_s": 1.5},
+        },
+    }
+    md = report.markdown(doc)
+    assert "| workload | figure | better | Palais | D | C | Palais/peer |" in md
+    assert "| imap | UID SORT (DATE) (again), ms | lower | unsupported | 100 | 78.0 | – |" in md
+    assert "| ingest | filed & readable, msg/s | higher | 300 | 200 | n/a | 1.50 |" in md
+    assert "imap / palais: sort_date unsupported (SORT not advertised)" in md
+    assert "ingest / cyrus" not in md

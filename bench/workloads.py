@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import corpus, procs, receipts
-from .imap_client import IMAPConnection, IMAPError
+from .imap_client import IMAPConnection, IMAPError, quote
 from .smtp_client import SMTPConnection, SMTPReplyError
 from .stats import latency_summary, median
 from .targets.base import Identity, Target
@@ -393,6 +393,7 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
             )
 
         await repeat("search_subject", f"UID SEARCH SUBJECT {corpus.SEARCH_WORD}", check_search)
+        await server_side_queries(c2, out, notes, exists=exists, repeats=p.imap_repeats, long=long)
     finally:
         await c2.logout()
 
@@ -439,9 +440,227 @@ async def imap_large_folder(target: Target, p: Params, run: Run) -> dict[str, An
         notes.append(f"CONDSTORE resync failed: {exc}")
     finally:
         await c3.logout()
+    await qresync_reconnect(target, mailbox, out, notes, exists=exists, p=p, long=long)
     out["notes"] = notes
     out["complete"] = not notes
     return out
+
+
+# -- 3b. what servers answer themselves: SORT, THREAD, BODY/TEXT search, QRESYNC ----------------
+# A server that does not advertise the extension, or answers NO/BAD, is
+# recorded under "unsupported" (with why): not an error, so that the bench
+# runs the same before and after a server gains the extension.
+
+_SORT_LINE = re.compile(rb"^\* SORT\b(.*)$", re.I)
+_ESEARCH_ALL = re.compile(rb"\bALL ([0-9:,]+)", re.I)
+_THREAD_LINE = re.compile(rb"^\* THREAD\b(.*)$", re.I)
+_VANISHED = re.compile(rb"^\* VANISHED\b", re.I)
+# Slow scans (SEARCH BODY on 100,000 messages takes seconds on a server
+# without a full-text index) are repeated fewer times than the rest.
+SLOW_REPEATS = 5
+QRESYNC_CHANGES = 1_000
+
+
+def unsupported(out: dict[str, Any], name: str, why: str) -> None:
+    out.setdefault("unsupported", {})[name] = why
+    out[f"{name}_ms"] = None
+
+
+def _uid_count(untagged: list[bytes], line: re.Pattern[bytes]) -> int:
+    n = 0
+    for u in untagged:
+        m = line.match(u)
+        if m:
+            n += len(m.group(1).split())
+    return n
+
+
+def _thread_count(untagged: list[bytes]) -> tuple[int, int]:
+    """(threads, messages) of a THREAD response: top-level groups and numbers."""
+    for u in untagged:
+        m = _THREAD_LINE.match(u)
+        if m:
+            body = m.group(1)
+            depth = threads = 0
+            for ch in body:
+                if ch == ord("("):
+                    if depth == 0:
+                        threads += 1
+                    depth += 1
+                elif ch == ord(")"):
+                    depth -= 1
+            return threads, len(re.findall(rb"\d+", body))
+    return 0, 0
+
+
+async def server_side_queries(
+    conn: IMAPConnection,
+    out: dict[str, Any],
+    notes: list[str],
+    *,
+    exists: int,
+    repeats: int,
+    long: float,
+) -> None:
+    """UID SORT (DATE), UID SORT (SUBJECT), UID THREAD REFERENCES, UID SEARCH BODY/TEXT."""
+    body_hits = len(range(50, exists, 100))
+
+    async def timed_repeats(
+        name: str,
+        cmd: str,
+        needs: str | None,
+        check: Callable[[list[bytes]], str | None],
+        times_wanted: int,
+    ) -> None:
+        if needs is not None and needs not in conn.capabilities:
+            unsupported(out, name, f"{needs} not advertised")
+            return
+        times: list[float] = []
+        for _ in range(max(1, times_wanted)):
+            t0 = time.monotonic()
+            resp = await conn.command(cmd, check=False, timeout=long)
+            ms = (time.monotonic() - t0) * 1000
+            if resp.status != "OK":
+                unsupported(out, name, f"answered {resp.status} {resp.text[:120]}")
+                return
+            times.append(ms)
+            problem = check(resp.untagged)
+            if problem:
+                if problem not in notes:
+                    notes.append(f"{name}: {problem}")
+                break
+        out[f"{name}_first_ms"] = round(times[0], 2)
+        out[f"{name}_ms"] = round(median(times[1:] or times) or 0.0, 2)
+
+    def check_sort(untagged: list[bytes]) -> str | None:
+        got = _uid_count(untagged, _SORT_LINE)
+        return None if got == exists else f"SORT returned {got} of {exists} messages"
+
+    def check_sort_date(untagged: list[bytes]) -> str | None:
+        problem = check_sort(untagged)
+        if problem:
+            return problem
+        # Dates grow with the message number, and so do UIDs: sorted by date
+        # is ascending UIDs.
+        uids = [int(x) for u in untagged if (m := _SORT_LINE.match(u)) for x in m.group(1).split()]
+        return None if uids == sorted(uids) else "SORT (DATE) is not in date order"
+
+    def check_thread(untagged: list[bytes]) -> str | None:
+        threads, messages = _thread_count(untagged)
+        want = -(-exists // corpus.THREAD_SIZE)
+        if messages != exists or threads != want:
+            return (
+                f"THREAD gave {threads} threads of {messages} messages, expected {want} of {exists}"
+            )
+        return None
+
+    def check_body(untagged: list[bytes]) -> str | None:
+        hits = 0
+        for u in untagged:
+            if u.upper().startswith(b"* SEARCH"):
+                hits += len(u.split()) - 2
+            elif u.upper().startswith(b"* ESEARCH"):
+                m = re.search(rb"COUNT (\d+)", u, re.I)
+                hits += int(m.group(1)) if m else 0
+        return None if hits == body_hits else f"found {hits}, expected {body_hits}"
+
+    slow = min(repeats, SLOW_REPEATS)
+    await timed_repeats(
+        "sort_date", "UID SORT (DATE) US-ASCII ALL", "SORT", check_sort_date, repeats
+    )
+    await timed_repeats(
+        "sort_subject", "UID SORT (SUBJECT) US-ASCII ALL", "SORT", check_sort, repeats
+    )
+    await timed_repeats(
+        "thread_references",
+        "UID THREAD REFERENCES US-ASCII ALL",
+        "THREAD=REFERENCES",
+        check_thread,
+        slow,
+    )
+    await timed_repeats(
+        "search_body", f"UID SEARCH BODY {corpus.BODY_WORD}", None, check_body, slow
+    )
+    await timed_repeats(
+        "search_text", f"UID SEARCH TEXT {corpus.BODY_WORD}", None, check_body, slow
+    )
+
+
+async def qresync_reconnect(
+    target: Target,
+    mailbox: str,
+    out: dict[str, Any],
+    notes: list[str],
+    *,
+    exists: int,
+    p: Params,
+    long: float,
+) -> None:
+    """A client reconnecting with QRESYNC (RFC 7162) after 1,000 flag changes made by another.
+
+    Timed: SELECT mailbox (QRESYNC (uidvalidity modseq)) until its tagged OK,
+    the server sending the 1,000 changed messages' FETCH (and any VANISHED).
+    Each repeat makes 1,000 new changes first (\\Flagged set, then cleared).
+    """
+    assert target.reader is not None
+    changes = min(QRESYNC_CHANGES, max(1, exists // 2))
+    out["qresync_changes"] = changes
+    writer = await open_imap(target, target.reader, long)
+    try:
+        if "QRESYNC" not in writer.capabilities:
+            unsupported(out, "qresync_reconnect", "QRESYNC not advertised")
+            return
+        enabled = await writer.command("ENABLE QRESYNC", check=False)
+        if enabled.status != "OK":
+            unsupported(out, "qresync_reconnect", f"ENABLE QRESYNC answered {enabled.status}")
+            return
+        info = await writer.select(mailbox)
+        validity = info.get("uidvalidity")
+        if validity is None or info.get("highestmodseq") is None:
+            unsupported(out, "qresync_reconnect", "no UIDVALIDITY/HIGHESTMODSEQ in SELECT")
+            return
+        # Every other message from the middle of the folder: 1,000 changes
+        # spread over 2,000 UIDs (the sequence numbers of a fresh SELECT).
+        first = max(1, exists // 2 - changes)
+        seqs = ",".join(str(first + 2 * k) for k in range(changes))
+        times: list[float] = []
+        for r in range(max(1, min(p.imap_repeats, SLOW_REPEATS))):
+            before = await writer.select(mailbox)
+            modseq = before.get("highestmodseq")
+            sign = "+" if r % 2 == 0 else "-"
+            stored = await writer.command(
+                f"STORE {seqs} {sign}FLAGS.SILENT (\\Flagged)", check=False, timeout=long
+            )
+            if stored.status != "OK":
+                unsupported(out, "qresync_reconnect", f"STORE answered {stored.status}")
+                return
+            reader = await open_imap(target, target.reader, long)
+            try:
+                await reader.command("ENABLE QRESYNC")
+                t0 = time.monotonic()
+                resp = await reader.command(
+                    f"SELECT {quote(mailbox)} (QRESYNC ({validity} {modseq}))",
+                    check=False,
+                    timeout=long,
+                )
+                ms = (time.monotonic() - t0) * 1000
+            finally:
+                await reader.logout()
+            if resp.status != "OK":
+                unsupported(out, "qresync_reconnect", f"SELECT (QRESYNC) answered {resp.status}")
+                return
+            fetched = sum(1 for u in resp.untagged if _FETCH_SEQ.match(u))
+            if fetched != changes:
+                notes.append(f"QRESYNC reconnect got {fetched} FETCH, expected {changes}")
+                break
+            times.append(ms)
+        if times:
+            out["qresync_reconnect_first_ms"] = round(times[0], 2)
+            out["qresync_reconnect_ms"] = round(median(times[1:] or times) or 0.0, 2)
+    except IMAPError as exc:
+        unsupported(out, "qresync_reconnect", f"refused: {exc}")
+    finally:
+        await writer.logout()
 
 
 # -- 4. push latency ------------------------------------------------------------------------------

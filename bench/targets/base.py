@@ -51,7 +51,7 @@ class Target(abc.ABC):
 
     Attributes used by the workloads:
 
-    ``name``                  "palais" or "peer" (JSON key)
+    ``name``                  "palais", "peer" or "cyrus" (JSON key)
     ``label``                 human description with versions, for the table
     ``smtp``                  Endpoint of the mutual-TLS submission listener
     ``imap``                  Endpoint of the IMAPS (mutual TLS) listener
@@ -67,6 +67,10 @@ class Target(abc.ABC):
     """
 
     name: str = "target"
+    # The workloads this target runs (None: all); for the others the report
+    # shows ``not_run`` (e.g. an IMAP-only server and the SMTP workloads).
+    workloads: frozenset[str] | None = None
+    not_run: str = "n/a"
 
     def __init__(self) -> None:
         self.label: str = self.name
