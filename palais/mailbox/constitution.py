@@ -37,9 +37,15 @@ class InPlaceOf(Document):
 
 class Constitution(Document):
     dossier: DossierRef
-    parties: list[RepresentedParty] = Field(default_factory=list)
-    in_place_of: InPlaceOf | None = None
-    document: FreeText  # the attached PDF's file name
+    parties: list[RepresentedParty] = Field(
+        default_factory=list,
+        description="les parties représentées (aucune en lieu et place) ; jamais un "
+        "demandeur et un défendeur à la fois",
+    )
+    in_place_of: InPlaceOf | None = Field(
+        None, description="constitution en lieu et place de cet avocat"
+    )
+    document: FreeText = Field(description="nom du fichier de la constitution joint, un PDF")
     message: Annotated[str, Field(max_length=1000)] | None = None
 
 

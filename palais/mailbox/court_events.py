@@ -174,7 +174,9 @@ class LawyerChanged(Document):
     party_id: FreeText
     change: Literal["constituted", "withdrawn", "replaced"]
     lawyer_address: FreeText
-    replaces_address: FreeText | None = None  # the lawyer replaced, with "replaced"
+    replaces_address: FreeText | None = Field(
+        None, description="l'avocat remplacé, avec « replaced » seulement"
+    )
 
 
 Event = Annotated[
@@ -239,8 +241,10 @@ class RegistryDecision(Document):
     about: Literal["saisine", "constitution", "message"]
     message_id: MessageId
     decision: Literal["accepted", "rejected"]
-    reason: Reason | None = None
-    dossier: DossierNumber | None = None  # an accepted saisine: the number given
+    reason: Reason | None = Field(None, description="obligatoire pour un rejet")
+    dossier: DossierNumber | None = Field(
+        None, description="obligatoire sauf pour une saisine rejetée (acceptée : le numéro donné)"
+    )
     decided_at: AwareDatetime
 
 

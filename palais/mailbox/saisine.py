@@ -89,7 +89,7 @@ class Authority(Document):
     person_type: Literal["autorite_administrative"]
     quality: SaisineQuality
     authority_type: AuthorityType
-    authority_name: FreeText | None = None
+    authority_name: FreeText | None = Field(None, description="obligatoire pour « autre »")
     address: Address
 
 
@@ -113,20 +113,30 @@ class DateBooking(Document):
 
     slot_id: FreeText
     dispute_nature: FreeText
-    draft_summons: FreeText  # the attachment's file name
+    draft_summons: FreeText = Field(description="nom du fichier joint au message, un PDF")
 
 
 class Saisine(Document):
     juridiction: JuridictionRef
-    date_booking: DateBooking | None = None
+    date_booking: DateBooking | None = Field(
+        None,
+        description="prise de date : un créneau ouvert par la juridiction, "
+        "le projet d'assignation joint en PDF",
+    )
     dossier_type: DossierType
     service: FreeText  # the receiving service
     act_nature: FreeText
     # A conseil de prud'hommes only, and mandatory there.
-    employee_status: FreeText | None = None
-    section: CphSection | None = None
-    collective_agreement: FreeText | None = None
-    actors: list[Actor] = Field(min_length=1)
+    employee_status: FreeText | None = Field(
+        None, description="conseil de prud'hommes (CPH) seulement, et obligatoire devant lui"
+    )
+    section: CphSection | None = Field(
+        None, description="conseil de prud'hommes (CPH) seulement, et obligatoire devant lui"
+    )
+    collective_agreement: FreeText | None = Field(
+        None, description="conseil de prud'hommes (CPH) seulement, et obligatoire devant lui"
+    )
+    actors: list[Actor] = Field(min_length=1, description="au moins un demandeur et un défendeur")
     message: FreeText | None = None
 
 
