@@ -66,19 +66,30 @@ def evidence_key(settings: Settings) -> EvidenceKey:
     return load_file_key(e.certificate, e.key)
 
 
-def open_instance_storage(settings: Settings, key: EvidenceKey | None = None) -> Storage:
+def open_instance_storage(
+    settings: Settings, key: EvidenceKey | None = None, *, worker: bool = False
+) -> Storage:
+    """The instance's stores; ``worker``: receipts written in a worker process
+    (the gateway; a command that issues a few needs none)."""
     # No silent migration at start: `palais migrate` upgrades the schema once
     # (for every node); a database at another revision stops the start here.
-    return open_storage(
-        settings.database_url(),
-        settings.storage.blobs,
-        max_batch=settings.storage.max_batch,
-        migrate=False,
-        evidence=KeyEvidenceService(
-            key or evidence_key(settings), domain=settings.instance.mail_domain
-        ),
-        enrolment=EnrolmentPolicy(settings.accounts.enrolment),
+    evidence = KeyEvidenceService(
+        key or evidence_key(settings), domain=settings.instance.mail_domain, worker=worker
     )
+    if evidence.worker is not None:
+        evidence.worker.start()  # before the listeners: a spawn takes a moment
+    try:
+        return open_storage(
+            settings.database_url(),
+            settings.storage.blobs,
+            max_batch=settings.storage.max_batch,
+            migrate=False,
+            evidence=evidence,
+            enrolment=EnrolmentPolicy(settings.accounts.enrolment),
+        )
+    except BaseException:
+        evidence.close()
+        raise
 
 
 def certificate_check(identify: Callable[[bytes], CertificateIdentity]) -> CertificateCheck:
@@ -115,7 +126,7 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self.evidence = evidence_key(s)
-        self.storage = storage = open_instance_storage(s, self.evidence)
+        self.storage = storage = open_instance_storage(s, self.evidence, worker=True)
         storage.start()
         # Refusals of every listener, queued and written in batches by the writer.
         self.audit = audit = AuditLog(storage.commits)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary
@@ -244,7 +244,14 @@ class EvidenceService(Protocol):
         """The address receipts come from."""
         ...
 
-    def seal(self, document: Mapping[str, Any], *, to: str) -> SealedReceipt: ...
+    def seal_many(self, requests: Sequence[tuple[bytes, str]]) -> Sequence[SealedReceipt]:
+        """The receipt mails of evidences (canonical bytes), each to its
+        holder (an address), in order."""
+        ...
+
+    def close(self) -> None:
+        """Release what sealing holds (a worker process)."""
+        ...
 
     def leaf_hash(self, evidence: bytes) -> str:
         """The log's hash of a leaf, hex."""

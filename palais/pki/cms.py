@@ -7,13 +7,14 @@ certificate hash (signingCertificateV2, RFC 5035), so that a verifier
 knows which certificate was meant and when it signed.
 
 Everything but the signing time, the digest and the signature is the same
-for every receipt: it is encoded once per key (``CmsSigner``), and each
-signature only fills those three in.
+for every receipt: it is encoded once per certificate (``CmsTemplate``, which
+needs no key), and each signature only fills those three in.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,13 +40,13 @@ class SignedParts:
     signing_time: datetime
 
 
-class CmsSigner:
-    """Makes detached SignedData over content with one evidence key."""
+class CmsTemplate:
+    """The parts of a SignedData that are the same for every signature by one
+    certificate: built without the key, so that a process that never holds
+    it (the sealing worker) can prepare what the key then signs."""
 
-    def __init__(self, key: EvidenceKey) -> None:
-        self._key = key
-        cert = key.certificate
-        signer = asn1_x509.Certificate.load(_der(cert))
+    def __init__(self, certificate: x509.Certificate, chain: Sequence[x509.Certificate]) -> None:
+        signer = asn1_x509.Certificate.load(_der(certificate))
         sid = cms.SignerIdentifier(
             name="issuer_and_serial_number",
             value=cms.IssuerAndSerialNumber(
@@ -62,7 +63,7 @@ class CmsSigner:
                                 tsp.ESSCertIDv2(
                                     {
                                         "hash_algorithm": {"algorithm": "sha256"},
-                                        "cert_hash": hashlib.sha256(_der(cert)).digest(),
+                                        "cert_hash": hashlib.sha256(_der(certificate)).digest(),
                                     }
                                 )
                             ]
@@ -73,7 +74,7 @@ class CmsSigner:
         )
         sha256 = algos.DigestAlgorithm({"algorithm": "sha256"}).dump()
         self._signature_algorithm = algos.SignedDigestAlgorithm(
-            {"algorithm": _SIGNATURE_ALGORITHMS[signature_algorithm(cert)]}
+            {"algorithm": _SIGNATURE_ALGORITHMS[signature_algorithm(certificate)]}
         ).dump()
         self._content_type = cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump()
         self._signing_certificate = signing_certificate.dump()
@@ -85,36 +86,67 @@ class CmsSigner:
             _tlv(0x02, b"\x01")
             + _tlv(0x31, sha256)
             + cms.EncapsulatedContentInfo({"content_type": "data"}).dump()
-            + _tlv(0xA0, b"".join(_der(c) for c in (cert, *key.chain)))
+            + _tlv(0xA0, b"".join(_der(c) for c in (certificate, *chain)))
         )
 
-    def sign(self, content: bytes, *, when: datetime | None = None) -> SignedParts:
-        """A detached signature of ``content``; raises ``EvidenceUnavailable``
-        if the key cannot sign."""
-        when = (when or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    def attributes(self, content: bytes, when: datetime) -> bytes:
+        """The signed attributes of a signature of ``content`` made at ``when``
+        (the contents of their SET: what ``to_be_signed`` wraps)."""
         # DER orders a SET OF by its members' encodings; a verifier that
         # re-encodes the attributes (OpenSSL does) must find the bytes signed.
-        attributes = sorted(
-            (
-                self._content_type,
-                _attribute(_SIGNING_TIME, _tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode())),
-                _attribute(_MESSAGE_DIGEST, _tlv(0x04, hashlib.sha256(content).digest())),
-                self._signing_certificate,
+        return b"".join(
+            sorted(
+                (
+                    self._content_type,
+                    _attribute(_SIGNING_TIME, _tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode())),
+                    _attribute(_MESSAGE_DIGEST, _tlv(0x04, hashlib.sha256(content).digest())),
+                    self._signing_certificate,
+                )
             )
         )
-        body = b"".join(attributes)
+
+    @staticmethod
+    def to_be_signed(attributes: bytes) -> bytes:
         # The signature covers the attributes as a SET (RFC 5652 5.4); they
         # travel as [0] IMPLICIT with the same contents.
-        signature = self._key.sign(_tlv(0x31, body))
+        return _tlv(0x31, attributes)
+
+    def signed_data(self, attributes: bytes, signature: bytes) -> bytes:
+        """ContentInfo(SignedData), DER, from the attributes and their signature."""
         signer_info = _tlv(
             0x30,
             self._signer_head
-            + _tlv(0xA0, body)
+            + _tlv(0xA0, attributes)
             + self._signature_algorithm
             + _tlv(0x04, signature),
         )
         signed_data = _tlv(0x30, self._signed_data_head + _tlv(0x31, signer_info))
-        return SignedParts(_tlv(0x30, _SIGNED_DATA_OID + _tlv(0xA0, signed_data)), when)
+        return _tlv(0x30, _SIGNED_DATA_OID + _tlv(0xA0, signed_data))
+
+
+def signing_time(when: datetime | None = None) -> datetime:
+    """A signing time as the signature carries it: UTC, whole seconds."""
+    return (when or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+
+
+class CmsSigner:
+    """Makes detached SignedData over content with one evidence key."""
+
+    def __init__(self, key: EvidenceKey) -> None:
+        self._key = key
+        self.template = CmsTemplate(key.certificate, key.chain)
+
+    def sign(self, content: bytes, *, when: datetime | None = None) -> SignedParts:
+        """A detached signature of ``content``; raises ``EvidenceUnavailable``
+        if the key cannot sign."""
+        when = signing_time(when)
+        attributes = self.template.attributes(content, when)
+        return SignedParts(self.signed_data(attributes), when)
+
+    def signed_data(self, attributes: bytes) -> bytes:
+        """The SignedData of prepared attributes, signed by the key."""
+        template = self.template
+        return template.signed_data(attributes, self._key.sign(template.to_be_signed(attributes)))
 
 
 def _length(n: int) -> bytes:

@@ -1,28 +1,31 @@
 """The evidence service: seals receipts and signs the log's tree heads with one key.
 
 Implements ``palais.mailbox.ports.EvidenceService`` for storage, which
-calls it inside the transaction of the act a receipt proves.
+calls it inside the transaction of the act a receipt proves. With
+``worker=True`` the receipts of a batch are written in a worker process
+(``palais.pki.sealing``) and only signed here.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from palais.mailbox.ports import EvidenceTree
 from palais.pki.evidencelog import sign_tree_head
 from palais.pki.merkle import Frontier, leaf_hash
 from palais.pki.receipt import ReceiptSealer, SealedReceipt
+from palais.pki.sealing import Request, SealingProcess, prepare_all
 from palais.pki.signing import EvidenceKey
 
 
 class KeyEvidenceService:
-    def __init__(self, key: EvidenceKey, *, domain: str) -> None:
+    def __init__(self, key: EvidenceKey, *, domain: str, worker: bool = False) -> None:
         self._sealer = ReceiptSealer(key, domain=domain)
         self._key = key
         self.address = f"accuses@{domain}"
+        self.worker = SealingProcess(self._sealer.layout) if worker else None
 
     @property
     def issuer(self) -> str:
@@ -32,8 +35,16 @@ class KeyEvidenceService:
     def issuer_certificate_sha256(self) -> str:
         return self._sealer.issuer_certificate_sha256
 
-    def seal(self, document: Mapping[str, Any], *, to: str) -> SealedReceipt:
-        return self._sealer.seal(document, to=to)
+    def seal_many(self, requests: Sequence[Request]) -> list[SealedReceipt]:
+        worker = self.worker
+        prepared = (
+            worker.prepare(requests) if worker else prepare_all(self._sealer.layout, requests)
+        )
+        return [self._sealer.finish(p) for p in prepared]
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
 
     def leaf_hash(self, evidence: bytes) -> str:
         return leaf_hash(evidence).hex()

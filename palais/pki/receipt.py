@@ -19,16 +19,17 @@ from __future__ import annotations
 import base64
 import email.utils
 import functools
+import json
 import quopri
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from palais.mailbox.evidence import EVIDENCE_MEDIA_TYPE, EventCode, canonical_json, parse_timestamp
 from palais.mailbox.message import MessageSummary
-from palais.pki.cms import CmsSigner
+from palais.pki.cms import CmsSigner, CmsTemplate, signing_time
 from palais.pki.signing import EvidenceKey, certificate_sha256
 
 EVIDENCE_HEADER: Final = "X-Palais-Evidence"
@@ -49,23 +50,43 @@ class SealedReceipt:
     summary: MessageSummary
 
 
-class ReceiptSealer:
-    """Writes and signs receipts with one evidence key."""
+@dataclass(frozen=True, slots=True)
+class PreparedReceipt:
+    """A receipt mail but for its signature: everything that needs no key.
 
-    def __init__(self, key: EvidenceKey, *, domain: str, issuer: str | None = None) -> None:
-        self._signer = CmsSigner(key)
+    ``attributes`` are the CMS signed attributes (signing time, digest of the
+    signed part); the key signs them and the signature's base64 goes between
+    ``head`` and ``tail``.
+    """
+
+    head: bytes
+    tail: bytes
+    attributes: bytes
+    evidence: bytes
+    summary: MessageSummary
+
+
+class ReceiptLayout:
+    """Writes receipt mails for one evidence certificate, without its key.
+
+    What it does is most of a receipt's cost (the text, the MIME parts, the
+    digests) and needs no secret, so it may run in a process of its own.
+    """
+
+    def __init__(
+        self, template: CmsTemplate, *, domain: str, issuer: str, issuer_certificate_sha256: str
+    ) -> None:
+        self.template = template
         self.domain = domain
-        self.issuer = issuer or _common_name(key) or "Palais - Service de preuve"
-        self.issuer_certificate_sha256 = certificate_sha256(key.certificate)
+        self.issuer = issuer
+        self.issuer_certificate_sha256 = issuer_certificate_sha256
         self._from = f'"Palais - Service de preuve" <accuses@{domain}>'
         self._from_text = f"Palais - Service de preuve <accuses@{domain}>"
 
-    def seal(self, document: Mapping[str, Any], *, to: str) -> SealedReceipt:
-        """The receipt mail for ``document`` (complete evidence), sent to ``to``.
-
-        Raises ``EvidenceUnavailable`` if the key cannot sign.
-        """
-        evidence = canonical_json(document)
+    def prepare(self, evidence: bytes, to: str, *, when: datetime | None = None) -> PreparedReceipt:
+        """The receipt of ``evidence`` (canonical bytes of a complete
+        evidence document) to ``to``, to be signed."""
+        document = json.loads(evidence)
         evidence_id = str(document["evidence_id"])
         codes = [EventCode(e["code"]) for e in document["events"]]
         read = EventCode.PREMIERE_LECTURE in codes
@@ -93,7 +114,8 @@ class ReceiptSealer:
             f' boundary="{inner}"\r\n\r\n'.encode()
             + _multipart(inner, parts)
         )
-        signature = self._signer.sign(signed)
+        moment = signing_time(when)
+        attributes = self.template.attributes(signed, moment)
         labels = ", ".join(c.label for c in codes)
         dossier = document.get("dossier")
         about = str(document["message"]["subject"])
@@ -107,7 +129,7 @@ class ReceiptSealer:
             f"From: {self._from}",
             f"To: <{to}>",
             f"Subject: {encoded_words(subject)}",
-            f"Date: {email.utils.format_datetime(signature.signing_time)}",
+            f"Date: {email.utils.format_datetime(moment)}",
             f"Message-ID: <{evidence_id}@{self.domain}>",
         ]
         if original:
@@ -119,18 +141,21 @@ class ReceiptSealer:
             'Content-Type: multipart/signed; protocol="application/pkcs7-signature";',
             f' micalg=sha-256; boundary="{outer}"',
         ]
-        body = _multipart(
-            outer,
-            [
-                signed,
-                b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
-                b"Content-Transfer-Encoding: base64\r\n"
-                b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
-                + _base64(signature.der),
-            ],
-            b"This is a signed evidence report (S/MIME).",
-        )
+        # The body as _multipart writes it, split where the signature goes.
+        delimiter = b"\r\n--" + outer.encode()
         header = "\r\n".join(head).encode() + b"\r\n\r\n"
+        before = (
+            header
+            + b"This is a signed evidence report (S/MIME)."
+            + delimiter
+            + b"\r\n"
+            + signed
+            + delimiter
+            + b"\r\n"
+            + b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+            b"Content-Transfer-Encoding: base64\r\n"
+            b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
+        )
         summary = MessageSummary(
             header_size=len(header),
             subject=subject,
@@ -139,10 +164,49 @@ class ReceiptSealer:
             cc_addr="",
             bcc_addr="",
             message_id=f"<{evidence_id}@{self.domain}>",
-            sent_date=signature.signing_time,
+            sent_date=moment,
             has_body=True,
         )
-        return SealedReceipt(header + body, evidence, summary)
+        return PreparedReceipt(before, delimiter + b"--\r\n", attributes, evidence, summary)
+
+
+class ReceiptSealer:
+    """Writes and signs receipts with one evidence key."""
+
+    def __init__(self, key: EvidenceKey, *, domain: str, issuer: str | None = None) -> None:
+        self._signer = CmsSigner(key)
+        self.layout = ReceiptLayout(
+            self._signer.template,
+            domain=domain,
+            issuer=issuer or _common_name(key) or "Palais - Service de preuve",
+            issuer_certificate_sha256=certificate_sha256(key.certificate),
+        )
+
+    @property
+    def domain(self) -> str:
+        return self.layout.domain
+
+    @property
+    def issuer(self) -> str:
+        return self.layout.issuer
+
+    @property
+    def issuer_certificate_sha256(self) -> str:
+        return self.layout.issuer_certificate_sha256
+
+    def seal(self, document: Mapping[str, Any], *, to: str) -> SealedReceipt:
+        """The receipt mail for ``document`` (complete evidence), sent to ``to``.
+
+        Raises ``EvidenceUnavailable`` if the key cannot sign.
+        """
+        return self.finish(self.layout.prepare(canonical_json(document), to))
+
+    def finish(self, prepared: PreparedReceipt) -> SealedReceipt:
+        """Sign a prepared receipt. Raises ``EvidenceUnavailable`` if the key cannot."""
+        der = self._signer.signed_data(prepared.attributes)
+        return SealedReceipt(
+            prepared.head + _base64(der) + prepared.tail, prepared.evidence, prepared.summary
+        )
 
 
 def _common_name(key: EvidenceKey) -> str | None:

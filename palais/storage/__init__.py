@@ -53,6 +53,8 @@ class Storage:
         if self.notifications is not None:
             self.notifications.stop()
         self.mail.close()
+        if self.mail.receipts is not None:
+            self.mail.receipts.service.close()  # after the writer: its last receipts
         self.blobs.close()
         self.reader.dispose()
         self.writer_engine.dispose()

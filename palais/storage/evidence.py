@@ -2,10 +2,11 @@
 
 The domain orders a receipt (``ReceiptOrder``); here it gets its evidence
 id and its place in the log (the next position, linked to the previous
-leaf), is sealed by the ``EvidenceService``, stored as a mail in its
-holders' Accusés de réception boxes and appended to the log, all in the
-transaction of the act it proves. A batch that appended leaves ends with
-one signed tree head (``sign_tree_head``, a writer finisher).
+leaf) and is appended to the log; the batch's receipts are then sealed by
+the ``EvidenceService`` together and stored as mails in their holders'
+Accusés de réception boxes, all in the transaction of the act each proves.
+A batch that appended leaves ends with one signed tree head
+(``sign_tree_head``). Both are writer finishers, in that order.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.evidence import (
     GENESIS,
     Deposit,
     EventCode,
     MessageFacts,
     ReceiptOrder,
+    canonical_json,
     evidence_document,
     message_facts,
 )
@@ -36,13 +39,29 @@ from palais.storage.messages import insert_message
 from palais.storage.placement import place_all
 from palais.storage.rows import rows_for
 from palais.storage.sql import EVIDENCE_SEGMENT, utc, when
-from palais.storage.writer import Finisher, WriteContext
+from palais.storage.writer import Finisher, RefuseJobs, WriteContext
 
 EVIDENCE_NOTE = "evidence"
 
 
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    """A receipt whose evidence is in the log, its mail still to seal and file."""
+
+    position: int
+    evidence: bytes
+    order: ReceiptOrder
+    issued: datetime
+
+
 class ReceiptWriter:
-    """Writes the ``ReceiptOrder`` records of plans (a ``RecordWriter``)."""
+    """Writes the ``ReceiptOrder`` records of plans (a ``RecordWriter``).
+
+    The job that carries the order appends the evidence to the log (its
+    position and link are the batch's order); the batch's finisher
+    (``receipts_finisher``) seals the mails of all its receipts at once and
+    files them, in the same transaction.
+    """
 
     def __init__(self, service: EvidenceService) -> None:
         self.service = service
@@ -66,15 +85,15 @@ class ReceiptWriter:
             position=size,
             previous=head.last,
         )
-        sealed = service.seal(document, to=order.holders[0])
-        leaf = service.leaf_hash(sealed.evidence)
+        evidence = canonical_json(document)
+        leaf = service.leaf_hash(evidence)
         now = datetime.now(UTC)
-        receipt_id = self._file_receipt(conn, ctx, order, sealed, size, now)
         rows = rows_for(conn)
+        # The receipt's mail and its message row are filled in by the
+        # finisher, before the transaction commits.
         rows.run(
             "INSERT INTO evidence_log (position, evidence_id, events, about, holder, dossier,"
-            " evidence, leaf_hash, receipt_message, created, receipt)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " evidence, leaf_hash, created, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 size,
                 evidence_id,
@@ -82,11 +101,10 @@ class ReceiptWriter:
                 about,
                 order.holders[0],
                 order.dossier,
-                sealed.evidence.decode(),
+                evidence.decode(),
                 leaf,
-                receipt_id,
                 when(conn, now),
-                sealed.data,
+                b"",
             ),
         )
         # The head row is written once, by the batch's finisher.
@@ -99,6 +117,7 @@ class ReceiptWriter:
                 (message, owner, size),
             )
         ctx.notes.add(EVIDENCE_NOTE)
+        ctx.receipts.append(_Issued(size, evidence, order, now))
         return size
 
     def _subject(self, ctx: WriteContext, order: ReceiptOrder) -> tuple[int | None, MessageFacts]:
@@ -113,35 +132,59 @@ class ReceiptWriter:
         sha = ctx.sha256(data)  # hashed once already, when its bytes were appended
         return int(mid), message_facts(data, summary.message_id, summary.subject, sha)
 
-    def _file_receipt(
-        self,
-        conn: Connection,
-        ctx: WriteContext,
-        order: ReceiptOrder,
-        sealed: SealedReceipt,
-        position: int,
-        now: datetime,
-    ) -> int:
-        """The receipt mail, in each holder's Accusés de réception (dossier and
-        global view); its bytes lie in the log's row at ``position``."""
-        data = sealed.data
-        sha = sha256_hex(data)
-        ctx.hashes[id(data)] = sha
-        ctx.locations[sha] = BlobLocation(EVIDENCE_SEGMENT, position, len(data))
-        dossier_id = _dossier_id(conn, ctx, order.dossier)
-        mid, _ = insert_message(
-            conn,
-            ctx,
-            data,
-            sealed.summary,
-            internaldate=now,
-            sender=self.service.address,
-            fingerprint=self.service.issuer_certificate_sha256,
-            dossier_id=dossier_id,
+
+def receipts_finisher(service: EvidenceService) -> Finisher:
+    """A writer finisher: the mails of the batch's receipts, sealed together
+    and filed in their holders' Accusés de réception (dossier and global
+    view); their bytes lie in the log's rows."""
+
+    def finish(conn: Connection, contexts: Sequence[WriteContext]) -> None:
+        issued = [(ctx, item) for ctx in contexts for item in ctx.receipts]
+        if not issued:
+            return
+        try:
+            sealed = service.seal_many([(i.evidence, i.order.holders[0]) for _, i in issued])
+        except TemporaryFailure as error:
+            # Nothing the key has not sealed is accepted: the acts that
+            # ordered receipts fail, the others of the batch go through.
+            raise RefuseJobs([c for c in contexts if c.receipts], error) from error
+        filed = [
+            (receipt.data, _file_receipt(conn, ctx, service, item, receipt), item.position)
+            for (ctx, item), receipt in zip(issued, sealed, strict=True)
+        ]
+        rows_for(conn).many(
+            "UPDATE evidence_log SET receipt = ?, receipt_message = ? WHERE position = ?", filed
         )
-        holders = [(h, BoxKind.ACCUSES, frozenset[str]()) for h in dict.fromkeys(order.holders)]
-        place_all(conn, ctx, mid, order.dossier, holders)
-        return mid
+
+    return finish
+
+
+def _file_receipt(
+    conn: Connection,
+    ctx: WriteContext,
+    service: EvidenceService,
+    item: _Issued,
+    sealed: SealedReceipt,
+) -> int:
+    """The receipt mail's message row and placements; its id."""
+    data = sealed.data
+    sha = sha256_hex(data)
+    ctx.hashes[id(data)] = sha
+    ctx.locations[sha] = BlobLocation(EVIDENCE_SEGMENT, item.position, len(data))
+    order = item.order
+    mid, _ = insert_message(
+        conn,
+        ctx,
+        data,
+        sealed.summary,
+        internaldate=item.issued,
+        sender=service.address,
+        fingerprint=service.issuer_certificate_sha256,
+        dossier_id=_dossier_id(conn, ctx, order.dossier),
+    )
+    holders = [(h, BoxKind.ACCUSES, frozenset[str]()) for h in dict.fromkeys(order.holders)]
+    place_all(conn, ctx, mid, order.dossier, holders)
+    return mid
 
 
 def _dossier_id(conn: Connection, ctx: WriteContext, number: str | None) -> int | None:

@@ -49,6 +49,7 @@ from palais.storage.evidence import (
     already_read,
     deposits,
     held_evidence,
+    receipts_finisher,
     tree_head_finisher,
 )
 from palais.storage.messages import FiledMessage, earlier_messages, insert_message
@@ -95,7 +96,7 @@ class MailStore(MailReads):
         self.receipts = ReceiptWriter(evidence) if evidence is not None else None
         if self.receipts is not None and evidence is not None:
             writers[ReceiptOrder] = self.receipts
-            writer.finishers.append(tree_head_finisher(evidence))
+            writer.finishers += [receipts_finisher(evidence), tree_head_finisher(evidence)]
         self._records: RecordWriters = writers
         self._dossier_ids: dict[str, int] = {}
         self._box_kinds: dict[int, BoxKind] = {}

@@ -51,6 +51,9 @@ class WriteContext:
     filed: Any = None
     # What the job did that the batch's finishers act on ("evidence").
     notes: set[str] = field(default_factory=set)
+    # Receipts the job issued whose mails the batch's finisher seals and
+    # files (all at once: their writing goes to a worker process).
+    receipts: list[Any] = field(default_factory=list)
     # Shared by the jobs of one attempt at a batch (and its finishers), in
     # their transaction: what a job leaves for the next (the evidence log's
     # head). A job refused in its savepoint empties it.
@@ -62,9 +65,19 @@ class WriteContext:
 
 
 Work = Callable[[Connection, WriteContext], T]
-# Runs once per batch after its jobs, in their transaction (the evidence
-# log's signed tree head), given every job's context.
+# Runs once per batch after its jobs, in their transaction (the receipts'
+# mails, the evidence log's signed tree head), given every job's context.
 Finisher = Callable[[Connection, Sequence[WriteContext]], None]
+
+
+class RefuseJobs(Exception):
+    """Raised by a finisher: the jobs of these contexts cannot be carried out
+    (their receipts cannot be sealed); the batch runs again without them."""
+
+    def __init__(self, contexts: Sequence[WriteContext], error: Exception) -> None:
+        super().__init__(error)
+        self.contexts = contexts
+        self.error = error
 
 
 @dataclass
@@ -250,6 +263,9 @@ class CommitQueue:
             # refused job fails. A batch of one needs no second attempt.
             isolate = False
             conflicts = 0
+            # Jobs a finisher refused, by index, with their error: left out
+            # of the attempts that follow.
+            refused_by_finisher: dict[int, Exception] = {}
             while True:
                 outcomes = []
                 scratch: dict[str, Any] = {}
@@ -257,21 +273,33 @@ class CommitQueue:
                     job.context.batch = scratch
                 try:
                     with self._engine.begin() as conn:
-                        for job in batch:
-                            outcomes.append(
-                                self._isolated(conn, job) if isolate else self._bare(conn, job)
-                            )
+                        for index, job in enumerate(batch):
+                            excluded = refused_by_finisher.get(index)
+                            if excluded is not None:
+                                outcomes.append((False, excluded))
+                            elif isolate:
+                                outcomes.append(self._isolated(conn, job))
+                            else:
+                                outcomes.append(self._bare(conn, job))
                         contexts = [
                             j.context for j, (ok, _) in zip(batch, outcomes, strict=True) if ok
                         ]
                         for finish in self.finishers:
                             finish(conn, contexts)
                         synced.result()
-                except (_Refused, _Conflict) as failed:
+                except (_Refused, _Conflict, RefuseJobs) as failed:
                     for job in batch:
                         _forget(job.context)
                     # Facts cached by the rolled-back attempt may not hold.
                     self._cache.clear()
+                    if isinstance(failed, RefuseJobs):
+                        for index, job in enumerate(batch):
+                            if any(job.context is c for c in failed.contexts):
+                                refused_by_finisher[index] = failed.error
+                        if len(refused_by_finisher) == len(batch):
+                            outcomes = [(False, refused_by_finisher[i]) for i in range(len(batch))]
+                            break
+                        continue
                     if isinstance(failed, _Conflict):
                         conflicts += 1
                         if conflicts > _CONFLICT_RETRIES:
@@ -279,8 +307,12 @@ class CommitQueue:
                         log.info("batch met another node's transaction; running it again")
                         continue
                     refused = failed
-                    if len(batch) == 1:
-                        outcomes = [(False, refused.error)]
+                    if len(batch) - len(refused_by_finisher) == 1:
+                        # The one job left is the refused one.
+                        outcomes = [
+                            (False, refused_by_finisher.get(i, refused.error))
+                            for i in range(len(batch))
+                        ]
                         break
                     isolate = True
                     continue
@@ -310,6 +342,7 @@ def _forget(ctx: WriteContext) -> None:
     ctx.events.clear()
     ctx.erase_after_commit.clear()
     ctx.notes.clear()
+    ctx.receipts.clear()
     ctx.filed = None
 
 

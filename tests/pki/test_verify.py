@@ -29,7 +29,7 @@ from palais.mailbox.evidence import Deposit as EvidenceDeposit
 from palais.mailbox.identity import Identity, Role
 from palais.pki import certbuilder
 from palais.pki.certbuilder import CertificateAuthority, Issued, Validity
-from palais.pki.cms import CmsSigner, SignedParts
+from palais.pki.cms import CmsSigner
 from palais.pki.evidencelog import (
     CERTIFICATES_FILE,
     LEAVES_FILE,
@@ -269,10 +269,10 @@ def test_a_receipt_signed_by_another_key(pki: Pki) -> None:
 
 def test_a_signature_that_does_not_verify(pki: Pki) -> None:
     class Forger(CmsSigner):
-        def sign(self, content: bytes, *, when: datetime | None = None) -> SignedParts:
-            parts = super().sign(content, when=when)
+        def signed_data(self, attributes: bytes) -> bytes:
+            der = super().signed_data(attributes)
             # The last bytes of the DER are the signature's: spoil one.
-            return SignedParts(_flip(parts.der, len(parts.der) - 3), parts.signing_time)
+            return _flip(der, len(der) - 3)
 
     sealer = ReceiptSealer(pki.key, domain="palais.test")
     sealer._signer = Forger(pki.key)
@@ -307,13 +307,10 @@ def test_a_certificate_expired_since_but_valid_when_it_signed() -> None:
         Validity(now - timedelta(days=800), now + timedelta(days=800)),
     )
 
-    class Then(CmsSigner):
-        def sign(self, content: bytes, *, when: datetime | None = None) -> SignedParts:
-            return super().sign(content, when=now - timedelta(days=30))
-
     sealer = ReceiptSealer(lapsed.key, domain="palais.test")
-    sealer._signer = Then(lapsed.key)
-    receipt = sealer.seal(_document(lapsed.evidence.cert), to=SENDER.address).data
+    evidence = canonical_json(_document(lapsed.evidence.cert))
+    then = sealer.layout.prepare(evidence, SENDER.address, when=now - timedelta(days=30))
+    receipt = sealer.finish(then).data
     verdict = _verify(receipt, lapsed)
     assert verdict.ok, _failed(verdict)
     # The same certificate signing today is refused.
