@@ -188,7 +188,7 @@ def test_sort_sees_new_and_expunged_messages(
         "INBOX",
         b"Subject: early\r\nDate: Fri, 28 Feb 2025 10:00:00 +0000\r\n\r\nx\r\n",
     )
-    assert _ok(five.cmd(b"n", b"NOOP"), b"n") == [b"* 6 EXISTS\r\n"]
+    assert b"* 6 EXISTS\r\n" in _ok(five.cmd(b"n", b"NOOP"), b"n")
     assert _ok(five.cmd(b"a", b"UID SORT (DATE) UTF-8 ALL")) == [b"* SORT 7 4 3 2 5 6\r\n"]
     assert _ok(five.cmd(b"b", b"UID STORE 3 +FLAGS.SILENT (\\Deleted)"), b"b") == []
     _ok(five.cmd(b"c", b"EXPUNGE"), b"c")

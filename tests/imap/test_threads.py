@@ -192,3 +192,36 @@ def test_a_very_long_chain() -> None:
     messages = [("s", str(i), tuple(str(j) for j in range(max(0, i - 3), i))) for i in range(n)]
     out = _thread(*messages)
     assert out == b"(" + b" ".join(b"%d" % i for i in range(1, n + 1)) + b")"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"a@x.test",
+        b"Jean Dupont <jdupont@x.test>",
+        b"Jean Dupont <jdupont@x.test>, autre@x.test",
+        b" , second@x.test",
+        b"<a@x.test>",
+        b"local",
+        b"Name <local>",
+        b"Name <bad, still@x.test>",
+        b"a b@x.test",
+        b"user@sub@x.test",
+        b'"Dupont, Jean" <j@x.test>',
+        b"(comment) a@x.test",
+        b"Group: a@x.test, b@x.test;",
+        b"@route:a@x.test",
+        b"<>",
+        b"",
+        b",",
+    ],
+)
+def test_first_mailbox_is_what_envelope_shows(value: bytes) -> None:
+    from palais.gateway.imap.envelope import parse_addresses
+    from palais.gateway.imap.sorting import _first_mailbox
+
+    parsed = parse_addresses(value)
+    expected = b""
+    if parsed and isinstance(parsed[0], list) and isinstance(parsed[0][2], bytes):
+        expected = parsed[0][2].strip(b'"').upper()
+    assert _first_mailbox(value) == expected

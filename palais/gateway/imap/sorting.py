@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from palais.gateway.imap.envelope import parse_addresses
-from palais.gateway.imap.mime import header_fields
+from palais.gateway.imap.headers import find_body_start
 from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.textsearch import decode_header_value
 from palais.mailbox.identity import Identity
@@ -135,11 +135,34 @@ def _ids(value: bytes | None) -> list[str]:
     return out
 
 
+_NOT_SIMPLE = re.compile(rb'["(\\\\:;]')
+_SPACE = re.compile(rb"[ \t\r\n]+")
+
+
 def _first_mailbox(value: bytes | None) -> bytes:
     """The addr-mailbox of the first address, as ENVELOPE shows it (a group's
     name for a group), unquoted; empty when there is none."""
     if not value:
         return b""
+    if _NOT_SIMPLE.search(value) is None:
+        # No quotes, comments, groups or routes (the usual list): the first
+        # non-empty item, its angle address if it has a whole one.
+        for item in value.split(b","):
+            lt = item.find(b"<")
+            if lt >= 0:
+                gt = item.find(b">", lt)
+                if gt < 0:
+                    break  # a comma inside the angle brackets: read it in full below
+                spec = item[lt + 1 : gt]
+            else:
+                spec = item
+            spec = _SPACE.sub(b"", spec)
+            if not spec and lt < 0:
+                continue
+            at = spec.rfind(b"@")
+            return (spec if at < 0 else spec[:at]).upper()
+        else:
+            return b""
     parsed = parse_addresses(value)
     if not parsed:
         return b""
@@ -168,12 +191,30 @@ def _sent(value: bytes | None, fallback: float) -> float:
         return fallback
 
 
+_WANTED = re.compile(
+    rb"^(subject|from|to|cc|date|message-id|references|in-reply-to)[ \t]*:"
+    rb"([^\n]*(?:\n[ \t][^\n]*)*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def _wanted_fields(header: bytes) -> dict[str, bytes]:
+    """The first value of each field a sort or thread key reads, unfolded,
+    as ``header_fields`` gives them (a field starts a line; the block ends at
+    its first blank line)."""
+    end = find_body_start(header, 0, len(header))
+    first: dict[str, bytes] = {}
+    for m in _WANTED.finditer(header, 0, end):
+        name = m.group(1).decode("ascii").lower()
+        if name not in first:
+            first[name] = _FOLD.sub(b"", m.group(2)).strip(b" \t\r\n")
+    return first
+
+
 def facts_of(record: MessageRecord, header: bytes) -> SortFacts:
     """The sort and thread facts of one message from its header block."""
-    first: dict[str, bytes] = {}
-    for f in header_fields(header):
-        if f.name not in first:
-            first[f.name] = f.value
+    first = _wanted_fields(header)
     arrival = record.internaldate.timestamp()
     subject_raw = first.get("subject")
     subject, reply = base_subject(decode_header_value(subject_raw) if subject_raw else "")
