@@ -273,6 +273,9 @@ class Gateway:
             interval=s.departures.check_interval,
         )
         self.departures.start()
+        self.recorded.watch_lifecycle(
+            audit=audit, sessions=watcher, departures=self.departures, crls=live
+        )
         key = self.evidence
 
         def printable(evidence: Mapping[str, Any]) -> bytes:

@@ -335,6 +335,8 @@ class LiveTrust:
         self._https: list[tuple[HttpsHandle, frozenset[TrustCommunity]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribers: list[Callable[[TrustAnchors], object]] = []
+        # CRL fetch outcomes by result, since start (read by /metrics).
+        self.crl_fetches: dict[str, int] = {}
 
     @property
     def writer(self) -> Engine:
@@ -395,12 +397,24 @@ class LiveTrust:
                 asyncio.create_task(
                     periodically(
                         t.crl_fetch_interval,
-                        lambda: fetch_crls(self._writer, timeout=t.crl_fetch_timeout),
+                        lambda: self._count(fetch_crls(self._writer, timeout=t.crl_fetch_timeout)),
                         name="CRL fetch",
                     ),
                     name="trust-crl-fetch",
                 )
             )
+
+    def _count(self, outcomes: list[FetchOutcome]) -> None:
+        # For /metrics: fetched, unchanged, rejected, unreachable (in the fetch thread).
+        for outcome in outcomes:
+            self.crl_fetches[outcome.result] = self.crl_fetches.get(outcome.result, 0) + 1
+
+    def stale_crls(self) -> tuple[int, int]:
+        """For /metrics: (CAs whose CRL is past nextUpdate within the grace, beyond it)."""
+        if self._anchors is None:
+            return 0, 0
+        in_grace, beyond = self._anchors.stale_crls(self._clock())
+        return len(in_grace), len(beyond)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -11,15 +11,24 @@ would let a client grow the registry without bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
-__all__ = ["CommitCounts", "GatewayMetrics", "WriterCounts"]
+__all__ = [
+    "AuditCounts",
+    "ClosureCounts",
+    "CommitCounts",
+    "CrlCounts",
+    "DepartureCounts",
+    "GatewayMetrics",
+    "LifecycleCounts",
+    "WriterCounts",
+]
 
 # Seconds; from a cached-session NOOP to a slow fsync under load.
 _LATENCY_BUCKETS = (
@@ -67,6 +76,120 @@ class WriterCounts:
             "Jobs committed by the storage writer",
             value=self._commits.jobs,
         )
+
+
+class AuditCounts(Protocol):
+    """What the audit log's queue counts (``palais.storage.audit.AuditLog``)."""
+
+    @property
+    def written(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+
+
+class DepartureCounts(Protocol):
+    """What the departure runner counts (``palais.storage.departure.DepartureRunner``)."""
+
+    @property
+    def executed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+
+
+class ClosureCounts(Protocol):
+    """Sessions the watcher closed, by code (``palais.gateway.sessions.SessionWatcher``)."""
+
+    @property
+    def closed(self) -> Mapping[str, int]: ...
+
+
+class CrlCounts(Protocol):
+    """CRL fetches by result and stale CRLs (``palais.trust_live.LiveTrust``)."""
+
+    @property
+    def crl_fetches(self) -> Mapping[str, int]: ...
+    def stale_crls(self) -> tuple[int, int]: ...
+
+
+class LifecycleCounts:
+    """A collector: the identity lifecycle's counts, read from their owners at each scrape.
+
+    Plain integers their owners keep (on the event loop or one worker
+    thread, only ever incremented): nothing is mirrored on the hot paths.
+    """
+
+    def __init__(
+        self,
+        *,
+        audit: AuditCounts | None = None,
+        sessions: ClosureCounts | None = None,
+        departures: DepartureCounts | None = None,
+        crls: CrlCounts | None = None,
+    ) -> None:
+        self._audit = audit
+        self._sessions = sessions
+        self._departures = departures
+        self._crls = crls
+
+    def collect(self) -> Iterator[Metric]:
+        if self._audit is not None:
+            yield CounterMetricFamily(
+                "palais_audit_events_written",
+                "Refusal events written to the audit log by this gateway",
+                value=self._audit.written,
+            )
+            yield CounterMetricFamily(
+                "palais_audit_events_dropped",
+                "Refusal events dropped: the bounded queue was full or the database refused",
+                value=self._audit.dropped,
+            )
+            yield GaugeMetricFamily(
+                "palais_audit_events_queued",
+                "Refusal events waiting to be written",
+                value=self._audit.pending,
+            )
+        if self._sessions is not None:
+            closed = CounterMetricFamily(
+                "palais_sessions_closed",
+                "Open sessions closed by the session watcher, by reason",
+                labels=["reason"],
+            )
+            for reason, count in sorted(dict(self._sessions.closed).items()):
+                closed.add_metric([reason], count)
+            yield closed
+        if self._departures is not None:
+            yield CounterMetricFamily(
+                "palais_departures_executed",
+                "Departures carried out by this gateway",
+                value=self._departures.executed,
+            )
+            yield CounterMetricFamily(
+                "palais_departures_failed",
+                "Attempts to carry a departure out that failed (tried again later)",
+                value=self._departures.failed,
+            )
+        if self._crls is not None:
+            fetches = CounterMetricFamily(
+                "palais_crl_fetches",
+                "CRL fetches from distribution points, by result",
+                labels=["result"],
+            )
+            counts = dict(self._crls.crl_fetches)
+            for result in ("fetched", "unchanged", "rejected", "unreachable"):
+                fetches.add_metric([result], counts.get(result, 0))
+            yield fetches
+            in_grace, beyond = self._crls.stale_crls()
+            stale = GaugeMetricFamily(
+                "palais_crls_stale",
+                "CAs whose CRL is past its nextUpdate: still used (in_grace) or failing"
+                " closed (beyond_grace)",
+                labels=["state"],
+            )
+            stale.add_metric(["in_grace"], in_grace)
+            stale.add_metric(["beyond_grace"], beyond)
+            yield stale
 
 
 class GatewayMetrics:
@@ -128,6 +251,7 @@ class GatewayMetrics:
             registry=registry,
         )
         self._writer: WriterCounts | None = None
+        self._lifecycle: LifecycleCounts | None = None
 
     def watch_writer(self, commits: CommitCounts) -> None:
         """Export the storage writer's own counts, read at every scrape.
@@ -141,6 +265,22 @@ class GatewayMetrics:
             self.registry.unregister(self._writer)
         self._writer = WriterCounts(commits)
         self.registry.register(self._writer)
+
+    def watch_lifecycle(
+        self,
+        *,
+        audit: AuditCounts | None = None,
+        sessions: ClosureCounts | None = None,
+        departures: DepartureCounts | None = None,
+        crls: CrlCounts | None = None,
+    ) -> None:
+        """Export the audit log's, session watcher's, departures' and CRLs' counts."""
+        if self._lifecycle is not None:
+            self.registry.unregister(self._lifecycle)
+        self._lifecycle = LifecycleCounts(
+            audit=audit, sessions=sessions, departures=departures, crls=crls
+        )
+        self.registry.register(self._lifecycle)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything recorded."""

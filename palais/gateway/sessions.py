@@ -143,6 +143,9 @@ class SessionWatcher:
         self._audit = audit
         self._groups: dict[_Key, Registration] = {}
         self._task: asyncio.Task[None] | None = None
+        # Sessions closed, by code (certificate-refused, account-deactivated,
+        # account-changed), for /metrics.
+        self.closed: dict[str, int] = dict.fromkeys(_CODES.values(), 0)
 
     # -- registry ----------------------------------------------------------------
 
@@ -296,5 +299,6 @@ class SessionWatcher:
                     )
                 except Exception:
                     self._log.exception("session closed: audit record failed")
+            self.closed[code] += 1
             closures.append(closure)
         return closures

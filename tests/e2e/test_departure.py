@@ -28,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from palais.mailbox.identity import Role
 from palais.pki.devpki import IssuedIdentity, issue_identity, load_dev_pki
@@ -96,6 +97,16 @@ def imap_as(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
         imap.shutdown()
         raise
     return imap
+
+
+def imap_refused(inst: Instance, who: str) -> bool:
+    """Whether ``who`` is refused a new IMAP session (the gateway's identity cache
+    forgets an account within seconds)."""
+    try:
+        imap_as(inst, who).logout()
+    except REFUSED:
+        return True
+    return False
 
 
 def boxes(imap: imaplib.IMAP4_SSL) -> str:
@@ -283,8 +294,7 @@ def test_a_magistrate_s_successor_sees_the_dossier_and_the_departed_is_refused(
         assert wait_for(cut)
     finally:
         departed.shutdown()
-    with pytest.raises(REFUSED):
-        imap_as(gateway, "magistrat1")
+    assert wait_for(lambda: imap_refused(gateway, "magistrat1"))
     events = admin_json(gateway, "audit", "--account", judge)
     actions = [e["action"] for e in events]
     assert actions[:3] == ["departure-set", "departure-carried-out", "account-deactivated"]
@@ -326,14 +336,27 @@ def test_without_a_successor_the_lawyers_read_the_notice(gateway: Instance) -> N
             assert imap.fetch("1:*", "(BODY[])")[0] == "OK"
         finally:
             imap.logout()
-    with pytest.raises(REFUSED):
-        imap_as(gateway, "greffier1")
+    assert wait_for(lambda: imap_refused(gateway, "greffier1"))
     [carried] = admin_json(
         gateway, "audit", "--action", "departure-carried-out", "--account", clerk
     )
     assert sorted(carried["detail"]["lawyers_notified"]) == sorted(
         f"{gateway.address(n)} {number}" for n in ("avocat1", "avocat2")
     )
+    # The operator's /metrics counts both departures and the session cut.
+    scraped = gateway.curl_https("/metrics", "admin1")
+    assert scraped.stdout.endswith("\n200"), scraped.stderr
+    values = {
+        s.name + json.dumps(s.labels, sort_keys=True): s.value
+        for family in text_string_to_metric_families(scraped.stdout.rsplit("\n", 1)[0])
+        for s in family.samples
+    }
+    assert values["palais_departures_executed_total{}"] == 2
+    assert values['palais_sessions_closed_total{"reason": "account-deactivated"}'] >= 1
+    assert values["palais_audit_events_written_total{}"] >= 1
+    assert values["palais_audit_events_dropped_total{}"] == 0
+    assert values['palais_crls_stale{"state": "beyond_grace"}'] == 0
+    assert 'palais_crl_fetches_total{"result": "rejected"}' in values
     # A departure in effect can be neither changed nor cancelled.
     done = admin(gateway, "departure", "cancel", clerk)
     assert done.returncode == 1 and "no pending departure" in done.stderr
