@@ -63,7 +63,7 @@ class DocumentKind:
             return [FieldError("", f"document de plus de {MAX_DOCUMENT_SIZE} octets")]
         try:
             parsed = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
             return [FieldError("", "document JSON illisible")]
         if not isinstance(parsed, dict):
             return [FieldError("", "le document doit être un objet JSON")]

@@ -284,6 +284,10 @@ def test_every_error_is_listed_at_once() -> None:
     ]
 
 
+def test_a_document_nested_too_deep_is_unreadable() -> None:
+    assert [str(e) for e in document_errors(SAISINE, b"[" * 200_000)] == ["document JSON illisible"]
+
+
 def test_a_document_is_a_json_object() -> None:
     assert [str(e) for e in document_errors(SAISINE, b"[1, 2]")] == [
         "le document doit être un objet JSON"
