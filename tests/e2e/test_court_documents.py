@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from palais.juridictions_file import load_directory
-from palais.mailbox.documents import SAISINE
+from palais.mailbox.documents import DOSSIER_EVENT, REGISTRY_DECISION, SAISINE
 from tests.e2e.instance import Instance, create_instance
 from tests.mailbox import court_samples as samples
 from tests.mailbox.court_samples import REMOVE, changed
@@ -180,3 +180,31 @@ def test_serve_names_an_unusable_directory(tmp_path: Path) -> None:
         f"palais serve: cannot start: {directory}: juridiction TJ-BORDEAUX: "
         "type must be CPH, TPROX or TJ"
     ) in done.stderr
+
+
+def _court_message(instance: Instance, media_type: str, doc: dict[str, Any]) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = instance.address("court1")
+    msg["To"] = instance.dossier["address"]
+    msg["Subject"] = f"[{instance.dossier['number']}] {media_type.split('.')[-1]}"
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@cph-bordeaux.juridictions.palais.test>"
+    msg.set_content("Message du greffe.")
+    maintype, subtype = media_type.split("/")
+    msg.add_attachment(
+        json.dumps(doc).encode(), maintype=maintype, subtype=subtype, filename="document.json"
+    )
+    return msg
+
+
+def test_what_a_court_system_sends_is_checked_on_its_listener(instance: Instance) -> None:
+    rejection = changed(samples.registry_decision(), "decision", "rejected")
+    with smtplib.SMTP("localhost", instance.port("court"), timeout=10) as smtp:
+        smtp.starttls(context=instance.client_context("court1"))
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            smtp.send_message(_court_message(instance, REGISTRY_DECISION, rejection))
+        assert caught.value.smtp_code == 550
+        assert _text(caught.value.smtp_error).split("\n")[1:] == [
+            "5.6.0 reason: obligatoire pour un rejet"
+        ]
+        event = _court_message(instance, DOSSIER_EVENT, samples.dossier_event())
+        assert smtp.send_message(event) == {}
