@@ -70,8 +70,16 @@ def cmd_revoke(ctx: AdminContext, args: argparse.Namespace) -> None:
             plan = store.revoke(conn, args.lawyer, args.delegate, dossiers, actor=ctx.actor)
         except DelegationRefused as refused:
             ctx.fail(f"cannot revoke: {refused.text}")
+        left = store.in_force(conn, lawyer=plan.lawyer, delegate=plan.delegate)
     for d in plan.revoked:
         ctx.emit({**d.as_json(), "revoked": True}, "revoked: " + _describe(d))
+    if any(d.dossier is None for d in left) and not ctx.json:
+        # Revoking one dossier leaves a grant of all dossiers covering it.
+        print(
+            f"note: {plan.delegate} still holds all dossiers of {plan.lawyer}"
+            " (revoke without --dossier to end it)",
+            file=ctx.out,
+        )
 
 
 def cmd_list(ctx: AdminContext, args: argparse.Namespace) -> None:

@@ -49,11 +49,11 @@ def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def admin_here(inst: Instance, *args: str) -> tuple[int, str]:
+def admin_here(inst: Instance, *args: str, out: io.StringIO | None = None) -> tuple[int, str]:
     """The same command run in this process (the error cases: a process each
     would cost seconds apiece on a busy machine): (exit status, stderr)."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out or io.StringIO()):
         try:
             status = main(["admin", *args, "-d", str(inst.root)])
         except SystemExit as exit:  # argparse's usage errors
@@ -399,6 +399,16 @@ def test_revoked_over_https_then_by_the_cli_the_delegate_is_refused(gateway: Ins
     )
     assert status == 201 and answer["granted"][0]["dossiers"] == "all"
     assert wait_for(lambda: smtp_refusal(gateway, message(gateway, "re", sender=delegate)) == "")
+    # One dossier granted and revoked on top: the grant of all dossiers stays, and says so.
+    status, err = admin_here(
+        gateway, "delegation", "grant", "--from", lawyer, "--to", delegate, "--dossier", n
+    )
+    assert status == 0, err
+    out = io.StringIO()
+    status, err = admin_here(
+        gateway, "delegation", "revoke", "--from", lawyer, "--to", delegate, "--dossier", n, out=out
+    )
+    assert status == 0 and "still holds all dossiers" in out.getvalue(), (err, out.getvalue())
     imap = gateway.imap(DELEGATE)  # a session open before the revocation
     try:
         assert imap.select(delegated_box(gateway, "Envoy&AOk-s"))[0] == "OK"
