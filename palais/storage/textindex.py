@@ -110,13 +110,16 @@ def candidates(conn: Connection, mailbox_id: int, part: Part, needle: str) -> se
                 (mailbox_id, *([pattern] * len(columns))),
             )
             uids.update(int(r[0]) for r in cur.fetchall())
-        # Messages not indexed yet (filed before the index, backfill pending).
-        cur.execute(
-            f"SELECT e.uid FROM text_pending p JOIN entry e ON e.message_id = p.message_id"
-            f" WHERE e.mailbox_id = {mark}",
-            (mailbox_id,),
-        )
-        uids.update(int(r[0]) for r in cur.fetchall())
+        # Messages not indexed yet (filed before the index, backfill pending):
+        # none, once the storage has opened on this revision.
+        cur.execute("SELECT 1 FROM text_pending LIMIT 1")
+        if cur.fetchone() is not None:
+            cur.execute(
+                "SELECT e.uid FROM text_pending p JOIN entry e ON e.message_id = p.message_id"
+                f" WHERE e.mailbox_id = {mark}",
+                (mailbox_id,),
+            )
+            uids.update(int(r[0]) for r in cur.fetchall())
         return uids
     finally:
         cur.close()

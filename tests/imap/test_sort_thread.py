@@ -206,3 +206,17 @@ def test_imap_tools_sorts_on_the_server(server: ServerThread, store: FakeStore, 
         subjects = [m.subject for m in mailbox.fetch(sort="REVERSE ARRIVAL", mark_seen=False)]
         assert subjects[0] == "Re: [greffe] Audience"
         assert subjects[-1] == "Fwd: Pourvoi (fwd)"
+
+
+def test_a_repeated_sort_or_thread_follows_what_matches(five: RawClient) -> None:
+    for _ in range(2):  # the second time from the kept answers
+        assert _ok(five.cmd(b"a", b"SORT (DATE) UTF-8 UNSEEN")) == [b"* SORT 3 2 1 4 5\r\n"]
+        assert _ok(five.cmd(b"a", b"THREAD REFERENCES UTF-8 UNSEEN")) == [
+            b"* THREAD (2 (3 4)(1))(5)\r\n"
+        ]
+    _ok(five.cmd(b"b", b"STORE 2 +FLAGS.SILENT (\\Seen)"), b"b")
+    assert _ok(five.cmd(b"a", b"SORT (DATE) UTF-8 UNSEEN")) == [b"* SORT 3 1 4 5\r\n"]
+    assert _ok(five.cmd(b"a", b"UID SORT (DATE) UTF-8 UNSEEN")) == [b"* SORT 4 2 5 6\r\n"]
+    # 2 no longer matches: the dummy left in its place has one child, 3, which
+    # rises to the top; 1 ("audience") and 3 ("pourvoi") share no subject.
+    assert _ok(five.cmd(b"a", b"THREAD REFERENCES UTF-8 UNSEEN")) == [b"* THREAD (3 4)(1)(5)\r\n"]

@@ -9,8 +9,10 @@ costs a sort of kept keys, not a read of every header again.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import re
 import weakref
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ __all__ = [
     "SortKey",
     "base_subject",
     "box_facts",
+    "digest",
     "facts_of",
     "sort_uids",
 ]
@@ -297,13 +300,49 @@ _BUDGET = 400_000
 _BATCH = 500
 
 
-class BoxFacts:
-    """Facts of the boxes recently sorted or threaded, by box and UIDVALIDITY."""
+# Answers kept for a repeated SORT or THREAD, and their bytes over all of them.
+_ANSWERS = 32
+_ANSWER_BYTES = 32 * 1024 * 1024
 
-    __slots__ = ("boxes",)
+
+def digest(uids: Sequence[int]) -> bytes:
+    """A short fingerprint of a list of UIDs (what an answer was computed for)."""
+    return hashlib.blake2b(array("I", uids).tobytes(), digest_size=16).digest()
+
+
+class BoxFacts:
+    """Facts of the boxes recently sorted or threaded, by box and UIDVALIDITY,
+    and the last answers.
+
+    An answer depends on nothing but the messages it was asked of (their
+    facts never change) and how they are numbered: kept under a fingerprint
+    of both, a repeated SORT or THREAD of an unchanged box is a look-up.
+    """
+
+    __slots__ = ("_answer_bytes", "answers", "boxes")
 
     def __init__(self) -> None:
         self.boxes: OrderedDict[int, tuple[int, FactTable]] = OrderedDict()
+        self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._answer_bytes = 0
+
+    def answer(self, key: tuple[object, ...]) -> bytes | None:
+        found = self.answers.get(key)
+        if found is not None:
+            self.answers.move_to_end(key)
+        return found
+
+    def keep_answer(self, key: tuple[object, ...], answer: bytes) -> None:
+        if len(answer) > _ANSWER_BYTES // 4:
+            return
+        old = self.answers.pop(key, None)
+        if old is not None:
+            self._answer_bytes -= len(old)
+        self.answers[key] = answer
+        self._answer_bytes += len(answer)
+        while len(self.answers) > _ANSWERS or self._answer_bytes > _ANSWER_BYTES:
+            _, dropped = self.answers.popitem(last=False)
+            self._answer_bytes -= len(dropped)
 
     def table(self, box_id: int, uidvalidity: int) -> FactTable:
         kept = self.boxes.get(box_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,7 +15,14 @@ from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.response import quoted
 from palais.gateway.imap.searching import Searcher
 from palais.gateway.imap.searchspec import CHARSETS, RETURN_OPTIONS, SearchRequest, parse_program
-from palais.gateway.imap.sorting import SORT_KEYS, FactTable, SortKey, box_facts, sort_uids
+from palais.gateway.imap.sorting import (
+    SORT_KEYS,
+    FactTable,
+    SortKey,
+    box_facts,
+    digest,
+    sort_uids,
+)
 from palais.gateway.imap.states import SELECTED_ONLY
 from palais.gateway.imap.threads import format_threads, ordered_subject, references
 
@@ -88,24 +96,38 @@ def parse_thread(args: Args) -> ThreadRequest:
     return ThreadRequest(algorithm, SearchRequest(key, None, charset_ok, written))
 
 
-async def _matching(
-    session: Session, request: SearchRequest
-) -> tuple[list[int], FactTable] | Reply:
-    """The matching UIDs (ascending) with their facts, or the refusal."""
+async def _matching(session: Session, request: SearchRequest) -> list[int] | Reply:
+    """The matching UIDs (ascending), or the refusal."""
     if not request.charset_ok:
         return no("Unsupported charset", codes.BADCHARSET)
     view = selected(session)
     refusal = over_limits(session, request, view.exists)
     if refusal is not None:
         return refusal
-    who = identity(session)
-    pacer = session.pacer()
-    uids = await Searcher(session.access, who, view, pacer).run(request.key)
+    return await Searcher(session.access, identity(session), view, session.pacer()).run(request.key)
+
+
+async def _facts(session: Session, uids: list[int]) -> tuple[list[int], FactTable]:
+    """The facts of ``uids``; a message expunged meanwhile has none and is left out."""
+    view = selected(session)
     facts = await box_facts(session.access).of(
-        session.access, who, view.info.id, view.info.uidvalidity, uids, pacer
+        session.access,
+        identity(session),
+        view.info.id,
+        view.info.uidvalidity,
+        uids,
+        session.pacer(),
     )
-    # A message expunged meanwhile has no record, hence no facts: left out.
     return [u for u in uids if u in facts], facts
+
+
+def _answer_key(
+    session: Session, kind: object, uids: list[int], *, uid: bool
+) -> tuple[object, ...]:
+    """What an answer depends on: the messages asked of, how they are numbered."""
+    view = selected(session)
+    numbering = None if uid else digest(view.uids)
+    return (kind, view.info.id, view.info.uidvalidity, uid, digest(uids), numbering)
 
 
 def _numbers(session: Session, uids: Sequence[int], *, uid: bool) -> list[int]:
@@ -115,16 +137,37 @@ def _numbers(session: Session, uids: Sequence[int], *, uid: bool) -> list[int]:
     return [n for u in uids if (n := view.seq_of(u)) is not None]
 
 
+async def _sorted(
+    session: Session, request: SortRequest, uids: list[int], *, uid: bool
+) -> list[int]:
+    """The numbers of ``uids`` in sort order (kept for a repeat)."""
+    kept = box_facts(session.access)
+    key = _answer_key(session, ("ORDER", request.keys), uids, uid=uid)
+    answer = kept.answer(key)
+    if answer is not None:
+        return array("I", answer).tolist()
+    present, facts = await _facts(session, uids)
+    ordered = _numbers(session, sort_uids(present, facts, request.keys), uid=uid)
+    kept.keep_answer(key, array("I", ordered).tobytes())
+    return ordered
+
+
 async def do_sort(session: Session, tag: bytes, request: SortRequest, *, uid: bool) -> Reply:
     found = await _matching(session, request.search)
     if isinstance(found, Reply):
         return found
-    uids, facts = found
-    ordered = _numbers(session, sort_uids(uids, facts, request.keys), uid=uid)
     returns = request.search.returns
     if returns is None:
-        session.untagged(b"SORT" + b"".join(b" %d" % n for n in ordered))
+        kept = box_facts(session.access)
+        key = _answer_key(session, ("SORT", request.keys), found, uid=uid)
+        line = kept.answer(key)
+        if line is None:
+            ordered = await _sorted(session, request, found, uid=uid)
+            line = b"SORT" + b"".join(b" %d" % n for n in ordered)
+            kept.keep_answer(key, line)
+        session.untagged(line)
         return ok("SORT completed")
+    ordered = await _sorted(session, request, found, uid=uid)
     # ESORT (RFC 5267 3.2): MIN and MAX are the first and last in sort order,
     # ALL lists the messages in sort order.
     line = b"ESEARCH (TAG " + quoted(tag) + b")"
@@ -161,16 +204,22 @@ async def do_thread(session: Session, request: ThreadRequest, *, uid: bool) -> R
     found = await _matching(session, request.search)
     if isinstance(found, Reply):
         return found
-    uids, facts = found
-    if not uid:
-        view = selected(session)
-        known = [(u, n) for u in uids if (n := view.seq_of(u)) is not None]
-        uids = [u for u, _ in known]
-        numbers = [n for _, n in known]
-    else:
-        numbers = uids
-    build = references if request.algorithm == "REFERENCES" else ordered_subject
-    session.untagged(b"THREAD " + format_threads(build(uids, facts, numbers)))
+    kept = box_facts(session.access)
+    key = _answer_key(session, ("THREAD", request.algorithm), found, uid=uid)
+    line = kept.answer(key)
+    if line is None:
+        uids, facts = await _facts(session, found)
+        if uid:
+            numbers = uids
+        else:
+            view = selected(session)
+            known = [(u, n) for u in uids if (n := view.seq_of(u)) is not None]
+            uids = [u for u, _ in known]
+            numbers = [n for _, n in known]
+        build = references if request.algorithm == "REFERENCES" else ordered_subject
+        line = b"THREAD " + format_threads(build(uids, facts, numbers))
+        kept.keep_answer(key, line)
+    session.untagged(line)
     return ok("THREAD completed")
 
 
