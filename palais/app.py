@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -86,6 +86,8 @@ def open_instance_storage(
             migrate=False,
             evidence=evidence,
             enrolment=EnrolmentPolicy(settings.accounts.enrolment),
+            # One node of several on PostgreSQL: changes heard through LISTEN/NOTIFY.
+            node=settings.instance.node or None,
         )
     except BaseException:
         evidence.close()
@@ -120,6 +122,8 @@ class Gateway:
     sessions: SessionWatcher | None = None
     trust: LiveTrust | None = None
     audit: AuditLog | None = None
+    # Workers of `palais serve --workers` share the ports (SO_REUSEPORT).
+    reuse_port: bool = False
     departures: DepartureRunner | None = None
     slots: OpenedSlots | None = None
 
@@ -128,6 +132,9 @@ class Gateway:
         self.evidence = evidence_key(s)
         self.storage = storage = open_instance_storage(s, self.evidence, worker=True)
         storage.start()
+        if storage.notifications is not None:
+            storage.notifications.start(asyncio.get_running_loop())
+        self.recorded.node = s.instance.node
         # Refusals of every listener, queued and written in batches by the writer.
         self.audit = audit = AuditLog(storage.commits)
         self.recorded.watch_writer(storage.commits)
@@ -233,13 +240,14 @@ class Gateway:
                 app_factory=smtps_app,
             )
 
-        self.servers.append(await loop.create_server(smtps, host, s.listen.smtps))
+        reuse = self.reuse_port or None
+        self.servers.append(await loop.create_server(smtps, host, s.listen.smtps, reuse_port=reuse))
         for listener, port in (
             (Listener.SUBMISSION, s.listen.submission),
             (Listener.COURT, s.listen.court),
         ):
             factory = smtp(listener, door(listener), False)
-            self.servers.append(await loop.create_server(factory, host, port))
+            self.servers.append(await loop.create_server(factory, host, port, reuse_port=reuse))
 
         self.servers.append(
             await start_imap_server(
@@ -261,6 +269,7 @@ class Gateway:
                 preauth_timeout=limits.preauth_timeout,
                 watcher=watcher,
                 audit=audit,
+                reuse_port=self.reuse_port,
             )
         )
         watcher.start()
@@ -292,6 +301,8 @@ class Gateway:
             metrics=self.recorded,
             admission=admission,
             audit=audit,
+            reuse_port=self.reuse_port,
+            health=node_health(storage) if storage.notifications is not None else None,
             log=logging.getLogger("palais.https"),
             routes={
                 PRINTABLE_PREFIX: receipts_route(storage.mail.held_evidence, printable),
@@ -352,12 +363,40 @@ class Gateway:
             self.storage = None
 
 
-async def serve(settings: Settings) -> None:
+def node_health(storage: Storage) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """/health of a node of several: can it reach the database, does it hear the others."""
+
+    def database() -> dict[str, Any]:
+        try:
+            with storage.reader.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as error:
+            return {"ok": False, "error": type(error).__name__}
+        return {"ok": True}
+
+    async def check() -> dict[str, Any]:
+        bus = storage.notifications
+        assert bus is not None
+        notes = bus.health()
+        return {
+            "node": bus.node,
+            "database": await asyncio.to_thread(database),
+            "notifications": {"ok": notes["connected"], **notes},
+        }
+
+    return check
+
+
+async def serve(settings: Settings, *, node: str | None = None, reuse_port: bool = False) -> None:
+    """Run the gateway until SIGTERM or SIGINT; ``node``: this process's node
+    id among several on one PostgreSQL; ``reuse_port``: a worker of several."""
     # Everything the gateway creates from now on (database companions, blob
     # segments, logs) is owner-only, and what exists already is made so.
     os.umask(OWNER_ONLY_UMASK)
     secure_instance(settings)
-    gateway = Gateway(settings)
+    if node:
+        settings = replace(settings, instance=replace(settings.instance, node=node))
+    gateway = Gateway(settings, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,13 +9,24 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from palais.config import ConfigError, Settings, load_settings
-from palais.logformat import TEXT_FORMAT, JsonLinesFormatter, log_uncaught_exceptions
+from palais.logformat import (
+    NODE_TEXT_FORMAT,
+    TEXT_FORMAT,
+    JsonLinesFormatter,
+    log_uncaught_exceptions,
+    name_node,
+)
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
-    """Log to stderr, as text lines or (``fmt == "json"``) as JSON lines."""
+def _setup_logging(level: str, fmt: str = "text", node: str | None = None) -> None:
+    """Log to stderr, as text lines or (``fmt == "json"``) as JSON lines;
+    with ``node``, every line names it."""
     handler = logging.StreamHandler(sys.stderr)
+    if node:
+        name_node(node)
     if fmt == "json":
         handler.setFormatter(JsonLinesFormatter())
         # Warnings and uncaught tracebacks would otherwise reach stderr as
@@ -23,7 +34,7 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
         logging.captureWarnings(True)
         log_uncaught_exceptions(logging.getLogger("palais"))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(logging.Formatter(NODE_TEXT_FORMAT if node else TEXT_FORMAT))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     # aiosmtpd logs every command line at INFO; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
@@ -49,13 +60,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     from palais.instance import InstanceExists, init_instance
 
     try:
-        demo = init_instance(Path(args.dir), base_port=args.ports)
+        demo = init_instance(Path(args.dir), base_port=args.ports, database=args.database)
     except InstanceExists as e:
         print(f"palais init: {e}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as e:  # the database named cannot be reached or used
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"palais init: database: {reason}", file=sys.stderr)
         return 1
     print(f"palais init: instance created in {Path(args.dir).resolve()}")
     print(f"  ports: {demo['ports']}")
     print(f"  demo identities and dossier: {Path(args.dir) / 'demo.json'}")
+    return 0
+
+
+def cmd_node_add(args: argparse.Namespace) -> int:
+    from palais.instance import InstanceExists, add_node
+
+    try:
+        demo = add_node(Path(args.dir), Path(args.newdir), base_port=args.ports, node=args.node)
+    except InstanceExists as e:
+        print(f"palais node add: {e}", file=sys.stderr)
+        return 1
+    print(f"palais node add: node {demo['node']} created in {Path(args.newdir).resolve()}")
+    print(f"  ports: {demo['ports']}")
+    print(f"  run it with: palais serve {args.newdir}")
     return 0
 
 
@@ -69,13 +98,32 @@ def _instance_settings(command: str, where: str) -> Settings | None:
         return None
 
 
+def _node_of(settings: Settings, given: str | None) -> str | None:
+    """This process's node id: given (a worker), configured, or on PostgreSQL
+    the host's name (nodes may join it at any time); None on SQLite."""
+    from palais.storage.engine import is_sqlite
+
+    if given:
+        return given
+    if settings.instance.node:
+        return settings.instance.node
+    if is_sqlite(settings.database_url()):
+        return None
+    import socket
+
+    return socket.gethostname()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from palais.app import serve
 
     settings = _instance_settings("serve", args.dir)
     if settings is None:
         return 2
-    _setup_logging(settings.log.level, settings.log.format)
+    if args.workers != 1:
+        return _serve_workers(args, settings)
+    node = _node_of(settings, args.node)
+    _setup_logging(settings.log.level, settings.log.format, node)
     from palais.pki.hsm import HsmConfigError
     from palais.pki.signing import EvidenceKeyError
     from palais.pki.trust_update import CrlRejected, TrustRejected
@@ -83,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.instance.event_loop)) as runner:
-            runner.run(serve(settings))
+            runner.run(serve(settings, node=node, reuse_port=args.reuse_port))
     except SchemaMismatch as e:
         return _cannot_start(settings.log.format, str(e))
     except (EvidenceKeyError, HsmConfigError) as e:
@@ -93,6 +141,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as e:
         return _cannot_start(settings.log.format, str(e.strerror or e))
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    from palais.storage.engine import is_sqlite
+    from palais.workers import run_workers
+
+    if args.workers < 1:
+        print("palais serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.node:
+        print("palais serve: --workers and --node do not go together", file=sys.stderr)
+        return 2
+    if is_sqlite(settings.database_url()):
+        print(
+            "palais serve: --workers needs PostgreSQL: [database] url is SQLite, whose"
+            " file one process writes; set it to a postgresql+psycopg:// URL"
+            " (see README, Several nodes)",
+            file=sys.stderr,
+        )
+        return 2
+    base = _node_of(settings, None)
+    assert base is not None
+    return run_workers(Path(args.dir), base, args.workers)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -144,9 +215,35 @@ def main(argv: list[str] | None = None) -> int:
         metavar="BASE",
         help="listeners on BASE+465, +587, +993, +25, +443 (default 10000)",
     )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="keep the state in this PostgreSQL database (postgresql+psycopg://...);"
+        " other nodes join it with `palais node add`",
+    )
     p.set_defaults(func=cmd_init)
+    p = sub.add_parser("node", help="nodes of an instance sharing one PostgreSQL")
+    node_sub = p.add_subparsers(dest="node_command", required=True)
+    p = node_sub.add_parser("add", help="make another node of an instance's cluster")
+    p.add_argument("dir", help="an instance directory of the cluster")
+    p.add_argument("newdir", help="the new node's directory")
+    p.add_argument(
+        "--ports", type=int, required=True, metavar="BASE", help="its listeners, as for init"
+    )
+    p.add_argument("--node", help="its node id (default: the new directory's name)")
+    p.set_defaults(func=cmd_node_add)
     p = sub.add_parser("serve", help="run every listener of an instance")
     p.add_argument("dir", help="instance directory (or its palais.toml)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes sharing the ports, each a node (PostgreSQL only)",
+    )
+    # Set by --workers for each worker it starts.
+    p.add_argument("--node", help=argparse.SUPPRESS)
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("migrate", help="bring the database schema to this version's revision")
     p.add_argument("dir", help="instance directory (or its palais.toml)")

@@ -32,6 +32,9 @@ class InstanceSection:
     mail_domain: str = "palais.test"
     # "uvloop" (libuv, measured faster on SMTP ingest) or "asyncio" (the standard loop).
     event_loop: str = "uvloop"
+    # This node's name among several sharing one PostgreSQL (`palais node add`
+    # sets it): in every log line and metric. Empty: a single node.
+    node: str = ""
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,10 @@ COURT = ("court1", "portalis@cph-bordeaux.juridictions.palais.test", "Portalis C
 STRANGER_PERSON = ("stranger", "eve.intrus@avocats.palais.test")
 
 
-def config_text(base: int) -> str:
+def config_text(base: int, database: str | None = None, node: str = "") -> str:
     ports = {k: base + v for k, v in PORT_OFFSETS.items()}
+    url = json.dumps(database or "sqlite:///palais.db")
+    node_line = f"node = {json.dumps(node)}\n" if node else ""
     return f"""# Palais instance created by `palais init`. Every key is documented in
 # conf/palais.example.toml; paths are relative to this file.
 
@@ -119,9 +121,9 @@ def config_text(base: int) -> str:
 name = "palais-dev"
 hostname = "localhost"
 event_loop = "uvloop"
-
+{node_line}
 [database]
-url = "sqlite:///palais.db"
+url = {url}
 
 [storage]
 blobs = "blobs"
@@ -233,17 +235,49 @@ def secure_instance(settings: Settings) -> list[Path]:
     return changed
 
 
-def init_instance(root: Path, *, base_port: int = 10000) -> dict[str, object]:
+def init_instance(
+    root: Path, *, base_port: int = 10000, database: str | None = None
+) -> dict[str, object]:
+    """A new instance in ``root``; ``database``: its state in that PostgreSQL
+    (the first node of a cluster, named ``FIRST_NODE``) rather than SQLite."""
     with owner_only_umask():
-        demo = _init_instance(root.resolve(), base_port=base_port)
+        demo = _init_instance(root.resolve(), base_port=base_port, database=database)
         root = root.resolve()
         secure_files(root, database=root / "palais.db", blobs=root / "blobs", keys=())
     return demo
 
 
-def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
+FIRST_NODE = "node1"
+
+
+def _check_database(database: str) -> None:
+    """A PostgreSQL URL whose database holds no instance yet."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from palais.storage.engine import is_sqlite
+
+    if is_sqlite(database):
+        raise InstanceExists("--database takes a PostgreSQL URL (without it: SQLite)")
+    engine = create_engine(database)
+    try:
+        with engine.connect() as conn:
+            if (
+                inspect(conn).has_table("account")
+                and conn.execute(text("SELECT 1 FROM account LIMIT 1")).first()
+            ):
+                raise InstanceExists(
+                    "that database already holds a Palais instance; add a node to it"
+                    " with `palais node add DIR NEWDIR --ports BASE`"
+                )
+    finally:
+        engine.dispose()
+
+
+def _init_instance(root: Path, *, base_port: int, database: str | None = None) -> dict[str, object]:
     if (root / "palais.toml").exists():
         raise InstanceExists(f"{root} already holds an instance (palais.toml exists)")
+    if database is not None:
+        _check_database(database)
     root.mkdir(parents=True, exist_ok=True)
     pki: DevPki = create_dev_pki(root / "pki")
     now = datetime.now(UTC)
@@ -309,11 +343,13 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
         "key": rel(stranger.key_path),
     }
 
-    (root / "palais.toml").write_text(config_text(base_port), encoding="utf-8")
+    (root / "palais.toml").write_text(
+        config_text(base_port, database, FIRST_NODE if database else ""), encoding="utf-8"
+    )
     # The operator's own copy of the juridictions directory, read at start.
     (root / INSTANCE_FILE).write_bytes(SAMPLE.read_bytes())
     juridictions = load_directory(root / INSTANCE_FILE)
-    storage = open_storage(f"sqlite:///{root / 'palais.db'}", root / "blobs")
+    storage = open_storage(database or f"sqlite:///{root / 'palais.db'}", root / "blobs")
     dossier_address = f"{DOSSIER}@dossiers.palais.test"
     try:
 
@@ -397,4 +433,92 @@ def _init_instance(root: Path, *, base_port: int) -> dict[str, object]:
     (root / "demo.json").write_text(
         json.dumps(demo, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    return demo
+
+
+# -- another node of a cluster ----------------------------------------------------
+
+_LISTEN_KEYS = frozenset(PORT_OFFSETS)
+
+
+def node_config(text: str, *, base_port: int, node: str) -> str:
+    """An instance's palais.toml for another node: its own ports and node id.
+
+    Line by line, so that the operator's comments and settings stay as they are.
+    """
+    out: list[str] = []
+    section = ""
+    named = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            if section == "instance" and not named:
+                out.append(f"node = {json.dumps(node)}")
+                named = True
+            section = stripped[1:-1].strip()
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if section == "listen" and key in _LISTEN_KEYS:
+            line = f"{key} = {base_port + PORT_OFFSETS[key]}"
+        elif section == "instance" and key == "node":
+            line = f"node = {json.dumps(node)}"
+            named = True
+        out.append(line)
+    if not named:
+        out += ["", "[instance]", f"node = {json.dumps(node)}"]
+    return "\n".join(out) + "\n"
+
+
+def add_node(
+    source: Path, target: Path, *, base_port: int, node: str | None = None
+) -> dict[str, object]:
+    """``palais node add``: another node of ``source``'s cluster in ``target``.
+
+    Same database, PKI (server, evidence and demo keys) and settings; its own
+    ports and node id (``node``, by default the new directory's name). The
+    database is not touched: the schema and data are the cluster's.
+    """
+    import shutil
+
+    from palais.config import ConfigError, load_settings
+    from palais.storage.engine import is_sqlite
+
+    source, target = source.resolve(), target.resolve()
+    try:
+        settings = load_settings(source / "palais.toml")
+    except ConfigError as e:
+        raise InstanceExists(str(e)) from None
+    if is_sqlite(settings.database_url()):
+        raise InstanceExists(
+            f"{source} keeps its state in SQLite, which one process owns; a node needs"
+            " PostgreSQL ([database] url; `palais init DIR --database URL`)"
+        )
+    if (target / "palais.toml").exists():
+        raise InstanceExists(f"{target} already holds an instance (palais.toml exists)")
+    name = node or target.name
+    if name == settings.instance.node:
+        raise InstanceExists(f"node id {name!r} is {source}'s own; choose another (--node)")
+    with owner_only_umask():
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in source.iterdir():
+            # PKI and the files the configuration names (the juridictions
+            # directory...); not another node's blobs, logs or SQLite files.
+            if entry.name in ("palais.toml", "demo.json", "blobs") or entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, target / entry.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry, target / entry.name)
+        text = (source / "palais.toml").read_text(encoding="utf-8")
+        (target / "palais.toml").write_text(
+            node_config(text, base_port=base_port, node=name), encoding="utf-8"
+        )
+        demo: dict[str, object] = {}
+        if (source / "demo.json").exists():
+            demo = json.loads((source / "demo.json").read_text(encoding="utf-8"))
+        demo["ports"] = {k: base_port + v for k, v in PORT_OFFSETS.items()}
+        demo["node"] = name
+        (target / "demo.json").write_text(
+            json.dumps(demo, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        secure_files(target, database=None, blobs=target / "blobs", keys=())
     return demo

@@ -25,9 +25,18 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final
 
-__all__ = ["TEXT_FORMAT", "JsonLinesFormatter", "log_uncaught_exceptions"]
+__all__ = [
+    "NODE_TEXT_FORMAT",
+    "TEXT_FORMAT",
+    "JsonLinesFormatter",
+    "log_uncaught_exceptions",
+    "name_node",
+]
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# One node of several (``[instance] node``, or a worker of ``serve --workers``):
+# which one wrote the line, for logs gathered in one place.
+NODE_TEXT_FORMAT: Final = "%(asctime)s %(levelname)s node=%(node)s %(name)s %(message)s"
 
 # Attributes every LogRecord has; anything else on a record came from extra=.
 _STANDARD: Final = frozenset(
@@ -88,6 +97,21 @@ def _jsonable(value: object, depth: int) -> JsonValue:
         if isinstance(value, dict):
             return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
     return str(value)
+
+
+def name_node(node: str) -> None:
+    """Put ``node`` on every log record of this process (JSON: a ``node`` field)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "palais_node", None) is not None:
+        previous = previous.palais_node  # type: ignore[attr-defined]
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.node = node
+        return record
+
+    factory.palais_node = previous  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def log_uncaught_exceptions(log: logging.Logger) -> None:

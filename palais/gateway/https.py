@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 import weakref
 import xml.etree.ElementTree as ET
@@ -112,6 +113,8 @@ _VERIFY_ERRORS: Final[dict[int, str]] = {
 
 
 ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
+# What /health adds on a node of several (database, notifications), by part.
+Health = Callable[[], Awaitable[dict[str, Any]]]
 # The domains of the people's addresses, for the autoconfig document.
 AddressDomains = Callable[[], Awaitable[Collection[str]]]
 
@@ -259,6 +262,23 @@ class HttpsHandle:
             await asyncio.sleep(0.01)
 
 
+def _listen_reusing_port(reactor: Any, port: int, factory: object, host: str) -> _Listener:
+    """Listen with SO_REUSEPORT (Twisted's listenTCP cannot set it before bind):
+    several worker processes then share the port, the kernel spreading connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+        listener: _Listener = reactor.adoptStreamPort(sock.fileno(), family, factory)
+        return listener
+    finally:
+        sock.close()  # the reactor holds a duplicate of the descriptor
+
+
 def _release(reactor: _Reactor) -> None:
     for call in reactor.getDelayedCalls():
         if call.active():
@@ -289,6 +309,8 @@ async def start_https(
     admission: Admission | None = None,
     routes: Mapping[bytes, Route] | None = None,
     audit: RefusalAudit | None = None,
+    reuse_port: bool = False,
+    health: Health | None = None,
 ) -> HttpsHandle:
     """Serve HTTPS with mutual TLS on the running asyncio loop.
 
@@ -325,6 +347,7 @@ async def start_https(
         address_domains=address_domains,
         routes=routes or {},
         audit=audit,
+        health=health,
     )
     site = _Site(root, timeout=_IDLE_TIMEOUT, reactor=twisted_reactor)  # type: ignore[no-untyped-call]
     site.noisy = False
@@ -361,7 +384,10 @@ async def start_https(
         ),
     )
     try:
-        listener = reactor.listenTCP(port, tls_factory, interface=host)
+        if reuse_port:
+            listener = _listen_reusing_port(reactor, port, tls_factory, host)
+        else:
+            listener = reactor.listenTCP(port, tls_factory, interface=host)
     except BaseException:
         _release(reactor)
         raise
@@ -614,9 +640,11 @@ class _Root(Resource):
         address_domains: AddressDomains | None,
         routes: Mapping[bytes, Route],
         audit: RefusalAudit | None = None,
+        health: Health | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._audit = audit
+        self._health_check = health
         self._extra = dict(routes)
         self._prefixes = sorted(
             ((path, route) for path, route in routes.items() if route.prefix),
@@ -728,7 +756,13 @@ class _Root(Resource):
         return await route(request)
 
     async def _health(self, request: _HttpRequest) -> _Response:
-        return _json(200, {"status": "ok"})
+        if self._health_check is None:
+            return _json(200, {"status": "ok"})
+        # A node of several: its database and notification connection; 503
+        # when one is down, so that a load balancer's check takes it out.
+        report = await self._health_check()
+        ok = all(part.get("ok", True) for part in report.values() if isinstance(part, dict))
+        return _json(200 if ok else 503, {"status": "ok" if ok else "degraded", **report})
 
     async def _autoconfig(self, request: _HttpRequest) -> _Response:
         settings = self._autoconfig_settings

@@ -252,6 +252,8 @@ class GatewayMetrics:
         )
         self._writer: WriterCounts | None = None
         self._lifecycle: LifecycleCounts | None = None
+        # One node of several: every sample carries node="..." (set before serving).
+        self.node = ""
 
     def watch_writer(self, commits: CommitCounts) -> None:
         """Export the storage writer's own counts, read at every scrape.
@@ -284,5 +286,23 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything recorded."""
-        data: bytes = generate_latest(self.registry)
+        data: bytes = generate_latest(
+            _Labelled(self.registry, self.node) if self.node else self.registry
+        )
         return data
+
+
+class _Labelled:
+    """A registry's metrics, each sample with the node's label added."""
+
+    def __init__(self, registry: CollectorRegistry, node: str) -> None:
+        self._registry = registry
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            copy = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            copy.samples = [
+                s._replace(labels={**s.labels, "node": self._node}) for s in metric.samples
+            ]
+            yield copy

@@ -96,6 +96,7 @@ async def start_imap_server(
     preauth_timeout: float = 30.0,
     watcher: SessionWatcher | None = None,
     audit: RefusalAudit | None = None,
+    reuse_port: bool = False,
 ) -> ImapServer:
     """Listen for IMAPS (implicit TLS) connections; the certificate is the login.
 
@@ -243,7 +244,9 @@ async def start_imap_server(
         handshakes.add(protocol)
         return protocol
 
-    return ImapServer(await loop.create_server(factory, host, port), sessions, handshakes)
+    # reuse_port: several worker processes on one port (`palais serve --workers`).
+    server = await loop.create_server(factory, host, port, reuse_port=reuse_port or None)
+    return ImapServer(server, sessions, handshakes)
 
 
 def _log_line(
