@@ -196,8 +196,8 @@ class Gateway:
         # The hearing slots court systems opened: none until one publishes.
         self.slots = slots = OpenedSlots()
 
-        def documents(data: bytes) -> None:
-            refuse_invalid(data, slots.by_juridiction)
+        def documents(who: Identity, data: bytes) -> None:
+            refuse_invalid(data, slots.by_juridiction, who.role)
 
         def smtp(listener: Listener, door: Gate, implicit: bool) -> Callable[[], PalaisSMTP]:
             return make_smtp_factory(

@@ -543,8 +543,8 @@ class SubmissionHandler:
         self.listener = listener
         self.desk = desk
         # Structured documents (saisine...) checked before anything else at DATA
-        # (palais.mailbox.documents.refuse_invalid): raises the refusal.
-        self.documents: Callable[[bytes], None] | None = None
+        # (palais.mailbox.documents.refuse_invalid), by who sends: raises the refusal.
+        self.documents: Callable[[Identity, bytes], None] | None = None
         self.max_recipients = max_recipients
         # One handler per listener: its labelled children resolved once
         # (labels() takes a lock and costs more than inc()).
@@ -640,7 +640,7 @@ class SubmissionHandler:
         context = f"DATA identity={who.address} fingerprint={who.fingerprint} size={len(data)}"
         if self.documents is not None:
             try:
-                self.documents(data)
+                self.documents(who, data)
             except PalaisError as error:
                 self.count("refused")
                 log.info("message %s decision=refused", context)
@@ -707,7 +707,7 @@ def make_smtp_factory(
     max_size: int,
     max_recipients: int,
     timeout: float,
-    documents: Callable[[bytes], None] | None = None,
+    documents: Callable[[Identity, bytes], None] | None = None,
     starttls_context: ssl.SSLContext | None,
     metrics: GatewayMetrics | None = None,
     door: Gate | None = None,

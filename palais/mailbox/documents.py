@@ -33,8 +33,9 @@ from palais.mailbox.court_events import (
     check_registry_decision,
 )
 from palais.mailbox.document_context import Attached, DocumentContext
-from palais.mailbox.errors import InvalidMessage
+from palais.mailbox.errors import InvalidMessage, NotAllowed
 from palais.mailbox.fields import Doc, FieldError, shape_errors, sorted_errors
+from palais.mailbox.identity import Role
 from palais.mailbox.message import MAX_HEADER_SIZE, decode_header_value
 from palais.mailbox.saisine import ACTOR_TAGS, Saisine, check_saisine
 
@@ -56,6 +57,7 @@ class DocumentKind:
     model: type[BaseModel]
     check: Callable[[Doc, DocumentContext], list[FieldError]]  # on the parsed JSON
     tags: Mapping[str, str]  # union tags (see fields.shape_errors)
+    senders: frozenset[Role]  # who may send one: a lawyer never a court's decision
 
     def errors(self, data: bytes, context: DocumentContext) -> list[FieldError]:
         """Every error of one document (its bytes as sent); [] when valid."""
@@ -82,6 +84,13 @@ class DocumentKind:
         return schema
 
 
+# A collaborateur sends for a lawyer (palais.mailbox.delegation); a registry's
+# decision comes from its court system or from a clerk of the service.
+_LAWYERS = frozenset({Role.AVOCAT, Role.COLLABORATEUR})
+_COURTS = frozenset({Role.COURT_SYSTEM})
+_REGISTRIES = frozenset({Role.COURT_SYSTEM, Role.GREFFIER})
+
+
 def _context_free(
     check: Callable[[Doc], list[FieldError]],
 ) -> Callable[[Doc, DocumentContext], list[FieldError]]:
@@ -92,9 +101,17 @@ KINDS: Mapping[str, DocumentKind] = MappingProxyType(
     {
         k.media_type: k
         for k in (
-            DocumentKind("saisine", "Saisine", SAISINE, Saisine, check_saisine, ACTOR_TAGS),
             DocumentKind(
-                "constitution", "Constitution", CONSTITUTION, Constitution, check_constitution, {}
+                "saisine", "Saisine", SAISINE, Saisine, check_saisine, ACTOR_TAGS, _LAWYERS
+            ),
+            DocumentKind(
+                "constitution",
+                "Constitution",
+                CONSTITUTION,
+                Constitution,
+                check_constitution,
+                {},
+                _LAWYERS,
             ),
             DocumentKind(
                 "dossier-event",
@@ -103,6 +120,7 @@ KINDS: Mapping[str, DocumentKind] = MappingProxyType(
                 DossierEvent,
                 _context_free(check_dossier_event),
                 EVENT_TAGS,
+                _COURTS,
             ),
             DocumentKind(
                 "registry-decision",
@@ -111,6 +129,7 @@ KINDS: Mapping[str, DocumentKind] = MappingProxyType(
                 RegistryDecision,
                 _context_free(check_registry_decision),
                 {},
+                _REGISTRIES,
             ),
             DocumentKind(
                 "hearing-slots",
@@ -119,6 +138,7 @@ KINDS: Mapping[str, DocumentKind] = MappingProxyType(
                 HearingSlots,
                 _context_free(check_hearing_slots),
                 {},
+                _COURTS,
             ),
         )
     }
@@ -212,11 +232,15 @@ class _Found:
     payload: bytes
 
 
-def message_errors(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> list[str]:
+def message_errors(
+    data: bytes, slots: Mapping[str, Sequence[HearingSlot]], sender: Role | None = None
+) -> list[str]:
     """Every error of every structured document the message carries, one
     line each naming its field; [] when there is none, or all are valid.
 
-    ``slots``: the hearing slots each juridiction opened (by code).
+    ``slots``: the hearing slots each juridiction opened (by code);
+    ``sender``: the role of who sends it, if a document kind is not theirs
+    to send (``NotAllowed`` raised).
     """
     if not may_carry_documents(data):
         return []
@@ -235,6 +259,13 @@ def message_errors(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> l
             unknown.append(f"Content-Type: type de document inconnu : {media_type[:80]}")
         elif _filename(part) is not None:
             attachments.append(Attached.of(_filename(part), media_type, payload))
+    for item in found:
+        if sender is not None and sender not in item.kind.senders:
+            raise NotAllowed(
+                f"Un document {item.kind.name} ne peut être envoyé que par "
+                + " ou ".join(_SENDER_NAMES[r] for r in sorted(item.kind.senders)),
+                reason=f"{sender} sent a {item.kind.name} document",
+            )
     context = DocumentContext(slots=slots, attachments=tuple(attachments))
     lines: list[str] = list(unknown)
     for item in found:
@@ -243,9 +274,20 @@ def message_errors(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> l
     return lines
 
 
-def refuse_invalid(data: bytes, slots: Mapping[str, Sequence[HearingSlot]]) -> None:
-    """Raise ``InvalidMessage`` listing every field error, if any."""
-    lines = message_errors(data, slots)
+_SENDER_NAMES = {
+    Role.AVOCAT: "un avocat",
+    Role.COLLABORATEUR: "un collaborateur",
+    Role.COURT_SYSTEM: "le système d'une juridiction",
+    Role.GREFFIER: "un greffe",
+}
+
+
+def refuse_invalid(
+    data: bytes, slots: Mapping[str, Sequence[HearingSlot]], sender: Role | None = None
+) -> None:
+    """Raise ``InvalidMessage`` listing every field error, if any (``NotAllowed``
+    if the sender may not send a document of its kind)."""
+    lines = message_errors(data, slots, sender)
     if lines:
         raise InvalidMessage(
             f"Document structuré invalide : {len(lines)} erreur(s)",

@@ -208,3 +208,23 @@ def test_what_a_court_system_sends_is_checked_on_its_listener(instance: Instance
         ]
         event = _court_message(instance, DOSSIER_EVENT, samples.dossier_event())
         assert smtp.send_message(event) == {}
+
+
+def test_a_lawyer_cannot_send_a_registry_decision(instance: Instance) -> None:
+    forged = _court_message(instance, REGISTRY_DECISION, samples.registry_decision())
+    forged.replace_header("From", instance.address("avocat1"))
+    with (
+        smtplib.SMTP_SSL(
+            "localhost",
+            instance.port("smtps"),
+            context=instance.client_context("avocat1"),
+            timeout=10,
+        ) as smtp,
+        pytest.raises(smtplib.SMTPDataError) as caught,
+    ):
+        smtp.send_message(forged)
+    assert (caught.value.smtp_code, _text(caught.value.smtp_error)) == (
+        550,
+        "5.7.1 Un document registry-decision ne peut être envoyé que par un greffe"
+        " ou le système d'une juridiction",
+    )

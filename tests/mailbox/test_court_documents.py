@@ -26,7 +26,8 @@ from palais.mailbox.documents import (
     message_errors,
     refuse_invalid,
 )
-from palais.mailbox.errors import InvalidMessage
+from palais.mailbox.errors import InvalidMessage, NotAllowed
+from palais.mailbox.identity import Role
 from tests.mailbox import court_samples as samples
 from tests.mailbox.court_samples import PDF, REMOVE, SLOT, changed
 
@@ -547,6 +548,39 @@ def test_a_document_in_a_nested_multipart_is_found() -> None:
     assert data.count(b"boundary=") == 3  # mixed > mixed (the saisine) > alternative
     assert may_carry_documents(data)
     assert message_errors(data, {}) == ["service: champ obligatoire"]
+
+
+@pytest.mark.parametrize(
+    ("media_type", "doc", "allowed", "refused"),
+    [
+        (SAISINE, samples.saisine(), Role.COLLABORATEUR, Role.COURT_SYSTEM),
+        (CONSTITUTION, samples.constitution(), Role.AVOCAT, Role.GREFFIER),
+        (REGISTRY_DECISION, samples.registry_decision(), Role.GREFFIER, Role.AVOCAT),
+        (DOSSIER_EVENT, samples.dossier_event(), Role.COURT_SYSTEM, Role.GREFFIER),
+        (HEARING_SLOTS, samples.hearing_slots(), Role.COURT_SYSTEM, Role.AVOCAT),
+    ],
+)
+def test_each_document_has_its_senders(
+    media_type: str, doc: dict[str, Any], allowed: Role, refused: Role
+) -> None:
+    parts: list[tuple[str, bytes, str | None]] = [(media_type, _json(doc), "document.json")]
+    if media_type == CONSTITUTION:
+        parts.append(("application/pdf", PDF, "constitution.pdf"))
+    data = _message(*parts)
+    assert message_errors(data, {}, allowed) == []
+    with pytest.raises(NotAllowed) as caught:
+        refuse_invalid(data, {}, refused)
+    assert caught.value.text.startswith(f"Un document {KINDS[media_type].name} ne peut")
+
+
+def test_a_lawyer_never_sends_a_court_s_decision() -> None:
+    data = _message((REGISTRY_DECISION, _json(samples.registry_decision()), "decision.json"))
+    with pytest.raises(NotAllowed) as caught:
+        refuse_invalid(data, {}, Role.AVOCAT)
+    assert caught.value.text == (
+        "Un document registry-decision ne peut être envoyé que par un greffe"
+        " ou le système d'une juridiction"
+    )
 
 
 def test_several_documents_name_theirs() -> None:
