@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from palais.mailbox.message import decode_header_value
+from palais.mailbox.message import decode_header_value, header_size
 
 __all__ = ["SearchDocuments", "body_text", "documents", "indexable"]
 
@@ -87,7 +87,7 @@ def documents(data: bytes) -> SearchDocuments:
         head[0] = decoded_block
         if decoded_block != plain_block:
             head.append(_ascii_lower(block))
-    fields = _fields(data)
+    fields = _fields(data, body_start)
     for folded_or_encoded, _, value in fields:
         # A value of one line without encoded words is already in the block.
         if folded_or_encoded:
@@ -126,10 +126,12 @@ _MIME_FIELD = re.compile(
 _RAW_ENCODINGS = frozenset({b"7bit", b"8bit", b"binary"})
 
 
-def _fields(data: bytes) -> list[tuple[bool, bytes, bytes]]:
+def _fields(data: bytes, covered: int) -> list[tuple[bool, bytes, bytes]]:
     """(folded or holding an encoded word, name, raw value) of every logical line of
     the header block that has a colon: each header field's value as IMAP
-    reads it, and maybe some more."""
+    reads it, and maybe some more; marked False when it is already in
+    ``data[:covered]`` as it is (one line, no encoded word), in which case
+    only the MIME fields are listed (for the body's decoding)."""
     if data.startswith(b"\r\n"):
         end = 2
     elif data.startswith(b"\n"):
@@ -137,20 +139,24 @@ def _fields(data: bytes) -> list[tuple[bool, bytes, bytes]]:
     else:
         m = _BLANK_LINE.search(data)
         end = len(data) if m is None else m.end()
+    # The block the submission read the fields in (a Subject there is SEARCH
+    # SUBJECT's) may end later, with bare line feeds: the longer of the two.
+    end = max(end, header_size(data))
     head = data[:end]
-    if b"=?" not in head and _FOLD.search(head) is None:
+    if end <= covered and b"=?" not in head and _FOLD.search(head) is None:
         # The usual header: every value is one line of the block already;
         # only the MIME fields are wanted (for the body's decoding).
         return [
             (False, m.group(1), m.group(2).strip(b" \t\r\n")) for m in _MIME_FIELD.finditer(head)
         ]
+    beyond = end > covered
     out: list[tuple[bool, bytes, bytes]] = []
     for line in _LOGICAL_LINE_END.split(head):
         name, colon, value = line.partition(b":")
         if colon:
             folded = _FOLD.search(value) is not None
             value = _FOLD.sub(b"", value).strip(b" \t\r\n")
-            out.append((folded or b"=?" in value, name, value))
+            out.append((beyond or folded or b"=?" in value, name, value))
     return out
 
 

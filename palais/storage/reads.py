@@ -454,6 +454,10 @@ class MailReads:
         cache = read_cache(self)
 
         def run(conn: Connection) -> set[int]:
+            if field is HeaderField.SUBJECT:
+                hits = textindex.subject_hits(conn, mailbox_id, text, pattern)
+                if hits is not None:
+                    return hits
             if conn.dialect.name != "sqlite":
                 rows = conn.execute(
                     select(EN.c.uid)

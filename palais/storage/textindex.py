@@ -17,6 +17,7 @@ box's entries then filter out (a reused message id keeps both rows).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
@@ -26,7 +27,7 @@ from palais.mailbox.searchtext import SearchDocuments, documents, indexable
 from palais.storage.rows import Rows, rows_for
 from palais.storage.sql import EVIDENCE_SEGMENT, driver
 
-__all__ = ["Part", "backfill", "candidates", "index_message"]
+__all__ = ["Part", "backfill", "candidates", "index_later", "index_message"]
 
 Part = Literal["header", "body", "text"]
 
@@ -36,8 +37,14 @@ _MAX_TERMS = 24
 _BACKFILL_BATCH = 200
 
 
+def index_later(conn: Connection, message_id: int) -> None:
+    """List a message being filed for indexing (``palais.storage.indexing``
+    indexes it off the filing path); searches read it meanwhile."""
+    rows_for(conn).run("INSERT INTO text_pending (message_id) VALUES (?)", (message_id,))
+
+
 def index_message(conn: Connection, message_id: int, data: bytes) -> None:
-    """Index a message being filed, in the filing's transaction."""
+    """Index a message at once, in the caller's transaction."""
     _insert(conn, [(message_id, documents(data))])
 
 
@@ -125,7 +132,13 @@ def candidates(conn: Connection, mailbox_id: int, part: Part, needle: str) -> se
         cur.close()
 
 
-def backfill(engine: Engine, blobs: MessageBytes) -> int:
+def backfill(
+    engine: Engine,
+    blobs: MessageBytes,
+    *,
+    batch: int = _BACKFILL_BATCH,
+    stop: Callable[[], bool] | None = None,
+) -> int:
     """Index the messages filed before the index (``text_pending``), a batch
     per transaction, reading their bytes from ``blobs`` (a receipt's from its
     evidence log row). Returns how many were indexed. A message whose bytes
@@ -134,22 +147,22 @@ def backfill(engine: Engine, blobs: MessageBytes) -> int:
     rows; on PostgreSQL the second insert is skipped."""
     done = 0
     after = -1
-    while True:
+    while stop is None or not stop():
         with engine.begin() as conn:
             rows = rows_for(conn)
-            batch = rows.all(
+            listed = rows.all(
                 'SELECT p.message_id, m.blob, b.segment, b."offset", b.length'
                 " FROM text_pending p LEFT JOIN message m ON m.id = p.message_id"
                 " LEFT JOIN blob b ON b.sha256 = m.blob"
                 " WHERE p.message_id > ? ORDER BY p.message_id LIMIT ?",
-                (after, _BACKFILL_BATCH),
+                (after, batch),
             )
-            if not batch:
+            if not listed:
                 return done
-            after = int(batch[-1][0])
+            after = int(listed[-1][0])
             indexed: list[tuple[int, SearchDocuments]] = []
             settled: list[tuple[Any, ...]] = []
-            for mid, sha, segment, offset, length in batch:
+            for mid, sha, segment, offset, length in listed:
                 if sha is None or segment is None:
                     settled.append((mid,))  # the message is gone since
                     continue
@@ -161,6 +174,7 @@ def backfill(engine: Engine, blobs: MessageBytes) -> int:
             _insert(conn, indexed)
             rows.many("DELETE FROM text_pending WHERE message_id = ?", settled)
             done += len(indexed)
+    return done
 
 
 def _bytes_of(rows: Rows, blobs: MessageBytes, sha: str, where: BlobLocation) -> bytes | None:
@@ -171,3 +185,39 @@ def _bytes_of(rows: Rows, blobs: MessageBytes, sha: str, where: BlobLocation) ->
         return blobs.read(where, sha)
     except (OSError, BlobCorrupted):  # unreadable: left pending
         return None
+
+
+def subject_hits(conn: Connection, mailbox_id: int, text: str, pattern: str) -> set[int] | None:
+    """SEARCH SUBJECT through the index: the UIDs whose stored subject is
+    LIKE ``pattern`` (as ``MailReads.search_header`` tests it), among the
+    messages whose header side may hold ``text``; None when the index cannot
+    narrow it (a short needle, messages still pending)."""
+    # The stored subject is one of the header side's renderings, case-folded:
+    # what LIKE finds there, folded, the index finds.
+    needle = text.lower().casefold()
+    if not indexable(needle):
+        return None
+    cur, mark = driver(conn)
+    try:
+        cur.execute("SELECT 1 FROM text_pending LIMIT 1")
+        if cur.fetchone() is not None:
+            return None
+        if conn.dialect.name == "sqlite":
+            cur.execute(
+                "SELECT e.uid FROM entry e JOIN message m ON m.id = e.message_id"
+                f" WHERE +e.mailbox_id = {mark} AND e.message_id IN (SELECT rowid"
+                f" FROM message_head_text WHERE message_head_text MATCH {mark})"
+                f" AND m.subject LIKE {mark} ESCAPE '\\'",
+                (mailbox_id, _fts_query(needle), pattern),
+            )
+        else:
+            cur.execute(
+                "SELECT e.uid FROM entry e JOIN message m ON m.id = e.message_id"
+                f" WHERE e.mailbox_id = {mark} AND e.message_id IN (SELECT message_id"
+                f" FROM message_text WHERE head LIKE {mark})"
+                f" AND lower(m.subject) LIKE {mark} ESCAPE '\\'",
+                (mailbox_id, _like(needle), pattern),
+            )
+        return {int(r[0]) for r in cur.fetchall()}
+    finally:
+        cur.close()

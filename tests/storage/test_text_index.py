@@ -243,6 +243,28 @@ def test_index_answers_what_reading_every_message_answers(
         st.close()
 
 
+def test_search_subject_answers_the_same_through_the_index(
+    url: str, tmp_path: Path, corpus: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from palais.mailbox.model import HeaderField
+    from palais.storage import textindex
+
+    st = _open(url, tmp_path / "blobs", corpus)
+    try:
+        view = _view(st.mail, ME, "Brouillons")
+        needles = _needles(random.Random(7), corpus)
+
+        def subject(needle: str) -> set[int]:
+            return asyncio.run(st.mail.search_header(ME, view.info.id, HeaderField.SUBJECT, needle))
+
+        indexed = {n: subject(n) for n in needles}
+        monkeypatch.setattr(textindex, "subject_hits", lambda *args: None)
+        assert {n: subject(n) for n in needles} == indexed
+        assert any(indexed.values())
+    finally:
+        st.close()
+
+
 def test_documents_hold_every_rendering_a_search_looks_in() -> None:
     docs = documents(
         b"Subject: =?utf-8?q?Proc=C3=A9dure?=\r\nX-Long: un\r\n deux\r\n"
@@ -329,3 +351,36 @@ def test_the_body_side_of_the_randomised_corpus(corpus: list[bytes]) -> None:
 
     for data in corpus:
         assert body_text(data).casefold() in documents(data).body
+
+
+HEADER_CASES = [
+    *EDGE_CASES,
+    b"Subject: caf\xc3\xa9\nX-Dossier: needle\n\nbody\n",  # bare line feeds
+    b"Subject: a\r\nX-Dossier: no blank line at all",
+    b"Subject: a\nX-Dossier: lf\r\n\r\nbody",
+    b"X-A: =?utf-8?q?Proc=C3=A9dure?=\r\n =?utf-8?b?Y2Fmw6k=?=\r\nSubject: b\r\n\r\nx",
+    b"Subject: a\r\n\r\nX-Dossier: in the body\r\n",
+]
+
+
+@pytest.mark.parametrize("data", HEADER_CASES)
+def test_the_header_side_holds_every_field_and_the_block_as_the_exact_test_reads_them(
+    data: bytes,
+) -> None:
+    from palais.gateway.imap.mime import header_fields
+    from palais.gateway.imap.textsearch import decode_header_value
+    from palais.mailbox.errors import InvalidMessage
+    from palais.mailbox.message import summarize
+
+    docs = documents(data)
+    for field in header_fields(data):
+        assert decode_header_value(field.value).casefold() in docs.head, field
+    crlf = data.find(b"\r\n\r\n")
+    block = data[: crlf + 4 if crlf >= 0 else 0]
+    assert decode_header_value(block).casefold() in docs.head
+    assert block.lower().decode("ascii", "replace") in docs.head or block.isascii()
+    try:
+        subject = summarize(data).subject
+    except InvalidMessage:  # no header: nothing stored to search
+        return
+    assert subject.casefold() in docs.head
