@@ -404,6 +404,16 @@ class MailAccess(Protocol):
         """The total size in bytes of the box's messages (IMAP STATUS=SIZE)."""
         ...
 
+    async def recent_mark(self, who: Identity, mailbox_id: int) -> int:
+        """The highest UID of the box a session was told of first: the messages
+        above it are recent (IMAP \\Recent), 0 for a box never selected."""
+        ...
+
+    async def claim_recent(self, who: Identity, mailbox_id: int, upto: int) -> int:
+        """Raise the box's recent mark to ``upto``, atomically; the mark it had:
+        the messages between the two are this caller's recent ones."""
+        ...
+
     def subscribe(self, mailbox_id: int, listener: Callable[[MailboxEvent], None]) -> Unsubscribe:
         """Be told of changes to a box, whoever made them (called on the event loop)."""
         ...

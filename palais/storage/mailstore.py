@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, or_, select
+from sqlalchemy import Connection, Engine, or_, select, update
 
 from palais.mailbox.boxes import BoxRef, parse_box_name
 from palais.mailbox.deletion import plan_expunge, plan_move
@@ -69,10 +69,14 @@ from palais.storage.placement import (
     write_records,
 )
 from palais.storage.reads import MailReads
+from palais.storage.rows import rows_for
+from palais.storage.schema import ImapRecent, table
 from palais.storage.sql import DO, EN, MB, MS
 from palais.storage.writer import CommitQueue, WriteContext
 
 __all__ = ["FiledMessage", "MailStore"]
+
+RC = table(ImapRecent)
 
 
 class MailStore(MailReads):
@@ -309,6 +313,33 @@ class MailStore(MailReads):
         self, who: Identity, mailbox_id: int, uids: Sequence[int], dest_name: str
     ) -> CopyResult:
         return await self._transfer(who, mailbox_id, uids, dest_name, move=True)
+
+    # -- IMAP \\Recent ------------------------------------------------------------
+
+    async def recent_mark(self, who: Identity, mailbox_id: int) -> int:
+        await self._check_owner(who, mailbox_id)
+        query = select(RC.c.uid).where(RC.c.mailbox_id == mailbox_id)
+        mark = await self._query(lambda c: c.execute(query).scalar())
+        return 0 if mark is None else int(mark)
+
+    async def claim_recent(self, who: Identity, mailbox_id: int, upto: int) -> int:
+        await self._check_owner(who, mailbox_id)
+
+        def work(conn: Connection, ctx: WriteContext) -> int:
+            # Locked (PostgreSQL): two nodes' sessions never both claim a message.
+            rows_for(conn).run(
+                "INSERT INTO imap_recent (mailbox_id, uid) VALUES (?, 0)"
+                " ON CONFLICT (mailbox_id) DO NOTHING",
+                (mailbox_id,),
+            )
+            mark = conn.execute(
+                select(RC.c.uid).where(RC.c.mailbox_id == mailbox_id).with_for_update()
+            ).scalar_one()
+            if upto > mark:
+                conn.execute(update(RC).where(RC.c.mailbox_id == mailbox_id).values(uid=upto))
+            return int(mark)
+
+        return await self._writer.submit(work)
 
     # -- evidence --------------------------------------------------------------
 

@@ -230,6 +230,17 @@ class Vanished(Base):
     modseq: Mapped[int] = mapped_column(BigInteger)
 
 
+class ImapRecent(Base):
+    """Per box, the highest UID an IMAP session was told of first: above it,
+    messages are \\Recent for the next session selecting the box (migration 0010)."""
+
+    __tablename__ = "imap_recent"
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailbox.id"), primary_key=True, autoincrement=False
+    )
+    uid: Mapped[int] = mapped_column(BigInteger)
+
+
 class EvidenceLog(Base):
     """One receipt's evidence: a leaf of the append-only evidence log.
 

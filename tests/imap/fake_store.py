@@ -65,6 +65,10 @@ class FakeStore:
         self.listeners: dict[int, list[Listener]] = {}
         self.calls: list[tuple[object, ...]] = []
         self.read_count = 0
+        self.recent_marks: dict[int, int] = {}  # box id -> highest UID told of first
+        # As if another client had been told of every message delivered here
+        # (no \Recent for the tests' sessions); False: deliveries stay recent.
+        self.seen_elsewhere = True
         self.memo = Memo()
         for name, use, selectable in (
             ("INBOX", None, True),
@@ -108,6 +112,8 @@ class FakeStore:
             len(data),
             find_body_start(data, 0, len(data)),
         )
+        if self.seen_elsewhere:
+            self.recent_marks[box.id] = uid
         self._emit(MailboxEvent(box.id, EventKind.ARRIVED, uid, flags, box.modseq))
         return uid
 
@@ -358,6 +364,16 @@ class FakeStore:
     async def box_size(self, who: Identity, mailbox_id: int) -> int:
         self.calls.append(("box_size", mailbox_id))
         return sum(m.size for m in self._by_id(mailbox_id).messages.values())
+
+    async def recent_mark(self, who: Identity, mailbox_id: int) -> int:
+        self.calls.append(("recent_mark", mailbox_id))
+        return self.recent_marks.get(mailbox_id, 0)
+
+    async def claim_recent(self, who: Identity, mailbox_id: int, upto: int) -> int:
+        self.calls.append(("claim_recent", mailbox_id, upto))
+        mark = self.recent_marks.get(mailbox_id, 0)
+        self.recent_marks[mailbox_id] = max(mark, upto)
+        return mark
 
     def subscribe(self, mailbox_id: int, listener: Listener) -> Unsubscribe:
         self.listeners.setdefault(mailbox_id, []).append(listener)

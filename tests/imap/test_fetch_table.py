@@ -89,7 +89,8 @@ def test_view_behind_the_store(raw: RawClient, server: ServerThread, store: Fake
     server.run(store.deliver, "INBOX", b"Subject: new\r\n\r\nx\r\n")
     lines = raw.cmd(b"b", b"FETCH 1:* (UID FLAGS)")
     assert [line[:9] for line in lines[:4]] == [b"* %d FETCH" % i for i in range(1, 5)]
-    assert lines[4:] == [b"* 5 EXISTS\r\n", b"b OK FETCH completed\r\n"]
+    # The arrival is \Recent in this session, the first told of it (RFC 3501 7.3.2).
+    assert lines[4:] == [b"* 5 EXISTS\r\n", b"* 1 RECENT\r\n", b"b OK FETCH completed\r\n"]
     server.call(store.store_flags(WHO, 1, [2], FlagMode.ADD, frozenset({"\\Deleted"})))
     server.call(store.expunge(WHO, 1, [2]))
     lines = raw.cmd(b"c", b"FETCH 1:* (UID)")

@@ -65,6 +65,8 @@ def test_new_message_and_flags_are_pushed_while_idle(
     assert two.read_response() == b"* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n"
     server.run(store.deliver, "INBOX", MSG)
     assert two.read_response() == b"* 4 EXISTS\r\n"
+    # \Recent in the first session told of it: "two", idling ("one" is not).
+    assert two.read_response() == b"* 1 RECENT\r\n"
     assert done(two) == [b"i OK IDLE terminated\r\n"]
 
 

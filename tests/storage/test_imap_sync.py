@@ -3,10 +3,17 @@ that left a box since a MODSEQ, in both views of a placement, and a box's size."
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import text
+
 from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.model import FlagMode
 from palais.storage import Storage
+from palais.storage.engine import make_engine
+from palais.storage.migrate import alembic_config, upgrade
 from tests.postgres_server import (  # noqa: F401  fixtures
     postgres_server_fixture,
     postgres_url_fixture,
@@ -135,3 +142,53 @@ def test_append_all_keeps_every_message_or_none(storage: Storage) -> None:
         assert len(done) == 1 and (await mail.mailbox(CLERK, "Supprimés")).messages == 1
 
     run(go())
+
+
+def test_recent_mark_is_claimed_once(storage: Storage) -> None:
+    _send(storage, 1)
+    _send(storage, 2)
+
+    async def go() -> None:
+        mail = storage.mail
+        inbox = await mail.mailbox(CLERK, "INBOX")
+        assert await mail.recent_mark(CLERK, inbox.id) == 0  # never selected: all recent
+        assert await mail.claim_recent(CLERK, inbox.id, 2) == 0  # the first claims 1..2
+        assert await mail.claim_recent(CLERK, inbox.id, 2) == 2  # the next, nothing
+        assert await mail.claim_recent(CLERK, inbox.id, 1) == 2  # never goes back
+        assert await mail.recent_mark(CLERK, inbox.id) == 2
+        other = await mail.mailbox(ME, "Envoyés")
+        try:
+            await mail.claim_recent(CLERK, other.id, 5)
+        except Exception as exc:
+            assert type(exc).__name__ == "NoSuchMailbox"
+        else:
+            raise AssertionError("another owner's box was claimed")
+
+    run(go())
+
+
+def test_migration_0010_starts_existing_boxes_with_nothing_recent(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite'}", writer=True)
+    cfg = alembic_config()
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0009")
+            conn.execute(
+                text(
+                    "INSERT INTO mailbox (owner, name, kind, uidvalidity, uidnext, highestmodseq)"
+                    " VALUES ('a@x.test', 'INBOX', 'recus', 1, 5, 9)"
+                )
+            )
+        upgrade(engine)  # to the head, through 0010
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT mailbox_id, uid FROM imap_recent")).all() == [(1, 4)]
+            assert conn.execute(text("SELECT count(*) FROM vanished")).scalar_one() == 0
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0009")
+        with engine.connect() as conn:
+            tables = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+        assert not {"imap_recent", "vanished"} & tables
+    finally:
+        engine.dispose()

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from prometheus_client import Histogram
 
+from palais.gateway.audit import LimitReached
 from palais.gateway.imap import codes, refusals
 from palais.gateway.imap.commands import REGISTRY
 from palais.gateway.imap.commands.registry import Handler, Reply
@@ -33,7 +34,6 @@ from palais.gateway.imap.states import Logout, NotAuthenticated, Selected, State
 from palais.gateway.metrics import GatewayMetrics
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity
-from palais.mailbox.model import MailboxInfo
 from palais.mailbox.ports import MailAccess
 
 __all__ = ["Session", "Transport"]
@@ -81,6 +81,7 @@ class Session:
         "outcome",
         "qresync",
         "reader",
+        "rev2",
         "state",
         "transport",
         "utf8",
@@ -114,6 +115,8 @@ class Session:
         self._condstore = False
         # QRESYNC enabled (RFC 7162 3.2.3): VANISHED instead of EXPUNGE.
         self.qresync = False
+        # IMAP4rev2 enabled (RFC 9051): no \\Recent, no RECENT responses.
+        self.rev2 = False
         self.utf8 = False
         self.commands = 0
         self.outcome = "eof"
@@ -189,10 +192,6 @@ class Session:
         if isinstance(self.state, NotAuthenticated):
             return _BEFORE_AUTH
         return _AFTER_AUTH
-
-    def recent_count(self, box: MailboxInfo) -> int:
-        """How many of the box's messages are \\Recent (STATUS RECENT)."""
-        return 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -311,6 +310,8 @@ class Session:
     def limit_hit(self, limit: str) -> None:
         """Count a command stopped by a configured limit (``limit``: the setting's name)."""
         self.metrics.limit_hits.labels("imap", limit).inc()
+        if self.audit_refusal is not None:
+            self.audit_refusal(self._command or "?", self.identity_address, LimitReached(limit))
 
     # -- dispatch ------------------------------------------------------------
 

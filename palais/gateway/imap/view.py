@@ -13,6 +13,7 @@ import bisect
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 
+from palais.gateway.imap.recent import RECENT, RecentSet
 from palais.gateway.imap.response import flag_list
 from palais.gateway.imap.sequence import format_set
 from palais.mailbox.model import EventKind, MailboxEvent, MailboxInfo
@@ -21,6 +22,7 @@ from palais.mailbox.ports import Unsubscribe
 __all__ = ["SYSTEM_FLAGS", "SelectedMailbox"]
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_RECENT = frozenset({RECENT})
 
 # Own changes we already reported, awaiting the store's echo. Bounded: if
 # echoes never come, forgetting them only costs a duplicate FETCH response.
@@ -32,7 +34,9 @@ class SelectedMailbox:
         "_expunged",
         "_flags",
         "_known",
+        "_marks",
         "_new",
+        "_on_close",
         "_own_uids",
         "_reported",
         "_unsubscribe",
@@ -41,6 +45,7 @@ class SelectedMailbox:
         "info",
         "keywords",
         "read_only",
+        "recent",
         "uids",
     )
 
@@ -60,6 +65,10 @@ class SelectedMailbox:
         self._known: set[str] = set(SYSTEM_FLAGS)
         # The highest modseq this view knows of: the SELECT's, then the events'.
         self.highestmodseq = info.highestmodseq
+        # \Recent here (IMAP4rev1): None when the session does not track it.
+        self.recent: RecentSet | None = None
+        self._marks: dict[int, int] | None = None  # the process's claims, to claim arrivals
+        self._on_close: Callable[[], None] | None = None
 
     # -- wiring ----------------------------------------------------------
 
@@ -71,11 +80,23 @@ class SelectedMailbox:
         self.uids = uids
         self._own_uids = False
 
+    def track_recent(
+        self, recent: RecentSet, marks: dict[int, int] | None, on_close: Callable[[], None]
+    ) -> None:
+        """Show \\Recent on ``recent``; claim arrivals in ``marks`` (None: EXAMINE,
+        which claims nothing); ``on_close`` runs when the box is left."""
+        self.recent = recent
+        self._marks = marks
+        self._on_close = on_close
+
     def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         self._wake = None
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     def set_waker(self, wake: Callable[[], None] | None) -> None:
         self._wake = wake
@@ -228,6 +249,7 @@ class SelectedMailbox:
             new, self._new = self._new, []
             before = len(self.uids)
             top = self.uids[-1] if self.uids else 0
+            marks = self._marks
             for uid in sorted(set(new)):
                 if uid > top and uid not in self._expunged:
                     if not self._own_uids:
@@ -235,14 +257,23 @@ class SelectedMailbox:
                         self._own_uids = True
                     self.uids.append(uid)
                     top = uid
+                    if marks is not None and self.recent is not None:
+                        # First in this process to announce it: recent here.
+                        box = self.info.id
+                        if uid > marks.get(box, 0):
+                            marks[box] = uid
+                            self.recent.add(uid)
             if len(self.uids) != before:
                 yield b"* %d EXISTS\r\n" % len(self.uids)
+                if self.recent is not None:  # rev1: RECENT goes with EXISTS
+                    yield b"* %d RECENT\r\n" % self.recent.count(self.uids)
         if self._flags:
             changed, self._flags = self._flags, {}
             uids = self.uids
             count = len(uids)
             texts: dict[frozenset[str], bytes] = {}
             reported = self._reported
+            recent = self.recent if self.recent else None
             i = 0
             for uid, (flags, modseq) in sorted(changed.items()):
                 own = reported.get(uid, -1)
@@ -255,6 +286,8 @@ class SelectedMailbox:
                     i = bisect.bisect_left(uids, uid, i)
                 if i >= count or uids[i] != uid:
                     continue
+                if recent is not None and uid in recent:
+                    flags = flags | _RECENT
                 text = texts.get(flags)
                 if text is None:
                     text = texts[flags] = flag_list(flags)

@@ -30,6 +30,7 @@ from palais.gateway.imap.mime import (
 )
 from palais.gateway.imap.pacing import Pacer
 from palais.gateway.imap.parser import Args
+from palais.gateway.imap.recent import RECENT, RecentSet
 from palais.gateway.imap.response import encode, flag_list, internaldate
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_set
 from palais.gateway.imap.states import SELECTED_ONLY
@@ -46,6 +47,7 @@ Span = tuple[int, int]
 # Records are asked for in batches: bounded memory on "1:* FLAGS" of a big box.
 _BATCH = 500
 _SEEN = frozenset({"\\Seen"})
+_RECENT = frozenset({RECENT})
 # Responses are built in memory and handed to TLS in pieces of about this size.
 _CHUNK = 128 * 1024
 # Items the store's entry table answers without reading any message.
@@ -254,6 +256,7 @@ async def do_fetch(
     modseq_after_flags = session.condstore and "FLAGS" in names and "MODSEQ" not in names
     envelope_aspect = _ENVELOPE_UTF8 if session.utf8 else _ENVELOPE
     reports_flags = "FLAGS" in names or "MODSEQ" in names
+    recent = view.recent if view.recent else None  # \Recent here (IMAP4rev1)
     uids = view.uids
     asked = shown = 0
     for positions in _batches(spans, _BATCH):
@@ -281,6 +284,8 @@ async def do_fetch(
                 shown -= 1
                 continue
             flags, modseq = changed.get(this, (record.flags, record.modseq))
+            if recent is not None and this in recent:
+                flags = flags | _RECENT
             if reports_flags or this in changed:
                 announce = view.learn_keywords(flags)
                 if announce is not None:
@@ -406,6 +411,7 @@ async def _fetch_from_table(
     line = b"* %d FETCH (" + b" ".join(formats[n] for n in names) + b")\r\n"
     flag_text = [flag_list(flags) for flags in table.flag_sets]
     uids, modseqs, flag_ids = view.uids, table.modseqs, table.flag_ids
+    recent = view.recent if view.recent and "FLAGS" in names else None
     # Usually the view shows the table's entries (perhaps with new ones after
     # them, not yet announced): a view position is then a table position.
     count = len(uids)
@@ -438,6 +444,10 @@ async def _fetch_from_table(
                 "FLAGS": map(flag_text.__getitem__, map(flag_ids.__getitem__, table_pos)),
                 "MODSEQ": map(modseqs.__getitem__, table_pos),
             }
+            if recent is not None:  # the session's recent messages show \Recent
+                columns["FLAGS"] = iter(
+                    _with_recent(flag_text, table, recent, uids, view_pos, table_pos)
+                )
             seqs = (i + 1 for i in view_pos)
             rows = zip(seqs, *(columns[n] for n in names), strict=True)
             out.add(b"".join(map(line.__mod__, rows)))
@@ -446,6 +456,30 @@ async def _fetch_from_table(
             await pacer.tick()
     _settle(view, table, spans, changed_since)
     return present > 0 or asked == 0
+
+
+def _with_recent(
+    flag_text: list[bytes],
+    table: EntryTable,
+    recent: RecentSet,
+    uids: Sequence[int],
+    view_pos: Sequence[int],
+    table_pos: Sequence[int],
+) -> list[bytes]:
+    """The FLAGS column with \\Recent added to this session's recent messages."""
+    out: list[bytes] = []
+    sets, ids = table.flag_sets, table.flag_ids
+    marked: dict[int, bytes] = {}
+    for v, t in zip(view_pos, table_pos, strict=True):
+        fid = ids[t]
+        if uids[v] in recent:
+            text = marked.get(fid)
+            if text is None:
+                text = marked[fid] = flag_list(sets[fid] | _RECENT)
+            out.append(text)
+        else:
+            out.append(flag_text[fid])
+    return out
 
 
 def _settle(

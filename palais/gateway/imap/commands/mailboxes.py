@@ -3,6 +3,7 @@ CREATE, DELETE, RENAME."""
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from palais.gateway.imap import codes
 from palais.gateway.imap.commands.common import identity
 from palais.gateway.imap.commands.registry import Reply, command, no, ok
 from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.recent import marks_for
 from palais.gateway.imap.response import mailbox_name
-from palais.gateway.imap.states import AUTHENTICATED_OR_SELECTED
+from palais.gateway.imap.states import AUTHENTICATED_OR_SELECTED, Selected
 from palais.mailbox.errors import NoSuchMailbox
 from palais.mailbox.model import DELIMITER, MailboxInfo
 
@@ -241,13 +243,15 @@ async def _status_line(session: Session, box: MailboxInfo, items: Sequence[str])
     """``STATUS name (...)``; SIZE and DELETED are only computed when asked for."""
     values = {
         "MESSAGES": box.messages,
-        "RECENT": session.recent_count(box),
+        "RECENT": 0,
         "UIDNEXT": box.uidnext,
         "UIDVALIDITY": box.uidvalidity,
         "UNSEEN": box.unseen,
         "HIGHESTMODSEQ": box.highestmodseq,
     }
     who = identity(session)
+    if "RECENT" in items:
+        values["RECENT"] = await _recent_count(session, box)
     if "SIZE" in items:  # RFC 8438
         values["SIZE"] = await session.access.box_size(who, box.id)
     if "DELETED" in items:  # RFC 9051 6.3.11: messages with \Deleted
@@ -259,6 +263,22 @@ async def _status_line(session: Session, box: MailboxInfo, items: Sequence[str])
         )
     body = b" ".join(b"%s %d" % (i.encode(), values[i]) for i in items)
     return b"STATUS " + mailbox_name(box.name, utf8=session.utf8) + b" (" + body + b")"
+
+
+async def _recent_count(session: Session, box: MailboxInfo) -> int:
+    """The box's \\Recent messages: those no session was told of yet, and, when
+    this session has it selected, the ones recent here."""
+    who = identity(session)
+    known = marks_for(session.access).get(box.id)
+    mark = known if known is not None else await session.access.recent_mark(who, box.id)
+    uids = (await session.access.entries(who, box.id)).uids
+    count = len(uids) - bisect.bisect_right(uids, mark)
+    state = session.state
+    if isinstance(state, Selected) and state.mailbox.info.id == box.id:
+        recent = state.mailbox.recent
+        if recent and not state.mailbox.read_only:
+            count += recent.count(uids)
+    return count
 
 
 @command("CREATE", syntax=(Args.mailbox,), states=AUTHENTICATED_OR_SELECTED)

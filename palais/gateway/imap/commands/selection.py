@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ from palais.gateway.imap import codes
 from palais.gateway.imap.commands.common import identity, selected
 from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, no, ok
 from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.recent import RecentSet, marks_for, persist_later
 from palais.gateway.imap.response import flag_list
 from palais.gateway.imap.sequence import STAR, SequenceSet, format_set
 from palais.gateway.imap.states import (
@@ -129,6 +131,9 @@ async def _select(
         view.close()
         raise
     view.load(table.uids)
+    recent = 0
+    if not session.rev2:
+        recent = await _track_recent(session, view, table.uids, claim=not view.read_only)
     for flags in table.flag_sets:  # a handful: the keywords in use (RFC 3501 7.2.6)
         view.learn_keywords(flags)
     highest = max(info.highestmodseq, table.highestmodseq)
@@ -146,7 +151,8 @@ async def _select(
     permanent = b"()" if view.read_only else view.flags_text(permanent=True)
     session.untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags you can change")
     session.untagged(b"%d EXISTS" % view.exists)
-    session.untagged(b"0 RECENT")
+    if not session.rev2:
+        session.untagged(b"%d RECENT" % recent)
     if first_unseen is not None:
         session.untagged(b"OK [UNSEEN %d] First unseen" % first_unseen)
     session.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % info.uidvalidity)
@@ -160,6 +166,37 @@ async def _select(
             "EXAMINE completed" if examine else "SELECT completed, read-only", codes.READ_ONLY
         )
     return ok("SELECT completed", codes.READ_WRITE)
+
+
+async def _track_recent(
+    session: Session, view: SelectedMailbox, uids: Sequence[int], *, claim: bool
+) -> int:
+    """The box's \\Recent messages for this session (RFC 3501 2.3.2): what it is
+    the first to be told of, claimed in the store; EXAMINE sees them, claims
+    none. How many there are."""
+    who = identity(session)
+    box = view.info.id
+    marks = marks_for(session.access)
+    top = uids[-1] if uids else 0
+    known = marks.get(box)
+    if not claim:
+        mark = known if known is not None else await session.access.recent_mark(who, box)
+        seen = RecentSet(mark + 1, top)
+        view.track_recent(seen, None, lambda: None)
+        return seen.count(uids)
+    if known is not None and top <= known:
+        mark = top  # nothing new since this process last claimed
+    else:
+        mark = await session.access.claim_recent(who, box, top)
+        marks[box] = max(mark, top, marks.get(box, 0))
+    recent = RecentSet(mark + 1, top)
+
+    def leave() -> None:
+        if recent.arrived_top:  # arrivals claimed while selected: the store's mark follows
+            persist_later(session.access.claim_recent(who, box, recent.arrived_top))
+
+    view.track_recent(recent, marks, leave)
+    return recent.count(uids)
 
 
 async def _resync_lines(

@@ -16,6 +16,7 @@ from palais.gateway.imap.commands.common import (
 from palais.gateway.imap.commands.fetch import resolve
 from palais.gateway.imap.commands.registry import Reply, bad, command, no, ok
 from palais.gateway.imap.parser import Args, ParseError
+from palais.gateway.imap.recent import RECENT
 from palais.gateway.imap.response import flag_list
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_set
 from palais.gateway.imap.states import SELECTED_ONLY
@@ -102,6 +103,7 @@ async def do_store(
     # RFC 3501 6.4.8: UID STORE's FETCH responses carry the UID; so does every
     # one once CONDSTORE is enabled, with the MODSEQ (RFC 7162 3.1).
     with_uid = uid or condstore
+    recent = view.recent if view.recent else None
     for entry in result.updated:
         if pacer.due():
             await pacer.pause()
@@ -115,7 +117,10 @@ async def do_store(
             continue
         items = [b"UID %d" % entry.uid] if with_uid else []
         if not request.silent:
-            items.append(b"FLAGS " + flag_list(entry.flags))
+            shown = entry.flags
+            if recent is not None and entry.uid in recent:
+                shown = shown | {RECENT}
+            items.append(b"FLAGS " + flag_list(shown))
         if condstore:
             items.append(b"MODSEQ (%d)" % entry.modseq)
         session.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")")
