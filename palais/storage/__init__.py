@@ -106,14 +106,20 @@ def open_storage(
     hub = EventHub()
     bus: EventBus = hub
     cluster: ClusterBus | None = None
-    if node is not None and not is_sqlite(url):
-        bus = cluster = ClusterBus(hub, url, node)
+    notifier: ClusterBus | None = None
+    if not is_sqlite(url):
+        # Every writer on PostgreSQL notifies, a gateway node's as well as a
+        # command's (palais admin moving a dossier's messages): the nodes'
+        # IDLE sessions hear it. Only a node listens (``node``).
+        notifier = ClusterBus(hub, url, node or "command")
+        if node is not None:
+            bus = cluster = notifier
     # Messages stored before the substring index: indexed once, here, where
     # their bytes are at hand (a no-op query once done).
     backfill(writer_engine, blobs)
     commits = CommitQueue(writer_engine, blobs, bus.publish, max_batch=max_batch)
-    if cluster is not None:
-        commits.finishers.append(cluster.notify)
+    if notifier is not None:
+        commits.finishers.append(notifier.notify)
     return Storage(
         reader=reader,
         writer_engine=writer_engine,

@@ -229,3 +229,26 @@ def test_bytes_of_a_message_are_in_the_database(
         asyncio.run(go())
         blob_dir = tmp_path / "blobs0"
         assert not blob_dir.exists() or not any(blob_dir.iterdir())
+
+
+def test_a_change_made_by_a_command_reaches_the_nodes(postgres_url: str, tmp_path: Path) -> None:
+    """A store opened without a node id (palais admin, a migration script)
+    still notifies: the nodes' sessions hear what it changed."""
+    with nodes(postgres_url, tmp_path, count=1) as (node,):
+        command = open_storage(postgres_url, tmp_path / "command")
+        command.start()
+        try:
+            assert command.notifications is None  # it listens to nobody
+
+            async def go() -> None:
+                _listen([node])
+                await _connected(node)
+                box = await node.mail.mailbox(ME, "Brouillons")
+                heard = Heard()
+                node.mail.subscribe(box.id, heard)
+                res = await command.mail.append(ME, "Brouillons", msg(9), frozenset(), None)
+                await heard.until(EventKind.ARRIVED, res.uid)
+
+            asyncio.run(go())
+        finally:
+            command.close()
