@@ -45,6 +45,7 @@ from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
 from palais.storage.delegation import Delegations, write_acted_for
 from palais.storage.departure import DepartureRunner
+from palais.storage.indexing import IndexerProcess
 from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
@@ -126,12 +127,18 @@ class Gateway:
     reuse_port: bool = False
     departures: DepartureRunner | None = None
     slots: OpenedSlots | None = None
+    indexer: IndexerProcess | None = None
+    _indexer_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         self.evidence = evidence_key(s)
         self.storage = storage = open_instance_storage(s, self.evidence, worker=True)
         storage.start()
+        # The substring index is written by a process of its own, off the filing path.
+        self.indexer = IndexerProcess(s.database_url(), s.storage.blobs)
+        self.indexer.start()
+        self._indexer_watch = asyncio.create_task(_watch(self.indexer))
         if storage.notifications is not None:
             storage.notifications.start(asyncio.get_running_loop())
         self.recorded.node = s.instance.node
@@ -333,6 +340,12 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self._indexer_watch is not None:
+            self._indexer_watch.cancel()
+            self._indexer_watch = None
+        if self.indexer is not None:
+            await asyncio.to_thread(self.indexer.stop)
+            self.indexer = None
         if self.departures is not None:
             await self.departures.stop()
             self.departures = None
@@ -361,6 +374,14 @@ class Gateway:
             # is on disk already; one in flight is stored even if its client left.
             await asyncio.to_thread(self.storage.close)
             self.storage = None
+
+
+async def _watch(indexer: IndexerProcess, every: float = 30.0) -> None:
+    """The indexing process started again if it died: searches stay right
+    without it, only slower."""
+    while True:
+        await asyncio.sleep(every)
+        indexer.restart_if_dead()
 
 
 def node_health(storage: Storage) -> Callable[[], Awaitable[dict[str, Any]]]:

@@ -26,6 +26,7 @@ from palais.mailbox.searchtext import documents, indexable
 from palais.storage import Storage, open_storage
 from palais.storage.bulk import import_messages
 from palais.storage.migrate import alembic_config
+from palais.storage.textindex import backfill
 from tests.imap.fake_store import FakeStore
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
@@ -184,6 +185,8 @@ def _open(url: str, blobs: Path, corpus: list[bytes] | None = None) -> Storage:
             messages=corpus,
             sender=ME.address,
         )
+        # What the gateway's indexing process does after filing.
+        backfill(st.writer_engine, st.blobs)
     return st
 
 

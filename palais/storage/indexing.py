@@ -1,0 +1,108 @@
+"""The substring index kept up to date by a process of its own.
+
+Filing a message only lists it in ``text_pending`` (one small row, in the
+filing's transaction); this process reads the listed messages' bytes,
+writes their search documents into the index and takes them off the list
+(``palais.storage.textindex.backfill``), a few at a time. Indexing a
+message (decoding its parts, inserting its trigrams) costs more than
+filing it: done in the writer thread, it would slow every submission; here
+it runs on the other core. A search counts the messages still listed as
+candidates, so a message is found from the moment it is filed, indexed or
+not.
+
+On SQLite the indexer's short transactions take the database's write lock
+in turn with the gateway's writer (busy timeout: they wait, never fail).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+log = logging.getLogger("palais.storage.indexing")
+
+# Messages per transaction: small, so that the gateway's writer never waits
+# long for SQLite's write lock.
+_BATCH = 32
+# Pause when nothing is listed, and after a failure (seconds).
+_IDLE = 0.2
+_AFTER_FAILURE = 5.0
+
+
+def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
+    # Imported here: the spawned process starts from a bare interpreter.
+    from palais.mailbox.ports import MessageBytes
+    from palais.storage.blobs import BlobStore
+    from palais.storage.engine import is_sqlite, make_engine
+    from palais.storage.textindex import backfill
+
+    engine = make_engine(url, writer=True)
+    blobs: MessageBytes
+    if is_sqlite(url):
+        blobs = BlobStore(Path(blob_dir))
+    else:
+        from palais.storage.pg_blobs import PgBlobStore
+
+        reader = make_engine(url, writer=False)
+        blobs = PgBlobStore(engine, reader, legacy=Path(blob_dir))
+    try:
+        while not stop.is_set():
+            try:
+                indexed = backfill(engine, blobs, batch=_BATCH, stop=stop.is_set)
+            except Exception:
+                log.exception("indexing failed; trying again shortly")
+                stop.wait(_AFTER_FAILURE)
+                continue
+            if not indexed:
+                stop.wait(idle)
+    finally:
+        blobs.close()
+        engine.dispose()
+
+
+class IndexerProcess:
+    """Starts, watches and stops the indexing process of one gateway."""
+
+    def __init__(self, url: str, blob_dir: Path, *, idle: float = _IDLE) -> None:
+        self._url = url
+        self._blob_dir = blob_dir
+        self._idle = idle
+        # spawn: the gateway has threads (writer, fsync) a fork would copy mid-flight.
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+        self._process: multiprocessing.process.BaseProcess | None = None
+
+    def start(self) -> None:
+        self._process = self._context.Process(
+            target=_run,
+            args=(self._url, str(self._blob_dir), self._stop, self._idle),
+            name="palais-indexer",
+            daemon=True,
+        )
+        self._process.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def restart_if_dead(self) -> bool:
+        """Start it again if it died (the gateway checks now and then); True if it was."""
+        if self._process is None or self._process.is_alive() or self._stop.is_set():
+            return False
+        log.warning(
+            "the indexing process ended (exit %s); starting it again", self._process.exitcode
+        )
+        self.start()
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.join(timeout)
+        if process.is_alive():  # stuck in a long statement: what it did is rolled back
+            process.terminate()
+            process.join(timeout)
