@@ -229,7 +229,12 @@ class Gateway:
 
         def door(listener: Listener) -> Gate:
             return Gate(
-                listener, admission, goodbye=SMTP_GOODBYE, metrics=self.recorded, log=smtp_log
+                listener,
+                admission,
+                goodbye=SMTP_GOODBYE,
+                metrics=self.recorded,
+                log=smtp_log,
+                audit=audit,  # refusals by a cap, rate-limited as the log line
             )
 
         # SMTPS runs on the same TLS layer as IMAPS: admission before the

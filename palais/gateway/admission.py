@@ -20,6 +20,7 @@ import time
 from typing import Any, Final
 
 from palais.gateway.metrics import GatewayMetrics
+from palais.mailbox.audit import RefusalAudit
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -149,6 +150,7 @@ class Gate:
 
     __slots__ = (
         "_admission",
+        "_audit",
         "_connections",
         "_handshakes",
         "_log",
@@ -168,8 +170,12 @@ class Gate:
         goodbye: bytes,
         metrics: GatewayMetrics,
         log: logging.Logger,
+        audit: RefusalAudit | None = None,
     ) -> None:
+        """``audit``: refusals by a cap go to the audit log too, as rate-limited
+        as the log line (one per listener per ``REFUSAL_LOG_INTERVAL``)."""
         self.listener = listener
+        self._audit = audit
         self.goodbye = goodbye
         self._admission = admission
         self._metrics = metrics
@@ -227,6 +233,16 @@ class Gate:
                 "unlogged_before": self._unlogged,
             },
         )
+        if self._audit is not None:
+            from palais.gateway.audit import limit_refused  # imports this module
+
+            limit_refused(
+                self._audit,
+                listener=self.listener,
+                peer=peer,
+                limit=limit,
+                unrecorded_before=self._unlogged,
+            )
         self._logged_at = now
         self._unlogged = 0
         return False

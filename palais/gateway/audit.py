@@ -18,7 +18,14 @@ from palais.gateway.admission import peer_text
 from palais.mailbox.audit import AUDITED_REFUSALS, AuditAction, RefusalAudit
 from palais.mailbox.errors import PalaisError
 
-__all__ = ["certificate_address", "command_refused", "connection_refused"]
+__all__ = [
+    "LimitReached",
+    "certificate_address",
+    "command_refused",
+    "connection_refused",
+    "limit_refused",
+    "protocol_refused",
+]
 
 
 def certificate_address(der: bytes | None) -> str | None:
@@ -66,6 +73,15 @@ def connection_refused(
     )
 
 
+class LimitReached(Exception):
+    """A command stopped by a configured limit (IMAP ``NO [LIMIT]``): ``limit`` names the
+    setting. Handed to ``command_refused`` like a domain refusal."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 def command_refused(
     audit: RefusalAudit | None,
     *,
@@ -75,8 +91,21 @@ def command_refused(
     command: str,
     error: BaseException,
 ) -> None:
-    """A command the domain refused (``AUDITED_REFUSALS``; an internal error is no refusal)."""
-    if audit is None or not isinstance(error, PalaisError) or error.kind not in AUDITED_REFUSALS:
+    """A command the domain refused (``AUDITED_REFUSALS``; an internal error is no
+    refusal), or one a configured limit stopped (``LimitReached``)."""
+    if audit is None:
+        return
+    if isinstance(error, LimitReached):
+        audit.refused(
+            AuditAction.COMMAND_REFUSED,
+            listener=listener,
+            peer=peer_text(peer),
+            reason=f"limit reached: {error.limit}",
+            subject=identity,
+            detail={"command": command, "limit": error.limit},
+        )
+        return
+    if not isinstance(error, PalaisError) or error.kind not in AUDITED_REFUSALS:
         return
     audit.refused(
         AuditAction.COMMAND_REFUSED,
@@ -85,4 +114,58 @@ def command_refused(
         reason=error.reason,
         subject=identity,
         detail={"command": command, "kind": error.kind.value},
+    )
+
+
+def protocol_refused(
+    audit: RefusalAudit | None,
+    *,
+    listener: str,
+    peer: Any,
+    identity: str | None,
+    command: str,
+    reply: str,
+) -> None:
+    """A command the protocol front-end itself refused (no STARTTLS yet, a SASL
+    mechanism other than EXTERNAL, an address that is not UTF-8, a message over
+    the size limit, an HTTP request the caller's role may not make...).
+
+    ``reply`` is what the client was told, the gateway's own words (an SMTP
+    reply, an HTTP status and reason), never client input: it is the reason.
+    """
+    if audit is None:
+        return
+    code = reply.split(" ", 1)[0]
+    audit.refused(
+        AuditAction.COMMAND_REFUSED,
+        listener=listener,
+        peer=peer_text(peer),
+        reason=reply,
+        subject=identity,
+        detail={"command": command, "reply": code},
+    )
+
+
+def limit_refused(
+    audit: RefusalAudit | None,
+    *,
+    listener: str,
+    peer: Any,
+    limit: str,
+    unrecorded_before: int = 0,
+) -> None:
+    """A connection refused by a cap (too many connections, from one address...).
+
+    Called at most once per listener and interval by the admission gate, as
+    its log line is: a flood is one event per second saying how many refusals
+    went unrecorded since the previous one (the metrics count each).
+    """
+    if audit is None:
+        return
+    audit.refused(
+        AuditAction.CONNECTION_REFUSED,
+        listener=listener,
+        peer=peer_text(peer),
+        reason=f"limit reached: {limit}",
+        detail={"outcome": f"limit-{limit}", "unrecorded_before": unrecorded_before},
     )

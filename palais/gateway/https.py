@@ -46,8 +46,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from palais.gateway.admission import Admission, Gate
-from palais.gateway.audit import connection_refused
+from palais.gateway.audit import connection_refused, protocol_refused
 from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.replies import printable as replies_printable
 from palais.mailbox.audit import RefusalAudit
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
@@ -381,6 +382,7 @@ async def start_https(
             goodbye=b"",
             metrics=metrics,
             log=log,
+            audit=audit,
         ),
     )
     try:
@@ -786,6 +788,14 @@ class _Root(Resource):
     async def _caller(self, request: _HttpRequest) -> Identity | _Response:
         der = _peer_certificate_der(request)
         if der is None:
+            protocol_refused(
+                self._audit,
+                listener=LISTENER,
+                peer=_peer(request.transport),
+                identity=None,
+                command=_request_line(request),
+                reply="401 client certificate required",
+            )
             return _json(401, {"error": "client certificate required"})
         try:
             return await self._resolve_identity(der)
@@ -810,11 +820,26 @@ class _Root(Resource):
         if isinstance(identity, Response):
             return identity
         if identity.role is not Role.ADMIN:
+            protocol_refused(
+                self._audit,
+                listener=LISTENER,
+                peer=_peer(request.transport),
+                identity=identity.address,
+                command=_request_line(request),
+                reply=f"403 forbidden: /metrics is for operators, not {identity.role}",
+            )
             return _json(403, {"error": "forbidden"}, identity=identity)
         # Collectors run here, at scrape time; one that fails is a 500 whose
         # traceback goes to the log (_respond), never to the scraper.
         body = self._metrics.exposition()
         return _Response(200, _PROMETHEUS_TYPE, body, identity=identity)
+
+
+def _request_line(request: _HttpRequest) -> str:
+    """``METHOD /path`` for the audit log, the path cut and without its query."""
+    method = request.method.decode("ascii", "replace")
+    path = request.path.decode("utf-8", "replace")
+    return f"{method} {replies_printable(path)[:200]}"
 
 
 def _peer(transport: object) -> tuple[str, int] | None:

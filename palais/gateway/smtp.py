@@ -25,7 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from palais.gateway import replies
 from palais.gateway.admission import SMTP_PREAUTH_TIMEOUT, Gate, Ticket
-from palais.gateway.audit import command_refused, connection_refused
+from palais.gateway.audit import command_refused, connection_refused, protocol_refused
 from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.sessions import Registration, SessionWatcher
 from palais.gateway.tls import refusal_logger
@@ -237,10 +237,27 @@ class PalaisSMTP(SMTP):
         cast(asyncio.Transport, transport).write(text.encode("ascii", "replace") + b"\r\n")
         transport.close()
 
-    async def _gate(self) -> bool:
+    async def _refuse(self, command: str, reply: str) -> None:
+        """A refusal of the protocol front-end itself: audited once, then sent.
+
+        (The domain's refusals are audited by the handler, the certificate's
+        once per connection by ``identity``.)
+        """
+        who = self.state.identity
+        protocol_refused(
+            self._audit,
+            listener=self.listener,
+            peer=self.session.peer if self.session else None,
+            identity=who.address if who is not None else None,
+            command=command,
+            reply=reply,
+        )
+        await self.push(reply)
+
+    async def _gate(self, command: str = "") -> bool:
         """True if the command may proceed; otherwise the refusal is sent."""
         if self._ssl_object() is None:
-            await self.push(replies.STARTTLS_FIRST)
+            await self._refuse(command, replies.STARTTLS_FIRST)
             return False
         if await self.identity() is None:
             await self.push(replies.CERT_REFUSED)
@@ -330,7 +347,7 @@ class PalaisSMTP(SMTP):
         if await self.check_helo_needed("EHLO"):
             return
         if self._ssl_object() is None:
-            await self.push(replies.ENCRYPTION_REQUIRED)
+            await self._refuse("AUTH", replies.ENCRYPTION_REQUIRED)
             return
         assert self.session is not None
         if self.session.authenticated:
@@ -341,7 +358,7 @@ class PalaisSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: AUTH EXTERNAL [initial-response]")
             return
         if parts[0].upper() != "EXTERNAL":
-            await self.push(replies.ONLY_EXTERNAL)
+            await self._refuse("AUTH", replies.ONLY_EXTERNAL)
             return
         who = await self.identity()
         if who is None:
@@ -356,7 +373,7 @@ class PalaisSMTP(SMTP):
         authzid = response.decode("utf-8", errors="replace").strip()
         if authzid and authzid.lower() != who.address:
             log.warning("auth refused identity=%s authzid=%r", who.address, authzid)
-            await self.push(replies.AUTHZ_MISMATCH)
+            await self._refuse("AUTH", replies.AUTHZ_MISMATCH)
             return
         self.session.authenticated = True
         self.session.auth_data = who  # type: ignore[assignment]
@@ -387,7 +404,7 @@ class PalaisSMTP(SMTP):
         await self.push("334 ")
         line = await self._auth_line()
         if line is None:
-            await self.push(replies.AUTH_LINE_TOO_LONG)
+            await self._refuse("AUTH", replies.AUTH_LINE_TOO_LONG)
             return None
         line = line.strip()
         if line == b"*":
@@ -401,23 +418,23 @@ class PalaisSMTP(SMTP):
         return decoded
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._gate():
+        if not await self._gate("MAIL"):
             return
         if arg and not _is_utf8(arg):
-            await self.push(replies.BAD_SENDER_SYNTAX)
+            await self._refuse("MAIL", replies.BAD_SENDER_SYNTAX)
             return
         await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if not await self._gate():
+        if not await self._gate("RCPT"):
             return
         if arg and not _is_utf8(arg):
-            await self.push(replies.BAD_RECIPIENT_SYNTAX)
+            await self._refuse("RCPT", replies.BAD_RECIPIENT_SYNTAX)
             return
         await super().smtp_RCPT(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
-        if not await self._gate():
+        if not await self._gate("DATA"):
             return
         if await self.check_helo_needed():
             return
@@ -435,6 +452,15 @@ class PalaisSMTP(SMTP):
             self._set_post_data_state()
             self._handler.count("refused")
             status = replies.MESSAGE_TOO_BIG
+            who = self.state.identity
+            protocol_refused(
+                self._audit,
+                listener=self.listener,
+                peer=self.session.peer if self.session else None,
+                identity=who.address if who is not None else None,
+                command="DATA",
+                reply=status,
+            )
         else:
             self.envelope.content = self.envelope.original_content = content
             self._committing = True
@@ -619,6 +645,14 @@ class SubmissionHandler:
         if submission is None:  # aiosmtpd asks for MAIL first; never reached
             return replies.NEED_MAIL
         if len(envelope.rcpt_tos) >= self.max_recipients:
+            protocol_refused(
+                self.audit,
+                listener=self.listener,
+                peer=session.peer,
+                identity=submission.who.address,
+                command="RCPT",
+                reply=replies.TOO_MANY_RECIPIENTS,
+            )
             return replies.TOO_MANY_RECIPIENTS
         try:
             await submission.add_recipient(address)

@@ -141,3 +141,19 @@ def test_without_an_audit_nothing_changes(server: ServerThread, pki: Pki) -> Non
     typ, _ = conn.append("Dossiers", "", imaplib.Time2Internaldate(time.time()), b"x\r\n")
     assert typ == "NO"
     conn.logout()
+
+
+def test_a_command_stopped_by_a_limit_is_audited_once(
+    audited: ServerThread, pki: Pki, audit: RecordingAudit
+) -> None:
+    conn = imaplib.IMAP4_SSL("127.0.0.1", audited.port, ssl_context=pki.client_context())
+    conn.authenticate("EXTERNAL", lambda _: b"")
+    assert conn.select("INBOX")[0] == "OK"
+    typ, data = conn.search(None, *(["SEEN"] * 300))
+    assert typ == "NO" and b"[LIMIT]" in data[0]
+    conn.logout()
+    [event] = audit.settled(1)
+    assert event.action is AuditAction.COMMAND_REFUSED
+    assert event.subject == ADDRESS and event.listener == "imaps"
+    assert event.detail == {"command": "SEARCH", "limit": "max_search_keys"}
+    assert event.reason == "limit reached: max_search_keys"

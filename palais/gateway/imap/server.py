@@ -115,6 +115,7 @@ async def start_imap_server(
         goodbye=IMAP_GOODBYE,
         metrics=metrics,
         log=log,
+        audit=audit,
     )
     limits = Limits(
         max_append=max_append_size,

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from prometheus_client import Histogram
 
+from palais.gateway.audit import LimitReached
 from palais.gateway.imap import codes, refusals
 from palais.gateway.imap.commands import REGISTRY
 from palais.gateway.imap.commands.registry import Handler, Reply
@@ -309,6 +310,8 @@ class Session:
     def limit_hit(self, limit: str) -> None:
         """Count a command stopped by a configured limit (``limit``: the setting's name)."""
         self.metrics.limit_hits.labels("imap", limit).inc()
+        if self.audit_refusal is not None:
+            self.audit_refusal(self._command or "?", self.identity_address, LimitReached(limit))
 
     # -- dispatch ------------------------------------------------------------
 
