@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from palais.mailbox.audit import AuditAction
-from tests.imap.conftest import ADDRESS, STRANGER, Pki, ServerThread
+from tests.imap.conftest import ADDRESS, STRANGER, Pki, RawClient, ServerThread
 from tests.imap.fake_store import FakeStore
 
 
@@ -157,3 +157,16 @@ def test_a_command_stopped_by_a_limit_is_audited_once(
     assert event.subject == ADDRESS and event.listener == "imaps"
     assert event.detail == {"command": "SEARCH", "limit": "max_search_keys"}
     assert event.reason == "limit reached: max_search_keys"
+
+
+def test_an_append_over_the_size_limit_is_audited_once(
+    audited: ServerThread, pki: Pki, audit: RecordingAudit
+) -> None:
+    with RawClient(audited.port, pki.client_context()) as raw:
+        raw.login()
+        raw.send(b"a APPEND INBOX {2000000}\r\n")
+        assert raw.read_response() == b"a NO [TOOBIG] Message too big\r\n"
+    [event] = audit.settled(1)
+    assert event.action is AuditAction.COMMAND_REFUSED
+    assert event.subject == ADDRESS
+    assert event.detail == {"command": "APPEND", "limit": "max_append_size"}

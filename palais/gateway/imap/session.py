@@ -296,6 +296,8 @@ class Session:
     def _framing_error(self, exc: FramingError) -> None:
         tag = exc.tag or b"*"
         if isinstance(exc, CommandTooBig) and exc.is_append and exc.tag:
+            if self.audit_refusal is not None:
+                self.audit_refusal("APPEND", self.identity_address, LimitReached("max_append_size"))
             self._tagged(tag, Reply(b"NO", exc.text, codes.TOOBIG))
         else:
             self._tagged(
