@@ -13,6 +13,12 @@ from tests.e2e.test_imap_flow import find, imap, send
 TRASH = '"Supprim&AOk-s"'
 
 
+def _text(response: bytes | tuple[bytes, bytes]) -> bytes:
+    """An untagged response as imaplib keeps it: its text (no literal here)."""
+    assert isinstance(response, bytes)
+    return response
+
+
 def test_mbsync_moves_to_supprimes_by_append(instance: Instance) -> None:
     mid, _ = send(instance, subject="A supprimer par mbsync")
     conn = imap(instance, "greffier1")
@@ -54,8 +60,8 @@ def test_qresync_reconnection_learns_what_vanished(instance: Instance) -> None:
     try:
         assert conn.enable("QRESYNC")[0] == "OK"
         typ, _ = conn.select("INBOX")
-        validity = int(conn.untagged_responses["UIDVALIDITY"][-1])
-        modseq = int(conn.untagged_responses["HIGHESTMODSEQ"][-1])
+        validity = int(_text(conn.untagged_responses["UIDVALIDITY"][-1]))
+        modseq = int(_text(conn.untagged_responses["HIGHESTMODSEQ"][-1]))
         uids = [find(conn, mid) for mid in ids]
     finally:
         conn.logout()
@@ -77,7 +83,7 @@ def test_qresync_reconnection_learns_what_vanished(instance: Instance) -> None:
         )
         assert typ == "OK", data
         assert conn.untagged_responses["VANISHED"] == [f"(EARLIER) {uids[0]}".encode()]
-        fetched = b" ".join(conn.untagged_responses["FETCH"])
+        fetched = b" ".join(_text(r) for r in conn.untagged_responses["FETCH"])
         assert re.search(
             rb"UID %s FLAGS \([^)]*\\Flagged[^)]*\) MODSEQ" % uids[1].encode(), fetched
         )
