@@ -119,11 +119,10 @@ def candidates(conn: Connection, mailbox_id: int, part: Part, needle: str) -> se
             uids.update(int(r[0]) for r in cur.fetchall())
         # Messages not indexed yet (filed before the index, backfill pending):
         # none, once the storage has opened on this revision.
-        cur.execute("SELECT 1 FROM text_pending LIMIT 1")
-        if cur.fetchone() is not None:
+        if _any_pending(cur):
             cur.execute(
-                "SELECT e.uid FROM text_pending p JOIN entry e ON e.message_id = p.message_id"
-                f" WHERE e.mailbox_id = {mark}",
+                f"SELECT e.uid FROM entry e WHERE {_box(conn.dialect.name == 'sqlite', mark)}"
+                " AND e.message_id IN (SELECT message_id FROM text_pending)",
                 (mailbox_id,),
             )
             uids.update(int(r[0]) for r in cur.fetchall())
@@ -190,34 +189,50 @@ def _bytes_of(rows: Rows, blobs: MessageBytes, sha: str, where: BlobLocation) ->
 def subject_hits(conn: Connection, mailbox_id: int, text: str, pattern: str) -> set[int] | None:
     """SEARCH SUBJECT through the index: the UIDs whose stored subject is
     LIKE ``pattern`` (as ``MailReads.search_header`` tests it), among the
-    messages whose header side may hold ``text``; None when the index cannot
-    narrow it (a short needle, messages still pending)."""
+    messages whose header side may hold ``text`` and those not indexed yet;
+    None when the index cannot narrow it (a short needle)."""
     # The stored subject is one of the header side's renderings, case-folded:
     # what LIKE finds there, folded, the index finds.
     needle = text.lower().casefold()
     if not indexable(needle):
         return None
+    sqlite = conn.dialect.name == "sqlite"
     cur, mark = driver(conn)
+    # SQLite's LIKE ignores ASCII case (lower() folds nothing more); the
+    # PostgreSQL test is search_header's own.
+    like = f"{'m.subject' if sqlite else 'lower(m.subject)'} LIKE {mark} ESCAPE '\\'"
+    if sqlite:
+        indexed = f"SELECT rowid FROM message_head_text WHERE message_head_text MATCH {mark}"
+        term = _fts_query(needle)
+    else:
+        indexed = f"SELECT message_id FROM message_text WHERE head LIKE {mark}"
+        term = _like(needle)
     try:
-        cur.execute("SELECT 1 FROM text_pending LIMIT 1")
-        if cur.fetchone() is not None:
-            return None
-        if conn.dialect.name == "sqlite":
+        hits: set[int] = set()
+        for among, params in (
+            (indexed, (term,)),
+            # Messages not indexed yet (just filed): tested as they are.
+            ("SELECT message_id FROM text_pending", ()),
+        ):
+            if not params and not _any_pending(cur):
+                continue
             cur.execute(
                 "SELECT e.uid FROM entry e JOIN message m ON m.id = e.message_id"
-                f" WHERE +e.mailbox_id = {mark} AND e.message_id IN (SELECT rowid"
-                f" FROM message_head_text WHERE message_head_text MATCH {mark})"
-                f" AND m.subject LIKE {mark} ESCAPE '\\'",
-                (mailbox_id, _fts_query(needle), pattern),
+                f" WHERE {_box(sqlite, mark)} AND e.message_id IN ({among}) AND {like}",
+                (mailbox_id, *params, pattern),
             )
-        else:
-            cur.execute(
-                "SELECT e.uid FROM entry e JOIN message m ON m.id = e.message_id"
-                f" WHERE e.mailbox_id = {mark} AND e.message_id IN (SELECT message_id"
-                f" FROM message_text WHERE head LIKE {mark})"
-                f" AND lower(m.subject) LIKE {mark} ESCAPE '\\'",
-                (mailbox_id, _like(needle), pattern),
-            )
-        return {int(r[0]) for r in cur.fetchall()}
+            hits.update(int(r[0]) for r in cur.fetchall())
+        return hits
     finally:
         cur.close()
+
+
+def _any_pending(cur: Any) -> bool:
+    cur.execute("SELECT 1 FROM text_pending LIMIT 1")
+    return cur.fetchone() is not None
+
+
+def _box(sqlite: bool, mark: str) -> str:
+    # SQLite: "+" keeps the planner off the box's entries (a scan of the
+    # box) and on the entry's message index, the hits being few.
+    return f"+e.mailbox_id = {mark}" if sqlite else f"e.mailbox_id = {mark}"

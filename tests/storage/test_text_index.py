@@ -173,7 +173,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return database_url(request, tmp_path)
 
 
-def _open(url: str, blobs: Path, corpus: list[bytes] | None = None) -> Storage:
+def _open(
+    url: str, blobs: Path, corpus: list[bytes] | None = None, *, index: bool = True
+) -> Storage:
     st = open_storage(url, blobs)
     if corpus is not None:
         st.commits.run_now(setup_directory)
@@ -185,8 +187,9 @@ def _open(url: str, blobs: Path, corpus: list[bytes] | None = None) -> Storage:
             messages=corpus,
             sender=ME.address,
         )
-        # What the gateway's indexing process does after filing.
-        backfill(st.writer_engine, st.blobs)
+        if index:
+            # What the gateway's indexing process does after filing.
+            backfill(st.writer_engine, st.blobs)
     return st
 
 
@@ -252,8 +255,28 @@ def test_search_subject_answers_the_same_through_the_index(
     from palais.mailbox.model import HeaderField
     from palais.storage import textindex
 
-    st = _open(url, tmp_path / "blobs", corpus)
+    # Half the messages indexed, the others filed since (pending).
+    half = len(corpus) // 2
+    st = _open(url, tmp_path / "blobs", corpus[:half])
     try:
+        import_messages(
+            st,
+            owner=ME.address,
+            kind=BoxKind.BROUILLONS,
+            dossier=None,
+            messages=corpus[half:],
+            sender=ME.address,
+        )
+        with st.writer_engine.begin() as conn:  # as filed before the indexer's turn
+            conn.exec_driver_sql(
+                "INSERT INTO text_pending (message_id) SELECT id FROM message"
+                " WHERE id NOT IN (SELECT message_id FROM text_pending)"
+                f" ORDER BY id LIMIT -1 OFFSET {half}"
+                if url.startswith("sqlite")
+                else "INSERT INTO text_pending (message_id) SELECT id FROM message"
+                " WHERE id NOT IN (SELECT message_id FROM text_pending)"
+                f" ORDER BY id OFFSET {half} ON CONFLICT DO NOTHING"
+            )
         view = _view(st.mail, ME, "Brouillons")
         needles = _needles(random.Random(7), corpus)
 
@@ -264,6 +287,7 @@ def test_search_subject_answers_the_same_through_the_index(
         monkeypatch.setattr(textindex, "subject_hits", lambda *args: None)
         assert {n: subject(n) for n in needles} == indexed
         assert any(indexed.values())
+        assert any(uid > half for found in indexed.values() for uid in found)  # pending ones
     finally:
         st.close()
 
