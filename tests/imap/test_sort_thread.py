@@ -4,10 +4,16 @@ whose messages were written so that every key orders them differently."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from imap_tools import MailBox
 
+from palais.mailbox.boxes import BoxKind
+from palais.storage import open_storage
+from palais.storage.bulk import import_messages
+from palais.storage.placement import ensure_boxes
+from palais.storage.textindex import backfill
 from tests.imap.conftest import ADDRESS, Pki, RawClient, ServerThread
 from tests.imap.fake_store import FakeStore
 
@@ -220,3 +226,41 @@ def test_a_repeated_sort_or_thread_follows_what_matches(five: RawClient) -> None
     # 2 no longer matches: the dummy left in its place has one child, 3, which
     # rises to the top; 1 ("audience") and 3 ("pourvoi") share no subject.
     assert _ok(five.cmd(b"a", b"THREAD REFERENCES UTF-8 UNSEEN")) == [b"* THREAD (3 4)(1)(5)\r\n"]
+
+
+def test_sort_thread_and_indexed_search_on_the_real_store(pki: Pki, tmp_path: Path) -> None:
+    """The same commands on the SQL store (its substring index, its records)."""
+    st = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    st.commits.run_now(lambda conn, ctx: ensure_boxes(conn, ADDRESS, None))
+    import_messages(
+        st,
+        owner=ADDRESS,
+        kind=BoxKind.BROUILLONS,
+        dossier=None,
+        messages=[data for data, _ in MESSAGES],
+        sender=ADDRESS,
+    )
+    backfill(st.writer_engine, st.blobs)  # as the indexing process does
+    st.start()
+    server = ServerThread(st.mail, pki, idle_timeout=30).start()  # type: ignore[arg-type]
+    try:
+        with RawClient(server.port, pki.client_context()) as raw:
+            raw.login()
+            assert raw.cmd(b"s", b"SELECT Brouillons")[-1].startswith(b"s OK")
+            # Imported now: 3 and 5 (no usable Date) sort by that INTERNALDATE.
+            assert _ok(raw.cmd(b"a", b"SORT (DATE) UTF-8 ALL")) == [b"* SORT 2 1 4 3 5\r\n"]
+            assert _ok(raw.cmd(b"a", b"SORT (SUBJECT) UTF-8 ALL")) == [b"* SORT 1 2 5 3 4\r\n"]
+            assert _ok(raw.cmd(b"a", b"THREAD REFERENCES UTF-8 ALL")) == [
+                b"* THREAD (2 (1)(3 4))(5)\r\n"
+            ]
+            assert _ok(raw.cmd(b"a", b"SEARCH BODY PLUS")) == [b"* SEARCH 2 3\r\n"]
+            assert _ok(raw.cmd(b"a", b"SEARCH TEXT audience")) == [b"* SEARCH 1 2\r\n"]
+            assert _ok(raw.cmd(b"a", b"SEARCH TEXT ou")) == [b"* SEARCH 1 3 4\r\n"]
+            assert _ok(raw.cmd(b"a", b"SEARCH HEADER References 2@t")) == [b"* SEARCH 3\r\n"]
+            assert _ok(raw.cmd(b"a", b"SEARCH SUBJECT pourvoi")) == [b"* SEARCH 3 4\r\n"]
+            assert _ok(raw.cmd(b"a", b"SORT (REVERSE DATE) UTF-8 TEXT POURVOI")) == [
+                b"* SORT 3 4\r\n"
+            ]
+    finally:
+        server.stop()
+        st.close()
