@@ -177,3 +177,24 @@ def test_condstore_client_still_gets_expunge(
     raw.cmd(b"s", b"SELECT INBOX (CONDSTORE)")
     lines = _expunge_uids(raw, b"2")
     assert lines[0] == b"* 2 EXPUNGE\r\n" and lines[-1] == b"x2 OK EXPUNGE completed\r\n"
+
+
+def test_a_message_gone_before_announced_is_never_shown(
+    server: ServerThread, store: FakeStore, raw: RawClient, pki: Pki
+) -> None:
+    _fill(server, store, 2)
+    raw.login()
+    raw.cmd(b"e", b"ENABLE QRESYNC")
+    raw.cmd(b"s", b"SELECT INBOX")
+    # Delivered and expunged by another session while this one says nothing.
+    uid = server.run(store.deliver, "INBOX", _msg(3), frozenset({"\\Deleted"}))
+    with RawClient(server.port, pki.client_context()) as other:
+        other.login()
+        other.cmd(b"s", b"SELECT INBOX")
+        assert _expunge_uids(other, b"%d" % uid)[-1].startswith(b"x2 OK")
+    lines = raw.cmd(b"n", b"NOOP")
+    assert lines == [b"n OK NOOP completed\r\n"]  # no EXISTS, no VANISHED for it
+    assert raw.cmd(b"f", b"UID FETCH 1:* (UID)")[:-1] == [
+        b"* 1 FETCH (UID 1)\r\n",
+        b"* 2 FETCH (UID 2)\r\n",
+    ]

@@ -242,6 +242,7 @@ class SelectedMailbox:
         big box is that many lines): changes that arrive meanwhile stay
         pending for the next call, none is lost.
         """
+        gone: set[int] = set()
         if allow_expunge and self._expunged:
             gone, self._expunged = self._expunged, set()
             yield from self.expunge_lines(sorted(gone), vanished=vanished)
@@ -251,7 +252,8 @@ class SelectedMailbox:
             top = self.uids[-1] if self.uids else 0
             marks = self._marks
             for uid in sorted(set(new)):
-                if uid > top and uid not in self._expunged:
+                # Arrived and gone before being announced: never shown.
+                if uid > top and uid not in self._expunged and uid not in gone:
                     if not self._own_uids:
                         self.uids = self.uids[:]
                         self._own_uids = True
