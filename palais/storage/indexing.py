@@ -39,18 +39,18 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
     from palais.storage.textindex import backfill
 
     engine = make_engine(url, writer=True)
+    reader = make_engine(url, writer=False)
     blobs: MessageBytes
     if is_sqlite(url):
         blobs = BlobStore(Path(blob_dir))
     else:
         from palais.storage.pg_blobs import PgBlobStore
 
-        reader = make_engine(url, writer=False)
         blobs = PgBlobStore(engine, reader, legacy=Path(blob_dir))
     try:
         while not stop.is_set():
             try:
-                indexed = backfill(engine, blobs, batch=_BATCH, stop=stop.is_set)
+                indexed = backfill(engine, blobs, reader=reader, batch=_BATCH, stop=stop.is_set)
             except Exception:
                 log.exception("indexing failed; trying again shortly")
                 stop.wait(_AFTER_FAILURE)
@@ -59,6 +59,7 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
                 stop.wait(idle)
     finally:
         blobs.close()
+        reader.dispose()
         engine.dispose()
 
 

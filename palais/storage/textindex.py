@@ -135,19 +135,26 @@ def backfill(
     engine: Engine,
     blobs: MessageBytes,
     *,
+    reader: Engine | None = None,
     batch: int = _BACKFILL_BATCH,
     stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Index the messages filed before the index (``text_pending``), a batch
-    per transaction, reading their bytes from ``blobs`` (a receipt's from its
-    evidence log row). Returns how many were indexed. A message whose bytes
-    cannot be read stays pending (searches keep reading it). Several nodes
-    may run this at once: a message indexed twice on SQLite only repeats its
-    rows; on PostgreSQL the second insert is skipped."""
+    """Index the messages listed in ``text_pending`` (filed since, or before
+    the index existed), a batch per transaction, reading their bytes from
+    ``blobs`` (a receipt's from its evidence log row). Returns how many were
+    indexed. A message whose bytes cannot be read stays listed (searches
+    keep reading it). Several nodes may run this at once: a message indexed
+    twice on SQLite only repeats its rows; on PostgreSQL the second insert
+    is skipped.
+
+    With ``reader``, the bytes are read and their documents made outside the
+    write transaction, which then only inserts: on SQLite the gateway's
+    writer waits for that lock while it is held.
+    """
     done = 0
     after = -1
     while stop is None or not stop():
-        with engine.begin() as conn:
+        with (reader or engine).begin() as conn:
             rows = rows_for(conn)
             listed = rows.all(
                 'SELECT p.message_id, m.blob, b.segment, b."offset", b.length'
@@ -159,7 +166,7 @@ def backfill(
             if not listed:
                 return done
             after = int(listed[-1][0])
-            indexed: list[tuple[int, SearchDocuments]] = []
+            read: list[tuple[int, bytes]] = []
             settled: list[tuple[Any, ...]] = []
             for mid, sha, segment, offset, length in listed:
                 if sha is None or segment is None:
@@ -168,11 +175,24 @@ def backfill(
                 data = _bytes_of(rows, blobs, sha, BlobLocation(segment, int(offset), int(length)))
                 if data is None:
                     continue
-                indexed.append((int(mid), documents(data)))
+                read.append((int(mid), data))
                 settled.append((mid,))
+        indexed = [(mid, documents(data)) for mid, data in read]
+        with engine.begin() as conn:
+            if indexed and conn.dialect.name != "sqlite":
+                # A message purged since it was read: no row may name it.
+                marks = ", ".join("?" * len(indexed))
+                present = {
+                    int(r[0])
+                    for r in rows_for(conn).all(
+                        f"SELECT id FROM message WHERE id IN ({marks})",
+                        tuple(mid for mid, _ in indexed),
+                    )
+                }
+                indexed = [(mid, d) for mid, d in indexed if mid in present]
             _insert(conn, indexed)
-            rows.many("DELETE FROM text_pending WHERE message_id = ?", settled)
-            done += len(indexed)
+            rows_for(conn).many("DELETE FROM text_pending WHERE message_id = ?", settled)
+        done += len(indexed)
     return done
 
 
