@@ -8,9 +8,11 @@ The cluster is made as an operator would: `palais init --database`, then
 from __future__ import annotations
 
 import imaplib
+import os
 import re
 import signal
 import smtplib
+import subprocess
 import threading
 import time
 import uuid
@@ -274,3 +276,31 @@ def test_a_node_killed_under_load_loses_no_acknowledged_message(cluster: Cluster
     victim.proc = None
     victim.start()
     victim.wait_ready()
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_killed_is_started_again_by_its_supervisor(cluster: Cluster) -> None:
+    node = cluster.nodes[2]  # `palais serve --workers 2`
+    assert node.proc is not None and node.workers == 2
+    children = subprocess.run(
+        ["pgrep", "-P", str(node.proc.pid)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(children) == 2
+    os.kill(int(children[0]), signal.SIGKILL)
+    wait_for(lambda: "exited with status -9; starting it again" in node.log(), "restart", 60)
+
+    def two_new_workers() -> bool:
+        now = subprocess.run(
+            ["pgrep", "-P", str(node.proc.pid)] if node.proc else ["false"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        return len(now) == 2 and children[0] not in now
+
+    wait_for(two_new_workers, "two workers again", 60)
+    # The node answers on its ports whichever worker a connection lands on.
+    wait_for(lambda: node.instance.curl_https("/health").stdout.endswith("\n200"), "health", 90)
+    for _ in range(4):
+        imap = node.instance.imap("greffier1")
+        assert imap.select("INBOX")[0] == "OK"
+        imap.logout()
