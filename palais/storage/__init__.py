@@ -118,7 +118,9 @@ def open_storage(
     # their bytes are at hand (a no-op query once done).
     backfill(writer_engine, blobs)
     commits = CommitQueue(writer_engine, blobs, bus.publish, max_batch=max_batch)
+    mail = MailStore(reader, commits, blobs, bus, evidence=evidence)
     if notifier is not None:
+        # Last: the events of what the other finishers file (receipt mails) too.
         commits.finishers.append(notifier.notify)
     return Storage(
         reader=reader,
@@ -126,7 +128,7 @@ def open_storage(
         blobs=blobs,
         hub=hub,
         commits=commits,
-        mail=MailStore(reader, commits, blobs, bus, evidence=evidence),
+        mail=mail,
         directory=Directory(reader, commits, enrolment=enrolment),
         notifications=cluster,
     )
