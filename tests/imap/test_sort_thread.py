@@ -179,6 +179,8 @@ def test_thread_references(five: RawClient) -> None:
     assert _ok(five.cmd(b"a", b"UID THREAD REFERENCES US-ASCII NOT SUBJECT bilan")) == [
         b"* THREAD (3 (4 5)(2))\r\n"
     ]
+    assert _ok(five.cmd(b"a", b"THREAD REFERENCES UTF-8 SUBJECT nothing")) == [b"* THREAD\r\n"]
+    assert _ok(five.cmd(b"a", b"THREAD ORDEREDSUBJECT UTF-8 SUBJECT nothing")) == [b"* THREAD\r\n"]
     # Only the matching messages: 3's parent 2 not among them.
     assert _ok(five.cmd(b"a", b"THREAD REFERENCES UTF-8 SUBJECT pourvoi")) == [
         b"* THREAD (3 4)\r\n"

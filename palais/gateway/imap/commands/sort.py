@@ -224,7 +224,9 @@ async def do_thread(session: Session, request: ThreadRequest, *, uid: bool) -> R
             numbers = [n for _, n in known]
         build = references if request.algorithm == "REFERENCES" else ordered_subject
         # Seconds on a box of 100,000 messages: off the event loop (see _sorted).
-        line = b"THREAD " + await asyncio.to_thread(_threads, build, uids, facts, numbers)
+        threads = await asyncio.to_thread(_threads, build, uids, facts, numbers)
+        # thread-data = "THREAD" [SP 1*thread-list]: nothing after it when none.
+        line = b"THREAD " + threads if threads else b"THREAD"
         kept.keep_answer(key, line)
     session.untagged(line)
     return ok("THREAD completed")
