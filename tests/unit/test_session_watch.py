@@ -497,6 +497,9 @@ class SlowDesk:
     def submission(self, who: Identity, mail_from: str) -> SlowDesk:
         return self
 
+    async def open(self, who: Identity, mail_from: str) -> SlowDesk:
+        return self
+
     @property
     def who(self) -> Identity:
         return WATCHED
