@@ -3,6 +3,7 @@ whose messages were written so that every key orders them differently."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -266,3 +267,22 @@ def test_sort_thread_and_indexed_search_on_the_real_store(pki: Pki, tmp_path: Pa
     finally:
         server.stop()
         st.close()
+
+
+def test_sort_with_a_modseq_key_reports_the_modseq(five: RawClient) -> None:
+    # RFC 7162 3.1.5: the highest MODSEQ of the messages returned.
+    lines = _ok(five.cmd(b"f", b"UID FETCH 1:* (MODSEQ)"), b"f")
+    modseqs = {
+        int(m.group(1)): int(m.group(2))
+        for m in (re.search(rb"UID (\d+) MODSEQ \((\d+)\)", x) for x in lines)
+        if m
+    }
+    highest = max(modseqs.values())
+    assert _ok(five.cmd(b"a", b"SORT (DATE) UTF-8 MODSEQ 1")) == [
+        b"* SORT 3 2 1 4 5 (MODSEQ %d)\r\n" % highest
+    ]
+    # ESORT MIN alone: the first in sort order (message 3, UID 4) and its MODSEQ.
+    assert _ok(five.cmd(b"a", b"SORT RETURN (MIN) (DATE) UTF-8 MODSEQ 1")) == [
+        b'* ESEARCH (TAG "a") MIN 3 MODSEQ %d\r\n' % modseqs[4]
+    ]
+    assert _ok(five.cmd(b"a", b"SORT (DATE) UTF-8 MODSEQ %d" % (highest + 1))) == [b"* SORT\r\n"]

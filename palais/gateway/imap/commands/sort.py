@@ -163,7 +163,7 @@ async def do_sort(session: Session, tag: bytes, request: SortRequest, *, uid: bo
     if isinstance(found, Reply):
         return found
     returns = request.search.returns
-    if returns is None:
+    if returns is None and not request.search.uses_modseq:
         kept = box_facts(session.access)
         key = _answer_key(session, ("SORT", request.keys), found, uid=uid)
         line = kept.answer(key)
@@ -174,6 +174,13 @@ async def do_sort(session: Session, tag: bytes, request: SortRequest, *, uid: bo
         session.untagged(line)
         return ok("SORT completed")
     ordered = await _sorted(session, request, found, uid=uid)
+    modseq = await _modseq(session, request.search, ordered, found, uid=uid)
+    if returns is None:
+        line = b"SORT" + b"".join(b" %d" % n for n in ordered)
+        if modseq:
+            line += b" (MODSEQ %d)" % modseq
+        session.untagged(line)
+        return ok("SORT completed")
     # ESORT (RFC 5267 3.2): MIN and MAX are the first and last in sort order,
     # ALL lists the messages in sort order.
     line = b"ESEARCH (TAG " + quoted(tag) + b")"
@@ -188,8 +195,28 @@ async def do_sort(session: Session, tag: bytes, request: SortRequest, *, uid: bo
         line += b" COUNT %d" % len(ordered)
     if ordered and "ALL" in returns:
         line += b" ALL " + ordered_set(ordered)
+    if modseq:
+        line += b" MODSEQ %d" % modseq
     session.untagged(line)
     return ok("SORT completed")
+
+
+async def _modseq(
+    session: Session, search: SearchRequest, ordered: list[int], found: list[int], *, uid: bool
+) -> int:
+    """With a MODSEQ search key (RFC 7162 3.1.5): the highest MODSEQ of the
+    messages the response names (with RETURN MIN and/or MAX only, those: the
+    first and last in sort order); 0 without one, or with no message."""
+    if not search.uses_modseq or not ordered:
+        return 0
+    session.condstore = True
+    view = selected(session)
+    uids = found
+    returns = search.returns
+    if returns is not None and returns <= {"MIN", "MAX"}:
+        ends = [n for n, wanted in ((ordered[0], "MIN"), (ordered[-1], "MAX")) if wanted in returns]
+        uids = ends if uid else [view.uid_at(n) for n in ends]
+    return await Searcher(session.access, identity(session), view).modseq_of(uids)
 
 
 def ordered_set(numbers: Sequence[int]) -> bytes:
