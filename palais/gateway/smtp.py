@@ -49,6 +49,16 @@ log = logging.getLogger("palais.smtp")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
+# Refusals of aiosmtpd's own (a command unknown, out of sequence, badly
+# formed) and the words the audit log gives them.
+_GENERIC_REFUSALS = {
+    "500": "500 5.5.2 Command not recognized or line too long",
+    "501": "501 5.5.4 Syntax error in parameters or arguments",
+    "502": "502 5.5.1 Command not implemented",
+    "503": "503 5.5.1 Bad sequence of commands",
+    "504": "504 5.5.4 Command parameter not implemented",
+}
+
 # The session watcher's goodbye (certificate revoked, account deactivated):
 # the reason in plain words follows.
 SESSION_ENDED = "421 4.7.0 "
@@ -103,6 +113,7 @@ class PalaisSMTP(SMTP):
         self._allowed_roles = allowed_roles
         self.state = _SessionState()
         self._in_ehlo = False
+        self._audited = False  # the reply being pushed is audited already
 
     # -- admission and pre-authentication timeout (palais.gateway.admission) --
 
@@ -252,7 +263,11 @@ class PalaisSMTP(SMTP):
             command=command,
             reply=reply,
         )
-        await self.push(reply)
+        self._audited = True
+        try:
+            await self.push(reply)
+        finally:
+            self._audited = False
 
     async def _gate(self, command: str = "") -> bool:
         """True if the command may proceed; otherwise the refusal is sent."""
@@ -295,7 +310,23 @@ class PalaisSMTP(SMTP):
             status = replies.printable(status)
             if not self._in_ehlo:
                 status = replies.with_enhanced_code(status)
+            if not self._audited and status[:3] in _GENERIC_REFUSALS:
+                self._audit_generic(status[:3])
         await super().push(status)
+
+    def _audit_generic(self, code: str) -> None:
+        """aiosmtpd's own refusals (a command unknown, out of sequence, badly
+        formed): audited with the gateway's words for the code, never the
+        reply's, which may echo the client's line."""
+        who = self.state.identity
+        protocol_refused(
+            self._audit,
+            listener=self.listener,
+            peer=self.session.peer if self.session else None,
+            identity=who.address if who is not None else None,
+            command="",  # aiosmtpd does not say which; the reason does what it can
+            reply=_GENERIC_REFUSALS[code],
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):

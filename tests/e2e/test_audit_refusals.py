@@ -258,3 +258,19 @@ def test_the_export_is_the_same(gateway: Instance) -> None:
     exported = admin_audit(gateway, "--action", "connection-refused")
     assert exported == [e for e in audit(gateway) if e["action"] == "connection-refused"]
     assert {e["listener"] for e in exported} >= set(LISTENERS)
+
+
+def test_aiosmtpd_own_refusals_are_audited_without_the_client_s_words(gateway: Instance) -> None:
+    before = last_id(gateway)
+    with smtplib.SMTP_SSL(
+        "localhost", gateway.port("smtps"), context=gateway.client_context("avocat1"), timeout=10
+    ) as s:
+        s.ehlo()
+        assert s.docmd("XSECRETWORD")[0] == 500  # unknown
+        assert s.docmd("RCPT", f"TO:<{gateway.dossier['address']}>")[0] == 503  # before MAIL
+        assert s.docmd("MAIL", "FROM:")[0] == 501  # no address
+    events = smtp_events(gateway, before, 3)
+    assert [e["detail"]["reply"] for e in events] == ["500", "503", "501"]
+    assert all(e["subject"] == gateway.address("avocat1") for e in events)
+    assert "XSECRETWORD" not in json.dumps(events)
+    assert events[1]["reason"] == "503 5.5.1 Bad sequence of commands"
