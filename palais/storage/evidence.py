@@ -35,8 +35,8 @@ from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import BoxKind
 from palais.mailbox.ports import BlobLocation, EvidenceService, EvidenceTree, SealedReceipt
 from palais.storage.blobs import sha256_hex
-from palais.storage.messages import insert_message
-from palais.storage.placement import place_all
+from palais.storage.messages import NewMessage, insert_messages
+from palais.storage.placement import place_messages
 from palais.storage.rows import rows_for
 from palais.storage.sql import EVIDENCE_SEGMENT, utc, when
 from palais.storage.writer import Finisher, RefuseJobs, WriteContext
@@ -139,52 +139,63 @@ def receipts_finisher(service: EvidenceService) -> Finisher:
     view); their bytes lie in the log's rows."""
 
     def finish(conn: Connection, contexts: Sequence[WriteContext]) -> None:
-        issued = [(ctx, item) for ctx in contexts for item in ctx.receipts]
+        issued: list[_Issued] = [item for ctx in contexts for item in ctx.receipts]
         if not issued:
             return
         try:
-            sealed = service.seal_many([(i.evidence, i.order.holders[0]) for _, i in issued])
+            sealed = service.seal_many([(i.evidence, i.order.holders[0]) for i in issued])
         except TemporaryFailure as error:
             # Nothing the key has not sealed is accepted: the acts that
             # ordered receipts fail, the others of the batch go through.
             raise RefuseJobs([c for c in contexts if c.receipts], error) from error
-        filed = [
-            (receipt.data, _file_receipt(conn, ctx, service, item, receipt), item.position)
-            for (ctx, item), receipt in zip(issued, sealed, strict=True)
-        ]
-        rows_for(conn).many(
-            "UPDATE evidence_log SET receipt = ?, receipt_message = ? WHERE position = ?", filed
-        )
+        _file_receipts(conn, contexts[0], service, issued, sealed)
 
     return finish
 
 
-def _file_receipt(
+def _file_receipts(
     conn: Connection,
     ctx: WriteContext,
     service: EvidenceService,
-    item: _Issued,
-    sealed: SealedReceipt,
-) -> int:
-    """The receipt mail's message row and placements; its id."""
-    data = sealed.data
-    sha = sha256_hex(data)
-    ctx.hashes[id(data)] = sha
-    ctx.locations[sha] = BlobLocation(EVIDENCE_SEGMENT, item.position, len(data))
-    order = item.order
-    mid, _ = insert_message(
+    issued: Sequence[_Issued],
+    sealed: Sequence[SealedReceipt],
+) -> None:
+    """The receipt mails' message rows and placements, a statement each for
+    the whole batch; their bytes lie in the log's rows."""
+    new: list[NewMessage] = []
+    for item, receipt in zip(issued, sealed, strict=True):
+        data = receipt.data
+        new.append(
+            NewMessage(
+                sha256_hex(data),
+                BlobLocation(EVIDENCE_SEGMENT, item.position, len(data)),
+                receipt.summary,
+                item.issued,
+                service.address,
+                service.issuer_certificate_sha256,
+                _dossier_id(conn, ctx, item.order.dossier),
+            )
+        )
+    ids = insert_messages(conn, new)
+    place_messages(
         conn,
         ctx,
-        data,
-        sealed.summary,
-        internaldate=item.issued,
-        sender=service.address,
-        fingerprint=service.issuer_certificate_sha256,
-        dossier_id=_dossier_id(conn, ctx, order.dossier),
+        [
+            (
+                mid,
+                item.order.dossier,
+                [(h, BoxKind.ACCUSES, frozenset[str]()) for h in dict.fromkeys(item.order.holders)],
+            )
+            for mid, item in zip(ids, issued, strict=True)
+        ],
     )
-    holders = [(h, BoxKind.ACCUSES, frozenset[str]()) for h in dict.fromkeys(order.holders)]
-    place_all(conn, ctx, mid, order.dossier, holders)
-    return mid
+    rows_for(conn).many(
+        "UPDATE evidence_log SET receipt = ?, receipt_message = ? WHERE position = ?",
+        [
+            (receipt.data, mid, item.position)
+            for mid, receipt, item in zip(ids, sealed, issued, strict=True)
+        ],
+    )
 
 
 def _dossier_id(conn: Connection, ctx: WriteContext, number: str | None) -> int | None:

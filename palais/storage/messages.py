@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -27,13 +27,57 @@ class FiledMessage:
     resent: bool = False  # an identical earlier filing answered; nothing was filed (no uids)
 
 
+# A second copy of the same bytes only takes a reference; its appended
+# bytes in the pack stay unreferenced (reclaimed by compaction).
+_STORE_BLOB = (
+    'INSERT INTO blob (sha256, segment, "offset", length, refcount) VALUES (?, ?, ?, ?, 1)'
+    " ON CONFLICT (sha256) DO UPDATE SET refcount = blob.refcount + 1"
+)
+
+
 def _store_blob(conn: Connection, sha: str, where: BlobLocation) -> None:
-    # A second copy of the same bytes only takes a reference; its appended
-    # bytes in the pack stay unreferenced (reclaimed by compaction).
-    rows_for(conn).run(
-        'INSERT INTO blob (sha256, segment, "offset", length, refcount) VALUES (?, ?, ?, ?, 1)'
-        " ON CONFLICT (sha256) DO UPDATE SET refcount = blob.refcount + 1",
-        (sha, where.segment, where.offset, where.length),
+    rows_for(conn).run(_STORE_BLOB, (sha, where.segment, where.offset, where.length))
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message row to insert, its bytes already stored at ``where``."""
+
+    sha256: str
+    where: BlobLocation
+    summary: MessageSummary
+    internaldate: datetime
+    sender: str
+    fingerprint: str
+    dossier_id: int | None
+
+
+_MESSAGE_COLUMNS = (
+    "INSERT INTO message (blob, size, header_size, internaldate, sent_date, sent_day,"
+    " message_id, subject, from_addr, to_addr, cc_addr, bcc_addr, sender,"
+    " sender_fingerprint, dossier_id) VALUES "
+)
+_MESSAGE_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _message_values(conn: Connection, m: NewMessage) -> tuple[object, ...]:
+    summary = m.summary
+    return (
+        m.sha256,
+        m.where.length,
+        summary.header_size,
+        when(conn, m.internaldate),
+        when(conn, summary.sent_date),
+        _day(conn, summary.sent_date),
+        summary.message_id,
+        summary.subject,
+        summary.from_addr,
+        summary.to_addr,
+        summary.cc_addr,
+        summary.bcc_addr,
+        m.sender,
+        m.fingerprint,
+        m.dossier_id,
     )
 
 
@@ -50,29 +94,11 @@ def insert_message(
 ) -> tuple[int, str]:
     """The message's row, and a reference on its bytes (handed with the job); (id, sha256)."""
     sha = ctx.sha256(data)
-    _store_blob(conn, sha, ctx.locations[sha])
+    where = ctx.locations[sha]
+    _store_blob(conn, sha, where)
+    new = NewMessage(sha, where, summary, internaldate, sender, fingerprint, dossier_id)
     row = rows_for(conn).one(
-        "INSERT INTO message (blob, size, header_size, internaldate, sent_date, sent_day,"
-        " message_id, subject, from_addr, to_addr, cc_addr, bcc_addr, sender,"
-        " sender_fingerprint, dossier_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (
-            sha,
-            len(data),
-            summary.header_size,
-            when(conn, internaldate),
-            when(conn, summary.sent_date),
-            _day(conn, summary.sent_date),
-            summary.message_id,
-            summary.subject,
-            summary.from_addr,
-            summary.to_addr,
-            summary.cc_addr,
-            summary.bcc_addr,
-            sender,
-            fingerprint,
-            dossier_id,
-        ),
+        _MESSAGE_COLUMNS + _MESSAGE_MARKS + " RETURNING id", _message_values(conn, new)
     )
     assert row is not None
     mid = int(row[0])
@@ -80,6 +106,27 @@ def insert_message(
     # off the filing path (its cost is several times the filing's).
     index_later(conn, mid)
     return mid, sha
+
+
+def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[int]:
+    """Rows of messages with distinct bytes (a batch's receipt mails) and
+    their blob references, in a statement each; their ids, in order."""
+    if not messages:
+        return []
+    rows = rows_for(conn)
+    rows.many(
+        _STORE_BLOB,
+        [(m.sha256, m.where.segment, m.where.offset, m.where.length) for m in messages],
+    )
+    found = rows.all(
+        _MESSAGE_COLUMNS + ", ".join([_MESSAGE_MARKS] * len(messages)) + " RETURNING id, blob",
+        tuple(v for m in messages for v in _message_values(conn, m)),
+    )
+    # RETURNING's order is not promised: each row is known by its bytes.
+    ids = {str(blob): int(mid) for mid, blob in found}
+    out = [ids[m.sha256] for m in messages]
+    index_later(conn, *out)
+    return out
 
 
 def _day(conn: Connection, sent: datetime | None) -> date | str | None:

@@ -91,12 +91,15 @@ def _box_id(conn: Connection, owner: str, ref: BoxRef, cache: dict[Any, Any]) ->
     return int(box)
 
 
+Holder = tuple[str, BoxKind, frozenset[str]]  # owner, box kind, flags
+
+
 def place_all(
     conn: Connection,
     ctx: WriteContext,
     message_id: int,
     dossier: str | None,
-    holders: Sequence[tuple[str, BoxKind, frozenset[str]]],
+    holders: Sequence[Holder],
     origin: BoxKind | None = None,
 ) -> list[dict[int, int]]:
     """Put a message in several owners' boxes, both views each, in three statements.
@@ -105,57 +108,97 @@ def place_all(
     boxes; a statement per placement, per UID and per entry cost the writer
     thread a GIL handoff each, which is what limited SMTP ingest.
     """
-    if len({(owner, kind) for owner, kind, _ in holders}) != len(holders):
+    return place_messages(conn, ctx, [(message_id, dossier, holders)], origin)[0]
+
+
+def place_messages(
+    conn: Connection,
+    ctx: WriteContext,
+    messages: Sequence[tuple[int, str | None, Sequence[Holder]]],
+    origin: BoxKind | None = None,
+) -> list[list[dict[int, int]]]:
+    """``place_all`` for several messages (distinct ids) in the same three
+    statements: a batch's receipt mails. Several messages in one box get
+    consecutive UIDs and MODSEQs, in the order given."""
+    if any(len({(o, k) for o, k, _ in holders}) != len(holders) for _, _, holders in messages):
         # One placement per owner and kind: a repeated holder is placed alone.
-        return [r for h in holders for r in place_all(conn, ctx, message_id, dossier, [h], origin)]
+        return [
+            [
+                r
+                for h in holders
+                for r in place_messages(conn, ctx, [(mid, dossier, [h])], origin)[0]
+            ]
+            for mid, dossier, holders in messages
+        ]
     rows = rows_for(conn)
+    flat = [(mid, dossier, h) for mid, dossier, holders in messages for h in holders]
+    out: list[list[dict[int, int]]] = [[{} for _ in holders] for _, _, holders in messages]
+    if not flat:
+        return out
     placed = rows.all(
         "INSERT INTO placement (owner, message_id, kind, dossier, origin) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?)"] * len(holders))
-        + " RETURNING id, owner, kind",
+        + ", ".join(["(?, ?, ?, ?, ?)"] * len(flat))
+        + " RETURNING id, owner, message_id, kind",
         tuple(
             value
-            for owner, kind, _ in holders
-            for value in (owner, message_id, kind.value, dossier, origin.value if origin else None)
+            for mid, dossier, (owner, kind, _) in flat
+            for value in (owner, mid, kind.value, dossier, origin.value if origin else None)
         ),
     )
-    placement_of = {(owner, kind): int(pid) for pid, owner, kind in placed}
-    targets: list[tuple[int, int, int, frozenset[str]]] = []  # holder, box, placement, flags
-    for index, (owner, kind, flags) in enumerate(holders):
-        refs = [BoxRef(kind, None)] + ([BoxRef(kind, dossier)] if dossier else [])
-        for ref in refs:
-            box = _box_id(conn, owner, ref, ctx.cache)
-            if box is not None:  # without access to the dossier, only the global view
-                targets.append((index, box, placement_of[owner, kind.value], flags))
-    out: list[dict[int, int]] = [{} for _ in holders]
+    placement_of = {(int(mid), owner, kind): int(pid) for pid, owner, mid, kind in placed}
+    # message index, holder index, box, placement, flags
+    targets: list[tuple[int, int, int, int, frozenset[str]]] = []
+    for index, (mid, dossier, holders) in enumerate(messages):
+        for held, (owner, kind, flags) in enumerate(holders):
+            refs = [BoxRef(kind, None)] + ([BoxRef(kind, dossier)] if dossier else [])
+            for ref in refs:
+                box = _box_id(conn, owner, ref, ctx.cache)
+                if box is not None:  # without access to the dossier, only the global view
+                    targets.append((index, held, box, placement_of[mid, owner, kind.value], flags))
     if not targets:
         return out
-    allocated = rows.all(
-        "UPDATE mailbox SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
-        f" WHERE id IN ({', '.join(['?'] * len(targets))}) RETURNING id, uidnext, highestmodseq",
-        tuple(box for _, box, _, _ in targets),
-    )
-    given = {int(box): (int(uidnext) - 1, int(modseq)) for box, uidnext, modseq in allocated}
+    counts: dict[int, int] = {}
+    for target in targets:
+        counts[target[2]] = counts.get(target[2], 0) + 1
+    boxes = tuple(counts)
+    marks = ", ".join(["?"] * len(boxes))
+    if len(boxes) == len(targets):  # the usual filing: one entry per box
+        allocated = rows.all(
+            "UPDATE mailbox SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+            f" WHERE id IN ({marks}) RETURNING id, uidnext, highestmodseq",
+            boxes,
+        )
+    else:
+        step = "CASE id " + " ".join(["WHEN ? THEN CAST(? AS BIGINT)"] * len(boxes)) + " END"
+        steps = tuple(v for box in boxes for v in (box, counts[box]))
+        allocated = rows.all(
+            f"UPDATE mailbox SET uidnext = uidnext + {step},"
+            f" highestmodseq = highestmodseq + {step}"
+            f" WHERE id IN ({marks}) RETURNING id, uidnext, highestmodseq",
+            steps + steps + boxes,
+        )
+    # The first UID and MODSEQ each box gives out.
+    given = {
+        int(box): [int(uidnext) - counts[int(box)], int(modseq) - counts[int(box)] + 1]
+        for box, uidnext, modseq in allocated
+    }
+    entries: list[tuple[int, int, int, int, frozenset[str], int, int]] = []
+    for index, held, box, placement, flags in targets:
+        uid, modseq = given[box]
+        given[box] = [uid + 1, modseq + 1]
+        entries.append((index, held, box, placement, flags, uid, modseq))
+        out[index][held][box] = uid
     rows.run(
         "INSERT INTO entry (mailbox_id, uid, message_id, placement_id, flags, modseq) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(targets)),
+        + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(entries)),
         tuple(
             value
-            for _, box, placement, flags in targets
-            for value in (
-                box,
-                given[box][0],
-                message_id,
-                placement,
-                encode_flags(flags),
-                given[box][1],
-            )
+            for (index, _, box, placement, flags, uid, modseq) in entries
+            for value in (box, uid, messages[index][0], placement, encode_flags(flags), modseq)
         ),
     )
-    for index, box, _, flags in targets:
-        uid, modseq = given[box]
+    for _, _, box, _, flags, uid, modseq in entries:
         ctx.events.append(MailboxEvent(box, EventKind.ARRIVED, uid, flags, modseq))
-        out[index][box] = uid
     return out
 
 

@@ -37,10 +37,12 @@ _MAX_TERMS = 24
 _BACKFILL_BATCH = 200
 
 
-def index_later(conn: Connection, message_id: int) -> None:
-    """List a message being filed for indexing (``palais.storage.indexing``
-    indexes it off the filing path); searches read it meanwhile."""
-    rows_for(conn).run("INSERT INTO text_pending (message_id) VALUES (?)", (message_id,))
+def index_later(conn: Connection, *message_ids: int) -> None:
+    """List messages being filed for indexing (``palais.storage.indexing``
+    indexes them off the filing path); searches read them meanwhile."""
+    rows_for(conn).many(
+        "INSERT INTO text_pending (message_id) VALUES (?)", [(m,) for m in message_ids]
+    )
 
 
 def index_message(conn: Connection, message_id: int, data: bytes) -> None:
