@@ -10,8 +10,12 @@ it runs on the other core. A search counts the messages still listed as
 candidates, so a message is found from the moment it is filed, indexed or
 not.
 
-On SQLite the indexer's short transactions take the database's write lock
-in turn with the gateway's writer (busy timeout: they wait, never fail).
+It gives way to filing: while messages keep arriving it waits for a lull
+(indexing takes a core's worth of work a submission burst needs), unless
+the list has grown past ``_BACKLOG`` messages, the most a search should
+have to read without the index. On SQLite its short transactions take the
+database's write lock in turn with the gateway's writer (busy timeout: they
+wait, never fail).
 """
 
 from __future__ import annotations
@@ -21,14 +25,27 @@ import multiprocessing
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 log = logging.getLogger("palais.storage.indexing")
 
 # Messages per transaction: small, so that the gateway's writer never waits
 # long for SQLite's write lock.
 _BATCH = 32
-# Pause when nothing is listed, and after a failure (seconds).
+# Pause when nothing is listed or filings are arriving, and after a failure (seconds).
 _IDLE = 0.2
 _AFTER_FAILURE = 5.0
+# Listed messages past which indexing no longer waits for a lull.
+_BACKLOG = 10_000
+
+
+def _listed(reader: Engine) -> tuple[int, int]:
+    """The newest listed message and how many are listed."""
+    with reader.connect() as conn:
+        top, count = conn.exec_driver_sql(
+            "SELECT coalesce(max(message_id), 0), count(*) FROM text_pending"
+        ).one()
+    return int(top), int(count)
 
 
 def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
@@ -47,10 +64,28 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
         from palais.storage.pg_blobs import PgBlobStore
 
         blobs = PgBlobStore(engine, reader, legacy=Path(blob_dir))
+    seen = -1  # the newest listed message at the last look
+
+    def arriving() -> bool:
+        nonlocal seen
+        top, count = _listed(reader)
+        arrived, seen = top != seen, top
+        return arrived and count < _BACKLOG
+
     try:
+        arriving()
         while not stop.is_set():
             try:
-                indexed = backfill(engine, blobs, reader=reader, batch=_BATCH, stop=stop.is_set)
+                if arriving():  # a burst of filings: let it pass
+                    stop.wait(idle)
+                    continue
+                indexed = backfill(
+                    engine,
+                    blobs,
+                    reader=reader,
+                    batch=_BATCH,
+                    stop=lambda: stop.is_set() or arriving(),
+                )
             except Exception:
                 log.exception("indexing failed; trying again shortly")
                 stop.wait(_AFTER_FAILURE)

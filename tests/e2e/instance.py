@@ -147,14 +147,14 @@ class Instance:
             timeout=30,
         )
 
-    def submit(self, subject: str, who: str = "avocat1") -> None:
+    def submit(self, subject: str, who: str = "avocat1", body: str = "Bonjour") -> None:
         """One message from ``who`` to the demo dossier over SMTPS (smtplib)."""
         msg = EmailMessage()
         msg["From"] = self.address(who)
         msg["To"] = self.dossier["address"]
         msg["Subject"] = f"[{self.dossier['number']}] {subject}"
         msg["Message-ID"] = f"<{uuid.uuid4().hex}@avocats.palais.test>"
-        msg.set_content("Bonjour")
+        msg.set_content(body)
         with smtplib.SMTP_SSL(
             "localhost", self.port("smtps"), context=self.client_context(who), timeout=10
         ) as s:

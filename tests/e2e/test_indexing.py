@@ -1,0 +1,44 @@
+"""The gateway's indexing process: new mail is found at once (read as
+not indexed yet), then indexed off the filing path within moments."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+
+from tests.e2e.instance import Instance
+
+
+def _pending(instance: Instance) -> int:
+    with sqlite3.connect(instance.root / "palais.db") as db:
+        return int(db.execute("SELECT count(*) FROM text_pending").fetchone()[0])
+
+
+def _indexed(instance: Instance, word: str) -> bool:
+    with sqlite3.connect(instance.root / "palais.db") as db:
+        found = db.execute(
+            "SELECT count(*) FROM message_body_text WHERE message_body_text MATCH ?",
+            # detail=none keeps no positions: every trigram of the word, anywhere.
+            (" AND ".join(f'"{word[i : i + 3]}"' for i in range(len(word) - 2)),),
+        ).fetchone()
+    return int(found[0]) > 0
+
+
+def test_new_mail_is_searchable_then_indexed(instance: Instance) -> None:
+    word = "mot" + uuid.uuid4().hex[:10]
+    instance.submit(f"recherche {word}", body=f"Bonjour, le {word} est dans le corps.")
+    clerk = instance.imap("greffier1")
+    try:
+        assert clerk.select("INBOX", readonly=True)[0] == "OK"
+        typ, data = clerk.uid("SEARCH", "BODY", word)
+        assert typ == "OK" and data[0], data  # found whether indexed yet or not
+        deadline = time.monotonic() + 30
+        while _pending(instance) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _pending(instance) == 0
+        assert _indexed(instance, word)
+        typ, again = clerk.uid("SEARCH", "BODY", word)
+        assert typ == "OK" and again == data
+    finally:
+        clerk.logout()
