@@ -196,6 +196,21 @@ class Instance:
         lawyer.logout()
         return original, receipts
 
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``palais admin ARGS -d ROOT`` in a process of its own."""
+        return subprocess.run(
+            [sys.executable, "-m", "palais", "admin", *args, "-d", str(self.root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def admin_json(self, *args: str) -> list[dict[str, Any]]:
+        """The JSON lines ``palais admin ARGS --json`` prints; it must succeed."""
+        done = self.admin(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

@@ -21,7 +21,6 @@ import json
 import re
 import smtplib
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,15 +37,6 @@ LAWYER = "avocat1"
 DELEGATE = "collaborateur1"
 # "Délégations" in modified UTF-7 (RFC 3501 5.1.3), as imaplib sends and reads it.
 DELEGATIONS_UTF7 = "D&AOk-l&AOk-gations"
-
-
-def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "palais", "admin", *args, "-d", str(inst.root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def admin_here(inst: Instance, *args: str, out: io.StringIO | None = None) -> tuple[int, str]:
@@ -192,7 +182,7 @@ def evidence_of(receipt: bytes) -> dict[str, Any]:
 
 
 def audit(inst: Instance, action: str) -> list[dict[str, Any]]:
-    done = admin(inst, "audit", "--action", action, "--json")
+    done = inst.admin("audit", "--action", action, "--json")
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -231,7 +221,7 @@ def test_every_cli_error_exits_non_zero_naming_what_is_wrong(gateway: Instance) 
     status, err = admin_here(gateway, "delegation", "grant", "--from", lawyer)
     assert status == 2 and "--to" in err
     # And as an operator types it, in a process of its own.
-    done = admin(gateway, "delegation", "grant", "--from", lawyer, "--to", lawyer)
+    done = gateway.admin("delegation", "grant", "--from", lawyer, "--to", lawyer)
     assert done.returncode == 1 and "cannot delegate to themself" in done.stderr
     assert audit(gateway, "delegation-granted") == []
 
@@ -244,8 +234,7 @@ def test_a_read_delegation_shows_the_dossier_read_only_and_sends_nothing(
 ) -> None:
     lawyer, delegate, n = gateway.address(LAWYER), gateway.address(DELEGATE), number(gateway)
     gateway.submit("avant la delegation", who=LAWYER)
-    done = admin(
-        gateway, "delegation", "grant", "--from", lawyer, "--to", delegate, "--dossier", n,
+    done = gateway.admin("delegation", "grant", "--from", lawyer, "--to", delegate, "--dossier", n,
         "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -292,8 +281,7 @@ def test_a_read_delegation_shows_the_dossier_read_only_and_sends_nothing(
 
 def test_a_write_delegate_sends_for_the_lawyer_with_from_and_sender(gateway: Instance) -> None:
     lawyer, delegate, n = gateway.address(LAWYER), gateway.address(DELEGATE), number(gateway)
-    done = admin(
-        gateway, "delegation", "grant", "--from", lawyer, "--to", delegate, "--dossier", n,
+    done = gateway.admin("delegation", "grant", "--from", lawyer, "--to", delegate, "--dossier", n,
         "--rights", "write",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -412,7 +400,7 @@ def test_revoked_over_https_then_by_the_cli_the_delegate_is_refused(gateway: Ins
     imap = gateway.imap(DELEGATE)  # a session open before the revocation
     try:
         assert imap.select(delegated_box(gateway, "Envoy&AOk-s"))[0] == "OK"
-        done = admin(gateway, "delegation", "revoke", "--from", lawyer, "--to", delegate)
+        done = gateway.admin("delegation", "revoke", "--from", lawyer, "--to", delegate)
         assert done.returncode == 0, done.stderr
         assert "revoked" in done.stdout
         # The selected box goes too (within the cache's few seconds): NO to the next command.
@@ -423,6 +411,6 @@ def test_revoked_over_https_then_by_the_cli_the_delegate_is_refused(gateway: Ins
         imap.logout()
     assert wait_for(lambda: smtp_refusal(gateway, message(gateway, "après", sender=delegate)) != "")
     assert not sees_delegated_boxes(gateway)
-    assert admin(gateway, "delegation", "list", "--from", lawyer).stdout.strip() == (
+    assert gateway.admin("delegation", "list", "--from", lawyer).stdout.strip() == (
         "no delegation in force"
     )

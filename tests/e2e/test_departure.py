@@ -15,8 +15,6 @@ import json
 import smtplib
 import sqlite3
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -36,21 +33,6 @@ from tests.e2e.instance import Instance, create_instance
 
 REFUSED = (ssl.SSLError, ConnectionError, EOFError, imaplib.IMAP4.error, imaplib.IMAP4.abort)
 TODAY = datetime.now(ZoneInfo("Europe/Paris")).date()
-
-
-def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "palais", "admin", *args, "-d", str(inst.root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def admin_json(inst: Instance, *args: str) -> list[dict[str, Any]]:
-    done = admin(inst, *args, "--json")
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -135,7 +117,7 @@ def make_due(inst: Instance, address: str) -> None:
 
 
 def departure_state(inst: Instance, address: str) -> str | None:
-    rows = [r for r in admin_json(inst, "departure", "list", "--all") if r["address"] == address]
+    rows = [r for r in inst.admin_json("departure", "list", "--all") if r["address"] == address]
     return str(rows[-1]["state"]) if rows else None
 
 
@@ -205,12 +187,12 @@ def test_each_refusal_exits_non_zero_and_names_what_is_wrong(
     gateway: Instance, args: list[str], status: int, words: str
 ) -> None:
     people = {n: gateway.address(n) for n in ("avocat1", "avocat2", "greffier1", "magistrat1")}
-    done = admin(gateway, "departure", *(a.format(**people) for a in args))
+    done = gateway.admin("departure", *(a.format(**people) for a in args))
     assert done.returncode == status, (done.stdout, done.stderr)
     assert words in done.stderr
     assert done.stderr.startswith(("palais admin: ", "usage:"))
     assert "Traceback" not in done.stderr
-    assert admin_json(gateway, "departure", "list") == []
+    assert gateway.admin_json("departure", "list") == []
 
 
 # -- carried out by the running gateway -----------------------------------------------
@@ -222,21 +204,21 @@ def test_a_cancelled_departure_never_happens(gateway: Instance) -> None:
     )
     imap_card(gateway, card).logout()  # registered on first use
     address = card.address
-    assert admin(gateway, "departure", "set", address, "--date", "2099-06-30").returncode == 0
+    assert gateway.admin("departure", "set", address, "--date", "2099-06-30").returncode == 0
     # Changed: another date; then cancelled before it.
-    done = admin(gateway, "departure", "set", address, "--date", TODAY.isoformat())
+    done = gateway.admin("departure", "set", address, "--date", TODAY.isoformat())
     assert done.returncode == 0, done.stderr
-    [pending] = admin_json(gateway, "departure", "list")
+    [pending] = gateway.admin_json("departure", "list")
     assert pending["last_day"] == TODAY.isoformat() and pending["state"] == "pending"
-    done = admin(gateway, "departure", "cancel", address, "--reason", "reste en poste")
+    done = gateway.admin("departure", "cancel", address, "--reason", "reste en poste")
     assert done.returncode == 0, done.stderr
-    assert admin_json(gateway, "departure", "list") == []
+    assert gateway.admin_json("departure", "list") == []
     with sqlite3.connect(gateway.root / "palais.db", timeout=30) as db:
         db.execute("UPDATE departure SET effective_at = '2000-01-01 00:00:00.000000'")
     time.sleep(2)  # four looks of the gateway
     assert departure_state(gateway, address) == "cancelled"
     imap_card(gateway, card).logout()  # still active
-    actions = [e["action"] for e in admin_json(gateway, "audit", "--account", address)]
+    actions = [e["action"] for e in gateway.admin_json("audit", "--account", address)]
     assert actions == ["departure-set", "departure-set", "departure-cancelled"]
 
 
@@ -264,8 +246,8 @@ def test_a_magistrate_s_successor_sees_the_dossier_and_the_departed_is_refused(
     ) as s:
         assert s.send_message(msg) == {}
 
-    done = admin(
-        gateway, "departure", "set", judge, "--date", TODAY.isoformat(), "--successor", card.address
+    done = gateway.admin(
+        "departure", "set", judge, "--date", TODAY.isoformat(), "--successor", card.address
     )
     assert done.returncode == 0, done.stderr
     assert "takes effect" in done.stdout and card.address in done.stdout
@@ -295,7 +277,7 @@ def test_a_magistrate_s_successor_sees_the_dossier_and_the_departed_is_refused(
     finally:
         departed.shutdown()
     assert wait_for(lambda: imap_refused(gateway, "magistrat1"))
-    events = admin_json(gateway, "audit", "--account", judge)
+    events = gateway.admin_json("audit", "--account", judge)
     actions = [e["action"] for e in events]
     assert actions[:3] == ["departure-set", "departure-carried-out", "account-deactivated"]
     carried = events[1]
@@ -308,7 +290,7 @@ def test_a_magistrate_s_successor_sees_the_dossier_and_the_departed_is_refused(
 def test_without_a_successor_the_lawyers_read_the_notice(gateway: Instance) -> None:
     number = gateway.dossier["number"]
     clerk = gateway.address("greffier1")
-    done = admin(gateway, "departure", "set", clerk, "--date", TODAY.isoformat(), "--json")
+    done = gateway.admin("departure", "set", clerk, "--date", TODAY.isoformat(), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["successor"] is None
     make_due(gateway, clerk)
@@ -337,9 +319,7 @@ def test_without_a_successor_the_lawyers_read_the_notice(gateway: Instance) -> N
         finally:
             imap.logout()
     assert wait_for(lambda: imap_refused(gateway, "greffier1"))
-    [carried] = admin_json(
-        gateway, "audit", "--action", "departure-carried-out", "--account", clerk
-    )
+    [carried] = gateway.admin_json("audit", "--action", "departure-carried-out", "--account", clerk)
     assert sorted(carried["detail"]["lawyers_notified"]) == sorted(
         f"{gateway.address(n)} {number}" for n in ("avocat1", "avocat2")
     )
@@ -358,7 +338,7 @@ def test_without_a_successor_the_lawyers_read_the_notice(gateway: Instance) -> N
     assert values['palais_crls_stale{"state": "beyond_grace"}'] == 0
     assert 'palais_crl_fetches_total{"result": "rejected"}' in values
     # A departure in effect can be neither changed nor cancelled.
-    done = admin(gateway, "departure", "cancel", clerk)
+    done = gateway.admin("departure", "cancel", clerk)
     assert done.returncode == 1 and "no pending departure" in done.stderr
-    done = admin(gateway, "departure", "set", clerk, "--date", "2099-01-01")
+    done = gateway.admin("departure", "set", clerk, "--date", "2099-01-01")
     assert done.returncode == 1 and "already deactivated" in done.stderr

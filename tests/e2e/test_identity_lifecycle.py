@@ -10,8 +10,6 @@ import imaplib
 import json
 import smtplib
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,15 +23,6 @@ from palais.pki.devpki import IssuedIdentity, issue_identity, load_dev_pki
 from tests.e2e.instance import Instance, create_instance
 
 REFUSED = (ssl.SSLError, ConnectionError, smtplib.SMTPException, EOFError, imaplib.IMAP4.error)
-
-
-def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "palais", "admin", *args, "-d", str(inst.root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def new_card(
@@ -100,7 +89,7 @@ def connects(inst: Instance, card: IssuedIdentity) -> bool:
 
 
 def audit(inst: Instance, action: str) -> list[dict[str, Any]]:
-    done = admin(inst, "audit", "--action", action, "--json")
+    done = inst.admin("audit", "--action", action, "--json")
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -142,16 +131,14 @@ def test_case_b_another_number_is_refused_until_an_operator_links_it(gateway: In
     address = gateway.address("avocat2")
     other = new_card(gateway, "avocat2-other", address, "CNB-33-777777")
     assert not connects(gateway, other)
-    done = admin(
-        gateway, "cert", "link", address, str(other.cert_path), "--reason", "carte refaite"
-    )
+    done = gateway.admin("cert", "link", address, str(other.cert_path), "--reason", "carte refaite")
     assert done.returncode == 0, done.stderr
     assert other.fingerprint in done.stdout and address in done.stdout
     assert wait_for(lambda: connects(gateway, other))
     events = [e for e in audit(gateway, "certificate-linked") if e["detail"]["by"] == "operator"]
     assert [(e["subject"], e["reason"]) for e in events] == [(address, "carte refaite")]
     # Linking it again is refused, naming why.
-    again = admin(gateway, "cert", "link", address, str(other.cert_path), "--reason", "x")
+    again = gateway.admin("cert", "link", address, str(other.cert_path), "--reason", "x")
     assert again.returncode == 1 and "already linked" in again.stderr
 
 
@@ -166,7 +153,7 @@ def test_case_c_a_merged_duplicate_brings_its_mail_and_its_card_along(gateway: I
     draft(original, into, "brouillon du compte")
     original.logout()
 
-    done = admin(gateway, "account", "merge", duplicate, into, "--reason", "doublon", "--json")
+    done = gateway.admin("account", "merge", duplicate, into, "--reason", "doublon", "--json")
     assert done.returncode == 0, done.stderr
     (result,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert (result["from"], result["into"], result["placements_moved"]) == (duplicate, into, 1)
@@ -192,7 +179,7 @@ def test_case_c_a_merged_duplicate_brings_its_mail_and_its_card_along(gateway: I
             imap.logout()
 
     assert wait_for(reaches_merged)
-    shown = admin(gateway, "account", "show", duplicate, "--json")
+    shown = gateway.admin("account", "show", duplicate, "--json")
     assert json.loads(shown.stdout)["active"] is False
     (event,) = audit(gateway, "account-merged")
     assert (event["subject"], event["reason"], event["detail"]["into"]) == (
@@ -240,7 +227,7 @@ def test_every_refusal_exits_non_zero_naming_what_is_wrong(idle: Instance, tmp_p
         (["account", "merge", lawyer, idle.address("avocat2")], 2, "--reason"),
     ]
     for args, status, says in cases:
-        done = admin(idle, *args)
+        done = idle.admin(*args)
         assert (done.returncode, says in done.stderr) == (status, True), (args, done.stderr)
     # Nothing was changed by any of them.
     assert audit(idle, "certificate-linked") == audit(idle, "account-merged") == []
@@ -255,7 +242,7 @@ def test_a_gateway_set_to_refuse_unknown_cards_registers_nobody(tmp_path: Path) 
         # Cards already known still reach their accounts.
         imap = inst.imap("avocat1")
         imap.logout()
-        listed = admin(inst, "account", "show", "nouveau.confrere@avocats.palais.test")
+        listed = inst.admin("account", "show", "nouveau.confrere@avocats.palais.test")
         assert listed.returncode == 1, listed.stdout + listed.stderr
     finally:
         inst.stop()

@@ -152,12 +152,7 @@ def everywhere(inst: Instance, who: Client, *, allowed: bool) -> None:
 
 
 def admin(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "palais", "admin", *args, "-d", str(inst.root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = inst.admin(*args)
     assert done.returncode == 0, done.stderr
     return done
 
