@@ -208,6 +208,12 @@ class SealedReceipt(Protocol):
         ...
 
 
+class Sealing(Protocol):
+    def receipts(self) -> Sequence[SealedReceipt]:
+        """The receipt mails, signed; raises ``TemporaryFailure`` if the key cannot sign."""
+        ...
+
+
 class EvidenceTree(Protocol):
     """The evidence log's Merkle tree as its compact range: what appending needs."""
 
@@ -247,6 +253,11 @@ class EvidenceService(Protocol):
     def seal_many(self, requests: Sequence[tuple[bytes, str]]) -> Sequence[SealedReceipt]:
         """The receipt mails of evidences (canonical bytes), each to its
         holder (an address), in order."""
+        ...
+
+    def seal_later(self, requests: Sequence[tuple[bytes, str]]) -> Sealing:
+        """``seal_many``, begun now and finished when its receipts are asked
+        for (the writing may go on meanwhile, elsewhere)."""
         ...
 
     def close(self) -> None:

@@ -15,8 +15,8 @@ from datetime import datetime
 from palais.mailbox.ports import EvidenceTree
 from palais.pki.evidencelog import sign_tree_head
 from palais.pki.merkle import Frontier, leaf_hash
-from palais.pki.receipt import ReceiptSealer, SealedReceipt
-from palais.pki.sealing import Request, SealingProcess, prepare_all
+from palais.pki.receipt import PreparedReceipt, ReceiptSealer, SealedReceipt
+from palais.pki.sealing import Preparing, Request, SealingProcess, prepare_all
 from palais.pki.signing import EvidenceKey
 
 
@@ -35,12 +35,14 @@ class KeyEvidenceService:
     def issuer_certificate_sha256(self) -> str:
         return self._sealer.issuer_certificate_sha256
 
-    def seal_many(self, requests: Sequence[Request]) -> list[SealedReceipt]:
+    def seal_later(self, requests: Sequence[Request]) -> _Sealing:
         worker = self.worker
-        prepared = (
-            worker.prepare(requests) if worker else prepare_all(self._sealer.layout, requests)
-        )
-        return [self._sealer.finish(p) for p in prepared]
+        if worker is None:
+            return _Sealing(self._sealer, prepare_all(self._sealer.layout, requests))
+        return _Sealing(self._sealer, worker.begin(requests))
+
+    def seal_many(self, requests: Sequence[Request]) -> list[SealedReceipt]:
+        return self.seal_later(requests).receipts()
 
     def close(self) -> None:
         if self.worker is not None:
@@ -55,6 +57,20 @@ class KeyEvidenceService:
     def sign_tree_head(self, size: int, root: str, when: datetime) -> tuple[str, str]:
         head = sign_tree_head(self._key, size, bytes.fromhex(root), when)
         return head.document.decode(), base64.b64encode(head.signature).decode()
+
+
+class _Sealing:
+    """Receipts being prepared (here, or in the worker); signed when asked for."""
+
+    def __init__(self, sealer: ReceiptSealer, prepared: list[PreparedReceipt] | Preparing) -> None:
+        self._sealer = sealer
+        self._prepared = prepared
+
+    def receipts(self) -> list[SealedReceipt]:
+        prepared = self._prepared
+        if isinstance(prepared, Preparing):
+            prepared = prepared.result()
+        return [self._sealer.finish(p) for p in prepared]
 
 
 class _Tree:

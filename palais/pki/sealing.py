@@ -14,6 +14,7 @@ and a new worker is started for the next one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import threading
@@ -36,39 +37,59 @@ def prepare_all(layout: ReceiptLayout, requests: Sequence[Request]) -> list[Prep
 
 
 def _serve(layout: ReceiptLayout, conn: Connection) -> None:
-    """The worker: batches in, prepared receipts out, until the pipe closes."""
+    """The worker: (ticket, requests) in, (ticket, prepared receipts) out,
+    until the pipe closes."""
     while True:
         try:
-            requests = conn.recv()
+            ticket, requests = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(prepare_all(layout, requests))
+        conn.send((ticket, prepare_all(layout, requests)))
+
+
+class Preparing:
+    """Receipts on their way through the worker; ``result`` waits for them
+    (or prepares them in the caller's thread if the worker failed)."""
+
+    def __init__(self, owner: SealingProcess, ticket: int, requests: Sequence[Request]) -> None:
+        self._owner = owner
+        self.ticket = ticket
+        self.requests = requests
+        self.done = threading.Event()
+        self.prepared: list[PreparedReceipt] | None = None
+        self.conn: Connection | None = None  # the pipe it was sent on
+
+    def result(self) -> list[PreparedReceipt]:
+        if self.done.wait(_STALL_SECONDS) and self.prepared is not None:
+            return self.prepared
+        return self._owner.failed(self)
 
 
 class SealingProcess:
-    """Prepares batches of receipts in a worker process (``prepare``).
+    """Prepares receipts in a worker process, asked as soon as they are
+    known (``begin``: the writer sends each job's receipts at once, the
+    worker prepares them while the writer carries out the batch's other
+    jobs) and collected at the end of the batch (``Preparing.result``).
 
-    One pipe to one process, used by one caller at a time (the writer
-    thread): a pool's queues and manager thread cost more per batch than
-    the pipe's round trip.
+    One pipe to one process; a thread of the gateway receives what comes
+    back, so that the worker never waits on a full pipe.
     """
 
-    def __init__(self, layout: ReceiptLayout, *, smallest: int = 2) -> None:
+    def __init__(self, layout: ReceiptLayout) -> None:
         self._layout = layout
-        # A single receipt is prepared here: the round trip to the worker
-        # costs about what preparing it does, and adds latency.
-        self._smallest = smallest
         # spawn: the gateway has threads (writer, fsync) a fork would copy mid-flight.
         self._context = multiprocessing.get_context("spawn")
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self._tickets = itertools.count(1)
+        self._waiting: dict[int, Preparing] = {}
         self._closed = False
-        self.fallbacks = 0  # batches prepared here because the worker failed
+        self.fallbacks = 0  # requests prepared here because the worker failed
 
     def start(self) -> None:
-        """Start the worker now rather than at the first batch (a spawn takes
-        a few hundred milliseconds)."""
+        """Start the worker now rather than at the first receipt (a spawn
+        takes a few hundred milliseconds)."""
         with self._lock:
             self._ensure()
 
@@ -84,30 +105,61 @@ class SealingProcess:
             process.start()
             theirs.close()
             self._process, self._conn = process, ours
+            threading.Thread(
+                target=self._receive, args=(ours,), name="palais-sealer-receive", daemon=True
+            ).start()
         return self._conn
 
-    def prepare(self, requests: Sequence[Request]) -> list[PreparedReceipt]:
-        if len(requests) < self._smallest:
-            return prepare_all(self._layout, requests)
-        with self._lock:
-            conn = self._ensure()
-            if conn is None:  # closing: the last batches are prepared here
-                return prepare_all(self._layout, requests)
+    def _receive(self, conn: Connection) -> None:
+        while True:
             try:
-                conn.send(list(requests))
-                if not conn.poll(_STALL_SECONDS):
-                    raise TimeoutError("the receipt worker did not answer")
-                prepared: list[PreparedReceipt] = conn.recv()
-                return prepared
-            except (EOFError, OSError, TimeoutError) as error:
+                ticket, prepared = conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                waiting = self._waiting.pop(ticket, None)
+            if waiting is not None:
+                waiting.prepared = prepared
+                waiting.done.set()
+        # The worker is gone: whoever waits prepares its receipts itself.
+        with self._lock:
+            left = [w for w in self._waiting.values() if w.conn is conn]
+        for waiting in left:
+            waiting.done.set()
+
+    def begin(self, requests: Sequence[Request]) -> Preparing:
+        with self._lock:
+            ticket = next(self._tickets)
+            preparing = Preparing(self, ticket, requests)
+            conn = self._ensure()
+            if conn is None:  # closing: prepared here
+                preparing.done.set()
+                return preparing
+            self._waiting[ticket] = preparing
+            preparing.conn = conn
+            try:
+                conn.send((ticket, list(requests)))
+            except (OSError, ValueError):
+                self._waiting.pop(ticket, None)
+                preparing.done.set()
+        return preparing
+
+    def prepare(self, requests: Sequence[Request]) -> list[PreparedReceipt]:
+        return self.begin(requests).result()
+
+    def failed(self, preparing: Preparing) -> list[PreparedReceipt]:
+        """What the worker did not give back, prepared here; the worker is
+        replaced if it stalled or died."""
+        with self._lock:
+            self._waiting.pop(preparing.ticket, None)
+            if not self._closed:
                 self.fallbacks += 1
                 log.warning(
-                    "receipt worker failed (%s); preparing %d receipt(s) in the gateway process",
-                    type(error).__name__,
-                    len(requests),
+                    "receipt worker failed; preparing %d receipt(s) in the gateway process",
+                    len(preparing.requests),
                 )
                 self._discard()
-        return prepare_all(self._layout, requests)
+        return prepare_all(self._layout, preparing.requests)
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None

@@ -33,7 +33,13 @@ from palais.mailbox.evidence import (
 )
 from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import BoxKind
-from palais.mailbox.ports import BlobLocation, EvidenceService, EvidenceTree, SealedReceipt
+from palais.mailbox.ports import (
+    BlobLocation,
+    EvidenceService,
+    EvidenceTree,
+    SealedReceipt,
+    Sealing,
+)
 from palais.storage.blobs import sha256_hex
 from palais.storage.messages import NewMessage, insert_messages
 from palais.storage.placement import place_messages
@@ -52,6 +58,7 @@ class _Issued:
     evidence: bytes
     order: ReceiptOrder
     issued: datetime
+    sealing: Sealing  # its mail, being written while the batch goes on
 
 
 class ReceiptWriter:
@@ -117,7 +124,8 @@ class ReceiptWriter:
                 (message, owner, size),
             )
         ctx.notes.add(EVIDENCE_NOTE)
-        ctx.receipts.append(_Issued(size, evidence, order, now))
+        sealing = service.seal_later([(evidence, order.holders[0])])
+        ctx.receipts.append(_Issued(size, evidence, order, now, sealing))
         return size
 
     def _subject(self, ctx: WriteContext, order: ReceiptOrder) -> tuple[int | None, MessageFacts]:
@@ -143,7 +151,7 @@ def receipts_finisher(service: EvidenceService) -> Finisher:
         if not issued:
             return
         try:
-            sealed = service.seal_many([(i.evidence, i.order.holders[0]) for i in issued])
+            sealed = [r for i in issued for r in i.sealing.receipts()]
         except TemporaryFailure as error:
             # Nothing the key has not sealed is accepted: the acts that
             # ordered receipts fail, the others of the batch go through.
