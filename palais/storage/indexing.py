@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def _listed(reader: Engine) -> tuple[int, int]:
     return int(top), int(count)
 
 
-def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
+def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None:
     # Imported here: the spawned process starts from a bare interpreter.
     from palais.mailbox.ports import MessageBytes
     from palais.storage.blobs import BlobStore
@@ -72,9 +73,13 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
         arrived, seen = top != seen, top
         return arrived and count < _BACKLOG
 
+    def done() -> bool:
+        # The gateway gone without a word (SIGKILL): so is its indexer.
+        return stop.is_set() or os.getppid() != parent
+
     try:
         arriving()
-        while not stop.is_set():
+        while not done():
             try:
                 if arriving():  # a burst of filings: let it pass
                     stop.wait(idle)
@@ -84,7 +89,7 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float) -> None:
                     blobs,
                     reader=reader,
                     batch=_BATCH,
-                    stop=lambda: stop.is_set() or arriving(),
+                    stop=lambda: done() or arriving(),
                 )
             except Exception:
                 log.exception("indexing failed; trying again shortly")
@@ -113,7 +118,8 @@ class IndexerProcess:
     def start(self) -> None:
         self._process = self._context.Process(
             target=_run,
-            args=(self._url, str(self._blob_dir), self._stop, self._idle),
+            # The gateway's pid, known before this process may outlive it.
+            args=(self._url, str(self._blob_dir), self._stop, self._idle, os.getpid()),
             name="palais-indexer",
             daemon=True,
         )

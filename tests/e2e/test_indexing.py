@@ -3,11 +3,13 @@ not indexed yet), then indexed off the filing path within moments."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 import uuid
+from pathlib import Path
 
-from tests.e2e.instance import Instance
+from tests.e2e.instance import Instance, create_instance
 
 
 def _pending(instance: Instance) -> int:
@@ -42,3 +44,36 @@ def test_new_mail_is_searchable_then_indexed(instance: Instance) -> None:
         assert typ == "OK" and again == data
     finally:
         clerk.logout()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_helper_processes_end_with_a_killed_gateway(tmp_path: Path) -> None:
+    inst = create_instance(tmp_path / "instance")
+    inst.start()
+    assert inst.proc is not None
+    helpers = _children(inst.proc.pid)
+    assert len(helpers) >= 2  # receipt writing and indexing (and the resource tracker)
+    inst.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in helpers if _alive(p)]
