@@ -32,12 +32,15 @@ log = logging.getLogger("palais.storage.indexing")
 
 # Messages per transaction: small, so that the gateway's writer never waits
 # long for SQLite's write lock.
-_BATCH = 32
+_BATCH = 16
 # Pause when nothing is listed or filings are arriving, and after a failure (seconds).
 _IDLE = 0.2
 _AFTER_FAILURE = 5.0
-# Listed messages past which indexing no longer waits for a lull.
-_BACKLOG = 10_000
+# Listed messages past which indexing no longer waits for a lull: a search
+# reads at most about this many messages without the index (a few seconds),
+# and a filing burst (a message and its receipt mail each) is not slowed
+# by the indexer below it.
+_BACKLOG = 50_000
 
 
 def _listed(reader: Engine) -> tuple[int, int]:
