@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
+import io
 import json
 import os
 import random
@@ -204,6 +206,19 @@ class Instance:
             text=True,
             timeout=60,
         )
+
+    def admin_here(self, *args: str, out: io.StringIO | None = None) -> tuple[int, str]:
+        """``palais admin ARGS -d ROOT`` run in this process (error cases: a
+        process each costs a second or more): (exit status, stderr)."""
+        from palais.cli import main
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out or io.StringIO()):
+            try:
+                status = main(["admin", *args, "-d", str(self.root)])
+            except SystemExit as exit:  # argparse's usage errors
+                status = int(exit.code or 0)
+        return status, err.getvalue()
 
     def admin_json(self, *args: str) -> list[dict[str, Any]]:
         """The JSON lines ``palais admin ARGS --json`` prints; it must succeed."""

@@ -13,7 +13,6 @@ without a restart. Every CLI and API error says what is wrong.
 
 from __future__ import annotations
 
-import contextlib
 import email
 import imaplib
 import io
@@ -30,25 +29,12 @@ from typing import Any
 
 import pytest
 
-from palais.cli import main
 from tests.e2e.instance import Instance, create_instance
 
 LAWYER = "avocat1"
 DELEGATE = "collaborateur1"
 # "Délégations" in modified UTF-7 (RFC 3501 5.1.3), as imaplib sends and reads it.
 DELEGATIONS_UTF7 = "D&AOk-l&AOk-gations"
-
-
-def admin_here(inst: Instance, *args: str, out: io.StringIO | None = None) -> tuple[int, str]:
-    """The same command run in this process (the error cases: a process each
-    would cost seconds apiece on a busy machine): (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out or io.StringIO()):
-        try:
-            status = main(["admin", *args, "-d", str(inst.root)])
-        except SystemExit as exit:  # argparse's usage errors
-            status = int(exit.code or 0)
-    return status, err.getvalue()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -211,14 +197,14 @@ def test_every_cli_error_exits_non_zero_naming_what_is_wrong(gateway: Instance) 
         (["list", "--from", "nobody@avocats.palais.test"], "no account"),
     ]
     for args, wanted in cases:
-        status, err = admin_here(gateway, "delegation", *args)
+        status, err = gateway.admin_here("delegation", *args)
         assert status == 1, (args, err)
         assert wanted in err and err.startswith("palais admin: "), (args, err)
-    status, err = admin_here(
-        gateway, "delegation", "grant", "--from", lawyer, "--to", delegate, "--rights", "x"
+    status, err = gateway.admin_here(
+        "delegation", "grant", "--from", lawyer, "--to", delegate, "--rights", "x"
     )
     assert status == 2 and "--rights" in err
-    status, err = admin_here(gateway, "delegation", "grant", "--from", lawyer)
+    status, err = gateway.admin_here("delegation", "grant", "--from", lawyer)
     assert status == 2 and "--to" in err
     # And as an operator types it, in a process of its own.
     done = gateway.admin("delegation", "grant", "--from", lawyer, "--to", lawyer)
@@ -388,13 +374,13 @@ def test_revoked_over_https_then_by_the_cli_the_delegate_is_refused(gateway: Ins
     assert status == 201 and answer["granted"][0]["dossiers"] == "all"
     assert wait_for(lambda: smtp_refusal(gateway, message(gateway, "re", sender=delegate)) == "")
     # One dossier granted and revoked on top: the grant of all dossiers stays, and says so.
-    status, err = admin_here(
-        gateway, "delegation", "grant", "--from", lawyer, "--to", delegate, "--dossier", n
+    status, err = gateway.admin_here(
+        "delegation", "grant", "--from", lawyer, "--to", delegate, "--dossier", n
     )
     assert status == 0, err
     out = io.StringIO()
-    status, err = admin_here(
-        gateway, "delegation", "revoke", "--from", lawyer, "--to", delegate, "--dossier", n, out=out
+    status, err = gateway.admin_here(
+        "delegation", "revoke", "--from", lawyer, "--to", delegate, "--dossier", n, out=out
     )
     assert status == 0 and "still holds all dossiers" in out.getvalue(), (err, out.getvalue())
     imap = gateway.imap(DELEGATE)  # a session open before the revocation
