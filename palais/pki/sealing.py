@@ -144,9 +144,6 @@ class SealingProcess:
                 preparing.done.set()
         return preparing
 
-    def prepare(self, requests: Sequence[Request]) -> list[PreparedReceipt]:
-        return self.begin(requests).result()
-
     def failed(self, preparing: Preparing) -> list[PreparedReceipt]:
         """What the worker did not give back, prepared here; the worker is
         replaced if it stalled or died."""

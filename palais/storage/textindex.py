@@ -27,7 +27,7 @@ from palais.mailbox.searchtext import SearchDocuments, documents, indexable
 from palais.storage.rows import Rows, rows_for
 from palais.storage.sql import EVIDENCE_SEGMENT, driver
 
-__all__ = ["Part", "backfill", "candidates", "index_later", "index_message"]
+__all__ = ["Part", "backfill", "candidates", "index_later"]
 
 Part = Literal["header", "body", "text"]
 
@@ -43,11 +43,6 @@ def index_later(conn: Connection, *message_ids: int) -> None:
     rows_for(conn).many(
         "INSERT INTO text_pending (message_id) VALUES (?)", [(m,) for m in message_ids]
     )
-
-
-def index_message(conn: Connection, message_id: int, data: bytes) -> None:
-    """Index a message at once, in the caller's transaction."""
-    _insert(conn, [(message_id, documents(data))])
 
 
 def _insert(conn: Connection, docs: list[tuple[int, SearchDocuments]]) -> None:
