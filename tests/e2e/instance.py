@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from palais.instance import PORT_OFFSETS
+from palais.mailbox.identity import Role
+from palais.pki.devpki import IssuedIdentity, issue_identity, load_dev_pki
 
 
 def free_base() -> int:
@@ -197,6 +199,39 @@ class Instance:
         receipts = _fetch_all(lawyer, '"Accus&AOk-s de r&AOk-ception"')
         lawyer.logout()
         return original, receipts
+
+    def new_card(
+        self,
+        name: str,
+        address: str,
+        number: str,
+        role: Role = Role.AVOCAT,
+        *,
+        given_name: str = "Carte",
+        surname: str = "Nouvelle",
+    ) -> IssuedIdentity:
+        """A new card from the instance's development CA, ``number`` as its serialNumber."""
+        return issue_identity(
+            load_dev_pki(self.root / "pki"),
+            name,
+            role=role,
+            given_name=given_name,
+            surname=surname,
+            address=address,
+            serial_number=number,
+        )
+
+    def imap_card(self, card: IssuedIdentity) -> imaplib.IMAP4_SSL:
+        """An IMAP session authenticated by ``card``; its socket closed if refused."""
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(card.cert_path, card.key_path)
+        imap = imaplib.IMAP4_SSL("localhost", self.port("imaps"), ssl_context=ctx, timeout=30)
+        try:
+            imap.authenticate("EXTERNAL", lambda _: b"")
+        except BaseException:
+            imap.shutdown()
+            raise
+        return imap
 
     def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``palais admin ARGS -d ROOT`` in a process of its own."""

@@ -28,7 +28,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from palais.mailbox.identity import Role
-from palais.pki.devpki import IssuedIdentity, issue_identity, load_dev_pki
 from tests.e2e.instance import Instance, create_instance
 
 REFUSED = (ssl.SSLError, ConnectionError, EOFError, imaplib.IMAP4.error, imaplib.IMAP4.abort)
@@ -42,30 +41,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.3)
     return predicate()
-
-
-def new_card(inst: Instance, name: str, address: str, number: str, role: Role) -> IssuedIdentity:
-    return issue_identity(
-        load_dev_pki(inst.root / "pki"),
-        name,
-        role=role,
-        given_name="Nouvel",
-        surname="Agent",
-        address=address,
-        serial_number=number,
-    )
-
-
-def imap_card(inst: Instance, card: IssuedIdentity) -> imaplib.IMAP4_SSL:
-    ctx = ssl.create_default_context(cafile=str(inst.ca))
-    ctx.load_cert_chain(card.cert_path, card.key_path)
-    imap = imaplib.IMAP4_SSL("localhost", inst.port("imaps"), ssl_context=ctx, timeout=30)
-    try:
-        imap.authenticate("EXTERNAL", lambda _: b"")
-    except BaseException:
-        imap.shutdown()
-        raise
-    return imap
 
 
 def imap_as(inst: Instance, who: str) -> imaplib.IMAP4_SSL:
@@ -199,10 +174,15 @@ def test_each_refusal_exits_non_zero_and_names_what_is_wrong(
 
 
 def test_a_cancelled_departure_never_happens(gateway: Instance) -> None:
-    card = new_card(
-        gateway, "greffier2", "lea.nouvelle@justice.palais.test", "MJ-G-200001", Role.GREFFIER
+    card = gateway.new_card(
+        "greffier2",
+        "lea.nouvelle@justice.palais.test",
+        "MJ-G-200001",
+        Role.GREFFIER,
+        given_name="Nouvel",
+        surname="Agent",
     )
-    imap_card(gateway, card).logout()  # registered on first use
+    gateway.imap_card(card).logout()  # registered on first use
     address = card.address
     assert gateway.admin("departure", "set", address, "--date", "2099-06-30").returncode == 0
     # Changed: another date; then cancelled before it.
@@ -217,7 +197,7 @@ def test_a_cancelled_departure_never_happens(gateway: Instance) -> None:
         db.execute("UPDATE departure SET effective_at = '2000-01-01 00:00:00.000000'")
     time.sleep(2)  # four looks of the gateway
     assert departure_state(gateway, address) == "cancelled"
-    imap_card(gateway, card).logout()  # still active
+    gateway.imap_card(card).logout()  # still active
     actions = [e["action"] for e in gateway.admin_json("audit", "--account", address)]
     assert actions == ["departure-set", "departure-set", "departure-cancelled"]
 
@@ -227,10 +207,15 @@ def test_a_magistrate_s_successor_sees_the_dossier_and_the_departed_is_refused(
 ) -> None:
     number = gateway.dossier["number"]
     judge = gateway.address("magistrat1")
-    card = new_card(
-        gateway, "magistrat2", "anne.suivante@justice.palais.test", "MJ-M-200002", Role.MAGISTRAT
+    card = gateway.new_card(
+        "magistrat2",
+        "anne.suivante@justice.palais.test",
+        "MJ-M-200002",
+        Role.MAGISTRAT,
+        given_name="Nouvel",
+        surname="Agent",
     )
-    successor = imap_card(gateway, card)  # registered on first use, no dossier yet
+    successor = gateway.imap_card(card)  # registered on first use, no dossier yet
     assert number not in boxes(successor)
     successor.logout()
     # A lawyer writes to the dossier with the magistrate in copy.
@@ -257,7 +242,7 @@ def test_a_magistrate_s_successor_sees_the_dossier_and_the_departed_is_refused(
     make_due(gateway, judge)
     assert wait_for(lambda: departure_state(gateway, judge) == "done")
 
-    successor = imap_card(gateway, card)
+    successor = gateway.imap_card(card)
     try:
         [filed] = fetch_all(successor, f'"Dossiers/{number}/Re&AOc-us"')
         assert b"Monsieur le juge," in filed

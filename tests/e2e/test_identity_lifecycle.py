@@ -18,37 +18,10 @@ from typing import Any
 
 import pytest
 
-from palais.mailbox.identity import Role
-from palais.pki.devpki import IssuedIdentity, issue_identity, load_dev_pki
+from palais.pki.devpki import IssuedIdentity
 from tests.e2e.instance import Instance, create_instance
 
 REFUSED = (ssl.SSLError, ConnectionError, smtplib.SMTPException, EOFError, imaplib.IMAP4.error)
-
-
-def new_card(
-    inst: Instance, name: str, address: str, number: str, role: Role = Role.AVOCAT
-) -> IssuedIdentity:
-    return issue_identity(
-        load_dev_pki(inst.root / "pki"),
-        name,
-        role=role,
-        given_name="Carte",
-        surname="Nouvelle",
-        address=address,
-        serial_number=number,
-    )
-
-
-def imap_with(inst: Instance, card: IssuedIdentity) -> imaplib.IMAP4_SSL:
-    ctx = ssl.create_default_context(cafile=str(inst.ca))
-    ctx.load_cert_chain(card.cert_path, card.key_path)
-    imap = imaplib.IMAP4_SSL("localhost", inst.port("imaps"), ssl_context=ctx, timeout=30)
-    try:
-        imap.authenticate("EXTERNAL", lambda _: b"")
-    except BaseException:
-        imap.shutdown()
-        raise
-    return imap
 
 
 def subjects(imap: imaplib.IMAP4_SSL, box: str) -> list[str]:
@@ -82,7 +55,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 def connects(inst: Instance, card: IssuedIdentity) -> bool:
     try:
-        imap_with(inst, card).logout()
+        inst.imap_card(card).logout()
     except REFUSED:
         return False
     return True
@@ -107,8 +80,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 
 def test_case_a_a_renewed_card_reaches_the_same_mailbox_and_history(gateway: Instance) -> None:
     gateway.submit("avant le renouvellement", who="avocat1")
-    renewed = new_card(gateway, "avocat1-2027", gateway.address("avocat1"), "CNB-33-012345")
-    imap = imap_with(gateway, renewed)
+    renewed = gateway.new_card("avocat1-2027", gateway.address("avocat1"), "CNB-33-012345")
+    imap = gateway.imap_card(renewed)
     try:
         assert any("avant le renouvellement" in s for s in subjects(imap, '"Envoy&AOk-s"'))
     finally:
@@ -129,7 +102,7 @@ def test_case_a_a_renewed_card_reaches_the_same_mailbox_and_history(gateway: Ins
 
 def test_case_b_another_number_is_refused_until_an_operator_links_it(gateway: Instance) -> None:
     address = gateway.address("avocat2")
-    other = new_card(gateway, "avocat2-other", address, "CNB-33-777777")
+    other = gateway.new_card("avocat2-other", address, "CNB-33-777777")
     assert not connects(gateway, other)
     done = gateway.admin("cert", "link", address, str(other.cert_path), "--reason", "carte refaite")
     assert done.returncode == 0, done.stderr
@@ -145,8 +118,8 @@ def test_case_b_another_number_is_refused_until_an_operator_links_it(gateway: In
 def test_case_c_a_merged_duplicate_brings_its_mail_and_its_card_along(gateway: Instance) -> None:
     into = gateway.address("avocat3")
     duplicate = "sarah.petit.bis@avocats.palais.test"
-    dup_card = new_card(gateway, "avocat3-dup", duplicate, "CNB-75-555555")
-    imap = imap_with(gateway, dup_card)  # registered on first use: a second account
+    dup_card = gateway.new_card("avocat3-dup", duplicate, "CNB-75-555555")
+    imap = gateway.imap_card(dup_card)  # registered on first use: a second account
     draft(imap, duplicate, "brouillon du doublon")
     imap.logout()
     original = gateway.imap("avocat3")
@@ -170,7 +143,7 @@ def test_case_c_a_merged_duplicate_brings_its_mail_and_its_card_along(gateway: I
     # The duplicate's card now proves the merged account (within the cache's seconds).
     def reaches_merged() -> bool:
         try:
-            imap = imap_with(gateway, dup_card)
+            imap = gateway.imap_card(dup_card)
         except REFUSED:
             return False
         try:
@@ -237,7 +210,7 @@ def test_a_gateway_set_to_refuse_unknown_cards_registers_nobody(tmp_path: Path) 
     inst = create_instance(tmp_path / "closed", extra_config='[accounts]\nenrolment = "refuse"\n')
     inst.start()
     try:
-        stranger = new_card(inst, "nouveau", "nouveau.confrere@avocats.palais.test", "B999")
+        stranger = inst.new_card("nouveau", "nouveau.confrere@avocats.palais.test", "B999")
         assert not connects(inst, stranger)
         # Cards already known still reach their accounts.
         imap = inst.imap("avocat1")
