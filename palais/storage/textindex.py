@@ -87,7 +87,11 @@ def candidates(conn: Connection, mailbox_id: int, part: Part, needle: str) -> se
         return None
     cur, mark = driver(conn)
     try:
-        uids: set[int] = set()
+        # The messages not indexed yet first: the indexing process indexes a
+        # message and unlists it in one transaction, so one unlisted by the
+        # time this ran is found by the index query after it (each statement
+        # may see a later commit than the one before).
+        uids = _pending_in_box(cur, conn.dialect.name == "sqlite", mark, mailbox_id)
         if conn.dialect.name == "sqlite":
             tables = {
                 "header": ("message_head_text",),
@@ -112,15 +116,6 @@ def candidates(conn: Connection, mailbox_id: int, part: Part, needle: str) -> se
                 "SELECT e.uid FROM message_text t JOIN entry e ON e.message_id = t.message_id"
                 f" WHERE e.mailbox_id = {mark} AND ({test})",
                 (mailbox_id, *([pattern] * len(columns))),
-            )
-            uids.update(int(r[0]) for r in cur.fetchall())
-        # Messages not indexed yet (filed before the index, backfill pending):
-        # none, once the storage has opened on this revision.
-        if _any_pending(cur):
-            cur.execute(
-                f"SELECT e.uid FROM entry e WHERE {_box(conn.dialect.name == 'sqlite', mark)}"
-                " AND e.message_id IN (SELECT message_id FROM text_pending)",
-                (mailbox_id,),
             )
             uids.update(int(r[0]) for r in cur.fetchall())
         return uids
@@ -227,9 +222,10 @@ def subject_hits(conn: Connection, mailbox_id: int, text: str, pattern: str) -> 
     try:
         hits: set[int] = set()
         for among, params in (
-            (indexed, (term,)),
-            # Messages not indexed yet (just filed): tested as they are.
+            # Messages not indexed yet (just filed), tested as they are; first,
+            # for the reason given in ``candidates``.
             ("SELECT message_id FROM text_pending", ()),
+            (indexed, (term,)),
         ):
             if not params and not _any_pending(cur):
                 continue
@@ -242,6 +238,17 @@ def subject_hits(conn: Connection, mailbox_id: int, text: str, pattern: str) -> 
         return hits
     finally:
         cur.close()
+
+
+def _pending_in_box(cur: Any, sqlite: bool, mark: str, mailbox_id: int) -> set[int]:
+    if not _any_pending(cur):
+        return set()
+    cur.execute(
+        f"SELECT e.uid FROM entry e WHERE {_box(sqlite, mark)}"
+        " AND e.message_id IN (SELECT message_id FROM text_pending)",
+        (mailbox_id,),
+    )
+    return {int(r[0]) for r in cur.fetchall()}
 
 
 def _any_pending(cur: Any) -> bool:

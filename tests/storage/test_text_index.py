@@ -411,3 +411,49 @@ def test_the_header_side_holds_every_field_and_the_block_as_the_exact_test_reads
     except InvalidMessage:  # no header: nothing stored to search
         return
     assert subject.casefold() in docs.head
+
+
+def test_a_message_indexed_while_a_search_runs_is_still_found(
+    url: str,
+    tmp_path: Path,
+    corpus: list[bytes],
+    reference: tuple[FakeStore, SelectedMailbox],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The indexing process indexes and unlists messages between two of a
+    search's statements (each may see a later commit): nothing is missed."""
+    from palais.storage import sql, textindex
+
+    store, ref_view = reference
+    st = _open(url, tmp_path / "blobs", corpus, index=False)  # all listed pending
+    try:
+        view = _view(st.mail, ME, "Brouillons")
+        real_driver = sql.driver
+        turns = {"done": False}
+
+        class IndexedAfterFirstStatement:
+            def __init__(self, cur: object) -> None:
+                self._cur = cur
+
+            def execute(self, *args: object) -> object:
+                result = self._cur.execute(*args)  # type: ignore[attr-defined]
+                if not turns["done"]:
+                    turns["done"] = True
+                    backfill(st.writer_engine, st.blobs)  # the indexer's turn
+                return result
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self._cur, name)
+
+        def driver(conn: object) -> tuple[object, str]:
+            cur, mark = real_driver(conn)  # type: ignore[arg-type]
+            return IndexedAfterFirstStatement(cur), mark
+
+        monkeypatch.setattr(textindex, "driver", driver)
+        key = TextKey("pourvoi", headers_too=False)
+        found = asyncio.run(st.mail.search_text(ME, view.info.id, "body", "pourvoi"))
+        assert turns["done"]
+        expected = _search(store, ref_view, key)
+        assert expected and found is not None and set(expected) <= found
+    finally:
+        st.close()
