@@ -1,6 +1,6 @@
 """court documents
 
-Placeholder reserved for juridictions and structured documents (issue 11).
+Placeholder reserved for the saisine and constitution flows (issue 11).
 Filled in by that work, or removed and the chain relinked if it needs
 no schema change.
 

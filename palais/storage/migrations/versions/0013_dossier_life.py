@@ -1,0 +1,25 @@
+"""dossier life
+
+Placeholder reserved for dossier events, the Fiche dossier and purge (issue 11).
+Filled in by that work, or removed and the chain relinked if it needs
+no schema change.
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-11-30 20:10:00.000000
+"""
+
+from __future__ import annotations
+
+revision = "0013"
+down_revision = "0012"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
