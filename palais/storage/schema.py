@@ -371,6 +371,91 @@ class Departure(Base):
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: what moved
 
 
+class AlertSetting(Base):
+    """Where and how a person is told of arrivals in their dossiers (migration 0014)."""
+
+    __tablename__ = "alert_setting"
+    person: Mapped[str] = mapped_column(String(320), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(320))  # whose boxes: a clerk's service
+    address: Mapped[str] = mapped_column(String(320))
+    mode: Mapped[str] = mapped_column(String(16))  # immediate, digest
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlertNotice(Base):
+    """The outbox of alerts: one event to tell one person, until sent.
+
+    ``message_id`` is the message row that caused it (no foreign key: the
+    message may be purged first); with ``person`` and ``kind`` it is unique,
+    so that deriving notices twice from the same arrivals adds nothing.
+    ``lease_until``: a node is sending it, the others leave it alone.
+    """
+
+    __tablename__ = "alert_notice"
+    __table_args__ = (
+        UniqueConstraint("person", "message_id", "kind", name="uq_alert_notice_event"),
+        Index("ix_alert_notice_pending", "state", "person"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(16))
+    dossier: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AlertCursor(Base):
+    """How far the message rows have been read for alerts (one row, "messages")."""
+
+    __tablename__ = "alert_cursor"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+
+
+class DossierLife(Base):
+    """A dossier's life as its court system told it (migration 0013): the
+    domain's ``DossierLife`` as JSON, its version (events applied), and what
+    the purge looks for (terminated when, purged when)."""
+
+    __tablename__ = "dossier_life"
+    __table_args__ = (Index("ix_dossier_life_terminated", "purged_at", "terminated_at"),)
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(Text)  # JSON
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # DossierStatus
+    terminated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DossierEventApplied(Base):
+    """Each dossier event applied, by the digest of its bytes: the same event
+    sent again is filed without being applied twice (migration 0013)."""
+
+    __tablename__ = "dossier_event"
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DossierFiche(Base):
+    """The Fiche dossier message each mailbox holds (migration 0013);
+    ``message_id`` without a foreign key: the message goes with its last
+    placement, and this row is replaced in that transaction."""
+
+    __tablename__ = "dossier_fiche"
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(320), primary_key=True)
+    message_id: Mapped[int] = mapped_column(Integer)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__
