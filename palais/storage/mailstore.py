@@ -462,7 +462,12 @@ class MailStore(MailReads):
                 write_records(conn, ctx, writers, plan.records)
             return FiledMessage(mid, sha, len(data), uids)
 
-        return await self._writer.submit(work, [data])
+        blobs = [data]
+        for record in plan.records:
+            # Messages a record files with this one (a dossier's new Fiche):
+            # their bytes go to the pack before the transaction, as its own.
+            blobs.extend(getattr(record, "blobs", ()))
+        return await self._writer.submit(work, blobs)
 
 
 def _summary(data: bytes) -> MessageSummary:

@@ -456,6 +456,44 @@ class DossierFiche(Base):
     message_id: Mapped[int] = mapped_column(Integer)
 
 
+class DossierLife(Base):
+    """A dossier's life as its court system told it (migration 0013): the
+    domain's ``DossierLife`` as JSON, its version (events applied), and what
+    the purge looks for (terminated when, purged when)."""
+
+    __tablename__ = "dossier_life"
+    __table_args__ = (Index("ix_dossier_life_terminated", "purged_at", "terminated_at"),)
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(Text)  # JSON
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # DossierStatus
+    terminated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DossierEventApplied(Base):
+    """Each dossier event applied, by the digest of its bytes: the same event
+    sent again is filed without being applied twice (migration 0013)."""
+
+    __tablename__ = "dossier_event"
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DossierFiche(Base):
+    """The Fiche dossier message each mailbox holds (migration 0013);
+    ``message_id`` without a foreign key: the message goes with its last
+    placement, and this row is replaced in that transaction."""
+
+    __tablename__ = "dossier_fiche"
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(320), primary_key=True)
+    message_id: Mapped[int] = mapped_column(Integer)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__

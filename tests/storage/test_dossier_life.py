@@ -1,0 +1,266 @@
+"""Dossier events applied with the message carrying them, the Fiche replaced, the purge:
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Connection, func, select
+
+from palais.mailbox.boxes import BoxKind
+from palais.mailbox.dossier_life import EventRefused, LifeApplied
+from palais.mailbox.errors import UnknownRecipient
+from palais.mailbox.identity import Identity, Role
+from palais.mailbox.message import summarize
+from palais.mailbox.model import EventKind, MailboxEvent
+from palais.mailbox.routing import Destination, FilingPlan
+from palais.storage import Storage, schema
+from palais.storage.dossier_life import DossierLives, PurgeRunner, StaleLife, read_life
+from palais.storage.messages import insert_message
+from palais.storage.placement import place_all
+from palais.storage.writer import WriteContext
+from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
+    postgres_server_fixture,
+    postgres_url_fixture,
+)
+from tests.storage.test_mailstore import GREFFE, ME, NUMBER, OTHER
+
+COURT = Identity(9, "court@x.test", Role.COURT_SYSTEM, "Court", "c" * 64, "court@x.test")
+PARIS = ZoneInfo("Europe/Paris")
+RECUS = f"Dossiers/{NUMBER}/Reçus"
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def _lives(storage: Storage, clock: Any = lambda: NOW) -> DossierLives:
+    return DossierLives(
+        storage.reader,
+        storage.commits,
+        storage.mail,
+        zone=PARIS,
+        sender="ne-pas-repondre@x.test",
+        clock=clock,
+    )
+
+
+def _event_mail(n: int, event: dict[str, Any], number: str = NUMBER) -> bytes:
+    doc = {
+        "dossier": number,
+        "juridiction_code": "CPH-X",
+        "occurred_at": "2026-11-30T10:00:00+01:00",
+        "event": event,
+    }
+    msg = EmailMessage()
+    msg["From"] = COURT.address
+    msg["To"] = GREFFE
+    msg["Subject"] = f"[{number}] événement {n}"
+    msg["Message-ID"] = f"<event-{n}@x.test>"
+    msg.set_content("Événement du dossier.")
+    msg.add_attachment(
+        json.dumps(doc).encode(),
+        maintype="application",
+        subtype="vnd.palais.dossier-event+json",
+        filename="event.json",
+    )
+    return msg.as_bytes()
+
+
+def _hearing(hid: str = "H1", room: str = "salle 3") -> dict[str, Any]:
+    return {
+        "id": hid,
+        "date": "2027-01-14",
+        "time": "09:30",
+        "formation": "bureau de jugement",
+        "type": "audience de jugement",
+        "room": room,
+    }
+
+
+PLAN = FilingPlan(NUMBER, (Destination(GREFFE, BoxKind.RECUS),))
+
+
+def _push(storage: Storage, lives: DossierLives, n: int, event: dict[str, Any]) -> None:
+    data = _event_mail(n, event)
+    asyncio.run(lives.file(COURT, data, summarize(data), PLAN))
+
+
+def _count(storage: Storage, model: type[schema.Base]) -> int:
+    with storage.reader.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(schema.table(model))).scalar_one())
+
+
+def _fiches(storage: Storage, who: Identity) -> list[email.message.EmailMessage]:
+    """The Fiche dossier messages in ``who``'s dossier Reçus, by UID."""
+
+    async def go() -> list[email.message.EmailMessage]:
+        box = await storage.mail.mailbox(who, RECUS)
+        entries = await storage.mail.entries(who, box.id)
+        records = await storage.mail.records(who, box.id, [e.uid for e in entries])
+        out = []
+        for r in records:
+            parsed = email.message_from_bytes(
+                await storage.mail.read(r.blob), policy=email.policy.default
+            )
+            assert isinstance(parsed, email.message.EmailMessage)
+            if str(parsed["Subject"]).endswith("Fiche dossier"):
+                assert r.flags == frozenset({"\\Seen"})
+                out.append(parsed)
+        return out
+
+    return asyncio.run(go())
+
+
+def test_an_event_is_applied_with_its_message_and_the_fiche_replaced(storage: Storage) -> None:
+    lives = _lives(storage)
+    _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})
+    with storage.reader.connect() as conn:
+        found = read_life(conn, NUMBER)
+    assert found is not None and found.life.version == 1
+    assert [h.id for h in found.life.hearings] == ["H1"]
+    for who in (ME, OTHER):
+        (fiche,) = _fiches(storage, who)
+        body = fiche.get_body(("html",))
+        assert body is not None and "salle 3" in str(body.get_content())
+        assert fiche["To"] == who.address
+
+    async def inbox(who: Identity) -> int:
+        return (await storage.mail.mailbox(who, "INBOX")).messages
+
+    # The Fiche sits in the dossier's Reçus, not in the global INBOX view.
+    assert asyncio.run(inbox(ME)) == 0
+    box = asyncio.run(storage.mail.mailbox(ME, RECUS))
+    heard: list[MailboxEvent] = []
+    storage.hub.subscribe(box.id, heard.append)  # what a session with the box selected hears
+    moved = {"kind": "hearing_moved", "hearing": _hearing(room="salle 7")}
+    _push(storage, lives, 2, moved)
+    # The old Fiche expunged, the new one arrived (the event mail went to the greffe).
+    assert [e.kind for e in heard] == [EventKind.REMOVED, EventKind.ARRIVED]
+    (fiche,) = _fiches(storage, ME)
+    body = fiche.get_body(("html",))
+    assert body is not None and "salle 7" in str(body.get_content())
+    assert "salle 3" not in str(body.get_content())
+    assert _count(storage, schema.DossierFiche) == 3  # ME, OTHER and the greffe's mailbox
+    assert _count(storage, schema.DossierEventApplied) == 2
+
+
+def test_a_refused_event_stores_nothing(storage: Storage) -> None:
+    lives = _lives(storage)
+    messages = _count(storage, schema.Message)
+    with pytest.raises(EventRefused) as caught:
+        _push(storage, lives, 1, {"kind": "hearing_moved", "hearing": _hearing("H9")})
+    assert caught.value.details == ("event.hearing.id: aucune audience H9",)
+    assert _count(storage, schema.Message) == messages
+    assert _count(storage, schema.DossierLife) == 0
+    assert _fiches(storage, ME) == []
+
+
+def test_an_event_for_an_unknown_dossier_is_refused(storage: Storage) -> None:
+    data = _event_mail(1, {"kind": "status_changed", "status": "en_cours"}, "2025-0009999")
+    with pytest.raises(UnknownRecipient):
+        asyncio.run(_lives(storage).file(COURT, data, summarize(data), PLAN))
+    assert _count(storage, schema.Message) == 0
+
+
+def test_the_same_event_sent_again_is_filed_not_applied_twice(storage: Storage) -> None:
+    lives = _lives(storage)
+    _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})
+    _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})
+    with storage.reader.connect() as conn:
+        found = read_life(conn, NUMBER)
+    assert found is not None and found.life.version == 1
+
+
+def test_a_change_planned_on_an_older_life_is_refused_whole(storage: Storage) -> None:
+    lives = _lives(storage)
+    asyncio.run(lives.refresh_fiche(NUMBER))
+    with storage.reader.connect() as conn:
+        found = read_life(conn, NUMBER)
+    assert found is not None
+    stale = LifeApplied(
+        number=NUMBER,
+        version_before=found.life.version + 1,
+        changes=(),
+        life=found.life,
+        fiches=(),
+        at=NOW,
+    )
+    data = _event_mail(5, {"kind": "status_changed", "status": "en_cours"})
+    plan = FilingPlan(NUMBER, PLAN.destinations, records=(stale,))
+    with pytest.raises(StaleLife):
+        asyncio.run(storage.mail.file(COURT, data, summarize(data), plan))
+    assert _count(storage, schema.Message) == 3  # the three Fiches, not the message
+
+
+def test_refresh_fiche_gives_every_mailbox_of_the_dossier_its_fiche(storage: Storage) -> None:
+    lives = _lives(storage)
+    asyncio.run(lives.refresh_fiche(NUMBER))
+    asyncio.run(lives.refresh_fiche(NUMBER))  # replaced, not added
+    assert len(_fiches(storage, ME)) == len(_fiches(storage, OTHER)) == 1
+    with pytest.raises(UnknownRecipient):
+        asyncio.run(lives.refresh_fiche("2025-0009999"))
+
+
+def _receipt(conn: Connection, ctx: WriteContext) -> None:
+    """A receipt mail in ME's dossier Accusés de réception (as the evidence service files one)."""
+    data = b"From: g@x.test\r\nSubject: Accuse de reception\r\n\r\nrecu\r\n"
+    mid, _ = insert_message(
+        conn, ctx, data, summarize(data), internaldate=NOW, sender="", fingerprint="", dossier_id=1
+    )
+    place_all(conn, ctx, mid, NUMBER, [(ME.address, BoxKind.ACCUSES, frozenset())])
+
+
+def test_a_terminated_dossier_is_purged_after_its_retention_receipts_excepted(
+    storage: Storage,
+) -> None:
+    lives = _lives(storage)
+    _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})
+    _push(storage, lives, 2, {"kind": "status_changed", "status": "termine"})
+    receipt = b"From: g@x.test\r\nSubject: Accuse de reception\r\n\r\nrecu\r\n"
+    asyncio.run(storage.commits.submit(_receipt, [receipt]))
+    ended = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # 10:00+01:00
+    now = [ended + timedelta(days=364)]
+    runner = PurgeRunner(
+        storage.reader, storage.commits, retention=timedelta(days=365), clock=lambda: now[0]
+    )
+    assert asyncio.run(runner.run_due()) == []
+    greffier = Identity(7, "g1@x.test", Role.GREFFIER, "G", "d" * 64, GREFFE)
+    assert asyncio.run(storage.mail.mailbox(greffier, RECUS)).messages == 3  # 2 events + Fiche
+    now[0] = ended + timedelta(days=365)
+    (done,) = asyncio.run(runner.run_due())
+    assert done["dossier"] == NUMBER
+    assert asyncio.run(runner.run_due()) == []  # once
+
+    async def names(who: Identity) -> list[str]:
+        return [b.name for b in await storage.mail.list_mailboxes(who)]
+
+    assert not any(n.startswith("Dossiers/") for n in asyncio.run(names(ME)))
+    # The receipt stays, in the global view; nothing else of the dossier does.
+    accuses = asyncio.run(storage.mail.mailbox(ME, "Accusés de réception"))
+    assert accuses.messages == 1
+    assert _count(storage, schema.Message) == 1
+    assert _count(storage, schema.Participation) == 0
+    with pytest.raises(UnknownRecipient):
+        asyncio.run(lives.refresh_fiche(NUMBER))
+
+
+def test_purge_events_reach_open_sessions(storage: Storage) -> None:
+    lives = _lives(storage)
+    _push(storage, lives, 1, {"kind": "status_changed", "status": "termine"})
+    box = asyncio.run(storage.mail.mailbox(ME, RECUS))
+    heard: list[MailboxEvent] = []
+    storage.hub.subscribe(box.id, heard.append)
+    runner = PurgeRunner(
+        storage.reader,
+        storage.commits,
+        retention=timedelta(days=1),
+        clock=lambda: NOW + timedelta(days=2),
+    )
+    asyncio.run(runner.run_due())
+    assert [e.kind for e in heard] == [EventKind.REMOVED]  # ME's Fiche (and then the box)
