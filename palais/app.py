@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from palais.alerts_service import Alerts
 from palais.config import Settings
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.delegation_api import PREFIX as DELEGATIONS_PREFIX
@@ -128,6 +129,7 @@ class Gateway:
     departures: DepartureRunner | None = None
     slots: OpenedSlots | None = None
     indexer: IndexerProcess | None = None
+    alerts: Alerts | None = None
     _indexer_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -294,6 +296,8 @@ class Gateway:
             interval=s.departures.check_interval,
         )
         self.departures.start()
+        # Notices to outside addresses, derived from what is filed; sent through [alerts] relay.
+        self.alerts = alerts = Alerts.open(s, storage)
         self.recorded.watch_lifecycle(
             audit=audit, sessions=watcher, departures=self.departures, crls=live
         )
@@ -321,6 +325,7 @@ class Gateway:
                 VERIFIER_PREFIX: verifier_route(load_certificates(s.evidence.anchor), printable),
                 DELEGATIONS_PREFIX: delegations_route(delegations),
                 JURIDICTIONS_PATH: juridictions_route(juridictions),
+                alerts.path: alerts.route,
             },
             address_domains=storage.directory.address_domains,
             autoconfig={
@@ -333,6 +338,7 @@ class Gateway:
         )
         live.attach_https(self.https, LISTENER_COMMUNITIES[Listener.HTTPS])
         live.start()
+        alerts.start()
         log.info(
             "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d loop=%s",
             host,
@@ -351,6 +357,9 @@ class Gateway:
         if self.indexer is not None:
             await asyncio.to_thread(self.indexer.stop)
             self.indexer = None
+        if self.alerts is not None:
+            await self.alerts.stop()  # the send in flight recorded before the writer stops
+            self.alerts = None
         if self.departures is not None:
             await self.departures.stop()
             self.departures = None

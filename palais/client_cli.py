@@ -6,6 +6,7 @@
       saisine send FILE [ATTACHMENTS...] [--to ADDRESS] [--subject TEXT]
       constitution validate FILE [ATTACHMENTS...]
       constitution send FILE [ATTACHMENTS...] [--to ADDRESS] [--subject TEXT]
+      alerts show | set ADDRESS [--digest] | off
 
 The lawyer's certificate and key files (``--cert``, ``--key``; or
 ``PALAIS_CERT``, ``PALAIS_KEY``) prove who they are, as their card does to
@@ -448,6 +449,9 @@ def add_client(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--subject", help="the mail's subject")
         p.add_argument("--from", dest="sender", help="your address (default: your certificate's)")
         p.set_defaults(client=cmd_send, media_type=media_type)
+    from palais.client_alerts import add_alerts  # it uses this module's connection
+
+    add_alerts(commands, options)
     client.set_defaults(func=run)
 
 

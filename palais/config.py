@@ -9,6 +9,7 @@ unknown section or key is an error that names the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import tomllib
 import typing
 import zoneinfo
@@ -178,6 +179,41 @@ class DeparturesSection:
 
 
 @dataclass(frozen=True)
+class AlertsSection:
+    """Notices to people's outside addresses (``palais.mailbox.alerts``)."""
+
+    # The outbound relay (SMTP smarthost) notices go through; empty: none is
+    # sent (settings and notices are kept until one is configured).
+    relay_host: str = ""
+    relay_port: int = 25
+    relay_starttls: bool = False
+    # The notices' From and envelope sender; empty: alertes@<mail_domain>.
+    sender: str = ""
+    # Digests go once a day at this local time ("HH:MM" or "HH:MM:SS") in this zone.
+    digest_time: str = "08:00"
+    timezone: str = "Europe/Paris"
+    # Seconds between two looks for new arrivals and notices due.
+    poll_interval: float = 5.0
+    # After a failed try, the next one this many seconds later, doubling up to the max.
+    retry_interval: float = 60.0
+    max_retry_interval: float = 3600.0
+    # Several nodes: a message id may commit this long after a higher one.
+    grace: float = 120.0
+
+    def digest_hour(self) -> datetime.time:
+        return datetime.time.fromisoformat(self.digest_time)
+
+
+@dataclass(frozen=True)
+class DossiersSection:
+    # A terminated dossier stays visible this many days after the court
+    # system terminated it, then is purged, its receipts excepted.
+    retention_days: float = 365.0
+    # Seconds between two looks for terminated dossiers to purge.
+    purge_interval: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     instance: InstanceSection = InstanceSection()
@@ -193,6 +229,7 @@ class Settings:
     log: LogSection = LogSection()
     accounts: AccountsSection = AccountsSection()
     departures: DeparturesSection = DeparturesSection()
+    alerts: AlertsSection = AlertsSection()
 
     @property
     def root(self) -> Path:
@@ -300,4 +337,22 @@ def load_settings(path: Path) -> Settings:
             f"{path}: [departures] timezone: unknown time zone"
             f" {sections['departures'].timezone!r} (e.g. Europe/Paris, UTC)"
         ) from None
+    _check_alerts(path, sections["alerts"])
     return Settings(path=path, **sections)
+
+
+def _check_alerts(path: Path, alerts: AlertsSection) -> None:
+    try:
+        zoneinfo.ZoneInfo(alerts.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{path}: [alerts] timezone: unknown time zone {alerts.timezone!r}"
+        ) from None
+    try:
+        alerts.digest_hour()
+    except ValueError:
+        raise ConfigError(
+            f"{path}: [alerts] digest_time must be HH:MM or HH:MM:SS, not {alerts.digest_time!r}"
+        ) from None
+    if min(alerts.poll_interval, alerts.retry_interval, alerts.max_retry_interval) <= 0:
+        raise ConfigError(f"{path}: [alerts] intervals must be positive")
