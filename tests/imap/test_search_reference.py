@@ -26,6 +26,7 @@ from palais.gateway.imap.searchspec import (
     ModSeqKey,
     Negation,
     Nothing,
+    Recent,
     SearchKey,
     SizeKey,
     TextKey,
@@ -89,8 +90,8 @@ def _reference(key: SearchKey, record: MessageRecord, seq: int, data: bytes) -> 
     """Whether one message matches, key by key, as RFC 3501 reads."""
     if isinstance(key, Everything):
         return True
-    if isinstance(key, Nothing):
-        return False
+    if isinstance(key, (Nothing, Recent)):
+        return False  # the reference view tracks no \Recent
     if isinstance(key, AllOf):
         return all(_reference(k, record, seq, data) for k in key.keys)
     if isinstance(key, AnyOf):

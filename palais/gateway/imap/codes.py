@@ -74,6 +74,7 @@ REFUSALS: Final[Mapping[ErrorKind, bytes | None]] = MappingProxyType(
 # client certificate already proves, so it is safe to offer.
 CAPABILITIES_BEFORE_AUTH = (
     b"IMAP4rev1",
+    b"IMAP4rev2",
     b"SASL-IR",
     b"LITERAL+",
     b"ID",
@@ -82,6 +83,9 @@ CAPABILITIES_BEFORE_AUTH = (
 )
 CAPABILITIES_AFTER_AUTH = (
     b"IMAP4rev1",
+    # RFC 9051: what it folds in is all here (LITERAL- within LITERAL+); a
+    # session behaves rev2 only after ENABLE IMAP4rev2 (Appendix A).
+    b"IMAP4rev2",
     b"SASL-IR",
     b"LITERAL+",
     b"ID",

@@ -13,11 +13,13 @@ event loop back every few milliseconds (``Pacer``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from palais.gateway.imap.mime import header_fields
 from palais.gateway.imap.pacing import Pacer
+from palais.gateway.imap.searchres import SAVED
 from palais.gateway.imap.searchspec import (
     AllOf,
     AnyOf,
@@ -29,6 +31,7 @@ from palais.gateway.imap.searchspec import (
     ModSeqKey,
     Negation,
     Nothing,
+    Recent,
     SearchKey,
     SizeKey,
     TextKey,
@@ -200,6 +203,8 @@ class Searcher:
         """The UIDs of the box that a key independent of the candidates matches."""
         if isinstance(key, InSequence):
             return self._in_sequence(key)
+        if isinstance(key, Recent):
+            return self._recent()
         if isinstance(key, HasFlag):
             wanted = key.flag.lower()
             present = key.present
@@ -225,13 +230,26 @@ class Searcher:
 
     def _in_sequence(self, key: InSequence) -> set[int]:
         uids = self.view.uids
-        if key.uid:
+        if key.numbers is SAVED:  # "$": the saved messages, by number or UID alike
+            spans = self.view.saved.uid_spans(uids)
+        elif key.uid:
             spans = key.numbers.uid_spans(uids)
         else:
             spans = key.numbers.seq_spans(len(uids), strict=False)
         out: set[int] = set()
         for start, stop in spans:
             out.update(uids[start:stop])
+        return out
+
+    def _recent(self) -> set[int]:
+        """The UIDs \\Recent in this session: a few UID ranges, no per-message test."""
+        recent = self.view.recent
+        if not recent:
+            return set()
+        uids = self.view.uids
+        out: set[int] = set()
+        for low, high in recent.ranges:
+            out.update(uids[bisect.bisect_left(uids, low) : bisect.bisect_right(uids, high)])
         return out
 
     # -- keys that read the messages -------------------------------------------

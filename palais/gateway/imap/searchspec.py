@@ -1,4 +1,5 @@
-"""Grammar of SEARCH: keys (RFC 3501 6.4.4, RFC 7162 MODSEQ) and RETURN options (RFC 4731)."""
+"""Grammar of SEARCH: keys (RFC 3501 6.4.4, RFC 7162 MODSEQ, RFC 5182 ``$``) and
+RETURN options (RFC 4731, RFC 5182 SAVE)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TypeAlias
 
+from palais.gateway.imap import searchres
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.sequence import SequenceSet
 
@@ -21,6 +23,8 @@ __all__ = [
 
 CHARSETS = ("UTF-8", "US-ASCII")
 RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+# SEARCH's, with SEARCHRES (SORT's ESORT options stay RETURN_OPTIONS).
+_SEARCH_RETURN_OPTIONS = RETURN_OPTIONS | {searchres.SAVE}
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
@@ -44,7 +48,12 @@ class Everything:
 
 @dataclass(frozen=True, slots=True)
 class Nothing:
-    """RECENT and NEW: this server never has recent messages."""
+    """A key no message matches."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """RECENT: \\Recent in this session (IMAP4rev1; none after ENABLE IMAP4rev2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,7 @@ class Negation:
 SearchKey: TypeAlias = (
     Everything
     | Nothing
+    | Recent
     | HasFlag
     | InSequence
     | DateKey
@@ -168,7 +178,7 @@ def parse_search(args: Args) -> SearchRequest:
         args.expect(b"RETURN")
         args.sp()
         options = {o.decode("ascii").upper() for o in args.paren_list()}
-        unknown = options - RETURN_OPTIONS
+        unknown = options - _SEARCH_RETURN_OPTIONS
         if unknown:
             raise ParseError(f"Unsupported RETURN option {sorted(unknown)[0][:40]}")
         returns = frozenset(options or {"ALL"})
@@ -225,15 +235,20 @@ def _key(args: Args, depth: int, count: list[int]) -> SearchKey:
             args.sp()
             keys.append(_key(args, depth + 1, count))
         return _all_of(keys)
-    if c is not None and (0x30 <= c <= 0x39 or c == 0x2A):
-        return InSequence(args.sequence_set(), uid=False)
+    if c is not None and (0x30 <= c <= 0x39 or c == 0x2A or c == 0x24):
+        return InSequence(searchres.sequence_set(args), uid=False)
     name = args.word()
     if not name:
         raise ParseError("Expected a search key")
-    if name in ("ALL", "OLD"):
+    if name == "ALL":
         return Everything()
-    if name in ("NEW", "RECENT"):
-        return Nothing()
+    # RFC 3501 6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+    if name == "RECENT":
+        return Recent()
+    if name == "NEW":
+        return AllOf((Recent(), HasFlag("\\Seen", False)))
+    if name == "OLD":
+        return Negation(Recent())
     if name in _FLAG_KEYS:
         flag, present = _FLAG_KEYS[name]
         return HasFlag(flag, present)
@@ -251,7 +266,7 @@ def _key(args: Args, depth: int, count: list[int]) -> SearchKey:
         return first if first == second else AnyOf((first, second))
     if name == "UID":
         args.sp()
-        return InSequence(args.sequence_set(), uid=True)
+        return InSequence(searchres.sequence_set(args), uid=True)
     if name in _HEADER_KEYS:
         args.sp()
         return HeaderKey(name.lower(), _text(args))

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["SequenceSet", "format_set", "parse_sequence_set"]
+__all__ = ["SequenceSet", "format_set", "parse_sequence_set", "runs"]
 
 STAR = 0  # stands for "*"; real numbers are never 0
 _NUMBERS = re.compile(rb"[1-9][0-9]{0,9}(?:,[1-9][0-9]{0,9})*")
@@ -105,7 +105,7 @@ def parse_sequence_set(text: bytes) -> SequenceSet:
         numbers = sorted(set(map(int, text.split(b","))))
         if numbers[-1] > 0xFFFFFFFF:
             raise SequenceSetError("Number out of range in sequence set")
-        return SequenceSet(tuple(_runs(numbers)))
+        return SequenceSet(tuple(runs(numbers)))
     plain: list[tuple[int, int]] = []
     starred: list[int] = []  # "a:*" (or "*:a"); "*" alone is STAR
     for item in text.split(b","):
@@ -119,7 +119,7 @@ def parse_sequence_set(text: bytes) -> SequenceSet:
     return SequenceSet(tuple(_merge_ranges(plain)) + _merge_starred(starred))
 
 
-def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+def runs(numbers: list[int]) -> list[tuple[int, int]]:
     """Distinct ascending numbers as ranges of consecutive ones."""
     out: list[tuple[int, int]] = []
     start = prev = numbers[0]

@@ -149,6 +149,12 @@ class Session:
                 self.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % highest)
         self._condstore = on
 
+    @property
+    def utf8_names(self) -> bool:
+        """Mailbox names in UTF-8 rather than modified UTF-7: after ENABLE
+        UTF8=ACCEPT (RFC 6855 3) or ENABLE IMAP4rev2 (RFC 9051 5.1)."""
+        return self.utf8 or self.rev2
+
     # -- output ------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
@@ -319,7 +325,7 @@ class Session:
 
     async def execute(self, raw: RawCommand) -> None:
         self.commands += 1
-        args = Args(raw, utf8=self.utf8)
+        args = Args(raw, utf8=self.utf8_names)
         try:
             tag = _read_tag(args)
         except ParseError:
@@ -407,6 +413,7 @@ EXTENSIONS: tuple[bytes, ...] = (
     b"STATUS=SIZE",
     b"BINARY",
     b"MULTIAPPEND",
+    b"SEARCHRES",
 )
 _BEFORE_AUTH = b" ".join(codes.CAPABILITIES_BEFORE_AUTH)
 _AFTER_AUTH = b" ".join(codes.CAPABILITIES_AFTER_AUTH + EXTENSIONS)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from palais.gateway.imap.recent import RECENT, RecentSet
 from palais.gateway.imap.response import flag_list
-from palais.gateway.imap.sequence import format_set
+from palais.gateway.imap.sequence import SequenceSet, format_set
 from palais.mailbox.model import EventKind, MailboxEvent, MailboxInfo
 from palais.mailbox.ports import Unsubscribe
 
@@ -46,6 +46,7 @@ class SelectedMailbox:
         "keywords",
         "read_only",
         "recent",
+        "saved",
         "uids",
     )
 
@@ -69,6 +70,8 @@ class SelectedMailbox:
         self.recent: RecentSet | None = None
         self._marks: dict[int, int] | None = None  # the process's claims, to claim arrivals
         self._on_close: Callable[[], None] | None = None
+        # The search result variable (RFC 5182, ``palais.gateway.imap.searchres``): UIDs.
+        self.saved = SequenceSet(())
 
     # -- wiring ----------------------------------------------------------
 

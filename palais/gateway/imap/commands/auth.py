@@ -28,8 +28,6 @@ from palais.mailbox.identity import Identity
 if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
 
-_ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
-
 
 def _atom_text(args: Args) -> str:
     return args.atom().decode("ascii")
@@ -124,5 +122,10 @@ async def enable(session: Session, tag: bytes, names: list[str]) -> Reply:
         elif name == "UTF8=ACCEPT" and not session.utf8:
             session.utf8 = True
             enabled.append(name)
+        elif name == "IMAP4REV2" and not session.rev2:
+            # RFC 9051 (Appendix A): rev1 behaviour until this, rev2 after:
+            # no \Recent, ESEARCH for every SEARCH, UTF-8 mailbox names.
+            session.rev2 = True
+            enabled.append("IMAP4rev2")
     session.untagged(b"ENABLED" + b"".join(b" " + n.encode() for n in enabled))
     return ok("Enabled")

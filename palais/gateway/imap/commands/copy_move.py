@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from palais.gateway.imap import codes
+from palais.gateway.imap import codes, searchres
 from palais.gateway.imap.commands.common import identity, selected
 from palais.gateway.imap.commands.fetch import resolve
 from palais.gateway.imap.commands.registry import Reply, bad, command, no, ok
@@ -67,21 +67,21 @@ async def _transfer(
     return ok("MOVE completed")
 
 
-@command("COPY", syntax=(Args.sequence_set, Args.mailbox), states=SELECTED_ONLY)
+@command("COPY", syntax=(searchres.sequence_set, Args.mailbox), states=SELECTED_ONLY)
 async def copy(session: Session, tag: bytes, numbers: SequenceSet, dest: str) -> Reply:
     return await _transfer(session, numbers, dest, uid=False, move=False)
 
 
-@command("UID COPY", syntax=(Args.sequence_set, Args.mailbox), states=SELECTED_ONLY)
+@command("UID COPY", syntax=(searchres.sequence_set, Args.mailbox), states=SELECTED_ONLY)
 async def uid_copy(session: Session, tag: bytes, numbers: SequenceSet, dest: str) -> Reply:
     return await _transfer(session, numbers, dest, uid=True, move=False)
 
 
-@command("MOVE", syntax=(Args.sequence_set, Args.mailbox), states=SELECTED_ONLY)
+@command("MOVE", syntax=(searchres.sequence_set, Args.mailbox), states=SELECTED_ONLY)
 async def move(session: Session, tag: bytes, numbers: SequenceSet, dest: str) -> Reply:
     return await _transfer(session, numbers, dest, uid=False, move=True)
 
 
-@command("UID MOVE", syntax=(Args.sequence_set, Args.mailbox), states=SELECTED_ONLY)
+@command("UID MOVE", syntax=(searchres.sequence_set, Args.mailbox), states=SELECTED_ONLY)
 async def uid_move(session: Session, tag: bytes, numbers: SequenceSet, dest: str) -> Reply:
     return await _transfer(session, numbers, dest, uid=True, move=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from itertools import compress
 from typing import TYPE_CHECKING
 
-from palais.gateway.imap import codes
+from palais.gateway.imap import codes, searchres
 from palais.gateway.imap.commands.common import identity, selected
 from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, no, ok
 from palais.gateway.imap.envelope import envelope
@@ -29,7 +29,6 @@ from palais.gateway.imap.mime import (
     select_fields,
 )
 from palais.gateway.imap.pacing import Pacer
-from palais.gateway.imap.parser import Args
 from palais.gateway.imap.recent import RECENT, RecentSet
 from palais.gateway.imap.response import encode, flag_list, internaldate
 from palais.gateway.imap.sequence import SequenceSet, SequenceSetError, format_set
@@ -59,6 +58,7 @@ _ENVELOPE_UTF8 = "imap.envelope.utf8"
 
 def resolve_spans(view: SelectedMailbox, numbers: SequenceSet, *, uid: bool) -> list[Span]:
     """0-based [start, stop) positions in the view that the set names, ascending."""
+    numbers = searchres.bind(view, numbers, uid=uid)
     if uid:
         return numbers.uid_spans(view.uids)
     return numbers.seq_spans(view.exists)
@@ -511,7 +511,7 @@ def _settle(
 
 @command(
     "FETCH",
-    syntax=(Args.sequence_set, parse_fetch_atts, Optional(parse_fetch_modifiers)),
+    syntax=(searchres.sequence_set, parse_fetch_atts, Optional(parse_fetch_modifiers)),
     states=SELECTED_ONLY,
     defers_expunge=True,
     memo_parse=True,
@@ -531,7 +531,7 @@ async def fetch(
 
 @command(
     "UID FETCH",
-    syntax=(Args.sequence_set, parse_fetch_atts, Optional(parse_fetch_modifiers)),
+    syntax=(searchres.sequence_set, parse_fetch_atts, Optional(parse_fetch_modifiers)),
     states=SELECTED_ONLY,
     memo_parse=True,
 )
@@ -546,7 +546,9 @@ async def uid_fetch(
     if modifiers is not None and modifiers.vanished and changed is not None:
         if not session.qresync:
             return bad("VANISHED needs ENABLE QRESYNC first")  # RFC 7162 3.2.6
-        await _vanished_earlier(session, numbers, changed)
+        await _vanished_earlier(
+            session, searchres.bind(selected(session), numbers, uid=True), changed
+        )
     return await do_fetch(session, numbers, items, changed, uid=True)
 
 

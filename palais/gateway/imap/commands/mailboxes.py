@@ -168,7 +168,7 @@ async def _list(session: Session, request: ListRequest, verb: bytes) -> Reply:
             + b' "'
             + DELIMITER.encode()
             + b'" '
-            + mailbox_name(box.name, utf8=session.utf8)
+            + mailbox_name(box.name, utf8=session.utf8_names)
         )
         if (
             "RECURSIVEMATCH" in request.select
@@ -182,6 +182,20 @@ async def _list(session: Session, request: ListRequest, verb: bytes) -> Reply:
             # LIST-STATUS: right after the box's LIST line (RFC 5819 2).
             session.untagged(await _status_line(session, box, request.status))
     return ok(f"{verb.decode()} completed")
+
+
+async def list_line(session: Session, box: MailboxInfo) -> bytes:
+    """The LIST response of one box, as IMAP4rev2's SELECT and EXAMINE give it
+    (RFC 9051 6.3.2): its attributes as LIST would show them."""
+    names = {b.name for b in await session.access.list_mailboxes(identity(session))}
+    return (
+        b"LIST "
+        + _attributes(box, names, subscribed=False)
+        + b' "'
+        + DELIMITER.encode()
+        + b'" '
+        + mailbox_name(box.name, utf8=session.utf8_names)
+    )
 
 
 def _join(reference: str, pattern: str) -> str:
@@ -262,7 +276,7 @@ async def _status_line(session: Session, box: MailboxInfo, items: Sequence[str])
             if "\\Deleted" in flags
         )
     body = b" ".join(b"%s %d" % (i.encode(), values[i]) for i in items)
-    return b"STATUS " + mailbox_name(box.name, utf8=session.utf8) + b" (" + body + b")"
+    return b"STATUS " + mailbox_name(box.name, utf8=session.utf8_names) + b" (" + body + b")"
 
 
 async def _recent_count(session: Session, box: MailboxInfo) -> int:

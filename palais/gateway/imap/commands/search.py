@@ -1,10 +1,11 @@
-"""SEARCH and UID SEARCH, with ESEARCH RETURN options and CONDSTORE MODSEQ."""
+"""SEARCH and UID SEARCH, with ESEARCH RETURN options, SEARCHRES's SAVE and
+CONDSTORE MODSEQ; after ENABLE IMAP4rev2 always answered by ESEARCH (RFC 9051 6.4.4)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from palais.gateway.imap import codes
+from palais.gateway.imap import codes, searchres
 from palais.gateway.imap.commands.common import identity, selected
 from palais.gateway.imap.commands.registry import Reply, command, no, ok
 from palais.gateway.imap.response import quoted
@@ -17,25 +18,49 @@ if TYPE_CHECKING:
     from palais.gateway.imap.session import Session
 
 
+_ALL = frozenset({"ALL"})
+_SAVE_ONLY = frozenset({searchres.SAVE})
+
+
 async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid: bool) -> Reply:
-    if not request.charset_ok:
-        return no("Unsupported charset", codes.BADCHARSET)
     view = selected(session)
-    refusal = over_limits(session, request, view.exists)
+    returns = request.returns
+    if returns is None and session.rev2:
+        returns = _ALL  # IMAP4rev2 has no SEARCH response: RETURN (ALL) is the default
+    saving = returns is not None and searchres.SAVE in returns
+    refusal = (
+        over_limits(session, request, view.exists)
+        if request.charset_ok
+        else no("Unsupported charset", codes.BADCHARSET)
+    )
     if refusal is not None:
+        if saving:  # a failed SEARCH leaves "$" empty (RFC 5182 2.1)
+            view.saved = searchres.EMPTY
         return refusal
     searcher = Searcher(session.access, identity(session), view, session.pacer())
-    uids = await searcher.run(request.key)
+    try:
+        uids = await searcher.run(request.key)  # a "$" in it is the result so far
+    except BaseException:
+        if saving:
+            view.saved = searchres.EMPTY
+        raise
     numbers = uids
     if not uid:
         known = [(u, n) for u in uids if (n := view.seq_of(u)) is not None]
         uids = [u for u, _ in known]
         numbers = [n for _, n in known]
+    if saving:
+        assert returns is not None
+        view.saved = searchres.result(uids, returns)
+        if returns == _SAVE_ONLY:  # no ESEARCH response for SAVE alone (RFC 5182 2.4)
+            if request.uses_modseq:
+                session.condstore = True
+            return ok("SEARCH completed, result saved")
     modseq = 0
     if request.uses_modseq:
         session.condstore = True
-        modseq = await searcher.modseq_of(_reported(uids, request.returns))
-    if request.returns is None:
+        modseq = await searcher.modseq_of(_reported(uids, returns))
+    if returns is None:
         line = b"SEARCH" + b"".join(b" %d" % n for n in numbers)
         if modseq and numbers:
             line += b" (MODSEQ %d)" % modseq
@@ -45,13 +70,13 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
     if uid:
         line += b" UID"
     if numbers:
-        if "MIN" in request.returns:
+        if "MIN" in returns:
             line += b" MIN %d" % numbers[0]
-        if "MAX" in request.returns:
+        if "MAX" in returns:
             line += b" MAX %d" % numbers[-1]
-    if "COUNT" in request.returns:
+    if "COUNT" in returns:
         line += b" COUNT %d" % len(numbers)
-    if numbers and "ALL" in request.returns:
+    if numbers and "ALL" in returns:
         line += b" ALL " + format_set(numbers)
     if modseq and numbers:
         line += b" MODSEQ %d" % modseq
@@ -62,7 +87,7 @@ async def do_search(session: Session, tag: bytes, request: SearchRequest, *, uid
 def _reported(uids: list[int], returns: frozenset[str] | None) -> list[int]:
     """The messages whose highest MODSEQ the response carries: with RETURN of
     MIN and/or MAX only, just those (RFC 4731 section 3.2, RFC 7162 3.1.5)."""
-    if returns is None or not uids or not returns <= {"MIN", "MAX"}:
+    if returns is None or not uids or not returns - {searchres.SAVE} <= {"MIN", "MAX"}:
         return uids
     return [u for u, wanted in ((uids[0], "MIN"), (uids[-1], "MAX")) if wanted in returns]
 

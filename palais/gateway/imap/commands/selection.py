@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from palais.gateway.imap import codes
+from palais.gateway.imap import codes, searchres
 from palais.gateway.imap.commands.common import identity, selected
+from palais.gateway.imap.commands.mailboxes import list_line
 from palais.gateway.imap.commands.registry import Optional, Reply, bad, command, no, ok
 from palais.gateway.imap.parser import Args, ParseError
 from palais.gateway.imap.recent import RecentSet, marks_for, persist_later
@@ -122,6 +123,8 @@ async def _select(
     info = await session.access.mailbox(who, name)
     if not info.selectable:
         return no("That is a folder of mailboxes, not a mailbox", codes.CANNOT)
+    # IMAP4rev2 (RFC 9051 6.3.2): a LIST response instead of RECENT and UNSEEN.
+    listed = await list_line(session, info) if session.rev2 else None
     view = SelectedMailbox(info, read_only=examine or info.read_only)
     # Subscribe before the snapshot so that no change falls between the two.
     view.attach(session.access.subscribe(info.id, view.on_event))
@@ -138,7 +141,7 @@ async def _select(
         view.learn_keywords(flags)
     highest = max(info.highestmodseq, table.highestmodseq)
     view.highestmodseq = max(view.highestmodseq, highest)
-    first = table.first_unseen()
+    first = None if listed is not None else table.first_unseen()
     first_unseen = None if first is None else first + 1
     uidnext = max(info.uidnext, table.uidnext)
     resync_lines: list[bytes] = []
@@ -151,7 +154,9 @@ async def _select(
     permanent = b"()" if view.read_only else view.flags_text(permanent=True)
     session.untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags you can change")
     session.untagged(b"%d EXISTS" % view.exists)
-    if not session.rev2:
+    if listed is not None:
+        session.untagged(listed)
+    else:
         session.untagged(b"%d RECENT" % recent)
     if first_unseen is not None:
         session.untagged(b"OK [UNSEEN %d] First unseen" % first_unseen)
@@ -286,7 +291,7 @@ async def expunge(session: Session, tag: bytes) -> Reply:
     return await _expunge(session, None)
 
 
-@command("UID EXPUNGE", syntax=(Args.sequence_set,), states=SELECTED_ONLY)
+@command("UID EXPUNGE", syntax=(searchres.sequence_set,), states=SELECTED_ONLY)
 async def uid_expunge(session: Session, tag: bytes, numbers: SequenceSet) -> Reply:
     view = selected(session)
-    return await _expunge(session, numbers.uids(view.uids))
+    return await _expunge(session, searchres.bind(view, numbers, uid=True).uids(view.uids))

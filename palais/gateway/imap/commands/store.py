@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from palais.gateway.imap import codes
+from palais.gateway.imap import codes, searchres
 from palais.gateway.imap.commands.common import (
     identity,
     keyword_refusal,
@@ -161,13 +161,16 @@ async def _keywords_overflow(
 
 
 @command(
-    "STORE", syntax=(Args.sequence_set, store_arguments), states=SELECTED_ONLY, defers_expunge=True
+    "STORE",
+    syntax=(searchres.sequence_set, store_arguments),
+    states=SELECTED_ONLY,
+    defers_expunge=True,
 )
 async def store(session: Session, tag: bytes, numbers: SequenceSet, request: StoreArgs) -> Reply:
     return await do_store(session, numbers, request, uid=False)
 
 
-@command("UID STORE", syntax=(Args.sequence_set, store_arguments), states=SELECTED_ONLY)
+@command("UID STORE", syntax=(searchres.sequence_set, store_arguments), states=SELECTED_ONLY)
 async def uid_store(
     session: Session, tag: bytes, numbers: SequenceSet, request: StoreArgs
 ) -> Reply:
