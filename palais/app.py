@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,6 +47,7 @@ from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
 from palais.storage.delegation import Delegations, write_acted_for
 from palais.storage.departure import DepartureRunner
+from palais.storage.dossier_life import DossierLives, PurgeRunner
 from palais.storage.indexing import IndexerProcess
 from palais.trust_live import LiveTrust
 
@@ -127,6 +129,9 @@ class Gateway:
     # Workers of `palais serve --workers` share the ports (SO_REUSEPORT).
     reuse_port: bool = False
     departures: DepartureRunner | None = None
+    # Dossier events applied and Fiches kept (refresh_fiche for other flows).
+    lives: DossierLives | None = None
+    purges: PurgeRunner | None = None
     slots: OpenedSlots | None = None
     indexer: IndexerProcess | None = None
     alerts: Alerts | None = None
@@ -176,9 +181,18 @@ class Gateway:
         # is seen within Delegations.TTL), each delegate's act audited.
         delegations = Delegations(storage.reader, storage.commits)
         storage.mail.add_record_writer(ActedFor, write_acted_for)
+        # The dossier events court systems push, applied with the message
+        # carrying them; each dossier's Fiche replaced (the desk's filer).
+        self.lives = lives = DossierLives(
+            storage.reader,
+            storage.commits,
+            storage.mail,
+            zone=ZoneInfo(s.departures.timezone),
+            sender=f"ne-pas-repondre@{s.instance.mail_domain}",
+        )
         desk = SubmissionDesk(
             storage.directory,
-            storage.mail,
+            lives,
             max_size=s.smtp.max_message_size,
             resend_window=s.smtp.resend_window,
             delegations=delegations,
@@ -296,6 +310,14 @@ class Gateway:
             interval=s.departures.check_interval,
         )
         self.departures.start()
+        # Terminated dossiers purged once their retention is over, receipts excepted.
+        self.purges = PurgeRunner(
+            storage.reader,
+            storage.commits,
+            retention=timedelta(days=s.dossiers.retention_days),
+            interval=s.dossiers.purge_interval,
+        )
+        self.purges.start()
         # Notices to outside addresses, derived from what is filed; sent through [alerts] relay.
         self.alerts = alerts = Alerts.open(s, storage)
         self.recorded.watch_lifecycle(
@@ -363,6 +385,9 @@ class Gateway:
         if self.departures is not None:
             await self.departures.stop()
             self.departures = None
+        if self.purges is not None:
+            await self.purges.stop()
+            self.purges = None
         if self.sessions is not None:
             await self.sessions.stop()
             self.sessions = None

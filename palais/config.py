@@ -214,6 +214,15 @@ class DossiersSection:
 
 
 @dataclass(frozen=True)
+class DossiersSection:
+    # A terminated dossier stays visible this many days after the court
+    # system terminated it, then is purged, its receipts excepted.
+    retention_days: float = 365.0
+    # Seconds between two looks for terminated dossiers to purge.
+    purge_interval: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     instance: InstanceSection = InstanceSection()
@@ -229,6 +238,7 @@ class Settings:
     log: LogSection = LogSection()
     accounts: AccountsSection = AccountsSection()
     departures: DeparturesSection = DeparturesSection()
+    dossiers: DossiersSection = DossiersSection()
     alerts: AlertsSection = AlertsSection()
 
     @property
@@ -330,6 +340,8 @@ def load_settings(path: Path) -> Settings:
         )
     if sections["departures"].check_interval <= 0:
         raise ConfigError(f"{path}: [departures] check_interval must be positive")
+    if min(sections["dossiers"].retention_days, sections["dossiers"].purge_interval) <= 0:
+        raise ConfigError(f"{path}: [dossiers] retention_days and purge_interval must be positive")
     try:
         zoneinfo.ZoneInfo(sections["departures"].timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

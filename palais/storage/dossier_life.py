@@ -398,7 +398,11 @@ def purge_dossier(
         )
     # What is left in the dossier's boxes: its receipts' entries (their
     # placements keep their global view), then the boxes themselves.
-    boxes = [int(b) for b in conn.execute(select(MB.c.id).where(MB.c.dossier == number)).scalars()]
+    found = conn.execute(select(MB.c.id, MB.c.owner, MB.c.name).where(MB.c.dossier == number)).all()
+    boxes = [int(b.id) for b in found]
+    for b in found:
+        # The writer's jobs remember box ids (boxes are never renamed): not these.
+        ctx.cache.pop(("box", b.owner, b.name), None)
     for box in boxes:
         for uid in conn.execute(select(EN.c.uid).where(EN.c.mailbox_id == box)).scalars():
             ctx.events.append(MailboxEvent(box, EventKind.REMOVED, int(uid)))
