@@ -58,6 +58,7 @@ PA = schema.table(schema.Participation)
 SV = schema.table(schema.Service)
 CURSOR = "messages"
 PENDING, SENT, FAILED = "pending", "sent", "failed"
+KEEP = timedelta(days=30)  # how long a notice told stays in the outbox
 _TOLD = (BoxKind.RECUS.value, BoxKind.ACCUSES.value)
 T = TypeVar("T")
 
@@ -273,6 +274,15 @@ class AlertStore:
                     update(AK)
                     .where(AK.c.name == CURSOR, AK.c.position < target)
                     .values(position=target)
+                )
+                # Notices told long ago and behind the cursor (never derived
+                # again) leave the outbox.
+                conn.execute(
+                    delete(AN).where(
+                        AN.c.state.in_((SENT, FAILED)),
+                        AN.c.message_id.is_(None) | (AN.c.message_id <= target),
+                        AN.c.occurred_at < now - KEEP,
+                    )
                 )
             return added
 

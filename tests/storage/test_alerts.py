@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -17,13 +18,14 @@ from palais.mailbox.alerts import AlertMode, AlertSetting, DossierEventAlert, di
 from palais.mailbox.message import summarize
 from palais.mailbox.model import BoxKind
 from palais.mailbox.routing import Destination, FilingPlan
-from palais.storage import Storage, schema
+from palais.storage import Storage, open_storage, schema
 from palais.storage.alerts import AlertStore, write_dossier_event_alert
 from tests.alerts_relay import OutsideRelay
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
     postgres_url_fixture,
 )
+from tests.storage.conftest import running_storage
 from tests.storage.test_mailstore import GREFFE, ME, NUMBER, OTHER, run
 
 OUTSIDE = "maitre.a@exemple.fr"
@@ -268,3 +270,66 @@ def test_a_digest_gathers_the_day_at_the_configured_hour(
     body = mail.get_content()
     assert f"- dossier {NUMBER} : 2 nouveaux messages reçus, 1 événement du dossier" in body
     assert "SECRET" not in body
+
+
+def _told(mail: EmailMessage) -> int:
+    """How many events a notice mail tells of (one, or "N nouveautés")."""
+    subject = str(mail["Subject"])
+    if "nouveauté" not in subject:
+        return 1
+    return int(subject.split(" : ")[1].split(" ")[0])
+
+
+def test_two_nodes_on_postgresql_send_each_notice_once(
+    postgres_url: str, tmp_path: Path, relay: OutsideRelay
+) -> None:
+    """Two gateways' stores (two writers, two connection pools) on one
+    database: SKIP LOCKED and the lease keep each notice to one of them."""
+    relay.start()
+    with running_storage(postgres_url, tmp_path / "one") as one:
+        two = open_storage(postgres_url, tmp_path / "two")
+        two.start()
+        try:
+
+            async def go() -> None:
+                await AlertStore(one.reader, one.commits).put(setting())
+                for n in range(6):
+                    await file_to_me(one, n)
+                nodes = [
+                    sender_for(AlertStore(st.reader, st.commits), relay, Clock())
+                    for st in (one, two, one, two)
+                ]
+                for _ in range(3):
+                    await asyncio.gather(*(node.run_once() for node in nodes))
+
+            run(go())
+            assert sum(_told(m) for m in relay.mails()) == 6
+            assert [s for _, _, s in notices(one)] == ["sent"] * 6
+        finally:
+            two.close()
+
+
+def test_notices_told_long_ago_leave_the_outbox(storage: Storage) -> None:
+    clock = [0.0]
+
+    async def go() -> None:
+        store = AlertStore(storage.reader, storage.commits, grace=10, monotonic=lambda: clock[0])
+        await store.put(setting())
+        await file_to_me(storage, 1)
+        assert await store.gather(datetime.now(UTC)) == 1
+        an = schema.table(schema.AlertNotice)
+        await storage.commits.submit(
+            lambda conn, ctx: conn.execute(an.update().values(state="sent"))
+        )
+        clock[0] = 11.0  # the cursor passes the message
+        await store.gather(datetime.now(UTC))
+        assert len(notices(storage)) == 1  # told today: kept
+        clock[0] = 22.0
+        await file_to_me(storage, 2)  # something new, for the cursor to move again
+        assert await store.gather(datetime.now(UTC)) == 1
+        clock[0] = 40.0
+        await store.gather(datetime.now(UTC) + timedelta(days=31))
+        assert [k for _, k, _ in notices(storage)] == ["message"]  # the new one only
+        assert [s for _, _, s in notices(storage)] == ["pending"]
+
+    run(go())
