@@ -207,7 +207,9 @@ class AlertStore:
         read_upto = self._read_upto
 
         def read(conn: Connection) -> tuple[list[AlertSetting], int, int, list[Any]]:
-            settings = [_setting(r) for r in conn.execute(select(AS))]
+            # A deactivated account (departed, merged) is told nothing more.
+            active = select(AS).join(AC, AC.c.address == AS.c.person).where(AC.c.active.is_(True))
+            settings = [_setting(r) for r in conn.execute(active)]
             cursor = conn.execute(select(AK.c.position).where(AK.c.name == CURSOR)).scalar()
             newest = conn.execute(select(func.max(MS.c.id))).scalar()
             cursor, newest = int(cursor or 0), int(newest or 0)
@@ -297,7 +299,8 @@ class AlertStore:
             rows = conn.execute(
                 select(AS, func.min(AN.c.occurred_at).label("oldest"))
                 .join(AN, AN.c.person == AS.c.person)
-                .where(*_sendable(now))
+                .join(AC, AC.c.address == AS.c.person)
+                .where(AC.c.active.is_(True), *_sendable(now))
                 .group_by(AS.c.person, AS.c.owner, AS.c.address, AS.c.mode, AS.c.since)
             ).all()
             return [(_setting(r), utc(r.oldest)) for r in rows]

@@ -333,3 +333,25 @@ def test_notices_told_long_ago_leave_the_outbox(storage: Storage) -> None:
         assert [s for _, _, s in notices(storage)] == ["pending"]
 
     run(go())
+
+
+def test_a_deactivated_account_is_told_nothing_more(storage: Storage, relay: OutsideRelay) -> None:
+    relay.start()
+
+    async def go() -> None:
+        store = AlertStore(storage.reader, storage.commits)
+        await store.put(setting())
+        await file_to_me(storage, 1)
+        assert await store.gather(datetime.now(UTC)) == 1
+        ac = schema.table(schema.Account)
+        await storage.commits.submit(
+            lambda conn, ctx: conn.execute(
+                ac.update().where(ac.c.address == ME.address).values(active=False)
+            )
+        )
+        await file_to_me(storage, 2)
+        sender = sender_for(AlertStore(storage.reader, storage.commits), relay, Clock())
+        assert await sender.run_once() == 0
+        assert notices(storage) == [(ME.address, "message", "pending")]
+
+    run(go())
