@@ -48,6 +48,7 @@ from palais.storage.audit import AuditLog
 from palais.storage.delegation import Delegations, write_acted_for
 from palais.storage.departure import DepartureRunner
 from palais.storage.dossier_life import DossierLives, PurgeRunner
+from palais.storage.hearing_slots import load_stored_slots
 from palais.storage.indexing import IndexerProcess
 from palais.trust_live import LiveTrust
 
@@ -218,6 +219,10 @@ class Gateway:
         juridictions = load_directory(directory_file(s.root))
         # The hearing slots court systems opened: none until one publishes.
         self.slots = slots = OpenedSlots()
+        # Those kept by earlier runs (palais.storage.hearing_slots: court
+        # messages filed through DossierLives keep what they publish).
+        for published in await asyncio.to_thread(load_stored_slots, storage.reader):
+            slots.publish(published)
 
         def documents(who: Identity, data: bytes) -> None:
             refuse_invalid(data, slots.by_juridiction, who.role)

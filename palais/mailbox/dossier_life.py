@@ -54,6 +54,7 @@ __all__ = [
     "blank_life",
     "carried_events",
     "event_digest",
+    "own_parts",
     "purge_due",
     "unknown_dossier",
 ]
@@ -339,7 +340,7 @@ def carried_events(data: bytes) -> list[tuple[DossierEvent, str]]:
         return []
     parsed = message_from_bytes(data, policy=policy.compat32)
     out = []
-    for part in _own_parts(parsed):
+    for part in own_parts(parsed):
         if part.get_content_type() != DOSSIER_EVENT:
             continue
         payload = part.get_payload(decode=True)
@@ -353,7 +354,7 @@ def carried_events(data: bytes) -> list[tuple[DossierEvent, str]]:
     return out
 
 
-def _own_parts(message: Message) -> Iterator[Message]:
+def own_parts(message: Message) -> Iterator[Message]:
     """Leaf parts, not those of a forwarded message (as the documents' check reads them)."""
     if message.get_content_maintype() == "message":
         return
@@ -362,4 +363,4 @@ def _own_parts(message: Message) -> Iterator[Message]:
         return
     for part in message.get_payload():
         if isinstance(part, Message) and part.get_content_maintype() != "message":
-            yield from _own_parts(part)
+            yield from own_parts(part)

@@ -10,6 +10,9 @@ in one transaction, nothing decided:
   the new Fiche dossier of each mailbox commit with the filing, or nothing
   does. The record is written only on the life it was computed from; if
   another event came first, the whole is planned again.
+- the opened hearing slots a court system publishes
+  (``palais.storage.hearing_slots``) kept with the message publishing them,
+  when it is filed through ``DossierLives.file``;
 - ``DossierLives.refresh_fiche``: the Fiche dossier made again for every
   mailbox showing the dossier (a dossier just created, a participant who
   joined): what other flows call after changing a dossier.
@@ -46,10 +49,12 @@ from palais.mailbox.dossier_life import (
 from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.fiche import FicheFacts, FicheReader, plan_fiches
 from palais.mailbox.filing import FilingPlan
+from palais.mailbox.hearing_slots import SlotsPublished, carried_slots
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import MessageSummary, summarize
 from palais.mailbox.model import BoxKind, EventKind, MailboxEvent, Placement
 from palais.storage import schema
+from palais.storage.hearing_slots import write_slots_published
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import FiledMessage, insert_message
 from palais.storage.placement import drop_placement
@@ -265,6 +270,7 @@ class DossierLives:
         self._sender = sender
         self._clock = clock
         mail.add_record_writer(LifeApplied, write_life_applied)
+        mail.add_record_writer(SlotsPublished, write_slots_published)
 
     async def file(
         self,
@@ -277,6 +283,10 @@ class DossierLives:
     ) -> FiledMessage:
         if who.role is not Role.COURT_SYSTEM:
             return await self._mail.file(who, data, summary, plan, resend_since=resend_since)
+        # Opened hearing slots it publishes are kept with the message.
+        slots = tuple(SlotsPublished(s) for s in carried_slots(data))
+        if slots:
+            plan = replace(plan, records=(*plan.records, *slots))
         events = carried_events(data)
         if not events:
             return await self._mail.file(who, data, summary, plan, resend_since=resend_since)

@@ -494,6 +494,16 @@ class DossierFiche(Base):
     message_id: Mapped[int] = mapped_column(Integer)
 
 
+class OpenedHearingSlots(Base):
+    """A juridiction's opened hearing slots, its last published list as JSON
+    (migration 0013), kept with the message that published it."""
+
+    __tablename__ = "hearing_slots"
+    juridiction_code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    document: Mapped[str] = mapped_column(Text)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__

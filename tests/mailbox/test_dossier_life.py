@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from icalendar import Calendar
 
-from palais.mailbox.court_events import DossierEvent, DossierStatus
+from palais.mailbox.court_events import DossierEvent, DossierStatus, HearingSlots
 from palais.mailbox.documents import DOSSIER_EVENT
 from palais.mailbox.dossier_life import (
     DossierLife,
@@ -27,6 +27,7 @@ from palais.mailbox.dossier_life import (
 )
 from palais.mailbox.errors import ErrorKind
 from palais.mailbox.fiche import FicheFacts, FicheReader, fiche_mail
+from palais.mailbox.hearing_slots import opened_slot
 from tests.mailbox import court_samples as samples
 
 NUMBER = "2025-0000138"
@@ -367,3 +368,16 @@ def test_the_same_facts_give_the_same_fiche() -> None:
     moved = apply_event(life, _event({"kind": "hearing_moved", "hearing": _hearing(room="s. 9")}))
     other = fiche_mail(moved.after, FACTS, reader, now=NOW, zone=PARIS, sender="fiche@palais.test")
     assert other != one
+
+
+# -- opened hearing slots ----------------------------------------------------------
+
+
+def test_a_booking_takes_only_a_slot_its_juridiction_opened_and_not_begun() -> None:
+    published = HearingSlots.model_validate(samples.hearing_slots())
+    opened = {published.juridiction_code: published.slots}
+    found = opened_slot(opened, samples.JURIDICTION, samples.SLOT)
+    assert found is not None and found.id == samples.SLOT
+    assert opened_slot(opened, samples.JURIDICTION, "CPH-BX-2099") is None
+    assert opened_slot(opened, "TJ-LYON", samples.SLOT) is None
+    assert opened_slot(opened, samples.JURIDICTION, samples.SLOT, found.starts_at) is None

@@ -24,6 +24,7 @@ from palais.mailbox.model import EventKind, MailboxEvent
 from palais.mailbox.routing import Destination, FilingPlan
 from palais.storage import Storage, schema
 from palais.storage.dossier_life import DossierLives, PurgeRunner, StaleLife, read_life
+from palais.storage.hearing_slots import HearingSlotsStore, stored_slots
 from palais.storage.messages import insert_message
 from palais.storage.placement import place_all
 from palais.storage.writer import WriteContext
@@ -264,3 +265,55 @@ def test_purge_events_reach_open_sessions(storage: Storage) -> None:
     )
     asyncio.run(runner.run_due())
     assert [e.kind for e in heard] == [EventKind.REMOVED]  # ME's Fiche (and then the box)
+
+
+# -- opened hearing slots ----------------------------------------------------------
+
+
+def _slots_mail(published: str, *ids: str) -> bytes:
+    doc = {
+        "juridiction_code": "CPH-X",
+        "published_at": published,
+        "slots": [
+            {
+                "id": i,
+                "starts_at": "2027-01-14T09:30:00+01:00",
+                "formation": "bureau de conciliation et d'orientation",
+            }
+            for i in ids
+        ],
+    }
+    msg = EmailMessage()
+    msg["From"] = COURT.address
+    msg["To"] = GREFFE
+    msg["Subject"] = f"[{NUMBER}] créneaux {published}"
+    msg["Message-ID"] = f"<slots-{published}@x.test>"
+    msg.set_content("Créneaux ouverts.")
+    msg.add_attachment(
+        json.dumps(doc).encode(),
+        maintype="application",
+        subtype="vnd.palais.hearing-slots+json",
+        filename="creneaux.json",
+    )
+    return msg.as_bytes()
+
+
+def test_opened_slots_are_kept_with_the_message_publishing_them(storage: Storage) -> None:
+    lives = _lives(storage)
+    slots = HearingSlotsStore(storage.reader)
+    for published, ids in (
+        ("2026-11-30T08:00:00+01:00", ("S1", "S2")),
+        ("2026-11-29T08:00:00+01:00", ("OLD",)),  # published earlier, arriving late
+    ):
+        data = _slots_mail(published, *ids)
+        asyncio.run(lives.file(COURT, data, summarize(data), PLAN))
+    assert [s.id for s in asyncio.run(slots.opened("CPH-X"))] == ["S1", "S2"]
+    before = datetime(2027, 1, 1, tzinfo=UTC)
+    found = asyncio.run(slots.booking_open("CPH-X", "S2", before))
+    assert found is not None and found.id == "S2"
+    assert asyncio.run(slots.booking_open("CPH-X", "OLD", before)) is None
+    assert asyncio.run(slots.booking_open("CPH-X", "S2", datetime(2027, 2, 1, tzinfo=UTC))) is None
+    assert asyncio.run(slots.booking_open("TJ-Y", "S1")) is None
+    with storage.reader.connect() as conn:
+        (kept,) = stored_slots(conn)
+    assert kept.juridiction_code == "CPH-X" and len(kept.slots) == 2

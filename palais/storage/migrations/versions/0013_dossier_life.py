@@ -4,8 +4,9 @@ The life of each dossier as its court system pushes it (palais.mailbox
 .dossier_life): the domain's state as JSON with its version, status and
 termination instant (what the purge of terminated dossiers looks for); the
 digest of each dossier event applied (the same event sent again is not
-applied twice); and the Fiche dossier message each mailbox holds, so that
-an event replaces it.
+applied twice); the Fiche dossier message each mailbox holds, so that an
+event replaces it; and each juridiction's opened hearing slots, as last
+published (palais.mailbox.hearing_slots).
 
 Revision ID: 0013
 Revises: 0012
@@ -54,9 +55,17 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dossier_id"], ["dossier.id"]),
         sa.PrimaryKeyConstraint("dossier_id", "owner"),
     )
+    op.create_table(
+        "hearing_slots",
+        sa.Column("juridiction_code", sa.String(100), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("juridiction_code"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("hearing_slots")
     op.drop_table("dossier_fiche")
     op.drop_table("dossier_event")
     op.drop_index("ix_dossier_life_terminated", table_name="dossier_life")

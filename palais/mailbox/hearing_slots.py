@@ -1,0 +1,67 @@
+"""The hearing slots juridictions open for date booking, kept with the message publishing them.
+
+A court system publishes its juridiction's opened slots as a
+``HearingSlots`` document (``palais.mailbox.court_events``), each list
+replacing the previous one. ``SlotsPublished`` is the record a filing plan
+carries so that storage keeps the list in the filing's transaction (an
+older list arriving late replaces nothing); ``opened_slot`` is the question
+a saisine's date booking asks of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email import message_from_bytes, policy
+
+from pydantic import ValidationError
+
+from palais.mailbox.court_events import HearingSlot, HearingSlots
+from palais.mailbox.documents import HEARING_SLOTS, may_carry_documents
+from palais.mailbox.dossier_life import own_parts
+from palais.mailbox.errors import InvalidMessage
+from palais.mailbox.model import CommittedRecord
+
+__all__ = ["SlotsPublished", "carried_slots", "opened_slot"]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsPublished(CommittedRecord):
+    """A juridiction's opened slots, to keep with the message publishing them."""
+
+    document: HearingSlots
+
+
+def opened_slot(
+    opened: Mapping[str, Sequence[HearingSlot]],
+    juridiction_code: str,
+    slot_id: str,
+    now: datetime | None = None,
+) -> HearingSlot | None:
+    """The slot ``slot_id`` if ``juridiction_code`` opened it (and, given
+    ``now``, it has not begun yet); None: a date booking may not take it."""
+    for slot in opened.get(juridiction_code, ()):
+        if slot.id == slot_id:
+            return slot if now is None or slot.starts_at > now else None
+    return None
+
+
+def carried_slots(data: bytes) -> list[HearingSlots]:
+    """The hearing-slots documents a message carries (validated already by
+    ``palais.mailbox.documents.refuse_invalid``); [] for most messages, at
+    the cost of a look at their part headers."""
+    if not may_carry_documents(data):
+        return []
+    out = []
+    for part in own_parts(message_from_bytes(data, policy=policy.compat32)):
+        if part.get_content_type() != HEARING_SLOTS:
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        try:
+            out.append(HearingSlots.model_validate_json(payload))
+        except ValidationError:  # refused by the documents' check before this
+            raise InvalidMessage(reason="hearing slots not valid when kept") from None
+    return out
