@@ -31,6 +31,7 @@ from palais.gateway.verifier_page import PREFIX as VERIFIER_PREFIX
 from palais.gateway.verifier_page import verifier_route
 from palais.instance import OWNER_ONLY_UMASK, secure_instance
 from palais.juridictions_file import directory_file, load_directory
+from palais.mailbox.alerts import DossierEventAlert
 from palais.mailbox.delegated_access import DelegatedAccess
 from palais.mailbox.delegation import ActedFor
 from palais.mailbox.documents import OpenedSlots, refuse_invalid
@@ -190,6 +191,9 @@ class Gateway:
             storage.mail,
             zone=ZoneInfo(s.departures.timezone),
             sender=f"ne-pas-repondre@{s.instance.mail_domain}",
+            # Alerts tell who follows the dossier, with the event (Alerts
+            # registers its writer at start, before anything is filed).
+            notices=lambda number, at: (DossierEventAlert(number, at),),
         )
         desk = SubmissionDesk(
             storage.directory,

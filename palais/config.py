@@ -179,6 +179,48 @@ class DeparturesSection:
 
 
 @dataclass(frozen=True)
+class CourtRelaySection:
+    """Court systems with an SMTP endpoint of their own: what lawyers send
+    them is relayed there (STARTTLS, mutual TLS, DKIM-signed) through a
+    durable queue, instead of waiting in their INBOX for IMAP."""
+
+    # Court system's address -> "host:port"; its certificate must name the
+    # address's domain and chain to `anchors`.
+    endpoints: dict[str, str] = field(default_factory=dict)
+    anchors: Path = Path("pki/anchors/juridictions.pem")
+    # What the gateway presents (clientAuth); a server-only certificate is refused.
+    client_certificate: Path = Path("pki/relay.pem")
+    client_key: Path = Path("pki/relay.key")
+    # The gateway's DKIM keys (created at the first start if absent, with
+    # dkim-dns.txt, the records to publish); domain: [instance] mail_domain.
+    dkim_keys: Path = Path("pki/dkim")
+    dkim_selector: str = "palais"
+    # Backoff: first wait, growth factor, longest wait; then a non-delivery
+    # receipt once give_up_after seconds have passed since filing.
+    first_retry: float = 60.0
+    backoff_factor: float = 2.0
+    max_retry: float = 3600.0
+    give_up_after: float = 172800.0
+    poll_interval: float = 5.0  # seconds between two looks at the queue
+    timeout: float = 60.0  # per SMTP conversation step
+    lease: float = 600.0  # a node's hold on a row being sent (another takes it after)
+
+
+COURT_DKIM_FAILURES = ("off", "flag", "refuse")
+
+
+@dataclass(frozen=True)
+class CourtDkimSection:
+    # A court system's message without a valid DKIM signature of its From
+    # domain: "refuse" (550 5.7.1), "flag" (stored, Authentication-Results
+    # dkim=fail) or "off" (not checked).
+    failure: str = "off"
+    # The court systems' DKIM public keys, as zone-file TXT lines (the
+    # dkim-dns.txt each publishes); there is no DNS lookup.
+    records: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class AlertsSection:
     """Notices to people's outside addresses (``palais.mailbox.alerts``)."""
 
@@ -214,15 +256,6 @@ class DossiersSection:
 
 
 @dataclass(frozen=True)
-class DossiersSection:
-    # A terminated dossier stays visible this many days after the court
-    # system terminated it, then is purged, its receipts excepted.
-    retention_days: float = 365.0
-    # Seconds between two looks for terminated dossiers to purge.
-    purge_interval: float = 3600.0
-
-
-@dataclass(frozen=True)
 class Settings:
     path: Path
     instance: InstanceSection = InstanceSection()
@@ -239,7 +272,9 @@ class Settings:
     accounts: AccountsSection = AccountsSection()
     departures: DeparturesSection = DeparturesSection()
     dossiers: DossiersSection = DossiersSection()
+    court_relay: CourtRelaySection = CourtRelaySection()
     alerts: AlertsSection = AlertsSection()
+    court_dkim: CourtDkimSection = CourtDkimSection()
 
     @property
     def root(self) -> Path:
@@ -272,6 +307,10 @@ def _coerce(value: Any, hint: Any, where: str, root: Path) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list")
         return [_coerce(v, inner, f"{where}[{i}]", root) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{where}: expected a table of strings")
+        return dict(value)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number")
@@ -342,6 +381,10 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"{path}: [departures] check_interval must be positive")
     if min(sections["dossiers"].retention_days, sections["dossiers"].purge_interval) <= 0:
         raise ConfigError(f"{path}: [dossiers] retention_days and purge_interval must be positive")
+    if sections["court_dkim"].failure not in COURT_DKIM_FAILURES:
+        raise ConfigError(
+            f"{path}: [court_dkim] failure must be one of {', '.join(COURT_DKIM_FAILURES)}"
+        )
     try:
         zoneinfo.ZoneInfo(sections["departures"].timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -602,6 +602,9 @@ class SubmissionHandler:
         # Structured documents (saisine...) checked before anything else at DATA
         # (palais.mailbox.documents.refuse_invalid), by who sends: raises the refusal.
         self.documents: Callable[[Identity, bytes], None] | None = None
+        # The court listener's DKIM check (palais.pki.court_dkim): the bytes
+        # to store (with their Authentication-Results), or the refusal.
+        self.arrival_check: Callable[[Identity, bytes], bytes] | None = None
         self.max_recipients = max_recipients
         # One handler per listener: its labelled children resolved once
         # (labels() takes a lock and costs more than inc()).
@@ -711,6 +714,14 @@ class SubmissionHandler:
                 log.info("message %s decision=refused", context)
                 self._refused(session, who.address, "DATA", error)
                 return replies.reply_for(error, log, context)
+        if self.arrival_check is not None:
+            try:
+                data = self.arrival_check(who, data)
+            except PalaisError as error:
+                self.count("refused")
+                log.info("message %s decision=refused", context)
+                self._refused(session, who.address, "DATA", error)
+                return replies.reply_for(error, log, context)
         # Completed before anything is checked or filed: the bytes stored,
         # hashed into the receipt and served back are the completed ones.
         presence = header_presence(data[: header_size(data)])
@@ -773,6 +784,7 @@ def make_smtp_factory(
     max_recipients: int,
     timeout: float,
     documents: Callable[[Identity, bytes], None] | None = None,
+    arrival_check: Callable[[Identity, bytes], bytes] | None = None,
     starttls_context: ssl.SSLContext | None,
     metrics: GatewayMetrics | None = None,
     door: Gate | None = None,
@@ -791,6 +803,7 @@ def make_smtp_factory(
         resend_window=resend_window,
     )
     handler.documents = documents
+    handler.arrival_check = arrival_check
 
     def factory() -> PalaisSMTP:
         return PalaisSMTP(

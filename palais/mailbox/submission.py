@@ -43,6 +43,7 @@ from palais.mailbox.message import (
     normalize_line_endings,
     summarize,
 )
+from palais.mailbox.relay import divert_to_relay
 from palais.mailbox.routing import (
     Addressee,
     AddresseeKind,
@@ -181,10 +182,14 @@ class SubmissionDesk:
         resend_window: float = DEFAULT_RESEND_WINDOW,
         receipts: bool = True,
         delegations: DelegationBook | None = None,
+        relayed: frozenset[str] = frozenset(),
     ) -> None:
         """``receipts``: each accepted message carries its deposit receipt (the
         filer must be able to issue it, or nothing is accepted).
-        ``delegations``: who may send for whom (none without it)."""
+        ``delegations``: who may send for whom (none without it).
+        ``relayed``: court systems whose copy goes to their SMTP endpoint
+        (``palais.mailbox.relay``) instead of their INBOX."""
+        self._relayed = relayed
         self._receipts = receipts
         self._delegations = delegations
         self._addresses = addresses
@@ -379,6 +384,8 @@ class Submission:
         data, summary = await self._check_author(data, summary, number)
         who, delegate = self.who, self._delegate
         plan = plan_filing(who, recipients, number, message_id=summary.message_id)
+        if desk._relayed:
+            plan = divert_to_relay(plan, desk._relayed, who.address)
         now = datetime.now(UTC)
         if desk._receipts:
             written = [(r.address, r.mailbox_owner) for r in recipients]

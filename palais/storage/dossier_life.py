@@ -52,7 +52,7 @@ from palais.mailbox.filing import FilingPlan
 from palais.mailbox.hearing_slots import SlotsPublished, carried_slots
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import MessageSummary, summarize
-from palais.mailbox.model import BoxKind, EventKind, MailboxEvent, Placement
+from palais.mailbox.model import BoxKind, CommittedRecord, EventKind, MailboxEvent, Placement
 from palais.storage import schema
 from palais.storage.hearing_slots import write_slots_published
 from palais.storage.mailstore import MailStore
@@ -262,10 +262,14 @@ class DossierLives:
         zone: tzinfo,
         sender: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        notices: Callable[[str, datetime], Sequence[CommittedRecord]] = lambda _n, _at: (),
     ) -> None:
         self._reader = reader
         self._commits = commits
         self._mail = mail
+        # Records committed with each event applied (the alerts' notices:
+        # palais.mailbox.alerts.DossierEventAlert), by dossier and instant.
+        self._notices = notices
         self._zone = zone
         self._sender = sender
         self._clock = clock
@@ -292,7 +296,11 @@ class DossierLives:
             return await self._mail.file(who, data, summary, plan, resend_since=resend_since)
         for attempt in range(_ATTEMPTS):
             record = await asyncio.to_thread(self._plan, events, plan.dossier)
-            planned = plan if record is None else replace(plan, records=(*plan.records, record))
+            planned = plan
+            if record is not None:
+                happened = record.changes[-1][0].event.occurred_at
+                told = self._notices(record.number, happened)
+                planned = replace(plan, records=(*plan.records, record, *told))
             try:
                 return await self._mail.file(who, data, summary, planned, resend_since=resend_since)
             except StaleLife:

@@ -504,6 +504,37 @@ class OpenedHearingSlots(Base):
     document: Mapped[str] = mapped_column(Text)
 
 
+class RelayQueue(Base):
+    """A filed message for a court system's SMTP endpoint (migration 0012):
+    written with the filing, sent until a 250 or given up (then a non-remise).
+
+    The row holds a reference to the blob (counted in ``blob.refcount``) so
+    that the sender deleting their copy meanwhile does not take the bytes
+    away; ``message_id`` is the message row (no foreign key, for the same
+    reason). ``lease_until``: a node is sending it, others skip it until then.
+    """
+
+    __tablename__ = "relay_queue"
+    __table_args__ = (
+        UniqueConstraint("message_id", "recipient"),
+        Index("ix_relay_queue_due", "state", "next_attempt"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(Integer)
+    blob: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(320))
+    sender: Mapped[str] = mapped_column(String(320))
+    message_ident: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__

@@ -317,3 +317,25 @@ def test_opened_slots_are_kept_with_the_message_publishing_them(storage: Storage
     with storage.reader.connect() as conn:
         (kept,) = stored_slots(conn)
     assert kept.juridiction_code == "CPH-X" and len(kept.slots) == 2
+
+
+def test_each_event_applied_brings_the_notices_committed_with_it(storage: Storage) -> None:
+    told: list[tuple[str, datetime]] = []
+
+    def notices(number: str, at: datetime) -> tuple[()]:
+        told.append((number, at))
+        return ()
+
+    lives = DossierLives(
+        storage.reader,
+        storage.commits,
+        storage.mail,
+        zone=PARIS,
+        sender="ne-pas-repondre@x.test",
+        notices=notices,
+    )
+    _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})
+    _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})  # resent
+    with pytest.raises(EventRefused):
+        _push(storage, lives, 2, {"kind": "hearing_cancelled", "hearing_id": "H9"})
+    assert told == [(NUMBER, datetime.fromisoformat("2026-11-30T10:00:00+01:00"))]
