@@ -25,9 +25,11 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 
+from palais.mailbox.evidence import EventCode
 from palais.mailbox.model import BoxKind, CommittedRecord
 
 __all__ = [
+    "NEWS",
     "AlertMode",
     "AlertRefused",
     "AlertSetting",
@@ -85,6 +87,21 @@ class Arrival:
     dossier: str | None
     message: int
     at: datetime
+    # For a receipt: the events it proves (``EventCode`` values), when known.
+    events: frozenset[str] = frozenset()
+
+
+# Receipts that bring news: someone read the message, the registry decided,
+# it could not be delivered. The deposit and delivery receipts come the
+# moment one sends: telling of them would only echo one's own act.
+NEWS = frozenset(
+    {
+        EventCode.PREMIERE_LECTURE.value,
+        EventCode.ACCEPTATION_GREFFE.value,
+        EventCode.REJET_GREFFE.value,
+        EventCode.NON_REMISE.value,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +115,14 @@ class PendingNotice:
 
 def notice_kind(arrival: Arrival) -> NoticeKind | None:
     """The notice an arrival calls for: a new message in a dossier's Reçus, a
-    new receipt in its Accusés de réception; nothing for the rest (one's own
+    new receipt in its Accusés de réception that brings news (``NEWS``; one
+    whose events are unknown is told); nothing for the rest (one's own
     Envoyés, drafts, Supprimés, mail outside any dossier)."""
     if arrival.dossier is None:
         return None
     if arrival.kind is BoxKind.RECUS:
         return NoticeKind.MESSAGE
-    if arrival.kind is BoxKind.ACCUSES:
+    if arrival.kind is BoxKind.ACCUSES and (not arrival.events or arrival.events & NEWS):
         return NoticeKind.RECEIPT
     return None
 

@@ -56,6 +56,7 @@ AK = schema.table(schema.AlertCursor)
 AC = schema.table(schema.Account)
 PA = schema.table(schema.Participation)
 SV = schema.table(schema.Service)
+EL = schema.table(schema.EvidenceLog)
 CURSOR = "messages"
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 KEEP = timedelta(days=30)  # how long a notice told stays in the outbox
@@ -206,7 +207,9 @@ class AlertStore:
         full = tick - self._window_read_at >= self._grace / 4
         read_upto = self._read_upto
 
-        def read(conn: Connection) -> tuple[list[AlertSetting], int, int, list[Any]]:
+        def read(
+            conn: Connection,
+        ) -> tuple[list[AlertSetting], int, int, list[Any], dict[int, frozenset[str]]]:
             # A deactivated account (departed, merged) is told nothing more.
             active = select(AS).join(AC, AC.c.address == AS.c.person).where(AC.c.active.is_(True))
             settings = [_setting(r) for r in conn.execute(active)]
@@ -214,10 +217,17 @@ class AlertStore:
             newest = conn.execute(select(func.max(MS.c.id))).scalar()
             cursor, newest = int(cursor or 0), int(newest or 0)
             if not settings:
-                return settings, cursor, newest, []
+                return settings, cursor, newest, [], {}
             after = cursor if full or read_upto is None else max(cursor, read_upto)
             found = conn.execute(
-                select(PL.c.owner, PL.c.kind, PL.c.dossier, PL.c.message_id, MS.c.internaldate)
+                select(
+                    PL.c.owner,
+                    PL.c.kind,
+                    PL.c.dossier,
+                    PL.c.message_id,
+                    MS.c.internaldate,
+                    MS.c.message_id.label("ident"),
+                )
                 .join(MS, MS.c.id == PL.c.message_id)
                 .where(
                     PL.c.owner.in_(sorted({s.owner for s in settings})),
@@ -226,9 +236,14 @@ class AlertStore:
                     PL.c.dossier.is_not(None),
                 )
             ).all()
-            return settings, cursor, newest, list(found)
+            receipts = {
+                int(r.message_id): str(r.ident)
+                for r in found
+                if r.kind == BoxKind.ACCUSES.value and r.ident
+            }
+            return settings, cursor, newest, list(found), _receipt_events(conn, receipts)
 
-        settings, cursor, newest, found = await self._query(read)
+        settings, cursor, newest, found, events = await self._query(read)
         if full:
             self._window_read_at = tick
         self._read_upto = newest
@@ -247,6 +262,7 @@ class AlertStore:
                 dossier=r.dossier,
                 message=int(r.message_id),
                 at=utc(r.internaldate),
+                events=events.get(int(r.message_id), frozenset()),
             )
             kind = notice_kind(arrival)
             if kind is None:
@@ -365,6 +381,21 @@ class AlertStore:
             )
 
         await self._writer.submit(work)
+
+
+def _receipt_events(conn: Connection, idents: dict[int, str]) -> dict[int, frozenset[str]]:
+    """The events each receipt mail proves, by its message row: a receipt's
+    Message-ID is ``<evidence id@domain>`` (``palais.pki.receipt``), and the
+    log is indexed by evidence id."""
+    by_evidence = {
+        ident.strip().strip("<>").partition("@")[0]: mid for mid, ident in idents.items()
+    }
+    if not by_evidence:
+        return {}
+    rows = conn.execute(
+        select(EL.c.evidence_id, EL.c.events).where(EL.c.evidence_id.in_(sorted(by_evidence)))
+    )
+    return {by_evidence[str(r.evidence_id)]: frozenset(str(r.events).split(",")) for r in rows}
 
 
 def _sendable(now: datetime) -> list[Any]:

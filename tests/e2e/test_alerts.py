@@ -152,6 +152,28 @@ def test_an_immediate_alert_set_with_curl_tells_of_a_new_message_without_its_con
     assert len({m["Message-ID"] for m in mails}) == 3
     assert all(b"SECRET" not in d for _, _, d in relay.received)
 
+    # avocat1 writes to the dossier: their deposit receipt tells them nothing
+    # new (no notice); the clerk's first read of the message does.
+    inst.submit("SECRET6 demande", who="avocat1", body="SECRET6")
+    lawyer = inst.imap("avocat1")
+    try:
+        assert lawyer.select(f'"Dossiers/{number}/Accus&AOk-s de r&AOk-ception"')[0] == "OK"
+        assert lawyer.search(None, "SUBJECT", "SECRET6")[1][0]  # the deposit receipt is filed
+    finally:
+        lawyer.logout()
+    time.sleep(1.0)  # a few more looks of the sender
+    assert len(relay.mails()) == 3
+    clerk = inst.imap("greffier1")
+    try:
+        assert clerk.select("INBOX")[0] == "OK"
+        typ, found = clerk.search(None, "SUBJECT", "SECRET6")
+        assert typ == "OK" and found[0], found
+        assert clerk.fetch(found[0].split()[-1], "(BODY[])")[0] == "OK"
+    finally:
+        clerk.logout()
+    mails = relay.wait_for(4)
+    assert mails[3]["Subject"] == f"[Palais-dev] Dossier {number} : nouvel accusé de réception"
+
     # No more alerts: nothing is sent any more.
     assert curl_alerts(inst, "DELETE", "avocat1") == (200, {"removed": True})
     assert curl_alerts(inst, "GET", "avocat1") == (200, {"alert": None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+from dataclasses import replace
 from datetime import UTC, datetime, time
 from email.policy import default
 from zoneinfo import ZoneInfo
@@ -41,6 +42,24 @@ def test_a_new_message_in_recus_and_a_new_receipt_are_told() -> None:
 @pytest.mark.parametrize("kind", [BoxKind.ENVOYES, BoxKind.BROUILLONS, BoxKind.SUPPRIMES])
 def test_ones_own_boxes_are_not_told(kind: BoxKind) -> None:
     assert notice_kind(arrival(kind)) is None
+
+
+@pytest.mark.parametrize(
+    ("events", "told"),
+    [
+        ({"premiere-lecture"}, True),
+        ({"acceptation-greffe"}, True),
+        ({"rejet-greffe"}, True),
+        ({"non-remise"}, True),
+        ({"depot"}, False),
+        ({"depot", "remise"}, False),
+        ({"remise", "premiere-lecture"}, True),
+        (set(), True),  # events unknown: told rather than lost
+    ],
+)
+def test_receipts_are_told_when_they_bring_news(events: set[str], told: bool) -> None:
+    found = notice_kind(replace(arrival(BoxKind.ACCUSES), events=frozenset(events)))
+    assert found is (NoticeKind.RECEIPT if told else None)
 
 
 def test_mail_outside_any_dossier_is_not_told() -> None:
