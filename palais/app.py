@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from palais.alerts_service import Alerts
 from palais.config import Settings
+from palais.court_systems import arrival_check, relay_worker, relayed_court_systems
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.delegation_api import PREFIX as DELEGATIONS_PREFIX
 from palais.gateway.delegation_api import delegations_route
@@ -24,6 +25,7 @@ from palais.gateway.juridictions_page import juridictions_route
 from palais.gateway.metrics import GatewayMetrics
 from palais.gateway.receipts_page import PREFIX as PRINTABLE_PREFIX
 from palais.gateway.receipts_page import receipts_route
+from palais.gateway.relay import RelayWorker
 from palais.gateway.sessions import CertificateCheck, SessionWatcher
 from palais.gateway.smtp import PalaisSMTP, make_smtp_factory
 from palais.gateway.tls import TlsServerProtocol, refusal_logger
@@ -136,6 +138,7 @@ class Gateway:
     purges: PurgeRunner | None = None
     slots: OpenedSlots | None = None
     indexer: IndexerProcess | None = None
+    relay: RelayWorker | None = None
     alerts: Alerts | None = None
     _indexer_watch: asyncio.Task[None] | None = None
 
@@ -201,7 +204,12 @@ class Gateway:
             max_size=s.smtp.max_message_size,
             resend_window=s.smtp.resend_window,
             delegations=delegations,
+            relayed=relayed_court_systems(s),
         )
+        # What lawyers send to court systems with an SMTP endpoint: relayed
+        # from the durable queue; what court systems push: DKIM-checked.
+        self.relay = relay_worker(s, storage)
+        court_check = arrival_check(s)
         loop = asyncio.get_running_loop()
         host = s.listen.host
         limits = s.limits
@@ -242,6 +250,7 @@ class Gateway:
                 max_recipients=s.smtp.max_recipients,
                 timeout=s.smtp.timeout,
                 documents=documents,
+                arrival_check=court_check if listener is Listener.COURT else None,
                 starttls_context=None if implicit else contexts[listener],
                 metrics=self.recorded,
                 door=door,
@@ -369,6 +378,8 @@ class Gateway:
         )
         live.attach_https(self.https, LISTENER_COMMUNITIES[Listener.HTTPS])
         live.start()
+        if self.relay is not None:
+            self.relay.start()
         alerts.start()
         log.info(
             "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d loop=%s",
@@ -382,6 +393,9 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()  # its last outcome recorded before the writer stops
+            self.relay = None
         if self._indexer_watch is not None:
             self._indexer_watch.cancel()
             self._indexer_watch = None
