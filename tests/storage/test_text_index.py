@@ -207,13 +207,15 @@ def _search(access: MailAccess, view: SelectedMailbox, key: SearchKey) -> list[i
     return asyncio.run(Searcher(access, ME, view).run(key))
 
 
-@pytest.fixture
+# The corpus, the reference store and its answers are the same for every
+# test and both databases: made once per module (no test changes them).
+@pytest.fixture(scope="module")
 def corpus() -> list[bytes]:
     rng = random.Random(5256)
     return [message(rng, i) for i in range(120)]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def reference(corpus: list[bytes]) -> Iterator[tuple[FakeStore, SelectedMailbox]]:
     store = FakeStore()
     for data in corpus:
@@ -223,28 +225,58 @@ def reference(corpus: list[bytes]) -> Iterator[tuple[FakeStore, SelectedMailbox]
     yield store, view
 
 
-def test_index_answers_what_reading_every_message_answers(
-    url: str, tmp_path: Path, corpus: list[bytes], reference: tuple[FakeStore, SelectedMailbox]
-) -> None:
+Answers = list[tuple[TextKey | HeaderKey, list[int]]]
+
+
+@pytest.fixture(scope="module")
+def answers(corpus: list[bytes], reference: tuple[FakeStore, SelectedMailbox]) -> Answers:
+    """Every key of the equivalence test, with what reading every message answers."""
     store, ref_view = reference
+    keys = _keys(_needles(random.Random(4), corpus))
+
+    async def read_all() -> Answers:  # one event loop for all the searches
+        return [(key, await Searcher(store, ME, ref_view).run(key)) for key in keys]
+
+    return asyncio.run(read_all())
+
+
+def test_index_answers_what_reading_every_message_answers(
+    url: str,
+    tmp_path: Path,
+    corpus: list[bytes],
+    reference: tuple[FakeStore, SelectedMailbox],
+    answers: Answers,
+) -> None:
+    _, ref_view = reference
     st = _open(url, tmp_path / "blobs", corpus)
     try:
         view = _view(st.mail, ME, "Brouillons")
         assert list(view.uids) == list(ref_view.uids)
-        needles = _needles(random.Random(4), corpus)
-        narrowed = 0
-        for key in _keys(needles):
-            expected = _search(store, ref_view, key)
-            assert _search(st.mail, view, key) == expected, key
-            folded = key.text.casefold()
-            part = "header" if isinstance(key, HeaderKey) else "text" if key.headers_too else "body"
-            found = asyncio.run(st.mail.search_text(ME, view.info.id, part, folded))
-            if indexable(folded):
-                assert found is not None and set(expected) <= found, key
-                narrowed += len(found) < len(view.uids)
-            else:
-                assert found is None
-        assert narrowed > len(needles)  # the index did narrow most searches
+
+        async def compare() -> int:
+            narrowed = 0
+            for key, expected in answers:
+                assert await Searcher(st.mail, ME, view).run(key) == expected, key
+                folded = key.text.casefold()
+                part = (
+                    "header"
+                    if isinstance(key, HeaderKey)
+                    else "text"
+                    if key.headers_too
+                    else "body"
+                )
+                found = await st.mail.search_text(ME, view.info.id, part, folded)
+                if indexable(folded):
+                    assert found is not None and set(expected) <= found, key
+                    narrowed += len(found) < len(view.uids)
+                else:
+                    assert found is None
+            return narrowed
+
+        # One event loop for every search (a loop per search made and joined
+        # threads ~700 times). The index did narrow more searches than there
+        # are needles (four keys each).
+        assert asyncio.run(compare()) > len(answers) // 4
     finally:
         st.close()
 
