@@ -18,6 +18,8 @@ from palais.court_systems import arrival_check, relay_worker, relayed_court_syst
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.delegation_api import PREFIX as DELEGATIONS_PREFIX
 from palais.gateway.delegation_api import delegations_route
+from palais.gateway.dossier_search_api import PATH as DOSSIERS_PATH
+from palais.gateway.dossier_search_api import dossier_search_route
 from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
 from palais.gateway.juridictions_page import PATH as JURIDICTIONS_PATH
@@ -41,6 +43,7 @@ from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
+from palais.mailbox.saisine_flow import CourtActs, CourtAddresses
 from palais.mailbox.submission import SubmissionDesk
 from palais.pki.evidence_service import KeyEvidenceService
 from palais.pki.identify import CertificateRefused
@@ -51,8 +54,10 @@ from palais.storage.audit import AuditLog
 from palais.storage.delegation import Delegations, write_acted_for
 from palais.storage.departure import DepartureRunner
 from palais.storage.dossier_life import DossierLives, PurgeRunner
+from palais.storage.dossier_search import DossierSearch
 from palais.storage.hearing_slots import load_stored_slots
 from palais.storage.indexing import IndexerProcess
+from palais.storage.registry import RegistryStore
 from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
@@ -138,8 +143,8 @@ class Gateway:
     purges: PurgeRunner | None = None
     slots: OpenedSlots | None = None
     indexer: IndexerProcess | None = None
-    relay: RelayWorker | None = None
     alerts: Alerts | None = None
+    relay: RelayWorker | None = None
     _indexer_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -198,12 +203,30 @@ class Gateway:
             # registers its writer at start, before anything is filed).
             notices=lambda number, at: (DossierEventAlert(number, at),),
         )
+        # Reference data read once (DirectoryFileError, an OSError, stops the start).
+        juridictions = load_directory(directory_file(s.root))
+        # The hearing slots court systems opened: none until one publishes.
+        self.slots = slots = OpenedSlots()
+        # Those kept by earlier runs (palais.storage.hearing_slots: court
+        # messages filed through DossierLives keep what they publish).
+        for published in await asyncio.to_thread(load_stored_slots, storage.reader):
+            slots.publish(published)
+        # Saisines and constitutions to the juridictions' addresses, and their decisions.
+        court_acts = CourtActs(
+            juridictions,
+            lives,  # storage.mail, keeping the hearing slots a court system publishes
+            RegistryStore(storage.reader, storage.commits, storage.mail),
+            mail_domain=s.instance.mail_domain,
+            publish_slots=slots.publish,
+            dossier_changed=_refreshing(lives),
+        )
         desk = SubmissionDesk(
-            storage.directory,
+            CourtAddresses(storage.directory, juridictions),
             lives,
             max_size=s.smtp.max_message_size,
             resend_window=s.smtp.resend_window,
             delegations=delegations,
+            court_acts=court_acts,
             relayed=relayed_court_systems(s),
         )
         # What lawyers send to court systems with an SMTP endpoint: relayed
@@ -227,14 +250,6 @@ class Gateway:
             max_per_address=limits.max_connections_per_address,
         )
         smtp_log = logging.getLogger("palais.smtp")
-        # Reference data read once (DirectoryFileError, an OSError, stops the start).
-        juridictions = load_directory(directory_file(s.root))
-        # The hearing slots court systems opened: none until one publishes.
-        self.slots = slots = OpenedSlots()
-        # Those kept by earlier runs (palais.storage.hearing_slots: court
-        # messages filed through DossierLives keep what they publish).
-        for published in await asyncio.to_thread(load_stored_slots, storage.reader):
-            slots.publish(published)
 
         def documents(who: Identity, data: bytes) -> None:
             refuse_invalid(data, slots.by_juridiction, who.role)
@@ -365,6 +380,9 @@ class Gateway:
                 VERIFIER_PREFIX: verifier_route(load_certificates(s.evidence.anchor), printable),
                 DELEGATIONS_PREFIX: delegations_route(delegations),
                 JURIDICTIONS_PATH: juridictions_route(juridictions),
+                DOSSIERS_PATH: dossier_search_route(
+                    juridictions, DossierSearch(storage.reader).search
+                ),
                 alerts.path: alerts.route,
             },
             address_domains=storage.directory.address_domains,
@@ -378,9 +396,9 @@ class Gateway:
         )
         live.attach_https(self.https, LISTENER_COMMUNITIES[Listener.HTTPS])
         live.start()
+        alerts.start()
         if self.relay is not None:
             self.relay.start()
-        alerts.start()
         log.info(
             "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d loop=%s",
             host,
@@ -436,6 +454,19 @@ class Gateway:
             # is on disk already; one in flight is stored even if its client left.
             await asyncio.to_thread(self.storage.close)
             self.storage = None
+
+
+def _refreshing(lives: DossierLives) -> Callable[[str], Awaitable[None]]:
+    """The Fiche dossier made again after a registry decision created or
+    joined a dossier; the decision is committed already, so a failure is logged."""
+
+    async def refresh(number: str) -> None:
+        try:
+            await lives.refresh_fiche(number)
+        except Exception:
+            log.exception("fiche not refreshed dossier=%s", number)
+
+    return refresh
 
 
 async def _watch(indexer: IndexerProcess, every: float = 30.0) -> None:

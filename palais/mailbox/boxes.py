@@ -28,9 +28,13 @@ from palais.mailbox.model import (
 
 __all__ = [
     "DOSSIERS",
+    "DOSSIER_KINDS",
     "DOSSIER_NUMBER",
     "GLOBAL_BOXES",
     "NUMBER_IN_TEXT",
+    "SAISINES",
+    "SAISINE_BOXES",
+    "SAISINE_KINDS",
     "BoxKind",
     "BoxRef",
     "MoveOutcome",
@@ -44,6 +48,17 @@ __all__ = [
 DOSSIERS = "Dossiers"
 DOSSIER_NUMBER = re.compile(r"^\d{4}-\d{7}$")
 NUMBER_IN_TEXT = re.compile(r"\[(\d{4}-\d{7})\]")
+SAISINES = "Saisines"
+
+# The five boxes each dossier has; the saisine boxes are a lawyer's, outside dossiers.
+DOSSIER_KINDS = (
+    BoxKind.RECUS,
+    BoxKind.ENVOYES,
+    BoxKind.SUPPRIMES,
+    BoxKind.BROUILLONS,
+    BoxKind.ACCUSES,
+)
+SAISINE_KINDS = (BoxKind.SAISINE_ENREGISTREE, BoxKind.SAISINE_ENVOYEE, BoxKind.SAISINE_REJETEE)
 
 
 GLOBAL_NAMES: dict[BoxKind, str] = {
@@ -52,6 +67,9 @@ GLOBAL_NAMES: dict[BoxKind, str] = {
     BoxKind.BROUILLONS: BROUILLONS,
     BoxKind.SUPPRIMES: SUPPRIMES,
     BoxKind.ACCUSES: ACCUSES,
+    BoxKind.SAISINE_ENREGISTREE: f"{SAISINES}{DELIMITER}Enregistrées",
+    BoxKind.SAISINE_ENVOYEE: f"{SAISINES}{DELIMITER}Envoyées",
+    BoxKind.SAISINE_REJETEE: f"{SAISINES}{DELIMITER}Rejetées",
 }
 DOSSIER_NAMES: dict[BoxKind, str] = {
     BoxKind.RECUS: "Reçus",
@@ -105,10 +123,12 @@ def parse_box_name(name: str) -> BoxRef:
 
 
 def boxes_for_dossier(number: str) -> list[BoxRef]:
-    return [BoxRef(kind, number) for kind in BoxKind]
+    return [BoxRef(kind, number) for kind in DOSSIER_KINDS]
 
 
-GLOBAL_BOXES = [BoxRef(kind, None) for kind in BoxKind]
+GLOBAL_BOXES = [BoxRef(kind, None) for kind in DOSSIER_KINDS]
+# A lawyer's (palais.mailbox.saisine_flow): Saisines/Enregistrées, Envoyées, Rejetées.
+SAISINE_BOXES = [BoxRef(kind, None) for kind in SAISINE_KINDS]
 
 
 class MoveOutcome(enum.Enum):
@@ -120,6 +140,8 @@ class MoveOutcome(enum.Enum):
 def decide_move(kind: BoxKind, origin: BoxKind | None, dest: BoxKind) -> MoveOutcome:
     if kind == dest:
         raise CannotDoThat("The message is already in that box")
+    if kind in SAISINE_KINDS or dest in SAISINE_KINDS:
+        return _saisine_move(kind, dest)
     if dest is BoxKind.SUPPRIMES:
         if kind is BoxKind.BROUILLONS:
             return MoveOutcome.PURGE
@@ -134,9 +156,25 @@ def decide_move(kind: BoxKind, origin: BoxKind | None, dest: BoxKind) -> MoveOut
     raise CannotDoThat("Messages can only be deleted to Supprimés or restored from it")
 
 
+def _saisine_move(kind: BoxKind, dest: BoxKind) -> MoveOutcome:
+    """A saved or rejected saisine may be thrown away (for good, as a draft);
+    otherwise saisines move by being sent and by the registry's decision."""
+    if dest is BoxKind.SUPPRIMES and kind in _SAISINES_DISCARDED:
+        return MoveOutcome.PURGE
+    raise CannotDoThat(
+        "A saisine moves between the Saisines boxes by being sent and by the registry's decision"
+    )
+
+
+_SAISINES_DISCARDED = (BoxKind.SAISINE_ENREGISTREE, BoxKind.SAISINE_REJETEE)
+
+
 def decide_expunge(kind: BoxKind) -> MoveOutcome:
-    """EXPUNGE purges in Supprimés and Brouillons; elsewhere it deletes to Supprimés."""
-    if kind in (BoxKind.SUPPRIMES, BoxKind.BROUILLONS):
+    """EXPUNGE purges in Supprimés and Brouillons (and a saved or rejected
+    saisine); elsewhere it deletes to Supprimés."""
+    if kind is BoxKind.SAISINE_ENVOYEE:
+        raise CannotDoThat("A saisine sent stays in Saisines/Envoyées until the registry decides")
+    if kind in (BoxKind.SUPPRIMES, BoxKind.BROUILLONS, *_SAISINES_DISCARDED):
         return MoveOutcome.PURGE
     if kind is BoxKind.ACCUSES:
         raise CannotDoThat("Receipts cannot be deleted")
@@ -154,12 +192,14 @@ _NO_APPEND = {
         " with APPEND, it would be a forgery"
     ),
     BoxKind.SUPPRIMES: "Supprimés only takes the messages you delete",
+    BoxKind.SAISINE_ENVOYEE: "A saisine enters Saisines/Envoyées by being sent to the juridiction",
+    BoxKind.SAISINE_REJETEE: "A saisine enters Saisines/Rejetées by the registry's decision",
 }
 
 
 def check_append(kind: BoxKind) -> None:
     """Clients may save drafts and file their sent copies (and delete by APPEND
     to Supprimés: ``palais.mailbox.drafts``); nothing else."""
-    if kind in (BoxKind.BROUILLONS, BoxKind.ENVOYES):
+    if kind in (BoxKind.BROUILLONS, BoxKind.ENVOYES, BoxKind.SAISINE_ENREGISTREE):
         return
     raise CannotDoThat(_NO_APPEND[kind])

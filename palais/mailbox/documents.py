@@ -274,6 +274,18 @@ def message_errors(
     return lines
 
 
+def carried_documents(data: bytes) -> list[tuple[str, bytes]]:
+    """Each structured document the message carries: (media type, its bytes)."""
+    if not may_carry_documents(data):
+        return []
+    parsed = message_from_bytes(data, policy=policy.compat32)
+    return [
+        (part.get_content_type(), _payload(part))
+        for part in _own_parts(parsed)
+        if part.get_content_type() in KINDS
+    ]
+
+
 _SENDER_NAMES = {
     Role.AVOCAT: "un avocat",
     Role.COLLABORATEUR: "un collaborateur",

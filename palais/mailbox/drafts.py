@@ -62,6 +62,7 @@ class SupersededDrafts:
 
     owner: str
     message_id: str
+    kind: BoxKind = BoxKind.BROUILLONS  # Saisines/Enregistrées for a saisine sent
 
 
 def addresses_written_to(summary: MessageSummary) -> list[str]:
@@ -101,7 +102,7 @@ def plan_delete_copy(
     placements outside Supprimés, same bytes or Message-ID), else a refusal."""
     if existing_uid is not None:
         return SentCopy(existing_uid)
-    mine = [h for h in held if h.placement.kind is not BoxKind.SUPPRIMES]
+    mine = [h for h in held if h.placement.kind in _DELETE_FIRST]
     if box.dossier is not None:
         mine = [h for h in mine if h.placement.dossier == box.dossier]
     if not mine:
@@ -134,6 +135,8 @@ def plan_append(
     check_append(box.kind)
     if box.kind is BoxKind.ENVOYES:
         return plan_sent_copy(sent_uid)
+    if box.kind is BoxKind.SAISINE_ENREGISTREE:  # a saisine saved, to resume later
+        return SaveDraft(BoxKind.SAISINE_ENREGISTREE, None, flags)
     return SaveDraft(BoxKind.BROUILLONS, draft_dossier(box, summary, dossier_at), flags)
 
 

@@ -17,13 +17,17 @@ class SpecialUse(enum.StrEnum):
 
 
 class BoxKind(enum.StrEnum):
-    """The five boxes of a dossier (and their global views)."""
+    """The five boxes of a dossier (and their global views), then a lawyer's
+    three saisine boxes, which belong to no dossier (``boxes.SAISINE_KINDS``)."""
 
     RECUS = "recus"
     ENVOYES = "envoyes"
     SUPPRIMES = "supprimes"
     BROUILLONS = "brouillons"
     ACCUSES = "accuses"
+    SAISINE_ENREGISTREE = "saisine-enreg"  # saved, resumable
+    SAISINE_ENVOYEE = "saisine-envoyee"  # awaiting the registry
+    SAISINE_REJETEE = "saisine-rejetee"  # rejected: corrected and sent again
 
 
 # Box names as a clerk knows them. The delimiter is "/".

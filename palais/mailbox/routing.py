@@ -36,6 +36,9 @@ class AddresseeKind(enum.Enum):
     DOSSIER = "dossier"  # writing to it reaches the service in charge
     SERVICE = "service"
     PERSON = "person"
+    # A juridiction's addresses for saisines and constitutions (palais.mailbox.saisine_flow).
+    SAISINE = "saisine"
+    CONSTITUTION = "constitution"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class Addressee:
     kind: AddresseeKind
     mailbox_owner: str  # whose INBOX receives it
     dossier: str | None = None  # dossier number, for a dossier address
+    juridiction: str | None = None  # juridiction code, for a saisine or constitution address
 
 
 class Listener(enum.StrEnum):
@@ -61,14 +65,18 @@ class Listener(enum.StrEnum):
 #: Which communities' certificates each listener trusts. The TLS context of a
 #: listener is built from these anchors only, so a certificate from another
 #: community fails the handshake itself: a court system never reaches the
-#: lawyers' listeners, a lawyer never reaches the court listener, and
+#: lawyers' submission listeners (it reads its INBOX over IMAPS), a lawyer
+#: never reaches the court listener, and
 #: operators' certificates only open the HTTPS listener (where people fetch
 #: their printable receipts; each page checks the role it serves).
 LISTENER_COMMUNITIES: Final[Mapping[Listener, frozenset[TrustCommunity]]] = MappingProxyType(
     {
         Listener.SMTPS: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
         Listener.SUBMISSION: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
-        Listener.IMAPS: frozenset({TrustCommunity.AVOCATS, TrustCommunity.JUSTICE}),
+        # Court systems fetch there what lawyers sent their juridiction.
+        Listener.IMAPS: frozenset(
+            {TrustCommunity.AVOCATS, TrustCommunity.JUSTICE, TrustCommunity.COURT_SYSTEMS}
+        ),
         Listener.COURT: frozenset({TrustCommunity.COURT_SYSTEMS}),
         Listener.HTTPS: frozenset(
             {TrustCommunity.AVOCATS, TrustCommunity.JUSTICE, TrustCommunity.ADMIN}

@@ -51,6 +51,7 @@ from palais.mailbox.routing import (
     check_sender,
     plan_filing,
 )
+from palais.mailbox.saisine_flow import CourtActs, check_court_act_recipient, is_court_act
 
 _SUBJECT_LINE = re.compile(rb"(?im)^subject:[ \t]*")
 
@@ -183,14 +184,18 @@ class SubmissionDesk:
         receipts: bool = True,
         delegations: DelegationBook | None = None,
         relayed: frozenset[str] = frozenset(),
+        court_acts: CourtActs | None = None,
     ) -> None:
-        """``receipts``: each accepted message carries its deposit receipt (the
+        """``court_acts``: what is written to the juridictions' saisine and
+        constitution addresses (``palais.mailbox.saisine_flow``).
+        ``receipts``: each accepted message carries its deposit receipt (the
         filer must be able to issue it, or nothing is accepted).
         ``delegations``: who may send for whom (none without it).
         ``relayed``: court systems whose copy goes to their SMTP endpoint
         (``palais.mailbox.relay``) instead of their INBOX."""
-        self._relayed = relayed
         self._receipts = receipts
+        self._court_acts = court_acts
+        self._relayed = relayed
         self._delegations = delegations
         self._addresses = addresses
         self._filer = filer
@@ -290,6 +295,12 @@ class Submission:
                 f"<{address}> is not a known address here",
                 reason=f"{who.address} wrote to unknown {address!r}",
             )
+        if is_court_act(found):  # a saisine or a constitution, or a court's answer
+            check_court_act_recipient(who, found, len(self._recipients))
+            self._recipients.append(found)
+            return found
+        if self._recipients and is_court_act(self._recipients[0]):
+            check_court_act_recipient(who, self._recipients[0], len(self._recipients))
         current = self._dossier
         if found.kind is AddresseeKind.DOSSIER:
             assert found.dossier is not None
@@ -372,6 +383,10 @@ class Submission:
             raise MessageTooBig(f"Message exceeds the {desk._max_size} byte limit")
         data = normalize_line_endings(data)
         summary = summarize(data, submitted=True)
+        if is_court_act(recipients[0]) and desk._court_acts is not None:
+            since = resend_since(summary, datetime.now(UTC), desk._resend_window)
+            act = await desk._court_acts.accept(who, recipients[0], data, summary, since)
+            return Accepted(act.reference, act.sha256, len(data), act.plan, act.resent)
         number = self._dossier
         if number is None:
             number = await self._dossier_from_subject(summary.subject)

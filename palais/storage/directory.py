@@ -589,6 +589,8 @@ class Directory:
         account_id = int(res.inserted_primary_key[0])
         if service_id is None:
             ensure_boxes(conn, address.lower())
+        if role is Role.AVOCAT:  # files saisines (palais.mailbox.saisine_flow)
+            ensure_boxes(conn, address.lower(), saisines=True)
         if fingerprint:
             conn.execute(
                 insert(CE).values(

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
-from palais.mailbox.boxes import GLOBAL_BOXES, BoxRef, boxes_for_dossier
+from palais.mailbox.boxes import GLOBAL_BOXES, SAISINE_BOXES, BoxRef, boxes_for_dossier
 from palais.mailbox.deletion import MovePlan, Purge, Relocate, RemovalPlan
 from palais.mailbox.drafts import SupersededDrafts
 from palais.mailbox.flags import FlaggedEntry, FlagPlan
@@ -45,9 +45,14 @@ def _new_uidvalidity() -> int:
     return int(datetime.now(UTC).timestamp()) & 0xFFFFFFFF
 
 
-def ensure_boxes(conn: Connection, owner: str, dossier: str | None = None) -> None:
-    """Create the global views of an owner, or the five boxes of one of its dossiers."""
+def ensure_boxes(
+    conn: Connection, owner: str, dossier: str | None = None, *, saisines: bool = False
+) -> None:
+    """Create the global views of an owner, or the five boxes of one of its
+    dossiers; ``saisines``: the owner's Saisines boxes (a lawyer's)."""
     refs = GLOBAL_BOXES if dossier is None else boxes_for_dossier(dossier)
+    if saisines:
+        refs = SAISINE_BOXES
     existing = set(conn.execute(select(MB.c.name).where(MB.c.owner == owner)).scalars())
     for ref in refs:
         if ref.name in existing:
@@ -410,15 +415,15 @@ def carry_out_flags(
 
 
 def drop_superseded(conn: Connection, ctx: WriteContext, drafts: SupersededDrafts) -> None:
-    """The owner's Brouillons placements of messages with this Message-ID go."""
+    """The owner's drafts (Brouillons, or saved saisines) with this Message-ID go."""
     found = rows_for(conn).all(
         # Through the Message-ID index first: the sender's placements grow.
         "SELECT id, message_id FROM placement WHERE message_id IN"
         " (SELECT id FROM message WHERE message_id = ?) AND owner = ? AND kind = ?",
-        (drafts.message_id, drafts.owner, BoxKind.BROUILLONS.value),
+        (drafts.message_id, drafts.owner, drafts.kind.value),
     )
     for pid, mid in found:
-        drop_placement(conn, ctx, Placement(int(pid), int(mid), BoxKind.BROUILLONS, None))
+        drop_placement(conn, ctx, Placement(int(pid), int(mid), drafts.kind, None))
 
 
 def write_records(

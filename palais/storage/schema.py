@@ -71,6 +71,26 @@ class Dossier(Base):
     address: Mapped[str] = mapped_column(String(320), unique=True)
     juridiction: Mapped[str] = mapped_column(String(200))
     service_id: Mapped[int] = mapped_column(ForeignKey("service.id"))
+    # DossierStatus; NULL for dossiers opened before migration 0011.
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class DossierParty(Base):
+    """A party of a dossier, and the lawyer constituted for it (migration 0011);
+    ``folded``: the name as a search by party name compares it."""
+
+    __tablename__ = "dossier_party"
+    __table_args__ = (
+        Index("ix_dossier_party_dossier", "dossier_id"),
+        Index("ix_dossier_party_folded", "folded"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"))
+    quality: Mapped[str] = mapped_column(String(32))  # Quality
+    person_type: Mapped[str] = mapped_column(String(32))  # PersonType
+    name: Mapped[str] = mapped_column(String(200))
+    folded: Mapped[str] = mapped_column(String(200))
+    lawyer: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
 
 class Participation(Base):
@@ -371,6 +391,37 @@ class Departure(Base):
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: what moved
 
 
+class RelayQueue(Base):
+    """A filed message for a court system's SMTP endpoint (migration 0012):
+    written with the filing, sent until a 250 or given up (then a non-remise).
+
+    The row holds a reference to the blob (counted in ``blob.refcount``) so
+    that the sender deleting their copy meanwhile does not take the bytes
+    away; ``message_id`` is the message row (no foreign key, for the same
+    reason). ``lease_until``: a node is sending it, others skip it until then.
+    """
+
+    __tablename__ = "relay_queue"
+    __table_args__ = (
+        UniqueConstraint("message_id", "recipient"),
+        Index("ix_relay_queue_due", "state", "next_attempt"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(Integer)
+    blob: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(320))
+    sender: Mapped[str] = mapped_column(String(320))
+    message_ident: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class AlertSetting(Base):
     """Where and how a person is told of arrivals in their dossiers (migration 0014)."""
 
@@ -456,44 +507,6 @@ class DossierFiche(Base):
     message_id: Mapped[int] = mapped_column(Integer)
 
 
-class DossierLife(Base):
-    """A dossier's life as its court system told it (migration 0013): the
-    domain's ``DossierLife`` as JSON, its version (events applied), and what
-    the purge looks for (terminated when, purged when)."""
-
-    __tablename__ = "dossier_life"
-    __table_args__ = (Index("ix_dossier_life_terminated", "purged_at", "terminated_at"),)
-    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
-    state: Mapped[str] = mapped_column(Text)  # JSON
-    version: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))  # DossierStatus
-    terminated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class DossierEventApplied(Base):
-    """Each dossier event applied, by the digest of its bytes: the same event
-    sent again is filed without being applied twice (migration 0013)."""
-
-    __tablename__ = "dossier_event"
-    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
-    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class DossierFiche(Base):
-    """The Fiche dossier message each mailbox holds (migration 0013);
-    ``message_id`` without a foreign key: the message goes with its last
-    placement, and this row is replaced in that transaction."""
-
-    __tablename__ = "dossier_fiche"
-    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossier.id"), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(320), primary_key=True)
-    message_id: Mapped[int] = mapped_column(Integer)
-
-
 class OpenedHearingSlots(Base):
     """A juridiction's opened hearing slots, its last published list as JSON
     (migration 0013), kept with the message that published it."""
@@ -502,37 +515,6 @@ class OpenedHearingSlots(Base):
     juridiction_code: Mapped[str] = mapped_column(String(100), primary_key=True)
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     document: Mapped[str] = mapped_column(Text)
-
-
-class RelayQueue(Base):
-    """A filed message for a court system's SMTP endpoint (migration 0012):
-    written with the filing, sent until a 250 or given up (then a non-remise).
-
-    The row holds a reference to the blob (counted in ``blob.refcount``) so
-    that the sender deleting their copy meanwhile does not take the bytes
-    away; ``message_id`` is the message row (no foreign key, for the same
-    reason). ``lease_until``: a node is sending it, others skip it until then.
-    """
-
-    __tablename__ = "relay_queue"
-    __table_args__ = (
-        UniqueConstraint("message_id", "recipient"),
-        Index("ix_relay_queue_due", "state", "next_attempt"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    message_id: Mapped[int] = mapped_column(Integer)
-    blob: Mapped[str] = mapped_column(String(64))
-    recipient: Mapped[str] = mapped_column(String(320))
-    sender: Mapped[str] = mapped_column(String(320))
-    message_ident: Mapped[str | None] = mapped_column(String(998), nullable=True)
-    state: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    next_attempt: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def table(model: type[Base]) -> Table:

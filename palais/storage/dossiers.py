@@ -1,0 +1,114 @@
+"""Carrying out a new dossier (``palais.mailbox.new_dossier``) and a lawyer joining one.
+
+Both run inside the caller's writer transaction and decide nothing: the
+plan says what to write; what is missing here (an account it names) fails
+the transaction whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, insert, select, update
+
+from palais.mailbox.court_events import Quality
+from palais.mailbox.dossiers import plan_dossier_opening
+from palais.mailbox.errors import CannotDoThat
+from palais.mailbox.juridictions import folded
+from palais.mailbox.new_dossier import NewDossier
+from palais.storage import schema
+from palais.storage.directory import Directory
+
+__all__ = ["create_dossier", "join_dossier"]
+
+AC = schema.table(schema.Account)
+SV = schema.table(schema.Service)
+DO = schema.table(schema.Dossier)
+PA = schema.table(schema.Participation)
+DP = schema.table(schema.DossierParty)
+
+
+def _account(conn: Connection, address: str) -> int:
+    found = conn.execute(select(AC.c.id).where(AC.c.address == address.lower())).scalar()
+    if found is None:
+        raise CannotDoThat(
+            "An account taking part in the dossier is unknown here",
+            reason=f"no account {address}",
+        )
+    return int(found)
+
+
+def create_dossier(conn: Connection, new: NewDossier) -> int:
+    """The dossier, its service if missing, who takes part and their boxes,
+    its status and its parties; the dossier's id."""
+    if conn.execute(select(DO.c.id).where(DO.c.number == new.number)).first() is not None:
+        raise CannotDoThat(
+            f"dossier: le dossier {new.number} existe déjà",
+            reason=f"dossier {new.number} created twice",
+        )
+    service = new.service.address.lower()
+    service_id = conn.execute(select(SV.c.id).where(SV.c.address == service)).scalar()
+    if service_id is None:
+        service_id = Directory.add_service(
+            conn, address=service, name=new.service.name, juridiction=new.juridiction_name
+        )
+    joining = [
+        Directory.participation(conn, _account(conn, address), capacity)
+        for address, capacity in new.participants
+    ]
+    opening = plan_dossier_opening(
+        number=new.number,
+        address=new.address,
+        juridiction=new.juridiction,
+        service_id=int(service_id),
+        service_address=service,
+        participants=joining,
+    )
+    dossier_id = Directory.open_dossier(conn, opening)
+    conn.execute(update(DO).where(DO.c.id == dossier_id).values(status=new.status.value))
+    conn.execute(
+        insert(DP),
+        [
+            {
+                "dossier_id": dossier_id,
+                "quality": p.quality.value,
+                "person_type": p.person_type.value,
+                "name": p.name,
+                "folded": p.folded,
+                "lawyer": p.lawyer,
+            }
+            for p in new.parties
+        ],
+    )
+    return dossier_id
+
+
+def join_dossier(
+    conn: Connection, number: str, lawyer: str, represents: Sequence[tuple[Quality, str]]
+) -> int:
+    """``lawyer`` takes part in dossier ``number`` (if not yet), constituted for
+    the parties named; the dossier's id."""
+    dossier_id = conn.execute(select(DO.c.id).where(DO.c.number == number)).scalar()
+    if dossier_id is None:
+        raise CannotDoThat(
+            f"dossier: aucun dossier {number}", reason=f"constitution in unknown {number}"
+        )
+    account = _account(conn, lawyer)
+    already = conn.execute(
+        select(PA.c.account_id).where(PA.c.dossier_id == dossier_id, PA.c.account_id == account)
+    ).first()
+    if already is None:
+        Directory.add_participant(
+            conn, dossier_id=int(dossier_id), account_id=account, capacity="avocat"
+        )
+    for quality, name in represents:
+        conn.execute(
+            update(DP)
+            .where(
+                DP.c.dossier_id == dossier_id,
+                DP.c.quality == quality.value,
+                DP.c.folded == folded(name),
+            )
+            .values(lawyer=lawyer.lower())
+        )
+    return int(dossier_id)

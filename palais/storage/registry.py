@@ -1,0 +1,159 @@
+"""The registry's decisions carried out (``palais.mailbox.saisine_flow.SentActs``).
+
+``sent_act`` reads the facts of the saisine or constitution a decision names;
+``decide`` carries out the plan ``palais.mailbox.registry.plan_decision``
+made of them, in one writer transaction: the dossier created or joined, the
+lawyer's copy moved, the court's decision mail filed, the lawyer's receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, select, update
+
+from palais.mailbox.errors import CannotDoThat
+from palais.mailbox.evidence import registry_decision
+from palais.mailbox.identity import Identity
+from palais.mailbox.message import MessageSummary
+from palais.mailbox.model import BoxKind, Placement
+from palais.mailbox.registry import DecisionPlan, SentAct
+from palais.storage.dossiers import create_dossier, join_dossier
+from palais.storage.evidence import ReceiptWriter, deposits
+from palais.storage.mailstore import MailStore
+from palais.storage.messages import insert_message
+from palais.storage.placement import drop_placement, place_all
+from palais.storage.sql import DO, EN, MS, PL, decode_flags
+from palais.storage.writer import CommitQueue, WriteContext
+
+__all__ = ["RegistryStore"]
+
+# Where a lawyer's act awaits its decision: a saisine in Saisines/Envoyées,
+# a constitution in Envoyés outside any dossier.
+_AWAITING = (BoxKind.SAISINE_ENVOYEE.value, BoxKind.ENVOYES.value)
+
+
+def _ids(message_id: str) -> list[str]:
+    """A Message-ID as stored (with its angle brackets) and as often quoted (without)."""
+    bare = message_id.strip().strip("<>")
+    return [f"<{bare}>", bare]
+
+
+class RegistryStore:
+    def __init__(self, reader: Engine, writer: CommitQueue, mail: MailStore) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._mail = mail
+
+    def _row(self, court: str, message_id: str) -> tuple[int, str, str, Placement | None, str]:
+        with self._reader.connect() as conn:
+            found = conn.execute(
+                select(MS.c.id, MS.c.sender, MS.c.blob)
+                .join(PL, PL.c.message_id == MS.c.id)
+                .where(
+                    MS.c.message_id.in_(_ids(message_id)),
+                    PL.c.owner == court.lower(),
+                    PL.c.kind == BoxKind.RECUS.value,
+                )
+                .order_by(MS.c.id.desc())
+                .limit(1)
+            ).first()
+            if found is None:
+                return 0, "", "", None, ""
+            held = conn.execute(
+                select(PL.c.id, PL.c.owner, PL.c.kind, PL.c.dossier, EN.c.flags)
+                .outerjoin(EN, EN.c.placement_id == PL.c.id)
+                .where(
+                    PL.c.message_id == found.id,
+                    PL.c.owner != court.lower(),
+                    PL.c.kind.in_(_AWAITING),
+                    PL.c.dossier.is_(None),
+                )
+                .limit(1)
+            ).first()
+        if held is None:
+            return int(found.id), str(found.sender), str(found.blob), None, ""
+        placement = Placement(int(held.id), int(found.id), BoxKind(held.kind), None)
+        return int(found.id), str(held.owner), str(found.blob), placement, held.flags or ""
+
+    async def sent_act(self, court: str, message_id: str) -> SentAct | None:
+        mid, lawyer, blob, placement, flags = await asyncio.to_thread(self._row, court, message_id)
+        if not mid:
+            return None
+        data = await self._mail.read(blob)
+        return SentAct(mid, lawyer, placement, decode_flags(flags), data)
+
+    async def decide(
+        self, court: Identity, data: bytes, summary: MessageSummary, plan: DecisionPlan
+    ) -> int:
+        receipts = self._mail.receipts
+        now = datetime.now(UTC)
+
+        def work(conn: Connection, ctx: WriteContext) -> int:
+            return _carry_out(conn, ctx, court, data, summary, plan, receipts, now)
+
+        return await self._writer.submit(work, [data])
+
+
+def _carry_out(
+    conn: Connection,
+    ctx: WriteContext,
+    court: Identity,
+    data: bytes,
+    summary: MessageSummary,
+    plan: DecisionPlan,
+    receipts: ReceiptWriter | None,
+    now: datetime,
+) -> int:
+    moved = plan.moved
+    if (
+        moved is not None
+        and conn.execute(select(PL.c.id).where(PL.c.id == moved.id)).first() is None
+    ):
+        # Decided by another node meanwhile: nothing twice.
+        raise CannotDoThat("The act was decided already", reason=f"placement {moved.id} gone")
+    dossier_id: int | None = None
+    if plan.dossier is not None:
+        dossier_id = create_dossier(conn, plan.dossier)
+    elif plan.joins is not None:
+        dossier_id = join_dossier(conn, plan.joins, plan.lawyer, plan.represents)
+    elif plan.filing.dossier is not None:
+        dossier_id = conn.execute(
+            select(DO.c.id).where(DO.c.number == plan.filing.dossier)
+        ).scalar()
+    if moved is not None:
+        # Placed anew before the old copy goes (which would otherwise free the message).
+        place_all(conn, ctx, plan.act, plan.to_dossier, [(plan.lawyer, plan.to, plan.flags)])
+        drop_placement(conn, ctx, moved)
+        if plan.to_dossier is not None:
+            conn.execute(update(MS).where(MS.c.id == plan.act).values(dossier_id=dossier_id))
+    mid, _ = insert_message(
+        conn,
+        ctx,
+        data,
+        summary,
+        internaldate=now,
+        sender=court.address,
+        fingerprint=court.fingerprint,
+        dossier_id=dossier_id,
+    )
+    holders = [(d.owner, d.kind, d.flags) for d in plan.filing.destinations]
+    place_all(conn, ctx, mid, plan.filing.dossier, holders)
+    if plan.receipt is not None:
+        if receipts is None:
+            raise CannotDoThat("No evidence service", reason="registry receipt without service")
+        found = deposits(conn, [plan.act])
+        if found:
+            receipts.write(
+                conn,
+                ctx,
+                registry_decision(
+                    court,
+                    found[0],
+                    accepted=plan.receipt.accepted,
+                    reason=plan.receipt.reason,
+                    now=now,
+                ),
+            )
+    return mid
