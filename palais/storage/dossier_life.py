@@ -141,8 +141,16 @@ def _readers(conn: Connection, number: str) -> tuple[FicheReader, ...]:
     return tuple(FicheReader(o, lawyer=o in lawyers) for o in owners)
 
 
+def _lock(conn: Connection, number: str) -> None:
+    """The dossier's row locked until commit (PostgreSQL; SQLite has one
+    writer): another node's change to its life waits, then finds the life
+    changed (StaleLife) or the dossier purged."""
+    conn.execute(select(DO.c.id).where(DO.c.number == number).with_for_update())
+
+
 def write_life_applied(conn: Connection, ctx: WriteContext, record: LifeApplied) -> None:
     """The ``LifeApplied`` record's writer, in its plan's transaction."""
+    _lock(conn, record.number)
     found = read_life(conn, record.number)
     if found is None:  # the dossier purged meanwhile
         raise unknown_dossier(record.number)
@@ -398,6 +406,7 @@ def purge_dossier(
     messages (every placement but receipts), its boxes, its participations.
     Receipt mails stay in each holder's global Accusés de réception; the
     dossier's row stays for them (and for the evidence log) to name."""
+    _lock(conn, number)
     row = conn.execute(
         select(DO.c.id, LI.c.state)
         .join(LI, LI.c.dossier_id == DO.c.id)

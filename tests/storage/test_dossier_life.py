@@ -7,8 +7,10 @@ import asyncio
 import email
 import email.policy
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +24,7 @@ from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
 from palais.mailbox.model import EventKind, MailboxEvent
 from palais.mailbox.routing import Destination, FilingPlan
-from palais.storage import Storage, schema
+from palais.storage import Storage, open_storage, schema
 from palais.storage.dossier_life import DossierLives, PurgeRunner, StaleLife, read_life
 from palais.storage.hearing_slots import HearingSlotsStore, stored_slots
 from palais.storage.messages import insert_message
@@ -32,6 +34,7 @@ from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by nam
     postgres_server_fixture,
     postgres_url_fixture,
 )
+from tests.storage.conftest import running_storage
 from tests.storage.test_mailstore import GREFFE, ME, NUMBER, OTHER
 
 COURT = Identity(9, "court@x.test", Role.COURT_SYSTEM, "Court", "c" * 64, "court@x.test")
@@ -339,3 +342,43 @@ def test_each_event_applied_brings_the_notices_committed_with_it(storage: Storag
     with pytest.raises(EventRefused):
         _push(storage, lives, 2, {"kind": "hearing_cancelled", "hearing_id": "H9"})
     assert told == [(NUMBER, datetime.fromisoformat("2026-11-30T10:00:00+01:00"))]
+
+
+def test_two_nodes_applying_events_at_once_lose_none(postgres_url: str, tmp_path: Path) -> None:
+    """Two gateway nodes on one PostgreSQL, an event each for the same dossier
+    at the same moment: whichever commits second carries its event out on the
+    life the first left (planned again if needed), and both hearings are there."""
+    with running_storage(postgres_url, tmp_path / "blobs-a") as first:
+        second = open_storage(postgres_url, tmp_path / "blobs-b")
+        second.start()
+        try:
+            nodes = [_lives(first), _lives(second)]
+            errors: list[BaseException] = []
+
+            def push(index: int) -> None:
+                try:
+                    _push(
+                        first,
+                        nodes[index],
+                        10 + index,
+                        {
+                            "kind": "hearing_added",
+                            "hearing": _hearing(f"H{index}"),
+                        },
+                    )
+                except BaseException as error:  # reported below
+                    errors.append(error)
+
+            threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            with first.reader.connect() as conn:
+                found = read_life(conn, NUMBER)
+            assert found is not None and found.life.version == 2
+            assert sorted(h.id for h in found.life.hearings) == ["H0", "H1"]
+            assert _count(first, schema.DossierFiche) == 3
+        finally:
+            second.close()
