@@ -242,3 +242,7 @@ def test_palais_client_sets_a_digest_sent_at_the_configured_hour(
 
     off = client(inst, "avocat2", "off")
     assert (off.returncode, off.stdout) == (0, "alertes arrêtées\n")
+    assert client(inst, "avocat2", "off").stdout == "aucune alerte\n"
+    inst.stop()
+    gone = client(inst, "avocat2", "show")
+    assert gone.returncode == 3 and "serveur injoignable" in gone.stderr
