@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import imaplib
 import io
 import json
 import os
 import random
+import shutil
 import signal
 import smtplib
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -271,17 +274,55 @@ def _fetch_all(imap: imaplib.IMAP4_SSL, box: str) -> list[bytes]:
     return [item[1] for item in data if isinstance(item, tuple)]
 
 
+# `palais init` output made once per test session (its keys and certificates
+# are generated per run, never committed): most of an init's seconds go into
+# key generation, and an instance needs its own copy, not its own keys.
+_template: Path | None = None
+
+
+def _init_template() -> Path:
+    """A directory holding what `palais init` made, ports still those of its base."""
+    global _template
+    if _template is None:
+        parent = Path(tempfile.mkdtemp(prefix="palais-init-"))
+        atexit.register(shutil.rmtree, parent, ignore_errors=True)
+        root = parent / "instance"
+        subprocess.run(
+            [sys.executable, "-m", "palais", "init", str(root), "--ports", str(TEMPLATE_BASE)],
+            check=True,
+            capture_output=True,
+            env=dict(os.environ),
+        )
+        _template = root
+    return _template
+
+
+# The template's listener ports: rewritten in every copy, never listened on.
+TEMPLATE_BASE = 10000
+
+
+def init_copy(root: Path, base: int) -> None:
+    """What `palais init ROOT --ports BASE` makes, from the session's template."""
+    shutil.copytree(_init_template(), root, symlinks=True)
+    config = root / "palais.toml"
+    text = config.read_text(encoding="utf-8")
+    for name, offset in PORT_OFFSETS.items():
+        line = f"\n{name} = {TEMPLATE_BASE + offset}\n"
+        assert text.count(line) == 1, (name, text)
+        text = text.replace(line, f"\n{name} = {base + offset}\n")
+    config.write_text(text, encoding="utf-8")
+    demo_path = root / "demo.json"
+    demo = json.loads(demo_path.read_text(encoding="utf-8"))
+    assert demo["ports"] == {n: TEMPLATE_BASE + o for n, o in PORT_OFFSETS.items()}
+    demo["ports"] = {n: base + o for n, o in PORT_OFFSETS.items()}
+    demo_path.write_text(json.dumps(demo, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def create_instance(
     root: Path, *, extra_config: str = "", event_loop: str | None = None
 ) -> Instance:
     base = free_base()
-    env = dict(os.environ)
-    subprocess.run(
-        [sys.executable, "-m", "palais", "init", str(root), "--ports", str(base)],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
+    init_copy(root, base)
     config = root / "palais.toml"
     if event_loop is not None:
         text = config.read_text(encoding="utf-8")
