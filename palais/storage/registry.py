@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, select, update
 
-from palais.mailbox.errors import CannotDoThat
+from palais.mailbox.errors import CannotDoThat, TemporaryFailure
 from palais.mailbox.evidence import registry_decision
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary
@@ -140,20 +140,16 @@ def _carry_out(
     )
     holders = [(d.owner, d.kind, d.flags) for d in plan.filing.destinations]
     place_all(conn, ctx, mid, plan.filing.dossier, holders)
-    if plan.receipt is not None:
+    # The decision's receipt follows the act's deposit receipt (an act filed
+    # without one, by a store without evidence service, has none to follow).
+    found = deposits(conn, [plan.act]) if plan.receipt is not None else []
+    if plan.receipt is not None and found:
         if receipts is None:
-            raise CannotDoThat("No evidence service", reason="registry receipt without service")
-        found = deposits(conn, [plan.act])
-        if found:
-            receipts.write(
-                conn,
-                ctx,
-                registry_decision(
-                    court,
-                    found[0],
-                    accepted=plan.receipt.accepted,
-                    reason=plan.receipt.reason,
-                    now=now,
-                ),
+            raise TemporaryFailure(
+                "The evidence service is not available", reason="registry receipt without service"
             )
+        order = registry_decision(
+            court, found[0], accepted=plan.receipt.accepted, reason=plan.receipt.reason, now=now
+        )
+        receipts.write(conn, ctx, order)
     return mid
