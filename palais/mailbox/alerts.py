@@ -89,6 +89,9 @@ class Arrival:
     at: datetime
     # For a receipt: the events it proves (``EventCode`` values), when known.
     events: frozenset[str] = frozenset()
+    # The dossier's Fiche, made again: its change is told as the dossier's
+    # event (``DossierEventAlert``, with the event), not as a message.
+    fiche: bool = False
 
 
 # Receipts that bring news: someone read the message, the registry decided,
@@ -118,7 +121,7 @@ def notice_kind(arrival: Arrival) -> NoticeKind | None:
     new receipt in its Accusés de réception that brings news (``NEWS``; one
     whose events are unknown is told); nothing for the rest (one's own
     Envoyés, drafts, Supprimés, mail outside any dossier)."""
-    if arrival.dossier is None:
+    if arrival.dossier is None or arrival.fiche:
         return None
     if arrival.kind is BoxKind.RECUS:
         return NoticeKind.MESSAGE

@@ -57,6 +57,7 @@ AC = schema.table(schema.Account)
 PA = schema.table(schema.Participation)
 SV = schema.table(schema.Service)
 EL = schema.table(schema.EvidenceLog)
+FI = schema.table(schema.DossierFiche)
 CURSOR = "messages"
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 KEEP = timedelta(days=30)  # how long a notice told stays in the outbox
@@ -209,7 +210,7 @@ class AlertStore:
 
         def read(
             conn: Connection,
-        ) -> tuple[list[AlertSetting], int, int, list[Any], dict[int, frozenset[str]]]:
+        ) -> tuple[list[AlertSetting], int, int, list[Any], dict[int, frozenset[str]], set[int]]:
             # A deactivated account (departed, merged) is told nothing more.
             active = select(AS).join(AC, AC.c.address == AS.c.person).where(AC.c.active.is_(True))
             settings = [_setting(r) for r in conn.execute(active)]
@@ -217,7 +218,7 @@ class AlertStore:
             newest = conn.execute(select(func.max(MS.c.id))).scalar()
             cursor, newest = int(cursor or 0), int(newest or 0)
             if not settings:
-                return settings, cursor, newest, [], {}
+                return settings, cursor, newest, [], {}, set()
             after = cursor if full or read_upto is None else max(cursor, read_upto)
             found = conn.execute(
                 select(
@@ -241,9 +242,16 @@ class AlertStore:
                 for r in found
                 if r.kind == BoxKind.ACCUSES.value and r.ident
             }
-            return settings, cursor, newest, list(found), _receipt_events(conn, receipts)
+            return (
+                settings,
+                cursor,
+                newest,
+                list(found),
+                _receipt_events(conn, receipts),
+                _fiches(conn, found),
+            )
 
-        settings, cursor, newest, found, events = await self._query(read)
+        settings, cursor, newest, found, events, fiches = await self._query(read)
         if full:
             self._window_read_at = tick
         self._read_upto = newest
@@ -263,6 +271,7 @@ class AlertStore:
                 message=int(r.message_id),
                 at=utc(r.internaldate),
                 events=events.get(int(r.message_id), frozenset()),
+                fiche=int(r.message_id) in fiches,
             )
             kind = notice_kind(arrival)
             if kind is None:
@@ -381,6 +390,25 @@ class AlertStore:
             )
 
         await self._writer.submit(work)
+
+
+def _fiches(conn: Connection, found: Sequence[Any]) -> set[int]:
+    """Which of these Reçus arrivals are their dossier's Fiche (read by the
+    Fiche table's key, dossier and owner): told with the dossier's event."""
+    recus = [r for r in found if r.kind == BoxKind.RECUS.value]
+    if not recus:
+        return set()
+    return {
+        int(m)
+        for m in conn.execute(
+            select(FI.c.message_id)
+            .join(DO, DO.c.id == FI.c.dossier_id)
+            .where(
+                DO.c.number.in_(sorted({str(r.dossier) for r in recus})),
+                FI.c.owner.in_(sorted({str(r.owner) for r in recus})),
+            )
+        ).scalars()
+    }
 
 
 def _receipt_events(conn: Connection, idents: dict[int, str]) -> dict[int, frozenset[str]]:

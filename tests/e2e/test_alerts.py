@@ -85,6 +85,41 @@ def clerk_writes(inst: Instance, to: str, secret: str) -> None:
         s.send_message(msg)
 
 
+def court_pushes_a_hearing(inst: Instance) -> None:
+    """court1 sends a dossier event (a hearing added) on the court listener."""
+    doc = {
+        "dossier": inst.dossier["number"],
+        "juridiction_code": "CPH-BORDEAUX",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "event": {
+            "kind": "hearing_added",
+            "hearing": {
+                "id": "H1",
+                "date": "2027-01-14",
+                "time": "09:30",
+                "formation": "bureau de jugement",
+                "type": "audience de jugement",
+                "room": "salle 3",
+            },
+        },
+    }
+    msg = EmailMessage()
+    msg["From"] = inst.address("court1")
+    msg["To"] = inst.dossier["address"]
+    msg["Subject"] = f"[{inst.dossier['number']}] événement du dossier"
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@cph-bordeaux.juridictions.palais.test>"
+    msg.set_content("Événement du dossier.")
+    msg.add_attachment(
+        json.dumps(doc).encode(),
+        maintype="application",
+        subtype="vnd.palais.dossier-event+json",
+        filename="evenement.json",
+    )
+    with smtplib.SMTP("localhost", inst.port("court"), timeout=10) as smtp:
+        smtp.starttls(context=inst.client_context("court1"))
+        assert smtp.send_message(msg) == {}
+
+
 def wait_in_log(inst: Instance, text: str, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,6 +208,14 @@ def test_an_immediate_alert_set_with_curl_tells_of_a_new_message_without_its_con
         clerk.logout()
     mails = relay.wait_for(4)
     assert mails[3]["Subject"] == f"[Palais-dev] Dossier {number} : nouvel accusé de réception"
+
+    # The court system adds a hearing: told as the dossier's event, once (the
+    # Fiche dossier it puts in the lawyer's Reçus is no new message).
+    court_pushes_a_hearing(inst)
+    mails = relay.wait_for(5)
+    assert mails[4]["Subject"] == f"[Palais-dev] Dossier {number} : événement du dossier"
+    time.sleep(1.0)  # a few more looks of the sender
+    assert len(relay.mails()) == 5
 
     # No more alerts: nothing is sent any more.
     assert curl_alerts(inst, "DELETE", "avocat1") == (200, {"removed": True})

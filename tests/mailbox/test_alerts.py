@@ -62,6 +62,11 @@ def test_receipts_are_told_when_they_bring_news(events: set[str], told: bool) ->
     assert found is (NoticeKind.RECEIPT if told else None)
 
 
+def test_the_fiche_dossier_is_no_new_message() -> None:
+    # Its change is told as the dossier's event, committed with the event.
+    assert notice_kind(replace(arrival(BoxKind.RECUS), fiche=True)) is None
+
+
 def test_mail_outside_any_dossier_is_not_told() -> None:
     assert notice_kind(arrival(BoxKind.RECUS, dossier=None)) is None
 

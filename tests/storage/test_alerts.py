@@ -5,6 +5,7 @@ clock moved by the test), retries, restarts and two nodes; SQLite and PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
@@ -15,11 +16,13 @@ from sqlalchemy import select
 
 from palais.gateway.alert_sender import AlertSender, SmtpRelay
 from palais.mailbox.alerts import AlertMode, AlertSetting, DossierEventAlert, digest_at
+from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
 from palais.mailbox.model import BoxKind
 from palais.mailbox.routing import Destination, FilingPlan
 from palais.storage import Storage, open_storage, schema
 from palais.storage.alerts import AlertStore, write_dossier_event_alert
+from palais.storage.dossier_life import DossierLives
 from tests.alerts_relay import OutsideRelay
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
@@ -353,5 +356,62 @@ def test_a_deactivated_account_is_told_nothing_more(storage: Storage, relay: Out
         sender = sender_for(AlertStore(storage.reader, storage.commits), relay, Clock())
         assert await sender.run_once() == 0
         assert notices(storage) == [(ME.address, "message", "pending")]
+
+    run(go())
+
+
+def test_a_dossier_event_is_told_once_not_its_fiche(storage: Storage) -> None:
+    """A court system's event, applied by the dossier's life with its
+    DossierEventAlert: told as the dossier's event; the Fiche dossier it
+    puts in ME's Reçus is no new message."""
+    court = Identity(9, "court@x.test", Role.COURT_SYSTEM, "Court", "c" * 64, "court@x.test")
+    lives = DossierLives(
+        storage.reader,
+        storage.commits,
+        storage.mail,
+        zone=UTC_ZONE,
+        sender="ne-pas-repondre@x.test",
+        notices=lambda number, at: (DossierEventAlert(number, at),),
+    )
+    storage.mail.add_record_writer(DossierEventAlert, write_dossier_event_alert)
+    doc = {
+        "dossier": NUMBER,
+        "juridiction_code": "CPH-X",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "event": {
+            "kind": "hearing_added",
+            "hearing": {
+                "id": "H1",
+                "date": "2027-01-14",
+                "time": "09:30",
+                "formation": "bureau de jugement",
+                "type": "audience de jugement",
+                "room": "salle 3",
+            },
+        },
+    }
+    event = EmailMessage()
+    event["From"] = court.address
+    event["To"] = GREFFE
+    event["Subject"] = f"[{NUMBER}] événement"
+    event["Message-ID"] = "<event-1@x.test>"
+    event.set_content("Événement du dossier.")
+    event.add_attachment(
+        json.dumps(doc).encode(),
+        maintype="application",
+        subtype="vnd.palais.dossier-event+json",
+        filename="event.json",
+    )
+    data = event.as_bytes()
+
+    async def go() -> None:
+        store = AlertStore(storage.reader, storage.commits)
+        await store.put(setting())
+        plan = FilingPlan(NUMBER, (Destination(GREFFE, BoxKind.RECUS),))
+        await lives.file(court, data, summarize(data), plan)
+        fiche = await storage.mail.mailbox(ME, f"Dossiers/{NUMBER}/Reçus")
+        assert fiche.messages == 1  # the Fiche dossier
+        assert await store.gather(datetime.now(UTC)) == 0
+        assert notices(storage) == [(ME.address, "dossier-event", "pending")]
 
     run(go())
