@@ -1,13 +1,22 @@
 """Alerts kept: the people's settings and the outbox of notices (``palais.mailbox.alerts``).
 
-Notices are derived after commit from the message rows, not written by the
-filing job: filing is the hot path, and people without alerts must pay
-nothing there. ``AlertStore.gather`` reads the placements of newly filed
-messages (message id above a durable cursor) of the few owners who asked
-for alerts, through the index on (owner, message_id), and adds their
-notices; the outbox's unique key (person, message, kind) makes reading the
-same rows twice harmless. A new message row is what tells a new arrival
-from a message moved back from Supprimés or copied: neither makes a row.
+Two ways in, both durable:
+
+- a dossier's event (status, hearing, parties) carries ``DossierEventAlert``
+  in the plan that applies it: its notices commit with it (the record
+  writer below), since that path is not a hot one;
+- new messages and receipts are derived after commit from the message
+  rows, not written by the filing job: filing is the hot path, and people
+  without alerts must pay nothing there. ``AlertStore.gather`` reads the
+  placements of newly filed messages (message id above a durable cursor)
+  of the few owners who asked for alerts, through the index on (owner,
+  message_id), and adds their notices; the outbox's unique key (person,
+  message, kind) makes reading the same rows twice harmless. A new message
+  row is what tells a new arrival from a message moved back from
+  Supprimés or copied: neither makes a row (the mailbox events a filing
+  publishes could not tell them apart). Measured on SQLite with 20,000
+  messages filed, 200 of them to an alerted lawyer: a look finding nothing
+  new takes 5-8 ms, one reading the whole window again 29 ms.
 
 Message ids are allocated before their transaction commits, so on several
 nodes a lower id may commit after a higher one was read. The cursor
@@ -91,8 +100,8 @@ def _add_notices(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
 
 def record_dossier_event(conn: Connection, dossier: str, at: datetime) -> int:
     """Notices of an event in a dossier's life, for everyone with alerts who
-    follows it (its lawyers, its service), in the caller's transaction: the
-    flow that applies the event calls this in its writer job."""
+    follows it (its lawyers, its service), in the caller's transaction (the
+    writer job applying the event)."""
     row = conn.execute(
         select(DO.c.id, SV.c.address)
         .join(SV, SV.c.id == DO.c.service_id)
