@@ -7,6 +7,7 @@
       constitution validate FILE [ATTACHMENTS...]
       constitution send FILE [ATTACHMENTS...] [--to ADDRESS] [--subject TEXT]
       alerts show | set ADDRESS [--digest] | off
+      search-dossier NUMBER | --type T --juridiction CODE [--demandeur N] [--defendeur N]
 
 The lawyer's certificate and key files (``--cert``, ``--key``; or
 ``PALAIS_CERT``, ``PALAIS_KEY``) prove who they are, as their card does to
@@ -452,6 +453,9 @@ def add_client(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     from palais.client_alerts import add_alerts  # it uses this module's connection
 
     add_alerts(commands, options)
+    from palais.client_dossiers import add_search_dossier  # likewise
+
+    add_search_dossier(commands, options)
     client.set_defaults(func=run)
 
 

@@ -32,6 +32,7 @@ import pytest
 
 from palais.mailbox.documents import CONSTITUTION, HEARING_SLOTS, REGISTRY_DECISION, SAISINE
 from tests.e2e.instance import Instance, create_instance
+from tests.e2e.test_client_cli import client
 from tests.mailbox import court_samples as samples
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
@@ -303,3 +304,19 @@ def test_only_lawyers_and_the_court_write_to_the_saisine_address(inst: Instance)
         assert smtp.mail(inst.address("greffier1"))[0] == 250
         code, _ = smtp.rcpt(_juridiction(inst)["saisine_address"])
         assert code == 550
+
+
+def test_palais_client_search_dossier(inst: Instance) -> None:
+    number = inst.dossier["number"]
+    done = client(inst, "search-dossier", number, who="avocat3")
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert line.startswith(f"{number}\t") and "CPH BORDEAUX - Commerce" in line
+    done = client(inst, "search-dossier", "--type", "TJ", "--juridiction", "CPH-BORDEAUX")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[1:] == [
+        "  juridiction: CPH-BORDEAUX n'est pas du type TJ",
+        "  demandeur: au moins un nom de demandeur ou de défendeur",
+    ]
+    done = client(inst, "search-dossier")
+    assert done.returncode == 2 and "numéro de dossier" in done.stderr
