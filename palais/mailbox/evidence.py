@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -251,17 +251,29 @@ def deposit_and_delivery(
     recipients: Sequence[tuple[str, str]],
     dossier: str | None,
     now: datetime,
+    *,
+    relayed: Collection[str] = (),
 ) -> ReceiptOrder:
     """The receipt of a message accepted and filed at once: one receipt, two events.
 
     Filing is all or nothing (every recipient's mailbox is written in the
     transaction that accepts the message), so deposit and delivery share
     their time and their receipt; the sender holds it. ``recipients``: each
-    (address written to, mailbox it reached).
+    (address written to, mailbox it reached). ``relayed``: mailboxes the
+    message is relayed to instead (a court system's own endpoint): deposited
+    now, delivered when the endpoint takes it (``relayed_delivery``).
     """
     parties = tuple(Party.mailbox_of(address, mailbox) for address, mailbox in recipients)
+    delivered = tuple(
+        party
+        for party, (_, mailbox) in zip(parties, recipients, strict=True)
+        if mailbox not in relayed
+    )
+    events: tuple[Event, ...] = (Event(EventCode.DEPOT, now, parties),)
+    if delivered:
+        events += (Event(EventCode.REMISE, now, delivered),)
     return ReceiptOrder(
-        events=(Event(EventCode.DEPOT, now, parties), Event(EventCode.REMISE, now, parties)),
+        events=events,
         sender=Party.acting(who),
         holders=(who.mailbox_owner,),
         dossier=dossier,
@@ -337,6 +349,13 @@ def non_delivery_of(
     parties = tuple(Party.mailbox_of(r) for r in recipients)
     event = Event(EventCode.NON_REMISE, max(now, deposit.delivered), parties, reason)
     return _following(deposit, event)
+
+
+def relayed_delivery(deposit: Deposit, recipients: Sequence[str], *, now: datetime) -> ReceiptOrder:
+    """The receipt of a filed message taken by a court system's own endpoint
+    (its 250), relayed there: a remise, to the sender."""
+    parties = tuple(Party.mailbox_of(r) for r in recipients)
+    return _following(deposit, Event(EventCode.REMISE, max(now, deposit.delivered), parties))
 
 
 def _following(

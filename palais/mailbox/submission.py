@@ -404,7 +404,7 @@ class Submission:
         now = datetime.now(UTC)
         if desk._receipts:
             written = [(r.address, r.mailbox_owner) for r in recipients]
-            receipt = deposit_and_delivery(who, written, plan.dossier, now)
+            receipt = deposit_and_delivery(who, written, plan.dossier, now, relayed=desk._relayed)
             if delegate is not None:
                 receipt = receipt_for(receipt, who.mailbox_owner, self._lawyer_name(), delegate)
             plan = replace(plan, records=(*plan.records, receipt))

@@ -13,12 +13,12 @@ meanwhile does not take the bytes away.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, update
 
-from palais.mailbox.evidence import non_delivery_of
+from palais.mailbox.evidence import Deposit, ReceiptOrder, non_delivery_of, relayed_delivery
 from palais.mailbox.ports import BlobLocation
 from palais.mailbox.relay import RelayItem, RelayOrder
 from palais.storage import schema
@@ -114,9 +114,19 @@ class SqlRelayQueue:
         return await self._mail.read(item.blob)
 
     async def delivered(self, item: RelayItem) -> None:
+        receipts = self._mail.receipts
+
         def work(conn: Connection, ctx: WriteContext) -> None:
-            if self._finish(conn, item, SENT, None):
-                _release(conn, ctx, item.blob)
+            if not self._finish(conn, item, SENT, None):
+                return
+            _release(conn, ctx, item.blob)
+            _later_receipt(
+                conn,
+                ctx,
+                receipts,
+                item,
+                lambda deposit, now: relayed_delivery(deposit, [item.recipient], now=now),
+            )
 
         await self._writer.submit(work)
 
@@ -145,7 +155,15 @@ class SqlRelayQueue:
             if not self._finish(conn, item, FAILED, reason):
                 return
             _release(conn, ctx, item.blob)
-            _non_delivery(conn, ctx, receipts, item, reason)
+            _later_receipt(
+                conn,
+                ctx,
+                receipts,
+                item,
+                lambda deposit, now: non_delivery_of(
+                    deposit, [item.recipient], reason=reason, now=now
+                ),
+            )
 
         await self._writer.submit(work)
 
@@ -192,19 +210,19 @@ def _release(conn: Connection, ctx: WriteContext, sha: str) -> None:
         ctx.erase_after_commit[sha] = BlobLocation(blob.segment, blob.offset, blob.length)
 
 
-def _non_delivery(
+def _later_receipt(
     conn: Connection,
     ctx: WriteContext,
     receipts: ReceiptWriter | None,
     item: RelayItem,
-    reason: str,
+    order: Callable[[Deposit, datetime], ReceiptOrder],
 ) -> None:
-    """The sender's non-remise receipt, with the row's end (a message filed
-    without a deposit receipt, on an instance without evidence, gets none)."""
+    """The sender's receipt of the relay's end (remise or non-remise), with the
+    row's end (a message filed without a deposit receipt, on an instance
+    without evidence, gets none)."""
     if receipts is None:
         return
     found = deposits(conn, [item.message])
     if not found:
         return
-    order = non_delivery_of(found[0], [item.recipient], reason=reason, now=datetime.now(UTC))
-    receipts.write(conn, ctx, order)
+    receipts.write(conn, ctx, order(found[0], datetime.now(UTC)))

@@ -300,6 +300,25 @@ def test_the_endpoint_restarting_loses_nothing(refusing: CourtSide) -> None:
         controller.stop()
 
 
+def test_the_endpoint_s_250_is_the_court_system_s_remise(
+    refusing: CourtSide, tmp_path: Path
+) -> None:
+    inst = refusing.inst
+    recorder = Recorder()
+    controller = endpoint(inst, refusing.port, recorder)
+    controller.start()
+    try:
+        message_id = send_to_court(inst, "Remise attendue")
+        assert wait_for(lambda: _non_delivery(inst, message_id, "remise") is not None)
+    finally:
+        controller.stop()
+    evidence = _non_delivery(inst, message_id, "remise")
+    assert evidence is not None
+    (event,) = evidence["events"]
+    assert [r["address"] for r in event["recipients"]] == [inst.address("court1")]
+    _verify_receipt(inst, evidence["_mail"], message_id, tmp_path)
+
+
 def test_a_permanent_refusal_ends_in_a_verifiable_non_delivery_receipt(
     refusing: CourtSide, tmp_path: Path
 ) -> None:
@@ -335,8 +354,11 @@ def test_giving_up_after_the_configured_time_sends_a_non_delivery_receipt(
     _verify_receipt(inst, evidence["_mail"], message_id, tmp_path)
 
 
-def _non_delivery(inst: Instance, message_id: str) -> dict[str, Any] | None:
-    """The evidence of the non-remise receipt about ``message_id`` avocat1 holds, if any."""
+def _non_delivery(
+    inst: Instance, message_id: str, code: str = "non-remise"
+) -> dict[str, Any] | None:
+    """The evidence of the receipt of ``code`` (non-remise) about ``message_id``
+    avocat1 holds, if any."""
     for data in fetch_all(inst, "avocat1", RECEIPTS_BOX):
         receipt = message_from_bytes(data)
         if str(receipt["In-Reply-To"]) != message_id:
@@ -346,7 +368,7 @@ def _non_delivery(inst: Instance, message_id: str) -> dict[str, Any] | None:
                 payload = part.get_payload(decode=True)
                 assert isinstance(payload, bytes)
                 evidence: dict[str, Any] = json.loads(payload)
-                if [e["code"] for e in evidence["events"]] == ["non-remise"]:
+                if [e["code"] for e in evidence["events"]] == [code]:
                     evidence["_mail"] = data
                     return evidence
     return None

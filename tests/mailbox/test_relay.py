@@ -6,7 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from palais.mailbox.evidence import (
+    Deposit,
+    EventCode,
+    deposit_and_delivery,
+    evidence_document,
+    message_facts,
+    relayed_delivery,
+)
 from palais.mailbox.filing import Destination, FilingPlan
+from palais.mailbox.identity import Identity, Role
 from palais.mailbox.model import BoxKind
 from palais.mailbox.relay import Attempt, Outcome, RelayOrder, RetryRule, divert_to_relay
 
@@ -96,3 +105,34 @@ def test_a_nonsensical_schedule_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="backoff"):
         RetryRule(first, factor, ceiling, give_up_after)
+
+
+# -- what the receipts say of a relayed message ------------------------------------
+
+
+def test_a_relayed_copy_is_deposited_at_filing_and_delivered_at_the_endpoint_s_250() -> None:
+    lawyer = Identity(1, "a@x.test", Role.AVOCAT, "A", "f" * 64, "a@x.test")
+    written = [("d@x.test", "greffe@x.test"), (COURT, COURT)]
+    order = deposit_and_delivery(lawyer, written, "2025-0000138", T0, relayed={COURT})
+    depot, remise = order.events
+    assert depot.code is EventCode.DEPOT
+    assert [p.address for p in depot.recipients] == ["d@x.test", COURT]
+    assert remise.code is EventCode.REMISE
+    assert [p.address for p in remise.recipients] == ["d@x.test"]  # not the court yet
+    data = b"Subject: s\r\nMessage-ID: <m@x>\r\n\r\nb\r\n"
+    document = evidence_document(
+        order,
+        message_facts(data, "<m@x>", "s"),
+        evidence_id="e-1",
+        issuer="Palais",
+        issuer_certificate_sha256="c" * 64,
+        position=0,
+        previous="0" * 64,
+    )
+    later = T0 + timedelta(hours=2)
+    (event,) = relayed_delivery(Deposit(7, lawyer.address, T0, document), [COURT], now=later).events
+    assert (event.code, event.time, [p.address for p in event.recipients]) == (
+        EventCode.REMISE,
+        later,
+        [COURT],
+    )

@@ -30,6 +30,7 @@ from tests.storage.test_mailstore import ME, msg, setup_directory
 from tests.storage.test_receipts import _plan
 
 COURT = "portalis@x.test"
+_EVIDENCE = "SELECT evidence FROM evidence_log ORDER BY position"
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,14 @@ def test_a_filing_queues_its_relay_and_the_queue_holds_the_bytes(store: Storage)
     asyncio.run(go())
     assert _rows(store, "SELECT state, failures FROM relay_queue") == [("sent", 0)]
     assert _refcount(store, filed.sha256) == 1
+    # The deposit receipt delivered to the greffe only; the 250 is the court's remise.
+    logged = [json.loads(str(e)) for (e,) in _rows(store, _EVIDENCE)]
+    assert [[e["code"] for e in doc["events"]] for doc in logged] == [
+        ["depot", "remise"],
+        ["remise"],
+    ]
+    (event,) = logged[1]["events"]
+    assert [r["address"] for r in event["recipients"]] == [COURT]
 
 
 def test_a_retry_waits_for_its_instant(store: Storage) -> None:
