@@ -23,6 +23,7 @@ import threading
 import time
 from array import array
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -161,7 +162,11 @@ def test_search_sequence_sets_of_thousands_of_ranges(
 # -- the event loop stays responsive -----------------------------------------------------
 
 MESSAGES = 2000
-BYSTANDER_P99 = 0.100
+# NOOPs the bystander must get answered while each heavy command runs. With
+# the loop held by the command: none for the SEARCH, up to 5 for the FETCH (its
+# megabytes of reply drain afterwards); with the loop given back, 40 to 250
+# on a 2-core machine shared by several test runs.
+BYSTANDER_TURNS = 15
 
 
 def witness_message(i: int) -> bytes:
@@ -269,11 +274,38 @@ _SERVER = textwrap.dedent(
 )
 
 
+@dataclass
+class Bystander:
+    """What the session sending NOOP after NOOP saw while the heavy commands ran."""
+
+    waits: list[float]  # each NOOP's round trip (printed, never asserted: bench/ times)
+    # For each heavy command: the NOOPs sent after the server had begun it
+    # and answered before its reply had all come.
+    turns: list[int]
+
+
+def replies(sock: ssl.SSLSocket, tags: list[bytes]) -> Iterator[bytes]:
+    """The replies to pipelined commands tagged ``tags``, one by one as each ends."""
+    data = bytearray(b"\r\n")  # every line, the first too, after a line end
+    for tag in tags:
+        end = b"\r\n" + tag + b" "
+        looked = 0  # where the tagged line may begin, the bytes before looked through
+        while (at := data.find(end, looked)) < 0 or data.find(b"\r\n", at + 2) < 0:
+            looked = max(looked, len(data) - len(end)) if at < 0 else at
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError("server closed the connection")
+            data += chunk
+        stop = data.index(b"\r\n", at + 2) + 2
+        yield bytes(data[2:stop])
+        del data[: stop - 2]
+
+
 def bystander_run(
     pki: Pki, kind: str, tmp: Path, commands: list[bytes]
-) -> tuple[list[bytes], list[float], dict[str, float]]:
+) -> tuple[list[bytes], Bystander, dict[str, float]]:
     """Run each command on a session of its own while another session sends NOOP
-    after NOOP: the replies, the NOOP times and the server's command counts."""
+    after NOOP: the replies, what the NOOP session saw and the server's command counts."""
     paths = json.dumps({k: str(v) for k, v in pki.__dict__.items()})
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
@@ -290,20 +322,31 @@ def bystander_run(
         heavy = [session(port, ctx) for _ in commands]
         bystander = session(port, ctx, select=False)
         results: list[bytes] = [b""] * len(commands)
+        begun = [threading.Event() for _ in commands]
+        done = [threading.Event() for _ in commands]
 
         def run(i: int) -> None:
-            heavy[i].sendall(b"h " + commands[i] + b"\r\n")
-            results[i] = read_reply(heavy[i], b"h")
+            # A NOOP ahead on the same session: once its reply has come, the
+            # server is on the heavy command (a session's commands run in turn).
+            heavy[i].sendall(b"m NOOP\r\nh " + commands[i] + b"\r\n")
+            answers = replies(heavy[i], [b"m", b"h"])
+            assert next(answers).endswith(b"m OK NOOP completed\r\n")
+            begun[i].set()
+            results[i] = next(answers)
+            done[i].set()
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(commands))]
         for t in threads:
             t.start()
-        waits: list[float] = []
+        seen = Bystander(waits=[], turns=[0] * len(commands))
         while any(t.is_alive() for t in threads):
+            running = [b.is_set() and not d.is_set() for b, d in zip(begun, done, strict=True)]
             sent = time.perf_counter()
             bystander.sendall(b"n NOOP\r\n")
             assert read_reply(bystander, b"n").endswith(b"n OK NOOP completed\r\n")
-            waits.append(time.perf_counter() - sent)
+            seen.waits.append(time.perf_counter() - sent)
+            for i, d in enumerate(done):
+                seen.turns[i] += running[i] and not d.is_set()
         for t in threads:
             t.join(60)
         for sock in (*heavy, bystander):
@@ -315,7 +358,7 @@ def bystander_run(
             proc.stdin.close()
         proc.wait(30)
         proc.stdout.close()
-    return results, waits, counts
+    return results, seen, counts
 
 
 def p99(waits: list[float]) -> float:
@@ -333,16 +376,22 @@ def test_heavy_search_and_fetch_leave_other_sessions_responsive(
     if kind == "real":
         # Indexed header keys too: each is a query of the store.
         program = b" ".join(b"NOT SUBJECT absent%d" % i for i in range(100)) + b" " + program
-    (search, fetch), waits, counts = bystander_run(
+    (search, fetch), seen, counts = bystander_run(
         pki, kind, tmp_path, [HEAVY[0] + program, HEAVY[1]]
     )
     assert search.startswith(b"* SEARCH 1235\r\nh OK")
     assert fetch.count(b" FETCH (") == MESSAGES and b"\r\nh OK" in fetch
-    worst = p99(waits)
-    print(f"bystander NOOP ({kind} store): {len(waits)} samples, p99 {worst * 1000:.1f} ms")
-    assert worst < BYSTANDER_P99
+    waits = seen.waits
+    print(
+        f"bystander NOOP ({kind} store): {len(waits)} samples, {seen.turns} while"
+        f" SEARCH, FETCH ran, p99 {p99(waits) * 1000:.1f} ms"
+    )
+    # Counts, not times (times are bench/'s): a command that held the loop
+    # would let a few NOOPs through at most between its start and its reply;
+    # one that gives the loop back lets the bystander in again and again.
+    assert min(seen.turns) >= BYSTANDER_TURNS, seen.turns
     # Every command's time is recorded under its registry name.
-    assert counts == {"SEARCH": 1, "FETCH": 1, "NOOP": len(waits)}
+    assert counts == {"SEARCH": 1, "FETCH": 1, "NOOP": len(waits) + 2}  # 2: the markers
 
 
 def test_command_times_are_labelled_by_registry_names_only(
