@@ -5,6 +5,7 @@ them (``[court_relay]``). Part of the composition root (``palais.app``)."""
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 
 from palais.config import Settings
@@ -16,21 +17,38 @@ from palais.pki.dkim import DkimKeys, generate_dkim_keys, sign_outgoing
 from palais.storage import Storage
 from palais.storage.relay_queue import SqlRelayQueue, write_relay_order
 
-__all__ = ["arrival_check", "relay_keys", "relay_worker", "relayed_court_systems"]
+__all__ = [
+    "CourtSystemsError",
+    "arrival_check",
+    "relay_keys",
+    "relay_worker",
+    "relayed_court_systems",
+]
 
 log = logging.getLogger("palais.relay")
+
+
+class CourtSystemsError(OSError):
+    """A [court_relay] or [court_dkim] setting that cannot be used; the message
+    names it (an OSError: ``palais serve`` says it and does not start)."""
 
 
 def arrival_check(settings: Settings) -> Callable[[Identity, bytes], bytes] | None:
     """The court listener's DKIM check, or None when ``[court_dkim] failure = "off"``.
 
-    Raises ValueError (the start stops, naming the file) for an unreadable
-    or malformed records file.
+    Raises CourtSystemsError for an unreadable or malformed records file.
     """
     failure = DkimFailure(settings.court_dkim.failure)
     if failure is DkimFailure.OFF:
         return None
-    records = load_records(settings.court_dkim.records)
+    try:
+        records = load_records(settings.court_dkim.records)
+    except ValueError as e:
+        raise CourtSystemsError(f"[court_dkim] records: {e}") from None
+    if not records:
+        raise CourtSystemsError(
+            f'[court_dkim] failure = "{failure}" needs records: the court systems\' DKIM keys'
+        )
     return CourtDkim(records, failure, settings.instance.hostname).check
 
 
@@ -46,10 +64,16 @@ def relay_keys(settings: Settings) -> DkimKeys:
     try:
         return DkimKeys.load(r.dkim_keys, domain, r.dkim_selector)
     except FileNotFoundError:
+        pass
+    except ValueError as e:
+        raise CourtSystemsError(f"[court_relay] dkim_keys: {e}") from None
+    try:
         r.dkim_keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys = generate_dkim_keys(r.dkim_keys, domain, r.dkim_selector)
-        log.warning("new DKIM keys in %s: publish dkim-dns.txt there", r.dkim_keys)
-        return keys
+    except (OSError, ValueError) as e:
+        raise CourtSystemsError(f"[court_relay] dkim_keys {r.dkim_keys}: {e}") from None
+    log.warning("new DKIM keys in %s: publish dkim-dns.txt there", r.dkim_keys)
+    return keys
 
 
 def relay_worker(settings: Settings, storage: Storage) -> RelayWorker | None:
@@ -60,18 +84,35 @@ def relay_worker(settings: Settings, storage: Storage) -> RelayWorker | None:
     r = settings.court_relay
     if not r.endpoints:
         return None
-    endpoints = {
-        address.strip().lower(): Endpoint.parse(address, where)
-        for address, where in r.endpoints.items()
-    }
+    try:
+        endpoints = {
+            address.strip().lower(): Endpoint.parse(address, where)
+            for address, where in r.endpoints.items()
+        }
+    except ValueError as e:
+        raise CourtSystemsError(f"[court_relay] endpoints: {e}") from None
+    for key in ("client_certificate", "client_key", "anchors"):
+        path = getattr(r, key)
+        if not path.is_file():
+            raise CourtSystemsError(f"[court_relay] {key}: no such file {path}")
+    try:
+        context = client_context(str(r.client_certificate), str(r.client_key), str(r.anchors))
+    except (OSError, ssl.SSLError) as e:
+        raise CourtSystemsError(
+            f"[court_relay] client_certificate, client_key or anchors unusable: {e}"
+        ) from None
+    try:
+        rule = RetryRule(r.first_retry, r.backoff_factor, r.max_retry, r.give_up_after)
+    except ValueError as e:
+        raise CourtSystemsError(f"[court_relay] {e}") from None
     keys = relay_keys(settings)
     queue = SqlRelayQueue(storage.commits, storage.mail, lease=r.lease, node=settings.instance.node)
     return RelayWorker(
         queue,
         endpoints,
-        client_context(str(r.client_certificate), str(r.client_key), str(r.anchors)),
+        context,
         sign=lambda data: sign_outgoing(data, keys),
-        rule=RetryRule(r.first_retry, r.backoff_factor, r.max_retry, r.give_up_after),
+        rule=rule,
         hostname=settings.instance.hostname,
         interval=r.poll_interval,
         timeout=r.timeout,

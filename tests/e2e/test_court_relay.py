@@ -457,3 +457,40 @@ def test_a_court_push_failing_dkim_is_flagged_under_the_other_setting(
     assert [" ".join(str(r).split()) for r in results] == [
         f"localhost; dkim=fail header.d={COURT_DOMAIN}"
     ]
+
+
+# -- settings that cannot be used stop the start, named ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        (
+            '[court_relay.endpoints]\n"portalis@x.test" = "nowhere"\n',
+            "[court_relay] endpoints: endpoint of portalis@x.test: expected host:port",
+        ),
+        (
+            '[court_relay.endpoints]\n"portalis@x.test" = "127.0.0.1:2525"\n',
+            "[court_relay] client_certificate: no such file",
+        ),
+        ('[court_dkim]\nfailure = "refuse"\n', '[court_dkim] failure = "refuse" needs records'),
+        (
+            '[court_dkim]\nfailure = "flag"\nrecords = ["court.txt"]\n',
+            "[court_dkim] records: ",
+        ),
+    ],
+)
+def test_unusable_court_settings_stop_the_start_with_their_name(
+    tmp_path: Path, config: str, said: str
+) -> None:
+    inst = create_instance(tmp_path / "i", extra_config=config)
+    (inst.root / "court.txt").write_text("this is no zone line\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "palais", "serve", str(inst.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"palais serve: cannot start: {said}" in done.stderr, done.stderr
