@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from prometheus_client import CollectorRegistry
+
 from palais.config import Settings
-from palais.gateway.alert_sender import AlertSender, SmtpRelay
+from palais.gateway.alert_sender import AlertCounts, AlertSender, SmtpRelay
 from palais.gateway.alerts_api import PATH, alerts_route
 from palais.gateway.https import Route
 from palais.mailbox.alerts import DossierEventAlert
@@ -28,6 +30,7 @@ class Alerts:
     route: Route
     sender: AlertSender | None  # None without a relay: notices wait for one
     path: bytes = PATH
+    _counts: tuple[CollectorRegistry, AlertCounts] | None = None
 
     @classmethod
     def open(
@@ -64,10 +67,18 @@ class Alerts:
             )
         return cls(store, alerts_route(store, own_domains, clock=clock), sender)
 
-    def start(self) -> None:
+    def start(self, registry: CollectorRegistry | None = None) -> None:
+        """Start sending; its counts in ``registry`` (the gateway's /metrics)."""
         if self.sender is not None:
+            if registry is not None:
+                self._counts = (registry, AlertCounts(self.sender))
+                registry.register(self._counts[1])
             self.sender.start()
 
     async def stop(self) -> None:
         if self.sender is not None:
             await self.sender.stop()
+        if self._counts is not None:
+            registry, counts = self._counts
+            registry.unregister(counts)
+            self._counts = None

@@ -396,7 +396,7 @@ class Gateway:
         )
         live.attach_https(self.https, LISTENER_COMMUNITIES[Listener.HTTPS])
         live.start()
-        alerts.start()
+        alerts.start(self.recorded.registry)
         if self.relay is not None:
             self.relay.start()
         log.info(

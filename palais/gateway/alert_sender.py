@@ -17,10 +17,13 @@ import contextlib
 import logging
 import smtplib
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from palais.mailbox.alerts import (
     AlertSetting,
@@ -30,7 +33,7 @@ from palais.mailbox.alerts import (
     retry_delay,
 )
 
-__all__ = ["AlertOutbox", "AlertSender", "RelayRefused", "SmtpRelay"]
+__all__ = ["AlertCounts", "AlertOutbox", "AlertSender", "RelayRefused", "SmtpRelay"]
 
 log = logging.getLogger("palais.alerts")
 
@@ -199,3 +202,20 @@ class AlertSender:
         await self._outbox.sent(ids, self._clock())
         self.sent += 1
         return True
+
+
+class AlertCounts(Collector):
+    """The sender's counts, read at each scrape of /metrics."""
+
+    def __init__(self, sender: AlertSender) -> None:
+        self._sender = sender
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "palais_alerts_sent", "Alert mails the outside relay took", value=self._sender.sent
+        )
+        yield CounterMetricFamily(
+            "palais_alerts_failures",
+            "Tries to send alert mails the outside relay did not take",
+            value=self._sender.failures,
+        )
