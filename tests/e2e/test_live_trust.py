@@ -42,6 +42,8 @@ crl_fetch_interval = 0.3
 crl_fetch_timeout = 2
 crl_grace = {grace}
 """
+# Seconds a CRL past its nextUpdate is still used (the stale-CRL test waits it out).
+GRACE = 6
 CHANGE_DEADLINE = 15.0  # seconds for a change to reach every listener
 LISTENERS = ("smtps", "submission", "imaps", "https")
 
@@ -173,9 +175,12 @@ def lawyer(pki: DevPki, name: str) -> Client:
     return Client(issued.cert_path, issued.key_path)
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Instance]:
-    inst = create_instance(tmp_path / "inst", extra_config=LIVE_CONFIG.format(grace=3600))
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    # One gateway for the module: each test uses its own clients, and the
+    # anchor a test removes it adds back.
+    root = tmp_path_factory.mktemp("live") / "inst"
+    inst = create_instance(root, extra_config=LIVE_CONFIG.format(grace=GRACE))
     inst.start()
     try:
         yield inst
@@ -245,35 +250,39 @@ def test_removed_anchor_refused_then_added_back(live: Instance) -> None:
     assert fingerprint in listing and "no CRL" not in listing
 
 
-def test_a_stale_crl_fails_closed_after_the_grace(tmp_path: Path) -> None:
-    grace = 6
-    inst = create_instance(tmp_path / "inst", extra_config=LIVE_CONFIG.format(grace=grace))
-    inst.start()
-    try:
-        clerk = demo(inst, "greffier1")
-        everywhere(inst, clerk, allowed=True)
-        pki = load_dev_pki(inst.root / "pki")
-        group = TrustCommunity.JUSTICE
-        ca = CertificateAuthority.load(pki.ca_cert_path(group), pki.ca_key_path(group))
-        lifetime = 10  # the import (a new Python process) takes a few seconds
-        short = inst.root / "justice-short.pem"
-        short.write_bytes(
-            ca.crl(number=50, lifetime=timedelta(seconds=lifetime)).public_bytes(Encoding.PEM)
-        )
-        started = time.monotonic()
-        admin(inst, "crl", "import", str(short))
-        # Past nextUpdate, within the grace: still accepted (TLS included).
-        time.sleep(max(0.0, lifetime + 2 - (time.monotonic() - started)))
-        assert time.monotonic() - started < lifetime + grace - 1, "too slow to test the grace"
-        assert accepted(inst, "smtps", clerk)
-        assert accepted(inst, "https", clerk)
-        # Beyond the grace: refused on every listener.
-        everywhere(inst, clerk, allowed=False)
-        assert time.monotonic() - started >= lifetime + grace - 1
-        everywhere(inst, demo(inst, "avocat1"), allowed=True)
-        assert inst.read_log().count("past its nextUpdate") >= 1
-    finally:
-        inst.stop()
+def test_a_stale_crl_fails_closed_after_the_grace(live: Instance) -> None:
+    clerk = demo(live, "greffier1")
+    everywhere(live, clerk, allowed=True)
+    pki = load_dev_pki(live.root / "pki")
+    group = TrustCommunity.JUSTICE
+    ca = CertificateAuthority.load(pki.ca_cert_path(group), pki.ca_key_path(group))
+    # The import runs in this process (a process of its own took seconds to
+    # start): it must be done within the lifetime.
+    lifetime = 5
+    short = live.root / "justice-short.pem"
+    short.write_bytes(
+        ca.crl(number=50, lifetime=timedelta(seconds=lifetime)).public_bytes(Encoding.PEM)
+    )
+    started = time.monotonic()
+    status, err = live.admin_here("crl", "import", str(short))
+    assert status == 0, err
+    # Past nextUpdate, within the grace: still accepted (TLS included).
+    time.sleep(max(0.0, lifetime + 2 - (time.monotonic() - started)))
+    assert time.monotonic() - started < lifetime + GRACE - 1, "too slow to test the grace"
+    assert accepted(live, "smtps", clerk)
+    assert accepted(live, "https", clerk)
+    # Beyond the grace: refused on every listener.
+    everywhere(live, clerk, allowed=False)
+    assert time.monotonic() - started >= lifetime + GRACE - 1
+    everywhere(live, demo(live, "avocat1"), allowed=True)
+    assert live.read_log().count("past its nextUpdate") >= 1
+    # A CRL in force again: the CA's clients are back (and the module's
+    # gateway is as the other tests expect it).
+    fresh = live.root / "justice-fresh.pem"
+    fresh.write_bytes(ca.crl(number=51).public_bytes(Encoding.PEM))
+    status, err = live.admin_here("crl", "import", str(fresh))
+    assert status == 0, err
+    everywhere(live, clerk, allowed=True)
 
 
 # --- a CA publishing its CRL over HTTP -------------------------------------------------
