@@ -58,9 +58,12 @@ def resend_of(
     a second transaction, which must be filed.
     """
     wanted = {(d.owner, d.kind) for d in plan.destinations}
+    # A plan without a dossier is a court act (a saisine, a constitution:
+    # palais.mailbox.saisine_flow), filed outside dossiers: its boxes tell.
+    court_act = plan.dossier is None
     for message in sorted(earlier, key=lambda m: m.id):
         if (
-            message.filed
+            (message.filed or court_act)
             and message.sender == sender
             and message.sha256 == sha256
             and message.accepted >= since

@@ -117,6 +117,11 @@ class SentActs(Protocol):
         """Carry the plan out with the decision mail; that mail's row id."""
         ...
 
+    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+        """The decision mail the court system sent already with this Message-ID
+        and these bytes (its 250 lost, it sends it again), if any: its row id."""
+        ...
+
 
 class _Filed(Protocol):
     @property
@@ -278,12 +283,17 @@ class CourtActs:
                 f"about: le message {decision.message_id[:200]} n'est pas une {decision.about}",
                 reason=f"decision about {decision.about} on another kind of act",
             )
+        sha = hashlib.sha256(data).hexdigest()
+        if act.placement is None and summary.message_id:
+            earlier = await self._acts.decision_filed(court.address, summary.message_id, sha)
+            if earlier is not None:  # the same decision again: its first reply, nothing twice
+                return Decided(f"M{earlier}", earlier, sha, FilingPlan(None, ()), resent=True)
         plan = plan_decision(decision, act, court, juridiction, self._domain)
         mid = await self._acts.decide(court, data, summary, plan)
         number = plan.dossier.number if plan.dossier is not None else plan.joins
         if number is not None and self._changed is not None:
             await self._changed(number)
-        return Decided(f"M{mid}", mid, hashlib.sha256(data).hexdigest(), plan.filing)
+        return Decided(f"M{mid}", mid, sha, plan.filing)
 
 
 def _carries(data: bytes) -> str | None:

@@ -84,6 +84,22 @@ class RegistryStore:
         data = await self._mail.read(blob)
         return SentAct(mid, lawyer, placement, decode_flags(flags), data)
 
+    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+        def find() -> int | None:
+            with self._reader.connect() as conn:
+                found = conn.execute(
+                    select(MS.c.id)
+                    .where(
+                        MS.c.message_id == message_id,
+                        MS.c.sender == court.lower(),
+                        MS.c.blob == sha256,
+                    )
+                    .limit(1)
+                ).scalar()
+            return None if found is None else int(found)
+
+        return await asyncio.to_thread(find)
+
     async def decide(
         self, court: Identity, data: bytes, summary: MessageSummary, plan: DecisionPlan
     ) -> int:

@@ -5,6 +5,7 @@ search, on SQLite and PostgreSQL: a saisine filed, rejected, another accepted
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from email.message import EmailMessage
 from typing import Any
@@ -87,6 +88,8 @@ async def _decide(storage: Storage, about: str, mid: str, **fields: Any) -> None
     assert act is not None
     plan = plan_decision(RegistryDecision.model_validate(doc), act, COURT, CPH, "palais.test")
     await registry.decide(COURT, data, summarize(data), plan)
+    sha = hashlib.sha256(data).hexdigest()
+    assert await registry.decision_filed(COURT.address, f"<d-{mid.strip('<>')}>", sha) is not None
 
 
 async def _names(storage: Storage, who: Identity) -> set[str]:
