@@ -110,6 +110,8 @@ class PalaisTarget(Target):
         self.command = command or palais_command()
         self.log = log
         self.start_timeout = start_timeout
+        # Seconds populate() waited for the substring index (None: not asked, or not ready).
+        self.index_wait_s: float | None = None
         self.label = "Palais"
         self._proc: subprocess.Popen[bytes] | None = None
         self._demo: dict[str, Any] = {}
@@ -237,6 +239,7 @@ class PalaisTarget(Target):
             "imap_auth": "AUTHENTICATE EXTERNAL =",
             "recipient": self.recipient,
             "background_recipient": self.background_recipient,
+            "index_wait_s": self.index_wait_s,
         }
 
     def subject_prefix(self, recipient: str) -> str:
@@ -273,7 +276,35 @@ class PalaisTarget(Target):
             )
         finally:
             storage.close()
+        self._wait_indexed()
         return BoxRef(BoxKind.BROUILLONS, dossier["number"]).name
+
+    def _wait_indexed(self, limit: float = 900.0) -> None:
+        """Wait until the gateway's indexing process has indexed what was
+        imported: a folder of this size has its substring index in service;
+        measured meanwhile, SEARCH BODY would read every message still listed
+        (and the indexer would take a core from every other figure)."""
+        import sqlite3
+
+        started = time.monotonic()
+        db = sqlite3.connect(f"file:{self.dir / 'palais.db'}?mode=ro", uri=True, timeout=30)
+        try:
+            while True:
+                (left,) = db.execute("SELECT count(*) FROM text_pending").fetchone()
+                waited = time.monotonic() - started
+                if not left:
+                    self.log(f"  substring index ready after {waited:.0f} s")
+                    self.index_wait_s = round(waited, 1)
+                    return
+                if waited > limit:
+                    self.log(
+                        f"  substring index: {left} messages still to index after {limit:.0f} s"
+                    )
+                    self.index_wait_s = None
+                    return
+                time.sleep(2.0)
+        finally:
+            db.close()
 
     def prepare_memory(self) -> None:
         """Restart `palais serve`: the heap a Python process keeps after the earlier

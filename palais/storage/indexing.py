@@ -43,13 +43,17 @@ _AFTER_FAILURE = 5.0
 _BACKLOG = 50_000
 
 
-def _listed(reader: Engine) -> tuple[int, int]:
-    """The newest listed message and how many are listed."""
+def _newest(reader: Engine) -> int:
+    """The newest listed message (a look-up in the list's key)."""
     with reader.connect() as conn:
-        top, count = conn.exec_driver_sql(
-            "SELECT coalesce(max(message_id), 0), count(*) FROM text_pending"
-        ).one()
-    return int(top), int(count)
+        top = conn.exec_driver_sql("SELECT coalesce(max(message_id), 0) FROM text_pending").one()
+    return int(top[0])
+
+
+def _count(reader: Engine) -> int:
+    """How many messages are listed (reads the whole list: only when new ones came)."""
+    with reader.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM text_pending").one()[0])
 
 
 def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None:
@@ -71,10 +75,12 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None
     seen = -1  # the newest listed message at the last look
 
     def arriving() -> bool:
+        # Asked between every batch: the newest listed message alone, unless
+        # it changed (a backlog being indexed does not count it again and again).
         nonlocal seen
-        top, count = _listed(reader)
+        top = _newest(reader)
         arrived, seen = top != seen, top
-        return arrived and count < _BACKLOG
+        return arrived and _count(reader) < _BACKLOG
 
     def done() -> bool:
         # The gateway gone without a word (SIGKILL): so is its indexer.
