@@ -40,6 +40,7 @@ from palais.mailbox.juridictions import Juridiction, JuridictionDirectory
 from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import BoxKind
 from palais.mailbox.registry import DecisionPlan, SentAct, plan_decision
+from palais.mailbox.relay import divert_to_relay
 from palais.mailbox.routing import Addressee, AddresseeKind
 
 __all__ = [
@@ -188,7 +189,10 @@ class CourtActs:
         data: bytes,
         summary: MessageSummary,
         resend_since: datetime | None = None,
+        relayed: frozenset[str] = frozenset(),
     ) -> Decided:
+        """``relayed``: court systems whose copy goes to their own SMTP endpoint
+        (``palais.mailbox.relay``) rather than their INBOX."""
         juridiction = self._juridictions.get(addressee.juridiction or "")
         if juridiction is None:  # pragma: no cover - the address came from it
             raise NotAllowed(reason=f"no juridiction {addressee.juridiction}")
@@ -211,6 +215,8 @@ class CourtActs:
                 reason=f"{what} for {named} sent to {addressee.address}",
             )
         plan = self.plan_filing(who, addressee, summary, datetime.now(UTC))
+        if relayed:
+            plan = divert_to_relay(plan, relayed, who.address)
         filed = await self._filer.file(who, data, summary, plan, resend_since=resend_since)
         return Decided(f"M{filed.message_id}", filed.message_id, filed.sha256, plan, filed.resent)
 

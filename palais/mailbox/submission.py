@@ -385,7 +385,9 @@ class Submission:
         summary = summarize(data, submitted=True)
         if is_court_act(recipients[0]) and desk._court_acts is not None:
             since = resend_since(summary, datetime.now(UTC), desk._resend_window)
-            act = await desk._court_acts.accept(who, recipients[0], data, summary, since)
+            act = await desk._court_acts.accept(
+                who, recipients[0], data, summary, since, desk._relayed
+            )
             return Accepted(act.reference, act.sha256, len(data), act.plan, act.resent)
         number = self._dossier
         if number is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, exists, or_, select, update
 
 from palais.mailbox.errors import CannotDoThat, TemporaryFailure
 from palais.mailbox.evidence import registry_decision
@@ -24,10 +24,13 @@ from palais.storage.evidence import ReceiptWriter, deposits
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import insert_message
 from palais.storage.placement import drop_placement, place_all
+from palais.storage.schema import RelayQueue, table
 from palais.storage.sql import DO, EN, MS, PL, decode_flags
 from palais.storage.writer import CommitQueue, WriteContext
 
 __all__ = ["RegistryStore"]
+
+RQ = table(RelayQueue)
 
 # Where a lawyer's act awaits its decision: a saisine in Saisines/Envoyées,
 # a constitution in Envoyés outside any dossier.
@@ -47,15 +50,16 @@ class RegistryStore:
         self._mail = mail
 
     def _row(self, court: str, message_id: str) -> tuple[int, str, str, Placement | None, str]:
+        court = court.lower()
+        # Received by the court system: in its INBOX, or queued for its endpoint.
+        received = exists().where(
+            PL.c.message_id == MS.c.id, PL.c.owner == court, PL.c.kind == BoxKind.RECUS.value
+        )
+        relayed = exists().where(RQ.c.message_id == MS.c.id, RQ.c.recipient == court)
         with self._reader.connect() as conn:
             found = conn.execute(
                 select(MS.c.id, MS.c.sender, MS.c.blob)
-                .join(PL, PL.c.message_id == MS.c.id)
-                .where(
-                    MS.c.message_id.in_(_ids(message_id)),
-                    PL.c.owner == court.lower(),
-                    PL.c.kind == BoxKind.RECUS.value,
-                )
+                .where(MS.c.message_id.in_(_ids(message_id)), or_(received, relayed))
                 .order_by(MS.c.id.desc())
                 .limit(1)
             ).first()
@@ -66,7 +70,7 @@ class RegistryStore:
                 .outerjoin(EN, EN.c.placement_id == PL.c.id)
                 .where(
                     PL.c.message_id == found.id,
-                    PL.c.owner != court.lower(),
+                    PL.c.owner != court,
                     PL.c.kind.in_(_AWAITING),
                     PL.c.dossier.is_(None),
                 )

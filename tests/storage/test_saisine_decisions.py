@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from palais.juridictions_file import SAMPLE, load_directory
 from palais.mailbox.court_events import RegistryDecision
@@ -21,11 +21,13 @@ from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
 from palais.mailbox.registry import plan_decision
+from palais.mailbox.relay import RelayOrder
 from palais.mailbox.saisine_flow import CourtActs, CourtAddresses
 from palais.storage import Storage
 from palais.storage.directory import Directory
 from palais.storage.dossier_search import DossierSearch
-from palais.storage.registry import RegistryStore
+from palais.storage.registry import RQ, RegistryStore
+from palais.storage.relay_queue import write_relay_order
 from palais.storage.writer import WriteContext
 from tests.mailbox import court_samples as samples
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
@@ -66,7 +68,9 @@ def _message(sender: str, media_type: str, doc: dict[str, Any], mid: str) -> byt
     return msg.as_bytes().replace(b"\n", b"\r\n")
 
 
-async def _send(storage: Storage, who: Identity, to: str, data: bytes) -> None:
+async def _send(
+    storage: Storage, who: Identity, to: str, data: bytes, relayed: frozenset[str] = frozenset()
+) -> None:
     acts = CourtActs(
         DIRECTORY,
         storage.mail,
@@ -77,7 +81,7 @@ async def _send(storage: Storage, who: Identity, to: str, data: bytes) -> None:
     )
     addressee = await CourtAddresses(storage.directory, DIRECTORY).resolve(to)
     assert addressee is not None
-    await acts.accept(who, addressee, data, summarize(data))
+    await acts.accept(who, addressee, data, summarize(data), None, relayed)
 
 
 async def _decide(storage: Storage, about: str, mid: str, **fields: Any) -> None:
@@ -155,5 +159,25 @@ def test_decisions_move_saisines_and_create_the_dossier(storage: Storage) -> Non
         # A fresh directory: the gateway's caches its answers for Directory.TTL.
         fresh = Directory(storage.reader, storage.commits)
         assert OTHER.address in await fresh.participants(NEW)
+
+    asyncio.run(go())
+
+
+def test_a_saisine_relayed_to_the_court_systems_endpoint_is_decided(storage: Storage) -> None:
+    """A court system with its own SMTP endpoint: the saisine is queued for it
+    (palais.mailbox.relay), not in its INBOX, and its decision finds it all the same."""
+    storage.mail.add_record_writer(RelayOrder, write_relay_order)
+
+    async def go() -> None:
+        await storage.commits.submit(_court_account)
+        data = _message(ME.address, SAISINE, samples.saisine(), "<r1@x>")
+        await _send(storage, ME, CPH.saisine_address, data, frozenset({COURT.address}))
+        assert await _count(storage, COURT, "INBOX") == 0
+        assert await _count(storage, ME, "Saisines/Envoyées") == 1
+        with storage.reader.connect() as conn:
+            queued = conn.execute(select(RQ.c.recipient)).scalars().all()
+        assert queued == [COURT.address]
+        await _decide(storage, "saisine", "<r1@x>", decision="rejected", reason="non")
+        assert await _count(storage, ME, "Saisines/Rejetées") == 2
 
     asyncio.run(go())
