@@ -296,4 +296,6 @@ def test_palais_client_sets_a_digest_sent_at_the_configured_hour(
     assert client(inst, "avocat2", "off").stdout == "aucune alerte\n"
     inst.stop()
     gone = client(inst, "avocat2", "show")
-    assert gone.returncode == 3 and "serveur injoignable" in gone.stderr
+    # Unreachable (or, should another program take the port meanwhile, its TLS refused).
+    assert gone.returncode == 3, gone.stderr
+    assert "serveur injoignable" in gone.stderr or "connexion TLS refusée" in gone.stderr
