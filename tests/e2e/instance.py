@@ -259,10 +259,12 @@ class Instance:
         return status, err.getvalue()
 
     def admin_json(self, *args: str) -> list[dict[str, Any]]:
-        """The JSON lines ``palais admin ARGS --json`` prints; it must succeed."""
-        done = self.admin(*args, "--json")
-        assert done.returncode == 0, done.stderr
-        return [json.loads(line) for line in done.stdout.splitlines()]
+        """The JSON lines ``palais admin ARGS --json`` prints; it must succeed.
+        Run in this process: tests read state back with it, often polling."""
+        out = io.StringIO()
+        status, err = self.admin_here(*args, "--json", out=out)
+        assert status == 0, err
+        return [json.loads(line) for line in out.getvalue().splitlines()]
 
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
