@@ -165,13 +165,25 @@ def test_a_saisine_is_sent_with_its_attachments(instance: Instance, tmp_path: Pa
 
 
 def test_a_saisine_goes_to_the_juridiction_s_address(instance: Instance, tmp_path: Path) -> None:
-    # The directory gives the address; the saisine flow (filing it for the
-    # court system) is not there yet, so the gateway knows no such mailbox.
+    # The directory gives the address; the gateway files the saisine in the
+    # lawyer's Saisines/Envoyées (and the court system's INBOX).
+    def sent() -> int:
+        imap = instance.imap("avocat1")
+        try:
+            status, count = imap.select('"Saisines/Envoy&AOk-es"', readonly=True)
+        finally:
+            imap.logout()
+        assert status == "OK"
+        return int(count[0] or 0)
+
+    before = sent()
     saisine = _file(tmp_path, "saisine.json", samples.saisine())
     done = client(instance, "saisine", "send", saisine)
-    assert done.returncode == 1
-    assert done.stderr.startswith("palais client: refusé par le serveur :\n  550 ")
-    assert "saisines@cph-bordeaux.juridictions.palais.test" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "saisine envoyée à saisines@cph-bordeaux.juridictions.palais.test"
+    )
+    assert sent() == before + 1
 
 
 def test_a_constitution_is_sent_with_its_pdf(instance: Instance, tmp_path: Path) -> None:
