@@ -7,7 +7,9 @@ The cluster is made as an operator would: `palais init --database`, then
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
+import io
 import os
 import re
 import signal
@@ -90,7 +92,23 @@ def inbox_uids_and_subjects(inst: Instance) -> list[tuple[int, str]]:
         imap.logout()
 
 
+def palais_here(*args: str) -> tuple[int, str]:
+    """``palais ARGS`` refused in this process (a process each took seconds):
+    (exit status, stderr)."""
+    from palais.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(list(args))
+        except SystemExit as exit:  # argparse's usage errors
+            status = int(exit.code or 0)
+    return status, err.getvalue()
+
+
 def test_cluster_commands_and_their_refusals(postgres_url: str, tmp_path: Path) -> None:
+    # The commands that succeed run as processes of their own, as an operator
+    # runs them; the refusals in this process.
     first = tmp_path / "a"
     done = palais("init", str(first), "--ports", "31000", "--database", postgres_url)
     assert done.returncode == 0, done.stderr
@@ -98,28 +116,30 @@ def test_cluster_commands_and_their_refusals(postgres_url: str, tmp_path: Path) 
     assert 'node = "node1"' in toml and postgres_url in toml
     assert (first / "demo.json").exists()
     # The database holds an instance: a second init is refused, pointing at node add.
-    again = palais("init", str(tmp_path / "b"), "--ports", "32000", "--database", postgres_url)
-    assert again.returncode == 1
-    assert "palais node add" in again.stderr
+    code, err = palais_here(
+        "init", str(tmp_path / "b"), "--ports", "32000", "--database", postgres_url
+    )
+    assert code == 1
+    assert "palais node add" in err
     added = palais("node", "add", str(first), str(tmp_path / "c"), "--ports", "33000")
     assert added.returncode == 0, added.stderr
     toml_c = (tmp_path / "c" / "palais.toml").read_text()
     assert 'node = "c"' in toml_c and "imaps = 33993" in toml_c and postgres_url in toml_c
     assert (tmp_path / "c" / "pki" / "server.key").exists()
     # A node's own id is not taken twice; a target holding an instance is kept.
-    assert palais("node", "add", str(first), str(tmp_path / "c"), "--ports", "34000").returncode
-    same = palais(
+    assert palais_here("node", "add", str(first), str(tmp_path / "c"), "--ports", "34000")[0]
+    code, err = palais_here(
         "node", "add", str(first), str(tmp_path / "d"), "--ports", "34000", "--node", "node1"
     )
-    assert same.returncode == 1 and "node1" in same.stderr
+    assert code == 1 and "node1" in err
     # SQLite: one process owns the file; neither another node nor workers.
     lone = tmp_path / "lone"
     assert palais("init", str(lone), "--ports", "35000").returncode == 0
-    refused = palais("node", "add", str(lone), str(tmp_path / "e"), "--ports", "36000")
-    assert refused.returncode == 1 and "PostgreSQL" in refused.stderr
-    workers = palais("serve", str(lone), "--workers", "2")
-    assert workers.returncode == 2
-    assert "--workers needs PostgreSQL" in workers.stderr
+    code, err = palais_here("node", "add", str(lone), str(tmp_path / "e"), "--ports", "36000")
+    assert code == 1 and "PostgreSQL" in err
+    code, err = palais_here("serve", str(lone), "--workers", "2")
+    assert code == 2
+    assert "--workers needs PostgreSQL" in err
 
 
 def test_a_node_refuses_a_schema_of_another_revision(postgres_url: str, tmp_path: Path) -> None:
