@@ -1,7 +1,14 @@
-"""`palais client` as a lawyer runs it, against a running instance."""
+"""`palais client` as a lawyer runs it, against a running instance.
+
+A process each took seconds: most cases run the same entry point in the
+test's process (``client``); a search and a sending run as processes of
+their own, as the lawyer runs them (``client_process``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -14,9 +21,7 @@ from tests.mailbox import court_samples as samples
 from tests.mailbox.court_samples import PDF, REMOVE, changed
 
 
-def client(
-    instance: Instance, *args: str, who: str = "avocat1", **env: str
-) -> subprocess.CompletedProcess[str]:
+def _environment(instance: Instance, who: str, env: dict[str, str]) -> dict[str, str]:
     environment = dict(os.environ)
     environment.update(
         PALAIS_CERT=str(instance.cert(who)),
@@ -27,6 +32,37 @@ def client(
         PALAIS_HTTPS_PORT=str(instance.port("https")),
     )
     environment.update(env)
+    return environment
+
+
+def client(
+    instance: Instance, *args: str, who: str = "avocat1", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``palais client ARGS`` run in this process, its environment as a process's."""
+    from palais.cli import main
+
+    argv = ["client", *args]
+    saved = dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(_environment(instance, who, env))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(argv)
+            except SystemExit as exit:  # argparse's usage errors
+                status = int(exit.code or 0)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(argv, status, out.getvalue(), err.getvalue())
+
+
+def client_process(
+    instance: Instance, *args: str, who: str = "avocat1", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m palais client ARGS`` in a process of its own."""
+    environment = _environment(instance, who, env)
     return subprocess.run(
         [sys.executable, "-m", "palais", "client", *args],
         capture_output=True,
@@ -44,7 +80,7 @@ def _file(tmp_path: Path, name: str, doc: dict[str, Any] | bytes) -> str:
 
 
 def test_juridictions_by_three_letters(instance: Instance) -> None:
-    done = client(instance, "juridictions", "Saint-Éti")
+    done = client_process(instance, "juridictions", "Saint-Éti")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["CPH-SAINT-ETIENNE", "TJ-SAINT-ETIENNE"]
@@ -137,7 +173,7 @@ def test_a_saisine_is_sent_with_its_attachments(instance: Instance, tmp_path: Pa
     saisine = _file(tmp_path, "saisine.json", samples.saisine())
     annex = _file(tmp_path, "piece-1.pdf", PDF * 4000)
     number = instance.dossier["number"]
-    done = client(
+    done = client_process(
         instance,
         "saisine",
         "send",
