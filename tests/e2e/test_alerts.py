@@ -44,6 +44,7 @@ def relay() -> Iterator[OutsideRelay]:
 
 @pytest.fixture
 def alerted(tmp_path: Path, relay: OutsideRelay) -> Iterator[Instance]:
+    relay.start()  # its port held from now on, before the instance picks its own
     inst = create_instance(tmp_path / "inst", extra_config=alerts_config(relay.port, "03:00"))
     inst.start()
     try:
@@ -135,7 +136,6 @@ def test_an_immediate_alert_set_with_curl_tells_of_a_new_message_without_its_con
 ) -> None:
     inst = alerted
     number = inst.dossier["number"]
-    relay.start()
     assert curl_alerts(inst, "GET", "avocat1") == (200, {"alert": None})
     status, answer = curl_alerts(inst, "PUT", "avocat1", {"address": OUTSIDE, "mode": "immediate"})
     assert status == 200, answer
@@ -259,7 +259,6 @@ def test_palais_client_sets_a_digest_sent_at_the_configured_hour(
 ) -> None:
     inst = alerted
     number = inst.dossier["number"]
-    relay.start()
     assert client(inst, "avocat2", "show").stdout == "aucune alerte\n"
     refused = client(inst, "avocat2", "set", "pas-une-adresse")
     assert refused.returncode == 1
