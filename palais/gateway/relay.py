@@ -149,6 +149,13 @@ class RelayWorker:
             self._task = None
 
     async def _run(self) -> None:
+        try:
+            resumed = await self._queue.resume()
+        except Exception:
+            log.exception("relay could not take back its leases; they run out instead")
+        else:
+            if resumed:
+                log.info("relay resumed %d message(s) left in flight before a restart", resumed)
         while not self._stopping.is_set():
             try:
                 items = await self._queue.claim(self._batch)

@@ -158,6 +158,11 @@ class RelayItem:
 class RelayQueue(Protocol):
     """The durable queue (storage); every change is committed when it returns."""
 
+    async def resume(self) -> int:
+        """Release the leases this node held before it restarted (a crash while
+        sending): those rows are due again now, not when the lease ends."""
+        ...
+
     async def claim(self, limit: int) -> Sequence[RelayItem]:
         """Up to ``limit`` items due now, leased to this node: another node
         skips them until the lease ends (a crashed node's are taken again)."""

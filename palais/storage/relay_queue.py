@@ -65,7 +65,27 @@ class SqlRelayQueue:
         self._mail = mail
         self._lease = timedelta(seconds=lease)
         # Which node holds a lease: its name and a token of this process.
-        self._owner = f"{node or 'node'}:{secrets.token_hex(6)}"[:64]
+        self._node = f"{node or 'node'}"[:48] + ":"
+        self._owner = self._node + secrets.token_hex(6)
+
+    async def resume(self) -> int:
+        # A node's name is its own (`palais node add`, one per worker): a
+        # lease under it by another process is its previous life's.
+        prefix, owner = self._node, self._owner
+
+        def work(conn: Connection, _ctx: WriteContext) -> int:
+            done = conn.execute(
+                update(RQ)
+                .where(
+                    RQ.c.state == PENDING,
+                    RQ.c.lease_owner.startswith(prefix, autoescape=True),
+                    RQ.c.lease_owner != owner,
+                )
+                .values(lease_until=None, lease_owner=None)
+            )
+            return int(done.rowcount)
+
+        return await self._writer.submit(work)
 
     async def claim(self, limit: int) -> Sequence[RelayItem]:
         lease, owner = self._lease, self._owner

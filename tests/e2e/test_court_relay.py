@@ -11,7 +11,9 @@ court system's own certificate.
 from __future__ import annotations
 
 import json
+import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -296,6 +298,37 @@ def test_the_endpoint_restarting_loses_nothing(refusing: CourtSide) -> None:
         assert wait_for(lambda: all(m in recorder.message_ids() for m in later))
         time.sleep(1.0)
         assert sorted(recorder.message_ids()) == sorted([first, *later])
+    finally:
+        controller.stop()
+
+
+def test_a_gateway_killed_while_sending_sends_again_once(refusing: CourtSide) -> None:
+    inst = refusing.inst
+    # An endpoint that accepts the connection and never answers: the relay
+    # is in the middle of its attempt when the gateway is killed.
+    silent = socket.socket()
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind(("127.0.0.1", refusing.port))
+    silent.listen()
+    silent.settimeout(30)
+    try:
+        message_id = send_to_court(inst, "Envoi interrompu")
+        conn, _ = silent.accept()
+        inst.stop(signal.SIGKILL)
+        conn.close()
+    finally:
+        silent.close()
+        # Started again, it takes back the row it was sending (its lease would
+        # otherwise hold it for [court_relay] lease seconds) and sends it once.
+        if inst.proc is None:
+            inst.start()
+    recorder = Recorder()
+    controller = endpoint(inst, refusing.port, recorder)
+    controller.start()
+    try:
+        assert wait_for(lambda: message_id in recorder.message_ids())
+        time.sleep(1.0)
+        assert recorder.message_ids() == [message_id]
     finally:
         controller.stop()
 

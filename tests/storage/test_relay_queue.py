@@ -199,3 +199,21 @@ def test_two_nodes_claim_disjoint_rows(store: Storage, tmp_path: Path) -> None:
     finally:
         if second is not None:
             second.close()
+
+
+def test_a_node_restarting_takes_back_the_rows_it_was_sending(store: Storage) -> None:
+    _file(store, msg(1))
+    _file(store, msg(2))
+    before = SqlRelayQueue(store.commits, store.mail, node="n1")
+    neighbour = SqlRelayQueue(store.commits, store.mail, node="n2")
+    after = SqlRelayQueue(store.commits, store.mail, node="n1")
+
+    async def go() -> None:
+        (mine,) = await before.claim(1)  # then the process dies, its lease running
+        (theirs,) = await neighbour.claim(1)
+        assert await after.claim(10) == []
+        assert await after.resume() == 1  # its own previous life's, not n2's
+        (again,) = await after.claim(10)
+        assert again.id == mine.id != theirs.id
+
+    asyncio.run(go())
