@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from palais.mailbox.audit import AuditAction
+from palais.mailbox.boxes import SAISINE_KINDS
 from palais.mailbox.dossiers import (
     DossierOpening,
     Participation,
@@ -362,6 +363,8 @@ class Directory:
                     ).scalar()
                     if p.dossier is not None:
                         ensure_boxes(conn, owner, p.dossier)
+                    elif kind in SAISINE_KINDS:  # a lawyer's saisines follow them
+                        ensure_boxes(conn, owner, saisines=True)
                     origin = BoxKind(p.origin) if p.origin else None
                     # Placed before the old one goes: a message nobody else
                     # holds would otherwise be released with its bytes.

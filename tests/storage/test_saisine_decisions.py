@@ -17,6 +17,7 @@ from palais.juridictions_file import SAMPLE, load_directory
 from palais.mailbox.court_events import RegistryDecision
 from palais.mailbox.documents import CONSTITUTION, REGISTRY_DECISION, SAISINE
 from palais.mailbox.dossier_search import dossier_query
+from palais.mailbox.enrolment import decide_merge
 from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
@@ -34,6 +35,7 @@ from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by nam
     postgres_server_fixture,
     postgres_url_fixture,
 )
+from tests.storage.test_identity_lifecycle import _duplicate, write
 from tests.storage.test_mailstore import ME, OTHER
 
 DIRECTORY = load_directory(SAMPLE)
@@ -181,3 +183,22 @@ def test_a_saisine_relayed_to_the_court_systems_endpoint_is_decided(storage: Sto
         assert await _count(storage, ME, "Saisines/Rejetées") == 2
 
     asyncio.run(go())
+
+
+def test_a_merge_brings_the_source_s_saisines(storage: Storage) -> None:
+    """Accounts merged (identity lifecycle, case C): the duplicate's saved
+    saisine lands in the target's Saisines/Enregistrées."""
+    dup = _duplicate(storage)
+    saved = _message(dup.address, SAISINE, samples.saisine(), "<saved@x>")
+    asyncio.run(storage.mail.append(dup, "Saisines/Enregistrées", saved, frozenset(), None))
+
+    def merge(conn: Connection, _ctx: WriteContext) -> dict[str, object]:
+        source = Directory.account_by_address(conn, dup.address)
+        target = Directory.account_by_address(conn, ME.address)
+        assert source is not None and target is not None
+        return Directory.merge_accounts(
+            conn, decide_merge(source, target), actor="operator:t", reason="duplicate"
+        )
+
+    write(storage, merge)
+    assert asyncio.run(_count(storage, ME, "Saisines/Enregistrées")) == 1
