@@ -42,6 +42,7 @@ from palais.mailbox.documents import OpenedSlots, refuse_invalid
 from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity
+from palais.mailbox.new_dossier import dossier_address
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.saisine_flow import CourtActs, CourtAddresses
 from palais.mailbox.submission import SubmissionDesk
@@ -53,6 +54,7 @@ from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
 from palais.storage.delegation import Delegations, write_acted_for
 from palais.storage.departure import DepartureRunner
+from palais.storage.directory import Directory
 from palais.storage.dossier_life import DossierLives, PurgeRunner
 from palais.storage.dossier_search import DossierSearch
 from palais.storage.hearing_slots import load_stored_slots
@@ -218,7 +220,7 @@ class Gateway:
             RegistryStore(storage.reader, storage.commits, storage.mail),
             mail_domain=s.instance.mail_domain,
             publish_slots=slots.publish,
-            dossier_changed=_refreshing(lives),
+            dossier_changed=_refreshing(lives, storage.directory, s.instance.mail_domain),
         )
         desk = SubmissionDesk(
             CourtAddresses(storage.directory, juridictions),
@@ -456,11 +458,15 @@ class Gateway:
             self.storage = None
 
 
-def _refreshing(lives: DossierLives) -> Callable[[str], Awaitable[None]]:
-    """The Fiche dossier made again after a registry decision created or
-    joined a dossier; the decision is committed already, so a failure is logged."""
+def _refreshing(
+    lives: DossierLives, directory: Directory, domain: str
+) -> Callable[[str], Awaitable[None]]:
+    """After a registry decision created or joined a dossier: what this node
+    cached of it forgotten (the lawyer writes to it at once), its Fiche made
+    again; the decision is committed already, so a failure is logged."""
 
     async def refresh(number: str) -> None:
+        directory.forget_dossier(number, dossier_address(number, domain))
         try:
             await lives.refresh_fiche(number)
         except Exception:

@@ -517,6 +517,12 @@ class Directory:
             return None
         return DossierRecord(int(r.id), r.number, r.address, r.juridiction, r.service)
 
+    def forget_dossier(self, number: str, address: str) -> None:
+        """Forget what this node cached of a dossier someone just joined or
+        that was just created (other nodes see it within ``TTL``)."""
+        for key in (("participants", number), ("dossier", number), ("resolve", address)):
+            self._cache.pop(key, None)
+
     async def participants(self, number: str) -> frozenset[str]:
         """Addresses that take part in a dossier: its service and the service's
         clerks, its constituted lawyers, its magistrates and its court system."""

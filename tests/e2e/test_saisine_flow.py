@@ -272,6 +272,13 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
         ),
     )
     assert f"Dossiers/{number}/Re&AOc-us" in _names(other)
+    # And writes to it at once.
+    domain = inst.dossier["address"].split("@")[1]
+    first_words = _message(
+        inst.address("avocat3"), f"{number}@{domain}", "Constitution", "Bonjour."
+    )
+    _lawyer_sends(inst, "avocat3", first_words)
+    assert _with_id(_fetch(other, f'"Dossiers/{number}/Envoy&AOk-s"'), first_words["Message-ID"])
     other.logout()
     court.logout()
 
