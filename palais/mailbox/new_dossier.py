@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from palais.mailbox.boxes import DOSSIER_NUMBER
 from palais.mailbox.court_events import DossierStatus, PersonType, Quality
+from palais.mailbox.dossier_life import DossierLife
 from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.juridictions import Juridiction, Service, folded
 
@@ -46,6 +47,9 @@ class NewDossier:
     parties: tuple[DossierParty, ...]
     # Accounts taking part besides the service, by address: (address, capacity).
     participants: tuple[tuple[str, str], ...]
+    # Its life as known at creation (palais.mailbox.dossier_life: the Fiche
+    # dossier shows it; the court system's events change it), if any.
+    life: DossierLife | None = None
 
 
 def dossier_address(number: str, mail_domain: str) -> str:
@@ -62,6 +66,7 @@ def plan_new_dossier(
     parties: Sequence[DossierParty],
     participants: Sequence[tuple[str, str]],
     status: DossierStatus = DossierStatus.PROVISOIRE,
+    life: DossierLife | None = None,
 ) -> NewDossier:
     """The dossier ``number`` of ``juridiction``: every broken rule listed at once."""
     problems: list[str] = []
@@ -71,6 +76,8 @@ def plan_new_dossier(
         problems.append(f"{service.name!r} is not a service of {juridiction.code}")
     if not parties:
         problems.append("a dossier has at least one party")
+    if life is not None and (life.number != number or life.status is not status):
+        problems.append("its life names another dossier or status")
     addresses = [address.lower() for address, _ in participants]
     if len(set(addresses)) != len(addresses):
         problems.append("an account takes part twice")
@@ -89,4 +96,5 @@ def plan_new_dossier(
         status=status,
         parties=tuple(parties),
         participants=tuple((a.lower(), c) for a, c in participants),
+        life=life,
     )

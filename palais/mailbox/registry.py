@@ -26,8 +26,15 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from palais.mailbox.constitution import Constitution
-from palais.mailbox.court_events import PersonType, Quality, RegistryDecision
+from palais.mailbox.court_events import (
+    Party,
+    PartyAddress,
+    PersonType,
+    Quality,
+    RegistryDecision,
+)
 from palais.mailbox.documents import CONSTITUTION, SAISINE, carried_documents
+from palais.mailbox.dossier_life import Constituted, DossierLife
 from palais.mailbox.errors import CannotDoThat, InvalidMessage
 from palais.mailbox.filing import Destination, FilingPlan
 from palais.mailbox.identity import Identity
@@ -135,13 +142,15 @@ def _on_saisine(
     number = decision.dossier
     assert number is not None  # check_registry_decision: mandatory unless rejected
     saisine = Saisine.model_validate_json(_document(act, SAISINE))
+    service = service_for(juridiction, saisine.service)
     dossier = plan_new_dossier(
         number=number,
         juridiction=juridiction,
-        service=service_for(juridiction, saisine.service),
+        service=service,
         mail_domain=mail_domain,
         parties=saisine_parties(saisine, act.lawyer),
         participants=[(act.lawyer, "avocat"), (court.address, "juridiction")],
+        life=saisine_life(number, juridiction, service, saisine, act.lawyer),
     )
     return DecisionPlan(
         act=act.message,
@@ -222,6 +231,38 @@ def saisine_parties(saisine: Saisine, lawyer: str) -> tuple[DossierParty, ...]:
             )
         )
     return tuple(parties)
+
+
+def saisine_life(
+    number: str, juridiction: Juridiction, service: Service, saisine: Saisine, lawyer: str
+) -> DossierLife:
+    """What the saisine tells of the dossier it opens: its parties (ids P1,
+    P2... in the saisine's order, with their addresses), the lawyer for the
+    demandeurs; not "created" (the court system's own creation event may
+    still come, and then says it all)."""
+    parties = tuple(
+        Party(
+            id=f"P{i}",
+            quality=Quality(actor.quality),
+            person_type=PersonType(actor.person_type),
+            name=_name(actor),
+            address=PartyAddress.model_validate(actor.address.model_dump()),
+        )
+        for i, actor in enumerate(saisine.actors, start=1)
+    )
+    return DossierLife(
+        number=number,
+        juridiction_code=juridiction.code,
+        service=service.name,
+        dossier_type=saisine.dossier_type,
+        act_nature=saisine.act_nature,
+        parties=parties,
+        lawyers=tuple(
+            Constituted(party_id=p.id, address=lawyer)
+            for p in parties
+            if p.quality is Quality.DEMANDEUR
+        ),
+    )
 
 
 def _name(actor: NaturalPerson | LegalPerson | Authority) -> str:

@@ -26,6 +26,7 @@ SV = schema.table(schema.Service)
 DO = schema.table(schema.Dossier)
 PA = schema.table(schema.Participation)
 DP = schema.table(schema.DossierParty)
+LI = schema.table(schema.DossierLife)
 
 
 def _account(conn: Connection, address: str) -> int:
@@ -66,6 +67,16 @@ def create_dossier(conn: Connection, new: NewDossier) -> int:
     )
     dossier_id = Directory.open_dossier(conn, opening)
     conn.execute(update(DO).where(DO.c.id == dossier_id).values(status=new.status.value))
+    if new.life is not None:  # as palais.storage.dossier_life keeps it
+        conn.execute(
+            insert(LI).values(
+                dossier_id=dossier_id,
+                state=new.life.model_dump_json(),
+                version=new.life.version,
+                status=new.life.status.value,
+                terminated_at=None,
+            )
+        )
     conn.execute(
         insert(DP),
         [

@@ -14,6 +14,7 @@ accepts it the dossier appears for them.
 from __future__ import annotations
 
 import email
+import email.message
 import email.policy
 import imaplib
 import json
@@ -212,6 +213,16 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
     assert len(sent) == 1, "the saisine is the dossier's first sent message"
     decided = _fetch(lawyer, f'"Dossiers/{number}/Re&AOc-us"')
     assert len([m for m in decided if b"registry-decision+json" in m]) == 1
+    # Its Fiche dossier names the saisine's parties.
+    fiches = [
+        email.message_from_bytes(m, policy=email.policy.default)
+        for m in decided
+        if "Fiche dossier" in _subject(m)
+    ]
+    assert len(fiches) == 1
+    page = fiches[0].get_body(("html",))
+    assert isinstance(page, email.message.EmailMessage)
+    assert "Vins du Médoc SAS" in page.get_content()
     acceptance = [r for r in _fetch(lawyer, ACCUSES) if "Acceptation par le" in _subject(r)]
     assert len(acceptance) == 1
     lawyer.logout()

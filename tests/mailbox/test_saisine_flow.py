@@ -151,6 +151,14 @@ def test_an_accepted_saisine_creates_its_dossier() -> None:
         (Quality.DEFENDEUR, "Vins du Médoc SAS", None),
     ]
     assert new.participants == ((LAWYER.address, "avocat"), (COURT_ADDRESS, "juridiction"))
+    life = new.life
+    assert life is not None and not life.created  # the court's own creation event may come
+    assert [(p.id, p.name) for p in life.parties] == [
+        ("P1", "Léger Amélie"),
+        ("P2", "Vins du Médoc SAS"),
+    ]
+    assert life.lawyers_of("P1") == (LAWYER.address,) and life.lawyers_of("P2") == ()
+    assert life.service == "CPH BORDEAUX - Commerce" and life.juridiction_code == CPH.code
     assert (plan.to, plan.to_dossier) == (BoxKind.ENVOYES, "2026-0000201")
     assert plan.filing.dossier == "2026-0000201"
     assert plan.receipt is not None and plan.receipt.accepted

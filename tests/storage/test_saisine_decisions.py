@@ -26,6 +26,7 @@ from palais.mailbox.relay import RelayOrder
 from palais.mailbox.saisine_flow import CourtActs, CourtAddresses
 from palais.storage import Storage
 from palais.storage.directory import Directory
+from palais.storage.dossier_life import read_life
 from palais.storage.dossier_search import DossierSearch
 from palais.storage.registry import RQ, RegistryStore
 from palais.storage.relay_queue import write_relay_order
@@ -129,6 +130,10 @@ def test_decisions_move_saisines_and_create_the_dossier(storage: Storage) -> Non
         assert await _count(storage, ME, f"Dossiers/{NEW}/Reçus") == 1
         assert f"Dossiers/{NEW}/Reçus" in await _names(storage, COURT)
         assert ME.address in await storage.directory.participants(NEW)
+        with storage.reader.connect() as conn:
+            found = read_life(conn, NEW)
+        assert found is not None
+        assert [p.name for p in found.life.parties] == ["Léger Amélie", "Vins du Médoc SAS"]
 
         search = DossierSearch(storage.reader)
         (card,) = await search.search(dossier_query({"numero": NEW}, DIRECTORY))
