@@ -290,7 +290,9 @@ def tls_refused(inst: Instance, listener: str, who: str) -> None:
         ("smtps", "court1"),
         ("submission", "court1"),
         ("court", "avocat1"),
-        ("imaps", "court1"),
+        # IMAPS trusts court systems (they fetch what lawyers sent their
+        # juridiction); operators' cards are for HTTPS.
+        ("imaps", "admin1"),
         ("https", "court1"),
     ],
 )
