@@ -21,6 +21,7 @@ plan storage carries out in one transaction:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -263,6 +264,24 @@ def saisine_life(
             if p.quality is Quality.DEMANDEUR
         ),
     )
+
+
+def life_with_lawyer(
+    life: DossierLife, lawyer: str, represents: Sequence[tuple[Quality, str]]
+) -> DossierLife:
+    """The dossier's life once ``lawyer``'s constitution is accepted: constituted
+    for each party it names (by quality and name, case and accents aside) and
+    not already theirs; the same life if none is new."""
+    wanted = {(quality, folded(name)) for quality, name in represents}
+    already = life.represented_by(lawyer)
+    added = tuple(
+        Constituted(party_id=p.id, address=lawyer.lower())
+        for p in life.parties
+        if (p.quality, folded(p.name)) in wanted and p.id not in already
+    )
+    if not added:
+        return life
+    return life.model_copy(update={"lawyers": (*life.lawyers, *added), "version": life.version + 1})
 
 
 def _name(actor: NaturalPerson | LegalPerson | Authority) -> str:

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, insert, select, update
 
 from palais.mailbox.court_events import Quality
+from palais.mailbox.dossier_life import DossierLife
 from palais.mailbox.dossiers import plan_dossier_opening
 from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.juridictions import folded
 from palais.mailbox.new_dossier import NewDossier
+from palais.mailbox.registry import life_with_lawyer
 from palais.storage import schema
 from palais.storage.directory import Directory
 
@@ -112,6 +114,18 @@ def join_dossier(
         Directory.add_participant(
             conn, dossier_id=int(dossier_id), account_id=account, capacity="avocat"
         )
+    kept = conn.execute(
+        select(LI.c.state).where(LI.c.dossier_id == dossier_id, LI.c.purged_at.is_(None))
+    ).scalar()
+    if kept is not None:  # the Fiche dossier names the lawyers its life holds
+        life = DossierLife.model_validate_json(kept)
+        after = life_with_lawyer(life, lawyer, represents)
+        if after is not life:
+            conn.execute(
+                update(LI)
+                .where(LI.c.dossier_id == dossier_id)
+                .values(state=after.model_dump_json(), version=after.version)
+            )
     for quality, name in represents:
         conn.execute(
             update(DP)

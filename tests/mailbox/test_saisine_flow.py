@@ -24,7 +24,13 @@ from palais.mailbox.juridictions import Juridiction
 from palais.mailbox.message import summarize
 from palais.mailbox.model import BoxKind, Placement
 from palais.mailbox.new_dossier import DossierParty, plan_new_dossier
-from palais.mailbox.registry import SentAct, plan_decision, service_for
+from palais.mailbox.registry import (
+    SentAct,
+    life_with_lawyer,
+    plan_decision,
+    saisine_life,
+    service_for,
+)
 from palais.mailbox.routing import Addressee, AddresseeKind
 from palais.mailbox.saisine import Saisine
 from palais.mailbox.saisine_flow import CourtAddresses, check_court_act_recipient
@@ -274,3 +280,12 @@ def test_a_saisine_sent_is_filed_with_its_deposit_receipt() -> None:
     )
     plan = acts.plan_filing(LAWYER, constitution_to, summary, datetime.now(UTC))
     assert plan.records == () and plan.destinations[0].kind is BoxKind.ENVOYES
+
+
+def test_a_constitution_accepted_constitutes_the_lawyer_in_the_life() -> None:
+    saisine = Saisine.model_validate(samples.saisine())
+    life = saisine_life("2026-0000201", CPH, CPH.services[0], saisine, LAWYER.address)
+    after = life_with_lawyer(life, "Other@X", [(Quality.DEFENDEUR, "vins du medoc sas")])
+    assert after.lawyers_of("P2") == ("other@x",) and after.version == life.version + 1
+    assert life_with_lawyer(after, "other@x", [(Quality.DEFENDEUR, "Vins du Médoc SAS")]) is after
+    assert life_with_lawyer(life, "other@x", [(Quality.DEMANDEUR, "Nobody")]) is life

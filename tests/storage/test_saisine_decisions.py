@@ -163,6 +163,9 @@ def test_decisions_move_saisines_and_create_the_dossier(storage: Storage) -> Non
         await _decide(storage, "constitution", "<c1@x>", decision="accepted", dossier=NEW)
         assert f"Dossiers/{NEW}/Reçus" in await _names(storage, OTHER)
         assert await _count(storage, OTHER, f"Dossiers/{NEW}/Envoyés") == 1
+        with storage.reader.connect() as conn:
+            joined = read_life(conn, NEW)
+        assert joined is not None and joined.life.lawyers_of("P2") == (OTHER.address,)
         # A fresh directory: the gateway's caches its answers for Directory.TTL.
         fresh = Directory(storage.reader, storage.commits)
         assert OTHER.address in await fresh.participants(NEW)
