@@ -13,7 +13,6 @@ injectable, so that tests move the day forward.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import smtplib
 import ssl
@@ -32,6 +31,7 @@ from palais.mailbox.alerts import (
     cutoff,
     retry_delay,
 )
+from palais.periodic import Periodic
 
 __all__ = ["AlertCounts", "AlertOutbox", "AlertSender", "RelayRefused", "SmtpRelay"]
 
@@ -91,7 +91,7 @@ class Relay(Protocol):
     async def send(self, sender: str, to: str, data: bytes) -> None: ...
 
 
-class AlertSender:
+class AlertSender(Periodic):
     def __init__(
         self,
         outbox: AlertOutbox,
@@ -114,36 +114,20 @@ class AlertSender:
         self._domain = domain
         self._hour = digest_hour
         self._zone = zone
-        self._poll = poll_interval
         self._retry = retry_interval
         self._max_retry = max_retry_interval
         self._lease = lease
         self._instance = instance
         self._clock = clock
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__("palais-alerts", poll_interval)
         self.sent = 0  # mails the relay took
         self.failures = 0  # tries it did not
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="palais-alerts")
-
-    async def stop(self) -> None:
-        """Stop after the send in flight, if any: its outcome is recorded,
-        so that it is not sent again after a restart."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:  # the database away for a moment: look again later
-                log.exception("alerts: a look failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self._poll)
+    async def look(self) -> bool:
+        # Stopped, it ends after the send in flight, if any: its outcome is
+        # recorded, so that it is not sent again after a restart.
+        await self.run_once()
+        return False
 
     async def run_once(self) -> int:
         """One look: new notices derived, those due sent; how many mails went."""
@@ -151,7 +135,7 @@ class AlertSender:
         await self._outbox.gather(now)
         mails = 0
         for setting, oldest in await self._outbox.waiting(now):
-            if self._stop.is_set():
+            if self.stopping:
                 break
             upto = cutoff(setting.mode, now, hour=self._hour, zone=self._zone)
             if oldest > upto:

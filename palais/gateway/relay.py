@@ -18,7 +18,6 @@ worker: court endpoints are few and the queue is drained in order).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import smtplib
 import ssl
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from palais.mailbox.relay import Attempt, Outcome, RelayItem, RelayQueue, RetryRule
+from palais.periodic import Periodic
 
 __all__ = ["Endpoint", "RelayWorker", "client_context", "send_once"]
 
@@ -106,7 +106,7 @@ def _reply(code: int, text: bytes | str) -> Attempt:
     return Attempt(Outcome.PERMANENT if 500 <= code < 600 else Outcome.TEMPORARY, detail)
 
 
-class RelayWorker:
+class RelayWorker(Periodic):
     """Drains the queue while the gateway runs (an asyncio task)."""
 
     def __init__(
@@ -128,47 +128,28 @@ class RelayWorker:
         self._sign = sign
         self._rule = rule
         self._hostname = hostname
-        self._interval = interval
         self._timeout = timeout
         self._batch = batch
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__("palais-relay", interval)
         self.sent = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="palais-relay")
+    async def stop(self, timeout: float | None = None) -> None:
+        """Finish the message in hand (its outcome recorded), then stop; past
+        the send's own timeout, its lease lets another try later."""
+        await super().stop(self._timeout + 5 if timeout is None else timeout)
 
-    async def stop(self) -> None:
-        """Finish the message in hand (its outcome recorded), then stop."""
-        self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=self._timeout + 5)
-            except TimeoutError:
-                log.warning("relay did not stop in time; its lease lets another try later")
-            self._task = None
+    async def starting(self) -> None:
+        resumed = await self._queue.resume()
+        if resumed:
+            log.info("relay resumed %d message(s) left in flight before a restart", resumed)
 
-    async def _run(self) -> None:
-        try:
-            resumed = await self._queue.resume()
-        except Exception:
-            log.exception("relay could not take back its leases; they run out instead")
-        else:
-            if resumed:
-                log.info("relay resumed %d message(s) left in flight before a restart", resumed)
-        while not self._stopping.is_set():
-            try:
-                items = await self._queue.claim(self._batch)
-                for item in items:
-                    if self._stopping.is_set():
-                        break  # its lease runs out; a later start takes it
-                    await self._relay(item)
-            except Exception:
-                log.exception("relay round failed; trying again")
-                items = []
-            if len(items) < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+    async def look(self) -> bool:
+        items = await self._queue.claim(self._batch)
+        for item in items:
+            if self.stopping:
+                break  # its lease runs out; a later start takes it
+            await self._relay(item)
+        return len(items) == self._batch
 
     async def _relay(self, item: RelayItem) -> None:
         endpoint = self._endpoints.get(item.recipient)

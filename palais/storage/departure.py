@@ -16,7 +16,6 @@ one transaction with its audit events, and nothing decided:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -40,6 +39,7 @@ from palais.mailbox.enrolment import AccountFacts
 from palais.mailbox.identity import Role
 from palais.mailbox.message import summarize
 from palais.mailbox.model import BoxKind
+from palais.periodic import Periodic
 from palais.storage import audit, schema
 from palais.storage.directory import Directory
 from palais.storage.messages import insert_message
@@ -492,7 +492,7 @@ def _copy_mail(
     return copied
 
 
-class DepartureRunner:
+class DepartureRunner(Periodic):
     """Carries out due departures in the gateway: at start, then every ``interval`` seconds.
 
     ``clock`` is injectable so that tests move time. Each departure is one
@@ -508,35 +508,17 @@ class DepartureRunner:
         interval: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__("palais-departures", interval)
         self._reader = reader
         self._commits = commits
         self._zone = zone
-        self.interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
         self.executed = 0  # carried out by this process
         self.failed = 0
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="palais-departures"
-            )
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_due()
-            except Exception:  # the database away: the next look tries again
-                log.exception("departures: look for due departures failed")
-            await asyncio.sleep(self.interval)
+    async def look(self) -> bool:
+        await self.run_due()
+        return False
 
     async def run_due(self) -> list[dict[str, object]]:
         """Carry out every departure due now; what each did (those carried out here)."""

@@ -25,7 +25,6 @@ in one transaction, nothing decided:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -53,6 +52,7 @@ from palais.mailbox.hearing_slots import SlotsPublished, carried_slots
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import MessageSummary, summarize
 from palais.mailbox.model import BoxKind, CommittedRecord, EventKind, MailboxEvent, Placement
+from palais.periodic import Periodic
 from palais.storage import schema
 from palais.storage.hearing_slots import write_slots_published
 from palais.storage.mailstore import MailStore
@@ -443,7 +443,7 @@ def purge_dossier(
     return {"dossier": number, "messages": len(placements), "boxes": len(boxes)}
 
 
-class PurgeRunner:
+class PurgeRunner(Periodic):
     """Purges terminated dossiers in the gateway: at start, then every ``interval`` seconds.
 
     ``clock`` is injectable so that tests move time. Each dossier is one
@@ -459,32 +459,16 @@ class PurgeRunner:
         interval: float = 3600.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__("palais-purge", interval)
         self._reader = reader
         self._commits = commits
         self.retention = retention
-        self.interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
         self.purged = 0
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="palais-purge")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_due()
-            except Exception:  # the database away: the next look tries again
-                log.exception("purge: look for terminated dossiers failed")
-            await asyncio.sleep(self.interval)
+    async def look(self) -> bool:
+        await self.run_due()
+        return False
 
     async def run_due(self) -> list[dict[str, object]]:
         """Purge every dossier due now; what each purge removed."""

@@ -67,7 +67,9 @@ def test_the_domain_imports_only_the_standard_library_and_itself() -> None:
 @pytest.mark.parametrize(
     ("layer", "allowed"),
     [
-        ("storage", ("palais.storage", "palais.mailbox")),
+        # palais.periodic: the task behind the runners of due work (standard
+        # library only), shared with the gateway's senders.
+        ("storage", ("palais.storage", "palais.mailbox", "palais.periodic")),
         ("pki", ("palais.pki", "palais.mailbox")),
     ],
 )
