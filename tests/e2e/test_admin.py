@@ -275,7 +275,10 @@ def tls_refused(inst: Instance, listener: str, who: str) -> None:
                 s.noop()
         elif listener == "imaps":
             conn = imaplib.IMAP4_SSL("localhost", inst.port("imaps"), ssl_context=ctx, timeout=10)
-            conn.noop()
+            try:
+                conn.noop()
+            finally:  # also when let in: the socket left open failed the next test
+                conn.shutdown()
         else:
             sock = socket.create_connection(("127.0.0.1", inst.port("https")), timeout=10)
             with ctx.wrap_socket(sock, server_hostname="localhost") as raw:
