@@ -26,14 +26,22 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
-from palais.mailbox.documents import CONSTITUTION, HEARING_SLOTS, REGISTRY_DECISION, SAISINE
+from palais.mailbox.documents import (
+    CONSTITUTION,
+    DOSSIER_EVENT,
+    HEARING_SLOTS,
+    REGISTRY_DECISION,
+    SAISINE,
+)
 from tests.e2e.instance import Instance, create_instance
 from tests.e2e.test_client_cli import client
+from tests.e2e.test_dossier_life import HEARING, PARIS, _fiches, _html_and_calendar
 from tests.mailbox import court_samples as samples
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
@@ -225,6 +233,27 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
     assert "Vins du Médoc SAS" in page.get_content()
     acceptance = [r for r in _fetch(lawyer, ACCUSES) if "Acceptation par le" in _subject(r)]
     assert len(acceptance) == 1
+
+    # The court system sets the first hearing of the new dossier: its Fiche
+    # is replaced, and the iCalendar part holds the hearing.
+    domain = inst.dossier["address"].split("@")[1]
+    hearing = _message(
+        inst.address("court1"), f"{number}@{domain}", f"[{number}] audience", "Audience fixée."
+    )
+    event = {
+        "dossier": number,
+        "juridiction_code": samples.JURIDICTION,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "event": {"kind": "hearing_added", "hearing": HEARING},
+    }
+    _attach_json(hearing, DOSSIER_EVENT, event, "evenement.json")
+    _court_sends(inst, hearing)
+    (fiche,) = _fiches(lawyer, f'"Dossiers/{number}/Re&AOc-us"')
+    html, calendar = _html_and_calendar(fiche)
+    assert "14/01/2027" in html and "salle 3" in html
+    (vevent,) = calendar.walk("VEVENT")
+    assert vevent.decoded("dtstart") == datetime(2027, 1, 14, 9, 30, tzinfo=PARIS)
+    assert "salle 3" in str(vevent["location"])
     lawyer.logout()
     root = inst.root
     (root / "saisine.eml").write_bytes(sent[0])
@@ -284,7 +313,6 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
     )
     assert f"Dossiers/{number}/Re&AOc-us" in _names(other)
     # And writes to it at once.
-    domain = inst.dossier["address"].split("@")[1]
     first_words = _message(
         inst.address("avocat3"), f"{number}@{domain}", "Constitution", "Bonjour."
     )
