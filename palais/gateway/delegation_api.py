@@ -20,19 +20,18 @@ rules are the domain's (``palais.mailbox.delegation``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote
 
 from palais.gateway.https import Caller, HttpRequest, Response, Route
+from palais.gateway.json_api import BadRequest, answer, error, json_object
 from palais.mailbox.delegation import Delegation, DelegationRefused, Revocation, Right
 from palais.mailbox.identity import Identity, Role
 
 __all__ = ["PREFIX", "DelegationDesk", "delegations_route"]
 
 PREFIX = b"/api/delegations"
-_JSON = b"application/json"
 _MAX_BODY = 64 * 1024
 
 
@@ -50,42 +49,21 @@ class DelegationDesk(Protocol):
     ) -> Revocation: ...
 
 
-def _answer(status: int, document: object, who: Identity | None = None) -> Response:
-    body = json.dumps(document, ensure_ascii=False).encode() + b"\n"
-    return Response(status, _JSON, body, identity=who)
-
-
-def _error(status: int, text: str, who: Identity | None = None) -> Response:
-    return _answer(status, {"error": text}, who)
-
-
-class _BadRequest(ValueError):
-    pass
-
-
 def _grant_request(request: HttpRequest) -> tuple[str, Right, list[str]]:
-    """(delegate, right, dossiers) from the POST body; _BadRequest naming what is wrong."""
-    raw = request.content.read(_MAX_BODY + 1) if request.content is not None else b""
-    if len(raw) > _MAX_BODY:
-        raise _BadRequest(f"the body is over {_MAX_BODY // 1024} KiB")
-    try:
-        body: Any = json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise _BadRequest('the body must be a JSON object: {"to": ADDRESS, "rights": ...}')
+    """(delegate, right, dossiers) from the POST body; BadRequest naming what is wrong."""
+    body = json_object(request, _MAX_BODY, '{"to": ADDRESS, "rights": ...}')
     unknown = sorted(set(body) - {"to", "rights", "dossiers"})
     if unknown:
-        raise _BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
     to = body.get("to")
     if not isinstance(to, str) or not to.strip():
-        raise _BadRequest('"to" must be the delegate\'s address')
+        raise BadRequest('"to" must be the delegate\'s address')
     rights = body.get("rights", Right.READ.value)
     if rights not in {r.value for r in Right}:
-        raise _BadRequest('"rights" must be "read" or "write"')
+        raise BadRequest('"rights" must be "read" or "write"')
     dossiers = body.get("dossiers", [])
     if not isinstance(dossiers, list) or not all(isinstance(d, str) for d in dossiers):
-        raise _BadRequest('"dossiers" must be a list of dossier numbers')
+        raise BadRequest('"dossiers" must be a list of dossier numbers')
     return to.strip(), Right(rights), [d.strip() for d in dossiers]
 
 
@@ -105,10 +83,10 @@ def delegations_route(desk: DelegationDesk) -> Route:
         method = request.method
         if method in (b"GET", b"HEAD"):
             if rest not in (b"", b"/"):
-                return _error(404, "not found", who)
+                return error(404, "not found", who)
             granted = await desk.granted_by(who) if who.role is Role.AVOCAT else []
             held = await desk.held_by(who.address)
-            return _answer(
+            return answer(
                 200,
                 {
                     "granted": [d.as_json() for d in granted],
@@ -117,23 +95,23 @@ def delegations_route(desk: DelegationDesk) -> Route:
                 who,
             )
         if who.role is not Role.AVOCAT:
-            return _error(403, "only a lawyer (avocat) grants or revokes delegations", who)
+            return error(403, "only a lawyer (avocat) grants or revokes delegations", who)
         try:
             if method == b"POST":
                 if rest not in (b"", b"/"):
-                    return _error(404, "not found", who)
+                    return error(404, "not found", who)
                 delegate, right, dossiers = _grant_request(request)
                 done = await desk.grant(who, delegate, right, dossiers)
-                return _answer(201, {"granted": [d.as_json() for d in done]}, who)
+                return answer(201, {"granted": [d.as_json() for d in done]}, who)
             # DELETE /api/delegations/<delegate>
             delegate = unquote(rest.lstrip(b"/").decode("utf-8", "replace")).strip()
             if not delegate or "/" in delegate:
-                return _error(404, "say whose delegation: DELETE /api/delegations/ADDRESS", who)
+                return error(404, "say whose delegation: DELETE /api/delegations/ADDRESS", who)
             revoked = await desk.revoke(who, delegate, _dossier_args(request))
-            return _answer(200, {"revoked": [d.as_json() for d in revoked.revoked]}, who)
-        except _BadRequest as bad:
-            return _error(400, str(bad), who)
+            return answer(200, {"revoked": [d.as_json() for d in revoked.revoked]}, who)
+        except BadRequest as bad:
+            return error(400, str(bad), who)
         except DelegationRefused as refused:
-            return _error(422, refused.text, who)
+            return error(422, refused.text, who)
 
     return Route(serve, methods=(b"GET", b"HEAD", b"POST", b"DELETE"), prefix=True)

@@ -10,26 +10,20 @@ another role); a wrong query is a 400 naming every field at fault.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 
 from palais.gateway.https import Caller, HttpRequest, Response, Route
+from palais.gateway.json_api import answer
 from palais.mailbox.dossier_search import DossierCard, DossierQuery, dossier_query
 from palais.mailbox.errors import InvalidMessage
-from palais.mailbox.identity import Identity, Role
+from palais.mailbox.identity import Role
 from palais.mailbox.juridictions import JuridictionDirectory
 
 PATH = b"/api/dossiers"
-_JSON = b"application/json; charset=utf-8"
 _PARAMS = ("numero", "type", "juridiction", "demandeur", "defendeur")
 _LAWYERS = (Role.AVOCAT, Role.COLLABORATEUR)
 
 Search = Callable[[DossierQuery], Awaitable[list[DossierCard]]]
-
-
-def _json(status: int, value: object, identity: Identity | None = None) -> Response:
-    body = json.dumps(value, ensure_ascii=False).encode() + b"\n"
-    return Response(status, _JSON, body, identity=identity)
 
 
 def dossier_search_route(juridictions: JuridictionDirectory, search: Search) -> Route:
@@ -38,7 +32,7 @@ def dossier_search_route(juridictions: JuridictionDirectory, search: Search) -> 
         if isinstance(who, Response):
             return who
         if who.role not in _LAWYERS:
-            return _json(403, {"error": "réservé aux avocats"}, who)
+            return answer(403, {"error": "réservé aux avocats"}, who)
         try:
             params = {
                 name: request.args[name.encode()][0].decode("utf-8")
@@ -46,12 +40,12 @@ def dossier_search_route(juridictions: JuridictionDirectory, search: Search) -> 
                 if request.args.get(name.encode())
             }
         except UnicodeDecodeError:
-            return _json(400, {"error": "paramètres non UTF-8"}, who)
+            return answer(400, {"error": "paramètres non UTF-8"}, who)
         try:
             query = dossier_query(params, juridictions)
         except InvalidMessage as error:
-            return _json(400, {"error": error.text, "details": list(error.details)}, who)
+            return answer(400, {"error": error.text, "details": list(error.details)}, who)
         found = await search(query)
-        return _json(200, {"dossiers": [card.as_json() for card in found]}, who)
+        return answer(200, {"dossiers": [card.as_json() for card in found]}, who)
 
     return Route(serve)
