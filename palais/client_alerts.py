@@ -12,12 +12,10 @@ what a message says; ``--digest`` gathers a day's notices in one mail.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import ssl
 from typing import Any, TextIO
 
-from palais.client_cli import INVALID, OK, UNREACHABLE, Connection, Failure, _connection, _why
+from palais.client_cli import OK, Connection, _connection, https_json
 
 __all__ = ["add_alerts"]
 
@@ -25,34 +23,7 @@ _PATH = "/api/alerts"
 
 
 def _call(conn: Connection, method: str, body: dict[str, str] | None = None) -> dict[str, Any]:
-    client = http.client.HTTPSConnection(
-        conn.host, conn.https_port, context=conn.context, timeout=30
-    )
-    where = f"{conn.host}:{conn.https_port}"
-    try:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {} if data is None else {"Content-Type": "application/json"}
-        client.request(method, _PATH, body=data, headers=headers)
-        response = client.getresponse()
-        raw = response.read()
-    except ssl.SSLError as e:
-        raise Failure(UNREACHABLE, f"connexion TLS refusée par {where} ({_why(e)})") from e
-    except OSError as e:
-        raise Failure(UNREACHABLE, f"serveur injoignable : {where} ({_why(e)})") from e
-    finally:
-        client.close()
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        answer = None
-    if response.status != 200:
-        said = answer.get("error") if isinstance(answer, dict) else None
-        raise Failure(
-            INVALID, f"refusé par le serveur ({response.status}) : {said or repr(raw[:200])}"
-        )
-    if not isinstance(answer, dict):
-        raise Failure(UNREACHABLE, "réponse inattendue du serveur")
-    return answer
+    return https_json(conn, method, _PATH, body)
 
 
 _MODES = {"immediate": "à chaque événement", "digest": "un récapitulatif par jour"}

@@ -120,31 +120,46 @@ def _why(error: BaseException) -> str:
 # -- the directory, over HTTPS --------------------------------------------------------------
 
 
-def _api(conn: Connection, query: dict[str, str]) -> list[dict[str, Any]]:
+def https_json(
+    conn: Connection, method: str, path: str, body: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One call to the gateway's HTTPS API with the card; its JSON object.
+    Unreachable or refused: a ``Failure`` in words (with the server's
+    ``details`` lines when it gives some)."""
     client = http.client.HTTPSConnection(
         conn.host, conn.https_port, context=conn.context, timeout=30
     )
+    where = _where(conn, True)
     try:
-        client.request("GET", "/api/juridictions?" + urlencode(query))
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if data is None else {"Content-Type": "application/json"}
+        client.request(method, path, body=data, headers=headers)
         response = client.getresponse()
-        body = response.read()
+        raw = response.read()
     except ssl.SSLError as e:
-        where = _where(conn, True)
         raise Failure(UNREACHABLE, f"connexion TLS refusée par {where} ({_why(e)})") from e
     except OSError as e:
-        where = _where(conn, True)
         raise Failure(UNREACHABLE, f"serveur injoignable : {where} ({_why(e)})") from e
     finally:
         client.close()
     try:
-        answer = json.loads(body)
+        answer: Any = json.loads(raw)
     except ValueError:
-        answer = {}
+        answer = None
     if response.status != 200:
         said = answer.get("error") if isinstance(answer, dict) else None
-        said = str(said) if said else repr(body[:200])
-        raise Failure(INVALID, f"refusé par le serveur ({response.status}) : {said}")
-    found = answer.get("juridictions") if isinstance(answer, dict) else None
+        details = answer.get("details") if isinstance(answer, dict) else None
+        text = f"refusé par le serveur ({response.status}) : {said or repr(raw[:200])}"
+        if isinstance(details, list) and details:
+            text += "\n" + "\n".join(f"  {d}" for d in details)
+        raise Failure(INVALID, text)
+    if not isinstance(answer, dict):
+        raise Failure(UNREACHABLE, "réponse inattendue du serveur")
+    return answer
+
+
+def _api(conn: Connection, query: dict[str, str]) -> list[dict[str, Any]]:
+    found = https_json(conn, "GET", "/api/juridictions?" + urlencode(query)).get("juridictions")
     if not isinstance(found, list):
         raise Failure(UNREACHABLE, "réponse inattendue du serveur")
     return found

@@ -13,13 +13,11 @@ line: number, juridiction, service, status, demandeur(s), défendeur(s).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import ssl
-from typing import Any, TextIO
+from typing import TextIO
 from urllib.parse import urlencode
 
-from palais.client_cli import INVALID, OK, UNREACHABLE, USAGE, Failure, _connection, _why
+from palais.client_cli import OK, UNREACHABLE, USAGE, Failure, _connection, https_json
 
 __all__ = ["add_search_dossier"]
 
@@ -41,32 +39,8 @@ def cmd_search_dossier(args: argparse.Namespace, out: TextIO) -> int:
         if v
     }
     conn = _connection(args)
-    client = http.client.HTTPSConnection(
-        conn.host, conn.https_port, context=conn.context, timeout=30
-    )
-    where = f"{conn.host}:{conn.https_port}"
-    try:
-        client.request("GET", f"{_PATH}?{urlencode(query)}")
-        response = client.getresponse()
-        raw = response.read()
-    except ssl.SSLError as e:
-        raise Failure(UNREACHABLE, f"connexion TLS refusée par {where} ({_why(e)})") from e
-    except OSError as e:
-        raise Failure(UNREACHABLE, f"serveur injoignable : {where} ({_why(e)})") from e
-    finally:
-        client.close()
-    try:
-        answer: Any = json.loads(raw)
-    except ValueError:
-        answer = None
-    if response.status != 200:
-        said = answer.get("error") if isinstance(answer, dict) else None
-        details = answer.get("details") if isinstance(answer, dict) else None
-        text = f"refusé par le serveur ({response.status}) : {said or repr(raw[:200])}"
-        if isinstance(details, list) and details:
-            text += "\n" + "\n".join(f"  {d}" for d in details)
-        raise Failure(INVALID, text)
-    found = answer.get("dossiers") if isinstance(answer, dict) else None
+    answer = https_json(conn, "GET", f"{_PATH}?{urlencode(query)}")
+    found = answer.get("dossiers")
     if not isinstance(found, list):
         raise Failure(UNREACHABLE, "réponse inattendue du serveur")
     if args.json:
