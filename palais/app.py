@@ -42,6 +42,7 @@ from palais.mailbox.documents import OpenedSlots, refuse_invalid
 from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.identity import CertificateIdentity, Identity
+from palais.mailbox.message_decisions import MessageDecided, MessageDecisions
 from palais.mailbox.new_dossier import dossier_address
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.saisine_flow import CourtActs, CourtAddresses
@@ -214,10 +215,13 @@ class Gateway:
         for published in await asyncio.to_thread(load_stored_slots, storage.reader):
             slots.publish(published)
         # Saisines and constitutions to the juridictions' addresses, and their decisions.
+        registry = RegistryStore(storage.reader, storage.commits, storage.mail)
+        # A decision on a lawyer's message: its receipt filed with the decision mail.
+        storage.mail.add_record_writer(MessageDecided, registry.write_message_decided)
         court_acts = CourtActs(
             juridictions,
             lives,  # storage.mail, keeping the hearing slots a court system publishes
-            RegistryStore(storage.reader, storage.commits, storage.mail),
+            registry,
             mail_domain=s.instance.mail_domain,
             publish_slots=slots.publish,
             dossier_changed=_refreshing(lives, storage.directory, s.instance.mail_domain),
@@ -229,6 +233,7 @@ class Gateway:
             resend_window=s.smtp.resend_window,
             delegations=delegations,
             court_acts=court_acts,
+            decisions=MessageDecisions(registry),
             relayed=relayed_court_systems(s),
         )
         # What lawyers send to court systems with an SMTP endpoint: relayed

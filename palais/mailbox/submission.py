@@ -43,6 +43,7 @@ from palais.mailbox.message import (
     normalize_line_endings,
     summarize,
 )
+from palais.mailbox.message_decisions import REGISTRIES, MessageDecisions
 from palais.mailbox.relay import divert_to_relay
 from palais.mailbox.routing import (
     Addressee,
@@ -185,6 +186,7 @@ class SubmissionDesk:
         delegations: DelegationBook | None = None,
         relayed: frozenset[str] = frozenset(),
         court_acts: CourtActs | None = None,
+        decisions: MessageDecisions | None = None,
     ) -> None:
         """``court_acts``: what is written to the juridictions' saisine and
         constitution addresses (``palais.mailbox.saisine_flow``).
@@ -192,8 +194,11 @@ class SubmissionDesk:
         filer must be able to issue it, or nothing is accepted).
         ``delegations``: who may send for whom (none without it).
         ``relayed``: court systems whose copy goes to their SMTP endpoint
-        (``palais.mailbox.relay``) instead of their INBOX."""
+        (``palais.mailbox.relay``) instead of their INBOX.
+        ``decisions``: the registry's decisions on lawyers' messages, sent to
+        a dossier's address (``palais.mailbox.message_decisions``)."""
         self._receipts = receipts
+        self._decisions = decisions
         self._court_acts = court_acts
         self._relayed = relayed
         self._delegations = delegations
@@ -410,6 +415,11 @@ class Submission:
             if delegate is not None:
                 receipt = receipt_for(receipt, who.mailbox_owner, self._lawyer_name(), delegate)
             plan = replace(plan, records=(*plan.records, receipt))
+        if desk._decisions is not None and who.role in REGISTRIES:
+            # A registry's message may carry a decision on a lawyer's message.
+            decided = await desk._decisions.record(who, number, data)
+            if decided is not None:
+                plan = replace(plan, records=(*plan.records, decided))
         if delegate is not None:
             acted = ActedFor(delegate.address, who.mailbox_owner, "send", number)
             plan = replace(plan, records=(*plan.records, acted))

@@ -4,6 +4,10 @@
 ``decide`` carries out the plan ``palais.mailbox.registry.plan_decision``
 made of them, in one writer transaction: the dossier created or joined, the
 lawyer's copy moved, the court's decision mail filed, the lawyer's receipt.
+``messages_with_id`` and ``write_message_decided`` are the same for a
+decision about a lawyer's message in a dossier
+(``palais.mailbox.message_decisions``): its receipt, through the same
+``issue_receipt``, rides with the decision mail's ordinary filing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from palais.mailbox.errors import CannotDoThat, TemporaryFailure
 from palais.mailbox.evidence import registry_decision
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary
+from palais.mailbox.message_decisions import DossierMessage, MessageDecided
 from palais.mailbox.model import BoxKind, Placement
 from palais.mailbox.registry import DecisionPlan, SentAct
 from palais.storage.dossiers import create_dossier, join_dossier
@@ -24,13 +29,14 @@ from palais.storage.evidence import ReceiptWriter, deposits
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import insert_message
 from palais.storage.placement import drop_placement, place_all
-from palais.storage.schema import RelayQueue, table
+from palais.storage.schema import Account, RelayQueue, table
 from palais.storage.sql import DO, EN, MS, PL, decode_flags
 from palais.storage.writer import CommitQueue, WriteContext
 
-__all__ = ["RegistryStore"]
+__all__ = ["RegistryStore", "issue_receipt", "write_message_decided"]
 
 RQ = table(RelayQueue)
+AC = table(Account)
 
 # Where a lawyer's act awaits its decision: a saisine in Saisines/Envoyées,
 # a constitution in Envoyés outside any dossier.
@@ -87,6 +93,38 @@ class RegistryStore:
             return None
         data = await self._mail.read(blob)
         return SentAct(mid, lawyer, placement, decode_flags(flags), data)
+
+    async def messages_with_id(self, message_id: str) -> list[DossierMessage]:
+        """``palais.mailbox.message_decisions.DossierMessages``: each filed message
+        with this Message-ID, its sender's role and its dossier's number."""
+
+        def find() -> list[DossierMessage]:
+            with self._reader.connect() as conn:
+                rows = conn.execute(
+                    select(MS.c.id, MS.c.sender, AC.c.role, DO.c.number)
+                    .outerjoin(AC, AC.c.address == MS.c.sender)
+                    .outerjoin(DO, DO.c.id == MS.c.dossier_id)
+                    .where(MS.c.message_id.in_(_ids(message_id)))
+                    .order_by(MS.c.id)
+                    .limit(20)
+                ).all()
+            return [
+                DossierMessage(
+                    int(r.id),
+                    str(r.sender),
+                    None if r.role is None else str(r.role),
+                    None if r.number is None else str(r.number),
+                )
+                for r in rows
+            ]
+
+        return await asyncio.to_thread(find)
+
+    def write_message_decided(
+        self, conn: Connection, ctx: WriteContext, record: MessageDecided
+    ) -> None:
+        """The mail store's writer of ``MessageDecided`` records."""
+        write_message_decided(self._mail.receipts, conn, ctx, record)
 
     async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
         def find() -> int | None:
@@ -160,16 +198,50 @@ def _carry_out(
     )
     holders = [(d.owner, d.kind, d.flags) for d in plan.filing.destinations]
     place_all(conn, ctx, mid, plan.filing.dossier, holders)
+    if plan.receipt is not None:
+        issue_receipt(
+            conn, ctx, receipts, court, plan.act, plan.receipt.accepted, plan.receipt.reason, now
+        )
+    return mid
+
+
+def issue_receipt(
+    conn: Connection,
+    ctx: WriteContext,
+    receipts: ReceiptWriter | None,
+    registry: Identity,
+    act: int,
+    accepted: bool,
+    reason: str | None,
+    now: datetime,
+) -> None:
+    """The acceptation-greffe or rejet-greffe receipt of message ``act``, to its
+    sender's Accusés de réception, in the caller's transaction."""
     # The decision's receipt follows the act's deposit receipt (an act filed
     # without one, by a store without evidence service, has none to follow).
-    found = deposits(conn, [plan.act]) if plan.receipt is not None else []
-    if plan.receipt is not None and found:
-        if receipts is None:
-            raise TemporaryFailure(
-                "The evidence service is not available", reason="registry receipt without service"
-            )
-        order = registry_decision(
-            court, found[0], accepted=plan.receipt.accepted, reason=plan.receipt.reason, now=now
+    found = deposits(conn, [act])
+    if not found:
+        return
+    if receipts is None:
+        raise TemporaryFailure(
+            "The evidence service is not available", reason="registry receipt without service"
         )
-        receipts.write(conn, ctx, order)
-    return mid
+    order = registry_decision(registry, found[0], accepted=accepted, reason=reason, now=now)
+    receipts.write(conn, ctx, order)
+
+
+def write_message_decided(
+    receipts: ReceiptWriter | None, conn: Connection, ctx: WriteContext, record: MessageDecided
+) -> None:
+    """The ``MessageDecided`` record a registry's decision mail carries
+    (``palais.mailbox.message_decisions``): the decided message's receipt."""
+    issue_receipt(
+        conn,
+        ctx,
+        receipts,
+        record.registry,
+        record.message,
+        record.accepted,
+        record.reason,
+        datetime.now(UTC),
+    )
