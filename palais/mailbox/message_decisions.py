@@ -17,6 +17,7 @@ receipt.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,8 +26,9 @@ from pydantic import ValidationError
 
 from palais.mailbox.court_events import RegistryDecision
 from palais.mailbox.documents import REGISTRY_DECISION, carried_documents
-from palais.mailbox.errors import InvalidMessage
+from palais.mailbox.errors import CannotDoThat, InvalidMessage
 from palais.mailbox.identity import Identity, Role
+from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import CommittedRecord
 
 __all__ = [
@@ -51,6 +53,7 @@ class DossierMessage:
     sender: str
     sender_role: str | None  # the sender's account's role (None: no such account)
     dossier: str | None  # the number of the dossier it belongs to, if any
+    decided: bool = False  # the registry's receipt about it issued already
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,11 @@ class MessageDecided(CommittedRecord):
 class DossierMessages(Protocol):
     async def messages_with_id(self, message_id: str) -> Sequence[DossierMessage]:
         """The filed messages carrying this Message-ID (with or without angle brackets)."""
+        ...
+
+    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+        """The decision mail ``court`` sent already with this Message-ID and these
+        bytes, if any (``palais.mailbox.saisine_flow.SentActs``)."""
         ...
 
 
@@ -102,6 +110,11 @@ def plan_message_decision(
         )
     # The first filed: a message sent again under the same Message-ID is the same act.
     decided = min(mine, key=lambda m: m.message)
+    if decided.decided:
+        raise CannotDoThat(
+            f"message_id: le greffe a déjà statué sur {shown}",
+            reason=f"{registry.address}: second decision on {shown}",
+        )
     return MessageDecided(
         registry, decided.message, decision.decision == "accepted", decision.reason
     )
@@ -127,7 +140,9 @@ class MessageDecisions:
     def __init__(self, messages: DossierMessages) -> None:
         self._messages = messages
 
-    async def record(self, who: Identity, number: str, data: bytes) -> MessageDecided | None:
+    async def record(
+        self, who: Identity, number: str, data: bytes, summary: MessageSummary
+    ) -> MessageDecided | None:
         """The record to file with ``who``'s message to dossier ``number``: its
         decision, if it carries one (None for every other message)."""
         if who.role not in REGISTRIES:
@@ -136,4 +151,13 @@ class MessageDecisions:
         if decision is None:
             return None
         found = await self._messages.messages_with_id(decision.message_id)
-        return plan_message_decision(decision, number, found, who)
+        try:
+            return plan_message_decision(decision, number, found, who)
+        except CannotDoThat:
+            # Decided already: by this very mail sent again (its 250 lost), which
+            # the filer then finds and answers as its first 250, filing nothing.
+            sha = hashlib.sha256(data).hexdigest()
+            mid = summary.message_id
+            if mid and await self._messages.decision_filed(who.address, mid, sha) is not None:
+                return None
+            raise

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, exists, or_, select, update
 
 from palais.mailbox.errors import CannotDoThat, TemporaryFailure
-from palais.mailbox.evidence import registry_decision
+from palais.mailbox.evidence import EventCode, registry_decision
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary
 from palais.mailbox.message_decisions import DossierMessage, MessageDecided
@@ -29,7 +29,7 @@ from palais.storage.evidence import ReceiptWriter, deposits
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import insert_message
 from palais.storage.placement import drop_placement, place_all
-from palais.storage.schema import Account, RelayQueue, table
+from palais.storage.schema import Account, EvidenceLog, RelayQueue, table
 from palais.storage.sql import DO, EN, MS, PL, decode_flags
 from palais.storage.writer import CommitQueue, WriteContext
 
@@ -37,6 +37,8 @@ __all__ = ["RegistryStore", "issue_receipt", "write_message_decided"]
 
 RQ = table(RelayQueue)
 AC = table(Account)
+EL = table(EvidenceLog)
+_DECISION_CODES = (EventCode.ACCEPTATION_GREFFE.value, EventCode.REJET_GREFFE.value)
 
 # Where a lawyer's act awaits its decision: a saisine in Saisines/Envoyées,
 # a constitution in Envoyés outside any dossier.
@@ -100,8 +102,10 @@ class RegistryStore:
 
         def find() -> list[DossierMessage]:
             with self._reader.connect() as conn:
+                # Its registry receipt issued already (a second decision is refused).
+                decided = exists().where(EL.c.about == MS.c.id, EL.c.events.in_(_DECISION_CODES))
                 rows = conn.execute(
-                    select(MS.c.id, MS.c.sender, AC.c.role, DO.c.number)
+                    select(MS.c.id, MS.c.sender, AC.c.role, DO.c.number, decided.label("decided"))
                     .outerjoin(AC, AC.c.address == MS.c.sender)
                     .outerjoin(DO, DO.c.id == MS.c.dossier_id)
                     .where(MS.c.message_id.in_(_ids(message_id)))
@@ -114,6 +118,7 @@ class RegistryStore:
                     str(r.sender),
                     None if r.role is None else str(r.role),
                     None if r.number is None else str(r.number),
+                    bool(r.decided),
                 )
                 for r in rows
             ]

@@ -101,6 +101,13 @@ def test_an_accepted_message_brings_a_receipt_that_verifies(inst: Instance) -> N
     _court_sends(inst, accepted)
     _court_sends(inst, accepted)  # sent again (its 250 lost): filed once, one receipt
     (receipt,) = _receipts(inst, sent["Message-ID"], "Acceptation par le greffe")
+    # Decided once: another decision about it is refused.
+    again = _fixed(_decision(inst, sent["Message-ID"], decision="rejected", reason="Non."))
+    with smtplib.SMTP("localhost", inst.port("court"), timeout=10) as smtp:
+        smtp.starttls(context=inst.client_context("court1"))
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            smtp.send_message(again)
+    assert caught.value.smtp_code == 550 and b"message_id" in caught.value.smtp_error
     number = inst.dossier["number"]
     imap = inst.imap("avocat1")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -12,8 +13,9 @@ import pytest
 
 from palais.mailbox.court_events import RegistryDecision
 from palais.mailbox.documents import REGISTRY_DECISION
-from palais.mailbox.errors import InvalidMessage
+from palais.mailbox.errors import CannotDoThat, InvalidMessage
 from palais.mailbox.identity import Identity, Role
+from palais.mailbox.message import summarize
 from palais.mailbox.message_decisions import (
     DossierMessage,
     MessageDecided,
@@ -92,10 +94,14 @@ class _Filed:
     def __init__(self, *messages: tuple[str, DossierMessage]) -> None:
         self._messages = messages
         self.asked: list[str] = []
+        self.filed: dict[tuple[str, str, str], int] = {}  # decision mails: (court, id, sha)
 
     async def messages_with_id(self, message_id: str) -> Sequence[DossierMessage]:
         self.asked.append(message_id)
         return [m for mid, m in self._messages if mid == message_id]
+
+    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+        return self.filed.get((court, message_id, sha256))
 
 
 def _mail(doc: dict[str, Any] | None) -> bytes:
@@ -107,20 +113,37 @@ def _mail(doc: dict[str, Any] | None) -> bytes:
         payload = json.dumps(doc).encode()
         subtype = REGISTRY_DECISION.split("/")[1]
         msg.add_attachment(payload, maintype="application", subtype=subtype, filename="d.json")
+    msg["Message-ID"] = "<decision-1@cph.test>"
     return msg.as_bytes()
+
+
+def _record(decisions: MessageDecisions, who: Identity, data: bytes) -> MessageDecided | None:
+    return asyncio.run(decisions.record(who, NUMBER, data, summarize(data)))
 
 
 def test_the_desk_reads_a_decision_from_the_registry_only() -> None:
     filed = _Filed((MID, MINE))
     decisions = MessageDecisions(filed)
     doc = _decision().model_dump(mode="json")
-    assert asyncio.run(decisions.record(COURT, NUMBER, _mail(doc))) == MessageDecided(
-        COURT, 7, True, None
-    )
-    assert asyncio.run(decisions.record(CLERK, NUMBER, _mail(doc))) == MessageDecided(
-        CLERK, 7, True, None
-    )
+    assert _record(decisions, COURT, _mail(doc)) == MessageDecided(COURT, 7, True, None)
+    assert _record(decisions, CLERK, _mail(doc)) == MessageDecided(CLERK, 7, True, None)
     # A lawyer's mail, or the court's without a decision: nothing asked of storage.
-    assert asyncio.run(decisions.record(AVOCAT, NUMBER, _mail(doc))) is None
-    assert asyncio.run(decisions.record(COURT, NUMBER, _mail(None))) is None
+    assert _record(decisions, AVOCAT, _mail(doc)) is None
+    assert _record(decisions, COURT, _mail(None)) is None
     assert filed.asked == [MID, MID]
+
+
+def test_a_message_is_decided_once_but_the_same_decision_may_come_again() -> None:
+    decided = DossierMessage(7, LAWYER, "avocat", NUMBER, decided=True)
+    with pytest.raises(CannotDoThat) as caught:
+        plan_message_decision(_decision(), NUMBER, [decided], COURT)
+    assert caught.value.text.startswith("message_id: ")
+    filed = _Filed((MID, decided))
+    decisions = MessageDecisions(filed)
+    data = _mail(_decision().model_dump(mode="json"))
+    with pytest.raises(CannotDoThat):  # another decision on it
+        _record(decisions, COURT, data)
+    sha = hashlib.sha256(data).hexdigest()
+    filed.filed[(COURT.address, "<decision-1@cph.test>", sha)] = 12
+    # This very decision again (its 250 lost): no record, the filer's resend answers.
+    assert _record(decisions, COURT, data) is None

@@ -6,6 +6,7 @@ rejet-greffe receipt to the lawyer in one transaction; sent again, filed once.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -64,6 +65,10 @@ def test_a_decision_on_a_message_files_its_receipt(store: Storage) -> None:
     accepted = MessageDecided(CLERK, filed.message_id, True, None)
     assert not _send(store, _decision_mail(1), accepted)
     assert _send(store, _decision_mail(1), accepted)  # the same again: filed once
+    (decided,) = asyncio.run(registry.messages_with_id("<1@x>"))
+    assert decided.decided  # its receipt issued: a further decision is refused
+    sha = hashlib.sha256(_decision_mail(1)).hexdigest()
+    assert asyncio.run(registry.decision_filed(CLERK.address, "<decision-1@x>", sha))
     rejected = MessageDecided(CLERK, filed.message_id, False, "pièce illisible")
     assert not _send(store, _decision_mail(2), rejected)
     # A rejection without its reason: neither the receipt nor the mail.
