@@ -5,14 +5,15 @@ registry accepts or rejects (with a reason) what a lawyer sends in a
 dossier: conclusions, a piece. The court system (or a clerk) writes its
 registry-decision document (``about: "message"``) to the dossier's own
 address, not to the juridiction's saisine address: the decision is a
-message of that dossier like any other the court sends there (its
-participants see it in their Reçus), and the address names the dossier the
-decided message must belong to. The decision mail is filed as a court
-message normally is, and ``MessageDecided`` rides with that filing, so
-that the acceptation-greffe or rejet-greffe receipt reaches the lawyer who
-sent the decided message in the same transaction, or nothing does. The
-same decision sent again (its 250 lost) is a resend: filed once, one
-receipt.
+message of that dossier like any other the court sends there (to the
+dossier's service, copies to the participants it names), and the address
+names the dossier the decided message must belong to. The decision mail is
+filed as a court message normally is, and ``MessageDecided`` rides with
+that filing, so that the acceptation-greffe or rejet-greffe receipt
+reaches the lawyer who sent the decided message in the same transaction,
+or nothing does. A message is decided once (a second decision is
+refused); the same decision sent again (its 250 lost) is a resend: filed
+once, one receipt.
 """
 
 from __future__ import annotations
