@@ -356,6 +356,7 @@ class Gateway:
             storage.commits,
             retention=timedelta(days=s.dossiers.retention_days),
             interval=s.dossiers.purge_interval,
+            purged=storage.directory.forget_dossier,
         )
         self.purges.start()
         # Notices to outside addresses, derived from what is filed; sent through [alerts] relay.

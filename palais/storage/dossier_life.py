@@ -408,7 +408,7 @@ def purge_dossier(
     dossier's row stays for them (and for the evidence log) to name."""
     _lock(conn, number)
     row = conn.execute(
-        select(DO.c.id, LI.c.state)
+        select(DO.c.id, DO.c.address, LI.c.state)
         .join(LI, LI.c.dossier_id == DO.c.id)
         .where(DO.c.number == number, LI.c.purged_at.is_(None))
     ).first()
@@ -440,7 +440,12 @@ def purge_dossier(
     conn.execute(delete(PA).where(PA.c.dossier_id == row.id))
     conn.execute(delete(FI).where(FI.c.dossier_id == row.id))
     conn.execute(update(LI).where(LI.c.dossier_id == row.id).values(purged_at=_at(now)))
-    return {"dossier": number, "messages": len(placements), "boxes": len(boxes)}
+    return {
+        "dossier": number,
+        "address": row.address,
+        "messages": len(placements),
+        "boxes": len(boxes),
+    }
 
 
 class PurgeRunner(Periodic):
@@ -458,12 +463,16 @@ class PurgeRunner(Periodic):
         retention: timedelta,
         interval: float = 3600.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        purged: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__("palais-purge", interval)
         self._reader = reader
         self._commits = commits
         self.retention = retention
         self._clock = clock
+        # Told each dossier purged (number, address): what this node cached
+        # of its participants goes at once, not at the cache's expiry.
+        self._on_purged = purged
         self.purged = 0
 
     async def look(self) -> bool:
@@ -485,6 +494,8 @@ class PurgeRunner(Periodic):
             if outcome is not None:
                 self.purged += 1
                 log.info("dossier purged %s", outcome)
+                if self._on_purged is not None:
+                    self._on_purged(number, str(outcome["address"]))
                 done.append(outcome)
         return done
 
