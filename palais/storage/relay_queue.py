@@ -134,21 +134,12 @@ class SqlRelayQueue:
         return await self._mail.read(item.blob)
 
     async def delivered(self, item: RelayItem) -> None:
-        receipts = self._mail.receipts
-
-        def work(conn: Connection, ctx: WriteContext) -> None:
-            if not self._finish(conn, item, SENT, None):
-                return
-            _release(conn, ctx, item.blob)
-            _later_receipt(
-                conn,
-                ctx,
-                receipts,
-                item,
-                lambda deposit, now: relayed_delivery(deposit, [item.recipient], now=now),
-            )
-
-        await self._writer.submit(work)
+        await self._close(
+            item,
+            SENT,
+            None,
+            lambda deposit, now: relayed_delivery(deposit, [item.recipient], now=now),
+        )
 
     async def retry(self, item: RelayItem, at: datetime, error: str) -> None:
         owner = self._owner
@@ -169,21 +160,29 @@ class SqlRelayQueue:
         await self._writer.submit(work)
 
     async def give_up(self, item: RelayItem, reason: str) -> None:
+        await self._close(
+            item,
+            FAILED,
+            reason,
+            lambda deposit, now: non_delivery_of(deposit, [item.recipient], reason=reason, now=now),
+        )
+
+    async def _close(
+        self,
+        item: RelayItem,
+        state: str,
+        error: str | None,
+        receipt_of: Callable[[Deposit, datetime], ReceiptOrder],
+    ) -> None:
+        """The row's last state, its bytes released and the sender's receipt
+        (remise or non-remise), in one transaction; nothing if it was done."""
         receipts = self._mail.receipts
 
         def work(conn: Connection, ctx: WriteContext) -> None:
-            if not self._finish(conn, item, FAILED, reason):
+            if not self._finish(conn, item, state, error):
                 return
             _release(conn, ctx, item.blob)
-            _later_receipt(
-                conn,
-                ctx,
-                receipts,
-                item,
-                lambda deposit, now: non_delivery_of(
-                    deposit, [item.recipient], reason=reason, now=now
-                ),
-            )
+            _later_receipt(conn, ctx, receipts, item, receipt_of)
 
         await self._writer.submit(work)
 
