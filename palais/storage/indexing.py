@@ -90,9 +90,8 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None
         arriving()
         while not done():
             try:
-                if arriving():  # a burst of filings: let it pass
-                    stop.wait(idle)
-                    continue
+                # Asked before each batch, the first included: during a burst
+                # of filings nothing is indexed and the loop waits below.
                 indexed = backfill(
                     engine,
                     blobs,
