@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -291,6 +291,23 @@ def deposits(conn: Connection, message_ids: Iterable[int]) -> list[Deposit]:
         document: Mapping[str, Any] = json.loads(evidence)
         out[int(about)] = Deposit(int(about), str(holder), utc(created), document)
     return list(out.values())
+
+
+def later_receipt(
+    conn: Connection,
+    ctx: WriteContext,
+    receipts: ReceiptWriter,
+    message: int,
+    order_of: Callable[[Deposit], ReceiptOrder],
+) -> int | None:
+    """The receipt of a later event of a filed message (a non-remise, a
+    registry's decision...), ordered by ``order_of`` from the message's
+    deposit receipt and written in the caller's transaction: its log
+    position, or None when the message was filed without a deposit receipt."""
+    found = deposits(conn, [message])
+    if not found:
+        return None
+    return receipts.write(conn, ctx, order_of(found[0]))
 
 
 def already_read(conn: Connection, owner: str, message_ids: Sequence[int]) -> list[int]:

@@ -49,6 +49,7 @@ from palais.storage.evidence import (
     already_read,
     deposits,
     held_evidence,
+    later_receipt,
     receipts_finisher,
     tree_head_finisher,
 )
@@ -378,12 +379,12 @@ class MailStore(MailReads):
         now = datetime.now(UTC)
 
         def work(conn: Connection, ctx: WriteContext) -> int:
-            found = deposits(conn, [message])
-            if not found:
+            position = later_receipt(conn, ctx, receipts, message, lambda d: plan(d, now))
+            if position is None:
                 raise NoSuchMailbox(
                     "No such message", reason=f"receipt about unfiled message {message}"
                 )
-            return receipts.write(conn, ctx, plan(found[0], now))
+            return position
 
         return await self._writer.submit(work)
 

@@ -25,7 +25,7 @@ from palais.mailbox.message_decisions import DossierMessage, MessageDecided
 from palais.mailbox.model import BoxKind, Placement
 from palais.mailbox.registry import DecisionPlan, SentAct
 from palais.storage.dossiers import create_dossier, join_dossier
-from palais.storage.evidence import ReceiptWriter, deposits
+from palais.storage.evidence import ReceiptWriter, deposits, later_receipt
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import insert_message
 from palais.storage.placement import drop_placement, place_all
@@ -224,15 +224,21 @@ def issue_receipt(
     sender's Accusés de réception, in the caller's transaction."""
     # The decision's receipt follows the act's deposit receipt (an act filed
     # without one, by a store without evidence service, has none to follow).
-    found = deposits(conn, [act])
-    if not found:
-        return
     if receipts is None:
-        raise TemporaryFailure(
-            "The evidence service is not available", reason="registry receipt without service"
-        )
-    order = registry_decision(registry, found[0], accepted=accepted, reason=reason, now=now)
-    receipts.write(conn, ctx, order)
+        if deposits(conn, [act]):
+            raise TemporaryFailure(
+                "The evidence service is not available", reason="registry receipt without service"
+            )
+        return
+    later_receipt(
+        conn,
+        ctx,
+        receipts,
+        act,
+        lambda deposit: registry_decision(
+            registry, deposit, accepted=accepted, reason=reason, now=now
+        ),
+    )
 
 
 def write_message_decided(

@@ -22,7 +22,7 @@ from palais.mailbox.evidence import Deposit, ReceiptOrder, non_delivery_of, rela
 from palais.mailbox.ports import BlobLocation
 from palais.mailbox.relay import RelayItem, RelayOrder
 from palais.storage import schema
-from palais.storage.evidence import ReceiptWriter, deposits
+from palais.storage.evidence import ReceiptWriter, later_receipt
 from palais.storage.mailstore import MailStore
 from palais.storage.rows import rows_for
 from palais.storage.sql import BL, utc, when
@@ -241,7 +241,5 @@ def _later_receipt(
     without evidence, gets none)."""
     if receipts is None:
         return
-    found = deposits(conn, [item.message])
-    if not found:
-        return
-    receipts.write(conn, ctx, order(found[0], datetime.now(UTC)))
+    now = datetime.now(UTC)
+    later_receipt(conn, ctx, receipts, item.message, lambda deposit: order(deposit, now))
