@@ -114,7 +114,9 @@ class SealingProcess:
         while True:
             try:
                 ticket, prepared = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError, TypeError):
+                # TypeError: the pipe closed by ``_discard`` (a stalled worker
+                # replaced) between two reads of one message, its handle gone.
                 break
             with self._lock:
                 waiting = self._waiting.pop(ticket, None)
