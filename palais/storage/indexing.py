@@ -10,8 +10,9 @@ it runs on the other core. A search counts the messages still listed as
 candidates, so a message is found from the moment it is filed, indexed or
 not.
 
-It gives way to filing: while messages keep arriving it waits for a lull
-(indexing takes a core's worth of work a submission burst needs), unless
+It gives way to filing: while messages arrive faster than ``_BURST`` a
+second it waits for a lull (indexing takes a core's worth of work a
+submission burst needs, and on SQLite its write lock), unless
 the list has grown past ``_BACKLOG`` messages, the most a search should
 have to read without the index. On SQLite its short transactions take the
 database's write lock in turn with the gateway's writer (busy timeout: they
@@ -23,6 +24,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
+from collections import deque
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -41,6 +44,9 @@ _AFTER_FAILURE = 5.0
 # and a filing burst (a message and its receipt mail each) is not slowed
 # by the indexer below it.
 _BACKLOG = 50_000
+# Messages listed per second (a filing and its receipt mails each count)
+# above which filings are a burst the indexer gives way to.
+_BURST = 40.0
 
 
 def _newest(reader: Engine) -> int:
@@ -72,19 +78,37 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None
         from palais.storage.pg_blobs import PgBlobStore
 
         blobs = PgBlobStore(engine, reader, legacy=Path(blob_dir))
-    seen = -1  # the newest listed message at the last look
+    # Looks at the newest listed message: (when, which), the oldest kept
+    # being the newest look at least ``idle`` seconds old.
+    looks: deque[tuple[float, int]] = deque()
 
     def arriving() -> bool:
-        # Asked between every batch: the newest listed message alone, unless
-        # it changed (a backlog being indexed does not count it again and again).
-        nonlocal seen
-        top = _newest(reader)
-        arrived, seen = top != seen, top
-        return arrived and _count(reader) < _BACKLOG
+        # Asked between every batch: the newest listed message alone (a key
+        # look-up), the whole list counted only during a burst. A burst is
+        # a rate, not any commit since the last look: between two commits
+        # of a busy writer the indexer would otherwise see a lull, take the
+        # write lock, and the writer's next commit would wait for it; at a
+        # trickle of filings it indexes between them (the writer has time).
+        now, top = time.monotonic(), _newest(reader)
+        looks.append((now, top))
+        while len(looks) > 2 and now - looks[1][0] >= idle:
+            looks.popleft()
+        since, first = looks[0]
+        rate = (top - first) / max(now - since, idle)
+        return rate > _BURST and _count(reader) < _BACKLOG
 
     def done() -> bool:
         # The gateway gone without a word (SIGKILL): so is its indexer.
         return stop.is_set() or os.getppid() != parent
+
+    busy = False  # the last look saw filings arriving
+
+    def give_way() -> bool:
+        nonlocal busy
+        if done():
+            return True
+        busy = arriving()
+        return busy
 
     try:
         arriving()
@@ -92,18 +116,16 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None
             try:
                 # Asked before each batch, the first included: during a burst
                 # of filings nothing is indexed and the loop waits below.
-                indexed = backfill(
-                    engine,
-                    blobs,
-                    reader=reader,
-                    batch=_BATCH,
-                    stop=lambda: done() or arriving(),
-                )
+                indexed = backfill(engine, blobs, reader=reader, batch=_BATCH, stop=give_way)
             except Exception:
                 log.exception("indexing failed; trying again shortly")
                 stop.wait(_AFTER_FAILURE)
                 continue
-            if not indexed:
+            # Stopped by arrivals: wait before looking again, or the next
+            # look (a moment later, nothing new committed yet) would find a
+            # lull and index a batch in the middle of the burst, the writer
+            # then waiting for SQLite's lock in its busy handler's sleeps.
+            if busy or not indexed:
                 stop.wait(idle)
     finally:
         blobs.close()

@@ -1,0 +1,79 @@
+"""The indexing process gives way to filing: during a burst of filings on
+SQLite it indexes nothing (its transactions would make the gateway's writer
+wait for the database's write lock in its busy handler's sleeps), and once
+the burst is over it indexes everything that came."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+from palais.mailbox.message import summarize
+from palais.mailbox.model import BoxKind
+from palais.mailbox.routing import Destination, FilingPlan
+from palais.storage import Storage, open_storage
+from palais.storage.indexing import _BATCH, _run
+from tests.storage.test_mailstore import GREFFE, ME, NUMBER, msg, setup_directory
+
+IDLE = 0.2  # the indexer's pause between looks, as in the gateway
+BACKLOG = 600
+
+
+def _listed(st: Storage) -> int:
+    """Messages not indexed yet (indexing takes a message off the list)."""
+    with st.reader.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM text_pending").scalar() or 0)
+
+
+def test_nothing_is_indexed_during_a_burst_and_everything_after(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    st = open_storage(url, tmp_path / "blobs")
+    st.commits.run_now(setup_directory)
+    st.start()
+    stop = multiprocessing.get_context("spawn").Event()
+    indexer = threading.Thread(
+        target=_run, args=(url, str(tmp_path / "blobs"), stop, IDLE, os.getppid()), daemon=True
+    )
+    plan = FilingPlan(NUMBER, (Destination(GREFFE, BoxKind.RECUS),))
+
+    async def burst(seconds: float, at_least: int = 0) -> int:
+        """Files messages ten at a time for ``seconds`` (or ``at_least``)."""
+        filed = 0
+        end = time.monotonic() + seconds
+
+        async def one() -> None:
+            nonlocal filed
+            while filed < at_least or time.monotonic() < end:
+                data = msg(filed, "audience de renvoi")
+                filed += 1
+                await st.mail.file(ME, data, summarize(data), plan)
+
+        await asyncio.gather(*(one() for _ in range(10)))
+        return filed
+
+    try:
+        # A backlog the indexer is working through when the burst begins.
+        asyncio.run(burst(0.0, BACKLOG))
+        indexer.start()
+        deadline = time.monotonic() + 20
+        while _listed(st) > BACKLOG - 2 * _BATCH and time.monotonic() < deadline:
+            time.sleep(0.005)
+        before = _listed(st)
+        assert 0 < before < BACKLOG
+        filed = asyncio.run(burst(1.5))
+        assert filed > 150
+        # It stops within a few batches of the burst's start (the old
+        # indexer went on through the burst, between the writer's commits).
+        assert _listed(st) >= before + filed - 4 * _BATCH, (before, filed, _listed(st))
+        deadline = time.monotonic() + 30
+        while _listed(st) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _listed(st) == 0
+    finally:
+        stop.set()
+        indexer.join(10)
+        st.close()
