@@ -274,6 +274,9 @@ def add_admin(
     from palais.admin_delegation import add_commands as add_delegation_commands
 
     add_delegation_commands(groups)  # delegation grant|revoke|list
+    from palais.admin_blobs import add_commands as add_blob_commands
+
+    add_blob_commands(groups)  # sweep-blobs (PostgreSQL's large objects)
     return groups
 
 

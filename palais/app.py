@@ -53,11 +53,13 @@ from palais.pki.printable import receipt_pdf
 from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
 from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
+from palais.storage.blob_sweep import BlobSweeper, SweepCounts
 from palais.storage.delegation import Delegations, write_acted_for
 from palais.storage.departure import DepartureRunner
 from palais.storage.directory import Directory
 from palais.storage.dossier_life import DossierLives, PurgeRunner
 from palais.storage.dossier_search import DossierSearch
+from palais.storage.engine import is_sqlite
 from palais.storage.hearing_slots import load_stored_slots
 from palais.storage.indexing import IndexerProcess
 from palais.storage.registry import RegistryStore
@@ -148,6 +150,8 @@ class Gateway:
     indexer: IndexerProcess | None = None
     alerts: Alerts | None = None
     relay: RelayWorker | None = None
+    blob_sweep: BlobSweeper | None = None
+    _sweep_counts: SweepCounts | None = None
     _indexer_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -359,6 +363,16 @@ class Gateway:
             purged=storage.directory.forget_dossier,
         )
         self.purges.start()
+        if not is_sqlite(s.database_url()):
+            # Large objects of rolled-back batches, which no blob row names, unlinked.
+            self.blob_sweep = BlobSweeper(
+                storage.writer_engine,
+                grace=timedelta(seconds=s.storage.blob_sweep_grace),
+                interval=s.storage.blob_sweep_interval,
+            )
+            self._sweep_counts = SweepCounts(self.blob_sweep)
+            self.recorded.registry.register(self._sweep_counts)
+            self.blob_sweep.start()
         # Notices to outside addresses, derived from what is filed; sent through [alerts] relay.
         self.alerts = alerts = Alerts.open(s, storage)
         self.recorded.watch_lifecycle(
@@ -437,6 +451,12 @@ class Gateway:
         if self.purges is not None:
             await self.purges.stop()
             self.purges = None
+        if self.blob_sweep is not None:
+            await self.blob_sweep.stop()
+            self.blob_sweep = None
+        if self._sweep_counts is not None:
+            self.recorded.registry.unregister(self._sweep_counts)
+            self._sweep_counts = None
         if self.sessions is not None:
             await self.sessions.stop()
             self.sessions = None

@@ -47,6 +47,11 @@ class DatabaseSection:
 class StorageSection:
     blobs: Path = Path("blobs")
     max_batch: int = 256  # jobs committed together by the writer
+    # PostgreSQL: large objects no blob row names (rolled-back batches) are
+    # unlinked once seen unnamed for blob_sweep_grace seconds (longer than any
+    # batch: palais.storage.blob_sweep); a sweep every blob_sweep_interval.
+    blob_sweep_interval: float = 900.0
+    blob_sweep_grace: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -376,6 +381,10 @@ def load_settings(path: Path) -> Settings:
     if sections["accounts"].enrolment not in ENROLMENT_POLICIES:
         raise ConfigError(
             f"{path}: [accounts] enrolment must be one of {', '.join(ENROLMENT_POLICIES)}"
+        )
+    if min(sections["storage"].blob_sweep_interval, sections["storage"].blob_sweep_grace) <= 0:
+        raise ConfigError(
+            f"{path}: [storage] blob_sweep_interval and blob_sweep_grace must be positive"
         )
     if sections["departures"].check_interval <= 0:
         raise ConfigError(f"{path}: [departures] check_interval must be positive")

@@ -18,9 +18,10 @@ The port's contract is kept as the pack's: ``append_many`` writes the bytes
 in a transaction of their own on a dedicated connection, ``sync`` commits it
 (the writer waits for that before committing the rows that point at them),
 so no row ever names bytes that are not durable. Bytes whose rows were then
-rolled back are left unreferenced, as in the pack (reclaimable by a sweep of
-OIDs no blob row names). ``erase`` unlinks the object; PostgreSQL reclaims its
-pages at the next VACUUM.
+rolled back are left unreferenced, as in the pack; ``palais.storage.blob_sweep``
+unlinks them once no blob row has named them for a grace period (every
+object is unnamed for a moment, between its commit and its rows').
+``erase`` unlinks the object; PostgreSQL reclaims its pages at the next VACUUM.
 
 Locations in a pack segment (an instance that ran on PostgreSQL with the
 pack store before) are still read from the node's blob directory.

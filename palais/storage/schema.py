@@ -517,6 +517,19 @@ class OpenedHearingSlots(Base):
     document: Mapped[str] = mapped_column(Text)
 
 
+class BlobOrphan(Base):
+    """A large object no ``blob`` row named when a sweep saw it (migration
+    0015; PostgreSQL only, ``palais.storage.blob_sweep``): unlinked by a later
+    sweep, a grace period on, if still unnamed. ``lo_xmin`` is the creating
+    transaction of its metadata row: an OID given to a new object is not the
+    one seen."""
+
+    __tablename__ = "blob_orphan"
+    lo_oid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    lo_xmin: Mapped[str] = mapped_column(String(20))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a model, typed for insert/update/delete."""
     t = model.__table__
