@@ -328,13 +328,16 @@ class CommitQueue:
         for job in batch:
             self._erase(job.context.erase_after_commit)
             events.extend(job.context.events)
-        # Events first, so that a session's listener hears of a change no
-        # later than the command that made it completes.
-        if events:
-            # The hub lives on the gateway's one event loop.
-            _call(batch[0].loop, self._publish, events)
+        # One wake-up of each waiting event loop for the whole batch (each
+        # costs the writer a system call and a turn at the GIL), events
+        # first, so that a session's listener hears of a change no later
+        # than the command that made it completes.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Any], bool, Any]]] = {}
         for job, (ok, value) in zip(batch, outcomes, strict=True):
-            _call(job.loop, _resolve, job.future, ok, value)
+            by_loop.setdefault(job.loop, []).append((job, ok, value))
+        for index, (loop, done) in enumerate(by_loop.items()):
+            # The hub lives on the gateway's one event loop: the first job's.
+            _call(loop, _deliver, self._publish if index == 0 else None, events, done)
 
 
 def _forget(ctx: WriteContext) -> None:
@@ -351,6 +354,20 @@ def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) 
         loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:  # that loop has closed (its caller is gone); the commit stands
         log.debug("event loop closed before a commit outcome could be delivered")
+
+
+def _deliver(
+    publish: Callable[[list[MailboxEvent]], None] | None,
+    events: list[MailboxEvent],
+    done: list[tuple[_Job[Any], bool, Any]],
+) -> None:
+    """On a job's event loop: the batch's events, then its jobs' outcomes."""
+    try:
+        if publish is not None and events:
+            publish(events)
+    finally:  # a listener's failure leaves no submitter waiting
+        for job, ok, value in done:
+            _resolve(job.future, ok, value)
 
 
 def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
