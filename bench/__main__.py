@@ -26,9 +26,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import procs, report
+from . import nodes, procs, report
 from .targets.base import Target, TargetUnavailable
-from .workloads import WORKLOADS, Params, Run, receipts_read_limit
+from .workloads import WORKLOADS as BASE_WORKLOADS
+from .workloads import Params, Run, receipts_read_limit
+
+WORKLOADS = {**BASE_WORKLOADS, "nodes": nodes.nodes_workload}
+# Left out of quick mode (CI) unless named in --only: it makes and starts three
+# instances and a PostgreSQL server, which would double the quick run.
+FULL_ONLY = {"nodes"}
 
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_TARGETS = ("palais", "peer", "cyrus")
@@ -68,7 +74,10 @@ FULL: dict[str, Any] = dict(
 # Workloads repeated `rounds` times (alternating target order); the others run once per target.
 REPEATED = {"ingest", "storm", "push"}
 # Workloads of features the peer does not have: it is not run and shows n/a.
-PALAIS_ONLY = {"receipts": "n/a: Postfix + Dovecot issues no receipts"}
+PALAIS_ONLY = {
+    "receipts": "n/a: Postfix + Dovecot issues no receipts",
+    "nodes": "n/a: Palais's own deployments (SQLite, PostgreSQL, 2 workers)",
+}
 
 
 def _log(msg: str) -> None:
@@ -92,8 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--only",
-        default=",".join(WORKLOADS),
-        help="comma list of workloads: " + ",".join(WORKLOADS),
+        help="comma list of workloads: "
+        + ",".join(WORKLOADS)
+        + " (default: all; quick mode: all but "
+        + ",".join(sorted(FULL_ONLY))
+        + ")",
     )
     ap.add_argument(
         "--targets",
@@ -151,6 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only rewrite the Markdown table (--markdown, default bench/RESULTS.md) from a JSON",
     )
     args = ap.parse_args(argv)
+    if args.only is None:
+        args.only = ",".join(w for w in WORKLOADS if not (args.quick and w in FULL_ONLY))
     args.only = [w.strip() for w in args.only.split(",") if w.strip()]
     bad = [w for w in args.only if w not in WORKLOADS]
     if bad:
@@ -196,6 +210,8 @@ def workload_time_limit(name: str, p: Params) -> float:
         return p.push_duration_s * 2 + 90
     if name == "receipts":
         return p.send_timeout_s + p.filing_timeout_s + receipts_read_limit(p) + 90
+    if name == "nodes":
+        return nodes.time_limit(p)
     return max(120.0, p.memory_sessions * 0.2 + 90)
 
 
@@ -253,7 +269,7 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
         "workloads": args.only,
         "targets": {},
     }
-    run = Run(run_id=started.strftime("%Y%m%d%H%M%S"), log=_log)
+    run = Run(run_id=started.strftime("%Y%m%d%H%M%S"), log=_log, workdir=work)
     active: list[Target] = []
     built = make_targets(args, p, work)
     try:
@@ -387,6 +403,15 @@ def _brief(wl: str, res: dict[str, Any]) -> str:
             "read_receipt_p50_ms",
             "read_receipt_p99_ms",
             "receipt_bytes_per_msg",
+            "errors",
+        ),
+        "nodes": (
+            "sqlite_1w_msgs_per_s",
+            "pg_1w_msgs_per_s",
+            "pg_2w_msgs_per_s",
+            "pg_2w_over_1w",
+            "pg_2w_push_p99_ms",
+            "pg_2w_push_cross_node",
             "errors",
         ),
     }[wl]

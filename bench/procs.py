@@ -124,3 +124,76 @@ def cpu_busy_sample(seconds: float = 0.5) -> float | None:
     meter = CpuMeter()
     _time.sleep(seconds)
     return meter.stop(seconds)["machine_cpu_busy_pct"]
+
+
+# -- which process holds a TCP connection (palais serve --workers: SO_REUSEPORT) -------------------
+def parse_proc_net_tcp(text: str) -> list[tuple[int, int, int]]:
+    """(local port, remote port, inode) of each socket in /proc/net/tcp{,6} text."""
+    out: list[tuple[int, int, int]] = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+            out.append((local, remote, int(fields[9])))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def socket_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the server end (local ``server_port``, peer ``client_port``)."""
+    for name in ("tcp", "tcp6"):
+        try:
+            text = Path(f"/proc/net/{name}").read_text()
+        except OSError:
+            continue
+        for local, remote, inode in parse_proc_net_tcp(text):
+            # inode 0: still in the accept queue, not yet any process's.
+            if local == server_port and remote == client_port and inode:
+                return inode
+    return None
+
+
+def node_from_cmdline(argv: list[str]) -> str | None:
+    """The value of ``--node`` in a worker's command line (``palais serve DIR --node X``)."""
+    for i, arg in enumerate(argv):
+        if arg == "--node" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--node="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _holds(pid: int, link: str) -> bool:
+    try:
+        fds = os.scandir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    with fds:
+        for fd in fds:
+            try:
+                if os.readlink(fd.path) == link:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def connection_holder(parent: int, server_port: int, client_port: int) -> str | None:
+    """Which direct child of ``parent`` holds the server end of a connection:
+    its ``--node`` (else ``pid N``); None if not found (same-machine /proc only)."""
+    inode = socket_inode(server_port, client_port)
+    if inode is None:
+        return None
+    link = f"socket:[{inode}]"
+    for pid in _children_map().get(parent, []):
+        if _holds(pid, link):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                argv = ""
+            return node_from_cmdline(argv.split("\0")) or f"pid {pid}"
+    return None

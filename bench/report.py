@@ -81,9 +81,55 @@ HEADLINE: list[tuple[str, str, str, str]] = [
         "receipt bytes stored per message (mail + evidence + tree heads)",
         "lower",
     ),
+    ("nodes", "sqlite_1w_msgs_per_s", "ingest filed msg/s, 1 worker SQLite", "higher"),
+    ("nodes", "pg_1w_msgs_per_s", "ingest filed msg/s, 1 worker PostgreSQL", "higher"),
+    ("nodes", "pg_2w_msgs_per_s", "ingest filed msg/s, 2 workers PostgreSQL", "higher"),
+    (
+        "nodes",
+        "pg_2w_over_1w",
+        "ingest, 2 workers / 1 worker on PostgreSQL (target ≥ 1.5)",
+        "higher",
+    ),
+    ("nodes", "sqlite_1w_push_p99_ms", "push 250 to IDLE EXISTS p99 ms, 1 worker SQLite", "lower"),
+    (
+        "nodes",
+        "pg_1w_push_p99_ms",
+        "push 250 to IDLE EXISTS p99 ms, 1 worker PostgreSQL",
+        "lower",
+    ),
+    (
+        "nodes",
+        "pg_2w_push_p50_ms",
+        "push p50 ms across nodes (IDLE on one worker, probes on the other)",
+        "lower",
+    ),
+    (
+        "nodes",
+        "pg_2w_push_p99_ms",
+        "push p99 ms across nodes (IDLE on one worker, probes on the other; target < 100)",
+        "lower",
+    ),
+    (
+        "nodes",
+        "sqlite_1w_push_background_msgs_per_s",
+        "push background load achieved msg/s, 1 worker SQLite",
+        "info",
+    ),
+    (
+        "nodes",
+        "pg_1w_push_background_msgs_per_s",
+        "push background load achieved msg/s, 1 worker PostgreSQL",
+        "info",
+    ),
+    (
+        "nodes",
+        "pg_2w_push_background_msgs_per_s",
+        "push background load achieved msg/s, 2 workers PostgreSQL",
+        "info",
+    ),
 ]
 # Workloads only Palais runs (the peer has no such feature): its column says n/a.
-PALAIS_ONLY = {"receipts"}
+PALAIS_ONLY = {"receipts", "nodes"}
 
 
 def machine_info() -> dict[str, Any]:
@@ -263,7 +309,7 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     lines.append("")
     notes: list[str] = []
-    for wl in ("ingest", "storm", "imap", "push", "memory", "receipts"):
+    for wl in ("ingest", "storm", "imap", "push", "memory", "receipts", "nodes"):
         w = doc.get(wl)
         if not w:
             continue
@@ -301,6 +347,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "duration; a read receipt's latency runs from sending the reader's FETCH BODY[] of an",
         "unread message to the `* N EXISTS` in the sender's IDLE on its Accusés de réception.",
         "*unsupported*: the server does not advertise the extension or answers NO/BAD.",
+        "*nodes* (Palais only): ingest and push on three fresh instances, one worker on SQLite,",
+        "one on PostgreSQL, two (`palais serve --workers 2`, SO_REUSEPORT) on PostgreSQL;",
+        "across nodes, the IDLE session and the probes' SMTP connection are on different",
+        "workers (checked in /proc).",
         "Cyrus IMAP runs as shipped: it does not set TCP_NODELAY, so a reply written in several",
         "segments waits for the client's delayed ACK (about 40 ms on loopback); it is an IMAP",
         "server only here (the SMTP workloads run on Postfix + Dovecot).",

@@ -176,3 +176,101 @@ def test_markdown_cyrus_column_and_unsupported() -> None:
     assert "| ingest | filed & readable, msg/s | higher | 300 | 200 | n/a | 1.50 |" in md
     assert "imap / palais: sort_date unsupported (SORT not advertised)" in md
     assert "ingest / cyrus" not in md
+
+
+def test_proc_net_tcp_and_worker_node() -> None:
+    from bench import procs
+
+    text = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
+        "   uid  timeout inode\n"
+        "   0: 0100007F:6F7D 00000000:0000 0A 00000000:00000000 00:00000000 00000000"
+        "     0        0 4242 1 0000000000000000 100 0 0 10 0\n"
+        "   1: 0100007F:6F7D 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000"
+        "     0        0 5151 1 0000000000000000 20 4 30 10 -1\n"
+        "   2: short line\n"
+    )
+    assert procs.parse_proc_net_tcp(text) == [(0x6F7D, 0, 4242), (0x6F7D, 0xA1B2, 5151)]
+    argv = ["/usr/bin/python", "-m", "palais", "serve", "/d", "--node", "h-w2", "--reuse-port"]
+    assert procs.node_from_cmdline(argv) == "h-w2"
+    assert procs.node_from_cmdline(["palais", "serve", "--node=h-w1"]) == "h-w1"
+    assert procs.node_from_cmdline(["palais", "serve", "/d"]) is None
+
+
+def test_nodes_summary_ratio_and_targets() -> None:
+    from bench import nodes
+
+    def config(msgs: float, p99: float, cross: bool | None = None) -> dict[str, object]:
+        push: dict[str, object] = {
+            "complete": True,
+            "notify_p50_ms": 1.0,
+            "notify_p99_ms": p99,
+            "background_rate_achieved": 200.0,
+            "errors": 0,
+        }
+        if cross is not None:
+            push["cross_node"] = cross
+        return {"ingest": {"complete": True, "msgs_per_s": msgs, "errors": 0}, "push": push}
+
+    out = nodes.summarize(
+        {
+            "sqlite_1w": config(300.0, 5.0),
+            "pg_1w": config(100.0, 8.0),
+            "pg_2w": config(160.0, 40.0, cross=True),
+        }
+    )
+    assert out["pg_2w_over_1w"] == 1.6 and out["pg_2w_push_p99_ms"] == 40.0
+    assert out["targets"]["scale_met"] is True and out["targets"]["push_met"] is True
+    assert out["complete"] is True and out["notes"] == []
+    # Not placed across workers: the push figure stays, but is neither judged nor complete.
+    out = nodes.summarize(
+        {
+            "sqlite_1w": config(300.0, 5.0),
+            "pg_1w": config(100.0, 8.0),
+            "pg_2w": config(120.0, 40.0, cross=False),
+        }
+    )
+    assert out["pg_2w_over_1w"] == 1.2 and out["targets"]["scale_met"] is False
+    assert out["targets"]["push_met"] is None and out["complete"] is False
+    # No PostgreSQL: SQLite's figures alone, the reason said.
+    out = nodes.summarize(
+        {
+            "sqlite_1w": config(300.0, 5.0),
+            "pg_1w": {"skipped": "no PostgreSQL: x"},
+            "pg_2w": {"skipped": "no PostgreSQL: x"},
+        }
+    )
+    assert out["sqlite_1w_msgs_per_s"] == 300.0 and out["pg_2w_over_1w"] is None
+    assert (
+        out["complete"] is False
+        and "1 worker, PostgreSQL: skipped: no PostgreSQL: x" in (out["notes"])
+    )
+
+
+def test_nodes_rows_and_quick_mode() -> None:
+    from bench import nodes
+    from bench.__main__ import parse_args
+
+    doc = {
+        "targets": {"palais": {"status": "ok"}, "peer": {"status": "ok"}},
+        "nodes": {
+            "palais": nodes.summarize({}) | {"pg_2w_over_1w": 1.6, "pg_2w_push_p99_ms": 40.0},
+            "peer": {"skipped": "n/a"},
+            "ratio": {},
+        },
+    }
+    md = report.markdown(doc)
+    assert (
+        "| nodes | ingest, 2 workers / 1 worker on PostgreSQL (target ≥ 1.5) | higher | 1.60 |"
+        in md
+    )
+    assert "target < 100) | lower | 40.0 | n/a | n/a |" in md
+    assert "nodes" not in parse_args(["--quick"]).only  # CI's quick run stays short
+    assert "nodes" in parse_args([]).only
+    assert parse_args(["--quick", "--only", "nodes"]).only == ["nodes"]
+
+
+def test_postgres_version_order() -> None:
+    from bench.pgserver import version_key
+
+    assert max(["9.6", "15", "13"], key=version_key) == "15"

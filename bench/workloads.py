@@ -72,6 +72,8 @@ class Run:
     run_id: str
     log: Callable[[str], None] = print
     makers: dict[float, corpus.MessageMaker] = field(default_factory=dict)
+    # The run's temporary directory (workloads that make their own instances: nodes).
+    workdir: Path | None = None
 
     def maker(self, size_kib: float) -> corpus.MessageMaker:
         if size_kib not in self.makers:
@@ -154,13 +156,28 @@ async def wait_filed(
         )
 
 
+# (server port, client's local port) -> the node (worker process) serving that
+# connection, None if unknown: given for targets of several processes.
+NodeOf = Callable[[int, int], str | None]
+
+
+def local_port(writer: asyncio.StreamWriter) -> int:
+    sockname = writer.get_extra_info("sockname")
+    return int(sockname[1]) if sockname else 0
+
+
 def _errors_summary(errors: list[str]) -> dict[str, Any]:
     return {"errors": len(errors), "error_sample": errors[:3]}
 
 
 # -- 1. ingest ------------------------------------------------------------------------------------
-async def ingest(target: Target, p: Params, run: Run) -> dict[str, Any]:
-    return await _smtp_load(target, p, run, mode="ingest", n=p.n, concurrency=p.concurrency)
+async def ingest(
+    target: Target, p: Params, run: Run, *, node_of: NodeOf | None = None
+) -> dict[str, Any]:
+    """``node_of``: also report how the connections were spread over the nodes."""
+    return await _smtp_load(
+        target, p, run, mode="ingest", n=p.n, concurrency=p.concurrency, node_of=node_of
+    )
 
 
 # -- 2. storm -------------------------------------------------------------------------------------
@@ -171,7 +188,14 @@ async def storm(target: Target, p: Params, run: Run) -> dict[str, Any]:
 
 
 async def _smtp_load(
-    target: Target, p: Params, run: Run, *, mode: str, n: int, concurrency: int
+    target: Target,
+    p: Params,
+    run: Run,
+    *,
+    mode: str,
+    n: int,
+    concurrency: int,
+    node_of: NodeOf | None = None,
 ) -> dict[str, Any]:
     assert target.sender is not None and target.reader is not None
     sender_addr = target.sender.address
@@ -251,6 +275,7 @@ async def _smtp_load(
                         await conn.close()
 
         connect_s = None
+        spread: dict[str, int] | None = None
         if mode == "ingest":
             t_c = time.monotonic()
             opened = await asyncio.gather(
@@ -271,6 +296,13 @@ async def _smtp_load(
                     "error": "no SMTP connection could be opened",
                     **_errors_summary(errors),
                 }
+            if node_of is not None:
+                assert target.smtp is not None
+                smtp_port = target.smtp.port
+                holders = [node_of(smtp_port, local_port(c.writer)) for c in conns if c is not None]
+                spread = {}
+                for h in holders:
+                    spread[h or "unknown"] = spread.get(h or "unknown", 0) + 1
         cpu = procs.CpuMeter()
         t0 = time.monotonic()
         send_deadline = t0 + p.send_timeout_s
@@ -306,6 +338,8 @@ async def _smtp_load(
             out.update(latency_summary(sessions, "session"))
         if connect_s is not None:
             out["connect_all_ms"] = round(connect_s * 1000, 1)
+        if mode == "ingest" and spread is not None:
+            out["connections_by_node"] = dict(sorted(spread.items()))
         out.update(cpu_info)
         out.update(_errors_summary(errors))
         return out
@@ -667,7 +701,11 @@ async def qresync_reconnect(
 _MSGID = re.compile(rb"Message-ID:\s*(<[^>\r\n]+>)", re.I)
 
 
-async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
+async def push(
+    target: Target, p: Params, run: Run, *, node_of: NodeOf | None = None
+) -> dict[str, Any]:
+    """``node_of`` given: the probes are submitted on another node than the one
+    holding the reader's IDLE session (push across nodes)."""
     assert target.sender is not None and target.reader is not None
     sender_addr = target.sender.address
     duration = p.push_duration_s
@@ -709,7 +747,11 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
         conns = [
             await open_smtp(target, ctx, p.io_timeout_s) for _ in range(max(1, p.push_connections))
         ]
-        probe_conn = await open_smtp(target, ctx, p.io_timeout_s)
+        placement: dict[str, Any] = {}
+        if node_of is None:
+            probe_conn = await open_smtp(target, ctx, p.io_timeout_s)
+        else:
+            probe_conn, placement = await _open_probe_elsewhere(target, ctx, p, reader, node_of)
         cpu = procs.CpuMeter()
         t0 = time.monotonic() + 0.2
         hard_end = t0 + duration * 2 + 10  # loops stop here whatever happens
@@ -799,12 +841,43 @@ async def push(target: Target, p: Params, run: Run) -> dict[str, Any]:
             **latency_summary(lat, "notify"),
             "notify_min_ms": round(min(lat) * 1000, 3) if lat else None,
             "duration_s": round(t_sent - t0, 2),
+            **placement,
         }
         out.update(cpu_info)
         out.update(_errors_summary(errors))
         return out
     finally:
         await reader.close()
+
+
+# SO_REUSEPORT spreads connections by a hash of the addresses: each new one has
+# about an even chance of landing on another worker; 30 misses in a row is a
+# placement the bench cannot make (reported, not hidden).
+PLACEMENT_TRIES = 30
+
+
+async def _open_probe_elsewhere(
+    target: Target, ctx: ssl.SSLContext, p: Params, reader: IMAPConnection, node_of: NodeOf
+) -> tuple[SMTPConnection, dict[str, Any]]:
+    """An SMTP connection for the probes on another node than the reader's IDLE
+    session; and where each is (``cross_node`` False or None when not achieved)."""
+    assert target.imap is not None and target.smtp is not None
+    reader_node = node_of(target.imap.port, local_port(reader.writer))
+    conn = await open_smtp(target, ctx, p.io_timeout_s)
+    probe_node = node_of(target.smtp.port, local_port(conn.writer))
+    tries = 1
+    while reader_node is not None and probe_node == reader_node and tries < PLACEMENT_TRIES:
+        await conn.quit()
+        conn = await open_smtp(target, ctx, p.io_timeout_s)
+        probe_node = node_of(target.smtp.port, local_port(conn.writer))
+        tries += 1
+    cross = None if reader_node is None or probe_node is None else probe_node != reader_node
+    return conn, {
+        "reader_node": reader_node,
+        "probe_node": probe_node,
+        "cross_node": cross,
+        "placement_tries": tries,
+    }
 
 
 # -- 5. memory with idle IMAP sessions ------------------------------------------------------------

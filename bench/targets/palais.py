@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import procs
 from .base import Endpoint, Identity, Target, TargetUnavailable, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,16 +57,25 @@ def palais_command() -> list[str] | None:
     return None
 
 
-def create_instance(parent: Path, log: Callable[[str], None] = print, timeout: float = 120) -> Path:
-    """Run ``palais init DIR --ports BASE`` in ``parent``; return DIR."""
+def create_instance(
+    parent: Path,
+    log: Callable[[str], None] = print,
+    timeout: float = 120,
+    *,
+    name: str = "palais-instance",
+    database: str | None = None,
+) -> Path:
+    """Run ``palais init DIR --ports BASE [--database URL]`` in ``parent``; return DIR."""
     cmd = palais_command()
     if cmd is None:
         raise TargetUnavailable(
             "no `palais` command (neither .venv/bin/palais nor `python -m palais`)"
         )
-    inst = parent / "palais-instance"
+    inst = parent / name
     base = port_base_hint()
     full = [*cmd, "init", str(inst), "--ports", str(base)]
+    if database is not None:
+        full += ["--database", database]
     log(f"  $ {' '.join(full)}")
     try:
         res = subprocess.run(
@@ -104,9 +114,12 @@ class PalaisTarget(Target):
         command: list[str] | None = None,
         log: Callable[[str], None] = print,
         start_timeout: float = 60.0,
+        workers: int = 1,
     ) -> None:
         super().__init__()
         self.dir = Path(instance_dir)
+        # `palais serve --workers N` (N > 1, PostgreSQL only): N processes on the same ports.
+        self.workers = workers
         self.command = command or palais_command()
         self.log = log
         self.start_timeout = start_timeout
@@ -178,7 +191,10 @@ class PalaisTarget(Target):
         self.label = f"Palais {self._version}"
         log_path = self.dir / "bench-serve.log"
         cmd = [*self.command, "serve", str(self.dir)]
+        if self.workers != 1:
+            cmd += ["--workers", str(self.workers)]
         self.log(f"  $ {' '.join(cmd)}")
+        log_start = log_path.stat().st_size if log_path.exists() else 0
         try:
             with open(log_path, "ab") as log:
                 self._proc = subprocess.Popen(
@@ -202,6 +218,10 @@ class PalaisTarget(Target):
                     max(1.0, deadline - time.monotonic()),
                     alive=lambda: proc.poll() is None,
                 )
+            if self.workers != 1:
+                # The first worker listening opens the ports to all; the
+                # supervisor says ready once every worker is.
+                wait_for_ready(log_path, log_start, deadline, alive=lambda: proc.poll() is None)
         except TargetUnavailable as exc:
             tail = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
             raise TargetUnavailable(
@@ -240,6 +260,7 @@ class PalaisTarget(Target):
             "recipient": self.recipient,
             "background_recipient": self.background_recipient,
             "index_wait_s": self.index_wait_s,
+            "workers": self.workers,
         }
 
     def subject_prefix(self, recipient: str) -> str:
@@ -314,6 +335,41 @@ class PalaisTarget(Target):
 
     def memory_root_pids(self) -> list[int]:
         return [self._proc.pid] if self._proc is not None and self._proc.poll() is None else []
+
+    def node_of(self, server_port: int, client_port: int) -> str | None:
+        """Which worker holds the server end of our connection from ``client_port``
+        (its node id, e.g. ``host-w2``); None when it cannot be told.
+
+        With SO_REUSEPORT the kernel picks the worker: the bench reads
+        /proc (the socket's inode, then which worker's descriptors hold it).
+        Only the supervisor's direct children are workers."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return None
+        if self.workers == 1:
+            return "single"
+        return procs.connection_holder(proc.pid, server_port, client_port)
+
+
+READY_LINE = "palais: ready"
+
+
+def wait_for_ready(
+    log_path: Path, offset: int, deadline: float, *, alive: Callable[[], bool]
+) -> None:
+    """Wait until ``palais serve`` writes its ready line into ``log_path`` past ``offset``."""
+    while time.monotonic() < deadline:
+        try:
+            with open(log_path, "rb") as log:
+                log.seek(offset)
+                if READY_LINE.encode() in log.read():
+                    return
+        except OSError:
+            pass
+        if not alive():
+            raise TargetUnavailable("`palais serve` exited before every worker was ready")
+        time.sleep(0.1)
+    raise TargetUnavailable("`palais serve` workers not all ready in time")
 
 
 # `palais init --ports BASE` listens on BASE plus these (palais.instance.PORT_OFFSETS).
