@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -116,7 +117,34 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         driver.quit()
 
 
-def _submit(browser: Browser, port: int, receipt: Path, original: Path | None) -> Any:
+@dataclass(frozen=True)
+class Verdict:
+    """What the verdict page shows, read in one go."""
+
+    text: str
+    status: str | None
+    steps: dict[str | None, str | None]  # data-code -> class (passed, failed...)
+    step_texts: dict[str | None, str]
+    page: str
+    printable: bool
+    italics: int  # <i> elements in the details (markup taken as markup)
+
+
+def _read(driver: Any) -> Verdict:
+    verdict = driver.find_element(By.ID, "verdict")
+    steps = driver.find_elements(By.CSS_SELECTOR, "ol.steps li")
+    return Verdict(
+        text=verdict.text,
+        status=verdict.get_attribute("data-status"),
+        steps={s.get_attribute("data-code"): s.get_attribute("class") for s in steps},
+        step_texts={s.get_attribute("data-code"): s.text for s in steps},
+        page=driver.find_element(By.TAG_NAME, "body").text,
+        printable=bool(driver.find_elements(By.ID, "printable")),
+        italics=len(driver.find_elements(By.CSS_SELECTOR, "dl i")),
+    )
+
+
+def _submit(browser: Browser, port: int, receipt: Path, original: Path | None) -> Verdict:
 
     driver = browser.driver
     driver.get(f"https://localhost:{port}/verifier")
@@ -127,10 +155,15 @@ def _submit(browser: Browser, port: int, receipt: Path, original: Path | None) -
     button = driver.find_element(By.CSS_SELECTOR, "form[action='/verifier'] button[type=submit]")
     button.click()
     # The click only starts the navigation: wait for the form page to go and
-    # the verdict page to come.
-    wait = WebDriverWait(driver, 30)
+    # the verdict page to come, loaded whole. Its elements are then read in
+    # one go, again if the document was replaced while they were read
+    # (ChromeDriver: "Node with given id does not belong to the document").
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
     wait.until(expected_conditions.staleness_of(button))
-    return wait.until(expected_conditions.presence_of_element_located((By.ID, "verdict")))
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "verdict")))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    verdict: Verdict = wait.until(_read)
+    return verdict
 
 
 def test_a_good_receipt_with_its_original_is_valid(
@@ -141,22 +174,20 @@ def test_a_good_receipt_with_its_original_is_valid(
         verdict = _submit(browser, port, receipt, files.original)
         assert "Accusé de réception valide" in verdict.text
         assert "Receipt valid" in verdict.text
-        assert verdict.get_attribute("data-status") == "0"
-        steps = browser.driver.find_elements(By.CSS_SELECTOR, "ol.steps li")
-        outcomes = {s.get_attribute("data-code"): s.get_attribute("class") for s in steps}
+        assert verdict.status == "0"
+        outcomes = verdict.steps
         assert outcomes["message"] == outcomes["attachments"] == "passed"
         assert outcomes["signature"] == outcomes["chain"] == "passed"
-        page = browser.driver.find_element(By.TAG_NAME, "body").text
-        assert files.inst.dossier["number"] in page
-        assert "bordereau.pdf" in page
+        assert files.inst.dossier["number"] in verdict.page
+        assert "bordereau.pdf" in verdict.page
         # The subject's markup is text, not markup.
-        assert SUBJECT_TAIL in page
-        assert not browser.driver.find_elements(By.CSS_SELECTOR, "dl i")
+        assert SUBJECT_TAIL in verdict.page
+        assert verdict.italics == 0
 
 
 def test_the_printable_receipt_downloads(browser: Browser, port: int, files: Files) -> None:
 
-    _submit(browser, port, files.receipts[0], None)
+    assert _submit(browser, port, files.receipts[0], None).printable
     browser.driver.find_element(By.ID, "printable").click()
     deadline = time.monotonic() + 30
     pdfs: list[Path] = []
@@ -175,19 +206,19 @@ def test_a_tampered_receipt_is_not_valid(browser: Browser, port: int, files: Fil
     verdict = _submit(browser, port, files.tampered, files.original)
     assert "non valide" in verdict.text
     assert "Receipt not valid" in verdict.text
-    assert verdict.get_attribute("data-status") == "4"
-    digest = browser.driver.find_element(By.CSS_SELECTOR, "li[data-code='digest']")
-    assert digest.get_attribute("class") == "failed"
-    assert "modifié" in digest.text and "altered" in digest.text
+    assert verdict.status == "4"
+    assert verdict.steps["digest"] == "failed"
+    digest = verdict.step_texts["digest"]
+    assert "modifié" in digest and "altered" in digest
     # No printable receipt for a receipt that does not verify.
-    assert not browser.driver.find_elements(By.ID, "printable")
+    assert not verdict.printable
 
 
 def test_another_original_is_refused(browser: Browser, port: int, files: Files) -> None:
     verdict = _submit(browser, port, files.receipts[0], files.receipts[1])
     assert "non valide" in verdict.text
     # Its attachments (the signature, the evidence) are not the bordereau: 7.
-    assert verdict.get_attribute("data-status") == "7"
+    assert verdict.status == "7"
 
 
 # -- the same route without a browser: limits and refusals -------------------------
