@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 from collections.abc import Callable, Sequence
@@ -65,6 +66,9 @@ class FakeStore:
         self.listeners: dict[int, list[Listener]] = {}
         self.calls: list[tuple[object, ...]] = []
         self.read_count = 0
+        # Seconds each read of a message's bytes takes (a slow disk), for a
+        # test that must see a long command still running.
+        self.read_pause = 0.0
         self.recent_marks: dict[int, int] = {}  # box id -> highest UID told of first
         # As if another client had been told of every message delivered here
         # (no \Recent for the tests' sessions); False: deliveries stay recent.
@@ -187,6 +191,8 @@ class FakeStore:
     async def read(self, blob: str) -> bytes:
         self.calls.append(("read", blob))
         self.read_count += 1
+        if self.read_pause:
+            await asyncio.sleep(self.read_pause)
         return self.blobs[blob]
 
     async def read_header(self, blob: str, header_size: int) -> bytes:
