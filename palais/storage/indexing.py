@@ -101,31 +101,25 @@ def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None
         # The gateway gone without a word (SIGKILL): so is its indexer.
         return stop.is_set() or os.getppid() != parent
 
-    busy = False  # the last look saw filings arriving
-
-    def give_way() -> bool:
-        nonlocal busy
-        if done():
-            return True
-        busy = arriving()
-        return busy
-
     try:
         arriving()
         while not done():
             try:
                 # Asked before each batch, the first included: during a burst
-                # of filings nothing is indexed and the loop waits below.
-                indexed = backfill(engine, blobs, reader=reader, batch=_BATCH, stop=give_way)
+                # of filings nothing is indexed and the loop waits below (the
+                # rate still shows the burst right after a backfill it stopped).
+                indexed = backfill(
+                    engine,
+                    blobs,
+                    reader=reader,
+                    batch=_BATCH,
+                    stop=lambda: done() or arriving(),
+                )
             except Exception:
                 log.exception("indexing failed; trying again shortly")
                 stop.wait(_AFTER_FAILURE)
                 continue
-            # Stopped by arrivals: wait before looking again, or the next
-            # look (a moment later, nothing new committed yet) would find a
-            # lull and index a batch in the middle of the burst, the writer
-            # then waiting for SQLite's lock in its busy handler's sleeps.
-            if busy or not indexed:
+            if not indexed:
                 stop.wait(idle)
     finally:
         blobs.close()
