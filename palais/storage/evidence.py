@@ -50,6 +50,63 @@ from palais.storage.writer import Finisher, RefuseJobs, WriteContext
 EVIDENCE_NOTE = "evidence"
 
 
+_LOG_INSERT = (
+    "INSERT INTO evidence_log (position, evidence_id, events, about, holder, dossier,"
+    " evidence, leaf_hash, created, receipt) VALUES "
+)
+_LOG_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_DEFERRED = "evidence-deferred"
+
+
+class _Deferred:
+    """A run of receipts whose log rows go in one statement and whose mails
+    go to the sealing worker in one request, when the run ends."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.requests: list[tuple[bytes, str]] = []
+        self.service: EvidenceService | None = None
+        self.sealing: Sealing | None = None
+        self._sealed: list[SealedReceipt] | None = None
+
+    def sealed(self) -> list[SealedReceipt]:
+        if self._sealed is None:
+            assert self.sealing is not None, "a deferred run is sealed once flushed"
+            self._sealed = list(self.sealing.receipts())
+        return self._sealed
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One receipt of a deferred run's sealing (a ``Sealing`` of its own)."""
+
+    run: _Deferred
+    index: int
+
+    def receipts(self) -> list[SealedReceipt]:
+        return [self.run.sealed()[self.index]]
+
+
+def defer_log_rows(ctx: WriteContext) -> None:
+    """Until ``flush_log_rows``, the receipts this attempt issues keep their
+    log rows and their mails aside (nothing reads the log meanwhile: its
+    head is in the batch's scratch), to write them all at once: a statement
+    and a round trip to the sealing worker for the run, not for each."""
+    ctx.batch[_DEFERRED] = _Deferred()
+
+
+def flush_log_rows(conn: Connection, ctx: WriteContext) -> None:
+    run: _Deferred = ctx.batch.pop(_DEFERRED)
+    if run.rows:
+        rows_for(conn).run(
+            _LOG_INSERT + ", ".join([_LOG_MARKS] * len(run.rows)),
+            tuple(v for row in run.rows for v in row),
+        )
+    if run.requests:
+        assert run.service is not None
+        run.sealing = run.service.seal_later(run.requests)
+
+
 @dataclass(frozen=True, slots=True)
 class _Issued:
     """A receipt whose evidence is in the log, its mail still to seal and file."""
@@ -98,22 +155,30 @@ class ReceiptWriter:
         rows = rows_for(conn)
         # The receipt's mail and its message row are filled in by the
         # finisher, before the transaction commits.
-        rows.run(
-            "INSERT INTO evidence_log (position, evidence_id, events, about, holder, dossier,"
-            " evidence, leaf_hash, created, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                size,
-                evidence_id,
-                ",".join(c.value for c in order.codes),
-                about,
-                order.holders[0],
-                order.dossier,
-                evidence.decode(),
-                leaf,
-                when(conn, now),
-                b"",
-            ),
+        row = (
+            size,
+            evidence_id,
+            ",".join(c.value for c in order.codes),
+            about,
+            order.holders[0],
+            order.dossier,
+            evidence.decode(),
+            leaf,
+            when(conn, now),
+            b"",
         )
+        request = (evidence, order.holders[0])
+        sealing: Sealing
+        deferred = ctx.batch.get(_DEFERRED)
+        if deferred is not None:
+            assert isinstance(deferred, _Deferred)
+            deferred.rows.append(row)
+            deferred.service = service
+            sealing = _Part(deferred, len(deferred.requests))
+            deferred.requests.append(request)
+        else:
+            rows.run(_LOG_INSERT + _LOG_MARKS, row)
+            sealing = service.seal_later([request])
         # The head row is written once, by the batch's finisher.
         head.tree.append(leaf)
         head.last = leaf
@@ -124,7 +189,6 @@ class ReceiptWriter:
                 (message, owner, size),
             )
         ctx.notes.add(EVIDENCE_NOTE)
-        sealing = service.seal_later([(evidence, order.holders[0])])
         ctx.receipts.append(_Issued(size, evidence, order, now, sealing))
         return size
 

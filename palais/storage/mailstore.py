@@ -31,7 +31,7 @@ from palais.mailbox.evidence import (
     non_delivery_of,
     registry_decision,
 )
-from palais.mailbox.filing import FilingPlan, resend_of
+from palais.mailbox.filing import FilingPlan
 from palais.mailbox.flags import check_storable, newly_read, plan_flag_change
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary, header_size, summarize
@@ -53,13 +53,13 @@ from palais.storage.evidence import (
     receipts_finisher,
     tree_head_finisher,
 )
-from palais.storage.messages import FiledMessage, earlier_messages, insert_message
+from palais.storage.filings import Filing
+from palais.storage.messages import FiledMessage, insert_message
 from palais.storage.placement import (
     RecordWriter,
     RecordWriters,
     carry_out_flags,
     carry_out_steps,
-    drop_superseded,
     flagged_deleted,
     flagged_entries,
     held_copies,
@@ -67,7 +67,6 @@ from palais.storage.placement import (
     held_placements,
     messages_of,
     place_all,
-    write_records,
 )
 from palais.storage.reads import MailReads
 from palais.storage.rows import rows_for
@@ -424,45 +423,9 @@ class MailStore(MailReads):
                 )
                 if dossier_id is not None:
                     self._dossier_ids[plan.dossier] = dossier_id
-        now = datetime.now(UTC)
-        writers = self._records
-
-        def work(conn: Connection, ctx: WriteContext) -> FiledMessage:
-            # Whether any message has this Message-ID yet: if none, there
-            # is no draft to look for either (None: not asked).
-            known: bool | None = None
-            if resend_since is not None and summary.message_id:
-                sha = ctx.sha256(data)
-                owners = {d.owner for d in plan.destinations}
-                earlier = earlier_messages(conn, who.address, summary.message_id, owners)
-                known = bool(earlier)
-                first = resend_of(earlier, who.address, sha, resend_since, plan)
-                if first is not None:
-                    return FiledMessage(first, sha, len(data), {}, resent=True)
-            mid, sha = insert_message(
-                conn,
-                ctx,
-                data,
-                summary,
-                internaldate=now,
-                sender=who.address,
-                fingerprint=who.fingerprint,
-                dossier_id=dossier_id,
-            )
-            superseded = plan.supersedes
-            if superseded is not None and known is not False:
-                drop_superseded(conn, ctx, superseded)
-            uids: dict[str, int] = {}
-            holders = [(d.owner, d.kind, d.flags) for d in plan.destinations]
-            placed_all = place_all(conn, ctx, mid, plan.dossier, holders)
-            for dest, placed in zip(plan.destinations, placed_all, strict=True):
-                for uid in placed.values():
-                    uids.setdefault(f"{dest.owner}/{dest.kind.value}", uid)
-            if plan.records:
-                ctx.filed = (mid, data, summary)
-                write_records(conn, ctx, writers, plan.records)
-            return FiledMessage(mid, sha, len(data), uids)
-
+        work = Filing(
+            who, data, summary, plan, resend_since, dossier_id, datetime.now(UTC), self._records
+        )
         blobs = [data]
         for record in plan.records:
             # Messages a record files with this one (a dossier's new Fiche):

@@ -155,6 +155,21 @@ def release_messages(conn: Connection, ctx: WriteContext, message_ids: Iterable[
             ctx.erase_after_commit[sha] = BlobLocation(blob.segment, blob.offset, blob.length)
 
 
+def lock_message_ids(conn: Connection, asked: Collection[tuple[str, str]]) -> None:
+    """On PostgreSQL, this transaction's locks on these (sender, Message-ID)
+    pairs, taken in one order (two nodes' batches never wait on each other
+    in a cycle) and held until it ends; nothing on SQLite, whose one writer
+    is serial anyway."""
+    if conn.dialect.name != "postgresql" or not asked:
+        return
+    keys = sorted({f"{sender} {message_id}" for sender, message_id in asked})
+    rows_for(conn).run(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
+        " FROM (SELECT k FROM unnest(CAST(? AS text[])) AS k ORDER BY k) AS keys",
+        (keys,),
+    )
+
+
 def earlier_messages(
     conn: Connection, sender: str, message_id: str, owners: Collection[str]
 ) -> list[EarlierMessage]:
@@ -166,10 +181,7 @@ def earlier_messages(
     commits, so that a twin filing on another node waits and then sees this one.
     """
     rows = rows_for(conn)
-    if conn.dialect.name == "postgresql":
-        rows.run(
-            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{sender} {message_id}",)
-        )
+    lock_message_ids(conn, [(sender, message_id)])
     found = rows.all(
         "SELECT id, sender, blob, internaldate, dossier_id IS NOT NULL FROM message"
         " WHERE message_id = ? ORDER BY id",

@@ -65,6 +65,28 @@ class WriteContext:
 
 
 Work = Callable[[Connection, WriteContext], T]
+
+
+class Together(Generic[T]):
+    """A job's work that can also run with others of its kind (consecutive
+    in the batch) in a few statements for all of them: a filing's rows.
+
+    The writer tries ``together`` on a batch's first attempt; ``None`` means
+    "not these" (each job then runs alone, as ``__call__``), and a refusal
+    sends the batch to its per-job savepoints as for any job, where each runs
+    alone. Both ways must leave the same rows.
+    """
+
+    def __call__(self, conn: Connection, ctx: WriteContext) -> T:
+        raise NotImplementedError
+
+    @classmethod
+    def together(
+        cls, conn: Connection, jobs: Sequence[tuple[Any, WriteContext]]
+    ) -> Sequence[T] | None:
+        return None
+
+
 # Runs once per batch after its jobs, in their transaction (the receipts'
 # mails, the evidence log's signed tree head), given every job's context.
 Finisher = Callable[[Connection, Sequence[WriteContext]], None]
@@ -212,6 +234,21 @@ class CommitQueue:
                 raise _Conflict() from error
             raise _Refused(error) from error
 
+    def _bare_run(self, conn: Connection, run: list[_Job[Any]]) -> list[tuple[bool, Any]]:
+        """Consecutive jobs of one ``Together`` kind, together if they can be."""
+        if len(run) > 1:
+            kind = run[0].work
+            assert isinstance(kind, Together)
+            try:
+                results = type(kind).together(conn, [(job.work, job.context) for job in run])
+            except Exception as error:
+                if _is_conflict(error):
+                    raise _Conflict() from error
+                raise _Refused(error) from error
+            if results is not None:
+                return [(True, result) for result in results]
+        return [self._bare(conn, job) for job in run]
+
     def _isolated(self, conn: Connection, job: _Job[Any]) -> tuple[bool, Any]:
         savepoint = conn.begin_nested()
         try:
@@ -273,14 +310,26 @@ class CommitQueue:
                     job.context.batch = scratch
                 try:
                     with self._engine.begin() as conn:
+                        run: list[_Job[Any]] = []  # consecutive jobs of one Together kind
                         for index, job in enumerate(batch):
                             excluded = refused_by_finisher.get(index)
+                            if run and (
+                                excluded is not None
+                                or isolate
+                                or type(job.work) is not type(run[0].work)
+                            ):
+                                outcomes.extend(self._bare_run(conn, run))
+                                run = []
                             if excluded is not None:
                                 outcomes.append((False, excluded))
                             elif isolate:
                                 outcomes.append(self._isolated(conn, job))
+                            elif isinstance(job.work, Together):
+                                run.append(job)
                             else:
                                 outcomes.append(self._bare(conn, job))
+                        if run:
+                            outcomes.extend(self._bare_run(conn, run))
                         contexts = [
                             j.context for j, (ok, _) in zip(batch, outcomes, strict=True) if ok
                         ]
