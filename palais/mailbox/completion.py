@@ -17,7 +17,6 @@ are exactly the completed ones.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import re
 import time
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from palais.mailbox.digest import sha256
 from palais.mailbox.identity import Identity
 
 __all__ = ["Arrival", "HeaderPresence", "RecentArrivals", "completion", "header_presence"]
@@ -177,9 +177,7 @@ class RecentArrivals:
 
     @staticmethod
     def key(sender: str, data: bytes) -> bytes:
-        digest = hashlib.sha256(sender.encode("utf-8", "replace") + b"\0")
-        digest.update(data)
-        return digest.digest()
+        return bytes(sha256(sender.encode("utf-8", "replace") + b"\0", data).digest())
 
     def first(self, key: bytes, now: datetime) -> datetime:
         """The time the message with ``key`` first arrived (``now`` if not within the window).

@@ -19,7 +19,6 @@ pydantic model ``palais.pki.evidence_model.Evidence`` publishes its schema.
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from email import message_from_bytes, policy
 from email.message import Message
 from typing import Any, Final
 
+from palais.mailbox.digest import sha256_hex
 from palais.mailbox.errors import InvalidMessage
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import decode_header_value
@@ -416,7 +416,7 @@ def message_facts(
         message_id,
         subject,
         len(data),
-        sha256 or hashlib.sha256(data).hexdigest(),
+        sha256 or sha256_hex(data),
         attachments_of(data),
     )
 
@@ -440,7 +440,7 @@ def attachments_of(data: bytes) -> tuple[Attachment, ...]:
                 _filename(part),
                 part.get_content_type(),
                 len(body),
-                hashlib.sha256(body).hexdigest(),
+                sha256_hex(body),
             )
         )
     return tuple(found)

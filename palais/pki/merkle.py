@@ -25,6 +25,8 @@ import json
 from collections.abc import Sequence
 from typing import Final
 
+from palais.mailbox.digest import sha256
+
 HASH_SIZE: Final = 32
 _LEAF_PREFIX: Final = b"\x00"
 _NODE_PREFIX: Final = b"\x01"
@@ -33,7 +35,7 @@ EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 
 def leaf_hash(data: bytes) -> bytes:
     """The hash of one leaf: SHA-256(0x00 || data)."""
-    return hashlib.sha256(_LEAF_PREFIX + data).digest()
+    return bytes(sha256(_LEAF_PREFIX, data).digest())
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:

@@ -8,6 +8,7 @@ to accept messages (451 4.3.0) rather than accept one without its evidence.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class EvidenceKey(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=64)  # the evidence key's, at every signed tree head
 def certificate_sha256(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lower-case hex (as identities' fingerprints)."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()

@@ -9,13 +9,13 @@ really are gone from disk; a later compaction can reclaim the space.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from palais.mailbox import digest
 from palais.mailbox.ports import BlobCorrupted, BlobLocation
 
 __all__ = ["SEGMENT_LIMIT", "BlobCorrupted", "BlobLocation", "BlobStore", "sha256_hex"]
@@ -25,7 +25,7 @@ _IOV_MAX = 1024  # Linux's limit on the buffers of one writev
 
 
 def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return digest.sha256_hex(data)
 
 
 class BlobStore:

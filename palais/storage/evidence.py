@@ -268,12 +268,21 @@ def _file_receipts(
             for mid, item in zip(ids, issued, strict=True)
         ],
     )
-    rows_for(conn).many(
-        "UPDATE evidence_log SET receipt = ?, receipt_message = ? WHERE position = ?",
-        [
-            (receipt.data, mid, item.position)
-            for mid, receipt, item in zip(ids, sealed, issued, strict=True)
-        ],
+    # One statement for the batch (executemany lets go of the GIL per row).
+    cases = " ".join(["WHEN ? THEN ?"] * len(issued))
+    marks = ", ".join(["?"] * len(issued))
+    rows_for(conn).run(
+        f"UPDATE evidence_log SET receipt = CASE position {cases} END,"
+        f" receipt_message = CASE position {cases} END WHERE position IN ({marks})",
+        (
+            *(
+                v
+                for item, receipt in zip(issued, sealed, strict=True)
+                for v in (item.position, receipt.data)
+            ),
+            *(v for item, mid in zip(issued, ids, strict=True) for v in (item.position, mid)),
+            *(item.position for item in issued),
+        ),
     )
 
 

@@ -29,6 +29,7 @@ class FiledMessage:
 
 # A second copy of the same bytes only takes a reference; its appended
 # bytes in the pack stay unreferenced (reclaimed by compaction).
+_BLOB_MARKS = "(?, ?, ?, ?, 1)"
 _STORE_BLOB = (
     'INSERT INTO blob (sha256, segment, "offset", length, refcount) VALUES (?, ?, ?, ?, 1)'
     " ON CONFLICT (sha256) DO UPDATE SET refcount = blob.refcount + 1"
@@ -114,9 +115,13 @@ def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[in
     if not messages:
         return []
     rows = rows_for(conn)
-    rows.many(
-        _STORE_BLOB,
-        [(m.sha256, m.where.segment, m.where.offset, m.where.length) for m in messages],
+    # One statement, not executemany: SQLite lets go of the GIL at every
+    # row's step, and the writer waits to take it back each time.
+    rows.run(
+        _STORE_BLOB.replace(_BLOB_MARKS, ", ".join([_BLOB_MARKS] * len(messages))),
+        tuple(
+            v for m in messages for v in (m.sha256, m.where.segment, m.where.offset, m.where.length)
+        ),
     )
     found = rows.all(
         _MESSAGE_COLUMNS + ", ".join([_MESSAGE_MARKS] * len(messages)) + " RETURNING id, blob",

@@ -40,9 +40,11 @@ _BACKFILL_BATCH = 200
 def index_later(conn: Connection, *message_ids: int) -> None:
     """List messages being filed for indexing (``palais.storage.indexing``
     indexes them off the filing path); searches read them meanwhile."""
-    rows_for(conn).many(
-        "INSERT INTO text_pending (message_id) VALUES (?)", [(m,) for m in message_ids]
-    )
+    if message_ids:
+        rows_for(conn).run(
+            "INSERT INTO text_pending (message_id) VALUES " + ", ".join(["(?)"] * len(message_ids)),
+            message_ids,
+        )
 
 
 def _insert(conn: Connection, docs: list[tuple[int, SearchDocuments]]) -> None:
