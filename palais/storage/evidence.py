@@ -95,18 +95,12 @@ def defer_log_rows(ctx: WriteContext) -> None:
     ctx.batch[_DEFERRED] = _Deferred()
 
 
-def seal_deferred(ctx: WriteContext) -> None:
-    """The deferred receipts' mails, sent to be written now, so that the
-    worker writes them while the run's other statements go on."""
-    run: _Deferred = ctx.batch[_DEFERRED]
-    if run.requests and run.sealing is None:
+def flush_log_rows(conn: Connection, ctx: WriteContext) -> None:
+    """The deferred receipts' log rows, and their mails sent to be written."""
+    run: _Deferred = ctx.batch.pop(_DEFERRED)
+    if run.requests:
         assert run.service is not None
         run.sealing = run.service.seal_later(run.requests)
-
-
-def flush_log_rows(conn: Connection, ctx: WriteContext) -> None:
-    seal_deferred(ctx)
-    run: _Deferred = ctx.batch.pop(_DEFERRED)
     if run.rows:
         rows_for(conn).run(
             _LOG_INSERT + ", ".join([_LOG_MARKS] * len(run.rows)),

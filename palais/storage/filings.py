@@ -20,7 +20,7 @@ from palais.mailbox.evidence import ReceiptOrder
 from palais.mailbox.filing import FilingPlan, resend_of
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary
-from palais.storage.evidence import defer_log_rows, flush_log_rows, seal_deferred
+from palais.storage.evidence import defer_log_rows, flush_log_rows
 from palais.storage.messages import (
     FiledMessage,
     NewMessage,
@@ -154,16 +154,6 @@ class Filing(Together[FiledMessage]):
                 for (f, ctx), sha in zip(filings, shas, strict=True)
             ],
         )
-        # The receipts first (their evidence needs only the messages' rows),
-        # so that the sealing worker writes their mails while the
-        # placements are made.
-        out: list[FiledMessage] = []
-        defer_log_rows(filings[0][1])
-        for (f, ctx), mid in zip(filings, ids, strict=True):
-            if f.plan.records:
-                ctx.filed = (mid, f.data, f.summary)
-                write_records(conn, ctx, f.writers, f.plan.records)
-        seal_deferred(filings[0][1])
         # Every entry's event lands in the first context: the batch's
         # events are published together anyway.
         placed = place_messages(
@@ -171,7 +161,15 @@ class Filing(Together[FiledMessage]):
             filings[0][1],
             [(mid, f.plan.dossier, f._holders()) for (f, _), mid in zip(filings, ids, strict=True)],
         )
-        for (f, _), mid, sha, boxes in zip(filings, ids, shas, placed, strict=True):
+        # The receipts after the placements, as a filing alone writes them:
+        # on PostgreSQL the mailbox rows are locked before the evidence log's
+        # head, in every transaction, or two nodes' batches deadlock.
+        out: list[FiledMessage] = []
+        defer_log_rows(filings[0][1])
+        for (f, ctx), mid, sha, boxes in zip(filings, ids, shas, placed, strict=True):
             out.append(FiledMessage(mid, sha, len(f.data), f._uids(boxes)))
+            if f.plan.records:
+                ctx.filed = (mid, f.data, f.summary)
+                write_records(conn, ctx, f.writers, f.plan.records)
         flush_log_rows(conn, filings[0][1])
         return out
