@@ -1,8 +1,8 @@
 """A PostgreSQL server of the bench's own, started and stopped in its work directory.
 
-Adapted from ``tests/postgres_server.py`` (the test suite's fixture), copied
-rather than imported so that the bench runs without tests/ and without
-pytest: Debian's server binaries (``/usr/lib/postgresql/*/bin``, off PATH),
+The test suite's fixture (``tests/postgres_server.py``) finds the binaries
+and a port with this module's functions; the bench runs without tests/ and
+without pytest. Debian's server binaries (``/usr/lib/postgresql/*/bin``, off PATH),
 ``initdb`` with trust authentication, ``pg_ctl`` on 127.0.0.1 and a free
 port, the unix socket in the work directory. Run as root, the server runs
 as the ``postgres`` user (postgres refuses uid 0).
@@ -45,7 +45,8 @@ def version_key(name: str) -> tuple[int, ...]:
     return tuple(int(p) for p in name.split(".") if p.isdigit())
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port of 127.0.0.1 free now (it may be taken before it is bound: retry)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -131,7 +132,7 @@ class PostgresServer:
             raise TargetUnavailable(f"initdb failed: {(done.stderr or done.stdout)[-600:]}")
         # The free port may be taken between choosing and binding it: try a few.
         for _ in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             options = [
                 "-c listen_addresses=127.0.0.1",
                 f"-p {self.port}",

@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -27,8 +26,8 @@ from typing import LiteralString
 
 import pytest
 
-BIN_GLOB = "/usr/lib/postgresql/*/bin"
-SUPERUSER = "palais"
+from bench.pgserver import BIN_GLOB, SUPERUSER, find_bindir, free_port
+
 # Every wait on the server is bounded: a stuck start must fail the session, not hang CI.
 START_TIMEOUT = 30
 COMMAND_TIMEOUT = START_TIMEOUT + 30
@@ -99,26 +98,6 @@ class PostgresServer:
             return self.logfile.read_text(errors="replace")[-3000:]
         except OSError:
             return "(no server log)"
-
-
-def find_bindir() -> Path | None:
-    """The newest installed PostgreSQL's server binaries (Debian keeps them off PATH)."""
-    found = [Path(p) for p in sorted(Path("/").glob(BIN_GLOB.lstrip("/")))]
-    usable = [d for d in found if all((d / t).exists() for t in ("initdb", "pg_ctl", "postgres"))]
-    if not usable:
-        return None
-    return max(usable, key=lambda d: _version(d.parent.name))
-
-
-def _version(name: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in name.split(".") if p.isdigit())
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _service_user() -> str | None:
@@ -211,13 +190,13 @@ def postgres_server_fixture() -> Iterator[PostgresServer]:
     bindir = find_bindir()
     if bindir is None:
         pytest.skip(
-            f"PostgreSQL server binaries not found ({BIN_GLOB}/initdb):"
+            f"PostgreSQL server binaries not found (/{BIN_GLOB}/initdb):"
             " install the Debian package 'postgresql'"
         )
     pytest.importorskip("psycopg", reason="the psycopg driver is not installed (dev extra)")
     run_as = _service_user()
     root = _make_root(run_as)
-    server = PostgresServer(bindir, root, _free_port(), run_as)
+    server = PostgresServer(bindir, root, free_port(), run_as)
     try:
         _initdb(server)
         try:
@@ -225,7 +204,7 @@ def postgres_server_fixture() -> Iterator[PostgresServer]:
             for _ in range(3):
                 if _start(server):
                     break
-                server.port = _free_port()
+                server.port = free_port()
             else:
                 pytest.fail(f"PostgreSQL did not start:\n{server.log_tail()}", pytrace=False)
             yield server
