@@ -297,9 +297,18 @@ def admitted_again(inst: Instance) -> bool:
 
 def nothing_open(inst: Instance) -> bool:
     listeners = ("smtps", "submission", "court", "imaps")
-    ok = wait_for(
-        lambda: all(metric(inst, "palais_open_connections", listener=n) == 0 for n in listeners)
-    )
+
+    def none_open() -> bool:
+        try:
+            return all(metric(inst, "palais_open_connections", listener=n) == 0 for n in listeners)
+        except AssertionError:
+            # The scrape itself refused: the places it waits for are still
+            # held (the per-address cap counts HTTPS too), or the handshake
+            # outlasted the instance's 1 s limit on a loaded machine (seen
+            # in a clean-clone CI). Not yet, rather than a failure.
+            return False
+
+    ok = wait_for(none_open)
     if not ok:  # which listener, in the failure report
         print({n: metric(inst, "palais_open_connections", listener=n) for n in listeners})
     return ok
