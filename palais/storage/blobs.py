@@ -15,17 +15,13 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from palais.mailbox import digest
+from palais.mailbox.digest import sha256_hex
 from palais.mailbox.ports import BlobCorrupted, BlobLocation
 
 __all__ = ["SEGMENT_LIMIT", "BlobCorrupted", "BlobLocation", "BlobStore", "sha256_hex"]
 
 SEGMENT_LIMIT = 256 * 1024 * 1024
 _IOV_MAX = 1024  # Linux's limit on the buffers of one writev
-
-
-def sha256_hex(data: bytes) -> str:
-    return digest.sha256_hex(data)
 
 
 class BlobStore:

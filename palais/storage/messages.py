@@ -29,15 +29,17 @@ class FiledMessage:
 
 # A second copy of the same bytes only takes a reference; its appended
 # bytes in the pack stay unreferenced (reclaimed by compaction).
-_BLOB_MARKS = "(?, ?, ?, ?, 1)"
-_STORE_BLOB = (
-    'INSERT INTO blob (sha256, segment, "offset", length, refcount) VALUES (?, ?, ?, ?, 1)'
-    " ON CONFLICT (sha256) DO UPDATE SET refcount = blob.refcount + 1"
-)
+def _store_blobs(count: int) -> str:
+    """The statement storing ``count`` blob references (distinct sha256s)."""
+    return (
+        'INSERT INTO blob (sha256, segment, "offset", length, refcount) VALUES '
+        + ", ".join(["(?, ?, ?, ?, 1)"] * count)
+        + " ON CONFLICT (sha256) DO UPDATE SET refcount = blob.refcount + 1"
+    )
 
 
 def _store_blob(conn: Connection, sha: str, where: BlobLocation) -> None:
-    rows_for(conn).run(_STORE_BLOB, (sha, where.segment, where.offset, where.length))
+    rows_for(conn).run(_store_blobs(1), (sha, where.segment, where.offset, where.length))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,7 @@ def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[in
     # One statement, not executemany: SQLite lets go of the GIL at every
     # row's step, and the writer waits to take it back each time.
     rows.run(
-        _STORE_BLOB.replace(_BLOB_MARKS, ", ".join([_BLOB_MARKS] * len(messages))),
+        _store_blobs(len(messages)),
         tuple(
             v for m in messages for v in (m.sha256, m.where.segment, m.where.offset, m.where.length)
         ),

@@ -227,24 +227,15 @@ class CommitQueue:
 
     @staticmethod
     def _bare(conn: Connection, job: _Job[Any]) -> tuple[bool, Any]:
-        try:
-            return (True, job.work(conn, job.context))
-        except Exception as error:  # the job's own refusal or bug
-            if _is_conflict(error):
-                raise _Conflict() from error
-            raise _Refused(error) from error
+        return (True, _unisolated(lambda: job.work(conn, job.context)))
 
     def _bare_run(self, conn: Connection, run: list[_Job[Any]]) -> list[tuple[bool, Any]]:
         """Consecutive jobs of one ``Together`` kind, together if they can be."""
         if len(run) > 1:
             kind = run[0].work
             assert isinstance(kind, Together)
-            try:
-                results = type(kind).together(conn, [(job.work, job.context) for job in run])
-            except Exception as error:
-                if _is_conflict(error):
-                    raise _Conflict() from error
-                raise _Refused(error) from error
+            jobs = [(job.work, job.context) for job in run]
+            results = _unisolated(lambda: type(kind).together(conn, jobs))
             if results is not None:
                 return [(True, result) for result in results]
         return [self._bare(conn, job) for job in run]
@@ -313,10 +304,9 @@ class CommitQueue:
                         run: list[_Job[Any]] = []  # consecutive jobs of one Together kind
                         for index, job in enumerate(batch):
                             excluded = refused_by_finisher.get(index)
+                            # (isolated attempts never start a run)
                             if run and (
-                                excluded is not None
-                                or isolate
-                                or type(job.work) is not type(run[0].work)
+                                excluded is not None or type(job.work) is not type(run[0].work)
                             ):
                                 outcomes.extend(self._bare_run(conn, run))
                                 run = []
@@ -387,6 +377,17 @@ class CommitQueue:
         for index, (loop, done) in enumerate(by_loop.items()):
             # The hub lives on the gateway's one event loop: the first job's.
             _call(loop, _deliver, self._publish if index == 0 else None, events, done)
+
+
+def _unisolated(work: Callable[[], T]) -> T:
+    """Run work outside any savepoint: its failure ends the attempt, as a
+    conflict with another node's transaction or as a refusal."""
+    try:
+        return work()
+    except Exception as error:  # the job's own refusal or bug
+        if _is_conflict(error):
+            raise _Conflict() from error
+        raise _Refused(error) from error
 
 
 def _forget(ctx: WriteContext) -> None:
