@@ -59,15 +59,23 @@ _DEFERRED = "evidence-deferred"
 
 
 class _Deferred:
-    """A run of receipts whose log rows go in one statement and whose mails
-    go to the sealing worker in one request, when the run ends."""
+    """A run of receipts whose mails go to the sealing worker in one request
+    and whose log rows go in one statement, when the run says so."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[list[Any]] = []
+        # Rows about a message not inserted yet (its id is ``ctx.filed``'s by
+        # the time the rows are written), by row index.
+        self.unfiled: list[tuple[int, WriteContext]] = []
         self.requests: list[tuple[bytes, str]] = []
         self.service: EvidenceService | None = None
         self.sealing: Sealing | None = None
         self._sealed: list[SealedReceipt] | None = None
+
+    def send(self) -> None:
+        if self.requests and self.sealing is None:
+            assert self.service is not None
+            self.sealing = self.service.seal_later(self.requests)
 
     def sealed(self) -> list[SealedReceipt]:
         if self._sealed is None:
@@ -91,16 +99,29 @@ def defer_log_rows(ctx: WriteContext) -> None:
     """Until ``flush_log_rows``, the receipts this attempt issues keep their
     log rows and their mails aside (nothing reads the log meanwhile: its
     head is in the batch's scratch), to write them all at once: a statement
-    and a round trip to the sealing worker for the run, not for each."""
+    and a round trip to the sealing worker for the run, not for each.
+
+    A receipt may then be issued about a filing's message before its row is
+    inserted (``ctx.filed`` without its id): its log row takes the id when
+    it is written."""
     ctx.batch[_DEFERRED] = _Deferred()
+
+
+def seal_deferred(ctx: WriteContext) -> None:
+    """The deferred receipts' mails sent to be written now, while the
+    transaction goes on (``flush_log_rows`` sends them if this was not called)."""
+    run: _Deferred = ctx.batch[_DEFERRED]
+    run.send()
 
 
 def flush_log_rows(conn: Connection, ctx: WriteContext) -> None:
     """The deferred receipts' log rows, and their mails sent to be written."""
     run: _Deferred = ctx.batch.pop(_DEFERRED)
-    if run.requests:
-        assert run.service is not None
-        run.sealing = run.service.seal_later(run.requests)
+    run.send()
+    for index, issuer in run.unfiled:
+        about = issuer.filed[0]
+        assert about is not None, "a receipt's message is inserted before its log row"
+        run.rows[index][3] = int(about)
     if run.rows:
         rows_for(conn).run(
             _LOG_INSERT + ", ".join([_LOG_MARKS] * len(run.rows)),
@@ -156,7 +177,7 @@ class ReceiptWriter:
         rows = rows_for(conn)
         # The receipt's mail and its message row are filled in by the
         # finisher, before the transaction commits.
-        row = (
+        row = [
             size,
             evidence_id,
             ",".join(c.value for c in order.codes),
@@ -167,18 +188,21 @@ class ReceiptWriter:
             leaf,
             when(conn, now),
             b"",
-        )
+        ]
         request = (evidence, order.holders[0])
         sealing: Sealing
         deferred = ctx.batch.get(_DEFERRED)
         if deferred is not None:
             assert isinstance(deferred, _Deferred)
+            if about is None:
+                deferred.unfiled.append((len(deferred.rows), ctx))
             deferred.rows.append(row)
             deferred.service = service
             sealing = _Part(deferred, len(deferred.requests))
             deferred.requests.append(request)
         else:
-            rows.run(_LOG_INSERT + _LOG_MARKS, row)
+            assert about is not None, "a receipt alone is about an inserted message"
+            rows.run(_LOG_INSERT + _LOG_MARKS, tuple(row))
             sealing = service.seal_later([request])
         # The head row is written once, by the batch's finisher.
         head.tree.append(leaf)
@@ -197,13 +221,15 @@ class ReceiptWriter:
         """The message the receipt is about: its row id and its facts."""
         if order.message is not None:
             return order.about, order.message
-        # The message the carrying filing has just inserted: its facts are
-        # read from the bytes stored, here, off the event loop.
+        # The message the carrying filing inserts (or is about to, in a
+        # deferred run: then its id is not known yet): its facts are read
+        # from the bytes stored, here, off the event loop.
         assert ctx.filed is not None, "a receipt about the filed message comes with a filing"
         mid, data, summary = ctx.filed
         assert isinstance(summary, MessageSummary)
         sha = ctx.sha256(data)  # hashed once already, when its bytes were appended
-        return int(mid), message_facts(data, summary.message_id, summary.subject, sha)
+        facts = message_facts(data, summary.message_id, summary.subject, sha)
+        return (None if mid is None else int(mid)), facts
 
 
 def receipts_finisher(service: EvidenceService) -> Finisher:

@@ -20,7 +20,7 @@ from palais.mailbox.evidence import ReceiptOrder
 from palais.mailbox.filing import FilingPlan, resend_of
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import MessageSummary
-from palais.storage.evidence import defer_log_rows, flush_log_rows
+from palais.storage.evidence import defer_log_rows, flush_log_rows, seal_deferred
 from palais.storage.messages import (
     FiledMessage,
     NewMessage,
@@ -33,6 +33,7 @@ from palais.storage.placement import (
     Holder,
     RecordWriters,
     drop_superseded,
+    lock_boxes,
     place_all,
     place_messages,
     write_records,
@@ -139,6 +140,19 @@ class Filing(Together[FiledMessage]):
             )
             if seen is not None:  # maybe a resend, or a draft to drop: each answers alone
                 return None
+        first = filings[0][1]
+        # The receipts first, so that the sealing worker writes their mails
+        # while the rows below go in (their log rows wait for the messages'
+        # ids). On PostgreSQL every transaction locks the mailbox rows before
+        # the evidence log's head, or two nodes' batches deadlock: the boxes
+        # are locked here, before the receipts read the head.
+        lock_boxes(conn, first, [(f.plan.dossier, f._holders()) for f, _ in filings])
+        defer_log_rows(first)
+        for f, ctx in filings:
+            if f.plan.records:
+                ctx.filed = (None, f.data, f.summary)
+                write_records(conn, ctx, f.writers, f.plan.records)
+        seal_deferred(first)
         ids = insert_messages(
             conn,
             [
@@ -158,18 +172,13 @@ class Filing(Together[FiledMessage]):
         # events are published together anyway.
         placed = place_messages(
             conn,
-            filings[0][1],
+            first,
             [(mid, f.plan.dossier, f._holders()) for (f, _), mid in zip(filings, ids, strict=True)],
         )
-        # The receipts after the placements, as a filing alone writes them:
-        # on PostgreSQL the mailbox rows are locked before the evidence log's
-        # head, in every transaction, or two nodes' batches deadlock.
         out: list[FiledMessage] = []
-        defer_log_rows(filings[0][1])
         for (f, ctx), mid, sha, boxes in zip(filings, ids, shas, placed, strict=True):
             out.append(FiledMessage(mid, sha, len(f.data), f._uids(boxes)))
             if f.plan.records:
                 ctx.filed = (mid, f.data, f.summary)
-                write_records(conn, ctx, f.writers, f.plan.records)
-        flush_log_rows(conn, filings[0][1])
+        flush_log_rows(conn, first)
         return out

@@ -99,6 +99,43 @@ def _box_id(conn: Connection, owner: str, ref: BoxRef, cache: dict[Any, Any]) ->
 Holder = tuple[str, BoxKind, frozenset[str]]  # owner, box kind, flags
 
 
+def _views(
+    conn: Connection, ctx: WriteContext, owner: str, kind: BoxKind, dossier: str | None
+) -> list[int]:
+    """The boxes a placement lists its message in: the global view, and the
+    dossier's when the owner has access to it."""
+    refs = [BoxRef(kind, None)] + ([BoxRef(kind, dossier)] if dossier else [])
+    return [box for ref in refs if (box := _box_id(conn, owner, ref, ctx.cache)) is not None]
+
+
+def lock_boxes(
+    conn: Connection, ctx: WriteContext, placements: Sequence[tuple[str | None, Sequence[Holder]]]
+) -> None:
+    """On PostgreSQL, the rows of the boxes these placements (dossier,
+    holders) will list their messages in, locked now in one order, as
+    ``place_messages`` would lock them: for a transaction that must lock
+    them before something it needs first (the evidence log's head, which
+    every transaction locks after the boxes). Nothing on SQLite, whose one
+    writer is serial anyway."""
+    if conn.dialect.name != "postgresql":
+        return
+    boxes = sorted(
+        {
+            box
+            for dossier, holders in placements
+            for owner, kind, _ in holders
+            for box in _views(conn, ctx, owner, kind, dossier)
+        }
+    )
+    if boxes:
+        rows_for(conn).all(
+            "SELECT id FROM mailbox WHERE id IN ("
+            + ", ".join(["?"] * len(boxes))
+            + ") ORDER BY id FOR UPDATE",
+            tuple(boxes),
+        )
+
+
 def place_all(
     conn: Connection,
     ctx: WriteContext,
@@ -155,11 +192,8 @@ def place_messages(
     targets: list[tuple[int, int, int, int, frozenset[str]]] = []
     for index, (mid, dossier, holders) in enumerate(messages):
         for held, (owner, kind, flags) in enumerate(holders):
-            refs = [BoxRef(kind, None)] + ([BoxRef(kind, dossier)] if dossier else [])
-            for ref in refs:
-                box = _box_id(conn, owner, ref, ctx.cache)
-                if box is not None:  # without access to the dossier, only the global view
-                    targets.append((index, held, box, placement_of[mid, owner, kind.value], flags))
+            for box in _views(conn, ctx, owner, kind, dossier):
+                targets.append((index, held, box, placement_of[mid, owner, kind.value], flags))
     if not targets:
         return out
     counts: dict[int, int] = {}

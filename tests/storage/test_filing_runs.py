@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, create_engine, text
 
 from palais.mailbox.drafts import supersedes_drafts
 from palais.mailbox.evidence import deposit_and_delivery
@@ -88,6 +88,7 @@ def _plan(to: str = GREFFE, *, message_id: str | None = None) -> FilingPlan:
 
 
 Submission = tuple[bytes, FilingPlan]
+Filer = Callable[["Storage", Sequence[Submission]], Awaitable[list[FiledMessage]]]
 
 
 def _submissions(count: int) -> list[Submission]:
@@ -285,18 +286,47 @@ def test_a_run_shares_its_statements(tmp_path: Path, pki: DevPki) -> None:
             assert 1 <= len(ran) <= 2, (start, len(ran))
 
 
-def test_mailboxes_are_locked_before_the_evidence_head(tmp_path: Path, pki: DevPki) -> None:
+def test_mailboxes_are_locked_before_the_evidence_head(
+    postgres_url: str, tmp_path: Path, pki: DevPki
+) -> None:
     """One lock order for every filing, alone or in a run: on PostgreSQL two
     nodes' transactions taking the mailbox rows and the log's head in
     opposite orders deadlock (seen in the nodes bench: a batch alone against
-    a run). The statements are the same on both databases; SQLite tells them."""
-    with _traced(tmp_path, pki) as (st, statements):
-        asyncio.run(_one_by_one(st, _submissions(1)))
-        alone = list(statements)
-        statements.clear()
-        asyncio.run(_in_one_batch(st, _submissions(6)[1:]))
-        run = list(statements)
-    for name, ran in (("alone", alone), ("run", run)):
-        mailbox = next(i for i, s in enumerate(ran) if s.startswith("UPDATE mailbox SET uidnext"))
-        head = next(i for i, s in enumerate(ran) if "FROM evidence_head" in s)
-        assert mailbox < head, name
+    a run). Another node holds the registry's boxes: the filings wait for
+    them without holding the head meanwhile, then go through."""
+    st = _open(postgres_url, tmp_path / "blobs", pki)
+    other = create_engine(postgres_url)
+    try:
+        asyncio.run(_one_by_one(st, _submissions(1)))  # the head row exists
+        for name, submissions, file in (
+            ("alone", _submissions(2)[1:], _one_by_one),
+            ("run", _submissions(8)[2:], _in_one_batch),
+        ):
+            with other.connect() as holder:
+                holder.execute(
+                    text("SELECT id FROM mailbox WHERE owner = :o FOR UPDATE"), {"o": GREFFE}
+                )
+
+                async def blocked(
+                    submissions: Sequence[Submission] = submissions,
+                    file: Filer = file,
+                    holder: Connection = holder,
+                    name: str = name,
+                ) -> list[FiledMessage]:
+                    pending = asyncio.ensure_future(file(st, submissions))
+                    await asyncio.sleep(1.0)  # the filings wait for the registry's boxes
+                    assert not pending.done(), name
+                    with other.connect() as probe:
+                        # Raises (lock not available) if the waiting filing holds the head.
+                        probe.execute(text("SET lock_timeout = '200ms'"))
+                        probe.execute(text("SELECT size FROM evidence_head FOR UPDATE"))
+                        probe.rollback()
+                    holder.rollback()  # the other node's transaction ends
+                    return await pending
+
+                filed = asyncio.run(blocked())
+            assert len(filed) == len(submissions), name
+            assert all(f.uids for f in filed), name
+    finally:
+        other.dispose()
+        st.close()
