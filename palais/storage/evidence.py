@@ -359,15 +359,15 @@ def _head(conn: Connection, ctx: WriteContext, service: EvidenceService) -> _Hea
         assert found is not None
     stored, tree = int(found[0]), service.tree(str(found[1]))
     last = GENESIS
-    if stored:
-        row = rows.one("SELECT leaf_hash FROM evidence_log WHERE position = ?", (stored - 1,))
-        assert row is not None, "the evidence head counts a leaf the log does not hold"
-        last = str(row[0])
-    for (leaf,) in rows.all(
-        "SELECT leaf_hash FROM evidence_log WHERE position >= ? ORDER BY position", (stored,)
+    # The head's last leaf and any past it, in one statement.
+    for position, leaf in rows.all(
+        "SELECT position, leaf_hash FROM evidence_log WHERE position >= ? ORDER BY position",
+        (max(stored - 1, 0),),
     ):
-        tree.append(str(leaf))
+        if int(position) >= stored:
+            tree.append(str(leaf))
         last = str(leaf)
+    assert stored == 0 or last != GENESIS, "the evidence head counts a leaf the log does not hold"
     head = _Head(tree, last, stored)
     ctx.batch[_HEAD] = head
     return head
