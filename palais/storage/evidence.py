@@ -360,14 +360,18 @@ def _head(conn: Connection, ctx: WriteContext, service: EvidenceService) -> _Hea
     stored, tree = int(found[0]), service.tree(str(found[1]))
     last = GENESIS
     # The head's last leaf and any past it, in one statement.
-    for position, leaf in rows.all(
+    leaves = rows.all(
         "SELECT position, leaf_hash FROM evidence_log WHERE position >= ? ORDER BY position",
         (max(stored - 1, 0),),
-    ):
+    )
+    if stored:
+        assert leaves and int(leaves[0][0]) == stored - 1, (
+            "the evidence head counts a leaf the log does not hold"
+        )
+    for position, leaf in leaves:
         if int(position) >= stored:
             tree.append(str(leaf))
         last = str(leaf)
-    assert stored == 0 or last != GENESIS, "the evidence head counts a leaf the log does not hold"
     head = _Head(tree, last, stored)
     ctx.batch[_HEAD] = head
     return head

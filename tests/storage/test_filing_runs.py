@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from palais.mailbox.drafts import supersedes_drafts
 from palais.mailbox.evidence import deposit_and_delivery
@@ -286,6 +286,29 @@ def test_a_run_shares_its_statements(tmp_path: Path, pki: DevPki) -> None:
             assert 1 <= len(ran) <= 2, (start, len(ran))
 
 
+async def _file_while_held(
+    st: Storage,
+    other: Engine,
+    holder: Connection,
+    file: Filer,
+    submissions: Sequence[Submission],
+    name: str,
+) -> list[FiledMessage]:
+    """The filings, made while ``holder`` (another node) holds their boxes:
+    they wait without holding the evidence log's head, then go through once
+    it lets go."""
+    pending = asyncio.ensure_future(file(st, submissions))
+    await asyncio.sleep(1.0)  # the filings wait for the registry's boxes
+    assert not pending.done(), name
+    with other.connect() as probe:
+        # Raises (lock not available) if the waiting filing holds the head.
+        probe.execute(text("SET lock_timeout = '200ms'"))
+        probe.execute(text("SELECT size FROM evidence_head FOR UPDATE"))
+        probe.rollback()
+    holder.rollback()  # the other node's transaction ends
+    return await pending
+
+
 def test_mailboxes_are_locked_before_the_evidence_head(
     postgres_url: str, tmp_path: Path, pki: DevPki
 ) -> None:
@@ -306,25 +329,7 @@ def test_mailboxes_are_locked_before_the_evidence_head(
                 holder.execute(
                     text("SELECT id FROM mailbox WHERE owner = :o FOR UPDATE"), {"o": GREFFE}
                 )
-
-                async def blocked(
-                    submissions: Sequence[Submission] = submissions,
-                    file: Filer = file,
-                    holder: Connection = holder,
-                    name: str = name,
-                ) -> list[FiledMessage]:
-                    pending = asyncio.ensure_future(file(st, submissions))
-                    await asyncio.sleep(1.0)  # the filings wait for the registry's boxes
-                    assert not pending.done(), name
-                    with other.connect() as probe:
-                        # Raises (lock not available) if the waiting filing holds the head.
-                        probe.execute(text("SET lock_timeout = '200ms'"))
-                        probe.execute(text("SELECT size FROM evidence_head FOR UPDATE"))
-                        probe.rollback()
-                    holder.rollback()  # the other node's transaction ends
-                    return await pending
-
-                filed = asyncio.run(blocked())
+                filed = asyncio.run(_file_while_held(st, other, holder, file, submissions, name))
             assert len(filed) == len(submissions), name
             assert all(f.uids for f in filed), name
     finally:
