@@ -383,8 +383,10 @@ def port_base_hint() -> int:
     and a fixed first candidate made concurrent runs on one machine pick the
     same ports; the search starts at a random base.
     """
-    first = random.randrange(24000, 50000, 10)
-    for base in list(range(first, 59000, 10)) + list(range(24000, first, 10)):
+    # Below the kernel's ephemeral ports (32768 up): the load generator's own
+    # connections would otherwise be able to take a listener's port.
+    first = random.randrange(10000, 31700, 10)
+    for base in list(range(first, 31700, 10)) + list(range(10000, first, 10)):
         socks: list[socket.socket] = []
         try:
             for offset in PORT_OFFSETS:

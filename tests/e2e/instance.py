@@ -32,7 +32,10 @@ from palais.pki.devpki import IssuedIdentity, issue_identity, load_dev_pki
 def free_base() -> int:
     """A base port whose five listener ports are all free on 127.0.0.1."""
     for _ in range(200):
-        base = random.randrange(20000, 50000, 7)
+        # Below the kernel's ephemeral ports (32768 up, the largest offset is
+        # 993): an outgoing connection made between `palais init` and
+        # `palais serve` would otherwise hold a listener's port.
+        base = random.randrange(10000, 31700, 7)
         ok = True
         for off in PORT_OFFSETS.values():
             with socket.socket() as s:
