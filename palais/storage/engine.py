@@ -13,7 +13,17 @@ def is_sqlite(url: str) -> bool:
 
 def make_engine(url: str, *, writer: bool) -> Engine:
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, pool_size=5 if writer else 10)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=5 if writer else 10,
+            # A statement run often is prepared once (psycopg), but planned
+            # at every run: a generic plan is made once, when a new
+            # database's tables are still tiny, and kept until autovacuum
+            # analyzes them (a minute or more), so look-ups by key scanned
+            # whole tables meanwhile, some while holding a box's lock.
+            connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        )
     engine = create_engine(
         url,
         # The writer keeps its one connection open (opening one per batch

@@ -31,8 +31,11 @@ from palais.storage.messages import (
 )
 from palais.storage.placement import (
     Holder,
+    Placements,
     RecordWriters,
+    distinct_holders,
     drop_superseded,
+    insert_placements,
     lock_boxes,
     place_all,
     place_messages,
@@ -118,6 +121,15 @@ class Filing(Together[FiledMessage]):
             or (self._asks() and superseded.message_id == self.summary.message_id)
         ) and all(isinstance(r, ReceiptOrder) and r.message is None for r in self.plan.records)
 
+    @staticmethod
+    def _listed(
+        filings: Sequence[tuple[Filing, WriteContext]], ids: Sequence[int]
+    ) -> list[tuple[int, str | None, list[Holder]]]:
+        """Each message of a run with its dossier and its holders."""
+        return [
+            (mid, f.plan.dossier, f._holders()) for (f, _), mid in zip(filings, ids, strict=True)
+        ]
+
     @classmethod
     def together(
         cls, conn: Connection, jobs: Sequence[tuple[Any, WriteContext]]
@@ -141,40 +153,48 @@ class Filing(Together[FiledMessage]):
             if seen is not None:  # maybe a resend, or a draft to drop: each answers alone
                 return None
         first = filings[0][1]
+        new = [
+            NewMessage(
+                sha,
+                ctx.locations[sha],
+                f.summary,
+                f.now,
+                f.who.address,
+                f.who.fingerprint,
+                f.dossier_id,
+            )
+            for (f, ctx), sha in zip(filings, shas, strict=True)
+        ]
+        # On PostgreSQL the message and placement rows go in before the
+        # locks another node's batch waits for (they lock nothing it needs):
+        # that batch then waits only for the UIDs, the receipts and the
+        # commit. On SQLite, whose one writer waits for nobody, they go in
+        # while the sealing worker writes the receipts' mails.
+        ids: list[int] | None = None
+        made: Placements | None = None
+        if conn.dialect.name == "postgresql":
+            ids = insert_messages(conn, new)
+            listed = cls._listed(filings, ids)
+            if distinct_holders(listed):
+                made = insert_placements(conn, listed)
         # The receipts first, so that the sealing worker writes their mails
         # while the rows below go in (their log rows wait for the messages'
-        # ids). On PostgreSQL every transaction locks the mailbox rows before
-        # the evidence log's head, or two nodes' batches deadlock: the boxes
-        # are locked here, before the receipts read the head.
+        # ids when those are not known yet). On PostgreSQL every transaction
+        # locks the mailbox rows before the evidence log's head, or two
+        # nodes' batches deadlock: the boxes are locked here, before the
+        # receipts read the head.
         lock_boxes(conn, first, [(f.plan.dossier, f._holders()) for f, _ in filings])
         defer_log_rows(first)
-        for f, ctx in filings:
+        for index, (f, ctx) in enumerate(filings):
             if f.plan.records:
-                ctx.filed = (None, f.data, f.summary)
+                ctx.filed = (None if ids is None else ids[index], f.data, f.summary)
                 write_records(conn, ctx, f.writers, f.plan.records)
         seal_deferred(first)
-        ids = insert_messages(
-            conn,
-            [
-                NewMessage(
-                    sha,
-                    ctx.locations[sha],
-                    f.summary,
-                    f.now,
-                    f.who.address,
-                    f.who.fingerprint,
-                    f.dossier_id,
-                )
-                for (f, ctx), sha in zip(filings, shas, strict=True)
-            ],
-        )
+        if ids is None:
+            ids = insert_messages(conn, new)
         # Every entry's event lands in the first context: the batch's
         # events are published together anyway.
-        placed = place_messages(
-            conn,
-            first,
-            [(mid, f.plan.dossier, f._holders()) for (f, _), mid in zip(filings, ids, strict=True)],
-        )
+        placed = place_messages(conn, first, cls._listed(filings, ids), placements=made)
         out: list[FiledMessage] = []
         for (f, ctx), mid, sha, boxes in zip(filings, ids, shas, placed, strict=True):
             out.append(FiledMessage(mid, sha, len(f.data), f._uids(boxes)))

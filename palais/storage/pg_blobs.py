@@ -73,8 +73,11 @@ class PgBlobStore:
             cur = self._pending.cursor()
             try:
                 # WITH ORDINALITY: the OIDs come back in the order of the blobs.
+                # %b: the array goes in binary; psycopg sends a list of bytes
+                # as hex text otherwise (twice the bytes, encoded here and
+                # decoded by the server: 1.85 ms against 0.55 for 8 x 4 KiB).
                 cur.execute(
-                    "SELECT lo_from_bytea(0, d) FROM unnest(%s::bytea[]) WITH ORDINALITY"
+                    "SELECT lo_from_bytea(0, d) FROM unnest(%b::bytea[]) WITH ORDINALITY"
                     " AS u(d, o) ORDER BY o",
                     (list(datas),),
                 )

@@ -128,10 +128,13 @@ def lock_boxes(
         }
     )
     if boxes:
+        # NO KEY UPDATE: the lock the UIDs' UPDATE takes anyway; a plain FOR
+        # UPDATE would also hold back every other transaction's foreign-key
+        # check on these rows (an entry listed in one of the boxes).
         rows_for(conn).all(
             "SELECT id FROM mailbox WHERE id IN ("
             + ", ".join(["?"] * len(boxes))
-            + ") ORDER BY id FOR UPDATE",
+            + ") ORDER BY id FOR NO KEY UPDATE",
             tuple(boxes),
         )
 
@@ -153,31 +156,29 @@ def place_all(
     return place_messages(conn, ctx, [(message_id, dossier, holders)], origin)[0]
 
 
-def place_messages(
+Placements = dict[tuple[int, str, str], int]
+"""Placement row ids by (message id, owner, box kind)."""
+
+
+def distinct_holders(messages: Sequence[tuple[int, str | None, Sequence[Holder]]]) -> bool:
+    """Whether each message has one holder per owner and kind (what
+    ``place_messages`` places together)."""
+    return all(len({(o, k) for o, k, _ in holders}) == len(holders) for _, _, holders in messages)
+
+
+def insert_placements(
     conn: Connection,
-    ctx: WriteContext,
     messages: Sequence[tuple[int, str | None, Sequence[Holder]]],
     origin: BoxKind | None = None,
-) -> list[list[dict[int, int]]]:
-    """``place_all`` for several messages (distinct ids) in the same three
-    statements: a batch's receipt mails. Several messages in one box get
-    consecutive UIDs and MODSEQs, in the order given."""
-    if any(len({(o, k) for o, k, _ in holders}) != len(holders) for _, _, holders in messages):
-        # One placement per owner and kind: a repeated holder is placed alone.
-        return [
-            [
-                r
-                for h in holders
-                for r in place_messages(conn, ctx, [(mid, dossier, [h])], origin)[0]
-            ]
-            for mid, dossier, holders in messages
-        ]
-    rows = rows_for(conn)
+) -> Placements:
+    """The placement rows of ``place_messages`` (one holder per owner and
+    kind), in one statement. They lock no mailbox: on PostgreSQL a batch
+    makes them before it locks its boxes, so another node's batch does not
+    wait for them."""
     flat = [(mid, dossier, h) for mid, dossier, holders in messages for h in holders]
-    out: list[list[dict[int, int]]] = [[{} for _ in holders] for _, _, holders in messages]
     if not flat:
-        return out
-    placed = rows.all(
+        return {}
+    placed = rows_for(conn).all(
         "INSERT INTO placement (owner, message_id, kind, dossier, origin) VALUES "
         + ", ".join(["(?, ?, ?, ?, ?)"] * len(flat))
         + " RETURNING id, owner, message_id, kind",
@@ -187,7 +188,36 @@ def place_messages(
             for value in (owner, mid, kind.value, dossier, origin.value if origin else None)
         ),
     )
-    placement_of = {(int(mid), owner, kind): int(pid) for pid, owner, mid, kind in placed}
+    return {(int(mid), str(owner), str(kind)): int(pid) for pid, owner, mid, kind in placed}
+
+
+def place_messages(
+    conn: Connection,
+    ctx: WriteContext,
+    messages: Sequence[tuple[int, str | None, Sequence[Holder]]],
+    origin: BoxKind | None = None,
+    placements: Placements | None = None,
+) -> list[list[dict[int, int]]]:
+    """``place_all`` for several messages (distinct ids) in the same three
+    statements: a batch's receipt mails. Several messages in one box get
+    consecutive UIDs and MODSEQs, in the order given. ``placements``: the
+    placement rows, when ``insert_placements`` made them already."""
+    if not distinct_holders(messages):
+        # One placement per owner and kind: a repeated holder is placed alone.
+        assert placements is None, "placements made ahead are for one holder per owner and kind"
+        return [
+            [
+                r
+                for h in holders
+                for r in place_messages(conn, ctx, [(mid, dossier, [h])], origin)[0]
+            ]
+            for mid, dossier, holders in messages
+        ]
+    rows = rows_for(conn)
+    out: list[list[dict[int, int]]] = [[{} for _ in holders] for _, _, holders in messages]
+    placement_of = insert_placements(conn, messages, origin) if placements is None else placements
+    if not placement_of:
+        return out
     # message index, holder index, box, placement, flags
     targets: list[tuple[int, int, int, int, frozenset[str]]] = []
     for index, (mid, dossier, holders) in enumerate(messages):

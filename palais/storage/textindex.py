@@ -27,7 +27,7 @@ from palais.mailbox.searchtext import SearchDocuments, documents, indexable
 from palais.storage.rows import Rows, rows_for
 from palais.storage.sql import EVIDENCE_SEGMENT, driver
 
-__all__ = ["Part", "backfill", "candidates", "index_later"]
+__all__ = ["Part", "backfill", "candidates", "index_later", "index_later_from"]
 
 Part = Literal["header", "body", "text"]
 
@@ -45,6 +45,12 @@ def index_later(conn: Connection, *message_ids: int) -> None:
             "INSERT INTO text_pending (message_id) VALUES " + ", ".join(["(?)"] * len(message_ids)),
             message_ids,
         )
+
+
+def index_later_from(relation: str) -> str:
+    """``index_later`` as a statement (PostgreSQL: a part of a WITH) listing
+    the ``id`` column of ``relation``: the rows a statement inserts."""
+    return f"INSERT INTO text_pending (message_id) SELECT id FROM {relation}"
 
 
 def _insert(conn: Connection, docs: list[tuple[int, SearchDocuments]]) -> None:
