@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
+
+# A pooled PostgreSQL connection unused for longer than this is tried
+# (a round trip) before it is handed out: the server may have restarted.
+_PING_AFTER_IDLE = 1.0
 
 
 def is_sqlite(url: str) -> bool:
@@ -13,17 +18,7 @@ def is_sqlite(url: str) -> bool:
 
 def make_engine(url: str, *, writer: bool) -> Engine:
     if not is_sqlite(url):
-        return create_engine(
-            url,
-            pool_pre_ping=True,
-            pool_size=5 if writer else 10,
-            # A statement run often is prepared once (psycopg), but planned
-            # at every run: a generic plan is made once, when a new
-            # database's tables are still tiny, and kept until autovacuum
-            # analyzes them (a minute or more), so look-ups by key scanned
-            # whole tables meanwhile, some while holding a box's lock.
-            connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
-        )
+        return _postgres_engine(url, writer=writer)
     engine = create_engine(
         url,
         # The writer keeps its one connection open (opening one per batch
@@ -49,5 +44,41 @@ def make_engine(url: str, *, writer: bool) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: str, *, writer: bool) -> Engine:
+    engine = create_engine(
+        url,
+        pool_size=5 if writer else 10,
+        # A statement run often is prepared once (psycopg), but planned
+        # at every run: a generic plan is made once, when a new
+        # database's tables are still tiny, and kept until autovacuum
+        # analyzes them (a minute or more), so look-ups by key scanned
+        # whole tables meanwhile, some while holding a box's lock.
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+    )
+
+    # pool_pre_ping's round trip at every checkout, without it for a
+    # connection checked in a moment ago: the writer takes its connections
+    # twice a batch, and the ping cost it two round trips each time.
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["palais_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("palais_checked_in")
+        if since is not None and time.monotonic() - since < _PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            # The pool drops this connection and opens another.
+            raise exc.DisconnectionError() from error
+        if not alive:
+            raise exc.DisconnectionError()
 
     return engine

@@ -38,10 +38,6 @@ def _store_blobs(count: int) -> str:
     )
 
 
-def _store_blob(conn: Connection, sha: str, where: BlobLocation) -> None:
-    rows_for(conn).run(_store_blobs(1), (sha, where.segment, where.offset, where.length))
-
-
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message row to insert, its bytes already stored at ``where``."""
@@ -97,18 +93,10 @@ def insert_message(
 ) -> tuple[int, str]:
     """The message's row, and a reference on its bytes (handed with the job); (id, sha256)."""
     sha = ctx.sha256(data)
-    where = ctx.locations[sha]
-    _store_blob(conn, sha, where)
-    new = NewMessage(sha, where, summary, internaldate, sender, fingerprint, dossier_id)
-    row = rows_for(conn).one(
-        _MESSAGE_COLUMNS + _MESSAGE_MARKS + " RETURNING id", _message_values(conn, new)
+    new = NewMessage(
+        sha, ctx.locations[sha], summary, internaldate, sender, fingerprint, dossier_id
     )
-    assert row is not None
-    mid = int(row[0])
-    # The substring index of SEARCH BODY/TEXT/HEADER: listed now, indexed
-    # off the filing path (its cost is several times the filing's).
-    index_later(conn, mid)
-    return mid, sha
+    return insert_messages(conn, [new])[0], sha
 
 
 def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[int]:

@@ -252,3 +252,31 @@ def test_a_change_made_by_a_command_reaches_the_nodes(postgres_url: str, tmp_pat
             asyncio.run(go())
         finally:
             command.close()
+
+
+def test_connections_cut_by_the_server_while_idle_are_replaced(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A restart of PostgreSQL (or a proxy's idle cut) kills the pooled
+    connections: the next filing still goes through, on new ones. Pooled
+    connections are tried before use once idle for a second (not at every
+    checkout: the writer takes two a batch)."""
+    with nodes(postgres_url, tmp_path, count=1) as (a,):
+
+        async def go() -> None:
+            first = await a.mail.append(ME, "Brouillons", msg(1), frozenset(), None)
+            dsn = make_url(postgres_url).set(drivername="postgresql")
+            with psycopg.connect(dsn.render_as_string(hide_password=False)) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            assert killed is not None and killed[0] >= 2  # the writer's and the blobs'
+            await asyncio.sleep(1.2)
+            second = await a.mail.append(ME, "Brouillons", msg(2), frozenset(), None)
+            assert second.uid > first.uid
+            box = await a.mail.mailbox(ME, "Brouillons")
+            (rec,) = await a.mail.records(ME, box.id, [second.uid])
+            assert await a.mail.read(rec.blob) == msg(2)
+
+        asyncio.run(go())
