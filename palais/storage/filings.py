@@ -145,12 +145,14 @@ class Filing(Together[FiledMessage]):
             if len(set(asked)) != len(asked):  # a resend within the batch
                 return None
             lock_message_ids(conn, asked)
-            marks = ", ".join("?" * len(asked))
-            seen = rows_for(conn).one(
-                f"SELECT 1 FROM message WHERE message_id IN ({marks}) LIMIT 1",
-                tuple(sorted({m for _, m in asked})),
+            message_ids = tuple(sorted({m for _, m in asked}))
+            marks = ", ".join("?" * len(message_ids))
+            # No LIMIT 1: PostgreSQL's planner then expects an early match
+            # and reads the whole table, where there is seldom any.
+            seen = rows_for(conn).all(
+                f"SELECT id FROM message WHERE message_id IN ({marks})", message_ids
             )
-            if seen is not None:  # maybe a resend, or a draft to drop: each answers alone
+            if seen:  # maybe a resend, or a draft to drop: each answers alone
                 return None
         first = filings[0][1]
         new = [
