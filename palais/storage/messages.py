@@ -110,7 +110,8 @@ def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[in
     )
     message_rows = _MESSAGE_COLUMNS + ", ".join([_MESSAGE_MARKS] * len(messages))
     message_values = tuple(v for m in messages for v in _message_values(conn, m))
-    if conn.dialect.name == "postgresql":
+    together = conn.dialect.name == "postgresql"
+    if together:
         # The three statements in one (data-modifying WITH): a round trip
         # is most of each, and a batch may hold its boxes' locks meanwhile.
         found = rows.all(
@@ -120,16 +121,16 @@ def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[in
             " SELECT id, blob FROM m",
             blob_values + message_values,
         )
-        ids = {str(blob): int(mid) for mid, blob in found}
-        return [ids[m.sha256] for m in messages]
-    # One statement, not executemany: SQLite lets go of the GIL at every
-    # row's step, and the writer waits to take it back each time.
-    rows.run(_store_blobs(len(messages)), blob_values)
-    found = rows.all(message_rows + " RETURNING id, blob", message_values)
+    else:
+        # One statement, not executemany: SQLite lets go of the GIL at every
+        # row's step, and the writer waits to take it back each time.
+        rows.run(_store_blobs(len(messages)), blob_values)
+        found = rows.all(message_rows + " RETURNING id, blob", message_values)
     # RETURNING's order is not promised: each row is known by its bytes.
     ids = {str(blob): int(mid) for mid, blob in found}
     out = [ids[m.sha256] for m in messages]
-    index_later(conn, *out)
+    if not together:
+        index_later(conn, *out)
     return out
 
 

@@ -37,12 +37,15 @@ _MAX_TERMS = 24
 _BACKFILL_BATCH = 200
 
 
+_LIST = "INSERT INTO text_pending (message_id) "
+
+
 def index_later(conn: Connection, *message_ids: int) -> None:
     """List messages being filed for indexing (``palais.storage.indexing``
     indexes them off the filing path); searches read them meanwhile."""
     if message_ids:
         rows_for(conn).run(
-            "INSERT INTO text_pending (message_id) VALUES " + ", ".join(["(?)"] * len(message_ids)),
+            _LIST + "VALUES " + ", ".join(["(?)"] * len(message_ids)),
             message_ids,
         )
 
@@ -50,7 +53,7 @@ def index_later(conn: Connection, *message_ids: int) -> None:
 def index_later_from(relation: str) -> str:
     """``index_later`` as a statement (PostgreSQL: a part of a WITH) listing
     the ``id`` column of ``relation``: the rows a statement inserts."""
-    return f"INSERT INTO text_pending (message_id) SELECT id FROM {relation}"
+    return f"{_LIST}SELECT id FROM {relation}"
 
 
 def _insert(conn: Connection, docs: list[tuple[int, SearchDocuments]]) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import make_url
 
 from palais.mailbox.model import EventKind, FlagMode, MailboxEvent
 from palais.storage import Storage, open_storage
+from palais.storage.engine import _PING_AFTER_IDLE
 from palais.storage.pg_notify import decode, encode
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
@@ -272,7 +273,7 @@ def test_connections_cut_by_the_server_while_idle_are_replaced(
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ).fetchone()
             assert killed is not None and killed[0] >= 2  # the writer's and the blobs'
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(_PING_AFTER_IDLE + 0.2)
             second = await a.mail.append(ME, "Brouillons", msg(2), frozenset(), None)
             assert second.uid > first.uid
             box = await a.mail.mailbox(ME, "Brouillons")
