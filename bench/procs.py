@@ -126,6 +126,25 @@ def cpu_busy_sample(seconds: float = 0.5) -> float | None:
     return meter.stop(seconds)["machine_cpu_busy_pct"]
 
 
+# A machine doing nothing but the bench's own idle connections stays under this.
+QUIET_PCT = 20.0
+
+
+def settle(timeout: float, seconds: float = 0.5) -> float | None:
+    """Wait (bounded) until the machine is quiet: a target just started still
+    spends a second or two of CPU once its ports answer (worker processes
+    spawned, caches filled; twice that with two workers), and a workload
+    started meanwhile measures that too. The busy share of the last sample
+    (above ``QUIET_PCT`` if the time ran out)."""
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while True:
+        busy = cpu_busy_sample(seconds)
+        if busy is None or busy < QUIET_PCT or _time.monotonic() >= deadline:
+            return busy
+
+
 # -- which process holds a TCP connection (palais serve --workers: SO_REUSEPORT) -------------------
 def parse_proc_net_tcp(text: str) -> list[tuple[int, int, int]]:
     """(local port, remote port, inode) of each socket in /proc/net/tcp{,6} text."""

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .procs import QUIET_PCT
 from .stats import median, ratio
 
 # Figures shown in the Markdown table: (workload, key, label, better)
@@ -327,10 +328,11 @@ def markdown(doc: dict[str, Any]) -> str:
                 why = "; ".join(r.get("notes", [])) or r.get("error", "") or "see JSON"
                 notes.append(f"- {wl} / {side}: incomplete ({why})")
             busy = r.get("cpu_busy_before_pct")
-            if isinstance(busy, (int, float)) and busy > 15:
+            if isinstance(busy, (int, float)) and busy >= QUIET_PCT:
                 notes.append(
-                    f"- {wl} / {side}: the machine was already {busy:.0f}% busy in the half "
-                    "second before (other processes, or the target still busy with earlier work)"
+                    f"- {wl} / {side}: the machine was still {busy:.0f}% busy when the bench "
+                    "stopped waiting for it to be quiet (other processes, or the target still "
+                    "busy with earlier work)"
                 )
             if r.get("errors"):
                 notes.append(

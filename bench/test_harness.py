@@ -6,7 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from bench import corpus, receipts, report, stats
+import pytest
+
+from bench import corpus, procs, receipts, report, stats
 from bench.imap_client import IMAPConnection, encode_mutf7
 from bench.pki import BenchPKI
 
@@ -274,3 +276,22 @@ def test_postgres_version_order() -> None:
     from bench.pgserver import version_key
 
     assert max(["9.6", "15", "13"], key=version_key) == "15"
+
+
+def test_settle_waits_for_a_quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = iter([95.0, 60.0, 4.0, 90.0])
+    monkeypatch.setattr(procs, "cpu_busy_sample", lambda seconds=0.5: next(samples))
+    assert procs.settle(60.0) == 4.0  # the third sample was quiet
+    assert next(samples) == 90.0  # and none was taken after it
+
+
+def test_settle_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken: list[float] = []
+
+    def busy(seconds: float = 0.5) -> float:
+        taken.append(seconds)
+        return 80.0
+
+    monkeypatch.setattr(procs, "cpu_busy_sample", busy)
+    assert procs.settle(0.0) == 80.0  # still busy: said so, once the time ran out
+    assert len(taken) == 1
