@@ -318,7 +318,7 @@ async def run_all(args: argparse.Namespace, p: Params, work: Path) -> dict[str, 
                         _log(f"{t.name}: still busy with earlier work after the quiesce timeout")
                     # Quiet first: what a target does once its ports answer
                     # (or still does after the last workload) is not this one's.
-                    noise = await asyncio.to_thread(procs.settle, 3.0 if args.quick else 15.0)
+                    noise = await asyncio.to_thread(procs.settle, 3.0 if args.quick else 60.0)
                     try:
                         res = await asyncio.wait_for(fn(t, p, run), workload_time_limit(wl, p))
                     except NotImplementedError as exc:
