@@ -139,7 +139,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (TrustRejected, CrlRejected) as e:
         return _cannot_start(settings.log.format, f"trust: {e}")
     except OSError as e:
-        return _cannot_start(settings.log.format, str(e.strerror or e))
+        # The file it is about, when it is one (a certificate or key that is
+        # missing or unreadable): "No such file or directory" alone names none.
+        where = f"{e.filename}: " if e.filename is not None else ""
+        return _cannot_start(settings.log.format, f"{where}{e.strerror or e}")
     return 0
 
 

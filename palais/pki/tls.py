@@ -33,6 +33,21 @@ NO_CHECK_TIME: Final = 0x200000
 _TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1"
 
 
+def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None) -> None:
+    """``ctx.load_cert_chain``, whose failure to open a file names it: the
+    ssl module's error does not say which of the two it could not read."""
+    try:
+        ctx.load_cert_chain(certfile=cert, keyfile=key)
+    except ssl.SSLError:  # a file read but not usable: OpenSSL's reason says which part
+        raise
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        files = [cert] if key is None else [cert, key]
+        unread = next((f for f in files if not os.access(f, os.R_OK)), cert)
+        raise type(error)(error.errno, error.strerror, str(unread)) from error
+
+
 def server_context(
     cert: Path,
     key: Path,
@@ -58,7 +73,7 @@ def server_context(
         raise ValueError("a server context needs the anchors' CRLs")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(ctx)
-    ctx.load_cert_chain(certfile=cert, keyfile=key)
+    _load_chain(ctx, cert, key)
     for anchor in anchors:
         ctx.load_verify_locations(cafile=anchor)
     # load_verify_locations with a file reads CRLs as well as certificates
@@ -102,7 +117,7 @@ def server_context_from_pem(
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(ctx)
-    ctx.load_cert_chain(certfile=cert, keyfile=key)
+    _load_chain(ctx, cert, key)
     if cas or crls:
         # mkstemp creates the file 0600 whatever the umask.
         fd, name = tempfile.mkstemp(prefix=".trust-", suffix=".pem", dir=scratch)
@@ -132,7 +147,7 @@ def client_context(
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     ctx.load_verify_locations(cafile=ca)
     if cert is not None:
-        ctx.load_cert_chain(certfile=cert, keyfile=key)
+        _load_chain(ctx, cert, key)
     elif key is not None:
         raise ValueError("a client key without its certificate")
     return ctx

@@ -16,6 +16,7 @@ import ssl
 import stat
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -531,6 +532,23 @@ def test_init_creates_owner_only_files(tmp_path: Path) -> None:
     keys = list((root / "pki").rglob("*.key"))
     assert keys
     assert all(mode(key) & 0o077 == 0 for key in keys)
+
+
+@pytest.mark.parametrize("missing", ["server.key", "server.pem"])
+def test_serve_names_the_tls_file_it_cannot_read(tmp_path: Path, missing: str) -> None:
+    inst = create_instance(tmp_path / "i")
+    gone = inst.root / "pki" / missing
+    gone.unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "palais", "serve", str(inst.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    said = f"palais serve: cannot start: {gone}: No such file or directory"
+    assert said in done.stderr, done.stderr
 
 
 def test_serve_tightens_files_and_runs_with_umask_077(limited: Instance) -> None:
