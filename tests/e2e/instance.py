@@ -239,6 +239,17 @@ class Instance:
             raise
         return imap
 
+    def serve_to_the_end(self) -> subprocess.CompletedProcess[str]:
+        """``palais serve ROOT`` in a process of its own, waited for: for a
+        start that must fail (its exit status and what it said)."""
+        return subprocess.run(
+            [sys.executable, "-m", "palais", "serve", str(self.root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``palais admin ARGS -d ROOT`` in a process of its own."""
         return subprocess.run(

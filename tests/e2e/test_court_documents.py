@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import smtplib
-import subprocess
-import sys
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
@@ -168,13 +166,7 @@ def test_serve_names_an_unusable_directory(tmp_path: Path) -> None:
         directory.read_text(encoding="utf-8").replace('type = "TJ"', 'type = "TGI"', 1),
         encoding="utf-8",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "palais", "serve", str(inst.root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = inst.serve_to_the_end()
     assert done.returncode == 1
     assert (
         f"palais serve: cannot start: {directory}: juridiction TJ-BORDEAUX: "

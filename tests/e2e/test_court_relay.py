@@ -518,12 +518,6 @@ def test_unusable_court_settings_stop_the_start_with_their_name(
 ) -> None:
     inst = create_instance(tmp_path / "i", extra_config=config)
     (inst.root / "court.txt").write_text("this is no zone line\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "palais", "serve", str(inst.root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = inst.serve_to_the_end()
     assert done.returncode == 1
     assert f"palais serve: cannot start: {said}" in done.stderr, done.stderr

@@ -16,7 +16,6 @@ import ssl
 import stat
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -539,13 +538,7 @@ def test_serve_names_the_tls_file_it_cannot_read(tmp_path: Path, missing: str) -
     inst = create_instance(tmp_path / "i")
     gone = inst.root / "pki" / missing
     gone.unlink()
-    done = subprocess.run(
-        [sys.executable, "-m", "palais", "serve", str(inst.root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = inst.serve_to_the_end()
     assert done.returncode == 1
     said = f"palais serve: cannot start: {gone}: No such file or directory"
     assert said in done.stderr, done.stderr
