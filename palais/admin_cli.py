@@ -36,6 +36,7 @@ from typing import Any, Final, NoReturn, TextIO
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from palais.cli import os_error_text
 from palais.config import ConfigError, Settings, load_settings
 from palais.mailbox.audit import AuditAction, AuditRecord
 from palais.mailbox.identity import Role
@@ -218,7 +219,7 @@ def command(parser: argparse.ArgumentParser, fn: Handler) -> argparse.ArgumentPa
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return OK
         except OSError as e:
-            return _failed(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "), USAGE)
+            return _failed(os_error_text(e), USAGE)
         finally:
             if ctx is not None:
                 ctx.close()

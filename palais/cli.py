@@ -40,6 +40,13 @@ def _setup_logging(level: str, fmt: str = "text", node: str | None = None) -> No
     logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
+def os_error_text(error: OSError) -> str:
+    """An OSError as a command says it: the file it is about, when it has
+    one (a missing or unreadable path), then the reason."""
+    where = f"{error.filename}: " if error.filename is not None else ""
+    return f"{where}{error.strerror or error}"
+
+
 def _cannot_start(fmt: str, reason: str) -> int:
     if fmt == "json":
         logging.getLogger("palais").error("palais serve: cannot start: %s", reason)
@@ -139,10 +146,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (TrustRejected, CrlRejected) as e:
         return _cannot_start(settings.log.format, f"trust: {e}")
     except OSError as e:
-        # The file it is about, when it is one (a certificate or key that is
-        # missing or unreadable): "No such file or directory" alone names none.
-        where = f"{e.filename}: " if e.filename is not None else ""
-        return _cannot_start(settings.log.format, f"{where}{e.strerror or e}")
+        # A certificate or key that is missing or unreadable: named, since
+        # "No such file or directory" alone names none.
+        return _cannot_start(settings.log.format, os_error_text(e))
     return 0
 
 
