@@ -284,7 +284,6 @@ class Gateway:
                 handshake_timeout=limits.handshake_timeout,
                 watcher=watcher,
                 audit=audit,
-                resend_window=s.smtp.resend_window,
             )
 
         def door(listener: Listener) -> Gate:

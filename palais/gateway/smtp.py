@@ -32,14 +32,14 @@ from palais.gateway.tls import refusal_logger
 from palais.mailbox.audit import RefusalAudit
 from palais.mailbox.completion import (
     Arrival,
-    RecentArrivals,
+    arrival_digest,
     completion,
     header_presence,
 )
 from palais.mailbox.errors import PalaisError
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import header_size
-from palais.mailbox.submission import DEFAULT_RESEND_WINDOW, Submission, SubmissionDesk
+from palais.mailbox.submission import Submission, SubmissionDesk
 
 ResolveIdentity = Callable[[bytes], Awaitable[Identity]]
 log = logging.getLogger("palais.smtp")
@@ -592,10 +592,8 @@ class SubmissionHandler:
         max_recipients: int,
         metrics: GatewayMetrics | None = None,
         audit: RefusalAudit | None = None,
-        resend_window: float = DEFAULT_RESEND_WINDOW,
     ) -> None:
         self.metrics = metrics if metrics is not None else GatewayMetrics()
-        self._arrivals = RecentArrivals(window=resend_window)
         self.audit = audit
         self.listener = listener
         self.desk = desk
@@ -726,12 +724,10 @@ class SubmissionHandler:
         # hashed into the receipt and served back are the completed ones.
         presence = header_presence(data[: header_size(data)])
         now = datetime.now().astimezone()
-        key = None
-        if presence.message_id is not None:
-            key = RecentArrivals.key(who.address, data)
-            now = self._arrivals.first(key, now)
+        # Without a Message-ID every submission is a new message.
+        arrival = None if presence.message_id is None else arrival_digest(who.address, data)
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
-        arrival = Arrival(
+        trace = Arrival(
             who=who,
             helo=session.host_name or "",
             peer=str(peer) if peer is not None else None,
@@ -741,15 +737,9 @@ class SubmissionHandler:
         )
         try:
             accepted = await submission.accept(
-                completion(presence, arrival, _new_message_id) + data
+                completion(presence, trace, _new_message_id) + data, arrival=arrival
             )
-        except asyncio.CancelledError:
-            if key is not None:
-                self._arrivals.forget(key)
-            raise
         except Exception as error:
-            if key is not None:
-                self._arrivals.forget(key)
             self.count("refused")
             log.info("message %s decision=refused", context)
             self._refused(session, who.address, "DATA", error)
@@ -792,7 +782,6 @@ def make_smtp_factory(
     handshake_timeout: float | None = None,
     audit: RefusalAudit | None = None,
     watcher: SessionWatcher | None = None,
-    resend_window: float = DEFAULT_RESEND_WINDOW,
 ) -> Callable[[], PalaisSMTP]:
     handler = SubmissionHandler(
         desk,
@@ -800,7 +789,6 @@ def make_smtp_factory(
         max_recipients=max_recipients,
         metrics=metrics,
         audit=audit,
-        resend_window=resend_window,
     )
     handler.documents = documents
     handler.arrival_check = arrival_check

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import email.utils
 import re
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +25,7 @@ from datetime import datetime
 from palais.mailbox.digest import sha256
 from palais.mailbox.identity import Identity
 
-__all__ = ["Arrival", "HeaderPresence", "RecentArrivals", "completion", "header_presence"]
+__all__ = ["Arrival", "HeaderPresence", "arrival_digest", "completion", "header_presence"]
 
 # The three fields completion may add, at the start of a header line. A
 # field's name may be followed by blanks before its colon (RFC 5322 obs-ftext).
@@ -154,49 +152,10 @@ def _comment(text: str) -> str:
     return cleaned.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-class RecentArrivals:
-    """When each recent submission first arrived, so a resend gets the same trace.
-
-    A client that lost the 250 sends the same message again (same sender,
-    Message-ID and bytes); the filer recognises it by the bytes it would
-    store, which start with the completion. Completed with the first
-    arrival's time, the resend's bytes are the first one's again, and it is
-    answered with the first 250 rather than filed twice. Only messages with
-    a Message-ID count (without one, every submission is new). Bounded in
-    entries and in age; on a node that forgot (or another node), a resend
-    is completed afresh and filed as a new message.
-    """
-
-    __slots__ = ("_entries", "_limit", "_window")
-
-    def __init__(self, *, window: float, limit: int = 65536) -> None:
-        self._window = window
-        self._limit = limit
-        # digest of (sender, bytes) -> (monotonic time, the arrival's datetime)
-        self._entries: OrderedDict[bytes, tuple[float, datetime]] = OrderedDict()
-
-    @staticmethod
-    def key(sender: str, data: bytes) -> bytes:
-        return bytes(sha256(sender.encode("utf-8", "replace") + b"\0", data).digest())
-
-    def first(self, key: bytes, now: datetime) -> datetime:
-        """The time the message with ``key`` first arrived (``now`` if not within the window).
-
-        Noted at once, so that a copy arriving while the first is being
-        filed gets the same time (the filer then answers it as a resend).
-        """
-        if self._window <= 0:
-            return now
-        clock = time.monotonic()
-        found = self._entries.get(key)
-        if found is not None and clock - found[0] <= self._window:
-            return found[1]
-        self._entries[key] = (clock, now)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._limit:
-            self._entries.popitem(last=False)
-        return now
-
-    def forget(self, key: bytes) -> None:
-        """The message was refused: a later copy is a new arrival."""
-        self._entries.pop(key, None)
+def arrival_digest(sender: str, data: bytes) -> str:
+    """What identifies a submission on every node: its sender and its bytes as
+    submitted, before completion (whose trace line names the node and the
+    time). A client that lost the 250 and sends the message again, to this
+    node or another behind the load balancer, sends the same; the filer then
+    answers with the first filing (``palais.mailbox.filing.resend_of``)."""
+    return str(sha256(sender.encode("utf-8", "replace") + b"\0", data).hexdigest())

@@ -40,18 +40,33 @@ class EarlierMessage:
 
     id: int
     sender: str
-    sha256: str
+    sha256: str  # of the bytes stored
+    size: int  # bytes stored
+    # The digest of its sender and the bytes as they were submitted, before
+    # the gateway completed them (None: not a submission, or stored before
+    # migration 0016).
+    arrival: str | None
     accepted: datetime  # timezone-aware
     filed: bool  # has a dossier: a filing (drafts and imports have none)
     held: frozenset[tuple[str, BoxKind]]  # (owner, kind) of its placements among the plan's owners
 
 
 def resend_of(
-    earlier: Sequence[EarlierMessage], sender: str, sha256: str, since: datetime, plan: FilingPlan
+    earlier: Sequence[EarlierMessage],
+    sender: str,
+    sha256: str,
+    since: datetime,
+    plan: FilingPlan,
+    arrival: str | None = None,
 ) -> int | None:
     """The earlier filing this submission repeats, if any: the first one by the
     same sender, with the same bytes, accepted since ``since``, that every
     destination of ``plan`` holds.
+
+    The same bytes: those stored (``sha256``), or those submitted
+    (``arrival``). A client that lost the 250 sends the message again,
+    maybe to another node behind the load balancer, which completes it
+    with its own trace line: only what the client sent is the same.
 
     A filing that did not reach all of them is no answer: a client told
     "452 4.5.3 Too many recipients" sends the same message to the others in
@@ -65,7 +80,7 @@ def resend_of(
         if (
             (message.filed or court_act)
             and message.sender == sender
-            and message.sha256 == sha256
+            and (message.sha256 == sha256 or (arrival is not None and message.arrival == arrival))
             and message.accepted >= since
             and wanted <= message.held
         ):

@@ -144,6 +144,7 @@ class _Filer(Protocol):
         plan: FilingPlan,
         *,
         resend_since: datetime | None = None,
+        arrival: str | None = None,
     ) -> _Filed: ...
 
 
@@ -190,6 +191,7 @@ class CourtActs:
         summary: MessageSummary,
         resend_since: datetime | None = None,
         relayed: frozenset[str] = frozenset(),
+        arrival: str | None = None,
     ) -> Decided:
         """``relayed``: court systems whose copy goes to their own SMTP endpoint
         (``palais.mailbox.relay``) rather than their INBOX."""
@@ -217,7 +219,9 @@ class CourtActs:
         plan = self.plan_filing(who, addressee, summary, datetime.now(UTC))
         if relayed:
             plan = divert_to_relay(plan, relayed, who.address)
-        filed = await self._filer.file(who, data, summary, plan, resend_since=resend_since)
+        filed = await self._filer.file(
+            who, data, summary, plan, resend_since=resend_since, arrival=arrival
+        )
         return Decided(f"M{filed.message_id}", filed.message_id, filed.sha256, plan, filed.resent)
 
     def plan_filing(

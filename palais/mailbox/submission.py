@@ -97,6 +97,7 @@ class Filer(Protocol):
         plan: FilingPlan,
         *,
         resend_since: datetime | None = None,
+        arrival: str | None = None,
     ) -> Filed:
         """File the message in every box of the plan; durable on return.
 
@@ -105,7 +106,9 @@ class Filer(Protocol):
         plan, was accepted at or after this instant, file nothing and return
         that message, ``resent`` set. The question is answered in the filing
         transaction itself, so that two identical submissions in flight at
-        once file one message.
+        once file one message. ``arrival`` (``completion.arrival_digest``)
+        recognises the same message sent again to another node, which
+        completes it otherwise.
         """
         ...
 
@@ -375,7 +378,7 @@ class Submission:
             reason=f"no dossier in recipients nor subject {subject!r}",
         )
 
-    async def accept(self, data: bytes) -> Accepted:
+    async def accept(self, data: bytes, *, arrival: str | None = None) -> Accepted:
         """Check the content and file the message; durable when this returns.
 
         What is stored (and hashed) has CRLF line endings and the dossier's
@@ -391,7 +394,7 @@ class Submission:
         if is_court_act(recipients[0]) and desk._court_acts is not None:
             since = resend_since(summary, datetime.now(UTC), desk._resend_window)
             act = await desk._court_acts.accept(
-                who, recipients[0], data, summary, since, desk._relayed
+                who, recipients[0], data, summary, since, desk._relayed, arrival
             )
             return Accepted(act.reference, act.sha256, len(data), act.plan, act.resent)
         number = self._dossier
@@ -424,7 +427,9 @@ class Submission:
             acted = ActedFor(delegate.address, who.mailbox_owner, "send", number)
             plan = replace(plan, records=(*plan.records, acted))
         since = resend_since(summary, now, desk._resend_window)
-        filed = await desk._filer.file(who, data, summary, plan, resend_since=since)
+        filed = await desk._filer.file(
+            who, data, summary, plan, resend_since=since, arrival=arrival
+        )
         return Accepted(
             reference=f"M{filed.message_id}",
             sha256=filed.sha256,

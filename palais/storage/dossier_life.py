@@ -292,16 +292,21 @@ class DossierLives:
         plan: FilingPlan,
         *,
         resend_since: datetime | None = None,
+        arrival: str | None = None,
     ) -> FiledMessage:
         if who.role is not Role.COURT_SYSTEM:
-            return await self._mail.file(who, data, summary, plan, resend_since=resend_since)
+            return await self._mail.file(
+                who, data, summary, plan, resend_since=resend_since, arrival=arrival
+            )
         # Opened hearing slots it publishes are kept with the message.
         slots = tuple(SlotsPublished(s) for s in carried_slots(data))
         if slots:
             plan = replace(plan, records=(*plan.records, *slots))
         events = carried_events(data)
         if not events:
-            return await self._mail.file(who, data, summary, plan, resend_since=resend_since)
+            return await self._mail.file(
+                who, data, summary, plan, resend_since=resend_since, arrival=arrival
+            )
         for attempt in range(_ATTEMPTS):
             record = await asyncio.to_thread(self._plan, events, plan.dossier)
             planned = plan
@@ -310,7 +315,9 @@ class DossierLives:
                 told = self._notices(record.number, happened)
                 planned = replace(plan, records=(*plan.records, record, *told))
             try:
-                return await self._mail.file(who, data, summary, planned, resend_since=resend_since)
+                return await self._mail.file(
+                    who, data, summary, planned, resend_since=resend_since, arrival=arrival
+                )
             except StaleLife:
                 log.info(
                     "dossier %s: life changed meanwhile, planned again (%d)", plan.dossier, attempt

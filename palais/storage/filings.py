@@ -63,6 +63,7 @@ class Filing(Together[FiledMessage]):
     dossier_id: int | None
     now: datetime
     writers: RecordWriters
+    arrival: str | None = None  # EarlierMessage.arrival
 
     def __call__(self, conn: Connection, ctx: WriteContext) -> FiledMessage:
         plan, summary, data = self.plan, self.summary, self.data
@@ -74,9 +75,12 @@ class Filing(Together[FiledMessage]):
             owners = {d.owner for d in plan.destinations}
             earlier = earlier_messages(conn, self.who.address, summary.message_id, owners)
             known = bool(earlier)
-            first = resend_of(earlier, self.who.address, sha, self.resend_since, plan)
+            first = resend_of(earlier, self.who.address, sha, self.resend_since, plan, self.arrival)
             if first is not None:
-                return FiledMessage(first, sha, len(data), {}, resent=True)
+                # What the first filing stored: a copy completed on another
+                # node has other bytes.
+                was = next(m for m in earlier if m.id == first)
+                return FiledMessage(first, was.sha256, was.size, {}, resent=True)
         mid, sha = insert_message(
             conn,
             ctx,
@@ -86,6 +90,7 @@ class Filing(Together[FiledMessage]):
             sender=self.who.address,
             fingerprint=self.who.fingerprint,
             dossier_id=self.dossier_id,
+            arrival=self.arrival,
         )
         superseded = plan.supersedes
         if superseded is not None and known is not False:
@@ -164,6 +169,7 @@ class Filing(Together[FiledMessage]):
                 f.who.address,
                 f.who.fingerprint,
                 f.dossier_id,
+                f.arrival,
             )
             for (f, ctx), sha in zip(filings, shas, strict=True)
         ]

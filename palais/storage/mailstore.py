@@ -404,6 +404,7 @@ class MailStore(MailReads):
         plan: FilingPlan,
         *,
         resend_since: datetime | None = None,
+        arrival: str | None = None,
     ) -> FiledMessage:
         """Carry out a filing plan for an accepted message; durable on return.
 
@@ -424,7 +425,15 @@ class MailStore(MailReads):
                 if dossier_id is not None:
                     self._dossier_ids[plan.dossier] = dossier_id
         work = Filing(
-            who, data, summary, plan, resend_since, dossier_id, datetime.now(UTC), self._records
+            who,
+            data,
+            summary,
+            plan,
+            resend_since,
+            dossier_id,
+            datetime.now(UTC),
+            self._records,
+            arrival,
         )
         blobs = [data]
         for record in plan.records:

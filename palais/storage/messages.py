@@ -49,14 +49,15 @@ class NewMessage:
     sender: str
     fingerprint: str
     dossier_id: int | None
+    arrival: str | None = None  # EarlierMessage.arrival
 
 
 _MESSAGE_COLUMNS = (
     "INSERT INTO message (blob, size, header_size, internaldate, sent_date, sent_day,"
     " message_id, subject, from_addr, to_addr, cc_addr, bcc_addr, sender,"
-    " sender_fingerprint, dossier_id) VALUES "
+    " sender_fingerprint, dossier_id, arrival) VALUES "
 )
-_MESSAGE_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_MESSAGE_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _message_values(conn: Connection, m: NewMessage) -> tuple[object, ...]:
@@ -77,6 +78,7 @@ def _message_values(conn: Connection, m: NewMessage) -> tuple[object, ...]:
         m.sender,
         m.fingerprint,
         m.dossier_id,
+        m.arrival,
     )
 
 
@@ -90,11 +92,12 @@ def insert_message(
     sender: str,
     fingerprint: str,
     dossier_id: int | None,
+    arrival: str | None = None,
 ) -> tuple[int, str]:
     """The message's row, and a reference on its bytes (handed with the job); (id, sha256)."""
     sha = ctx.sha256(data)
     new = NewMessage(
-        sha, ctx.locations[sha], summary, internaldate, sender, fingerprint, dossier_id
+        sha, ctx.locations[sha], summary, internaldate, sender, fingerprint, dossier_id, arrival
     )
     return insert_messages(conn, [new])[0], sha
 
@@ -188,20 +191,22 @@ def earlier_messages(
     rows = rows_for(conn)
     lock_message_ids(conn, [(sender, message_id)])
     found = rows.all(
-        "SELECT id, sender, blob, internaldate, dossier_id IS NOT NULL FROM message"
-        " WHERE message_id = ? ORDER BY id",
+        "SELECT id, sender, blob, size, arrival, internaldate, dossier_id IS NOT NULL"
+        " FROM message WHERE message_id = ? ORDER BY id",
         (message_id,),
     )
     if not found:
         return []
     marks = ", ".join("?" * len(owners))
     out: list[EarlierMessage] = []
-    for mid, by, sha, accepted, filed in found:
+    for mid, by, sha, size, arrival, accepted, filed in found:
         placed = rows.all(
             # Through the (owner, message_id) index.
             f"SELECT owner, kind FROM placement WHERE owner IN ({marks}) AND message_id = ?",
             (*sorted(owners), mid),
         )
         held = frozenset((owner, BoxKind(kind)) for owner, kind in placed)
-        out.append(EarlierMessage(int(mid), by, sha, utc(accepted), bool(filed), held))
+        out.append(
+            EarlierMessage(int(mid), by, sha, int(size), arrival, utc(accepted), bool(filed), held)
+        )
     return out

@@ -168,6 +168,9 @@ class Message(Base):
     sender: Mapped[str] = mapped_column(String(320))
     sender_fingerprint: Mapped[str] = mapped_column(String(64))
     dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossier.id"), nullable=True)
+    # SHA-256 of the sender's address and the bytes as submitted, before the
+    # gateway completed them: how any node knows a resend (migration 0016).
+    arrival: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class MessageText(Base):

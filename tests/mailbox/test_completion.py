@@ -6,12 +6,12 @@ import email
 import email.policy
 import email.utils
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from palais.mailbox.completion import (
     Arrival,
     HeaderPresence,
-    RecentArrivals,
+    arrival_digest,
     completion,
     header_presence,
 )
@@ -128,28 +128,12 @@ def test_odd_helo_and_address_stay_in_grammar() -> None:
     assert " by localhost with ESMTPS;" in received
 
 
-def test_a_resend_gets_its_first_arrival_time() -> None:
-    arrivals = RecentArrivals(window=3600)
+def test_an_arrival_is_its_sender_and_the_bytes_as_submitted() -> None:
     data = COMPLETE + b"body\r\n"
-    key = RecentArrivals.key(WHO.address, data)
-    first = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
-    assert arrivals.first(key, first) == first
-    later = first + timedelta(minutes=5)
-    assert arrivals.first(key, later) == first
+    digest = arrival_digest(WHO.address, data)
+    assert digest == arrival_digest(WHO.address, data) and len(digest) == 64
     # Another sender, or other bytes: another message.
-    assert arrivals.first(RecentArrivals.key("x@y", data), later) == later
-    assert arrivals.first(RecentArrivals.key(WHO.address, data + b"!"), later) == later
-    # A refused message is forgotten: its next copy is a new arrival.
-    arrivals.forget(key)
-    assert arrivals.first(key, later) == later
-
-
-def test_recent_arrivals_are_bounded() -> None:
-    arrivals = RecentArrivals(window=3600, limit=2)
-    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
-    keys = [RecentArrivals.key("a@b", bytes([n])) for n in range(3)]
-    for n, key in enumerate(keys):
-        arrivals.first(key, now + timedelta(seconds=n))
-    assert arrivals.first(keys[0], now + timedelta(hours=1)) == now + timedelta(hours=1)
-    assert arrivals.first(keys[2], now + timedelta(hours=1)) == now + timedelta(seconds=2)
-    assert RecentArrivals(window=0).first(keys[0], now) == now
+    assert arrival_digest("x@y", data) != digest
+    assert arrival_digest(WHO.address, data + b"!") != digest
+    # The sender's address and the bytes do not run into each other.
+    assert arrival_digest("a@b", b"c" + data) != arrival_digest("a@bc", data)

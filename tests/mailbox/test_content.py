@@ -59,6 +59,7 @@ class RecordingFiler:
         plan: FilingPlan,
         *,
         resend_since: datetime | None = None,
+        arrival: str | None = None,
     ) -> Filing:
         self.calls.append((data, summary, resend_since))
         return Filing(7, hashlib.sha256(data).hexdigest(), self.resent)

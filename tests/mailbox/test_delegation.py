@@ -261,6 +261,7 @@ class Filer:
         plan: FilingPlan,
         *,
         resend_since: datetime | None = None,
+        arrival: str | None = None,
     ) -> Filing:
         self.handed.append((who, data, plan))
         return Filing(7, hashlib.sha256(data).hexdigest())

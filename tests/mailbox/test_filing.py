@@ -78,15 +78,20 @@ RESENT = FilingPlan(
     ),
 )
 BOTH = frozenset({("me@x", BoxKind.ENVOYES), ("greffe@x", BoxKind.RECUS)})
+ARRIVAL = "cd" * 32
 
 
 def earlier(number: int = 7, **changes: Any) -> EarlierMessage:
-    base = EarlierMessage(number, "me@x", "ab" * 32, SINCE + timedelta(minutes=5), True, BOTH)
+    base = EarlierMessage(
+        number, "me@x", "ab" * 32, 100, ARRIVAL, SINCE + timedelta(minutes=5), True, BOTH
+    )
     return replace(base, **changes)
 
 
-def _resend(*found: EarlierMessage) -> int | None:
-    return resend_of(found, "me@x", "ab" * 32, SINCE, RESENT)
+def _resend(
+    *found: EarlierMessage, sha256: str = "ab" * 32, arrival: str | None = None
+) -> int | None:
+    return resend_of(found, "me@x", sha256, SINCE, RESENT, arrival)
 
 
 def test_the_same_message_again_is_a_resend_of_the_first() -> None:
@@ -99,6 +104,14 @@ def test_another_senders_message_is_no_resend() -> None:
 
 def test_other_bytes_are_no_resend() -> None:
     assert _resend(earlier(sha256="cd" * 32)) is None
+    assert _resend(earlier(sha256="cd" * 32), arrival="ef" * 32) is None
+
+
+def test_the_same_bytes_submitted_again_are_a_resend_however_completed() -> None:
+    # Another node completed the copy with its own trace line: the bytes
+    # stored differ, those the client sent do not.
+    assert _resend(earlier(), sha256="ee" * 32, arrival=ARRIVAL) == 7
+    assert _resend(earlier(arrival=None), sha256="ee" * 32, arrival=ARRIVAL) is None
 
 
 def test_a_filing_before_the_window_is_no_resend() -> None:

@@ -121,6 +121,7 @@ class RecordingFiler:
         plan: FilingPlan,
         *,
         resend_since: datetime | None = None,
+        arrival: str | None = None,
     ) -> Filing:
         self.handed.append(Handed(who, data, summary, plan, resend_since))
         return Filing(41 + len(self.handed), hashlib.sha256(data).hexdigest())

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from palais.mailbox.boxes import BoxKind
+from palais.mailbox.completion import arrival_digest
 from palais.mailbox.drafts import supersedes_drafts
 from palais.mailbox.message import summarize
 from palais.mailbox.routing import Destination, FilingPlan
@@ -56,6 +57,32 @@ def test_same_message_again_files_nothing(store: Storage) -> None:
     assert again.message_id == first.message_id and again.sha256 == first.sha256
     assert _count(store, "SELECT count(*) FROM message") == 1
     assert _count(store, "SELECT count(*) FROM entry") == 4  # two placements, two views each
+
+
+def _completed(n: int, by: str) -> bytes:
+    """Message ``n`` as node ``by`` completes it: its own trace line first."""
+    return f"Received: from client by {by}; now\r\n".encode() + msg(n)
+
+
+def test_the_same_submission_completed_by_another_node_is_a_resend(store: Storage) -> None:
+    arrival = arrival_digest(ME.address, msg(1))
+
+    def file(data: bytes, arrival: str | None) -> FiledMessage:
+        return asyncio.run(
+            store.mail.file(
+                ME, data, summarize(data), PLAN, resend_since=_hour_ago(), arrival=arrival
+            )
+        )
+
+    first = file(_completed(1, "node1"), arrival)
+    again = file(_completed(1, "node2"), arrival)
+    assert again.resent and (again.message_id, again.sha256) == (first.message_id, first.sha256)
+    assert again.size == first.size
+    # What the client sent differs (or was not told): another message.
+    other = file(_completed(1, "node2"), arrival_digest(ME.address, msg(1, body="changed")))
+    untold = file(_completed(1, "node3"), None)
+    assert not other.resent and not untold.resent
+    assert _count(store, "SELECT count(*) FROM message") == 3
 
 
 def test_not_a_resend(store: Storage) -> None:
@@ -146,17 +173,27 @@ def test_two_nodes_file_one_message(postgres_url: str, tmp_path: Path) -> None:
 
         async def go() -> list[FiledMessage]:
             since = _hour_ago()
+            # Each node completes the copy it gets with its own trace line.
             return await asyncio.gather(
                 *(
-                    node.mail.file(ME, msg(n), summarize(msg(n)), PLAN, resend_since=since)
+                    node.mail.file(
+                        ME,
+                        _completed(n, f"node{i}"),
+                        summarize(_completed(n, f"node{i}")),
+                        PLAN,
+                        resend_since=since,
+                        arrival=arrival_digest(ME.address, msg(n)),
+                    )
                     for n in range(30)
-                    for node in nodes
+                    for i, node in enumerate(nodes)
                 )
             )
 
         results = asyncio.run(go())
         assert _count(nodes[0], "SELECT count(*) FROM message") == 30
         assert sum(r.resent for r in results) == 30
+        by_id = {r.message_id: r.sha256 for r in results if not r.resent}
+        assert all(by_id[r.message_id] == r.sha256 for r in results if r.resent)
     finally:
         for node in nodes:
             node.close()

@@ -507,7 +507,7 @@ class SlowDesk:
     async def add_recipient(self, address: str) -> None:
         return None
 
-    async def accept(self, data: bytes) -> SimpleNamespace:
+    async def accept(self, data: bytes, *, arrival: str | None = None) -> SimpleNamespace:
         self.committing.set()
         await asyncio.sleep(0.3)
         self.stored.append(data)
