@@ -24,10 +24,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("message") as batch:
-        batch.add_column(sa.Column("arrival", sa.String(length=64), nullable=True))
+    # A plain ADD COLUMN, on SQLite too: a batch (copy of the table) would
+    # drop a table other tables' foreign keys name.
+    op.add_column("message", sa.Column("arrival", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("message") as batch:
-        batch.drop_column("arrival")
+    op.drop_column("message", "arrival")
