@@ -120,6 +120,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, help="ingest and storm: concurrent connections (default 20)"
     )
     ap.add_argument("--storm-n", type=int, help="storm: number of messages (one connection each)")
+    ap.add_argument(
+        "--nodes-configs",
+        help="nodes: comma list of the configurations to run among sqlite_1w,pg_1w,pg_2w"
+        " (default all; for comparing two trees on one of them)",
+    )
     ap.add_argument("--imap-messages", type=int, help="imap: folder size (default 100000)")
     ap.add_argument("--push-rate", type=float, help="push: background msg/s (default 200)")
     ap.add_argument("--push-duration", type=float, help="push: seconds of load")
@@ -172,6 +177,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if any(t not in ALL_TARGETS for t in args.targets) or not args.targets:
         ap.error("--targets takes some of " + ", ".join(ALL_TARGETS))
+    known = [c.key for c in nodes.CONFIGS]
+    if args.nodes_configs and any(
+        k.strip() not in known for k in args.nodes_configs.split(",") if k.strip()
+    ):
+        ap.error("--nodes-configs takes some of " + ", ".join(known))
     return args
 
 
@@ -195,6 +205,8 @@ def build_params(args: argparse.Namespace) -> Params:
             setattr(p, k, v)
     if args.concurrency is not None:
         p.storm_concurrency = args.concurrency
+    if args.nodes_configs:
+        p.nodes_configs = tuple(k.strip() for k in args.nodes_configs.split(",") if k.strip())
     return p
 
 

@@ -85,6 +85,9 @@ async def nodes_workload(target: Target, p: Params, run: Run) -> dict[str, Any]:
     pg_failed: str | None = None
     try:
         for cfg in CONFIGS:
+            if p.nodes_configs and cfg.key not in p.nodes_configs:
+                results[cfg.key] = {"skipped": "not asked for (--nodes-configs)"}
+                continue
             database = None
             if cfg.postgres:
                 if pg is None and pg_failed is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import corpus, procs, receipts, report, stats
+from bench import corpus, nodes, procs, receipts, report, stats
 from bench.imap_client import IMAPConnection, encode_mutf7
 from bench.pki import BenchPKI
 
@@ -270,6 +270,21 @@ def test_nodes_rows_and_quick_mode() -> None:
     assert "nodes" not in parse_args(["--quick"]).only  # CI's quick run stays short
     assert "nodes" in parse_args([]).only
     assert parse_args(["--quick", "--only", "nodes"]).only == ["nodes"]
+
+
+def test_nodes_configs_can_be_chosen(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.__main__ import build_params as params
+    from bench.__main__ import parse_args
+
+    args = parse_args(["--only", "nodes", "--nodes-configs", "pg_1w, pg_2w"])
+    assert params(args).nodes_configs == ("pg_1w", "pg_2w")
+    assert params(parse_args(["--only", "nodes"])).nodes_configs == ()
+    with pytest.raises(SystemExit):
+        parse_args(["--nodes-configs", "pg_3w"])
+    assert "--nodes-configs takes some of sqlite_1w, pg_1w, pg_2w" in capsys.readouterr().err
+    # Those left out are reported skipped, not as a failed run.
+    summary = nodes.summarize({"pg_1w": {"skipped": "not asked for (--nodes-configs)"}})
+    assert "1 worker, PostgreSQL: skipped: not asked for" in " ".join(summary["notes"])
 
 
 def test_postgres_version_order() -> None:

@@ -65,6 +65,8 @@ class Params:
     io_timeout_s: float = 30.0  # any single network wait
     max_errors: int = 50  # a load loop stops after this many failed messages
     rounds: int = 1  # repetitions of ingest/storm/push (alternating target order)
+    # nodes: the configurations to run (keys of bench.nodes.CONFIGS; empty: all)
+    nodes_configs: tuple[str, ...] = ()
 
 
 @dataclass

@@ -43,7 +43,7 @@ from palais.mailbox.ports import (
 from palais.storage.blobs import sha256_hex
 from palais.storage.messages import NewMessage, insert_messages
 from palais.storage.placement import place_messages
-from palais.storage.rows import rows_for
+from palais.storage.rows import Rows, rows_for
 from palais.storage.sql import EVIDENCE_SEGMENT, utc, when
 from palais.storage.writer import Finisher, RefuseJobs, WriteContext
 
@@ -344,37 +344,55 @@ def _head(conn: Connection, ctx: WriteContext, service: EvidenceService) -> _Hea
         assert isinstance(known, _Head)
         return known
     rows = rows_for(conn)
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    found = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1" + lock, ())
-    if found is None:
-        if conn.dialect.name == "postgresql":
+    found = _head_row(rows, conn.dialect.name == "postgresql")
+    stored, tree = int(found[0][0]), service.tree(str(found[0][1]))
+    last = GENESIS
+    leaves = [(int(position), str(leaf)) for _, _, position, leaf in found if position is not None]
+    if stored:
+        assert leaves and leaves[0][0] == stored - 1, (
+            "the evidence head counts a leaf the log does not hold"
+        )
+    for position, leaf in leaves:
+        if position >= stored:
+            tree.append(leaf)
+        last = leaf
+    head = _Head(tree, last, stored)
+    ctx.batch[_HEAD] = head
+    return head
+
+
+def _head_row(rows: Rows, pg: bool) -> list[tuple[Any, ...]]:
+    """The head row (size, frontier) with the head's last leaf and any past
+    it (position, leaf hash; None, None when the log is empty), oldest
+    first, the row made if missing. On PostgreSQL one statement, which locks
+    the head until the transaction ends (the log's one order across nodes)."""
+    if pg:
+        read = (
+            # LATERAL: the leaves read through the log's key from the head's
+            # size, whatever the planner thinks of the log's length.
+            "SELECT h.size, h.frontier, l.position, l.leaf_hash FROM evidence_head h"
+            " LEFT JOIN LATERAL (SELECT position, leaf_hash FROM evidence_log"
+            " WHERE position >= GREATEST(h.size - 1, 0)) l ON true"
+            " WHERE h.id = 1 ORDER BY l.position FOR UPDATE OF h"
+        )
+        found = rows.all(read, ())
+        if not found:
             rows.run(
                 "INSERT INTO evidence_head (id, size, frontier) VALUES (1, 0, '')"
                 " ON CONFLICT (id) DO NOTHING",
                 (),
             )
-        else:
-            rows.run("INSERT INTO evidence_head (id, size, frontier) VALUES (1, 0, '')", ())
-        found = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1" + lock, ())
-        assert found is not None
-    stored, tree = int(found[0]), service.tree(str(found[1]))
-    last = GENESIS
-    # The head's last leaf and any past it, in one statement.
+            found = rows.all(read, ())
+        return found
+    head = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1", ())
+    if head is None:
+        rows.run("INSERT INTO evidence_head (id, size, frontier) VALUES (1, 0, '')", ())
+        head = (0, "")
     leaves = rows.all(
         "SELECT position, leaf_hash FROM evidence_log WHERE position >= ? ORDER BY position",
-        (max(stored - 1, 0),),
+        (max(int(head[0]) - 1, 0),),
     )
-    if stored:
-        assert leaves and int(leaves[0][0]) == stored - 1, (
-            "the evidence head counts a leaf the log does not hold"
-        )
-    for position, leaf in leaves:
-        if int(position) >= stored:
-            tree.append(str(leaf))
-        last = str(leaf)
-    head = _Head(tree, last, stored)
-    ctx.batch[_HEAD] = head
-    return head
+    return [(*head, *leaf) for leaf in leaves] or [(*head, None, None)]
 
 
 def deposits(conn: Connection, message_ids: Iterable[int]) -> list[Deposit]:
@@ -425,6 +443,12 @@ def already_read(conn: Connection, owner: str, message_ids: Sequence[int]) -> li
     return [int(m) for (m,) in found]
 
 
+_TREE_HEAD_INSERT = (
+    " INSERT INTO tree_head (size, root, signed_at, document, signature)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING"
+)
+
+
 def tree_head_finisher(service: EvidenceService) -> Finisher:
     """A writer finisher: the head row written once for a batch that appended
     leaves, and one signed tree head."""
@@ -434,20 +458,23 @@ def tree_head_finisher(service: EvidenceService) -> Finisher:
             return
         head = _head(conn, contexts[0], service)
         size = head.tree.size
-        rows = rows_for(conn)
-        rows.run(
-            "UPDATE evidence_head SET size = ?, frontier = ? WHERE id = 1",
-            (size, head.tree.serialized()),
-        )
-        head.stored = size
         now = datetime.now(UTC)
         root = head.tree.root()
         document, signature = service.sign_tree_head(size, root, now)
-        rows.run(
-            "INSERT INTO tree_head (size, root, signed_at, document, signature)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
-            (size, root, when(conn, now), document, signature),
-        )
+        head_row = (size, head.tree.serialized())
+        signed = (size, root, when(conn, now), document, signature)
+        rows = rows_for(conn)
+        if conn.dialect.name == "postgresql":
+            # One round trip: the batch holds the head's lock meanwhile.
+            rows.run(
+                "WITH h AS (UPDATE evidence_head SET size = ?, frontier = ? WHERE id = 1)"
+                + _TREE_HEAD_INSERT,
+                head_row + signed,
+            )
+        else:
+            rows.run("UPDATE evidence_head SET size = ?, frontier = ? WHERE id = 1", head_row)
+            rows.run(_TREE_HEAD_INSERT, signed)
+        head.stored = size
 
     return finish
 

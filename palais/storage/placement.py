@@ -28,7 +28,7 @@ from palais.mailbox.model import (
     Placement,
 )
 from palais.storage.messages import release_messages
-from palais.storage.rows import rows_for
+from palais.storage.rows import Rows, rows_for
 from palais.storage.schema import Vanished, table
 from palais.storage.sql import EN, MB, MS, PL, chunks, decode_flags, encode_flags
 from palais.storage.writer import WriteContext
@@ -218,8 +218,7 @@ def place_messages(
     placement_of = insert_placements(conn, messages, origin) if placements is None else placements
     if not placement_of:
         return out
-    # message index, holder index, box, placement, flags
-    targets: list[tuple[int, int, int, int, frozenset[str]]] = []
+    targets: list[_Target] = []
     for index, (mid, dossier, holders) in enumerate(messages):
         for held, (owner, kind, flags) in enumerate(holders):
             for box in _views(conn, ctx, owner, kind, dossier):
@@ -229,6 +228,42 @@ def place_messages(
     counts: dict[int, int] = {}
     for target in targets:
         counts[target[2]] = counts.get(target[2], 0) + 1
+    if conn.dialect.name == "postgresql":
+        entries = _entries_together(rows, messages, targets, counts)
+    else:
+        entries = _entries(rows, messages, targets, counts)
+    for index, held, box, _, _, uid, _ in entries:
+        out[index][held][box] = uid
+    for _, _, box, _, flags, uid, modseq in entries:
+        ctx.events.append(MailboxEvent(box, EventKind.ARRIVED, uid, flags, modseq))
+    return out
+
+
+# message index, holder index, box, placement, flags
+_Target = tuple[int, int, int, int, frozenset[str]]
+# the same, then the entry's UID and MODSEQ
+_Entry = tuple[int, int, int, int, frozenset[str], int, int]
+
+
+def _numbered(targets: Sequence[_Target], given: dict[int, tuple[int, int]]) -> list[_Entry]:
+    """Each target's UID and MODSEQ, from the first each box gives out: a
+    box's entries take consecutive ones, in the order of ``targets``."""
+    next_of = {box: list(first) for box, first in given.items()}
+    entries: list[_Entry] = []
+    for index, held, box, placement, flags in targets:
+        uid, modseq = next_of[box]
+        next_of[box] = [uid + 1, modseq + 1]
+        entries.append((index, held, box, placement, flags, uid, modseq))
+    return entries
+
+
+def _entries(
+    rows: Rows,
+    messages: Sequence[tuple[int, str | None, Sequence[Holder]]],
+    targets: Sequence[_Target],
+    counts: dict[int, int],
+) -> list[_Entry]:
+    """The boxes' UIDs allocated, then the entries inserted: two statements."""
     boxes = tuple(counts)
     marks = ", ".join(["?"] * len(boxes))
     if len(boxes) == len(targets):  # the usual filing: one entry per box
@@ -247,16 +282,13 @@ def place_messages(
             steps + steps + boxes,
         )
     # The first UID and MODSEQ each box gives out.
-    given = {
-        int(box): [int(uidnext) - counts[int(box)], int(modseq) - counts[int(box)] + 1]
-        for box, uidnext, modseq in allocated
-    }
-    entries: list[tuple[int, int, int, int, frozenset[str], int, int]] = []
-    for index, held, box, placement, flags in targets:
-        uid, modseq = given[box]
-        given[box] = [uid + 1, modseq + 1]
-        entries.append((index, held, box, placement, flags, uid, modseq))
-        out[index][held][box] = uid
+    entries = _numbered(
+        targets,
+        {
+            int(box): (int(uidnext) - counts[int(box)], int(modseq) - counts[int(box)] + 1)
+            for box, uidnext, modseq in allocated
+        },
+    )
     rows.run(
         "INSERT INTO entry (mailbox_id, uid, message_id, placement_id, flags, modseq) VALUES "
         + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(entries)),
@@ -266,9 +298,48 @@ def place_messages(
             for value in (box, uid, messages[index][0], placement, encode_flags(flags), modseq)
         ),
     )
-    for _, _, box, _, flags, uid, modseq in entries:
-        ctx.events.append(MailboxEvent(box, EventKind.ARRIVED, uid, flags, modseq))
-    return out
+    return entries
+
+
+def _entries_together(
+    rows: Rows,
+    messages: Sequence[tuple[int, str | None, Sequence[Holder]]],
+    targets: Sequence[_Target],
+    counts: dict[int, int],
+) -> list[_Entry]:
+    """``_entries`` in one statement (PostgreSQL's data-modifying WITH): the
+    entries take their UIDs from the boxes' update in the server. A batch
+    holds its boxes' locks meanwhile, and a round trip is most of each
+    statement."""
+    boxes = sorted(counts)  # the boxes' rows locked in one order
+    rank: dict[int, int] = {}
+    ranked: list[tuple[int, int, int, int, str]] = []  # box, rank, message, placement, flags
+    for index, _, box, placement, flags in targets:
+        k = rank.get(box, 0)
+        rank[box] = k + 1
+        ranked.append((box, k, messages[index][0], placement, encode_flags(flags)))
+    allocated = rows.all(
+        "WITH u AS (UPDATE mailbox SET uidnext = uidnext + s.n,"
+        " highestmodseq = highestmodseq + s.n FROM (VALUES "
+        + ", ".join(["(CAST(? AS INTEGER), CAST(? AS BIGINT))"] * len(boxes))
+        + ") AS s (id, n) WHERE mailbox.id = s.id"
+        " RETURNING mailbox.id, mailbox.uidnext - s.n AS uid, mailbox.highestmodseq - s.n + 1"
+        " AS modseq),"
+        " e AS (INSERT INTO entry (mailbox_id, uid, message_id, placement_id, flags, modseq)"
+        " SELECT v.box, u.uid + v.k, v.message, v.placement, v.flags, u.modseq + v.k FROM (VALUES "
+        + ", ".join(
+            [
+                "(CAST(? AS INTEGER), CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER),"
+                " CAST(? AS TEXT))"
+            ]
+            * len(ranked)
+        )
+        + ") AS v (box, k, message, placement, flags) JOIN u ON u.id = v.box)"
+        " SELECT id, uid, modseq FROM u",
+        tuple(v for box in boxes for v in (box, counts[box]))
+        + tuple(v for row in ranked for v in row),
+    )
+    return _numbered(targets, {int(box): (int(uid), int(modseq)) for box, uid, modseq in allocated})
 
 
 def _unlist(conn: Connection, ctx: WriteContext, placement: int) -> None:
