@@ -26,7 +26,6 @@ from palais.storage.hub import EventHub
 from palais.storage.mailstore import MailStore
 from palais.storage.migrate import SchemaMismatch, check_revision, upgrade
 from palais.storage.pg_notify import ClusterBus
-from palais.storage.textindex import backfill
 from palais.storage.writer import CommitQueue
 
 __all__ = ["SchemaMismatch", "Storage", "migrate_database", "open_storage"]
@@ -114,9 +113,11 @@ def open_storage(
         notifier = ClusterBus(hub, url, node or "command")
         if node is not None:
             bus = cluster = notifier
-    # Messages stored before the substring index: indexed once, here, where
-    # their bytes are at hand (a no-op query once done).
-    backfill(writer_engine, blobs)
+    # Nothing is indexed here: the messages listed in text_pending (filed
+    # during a burst, or stored before the substring index) are the
+    # gateway's indexing process's (palais.storage.indexing), and a search
+    # reads them meanwhile. Indexing a backlog here delayed every start of
+    # a node (and every `palais admin` command) by minutes after a burst.
     commits = CommitQueue(writer_engine, blobs, bus.publish, max_batch=max_batch)
     mail = MailStore(reader, commits, blobs, bus, evidence=evidence)
     if notifier is not None:
