@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
@@ -102,9 +103,17 @@ def insert_message(
     return insert_messages(conn, [new])[0], sha
 
 
-def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[int]:
+def insert_messages(
+    conn: Connection,
+    messages: Sequence[NewMessage],
+    also: tuple[str, tuple[Any, ...]] | None = None,
+) -> list[int]:
     """Rows of messages with distinct bytes (a batch's receipt mails) and
-    their blob references, in a statement each; their ids, in order."""
+    their blob references, in a statement each; their ids, in order.
+
+    ``also``: on PostgreSQL, one more clause of the same statement
+    (``name AS (...)`` and its parameters), which may read the inserted
+    rows' ``m (id, blob)``."""
     if not messages:
         return []
     rows = rows_for(conn)
@@ -117,14 +126,16 @@ def insert_messages(conn: Connection, messages: Sequence[NewMessage]) -> list[in
     if together:
         # The three statements in one (data-modifying WITH): a round trip
         # is most of each, and a batch may hold its boxes' locks meanwhile.
+        clause, params = (f", {also[0]}", also[1]) if also is not None else ("", ())
         found = rows.all(
             f"WITH b AS ({_store_blobs(len(messages))}),"
             f" m AS ({message_rows} RETURNING id, blob),"
-            f" t AS ({index_later_from('m')})"
+            f" t AS ({index_later_from('m')}){clause}"
             " SELECT id, blob FROM m",
-            blob_values + message_values,
+            blob_values + message_values + params,
         )
     else:
+        assert also is None, "a clause of the statement is for PostgreSQL only"
         # One statement, not executemany: SQLite lets go of the GIL at every
         # row's step, and the writer waits to take it back each time.
         rows.run(_store_blobs(len(messages)), blob_values)

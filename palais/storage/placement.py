@@ -215,21 +215,33 @@ def place_messages(
         ]
     rows = rows_for(conn)
     out: list[list[dict[int, int]]] = [[{} for _ in holders] for _, _, holders in messages]
-    placement_of = insert_placements(conn, messages, origin) if placements is None else placements
-    if not placement_of:
+    # On PostgreSQL the placement rows go in with the entries (one round
+    # trip), unless made ahead.
+    made_here = conn.dialect.name == "postgresql" and placements is None
+    placement_of: Placements = {}
+    if not made_here:
+        placement_of = (
+            insert_placements(conn, messages, origin) if placements is None else placements
+        )
+    if not any(holders for _, _, holders in messages):
         return out
     targets: list[_Target] = []
     for index, (mid, dossier, holders) in enumerate(messages):
         for held, (owner, kind, flags) in enumerate(holders):
             for box in _views(conn, ctx, owner, kind, dossier):
-                targets.append((index, held, box, placement_of[mid, owner, kind.value], flags))
+                placement = 0 if made_here else placement_of[mid, owner, kind.value]
+                targets.append((index, held, box, placement, flags))
     if not targets:
+        if made_here:  # placed where no box lists them (yet)
+            insert_placements(conn, messages, origin)
         return out
     counts: dict[int, int] = {}
     for target in targets:
         counts[target[2]] = counts.get(target[2], 0) + 1
     if conn.dialect.name == "postgresql":
-        entries = _entries_together(rows, messages, targets, counts)
+        entries = _entries_together(
+            rows, messages, targets, counts, (origin,) if made_here else None
+        )
     else:
         entries = _entries(rows, messages, targets, counts)
     for index, held, box, _, _, uid, _ in entries:
@@ -306,38 +318,72 @@ def _entries_together(
     messages: Sequence[tuple[int, str | None, Sequence[Holder]]],
     targets: Sequence[_Target],
     counts: dict[int, int],
+    placing: tuple[BoxKind | None] | None,
 ) -> list[_Entry]:
     """``_entries`` in one statement (PostgreSQL's data-modifying WITH): the
-    entries take their UIDs from the boxes' update in the server. A batch
+    entries take their UIDs from the boxes' update in the server, and with
+    ``placing`` (the origin) their placement rows are inserted too. A batch
     holds its boxes' locks meanwhile, and a round trip is most of each
     statement."""
     boxes = sorted(counts)  # the boxes' rows locked in one order
-    rank: dict[int, int] = {}
-    ranked: list[tuple[int, int, int, int, str]] = []  # box, rank, message, placement, flags
-    for index, _, box, placement, flags in targets:
-        k = rank.get(box, 0)
-        rank[box] = k + 1
-        ranked.append((box, k, messages[index][0], placement, encode_flags(flags)))
-    allocated = rows.all(
-        "WITH u AS (UPDATE mailbox SET uidnext = uidnext + s.n,"
+    params: list[object] = []
+    clauses: list[str] = []
+    if placing is not None:
+        flat = [(mid, dossier, h) for mid, dossier, holders in messages for h in holders]
+        clauses.append(
+            "p AS (INSERT INTO placement (owner, message_id, kind, dossier, origin) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?)"] * len(flat))
+            + " RETURNING id, owner, message_id, kind)"
+        )
+        origin = placing[0].value if placing[0] else None
+        for mid, dossier, (owner, kind, _) in flat:
+            params += (owner, mid, kind.value, dossier, origin)
+    clauses.append(
+        "u AS (UPDATE mailbox SET uidnext = uidnext + s.n,"
         " highestmodseq = highestmodseq + s.n FROM (VALUES "
         + ", ".join(["(CAST(? AS INTEGER), CAST(? AS BIGINT))"] * len(boxes))
         + ") AS s (id, n) WHERE mailbox.id = s.id"
-        " RETURNING mailbox.id, mailbox.uidnext - s.n AS uid, mailbox.highestmodseq - s.n + 1"
-        " AS modseq),"
-        " e AS (INSERT INTO entry (mailbox_id, uid, message_id, placement_id, flags, modseq)"
-        " SELECT v.box, u.uid + v.k, v.message, v.placement, v.flags, u.modseq + v.k FROM (VALUES "
-        + ", ".join(
-            [
-                "(CAST(? AS INTEGER), CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER),"
-                " CAST(? AS TEXT))"
-            ]
-            * len(ranked)
+        " RETURNING mailbox.id, mailbox.uidnext - s.n AS uid,"
+        " mailbox.highestmodseq - s.n + 1 AS modseq)"
+    )
+    params += (v for box in boxes for v in (box, counts[box]))
+    # Each entry: its box, its rank among the box's new entries, its message,
+    # its placement (its id, or its owner and kind when made here), its flags.
+    rank: dict[int, int] = {}
+    values: list[object] = []
+    for index, held, box, placement, flags in targets:
+        k = rank.get(box, 0)
+        rank[box] = k + 1
+        mid, _, holders = messages[index]
+        if placing is None:
+            values += (box, k, mid, placement, encode_flags(flags))
+        else:
+            owner, kind, _ = holders[held]
+            values += (box, k, mid, owner, kind.value, encode_flags(flags))
+    marks = "CAST(? AS INTEGER), CAST(? AS BIGINT), CAST(? AS INTEGER), "
+    if placing is None:
+        row, columns, placement_id, joined = (
+            f"({marks}CAST(? AS INTEGER), CAST(? AS TEXT))",
+            "(box, k, message, placement, flags)",
+            "v.placement",
+            "",
         )
-        + ") AS v (box, k, message, placement, flags) JOIN u ON u.id = v.box)"
-        " SELECT id, uid, modseq FROM u",
-        tuple(v for box in boxes for v in (box, counts[box]))
-        + tuple(v for row in ranked for v in row),
+    else:
+        row, columns, placement_id, joined = (
+            f"({marks}CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT))",
+            "(box, k, message, owner, kind, flags)",
+            "p.id",
+            " JOIN p ON p.message_id = v.message AND p.owner = v.owner AND p.kind = v.kind",
+        )
+    clauses.append(
+        "e AS (INSERT INTO entry (mailbox_id, uid, message_id, placement_id, flags, modseq)"
+        f" SELECT v.box, u.uid + v.k, v.message, {placement_id}, v.flags, u.modseq + v.k"
+        f" FROM (VALUES {', '.join([row] * len(targets))}) AS v {columns}"
+        f" JOIN u ON u.id = v.box{joined})"
+    )
+    params += values
+    allocated = rows.all(
+        "WITH " + ", ".join(clauses) + " SELECT id, uid, modseq FROM u", tuple(params)
     )
     return _numbered(targets, {int(box): (int(uid), int(modseq)) for box, uid, modseq in allocated})
 
