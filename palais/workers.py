@@ -15,6 +15,7 @@ the others).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ class _Worker:
         self.process = subprocess.Popen(
             [
                 sys.executable,
+                "-P",  # not the working directory's `palais`, if it has one
                 "-m",
                 "palais",
                 "serve",
@@ -57,6 +59,7 @@ class _Worker:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            env=_same_code(),
         )
         threading.Thread(target=self._relay, args=(self.process,), daemon=True).start()
 
@@ -124,3 +127,16 @@ def run_workers(instance: Path, base_node: str, count: int) -> int:
             w.process.kill()
             w.process.wait()
     return status
+
+
+def _same_code() -> dict[str, str]:
+    """The environment of a worker that runs the supervisor's own Palais:
+    the directory it was imported from comes first on the worker's path
+    (``python -m`` would otherwise put the working directory there, and a
+    checkout of another version in it would answer for some workers)."""
+    import palais
+
+    home = str(Path(palais.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([home, *filter(None, [env.get("PYTHONPATH")])])
+    return env
