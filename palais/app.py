@@ -419,6 +419,7 @@ class Gateway:
         live.start()
         alerts.start(self.recorded.registry)
         if self.relay is not None:
+            self.recorded.watch_relay(self.relay)
             self.relay.start()
         log.info(
             "listening host=%s https=%d smtps=%d submission=%d court=%d imaps=%d loop=%s",

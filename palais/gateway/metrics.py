@@ -12,6 +12,7 @@ would let a client grow the registry without bound.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -111,6 +112,56 @@ class CrlCounts(Protocol):
     @property
     def crl_fetches(self) -> Mapping[str, int]: ...
     def stale_crls(self) -> tuple[int, int]: ...
+
+
+class RelayState(Protocol):
+    """What the relay to court systems counts (``palais.gateway.relay.RelayWorker``)."""
+
+    @property
+    def sent(self) -> int: ...
+    @property
+    def retried(self) -> int: ...
+    @property
+    def given_up(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def oldest_pending(self) -> datetime | None: ...
+
+
+class RelayCounts:
+    """A collector: the relay's attempts by outcome (this node's) and the
+    queue's backlog (every node's, as its last look saw it): what an
+    operator alerts on when a court system's endpoint stops answering."""
+
+    def __init__(self, relay: RelayState) -> None:
+        self._relay = relay
+
+    def collect(self) -> Iterator[Metric]:
+        attempts = CounterMetricFamily(
+            "palais_relay_attempts",
+            "Sends to court systems' SMTP endpoints by this node, by outcome",
+            labels=["outcome"],
+        )
+        relay = self._relay
+        for outcome, value in (
+            ("sent", relay.sent),
+            ("retry", relay.retried),
+            ("given_up", relay.given_up),
+        ):
+            attempts.add_metric([outcome], value)
+        yield attempts
+        yield GaugeMetricFamily(
+            "palais_relay_pending",
+            "Messages waiting to be relayed to a court system, all nodes",
+            value=relay.pending,
+        )
+        oldest = relay.oldest_pending
+        yield GaugeMetricFamily(
+            "palais_relay_oldest_pending_seconds",
+            "Age of the oldest message waiting to be relayed (0: none waits)",
+            value=0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds()),
+        )
 
 
 class LifecycleCounts:
@@ -252,6 +303,7 @@ class GatewayMetrics:
         )
         self._writer: WriterCounts | None = None
         self._lifecycle: LifecycleCounts | None = None
+        self._relay: RelayCounts | None = None
         # One node of several: every sample carries node="..." (set before serving).
         self.node = ""
 
@@ -283,6 +335,13 @@ class GatewayMetrics:
             audit=audit, sessions=sessions, departures=departures, crls=crls
         )
         self.registry.register(self._lifecycle)
+
+    def watch_relay(self, relay: RelayState) -> None:
+        """Export the relay's counts (read at every scrape)."""
+        if self._relay is not None:
+            self.registry.unregister(self._relay)
+        self._relay = RelayCounts(relay)
+        self.registry.register(self._relay)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything recorded."""

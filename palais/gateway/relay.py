@@ -131,7 +131,13 @@ class RelayWorker(Periodic):
         self._timeout = timeout
         self._batch = batch
         super().__init__("palais-relay", interval)
+        # Outcomes of this node's attempts, and the whole queue as last seen
+        # (every look): what /metrics shows (palais.gateway.metrics.RelayCounts).
         self.sent = 0
+        self.retried = 0
+        self.given_up = 0
+        self.pending = 0
+        self.oldest_pending: datetime | None = None
 
     async def stop(self, timeout: float | None = None) -> None:
         """Finish the message in hand (its outcome recorded), then stop; past
@@ -149,6 +155,7 @@ class RelayWorker(Periodic):
             if self.stopping:
                 break  # its lease runs out; a later start takes it
             await self._relay(item)
+        self.pending, self.oldest_pending = await self._queue.backlog()
         return len(items) == self._batch
 
     async def _relay(self, item: RelayItem) -> None:
@@ -178,8 +185,10 @@ class RelayWorker(Periodic):
             log.info("%s message_id=%s sent", context, item.message_id)
         elif decision.give_up is not None:
             await self._queue.give_up(item, decision.give_up)
+            self.given_up += 1
             log.warning("%s given up: %s", context, attempt.detail)
         else:
             assert decision.retry_at is not None
             await self._queue.retry(item, decision.retry_at, attempt.detail)
+            self.retried += 1
             log.info("%s retry at %s: %s", context, decision.retry_at.isoformat(), attempt.detail)

@@ -179,3 +179,7 @@ class RelayQueue(Protocol):
     async def give_up(self, item: RelayItem, reason: str) -> None:
         """Never sent again; the sender gets a non-delivery receipt, in the same transaction."""
         ...
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """How many items wait to be sent (every node's), and since when the oldest."""
+        ...

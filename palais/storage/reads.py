@@ -63,6 +63,11 @@ class MailReads:
 
     # -- helpers -------------------------------------------------------------
 
+    @property
+    def reader(self) -> Engine:
+        """The read-only engine (other stores' queries made beside the mail's)."""
+        return self._reader
+
     def _read(self, fn: Callable[[Connection], Any]) -> Any:
         with self._reader.connect() as conn:
             return fn(conn)

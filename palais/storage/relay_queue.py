@@ -12,11 +12,12 @@ meanwhile does not take the bytes away.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from palais.mailbox.evidence import Deposit, ReceiptOrder, non_delivery_of, relayed_delivery
 from palais.mailbox.ports import BlobLocation
@@ -204,6 +205,16 @@ class SqlRelayQueue:
             .values(**values)
         )
         return bool(done.rowcount)
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        def read() -> tuple[int, datetime | None]:
+            with self._mail.reader.connect() as conn:
+                count, oldest = conn.execute(
+                    select(func.count(), func.min(RQ.c.queued_at)).where(RQ.c.state == PENDING)
+                ).one()
+            return int(count), None if oldest is None else utc(oldest)
+
+        return await asyncio.to_thread(read)
 
     async def counts(self) -> dict[str, int]:
         """Rows by state (tests, metrics)."""

@@ -246,6 +246,15 @@ def flagging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CourtSide]:
 # -- relay -----------------------------------------------------------------------
 
 
+def _metric(exposition: str, name: str, labels: str = "") -> float:
+    """A sample's value in a Prometheus exposition (every node label aside)."""
+    for line in exposition.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{")[0] == name and labels in sample:
+            return float(value)
+    raise AssertionError(f"{name} {labels} not exposed")
+
+
 def test_queued_messages_survive_both_restarts_and_arrive_once_signed(
     refusing: CourtSide,
 ) -> None:
@@ -255,6 +264,11 @@ def test_queued_messages_survive_both_restarts_and_arrive_once_signed(
     sent = [send_to_court(inst, f"Pièce n°{n}") for n in range(4)]
     time.sleep(1.5)  # a few attempts fail meanwhile
     assert recorder.received == []
+    # What an operator watches: the backlog, its age, the failed attempts.
+    metrics = inst.curl_https("/metrics", "admin1").stdout
+    assert _metric(metrics, "palais_relay_pending") >= len(sent)
+    assert _metric(metrics, "palais_relay_oldest_pending_seconds") >= 1.0
+    assert _metric(metrics, "palais_relay_attempts_total", 'outcome="retry"') >= 1
     # The gateway restarts with the queue full.
     assert inst.stop() == 0
     inst.start()
@@ -273,6 +287,13 @@ def test_queued_messages_survive_both_restarts_and_arrive_once_signed(
             for index in (0, 1):  # ed25519-sha256, then rsa-sha256
                 assert dkim.DKIM(data).verify(idx=index, dnsfunc=dns)
         assert all("Palais relais" in p for p in recorder.peers)  # mutual TLS
+        metrics = inst.curl_https("/metrics", "admin1").stdout
+        assert _metric(metrics, "palais_relay_attempts_total", 'outcome="sent"') >= len(sent)
+        assert wait_for(
+            lambda: (
+                _metric(inst.curl_https("/metrics", "admin1").stdout, "palais_relay_pending") == 0
+            )
+        )
     finally:
         controller.stop()
     # Relayed, not kept for IMAP: the court system's INBOX has none of them.

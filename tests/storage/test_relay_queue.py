@@ -80,7 +80,11 @@ def test_a_filing_queues_its_relay_and_the_queue_holds_the_bytes(store: Storage)
     queue = SqlRelayQueue(store.commits, store.mail)
 
     async def go() -> None:
+        count, oldest = await queue.backlog()
+        assert count == 1 and oldest is not None and oldest.tzinfo is not None
+        assert abs((datetime.now(UTC) - oldest).total_seconds()) < 60
         (item,) = await queue.claim(10)
+        assert await queue.backlog() == (1, oldest)  # leased, not sent yet
         assert (item.message, item.blob, item.message_id) == (
             filed.message_id,
             filed.sha256,
@@ -91,6 +95,7 @@ def test_a_filing_queues_its_relay_and_the_queue_holds_the_bytes(store: Storage)
         await queue.delivered(item)
         await queue.delivered(item)  # a second mark changes nothing
         assert await queue.claim(10) == []
+        assert await queue.backlog() == (0, None)
 
     asyncio.run(go())
     assert _rows(store, "SELECT state, failures FROM relay_queue") == [("sent", 0)]
