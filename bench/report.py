@@ -192,12 +192,16 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Figures of the run's conditions, not of a server: no ratio.
+_NOT_COMPARED = frozenset({"rounds", "cpu_busy_before_pct"})
+
+
 def ratios(palais: dict[str, Any] | None, peer: dict[str, Any] | None) -> dict[str, float | None]:
     if not palais or not peer or "skipped" in palais or "skipped" in peer:
         return {}
     out: dict[str, float | None] = {}
     for k, v in palais.items():
-        if k == "rounds" or not _is_num(v) or not _is_num(peer.get(k)):
+        if k in _NOT_COMPARED or not _is_num(v) or not _is_num(peer.get(k)):
             continue
         out[k] = ratio(float(v), float(peer[k]))
     return out

@@ -26,8 +26,11 @@ def test_percentile_and_ratio() -> None:
 def test_aggregate_and_ratios() -> None:
     agg = report.aggregate([{"a": 1.0, "ok": True, "s": "x"}, {"a": 3.0, "ok": False, "s": "y"}])
     assert agg["a"] == 2.0 and agg["ok"] is False and len(agg["rounds"]) == 2
-    r = report.ratios({"a": 2.0, "b": "t", "c": True}, {"a": 4.0, "b": "u", "c": True})
-    assert r == {"a": 0.5}
+    r = report.ratios(
+        {"a": 2.0, "b": "t", "c": True, "cpu_busy_before_pct": 3.0},
+        {"a": 4.0, "b": "u", "c": True, "cpu_busy_before_pct": 12.0},
+    )
+    assert r == {"a": 0.5}  # how busy the machine was before is no server's figure
     assert report.ratios({"skipped": "why"}, {"a": 1}) == {}
 
 
