@@ -11,11 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from palais.mailbox.drafts import SupersededDrafts
+from palais.mailbox.identity import Identity
+from palais.mailbox.message import MessageSummary
 from palais.mailbox.model import BoxKind, CommittedRecord
 
-__all__ = ["CommittedRecord", "Destination", "EarlierMessage", "FilingPlan", "resend_of"]
+__all__ = [
+    "CommittedRecord",
+    "Destination",
+    "EarlierMessage",
+    "Filed",
+    "Filer",
+    "FilingPlan",
+    "resend_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +97,43 @@ def resend_of(
         ):
             return message.id
     return None
+
+
+class Filed(Protocol):
+    @property
+    def message_id(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def resent(self) -> bool:
+        """True if nothing was filed: the message was already (``message_id`` is it)."""
+        ...
+
+
+class Filer(Protocol):
+    """Carries out a filing plan (storage: ``MailStore.file``)."""
+
+    async def file(
+        self,
+        who: Identity,
+        data: bytes,
+        summary: MessageSummary,
+        plan: FilingPlan,
+        *,
+        resend_since: datetime | None = None,
+        arrival: str | None = None,
+    ) -> Filed:
+        """File the message in every box of the plan; durable on return.
+
+        ``resend_since``: if a message by ``who.address`` with the same
+        Message-ID and the same bytes (sha256), filed in every box of this
+        plan, was accepted at or after this instant, file nothing and return
+        that message, ``resent`` set. The question is answered in the filing
+        transaction itself, so that two identical submissions in flight at
+        once file one message. ``arrival`` (``completion.arrival_digest``)
+        recognises the same message sent again to another node, which
+        completes it otherwise.
+        """
+        ...

@@ -34,7 +34,7 @@ from palais.mailbox.documents import (
 from palais.mailbox.drafts import SupersededDrafts
 from palais.mailbox.errors import InvalidMessage, NotAllowed
 from palais.mailbox.evidence import deposit_and_delivery
-from palais.mailbox.filing import Destination, FilingPlan
+from palais.mailbox.filing import Destination, Filer, FilingPlan
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.juridictions import Juridiction, JuridictionDirectory
 from palais.mailbox.message import MessageSummary
@@ -124,30 +124,6 @@ class SentActs(Protocol):
         ...
 
 
-class _Filed(Protocol):
-    @property
-    def message_id(self) -> int: ...
-
-    @property
-    def sha256(self) -> str: ...
-
-    @property
-    def resent(self) -> bool: ...
-
-
-class _Filer(Protocol):
-    async def file(
-        self,
-        who: Identity,
-        data: bytes,
-        summary: MessageSummary,
-        plan: FilingPlan,
-        *,
-        resend_since: datetime | None = None,
-        arrival: str | None = None,
-    ) -> _Filed: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Decided:
     """What a court act filed: the reply's reference and the plan."""
@@ -165,7 +141,7 @@ class CourtActs:
     def __init__(
         self,
         juridictions: JuridictionDirectory,
-        filer: _Filer,
+        filer: Filer,
         acts: SentActs,
         *,
         mail_domain: str,

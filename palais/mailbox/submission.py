@@ -35,6 +35,7 @@ from palais.mailbox.errors import (
     UnknownRecipient,
 )
 from palais.mailbox.evidence import deposit_and_delivery
+from palais.mailbox.filing import Filer
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import (
     MessageSummary,
@@ -73,44 +74,6 @@ class DelegationBook(Protocol):
 
 # Seconds during which the same message sent again is a resend (``[smtp] resend_window``).
 DEFAULT_RESEND_WINDOW = 86400.0
-
-
-class Filed(Protocol):
-    @property
-    def message_id(self) -> int: ...
-
-    @property
-    def sha256(self) -> str: ...
-
-    @property
-    def resent(self) -> bool:
-        """True if nothing was filed: the message was already (``message_id`` is it)."""
-        ...
-
-
-class Filer(Protocol):
-    async def file(
-        self,
-        who: Identity,
-        data: bytes,
-        summary: MessageSummary,
-        plan: FilingPlan,
-        *,
-        resend_since: datetime | None = None,
-        arrival: str | None = None,
-    ) -> Filed:
-        """File the message in every box of the plan; durable on return.
-
-        ``resend_since``: if a message by ``who.address`` with the same
-        Message-ID and the same bytes (sha256), filed in every box of this
-        plan, was accepted at or after this instant, file nothing and return
-        that message, ``resent`` set. The question is answered in the filing
-        transaction itself, so that two identical submissions in flight at
-        once file one message. ``arrival`` (``completion.arrival_digest``)
-        recognises the same message sent again to another node, which
-        completes it otherwise.
-        """
-        ...
 
 
 @dataclass(frozen=True, slots=True)
