@@ -3,7 +3,9 @@
 
 An instance reads ``juridictions.toml`` beside its ``palais.toml``
 (``palais init`` puts a copy of the sample there, for the operator to
-edit); without one, the sample shipped in ``conf/``.
+edit); without one, the sample shipped with the package
+(``palais/samples/``, which ``conf/juridictions.toml`` links to), so that
+an installed wheel has it too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from palais.mailbox.juridictions import BadDirectory, JuridictionDirectory, directory_from_data
 
-SAMPLE = Path(__file__).resolve().parent.parent / "conf" / "juridictions.toml"
+SAMPLE = Path(__file__).resolve().parent / "samples" / "juridictions.toml"
 INSTANCE_FILE = "juridictions.toml"
 
 

@@ -128,3 +128,19 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     assert str(caught.value).startswith(str(bad))
     with pytest.raises(DirectoryFileError):
         load_directory(tmp_path / "missing.toml")
+
+
+def test_the_sample_ships_inside_the_package() -> None:
+    """`palais init` copies the sample: a wheel must carry it (it once lay
+    in conf/ only, and `palais init` from an installed wheel failed)."""
+    import tomllib
+
+    import palais
+
+    package = Path(palais.__file__).resolve().parent
+    assert SAMPLE.is_relative_to(package) and SAMPLE.is_file()
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["palais"]
+    assert any(SAMPLE.relative_to(package).match(pattern) for pattern in shipped)
+    # conf/ shows the same file to whoever reads the checkout.
+    assert (package.parent / "conf" / "juridictions.toml").resolve() == SAMPLE
