@@ -26,8 +26,9 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from multiprocessing.synchronize import Event
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -62,7 +63,35 @@ def _count(reader: Engine) -> int:
         return int(conn.exec_driver_sql("SELECT count(*) FROM text_pending").one()[0])
 
 
-def _run(url: str, blob_dir: str, stop: Event, idle: float, parent: int) -> None:
+class _Stop(Protocol):
+    """What tells the indexing process to stop (a ``threading.Event`` in tests)."""
+
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class _Word:
+    """The gateway's word to stop: its end of a pipe closed (or the gateway
+    gone, which closes it too). Not a multiprocessing Event: setting one
+    waits for every process waiting on it to wake, and one killed meanwhile
+    (a SIGTERM to the whole process group, as systemd and Ctrl-C send) never
+    does, so the gateway's stop hung for good."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def is_set(self) -> bool:
+        return self._conn.poll(0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._conn.poll(timeout)
+
+
+def _child(url: str, blob_dir: str, word: Connection, idle: float, parent: int) -> None:
+    _run(url, blob_dir, _Word(word), idle, parent)
+
+
+def _run(url: str, blob_dir: str, stop: _Stop, idle: float, parent: int) -> None:
     # Imported here: the spawned process starts from a bare interpreter.
     from palais.mailbox.ports import MessageBytes
     from palais.storage.blobs import BlobStore
@@ -136,14 +165,16 @@ class IndexerProcess:
         self._idle = idle
         # spawn: the gateway has threads (writer, fsync) a fork would copy mid-flight.
         self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
+        # The process waits on one end; closing the other tells it to stop.
+        self._word, self._stop = self._context.Pipe(duplex=False)
+        self._stopping = False
         self._process: multiprocessing.process.BaseProcess | None = None
 
     def start(self) -> None:
         self._process = self._context.Process(
-            target=_run,
+            target=_child,
             # The gateway's pid, known before this process may outlive it.
-            args=(self._url, str(self._blob_dir), self._stop, self._idle, os.getpid()),
+            args=(self._url, str(self._blob_dir), self._word, self._idle, os.getpid()),
             name="palais-indexer",
             daemon=True,
         )
@@ -155,7 +186,7 @@ class IndexerProcess:
 
     def restart_if_dead(self) -> bool:
         """Start it again if it died (the gateway checks now and then); True if it was."""
-        if self._process is None or self._process.is_alive() or self._stop.is_set():
+        if self._process is None or self._process.is_alive() or self._stopping:
             return False
         log.warning(
             "the indexing process ended (exit %s); starting it again", self._process.exitcode
@@ -164,7 +195,9 @@ class IndexerProcess:
         return True
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        self._stopping = True
+        self._stop.close()  # never waits for the process, alive or not
+        self._word.close()
         process, self._process = self._process, None
         if process is None:
             return

@@ -3,8 +3,11 @@ not indexed yet), then indexed off the filing path within moments."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -73,6 +76,40 @@ def test_the_helper_processes_end_with_a_killed_gateway(tmp_path: Path) -> None:
     helpers = _children(inst.proc.pid)
     assert len(helpers) >= 2  # receipt writing and indexing (and the resource tracker)
     inst.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in helpers if _alive(p)]
+
+
+def test_a_stop_signal_to_every_process_of_the_gateway_stops_it(tmp_path: Path) -> None:
+    """systemd (KillMode=control-group) and Ctrl-C signal the gateway and its
+    helper processes at once: the gateway still stops, promptly. It once
+    hung for good, waiting for the killed indexer to acknowledge its stop."""
+    inst = create_instance(tmp_path / "instance")
+    with (tmp_path / "serve.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "palais", "serve", str(inst.root)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=inst.root,
+            start_new_session=True,  # a process group of its own, as under systemd
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        helpers = _children(proc.pid)
+        assert len(helpers) >= 2
+        time.sleep(2)  # the indexer done with the demo's mail, waiting for more
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, (tmp_path / "serve.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "palais stopped" in (tmp_path / "serve.log").read_text()
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
