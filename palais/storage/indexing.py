@@ -64,7 +64,7 @@ def _count(reader: Engine) -> int:
 
 
 class _Stop(Protocol):
-    """What tells the indexing process to stop (a ``threading.Event`` in tests)."""
+    """What tells the indexing process to stop (an Event in tests)."""
 
     def is_set(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool: ...

@@ -175,10 +175,19 @@ def insert_placements(
     kind), in one statement. They lock no mailbox: on PostgreSQL a batch
     makes them before it locks its boxes, so another node's batch does not
     wait for them."""
-    flat = [(mid, dossier, h) for mid, dossier, holders in messages for h in holders]
-    if not flat:
+    if not any(holders for _, _, holders in messages):
         return {}
-    placed = rows_for(conn).all(
+    placed = rows_for(conn).all(*_placement_rows(messages, origin))
+    return {(int(mid), str(owner), str(kind)): int(pid) for pid, owner, mid, kind in placed}
+
+
+def _placement_rows(
+    messages: Sequence[tuple[int, str | None, Sequence[Holder]]], origin: BoxKind | None
+) -> tuple[str, tuple[object, ...]]:
+    """The statement inserting the placement rows of ``messages`` (returning
+    their id, owner, message and kind), and its parameters."""
+    flat = [(mid, dossier, h) for mid, dossier, holders in messages for h in holders]
+    return (
         "INSERT INTO placement (owner, message_id, kind, dossier, origin) VALUES "
         + ", ".join(["(?, ?, ?, ?, ?)"] * len(flat))
         + " RETURNING id, owner, message_id, kind",
@@ -188,7 +197,6 @@ def insert_placements(
             for value in (owner, mid, kind.value, dossier, origin.value if origin else None)
         ),
     )
-    return {(int(mid), str(owner), str(kind)): int(pid) for pid, owner, mid, kind in placed}
 
 
 def place_messages(
@@ -217,7 +225,8 @@ def place_messages(
     out: list[list[dict[int, int]]] = [[{} for _ in holders] for _, _, holders in messages]
     # On PostgreSQL the placement rows go in with the entries (one round
     # trip), unless made ahead.
-    made_here = conn.dialect.name == "postgresql" and placements is None
+    pg = conn.dialect.name == "postgresql"
+    made_here = pg and placements is None
     placement_of: Placements = {}
     if not made_here:
         placement_of = (
@@ -238,10 +247,8 @@ def place_messages(
     counts: dict[int, int] = {}
     for target in targets:
         counts[target[2]] = counts.get(target[2], 0) + 1
-    if conn.dialect.name == "postgresql":
-        entries = _entries_together(
-            rows, messages, targets, counts, (origin,) if made_here else None
-        )
+    if pg:
+        entries = _entries_together(rows, messages, targets, counts, made_here, origin)
     else:
         entries = _entries(rows, messages, targets, counts)
     for index, held, box, _, _, uid, _ in entries:
@@ -318,26 +325,21 @@ def _entries_together(
     messages: Sequence[tuple[int, str | None, Sequence[Holder]]],
     targets: Sequence[_Target],
     counts: dict[int, int],
-    placing: tuple[BoxKind | None] | None,
+    made_here: bool,
+    origin: BoxKind | None,
 ) -> list[_Entry]:
     """``_entries`` in one statement (PostgreSQL's data-modifying WITH): the
-    entries take their UIDs from the boxes' update in the server, and with
-    ``placing`` (the origin) their placement rows are inserted too. A batch
+    entries take their UIDs from the boxes' update in the server, and when
+    ``made_here`` their placement rows (``origin``) are inserted too. A batch
     holds its boxes' locks meanwhile, and a round trip is most of each
     statement."""
     boxes = sorted(counts)  # the boxes' rows locked in one order
     params: list[object] = []
     clauses: list[str] = []
-    if placing is not None:
-        flat = [(mid, dossier, h) for mid, dossier, holders in messages for h in holders]
-        clauses.append(
-            "p AS (INSERT INTO placement (owner, message_id, kind, dossier, origin) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?)"] * len(flat))
-            + " RETURNING id, owner, message_id, kind)"
-        )
-        origin = placing[0].value if placing[0] else None
-        for mid, dossier, (owner, kind, _) in flat:
-            params += (owner, mid, kind.value, dossier, origin)
+    if made_here:
+        placing, placed = _placement_rows(messages, origin)
+        clauses.append(f"p AS ({placing})")
+        params += placed
     clauses.append(
         "u AS (UPDATE mailbox SET uidnext = uidnext + s.n,"
         " highestmodseq = highestmodseq + s.n FROM (VALUES "
@@ -355,13 +357,13 @@ def _entries_together(
         k = rank.get(box, 0)
         rank[box] = k + 1
         mid, _, holders = messages[index]
-        if placing is None:
+        if not made_here:
             values += (box, k, mid, placement, encode_flags(flags))
         else:
             owner, kind, _ = holders[held]
             values += (box, k, mid, owner, kind.value, encode_flags(flags))
     marks = "CAST(? AS INTEGER), CAST(? AS BIGINT), CAST(? AS INTEGER), "
-    if placing is None:
+    if not made_here:
         row, columns, placement_id, joined = (
             f"({marks}CAST(? AS INTEGER), CAST(? AS TEXT))",
             "(box, k, message, placement, flags)",
