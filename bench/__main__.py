@@ -177,10 +177,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if any(t not in ALL_TARGETS for t in args.targets) or not args.targets:
         ap.error("--targets takes some of " + ", ".join(ALL_TARGETS))
+    args.nodes_configs = tuple(
+        k.strip() for k in (args.nodes_configs or "").split(",") if k.strip()
+    )
     known = [c.key for c in nodes.CONFIGS]
-    if args.nodes_configs and any(
-        k.strip() not in known for k in args.nodes_configs.split(",") if k.strip()
-    ):
+    if any(k not in known for k in args.nodes_configs):
         ap.error("--nodes-configs takes some of " + ", ".join(known))
     return args
 
@@ -205,8 +206,7 @@ def build_params(args: argparse.Namespace) -> Params:
             setattr(p, k, v)
     if args.concurrency is not None:
         p.storm_concurrency = args.concurrency
-    if args.nodes_configs:
-        p.nodes_configs = tuple(k.strip() for k in args.nodes_configs.split(",") if k.strip())
+    p.nodes_configs = args.nodes_configs
     return p
 
 
