@@ -345,6 +345,7 @@ class _Head:
 
 
 _HEAD = "evidence-head"
+_FLOOR = "evidence-floor"
 
 
 def _head(conn: Connection, ctx: WriteContext, service: EvidenceService) -> _Head:
@@ -360,8 +361,12 @@ def _head(conn: Connection, ctx: WriteContext, service: EvidenceService) -> _Hea
         assert isinstance(known, _Head)
         return known
     rows = rows_for(conn)
-    found = _head_row(rows, conn.dialect.name == "postgresql")
+    floor = ctx.cache.get(_FLOOR, 0)
+    found = _head_row(rows, conn.dialect.name == "postgresql", floor)
     stored, tree = int(found[0][0]), service.tree(str(found[0][1]))
+    # The log only grows: the head's last leaf, committed, stays a lower
+    # bound of every later head's, whichever node appends next.
+    ctx.cache[_FLOOR] = max(floor, stored - 1)
     last = GENESIS
     leaves = [(int(position), str(leaf)) for _, _, position, leaf in found if position is not None]
     if stored:
@@ -377,28 +382,33 @@ def _head(conn: Connection, ctx: WriteContext, service: EvidenceService) -> _Hea
     return head
 
 
-def _head_row(rows: Rows, pg: bool) -> list[tuple[Any, ...]]:
+def _head_row(rows: Rows, pg: bool, floor: int) -> list[tuple[Any, ...]]:
     """The head row (size, frontier) with the head's last leaf and any past
     it (position, leaf hash; None, None when the log is empty), oldest
     first, the row made if missing. On PostgreSQL one statement, which locks
-    the head until the transaction ends (the log's one order across nodes)."""
+    the head until the transaction ends (the log's one order across nodes).
+
+    ``floor`` is a position at or before the head's last leaf (one this
+    writer saw there). Only that constant tells PostgreSQL's planner that
+    few rows qualify: ``position >= GREATEST(h.size - 1, 0)`` alone is a
+    third of the log to it, and without a bound parameter the statement's
+    plan was made once, while the log was tiny: a scan of the whole log at
+    every batch, under the head's lock, ever longer as the log grew."""
     if pg:
         read = (
-            # LATERAL: the leaves read through the log's key from the head's
-            # size, whatever the planner thinks of the log's length.
             "SELECT h.size, h.frontier, l.position, l.leaf_hash FROM evidence_head h"
             " LEFT JOIN LATERAL (SELECT position, leaf_hash FROM evidence_log"
-            " WHERE position >= GREATEST(h.size - 1, 0)) l ON true"
+            " WHERE position >= GREATEST(h.size - 1, 0) AND position >= ?) l ON true"
             " WHERE h.id = 1 ORDER BY l.position FOR UPDATE OF h"
         )
-        found = rows.all(read, ())
+        found = rows.all(read, (floor,))
         if not found:
             rows.run(
                 "INSERT INTO evidence_head (id, size, frontier) VALUES (1, 0, '')"
                 " ON CONFLICT (id) DO NOTHING",
                 (),
             )
-            found = rows.all(read, ())
+            found = rows.all(read, (floor,))
         return found
     head = rows.one("SELECT size, frontier FROM evidence_head WHERE id = 1", ())
     if head is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,10 +24,13 @@ from palais.mailbox.routing import Destination, FilingPlan
 from palais.pki.devpki import DevPki, create_dev_pki
 from palais.pki.evidence_model import Evidence
 from palais.pki.evidence_service import KeyEvidenceService
-from palais.pki.merkle import leaf_hash, root_of
+from palais.pki.merkle import Frontier, leaf_hash, root_of
 from palais.pki.signing import EvidenceUnavailable, FileKey, load_file_key
 from palais.storage import Storage, open_storage
+from palais.storage.engine import make_engine
+from palais.storage.evidence import _head
 from palais.storage.mailstore import FiledMessage
+from palais.storage.writer import WriteContext
 from tests.postgres_server import (  # noqa: F401  (pytest finds fixtures by name)
     postgres_server_fixture,
     postgres_url_fixture,
@@ -345,3 +349,67 @@ def test_receipts_outlive_the_messages_they_prove(store: Storage) -> None:
     assert len(_log(store)) == 2
     (evidence_id,) = _rows(store, "SELECT evidence_id FROM evidence_log WHERE position = 0")[0]
     assert asyncio.run(store.mail.held_evidence(ME, str(evidence_id))) is not None
+
+
+def test_the_log_s_head_is_read_through_its_key_once_the_log_has_grown(
+    postgres_url: str, tmp_path: Path, key: Switchable
+) -> None:
+    """A writer's statements are prepared after a few runs; one without a
+    bound parameter keeps the plan it got then. The head's read, prepared
+    while the log was tiny, scanned the whole log at every batch since."""
+    service = KeyEvidenceService(key, domain="palais.test")
+    open_storage(postgres_url, tmp_path / "blobs", evidence=service).close()
+    hashes = [bytes([n % 256, n // 256]) * 16 for n in range(3000)]
+
+    def grow(conn: Any, start: int, end: int) -> None:
+        conn.execute(
+            text(
+                "INSERT INTO evidence_log (position, evidence_id, events, holder, evidence,"
+                " leaf_hash, receipt, created) VALUES (:p, :i, 'depot', 'x@x.test', :e,"
+                " :h, '', now())"
+            ),
+            # Rows as wide as real ones (an evidence document is 1.5 KB).
+            [
+                {"p": n, "i": f"e{n}", "e": secrets.token_hex(750), "h": hashes[n].hex()}
+                for n in range(start, end)
+            ],
+        )
+        frontier = Frontier.of(hashes[:end]).to_json()
+        conn.execute(
+            text(
+                "INSERT INTO evidence_head (id, size, frontier) VALUES (1, :s, :f)"
+                " ON CONFLICT (id) DO UPDATE SET size = :s, frontier = :f"
+            ),
+            {"s": end, "f": frontier},
+        )
+
+    def read_counting_scans(conn: Any, ctx: WriteContext) -> int:
+        """Reads the head as a batch does; how many times it scanned the log."""
+        # Committed, not rolled back: psycopg forgets its prepared
+        # statements at a rollback.
+        with conn.begin():
+            ctx.batch.clear()
+            scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'evidence_log'"
+            before = conn.execute(text(scans)).scalar_one()
+            head = _head(conn, ctx, service)
+            after = conn.execute(text(scans)).scalar_one()
+            assert head.stored == head.tree.size
+            assert head.last == hashes[head.stored - 1].hex()
+        return int(after - before)
+
+    engine = make_engine(postgres_url, writer=True)
+    other = make_engine(postgres_url, writer=True)
+    try:
+        ctx = WriteContext()
+        with engine.connect() as conn:
+            with other.begin() as peer:
+                grow(peer, 0, 40)
+            for _ in range(8):  # prepared by now, its plan made on a 40-row log
+                read_counting_scans(conn, ctx)
+            with other.begin() as peer:  # what the other nodes appended meanwhile
+                grow(peer, 40, len(hashes))
+            read_counting_scans(conn, ctx)  # may read the peers' leaves: once
+            assert [read_counting_scans(conn, ctx) for _ in range(3)] == [0, 0, 0]
+    finally:
+        engine.dispose()
+        other.dispose()
