@@ -150,13 +150,22 @@ class Filing(Together[FiledMessage]):
             if len(set(asked)) != len(asked):  # a resend within the batch
                 return None
             lock_message_ids(conn, asked)
-            message_ids = tuple(sorted({m for _, m in asked}))
-            marks = ", ".join("?" * len(message_ids))
+            message_ids = sorted({m for _, m in asked})
             # No LIMIT 1: PostgreSQL's planner then expects an early match
-            # and reads the whole table, where there is seldom any.
-            seen = rows_for(conn).all(
-                f"SELECT id FROM message WHERE message_id IN ({marks})", message_ids
-            )
+            # and reads the whole table, where there is seldom any. On
+            # PostgreSQL one array: one prepared statement, whose plan the
+            # writer makes again as the table grows, where a list of marks
+            # made one per length, some of them keeping a plan made early.
+            if conn.dialect.name == "postgresql":
+                seen = rows_for(conn).all(
+                    "SELECT id FROM message WHERE message_id = ANY(CAST(? AS text[]))",
+                    (message_ids,),
+                )
+            else:
+                marks = ", ".join("?" * len(message_ids))
+                seen = rows_for(conn).all(
+                    f"SELECT id FROM message WHERE message_id IN ({marks})", tuple(message_ids)
+                )
             if seen:  # maybe a resend, or a draft to drop: each answers alone
                 return None
         first = filings[0][1]
