@@ -278,18 +278,21 @@ def _file_receipts(
     pg = conn.dialect.name == "postgresql"
     # Each receipt's mail and its bytes in the log's row: on PostgreSQL in
     # the statement inserting the mails (the batch holds the head's lock).
-    into_log = (
-        "l AS (UPDATE evidence_log SET receipt = v.receipt, receipt_message = m.id FROM (VALUES "
-        + ", ".join(["(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BYTEA))"] * len(new))
-        + ") AS v (position, sha, receipt) JOIN m ON m.blob = v.sha"
-        " WHERE evidence_log.position = v.position)",
-        tuple(
-            v
-            for item, mail, receipt in zip(issued, new, sealed, strict=True)
-            for v in (item.position, mail.sha256, receipt.data)
-        ),
-    )
-    ids = insert_messages(conn, new, into_log if pg else None)
+    into_log: tuple[str, tuple[Any, ...]] | None = None
+    if pg:
+        into_log = (
+            "l AS (UPDATE evidence_log SET receipt = v.receipt, receipt_message = m.id"
+            " FROM (VALUES "
+            + ", ".join(["(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BYTEA))"] * len(new))
+            + ") AS v (position, sha, receipt) JOIN m ON m.blob = v.sha"
+            " WHERE evidence_log.position = v.position)",
+            tuple(
+                v
+                for item, mail, receipt in zip(issued, new, sealed, strict=True)
+                for v in (item.position, mail.sha256, receipt.data)
+            ),
+        )
+    ids = insert_messages(conn, new, into_log)
     place_messages(
         conn,
         ctx,
