@@ -3,8 +3,7 @@
 Implements ``palais.mailbox.ports.EvidenceService`` for storage, which
 calls it inside the transaction of the act a receipt proves. With
 ``worker=True`` the receipts of a batch are written in a worker process
-(``palais.pki.sealing``), and signed there too when the key is a file
-(here when it is on an HSM).
+(``palais.pki.sealing``) and only signed here.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from datetime import datetime
 from palais.mailbox.ports import EvidenceTree
 from palais.pki.evidencelog import sign_tree_head
 from palais.pki.merkle import Frontier, leaf_hash
-from palais.pki.receipt import ReceiptSealer, SealedReceipt
-from palais.pki.sealing import Prepared, Preparing, Request, SealingProcess, prepare_all
-from palais.pki.signing import EvidenceKey, FileKey
+from palais.pki.receipt import PreparedReceipt, ReceiptSealer, SealedReceipt
+from palais.pki.sealing import Preparing, Request, SealingProcess, prepare_all
+from palais.pki.signing import EvidenceKey
 
 
 class KeyEvidenceService:
@@ -26,8 +25,7 @@ class KeyEvidenceService:
         self._sealer = ReceiptSealer(key, domain=domain)
         self._key = key
         self.address = f"accuses@{domain}"
-        pem = key.to_pem() if isinstance(key, FileKey) else None
-        self.worker = SealingProcess(self._sealer.layout, pem) if worker else None
+        self.worker = SealingProcess(self._sealer.layout) if worker else None
 
     @property
     def issuer(self) -> str:
@@ -64,7 +62,7 @@ class KeyEvidenceService:
 class _Sealing:
     """Receipts being prepared (here, or in the worker); signed when asked for."""
 
-    def __init__(self, sealer: ReceiptSealer, prepared: Sequence[Prepared] | Preparing) -> None:
+    def __init__(self, sealer: ReceiptSealer, prepared: list[PreparedReceipt] | Preparing) -> None:
         self._sealer = sealer
         self._prepared = prepared
 
@@ -72,7 +70,7 @@ class _Sealing:
         prepared = self._prepared
         if isinstance(prepared, Preparing):
             prepared = prepared.result()
-        return [p if isinstance(p, SealedReceipt) else self._sealer.finish(p) for p in prepared]
+        return [self._sealer.finish(p) for p in prepared]
 
 
 class _Tree:

@@ -203,16 +203,10 @@ class ReceiptSealer:
 
     def finish(self, prepared: PreparedReceipt) -> SealedReceipt:
         """Sign a prepared receipt. Raises ``EvidenceUnavailable`` if the key cannot."""
-        return sign_prepared(self._signer, prepared)
-
-
-def sign_prepared(signer: CmsSigner, prepared: PreparedReceipt) -> SealedReceipt:
-    """A prepared receipt signed by ``signer``'s key: the whole mail.
-    Raises ``EvidenceUnavailable`` if the key cannot sign."""
-    der = signer.signed_data(prepared.attributes)
-    return SealedReceipt(
-        prepared.head + _base64(der) + prepared.tail, prepared.evidence, prepared.summary
-    )
+        der = self._signer.signed_data(prepared.attributes)
+        return SealedReceipt(
+            prepared.head + _base64(der) + prepared.tail, prepared.evidence, prepared.summary
+        )
 
 
 def _common_name(key: EvidenceKey) -> str | None:

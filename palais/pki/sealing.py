@@ -3,22 +3,17 @@
 Writing a receipt (its French text, MIME parts, base64, digests) costs
 several times its signature, and the writer thread that issues it shares
 the interpreter lock with every session of the gateway. A worker process
-does that part on the other core. With a key on an HSM the key never
-leaves the gateway's process, which signs what comes back
-(``ReceiptSealer.finish``). A key file's key is handed to the worker when
-it starts (through its pipe, never written anywhere), which then signs
-too: the signatures were a tenth of the writer's share of the lock, and
-the worker runs as the same user that reads the key file.
+does that part on the other core; the key never leaves the gateway's
+process, which only signs what comes back (``ReceiptSealer.finish``), so a
+key on an HSM is used the same way.
 
 The worker is a convenience, not a dependency: if it dies or stalls, the
 batch is prepared in the caller's thread (same bytes, the layout is pure)
-and a new worker is started for the next one. A signature the worker
-cannot make is made by the gateway, which says why if it cannot either.
+and a new worker is started for the next one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -26,9 +21,7 @@ import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
-from palais.pki.cms import CmsSigner
-from palais.pki.receipt import PreparedReceipt, ReceiptLayout, SealedReceipt, sign_prepared
-from palais.pki.signing import EvidenceKeyError, EvidenceUnavailable, file_key_from_pem
+from palais.pki.receipt import PreparedReceipt, ReceiptLayout
 
 log = logging.getLogger("palais.pki.sealing")
 
@@ -37,37 +30,21 @@ log = logging.getLogger("palais.pki.sealing")
 _STALL_SECONDS = 10.0
 
 Request = tuple[bytes, str]  # canonical evidence, the holder it is addressed to
-# A key file's key and certificates as PEM (``FileKey.to_pem``).
-KeyPem = tuple[bytes, bytes]
-# What the worker gives back: signed when it holds the key.
-Prepared = PreparedReceipt | SealedReceipt
 
 
 def prepare_all(layout: ReceiptLayout, requests: Sequence[Request]) -> list[PreparedReceipt]:
     return [layout.prepare(evidence, to) for evidence, to in requests]
 
 
-def _serve(layout: ReceiptLayout, conn: Connection, key: KeyPem | None = None) -> None:
-    """The worker: (ticket, requests) in, (ticket, receipts) out, until the
-    pipe closes; signed receipts if given the key, else prepared ones."""
-    signer: CmsSigner | None = None
-    if key is not None:
-        try:
-            signer = CmsSigner(file_key_from_pem(*key))
-        except EvidenceKeyError:  # pragma: no cover - the gateway loaded it
-            log.warning("receipt worker could not load the evidence key; the gateway signs")
+def _serve(layout: ReceiptLayout, conn: Connection) -> None:
+    """The worker: (ticket, requests) in, (ticket, prepared receipts) out,
+    until the pipe closes."""
     while True:
         try:
             ticket, requests = conn.recv()
         except (EOFError, OSError):
             return
-        prepared = prepare_all(layout, requests)
-        done: list[Prepared] = list(prepared)
-        if signer is not None:
-            # If it cannot (a loaded key signs), the gateway signs, or says why not.
-            with contextlib.suppress(EvidenceUnavailable):
-                done = [sign_prepared(signer, p) for p in prepared]
-        conn.send((ticket, done))
+        conn.send((ticket, prepare_all(layout, requests)))
 
 
 class Preparing:
@@ -79,10 +56,10 @@ class Preparing:
         self.ticket = ticket
         self.requests = requests
         self.done = threading.Event()
-        self.prepared: list[Prepared] | None = None
+        self.prepared: list[PreparedReceipt] | None = None
         self.conn: Connection | None = None  # the pipe it was sent on
 
-    def result(self) -> list[Prepared]:
+    def result(self) -> list[PreparedReceipt]:
         if self.done.wait(_STALL_SECONDS) and self.prepared is not None:
             return self.prepared
         return self._owner.failed(self)
@@ -98,9 +75,8 @@ class SealingProcess:
     back, so that the worker never waits on a full pipe.
     """
 
-    def __init__(self, layout: ReceiptLayout, key: KeyPem | None = None) -> None:
+    def __init__(self, layout: ReceiptLayout) -> None:
         self._layout = layout
-        self._key = key
         # spawn: the gateway has threads (writer, fsync) a fork would copy mid-flight.
         self._context = multiprocessing.get_context("spawn")
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -124,10 +100,7 @@ class SealingProcess:
             self._discard()
             ours, theirs = self._context.Pipe()
             process = self._context.Process(
-                target=_serve,
-                args=(self._layout, theirs, self._key),
-                name="palais-sealer",
-                daemon=True,
+                target=_serve, args=(self._layout, theirs), name="palais-sealer", daemon=True
             )
             process.start()
             theirs.close()
@@ -173,7 +146,7 @@ class SealingProcess:
                 preparing.done.set()
         return preparing
 
-    def failed(self, preparing: Preparing) -> list[Prepared]:
+    def failed(self, preparing: Preparing) -> list[PreparedReceipt]:
         """What the worker did not give back, prepared here; the worker is
         replaced if it stalled or died."""
         with self._lock:
@@ -185,7 +158,7 @@ class SealingProcess:
                     len(preparing.requests),
                 )
                 self._discard()
-        return list(prepare_all(self._layout, preparing.requests))
+        return prepare_all(self._layout, preparing.requests)
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None

@@ -100,19 +100,6 @@ class FileKey:
                 reason=f"evidence key file failed to sign: {type(error).__name__}",
             ) from error
 
-    def to_pem(self) -> tuple[bytes, bytes]:
-        """The key (PKCS#8) and its certificates, chain after it, as PEM: how
-        the receipt worker process gets a key file's key (``file_key_from_pem``)."""
-        key = self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        certs = b"".join(
-            c.public_bytes(serialization.Encoding.PEM) for c in (self.certificate, *self.chain)
-        )
-        return key, certs
-
 
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True if ``issuer`` is a CA certificate whose key signed ``cert``."""
@@ -146,23 +133,12 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 def load_file_key(certificate: Path, key: Path) -> FileKey:
     """The key of ``key`` with the certificate (and any chain after it) of ``certificate``."""
     try:
-        key_pem, certs_pem = key.read_bytes(), certificate.read_bytes()
-    except OSError as error:
-        raise EvidenceKeyError(f"cannot read the evidence key or certificate: {error}") from error
-    return file_key_from_pem(key_pem, certs_pem, key_name=str(key), certs_name=str(certificate))
-
-
-def file_key_from_pem(
-    key_pem: bytes, certs_pem: bytes, *, key_name: str = "key", certs_name: str = "certificate"
-) -> FileKey:
-    """A ``FileKey`` from its key and its certificates (chain after it) as PEM."""
-    try:
-        certs = x509.load_pem_x509_certificates(certs_pem)
-        private = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as error:
+        certs = load_certificates(certificate)
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
         raise EvidenceKeyError(f"cannot read the evidence key or certificate: {error}") from error
     if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise EvidenceKeyError(f"{key_name}: evidence keys are EC or RSA")
+        raise EvidenceKeyError(f"{key}: evidence keys are EC or RSA")
     if private.public_key() != certs[0].public_key():
-        raise EvidenceKeyError(f"{key_name} is not the key of the certificate in {certs_name}")
+        raise EvidenceKeyError(f"{key} is not the key of the certificate in {certificate}")
     return FileKey(private, certs[0], tuple(certs[1:]))

@@ -1,20 +1,17 @@
-"""Receipts written in the worker process: the same receipts, signed there
-with a key file and here with an HSM's, and nothing lost when the worker dies."""
+"""Receipts written in the worker process: the same receipts, signed here,
+and nothing lost when the worker dies."""
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
-from cryptography import x509
 
 from palais.mailbox.evidence import canonical_json
-from palais.pki.cms import CmsSigner
 from palais.pki.evidence_service import KeyEvidenceService
 from palais.pki.sealing import SealingProcess
-from palais.pki.signing import FileKey
 from tests.pki.test_verify import ORIGINAL, SENDER, Pki, _document, _pki, _verify
 
 
@@ -111,54 +108,3 @@ def test_after_close_receipts_are_prepared_in_process(pki: Pki) -> None:
     receipts = service.seal_many(_requests(pki, 3))
     assert all(_verify(r.data, pki).ok for r in receipts)
     assert service.worker is not None and service.worker._process is None
-
-
-class _CountingKey:
-    """A key that is not a key file (as an HSM's): it stays in the gateway,
-    which counts its signatures."""
-
-    def __init__(self, key: FileKey) -> None:
-        self._key = key
-        self.signed = 0
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return self._key.certificate
-
-    @property
-    def chain(self) -> Sequence[x509.Certificate]:
-        return self._key.chain
-
-    def sign(self, data: bytes) -> bytes:
-        self.signed += 1
-        return self._key.sign(data)
-
-
-def test_a_key_file_signs_in_the_worker_and_an_hsm_key_in_the_gateway(
-    pki: Pki, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    requests = _requests(pki, 3)
-    assert isinstance(pki.key, FileKey)
-    file_service = KeyEvidenceService(pki.key, domain="palais.test", worker=True)
-    try:
-        # The gateway's own signer must not be asked: the worker signed.
-        def refuse(*_: object) -> bytes:
-            raise AssertionError("a key file's receipts are signed in the worker")
-
-        monkeypatch.setattr(CmsSigner, "signed_data", refuse)
-        receipts = file_service.seal_many(requests)
-        monkeypatch.undo()
-        assert file_service.worker is not None and file_service.worker.fallbacks == 0
-        assert all(_verify(r.data, pki, original=ORIGINAL).ok for r in receipts)
-    finally:
-        file_service.close()
-
-    hsm_like = _CountingKey(pki.key)
-    hsm_service = KeyEvidenceService(hsm_like, domain="palais.test", worker=True)
-    try:
-        receipts = hsm_service.seal_many(requests)
-        assert hsm_service.worker is not None and hsm_service.worker.fallbacks == 0
-        assert hsm_like.signed == 3  # prepared in the worker, signed here
-        assert all(_verify(r.data, pki, original=ORIGINAL).ok for r in receipts)
-    finally:
-        hsm_service.close()
