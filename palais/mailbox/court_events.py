@@ -69,6 +69,9 @@ class HearingSlot(Document):
     formation: FreeText
     room: FreeText | None = None
     service: FreeText | None = None
+    # How many saisines may book it: each booking takes a place until the
+    # registry rejects that saisine (``palais.mailbox.hearing_slots``).
+    places: int = Field(default=1, ge=1, le=10_000)
 
 
 class HearingSlots(Document):

@@ -36,15 +36,19 @@ from palais.mailbox.court_events import (
     LawyerChanged,
     Party,
     PartyChanged,
+    PersonType,
+    Quality,
     StatusChanged,
 )
 from palais.mailbox.documents import DOSSIER_EVENT, may_carry_documents
 from palais.mailbox.errors import InvalidMessage, UnknownRecipient
+from palais.mailbox.juridictions import folded
 from palais.mailbox.model import CommittedRecord
 
 __all__ = [
     "Constituted",
     "DossierLife",
+    "DossierParty",
     "EventRefused",
     "FicheCopy",
     "LifeApplied",
@@ -56,6 +60,7 @@ __all__ = [
     "event_digest",
     "own_parts",
     "purge_due",
+    "searched_parties",
     "unknown_dossier",
 ]
 
@@ -111,6 +116,35 @@ class DossierLife(BaseModel):
         """The ids of the parties ``address`` is constituted for."""
         wanted = address.lower()
         return frozenset(c.party_id for c in self.lawyers if c.address.lower() == wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class DossierParty:
+    """A party as the dossier search finds it (by quality and name), with the
+    lawyer constituted for it."""
+
+    quality: Quality
+    person_type: PersonType
+    name: str
+    lawyer: str | None = None  # the address of the lawyer constituted for it
+
+    @property
+    def folded(self) -> str:
+        """The name as a search compares it (case, accents and punctuation aside)."""
+        return folded(self.name)
+
+
+def searched_parties(before: DossierLife, after: DossierLife) -> tuple[DossierParty, ...] | None:
+    """The parties the dossier search should find once ``after`` replaces
+    ``before``: the court's word on them (each with its first lawyer); None
+    when neither the parties nor their lawyers changed (the rows stand,
+    whatever set them: a saisine accepted, a constitution)."""
+    if after.parties == before.parties and after.lawyers == before.lawyers:
+        return None
+    return tuple(
+        DossierParty(p.quality, p.person_type, p.name, next(iter(after.lawyers_of(p.id)), None))
+        for p in after.parties
+    )
 
 
 def blank_life(number: str) -> DossierLife:

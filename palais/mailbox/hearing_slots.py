@@ -6,6 +6,12 @@ replacing the previous one. ``SlotsPublished`` is the record a filing plan
 carries so that storage keeps the list in the filing's transaction (an
 older list arriving late replaces nothing); ``opened_slot`` is the question
 a saisine's date booking asks of them.
+
+A saisine sent with a date booking takes one of its slot's places
+(``SlotBooked``, kept with the saisine): ``take_place`` decides, on the list
+and the bookings read in the saisine's transaction, whether a place is
+left. The registry's rejection of that saisine gives its place back
+(``DecisionPlan.frees_booking``); an accepted saisine keeps it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from palais.mailbox.dossier_life import own_parts
 from palais.mailbox.errors import InvalidMessage
 from palais.mailbox.model import CommittedRecord
 
-__all__ = ["SlotsPublished", "carried_slots", "opened_slot"]
+__all__ = [
+    "SlotBooked",
+    "SlotsPublished",
+    "booked_slot",
+    "carried_slots",
+    "opened_slot",
+    "take_place",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +44,50 @@ class SlotsPublished(CommittedRecord):
     """A juridiction's opened slots, to keep with the message publishing them."""
 
     document: HearingSlots
+
+
+@dataclass(frozen=True, slots=True)
+class SlotBooked(CommittedRecord):
+    """A saisine's date booking, kept with the saisine: a place of the slot taken."""
+
+    juridiction_code: str
+    slot_id: str
+
+
+def booked_slot(saisine: Mapping[str, object]) -> SlotBooked | None:
+    """The booking a (valid) saisine document asks for, if any."""
+    booking, juridiction = saisine.get("date_booking"), saisine.get("juridiction")
+    if not isinstance(booking, Mapping) or not isinstance(juridiction, Mapping):
+        return None
+    slot_id, code = booking.get("slot_id"), juridiction.get("code")
+    if not isinstance(slot_id, str) or not isinstance(code, str):
+        return None
+    return SlotBooked(code, slot_id)
+
+
+def take_place(
+    opened: Sequence[HearingSlot], booking: SlotBooked, taken: int, now: datetime
+) -> HearingSlot:
+    """The slot a saisine books, given its juridiction's list as stored and
+    the places ``taken`` by other saisines, both read in the saisine's
+    transaction; refused when the slot is not (or no longer) open, or full."""
+    slot = opened_slot(
+        {booking.juridiction_code: opened}, booking.juridiction_code, booking.slot_id
+    )
+    if slot is None or slot.starts_at <= now:
+        raise InvalidMessage(
+            "date_booking.slot_id: ce créneau n'est pas ouvert par la juridiction",
+            reason=f"slot {booking.slot_id[:100]} of {booking.juridiction_code} not open",
+        )
+    if taken >= slot.places:
+        raise InvalidMessage(
+            "date_booking.slot_id: ce créneau est complet, choisissez-en un autre",
+            reason=(
+                f"slot {booking.slot_id[:100]} of {booking.juridiction_code}:"
+                f" {taken} of {slot.places} places taken"
+            ),
+        )
+    return slot
 
 
 def opened_slot(

@@ -15,25 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from palais.mailbox.boxes import DOSSIER_NUMBER
-from palais.mailbox.court_events import DossierStatus, PersonType, Quality
-from palais.mailbox.dossier_life import DossierLife
+from palais.mailbox.court_events import DossierStatus
+from palais.mailbox.dossier_life import DossierLife, DossierParty
 from palais.mailbox.errors import CannotDoThat
-from palais.mailbox.juridictions import Juridiction, Service, folded
+from palais.mailbox.juridictions import Juridiction, Service
 
 __all__ = ["DossierParty", "NewDossier", "dossier_address", "plan_new_dossier"]
-
-
-@dataclass(frozen=True, slots=True)
-class DossierParty:
-    quality: Quality
-    person_type: PersonType
-    name: str
-    lawyer: str | None = None  # the address of the lawyer constituted for it
-
-    @property
-    def folded(self) -> str:
-        """The name as a search compares it (case, accents and punctuation aside)."""
-        return folded(self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ plan storage carries out in one transaction:
 
 - saisine rejected: it moves from Saisines/Envoyées to Saisines/Rejetées,
   where the court's decision (the reason in its text and its document)
-  is filed beside it; the lawyer gets the rejet-greffe receipt;
+  is filed beside it; the lawyer gets the rejet-greffe receipt; the
+  hearing slot it booked, if any, has its place back;
 - saisine accepted: the dossier is created (``plan_new_dossier``: its
   number, status provisoire, the lawyer constituted for the demandeurs),
   the saisine becomes the first message of the dossier's Envoyés, the
@@ -86,6 +87,9 @@ class DecisionPlan:
     represents: tuple[tuple[Quality, str], ...]  # (quality, name) of the parties, when joining
     filing: FilingPlan  # the court's decision mail
     receipt: ReceiptDecision | None  # the lawyer's receipt (none for a constitution)
+    # A saisine rejected: its date booking's place is given back
+    # (``palais.mailbox.hearing_slots``); accepted, it keeps it.
+    frees_booking: bool = False
 
 
 def plan_decision(
@@ -139,6 +143,7 @@ def _on_saisine(
             represents=(),
             filing=FilingPlan(None, (court_copy, Destination(act.lawyer, BoxKind.SAISINE_REJETEE))),
             receipt=receipt,
+            frees_booking=True,
         )
     number = decision.dossier
     assert number is not None  # check_registry_decision: mandatory unless rejected

@@ -7,7 +7,8 @@ What is written to them is a court act, not a dossier's message:
 - a lawyer's saisine (its document for that juridiction, alone to that
   address) is filed in their Saisines/Envoyées with a deposit receipt, and
   in the court system's INBOX, where it fetches it; the saved drafts of it
-  (Saisines/Enregistrées, same Message-ID) leave;
+  (Saisines/Enregistrées, same Message-ID) leave; its date booking takes a
+  place of the slot, refused if none is left;
 - a lawyer's constitution likewise, in their Envoyés, without a receipt;
 - the court system of that juridiction answers on the same addresses: a
   registry decision (``palais.mailbox.registry`` plans what it moves), or
@@ -35,10 +36,11 @@ from palais.mailbox.drafts import SupersededDrafts
 from palais.mailbox.errors import InvalidMessage, NotAllowed
 from palais.mailbox.evidence import deposit_and_delivery
 from palais.mailbox.filing import Destination, Filer, FilingPlan
+from palais.mailbox.hearing_slots import SlotBooked, booked_slot
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.juridictions import Juridiction, JuridictionDirectory
 from palais.mailbox.message import MessageSummary
-from palais.mailbox.model import BoxKind
+from palais.mailbox.model import BoxKind, CommittedRecord
 from palais.mailbox.registry import DecisionPlan, SentAct, plan_decision
 from palais.mailbox.relay import divert_to_relay
 from palais.mailbox.routing import Addressee, AddresseeKind
@@ -192,7 +194,8 @@ class CourtActs:
                 f"juridiction: la {what} vise {named}, l'adresse est celle de {juridiction.code}",
                 reason=f"{what} for {named} sent to {addressee.address}",
             )
-        plan = self.plan_filing(who, addressee, summary, datetime.now(UTC))
+        booking = booked_slot(json.loads(mine[0])) if wanted == SAISINE else None
+        plan = self.plan_filing(who, addressee, summary, datetime.now(UTC), booking)
         if relayed:
             plan = divert_to_relay(plan, relayed, who.address)
         filed = await self._filer.file(
@@ -201,10 +204,15 @@ class CourtActs:
         return Decided(f"M{filed.message_id}", filed.message_id, filed.sha256, plan, filed.resent)
 
     def plan_filing(
-        self, who: Identity, addressee: Addressee, summary: MessageSummary, now: datetime
+        self,
+        who: Identity,
+        addressee: Addressee,
+        summary: MessageSummary,
+        now: datetime,
+        booking: SlotBooked | None = None,
     ) -> FilingPlan:
         """A lawyer's saisine or constitution: their copy, the court system's, and for
-        a saisine its deposit receipt."""
+        a saisine its deposit receipt and the place its date booking takes."""
         saisine = addressee.kind is AddresseeKind.SAISINE
         kept = BoxKind.SAISINE_ENVOYEE if saisine else BoxKind.ENVOYES
         drafts = BoxKind.SAISINE_ENREGISTREE if saisine else BoxKind.BROUILLONS
@@ -220,10 +228,14 @@ class CourtActs:
                 else None
             ),
         )
+        records: list[CommittedRecord] = []
+        if saisine and booking is not None:
+            # First: a slot found full refuses the saisine before its receipt is sealed.
+            records.append(booking)
         if saisine and self._receipts:
             written = [(addressee.address, addressee.mailbox_owner)]
-            plan = replace(plan, records=(deposit_and_delivery(who, written, None, now),))
-        return plan
+            records.append(deposit_and_delivery(who, written, None, now))
+        return replace(plan, records=tuple(records)) if records else plan
 
     async def _from_court(
         self,

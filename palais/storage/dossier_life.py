@@ -43,18 +43,20 @@ from palais.mailbox.dossier_life import (
     blank_life,
     carried_events,
     purge_due,
+    searched_parties,
     unknown_dossier,
 )
 from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.fiche import FicheFacts, FicheReader, plan_fiches
 from palais.mailbox.filing import FilingPlan
-from palais.mailbox.hearing_slots import SlotsPublished, carried_slots
+from palais.mailbox.hearing_slots import SlotBooked, SlotsPublished, carried_slots
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import MessageSummary, summarize
 from palais.mailbox.model import BoxKind, CommittedRecord, EventKind, MailboxEvent, Placement
 from palais.periodic import Periodic
 from palais.storage import schema
-from palais.storage.hearing_slots import write_slots_published
+from palais.storage.dossiers import replace_parties
+from palais.storage.hearing_slots import write_slot_booked, write_slots_published
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import FiledMessage, insert_message
 from palais.storage.placement import drop_placement
@@ -169,6 +171,10 @@ def write_life_applied(conn: Connection, ctx: WriteContext, record: LifeApplied)
         conn.execute(update(LI).where(LI.c.dossier_id == found.dossier_id).values(**values))
     else:
         conn.execute(insert(LI).values(dossier_id=found.dossier_id, **values))
+    # The dossier search finds the parties the court's events left.
+    parties = searched_parties(found.life, life)
+    if parties is not None:
+        replace_parties(conn, found.dossier_id, parties)
     for change, digest in record.changes:
         conn.execute(
             insert(EV).values(
@@ -283,6 +289,7 @@ class DossierLives:
         self._clock = clock
         mail.add_record_writer(LifeApplied, write_life_applied)
         mail.add_record_writer(SlotsPublished, write_slots_published)
+        mail.add_record_writer(SlotBooked, write_slot_booked)
 
     async def file(
         self,

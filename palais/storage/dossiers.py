@@ -1,4 +1,5 @@
-"""Carrying out a new dossier (``palais.mailbox.new_dossier``) and a lawyer joining one.
+"""Carrying out a new dossier (``palais.mailbox.new_dossier``), a lawyer joining one,
+and its parties as the court system's events leave them.
 
 Both run inside the caller's writer transaction and decide nothing: the
 plan says what to write; what is missing here (an account it names) fails
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from palais.mailbox.court_events import Quality
-from palais.mailbox.dossier_life import DossierLife
+from palais.mailbox.dossier_life import DossierLife, DossierParty
 from palais.mailbox.dossiers import plan_dossier_opening
 from palais.mailbox.errors import CannotDoThat
 from palais.mailbox.juridictions import folded
@@ -21,7 +22,7 @@ from palais.mailbox.registry import life_with_lawyer
 from palais.storage import schema
 from palais.storage.directory import Directory
 
-__all__ = ["create_dossier", "join_dossier"]
+__all__ = ["create_dossier", "join_dossier", "replace_parties"]
 
 AC = schema.table(schema.Account)
 SV = schema.table(schema.Service)
@@ -79,6 +80,19 @@ def create_dossier(conn: Connection, new: NewDossier) -> int:
                 terminated_at=None,
             )
         )
+    _insert_parties(conn, dossier_id, new.parties)
+    return dossier_id
+
+
+def replace_parties(conn: Connection, dossier_id: int, parties: Sequence[DossierParty]) -> None:
+    """The dossier's parties as its search finds them, in place of the earlier ones."""
+    conn.execute(delete(DP).where(DP.c.dossier_id == dossier_id))
+    _insert_parties(conn, dossier_id, parties)
+
+
+def _insert_parties(conn: Connection, dossier_id: int, parties: Sequence[DossierParty]) -> None:
+    if not parties:
+        return
     conn.execute(
         insert(DP),
         [
@@ -90,10 +104,9 @@ def create_dossier(conn: Connection, new: NewDossier) -> int:
                 "folded": p.folded,
                 "lawyer": p.lawyer,
             }
-            for p in new.parties
+            for p in parties
         ],
     )
-    return dossier_id
 
 
 def join_dossier(

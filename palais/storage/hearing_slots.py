@@ -5,6 +5,11 @@ JSON), written by the ``SlotsPublished`` record in the transaction of the
 message that published it; the gateway loads them at start into its
 ``OpenedSlots`` (what the saisine check reads), and ``HearingSlotsStore``
 answers whether a booked slot is open, for code that needs the stored truth.
+
+A saisine's ``SlotBooked`` record reads that list and the slot's bookings
+in the saisine's transaction, lets the domain decide (``take_place``), and
+keeps the booking; on PostgreSQL the juridiction's list row is locked
+first, so that two nodes never both take a slot's last place.
 """
 
 from __future__ import annotations
@@ -12,17 +17,25 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from palais.mailbox.court_events import HearingSlot, HearingSlots
-from palais.mailbox.hearing_slots import SlotsPublished, opened_slot
+from palais.mailbox.hearing_slots import SlotBooked, SlotsPublished, opened_slot, take_place
 from palais.storage import schema
 from palais.storage.sql import utc
 from palais.storage.writer import WriteContext
 
-__all__ = ["HearingSlotsStore", "load_stored_slots", "stored_slots", "write_slots_published"]
+__all__ = [
+    "HearingSlotsStore",
+    "free_booking",
+    "load_stored_slots",
+    "stored_slots",
+    "write_slot_booked",
+    "write_slots_published",
+]
 
 HS = schema.table(schema.OpenedHearingSlots)
+HB = schema.table(schema.HearingBooking)
 
 
 def write_slots_published(conn: Connection, _ctx: WriteContext, record: SlotsPublished) -> None:
@@ -38,6 +51,37 @@ def write_slots_published(conn: Connection, _ctx: WriteContext, record: SlotsPub
         conn.execute(
             update(HS).where(HS.c.juridiction_code == doc.juridiction_code).values(**values)
         )
+
+
+def write_slot_booked(conn: Connection, ctx: WriteContext, record: SlotBooked) -> None:
+    """Take a place of the booked slot for the saisine just filed, or refuse it."""
+    assert ctx.filed is not None, "a booking comes with the saisine's filing"
+    saisine = int(ctx.filed[0])
+    listed = select(HS.c.document).where(HS.c.juridiction_code == record.juridiction_code)
+    if conn.dialect.name == "postgresql":
+        listed = listed.with_for_update()
+    text = conn.execute(listed).scalar()
+    opened = () if text is None else tuple(HearingSlots.model_validate_json(text).slots)
+    taken = conn.execute(
+        select(func.count())
+        .select_from(HB)
+        .where(HB.c.juridiction_code == record.juridiction_code, HB.c.slot_id == record.slot_id)
+    ).scalar_one()
+    now = datetime.now(UTC)
+    take_place(opened, record, int(taken), now)
+    conn.execute(
+        insert(HB).values(
+            message_id=saisine,
+            juridiction_code=record.juridiction_code,
+            slot_id=record.slot_id,
+            booked_at=now,
+        )
+    )
+
+
+def free_booking(conn: Connection, saisine: int) -> None:
+    """The place a rejected saisine's booking took, given back (none: nothing)."""
+    conn.execute(delete(HB).where(HB.c.message_id == saisine))
 
 
 def stored_slots(conn: Connection) -> list[HearingSlots]:

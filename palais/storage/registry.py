@@ -26,6 +26,7 @@ from palais.mailbox.model import BoxKind, Placement
 from palais.mailbox.registry import DecisionPlan, SentAct
 from palais.storage.dossiers import create_dossier, join_dossier
 from palais.storage.evidence import ReceiptWriter, deposits, later_receipt
+from palais.storage.hearing_slots import free_booking
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import insert_message
 from palais.storage.placement import drop_placement, place_all
@@ -203,6 +204,8 @@ def _carry_out(
     )
     holders = [(d.owner, d.kind, d.flags) for d in plan.filing.destinations]
     place_all(conn, ctx, mid, plan.filing.dossier, holders)
+    if plan.frees_booking:
+        free_booking(conn, plan.act)
     if plan.receipt is not None:
         issue_receipt(
             conn, ctx, receipts, court, plan.act, plan.receipt.accepted, plan.receipt.reason, now

@@ -520,6 +520,20 @@ class OpenedHearingSlots(Base):
     document: Mapped[str] = mapped_column(Text)
 
 
+class HearingBooking(Base):
+    """A place of a hearing slot taken by a saisine's date booking (migration
+    0017), written with the saisine, removed when the registry rejects it.
+    ``message_id`` names the saisine's row without a foreign key: the
+    booking stands until the registry decides, whoever deletes their copy."""
+
+    __tablename__ = "hearing_booking"
+    message_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    juridiction_code: Mapped[str] = mapped_column(String(100))
+    slot_id: Mapped[str] = mapped_column(String(200))
+    booked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_hearing_booking_slot", "juridiction_code", "slot_id"),)
+
+
 class BlobOrphan(Base):
     """A large object no ``blob`` row named when a sweep saw it (migration
     0015; PostgreSQL only, ``palais.storage.blob_sweep``): unlinked by a later

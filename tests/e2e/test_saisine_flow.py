@@ -2,9 +2,11 @@
 
 The court system (its certificate) opens hearing slots; avocat1 saves a
 saisine with a date booking in Saisines/Enregistrées, then sends it to the
-juridiction's saisine address (smtplib, card certificate); the court system
+juridiction's saisine address (smtplib, card certificate), which takes the
+slot's one place (avocat3 booking it next is refused); the court system
 fetches it over IMAP and rejects it; avocat1 finds it in Saisines/Rejetées
-with the reason, corrects it and sends it again; the court accepts: the
+with the reason, corrects it and sends it again, booking the place the
+rejection gave back; the court accepts: the
 dossier appears in avocat1's LIST and wakes an IDLE session, the acceptance
 receipt verifies with `palais verify-receipt`. avocat3 finds the dossier
 with curl on the HTTPS API, sends a constitution, and once the court
@@ -148,6 +150,10 @@ def _subject(data: bytes) -> str:
     return str(email.message_from_bytes(data, policy=email.policy.default)["Subject"])
 
 
+def _text(error: bytes | str) -> str:
+    return error.decode() if isinstance(error, bytes) else error
+
+
 def _with_id(messages: list[bytes], message_id: str) -> list[bytes]:
     return [m for m in messages if message_id.encode() in m.split(b"\r\n\r\n", 1)[0]]
 
@@ -175,6 +181,28 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
     deposit = [r for r in _fetch(lawyer, ACCUSES) if first["Message-ID"].encode() in r]
     assert deposit, "the saisine's deposit receipt"
 
+    # The slot's one place is taken: avocat3's saisine booking it is refused
+    # whole (550 5.6.0 naming the field), filed nowhere.
+    j3 = _message(inst.address("avocat3"), j["saisine_address"], "Saisine", "Ci-joint.")
+    _attach_json(j3, SAISINE, samples.saisine(booking=True), "saisine.json")
+    j3.add_attachment(
+        samples.PDF, maintype="application", subtype="pdf", filename="projet-assignation.pdf"
+    )
+    with (
+        smtplib.SMTP_SSL(
+            "localhost", inst.port("smtps"), context=inst.client_context("avocat3"), timeout=10
+        ) as smtp,
+        pytest.raises(smtplib.SMTPDataError) as full,
+    ):
+        smtp.send_message(_fixed(j3))
+    assert full.value.smtp_code == 550
+    assert _text(full.value.smtp_error) == (
+        "5.6.0 date_booking.slot_id: ce créneau est complet, choisissez-en un autre"
+    )
+    third = inst.imap("avocat3")
+    assert not _with_id(_fetch(third, ENVOYEES), j3["Message-ID"])
+    third.logout()
+
     # The court system fetches it from its INBOX over IMAP, and rejects it.
     court = inst.imap("court1")
     received = _with_id(_fetch(court, "INBOX"), first["Message-ID"])
@@ -195,7 +223,8 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
     assert not _with_id(_fetch(lawyer, ENVOYEES), first["Message-ID"])
     assert any("Rejet par le greffe" in _subject(r) for r in _fetch(lawyer, ACCUSES))
 
-    # Corrected and sent again (a new message); an IDLE session waits meanwhile.
+    # Corrected and sent again (a new message), booking the place the
+    # rejection gave back; an IDLE session waits meanwhile.
     second = _saisine(inst, samples.saisine(booking=True))
     _lawyer_sends(inst, "avocat1", second)
     idle = inst.imap("avocat1")

@@ -25,9 +25,9 @@ from palais.mailbox.dossier_life import (
     purge_due,
     unknown_dossier,
 )
-from palais.mailbox.errors import ErrorKind
+from palais.mailbox.errors import ErrorKind, InvalidMessage
 from palais.mailbox.fiche import FicheFacts, FicheReader, fiche_mail
-from palais.mailbox.hearing_slots import opened_slot
+from palais.mailbox.hearing_slots import SlotBooked, booked_slot, opened_slot, take_place
 from tests.mailbox import court_samples as samples
 
 NUMBER = "2025-0000138"
@@ -381,3 +381,28 @@ def test_a_booking_takes_only_a_slot_its_juridiction_opened_and_not_begun() -> N
     assert opened_slot(opened, samples.JURIDICTION, "CPH-BX-2099") is None
     assert opened_slot(opened, "TJ-LYON", samples.SLOT) is None
     assert opened_slot(opened, samples.JURIDICTION, samples.SLOT, found.starts_at) is None
+
+
+def test_a_booking_takes_a_place_while_one_is_left() -> None:
+    doc = samples.hearing_slots()
+    doc["slots"][0]["places"] = 2
+    slots = HearingSlots.model_validate(doc).slots
+    booking = booked_slot(samples.saisine(booking=True))
+    assert booking == SlotBooked(samples.JURIDICTION, samples.SLOT)
+    before = slots[0].starts_at - timedelta(days=1)
+    assert take_place(slots, booking, 0, before).id == samples.SLOT
+    assert take_place(slots, booking, 1, before).id == samples.SLOT
+    with pytest.raises(InvalidMessage) as full:
+        take_place(slots, booking, 2, before)
+    assert full.value.text.startswith("date_booking.slot_id: ce créneau est complet")
+    assert full.value.kind is ErrorKind.INVALID_MESSAGE
+    for gone, when in (
+        (booking, slots[0].starts_at),
+        (SlotBooked(samples.JURIDICTION, "X"), before),
+    ):
+        with pytest.raises(InvalidMessage) as closed:  # begun, or not in the list
+            take_place(slots, gone, 0, when)
+        assert "n'est pas ouvert" in closed.value.text
+    # One place unless the court says otherwise; a saisine without booking books nothing.
+    assert HearingSlots.model_validate(samples.hearing_slots()).slots[0].places == 1
+    assert booked_slot(samples.saisine()) is None

@@ -17,8 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Connection, func, select
 
+from palais.juridictions_file import SAMPLE, load_directory
 from palais.mailbox.boxes import BoxKind
 from palais.mailbox.dossier_life import EventRefused, LifeApplied
+from palais.mailbox.dossier_search import DossierCard, dossier_query
 from palais.mailbox.errors import UnknownRecipient
 from palais.mailbox.identity import Identity, Role
 from palais.mailbox.message import summarize
@@ -26,6 +28,7 @@ from palais.mailbox.model import EventKind, MailboxEvent
 from palais.mailbox.routing import Destination, FilingPlan
 from palais.storage import Storage, open_storage, schema
 from palais.storage.dossier_life import DossierLives, PurgeRunner, StaleLife, read_life
+from palais.storage.dossier_search import DossierSearch
 from palais.storage.hearing_slots import HearingSlotsStore, stored_slots
 from palais.storage.messages import insert_message
 from palais.storage.placement import place_all
@@ -382,3 +385,41 @@ def test_two_nodes_applying_events_at_once_lose_none(postgres_url: str, tmp_path
             assert _count(first, schema.DossierFiche) == 3
         finally:
             second.close()
+
+
+def test_the_dossier_search_finds_the_parties_the_court_s_events_leave(storage: Storage) -> None:
+    lives = _lives(storage)
+    search = DossierSearch(storage.reader)
+    directory = load_directory(SAMPLE)
+
+    def card() -> DossierCard:
+        (found,) = asyncio.run(search.search(dossier_query({"numero": NUMBER}, directory)))
+        return found
+
+    def lawyers() -> list[str | None]:
+        dp = schema.table(schema.DossierParty)
+        with storage.reader.connect() as conn:
+            return list(conn.execute(select(dp.c.lawyer).order_by(dp.c.id)).scalars())
+
+    company = {"id": "P1", "quality": "demandeur", "person_type": "morale"}
+    _push(storage, lives, 1, {"kind": "party_changed", "party": {**company, "name": "Vins SAS"}})
+    assert card().demandeur == ("Vins SAS",)
+    renamed = {**company, "name": "Grands Crus SAS"}
+    _push(storage, lives, 2, {"kind": "party_changed", "party": renamed})
+    person = {"id": "P2", "quality": "defendeur", "person_type": "physique", "name": "Léger Amélie"}
+    _push(storage, lives, 3, {"kind": "party_changed", "party": person})
+    assert (card().demandeur, card().defendeur) == (("Grands Crus SAS",), ("Léger Amélie",))
+    by_old_name = {"type": "CPH", "juridiction": "CPH-BORDEAUX", "demandeur": "Vins"}
+    assert asyncio.run(search.search(dossier_query(by_old_name, directory))) == []
+    constituted = {
+        "kind": "lawyer_changed",
+        "party_id": "P2",
+        "change": "constituted",
+        "lawyer_address": OTHER.address,
+    }
+    _push(storage, lives, 4, constituted)
+    assert lawyers() == [None, OTHER.address]
+    # An event that changes no party leaves the rows as they stand.
+    _push(storage, lives, 5, {"kind": "hearing_added", "hearing": _hearing()})
+    assert lawyers() == [None, OTHER.address]
+    assert card().defendeur == ("Léger Amélie",)
