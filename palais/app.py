@@ -38,9 +38,10 @@ from palais.juridictions_file import directory_file, load_directory
 from palais.mailbox.alerts import DossierEventAlert
 from palais.mailbox.delegated_access import DelegatedAccess
 from palais.mailbox.delegation import ActedFor
-from palais.mailbox.documents import OpenedSlots, refuse_invalid
+from palais.mailbox.documents import refuse_invalid
 from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
+from palais.mailbox.hearing_slots import booked_juridictions
 from palais.mailbox.identity import CertificateIdentity, Identity
 from palais.mailbox.message_decisions import MessageDecided, MessageDecisions
 from palais.mailbox.new_dossier import dossier_address
@@ -60,7 +61,7 @@ from palais.storage.directory import Directory
 from palais.storage.dossier_life import DossierLives, PurgeRunner
 from palais.storage.dossier_search import DossierSearch
 from palais.storage.engine import is_sqlite
-from palais.storage.hearing_slots import load_stored_slots
+from palais.storage.hearing_slots import HearingSlotsStore
 from palais.storage.indexing import IndexerProcess
 from palais.storage.registry import RegistryStore
 from palais.trust_live import LiveTrust
@@ -146,7 +147,6 @@ class Gateway:
     # Dossier events applied and Fiches kept (refresh_fiche for other flows).
     lives: DossierLives | None = None
     purges: PurgeRunner | None = None
-    slots: OpenedSlots | None = None
     indexer: IndexerProcess | None = None
     alerts: Alerts | None = None
     relay: RelayWorker | None = None
@@ -212,12 +212,6 @@ class Gateway:
         )
         # Reference data read once (DirectoryFileError, an OSError, stops the start).
         juridictions = load_directory(directory_file(s.root))
-        # The hearing slots court systems opened: none until one publishes.
-        self.slots = slots = OpenedSlots()
-        # Those kept by earlier runs (palais.storage.hearing_slots: court
-        # messages filed through DossierLives keep what they publish).
-        for published in await asyncio.to_thread(load_stored_slots, storage.reader):
-            slots.publish(published)
         # Saisines and constitutions to the juridictions' addresses, and their decisions.
         registry = RegistryStore(storage.reader, storage.commits, storage.mail)
         # A decision on a lawyer's message: its receipt filed with the decision mail.
@@ -227,7 +221,6 @@ class Gateway:
             lives,  # storage.mail, keeping the hearing slots a court system publishes
             registry,
             mail_domain=s.instance.mail_domain,
-            publish_slots=slots.publish,
             dossier_changed=_refreshing(lives, storage.directory, s.instance.mail_domain),
         )
         desk = SubmissionDesk(
@@ -262,8 +255,15 @@ class Gateway:
         )
         smtp_log = logging.getLogger("palais.smtp")
 
-        def documents(who: Identity, data: bytes) -> None:
-            refuse_invalid(data, slots.by_juridiction, who.role)
+        stored_slots = HearingSlotsStore(storage.reader)
+
+        async def documents(who: Identity, data: bytes) -> None:
+            # A booked slot is checked against the lists as stored, whichever
+            # node filed the court's last one (the saisine's transaction
+            # checks it again, with the places left: take_place).
+            booked = booked_juridictions(data)
+            slots = {code: await stored_slots.opened(code) for code in booked}
+            refuse_invalid(data, slots, who.role)
 
         def smtp(listener: Listener, door: Gate, implicit: bool) -> Callable[[], PalaisSMTP]:
             return make_smtp_factory(

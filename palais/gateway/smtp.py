@@ -599,7 +599,7 @@ class SubmissionHandler:
         self.desk = desk
         # Structured documents (saisine...) checked before anything else at DATA
         # (palais.mailbox.documents.refuse_invalid), by who sends: raises the refusal.
-        self.documents: Callable[[Identity, bytes], None] | None = None
+        self.documents: Callable[[Identity, bytes], Awaitable[None]] | None = None
         # The court listener's DKIM check (palais.pki.court_dkim): the bytes
         # to store (with their Authentication-Results), or the refusal.
         self.arrival_check: Callable[[Identity, bytes], bytes] | None = None
@@ -706,7 +706,7 @@ class SubmissionHandler:
         context = f"DATA identity={who.address} fingerprint={who.fingerprint} size={len(data)}"
         if self.documents is not None:
             try:
-                self.documents(who, data)
+                await self.documents(who, data)
             except PalaisError as error:
                 self.count("refused")
                 log.info("message %s decision=refused", context)
@@ -773,7 +773,7 @@ def make_smtp_factory(
     max_size: int,
     max_recipients: int,
     timeout: float,
-    documents: Callable[[Identity, bytes], None] | None = None,
+    documents: Callable[[Identity, bytes], Awaitable[None]] | None = None,
     arrival_check: Callable[[Identity, bytes], bytes] | None = None,
     starttls_context: ssl.SSLContext | None,
     metrics: GatewayMetrics | None = None,

@@ -233,12 +233,14 @@ class _Found:
 
 
 def message_errors(
-    data: bytes, slots: Mapping[str, Sequence[HearingSlot]], sender: Role | None = None
+    data: bytes, slots: Mapping[str, Sequence[HearingSlot]] | None, sender: Role | None = None
 ) -> list[str]:
     """Every error of every structured document the message carries, one
     line each naming its field; [] when there is none, or all are valid.
 
-    ``slots``: the hearing slots each juridiction opened (by code);
+    ``slots``: the hearing slots each juridiction opened (by code), or None
+    when a booked slot is checked elsewhere (the gateway: against the stored
+    lists, in the saisine's transaction);
     ``sender``: the role of who sends it, if a document kind is not theirs
     to send (``NotAllowed`` raised).
     """
@@ -295,7 +297,7 @@ _SENDER_NAMES = {
 
 
 def refuse_invalid(
-    data: bytes, slots: Mapping[str, Sequence[HearingSlot]], sender: Role | None = None
+    data: bytes, slots: Mapping[str, Sequence[HearingSlot]] | None, sender: Role | None = None
 ) -> None:
     """Raise ``InvalidMessage`` listing every field error, if any (``NotAllowed``
     if the sender may not send a document of its kind)."""
@@ -332,18 +334,3 @@ def _payload(part: Message) -> bytes:
 def _filename(part: Message) -> str | None:
     name = part.get_filename()
     return None if name is None else (decode_header_value(str(name)) or None)
-
-
-class OpenedSlots:
-    """The hearing slots each juridiction opened, as its court system last
-    published them (a ``HearingSlots`` document replaces the previous list)."""
-
-    def __init__(self) -> None:
-        self._by_code: dict[str, tuple[HearingSlot, ...]] = {}
-
-    def publish(self, document: HearingSlots) -> None:
-        self._by_code[document.juridiction_code] = tuple(document.slots)
-
-    @property
-    def by_juridiction(self) -> Mapping[str, Sequence[HearingSlot]]:
-        return self._by_code

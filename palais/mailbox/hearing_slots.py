@@ -16,6 +16,7 @@ left. The registry's rejection of that saisine gives its place back
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,12 @@ from email import message_from_bytes, policy
 from pydantic import ValidationError
 
 from palais.mailbox.court_events import HearingSlot, HearingSlots
-from palais.mailbox.documents import HEARING_SLOTS, may_carry_documents
+from palais.mailbox.documents import (
+    HEARING_SLOTS,
+    SAISINE,
+    carried_documents,
+    may_carry_documents,
+)
 from palais.mailbox.dossier_life import own_parts
 from palais.mailbox.errors import InvalidMessage
 from palais.mailbox.model import CommittedRecord
@@ -32,6 +38,7 @@ from palais.mailbox.model import CommittedRecord
 __all__ = [
     "SlotBooked",
     "SlotsPublished",
+    "booked_juridictions",
     "booked_slot",
     "carried_slots",
     "opened_slot",
@@ -63,6 +70,23 @@ def booked_slot(saisine: Mapping[str, object]) -> SlotBooked | None:
     if not isinstance(slot_id, str) or not isinstance(code, str):
         return None
     return SlotBooked(code, slot_id)
+
+
+def booked_juridictions(data: bytes) -> frozenset[str]:
+    """The juridictions whose slots the saisines a message carries book
+    (none for most messages, at the cost of a look at their part headers)."""
+    out: set[str] = set()
+    for kind, payload in carried_documents(data):
+        if kind != SAISINE:
+            continue
+        try:
+            document = json.loads(payload)
+        except ValueError:  # the documents' check says what is wrong with it
+            continue
+        booking = booked_slot(document) if isinstance(document, Mapping) else None
+        if booking is not None:
+            out.add(booking.juridiction_code)
+    return frozenset(out)
 
 
 def take_place(

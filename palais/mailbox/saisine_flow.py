@@ -147,7 +147,6 @@ class CourtActs:
         acts: SentActs,
         *,
         mail_domain: str,
-        publish_slots: Callable[[HearingSlots], None],
         receipts: bool = True,
         dossier_changed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
@@ -157,7 +156,6 @@ class CourtActs:
         self._filer = filer
         self._acts = acts
         self._domain = mail_domain
-        self._publish = publish_slots
         self._receipts = receipts
         self._changed = dossier_changed
 
@@ -261,8 +259,9 @@ class CourtActs:
                     f"juridiction_code: {juridiction.code} publie ses propres créneaux",
                     reason=f"{court.address} published slots of {slots.juridiction_code}",
                 )
+            # The filer keeps the list with the message (``SlotsPublished``):
+            # bookings on every node read it there.
             filed = await self._filer.file(court, data, summary, own)
-            self._publish(slots)
             return Decided(f"M{filed.message_id}", filed.message_id, filed.sha256, own)
         decision = RegistryDecision.model_validate_json(payload)
         if decision.about == "message":

@@ -2,9 +2,8 @@
 
 One row per juridiction holds its last published list (the document as
 JSON), written by the ``SlotsPublished`` record in the transaction of the
-message that published it; the gateway loads them at start into its
-``OpenedSlots`` (what the saisine check reads), and ``HearingSlotsStore``
-answers whether a booked slot is open, for code that needs the stored truth.
+message that published it, whichever node filed it; ``HearingSlotsStore``
+answers whether a booked slot is open.
 
 A saisine's ``SlotBooked`` record reads that list and the slot's bookings
 in the saisine's transaction, lets the domain decide (``take_place``), and
@@ -28,7 +27,6 @@ from palais.storage.writer import WriteContext
 __all__ = [
     "HearingSlotsStore",
     "free_booking",
-    "load_stored_slots",
     "stored_slots",
     "write_slot_booked",
     "write_slots_published",
@@ -90,12 +88,6 @@ def stored_slots(conn: Connection) -> list[HearingSlots]:
         HearingSlots.model_validate_json(text)
         for text in conn.execute(select(HS.c.document).order_by(HS.c.juridiction_code)).scalars()
     ]
-
-
-def load_stored_slots(reader: Engine) -> list[HearingSlots]:
-    """``stored_slots`` on a connection of its own (the gateway's start)."""
-    with reader.connect() as conn:
-        return stored_slots(conn)
 
 
 class HearingSlotsStore:

@@ -14,7 +14,7 @@ import pytest
 from icalendar import Calendar
 
 from palais.mailbox.court_events import DossierEvent, DossierStatus, HearingSlots
-from palais.mailbox.documents import DOSSIER_EVENT
+from palais.mailbox.documents import DOSSIER_EVENT, HEARING_SLOTS, SAISINE
 from palais.mailbox.dossier_life import (
     DossierLife,
     EventRefused,
@@ -27,7 +27,13 @@ from palais.mailbox.dossier_life import (
 )
 from palais.mailbox.errors import ErrorKind, InvalidMessage
 from palais.mailbox.fiche import FicheFacts, FicheReader, fiche_mail
-from palais.mailbox.hearing_slots import SlotBooked, booked_slot, opened_slot, take_place
+from palais.mailbox.hearing_slots import (
+    SlotBooked,
+    booked_juridictions,
+    booked_slot,
+    opened_slot,
+    take_place,
+)
 from tests.mailbox import court_samples as samples
 
 NUMBER = "2025-0000138"
@@ -406,3 +412,21 @@ def test_a_booking_takes_a_place_while_one_is_left() -> None:
     # One place unless the court says otherwise; a saisine without booking books nothing.
     assert HearingSlots.model_validate(samples.hearing_slots()).slots[0].places == 1
     assert booked_slot(samples.saisine()) is None
+
+
+def test_the_juridictions_a_message_books_are_those_of_its_saisines_with_a_booking() -> None:
+    def mail(*documents: tuple[str, dict[str, Any]]) -> bytes:
+        msg = EmailMessage()
+        msg["Subject"] = "saisine"
+        msg.set_content("Ci-joint.")
+        for media_type, doc in documents:
+            payload = json.dumps(doc).encode()
+            msg.add_attachment(payload, maintype="application", subtype=media_type.split("/")[1])
+        return msg.as_bytes()
+
+    assert booked_juridictions(mail((SAISINE, samples.saisine(booking=True)))) == {
+        samples.JURIDICTION
+    }
+    assert booked_juridictions(mail((SAISINE, samples.saisine()))) == frozenset()
+    assert booked_juridictions(mail((HEARING_SLOTS, samples.hearing_slots()))) == frozenset()
+    assert booked_juridictions(b"Subject: rien\r\n\r\ntexte\r\n") == frozenset()

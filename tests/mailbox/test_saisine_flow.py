@@ -264,7 +264,6 @@ def test_a_saisine_sent_is_filed_with_its_deposit_receipt() -> None:
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         mail_domain="palais.test",
-        publish_slots=lambda _: None,
     )
     summary = summarize(b"Subject: s\r\nMessage-ID: <s@x>\r\n\r\nx\r\n")
     plan = acts.plan_filing(LAWYER, SAISINE_TO, summary, datetime.now(UTC))

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from functools import partial
 from pathlib import Path
@@ -27,10 +28,13 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
+from palais.mailbox.documents import HEARING_SLOTS, SAISINE
 from palais.pki.devpki import load_dev_pki, revoke
+from tests.e2e import test_saisine_flow as flow
 from tests.e2e.instance import Instance
 from tests.e2e.test_live_trust import accepted, lawyer, wait_for
 from tests.e2e.test_smtp_hardening import smtp_send
+from tests.mailbox import court_samples as samples
 from tests.nodes.cluster import (
     Cluster,
     front_of,
@@ -247,6 +251,45 @@ def test_a_crl_imported_once_is_in_force_on_every_node(cluster: Cluster) -> None
         for listener in ("imaps", "smtps"):
             check = partial(accepted, node.instance, listener, alice)
             wait_for(lambda check=check: not check(), f"alice refused on {node.name} {listener}")  # type: ignore[misc]
+
+
+@pytest.mark.timeout(600)
+def test_slots_published_on_one_node_are_booked_on_the_others_once(cluster: Cluster) -> None:
+    """The court system publishes its hearing slots through node 1; avocat1's
+    saisine booking one, sent to node 2, takes its one place (checked
+    against the stored lists, not a copy node 2 made at its start);
+    avocat3's, sent to node 3 for the same slot, is refused: no place left."""
+    first, second, third = (node.instance for node in cluster.nodes)
+    slot = f"CPH-BX-CLUSTER-{uuid.uuid4().hex[:8]}"
+    published = samples.hearing_slots()
+    published["published_at"] = datetime.now(UTC).isoformat()
+    published["slots"][0]["id"] = slot
+    code = published["juridiction_code"]
+    address = next(j for j in first.demo["juridictions"] if j["code"] == code)["saisine_address"]
+    slots = flow._message(first.address("court1"), address, "Créneaux", "Créneaux.")
+    flow._attach_json(slots, HEARING_SLOTS, published, "creneaux.json")
+    flow._court_sends(first, slots)
+
+    def saisine(inst: Instance, who: str) -> EmailMessage:
+        doc = samples.saisine(booking=True)
+        doc["date_booking"]["slot_id"] = slot
+        msg = flow._message(inst.address(who), address, "Saisine", "Ci-joint.")
+        flow._attach_json(msg, SAISINE, doc, "saisine.json")
+        msg.add_attachment(
+            samples.PDF, maintype="application", subtype="pdf", filename="projet-assignation.pdf"
+        )
+        return msg
+
+    flow._lawyer_sends(second, "avocat1", saisine(second, "avocat1"))
+    with (
+        smtplib.SMTP_SSL(
+            "localhost", third.port("smtps"), context=third.client_context("avocat3"), timeout=10
+        ) as smtp,
+        pytest.raises(smtplib.SMTPDataError) as full,
+    ):
+        smtp.send_message(flow._fixed(saisine(third, "avocat3")))
+    assert full.value.smtp_code == 550
+    assert "ce créneau est complet".encode() in full.value.smtp_error
 
 
 @pytest.mark.timeout(900)

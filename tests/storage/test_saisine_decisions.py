@@ -79,7 +79,6 @@ async def _send(
         storage.mail,
         RegistryStore(storage.reader, storage.commits, storage.mail),
         mail_domain="palais.test",
-        publish_slots=lambda _: None,
         receipts=False,  # the test store has no evidence service
     )
     addressee = await CourtAddresses(storage.directory, DIRECTORY).resolve(to)
