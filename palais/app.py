@@ -209,6 +209,10 @@ class Gateway:
             # Alerts tell who follows the dossier, with the event (Alerts
             # registers its writer at start, before anything is filed).
             notices=lambda number, at: (DossierEventAlert(number, at),),
+            # A lawyer the court constituted writes to the dossier at once.
+            forget_dossier=lambda number: storage.directory.forget_dossier(
+                number, dossier_address(number, s.instance.mail_domain)
+            ),
         )
         # Reference data read once (DirectoryFileError, an OSError, stops the start).
         juridictions = load_directory(directory_file(s.root))

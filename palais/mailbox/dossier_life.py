@@ -42,6 +42,7 @@ from palais.mailbox.court_events import (
 )
 from palais.mailbox.documents import DOSSIER_EVENT, may_carry_documents
 from palais.mailbox.errors import InvalidMessage, UnknownRecipient
+from palais.mailbox.identity import Role
 from palais.mailbox.juridictions import folded
 from palais.mailbox.model import CommittedRecord
 
@@ -58,6 +59,8 @@ __all__ = [
     "blank_life",
     "carried_events",
     "event_digest",
+    "joins_dossier",
+    "newly_constituted",
     "own_parts",
     "purge_due",
     "searched_parties",
@@ -145,6 +148,25 @@ def searched_parties(before: DossierLife, after: DossierLife) -> tuple[DossierPa
         DossierParty(p.quality, p.person_type, p.name, next(iter(after.lawyers_of(p.id)), None))
         for p in after.parties
     )
+
+
+def newly_constituted(before: DossierLife, after: DossierLife) -> tuple[str, ...]:
+    """The lawyers ``after`` constitutes for a party who were constituted for
+    none in ``before``: the court's word that they represent someone in the
+    dossier, as a registry's acceptance of their own constitution is."""
+    had = {c.address.lower() for c in before.lawyers}
+    return tuple(
+        dict.fromkeys(c.address.lower() for c in after.lawyers if c.address.lower() not in had)
+    )
+
+
+def joins_dossier(role: Role | None, active: bool) -> bool:
+    """Whether a lawyer the court constituted takes part in the dossier (its
+    boxes, its messages, its Fiche): an active lawyer's account does; an
+    address the gateway does not know, or another role, stays a name on the
+    Fiche. A lawyer withdrawn keeps what they took part in, as after a
+    constitution accepted; the court's word removes nobody."""
+    return active and role is Role.AVOCAT
 
 
 def blank_life(number: str) -> DossierLife:
@@ -351,6 +373,10 @@ class LifeApplied(CommittedRecord):
     life: DossierLife  # after them
     fiches: tuple[FicheCopy, ...]
     at: datetime
+    # Lawyers the events constituted who were constituted for no party
+    # before (``newly_constituted``): each takes part in the dossier if
+    # ``joins_dossier`` says their account may.
+    joining: tuple[str, ...] = ()
 
     @property
     def blobs(self) -> tuple[bytes, ...]:

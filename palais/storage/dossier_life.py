@@ -42,6 +42,7 @@ from palais.mailbox.dossier_life import (
     apply_events,
     blank_life,
     carried_events,
+    newly_constituted,
     purge_due,
     searched_parties,
     unknown_dossier,
@@ -55,7 +56,7 @@ from palais.mailbox.message import MessageSummary, summarize
 from palais.mailbox.model import BoxKind, CommittedRecord, EventKind, MailboxEvent, Placement
 from palais.periodic import Periodic
 from palais.storage import schema
-from palais.storage.dossiers import replace_parties
+from palais.storage.dossiers import admit_constituted, replace_parties
 from palais.storage.hearing_slots import write_slot_booked, write_slots_published
 from palais.storage.mailstore import MailStore
 from palais.storage.messages import FiledMessage, insert_message
@@ -175,6 +176,10 @@ def write_life_applied(conn: Connection, ctx: WriteContext, record: LifeApplied)
     parties = searched_parties(found.life, life)
     if parties is not None:
         replace_parties(conn, found.dossier_id, parties)
+    # Lawyers the court constituted take part (their Fiche follows the
+    # commit: DossierLives.file).
+    for lawyer in record.joining:
+        admit_constituted(conn, found.dossier_id, lawyer)
     for change, digest in record.changes:
         conn.execute(
             insert(EV).values(
@@ -277,8 +282,13 @@ class DossierLives:
         sender: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         notices: Callable[[str, datetime], Sequence[CommittedRecord]] = lambda _n, _at: (),
+        forget_dossier: Callable[[str], None] = lambda _n: None,
     ) -> None:
+        """``forget_dossier``: told the number of a dossier a lawyer the
+        court constituted may have joined (what the node cached of its
+        participants forgotten), once committed."""
         self._reader = reader
+        self._forget = forget_dossier
         self._commits = commits
         self._mail = mail
         # Records committed with each event applied (the alerts' notices:
@@ -322,14 +332,29 @@ class DossierLives:
                 told = self._notices(record.number, happened)
                 planned = replace(plan, records=(*plan.records, record, *told))
             try:
-                return await self._mail.file(
+                filed = await self._mail.file(
                     who, data, summary, planned, resend_since=resend_since, arrival=arrival
                 )
             except StaleLife:
                 log.info(
                     "dossier %s: life changed meanwhile, planned again (%d)", plan.dossier, attempt
                 )
+                continue
+            if record is not None and record.joining:
+                await self._joined(record.number)
+            return filed
         raise TemporaryFailure(reason=f"dossier {plan.dossier}: life kept changing")
+
+    async def _joined(self, number: str) -> None:
+        """After lawyers the court constituted took part: this node forgets
+        what it cached of the dossier's participants, and every mailbox
+        showing it, theirs now included, gets its Fiche. The event is
+        committed already: a failure here is logged, not the court's."""
+        self._forget(number)
+        try:
+            await self.refresh_fiche(number)
+        except Exception:
+            log.exception("fiche not refreshed after a constitution dossier=%s", number)
 
     def _plan(
         self, events: Sequence[tuple[DossierEvent, str]], message_dossier: str | None
@@ -363,6 +388,7 @@ class DossierLives:
             life=life,
             fiches=fiches,
             at=now,
+            joining=newly_constituted(found.life, life),
         )
 
     async def refresh_fiche(self, number: str) -> None:

@@ -13,16 +13,17 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, delete, insert, select, update
 
 from palais.mailbox.court_events import Quality
-from palais.mailbox.dossier_life import DossierLife, DossierParty
+from palais.mailbox.dossier_life import DossierLife, DossierParty, joins_dossier
 from palais.mailbox.dossiers import plan_dossier_opening
 from palais.mailbox.errors import CannotDoThat
+from palais.mailbox.identity import Role
 from palais.mailbox.juridictions import folded
 from palais.mailbox.new_dossier import NewDossier
 from palais.mailbox.registry import life_with_lawyer
 from palais.storage import schema
 from palais.storage.directory import Directory
 
-__all__ = ["create_dossier", "join_dossier", "replace_parties"]
+__all__ = ["admit_constituted", "create_dossier", "join_dossier", "replace_parties"]
 
 AC = schema.table(schema.Account)
 SV = schema.table(schema.Service)
@@ -82,6 +83,28 @@ def create_dossier(conn: Connection, new: NewDossier) -> int:
         )
     _insert_parties(conn, dossier_id, new.parties)
     return dossier_id
+
+
+def admit_constituted(conn: Connection, dossier_id: int, lawyer: str) -> bool:
+    """A lawyer the court constituted takes part in the dossier if
+    ``joins_dossier`` says their account may and they do not yet; whether
+    they joined."""
+    account = conn.execute(
+        select(AC.c.id, AC.c.role, AC.c.active).where(AC.c.address == lawyer.lower())
+    ).first()
+    if account is None or not joins_dossier(Role(account.role), bool(account.active)):
+        return False
+    already = conn.execute(
+        select(PA.c.account_id).where(
+            PA.c.dossier_id == dossier_id, PA.c.account_id == int(account.id)
+        )
+    ).first()
+    if already is not None:
+        return False
+    Directory.add_participant(
+        conn, dossier_id=dossier_id, account_id=int(account.id), capacity="avocat"
+    )
+    return True
 
 
 def replace_parties(conn: Connection, dossier_id: int, parties: Sequence[DossierParty]) -> None:

@@ -211,6 +211,37 @@ def test_a_hearing_event_replaces_the_fiche_seen_by_an_idle_session(inst: Instan
     assert "Talence" in page and "Mérignac" in page
 
 
+def test_a_lawyer_the_court_constitutes_joins_the_dossier(inst: Instance) -> None:
+    """The court system constitutes avocat3 for the défendeur: avocat3's
+    session lists the dossier's boxes, the Fiche is in its Reçus, and
+    avocat3 writes to the dossier's address at once."""
+    number = inst.dossier["number"]
+    newcomer = inst.imap("avocat3")
+    assert not any(number in name for name in _names(newcomer))
+    _push(
+        inst,
+        {
+            "kind": "lawyer_changed",
+            "party_id": "P2",
+            "change": "constituted",
+            "lawyer_address": inst.address("avocat3"),
+        },
+    )
+    assert f"Dossiers/{number}/{RECUS}" in _names(newcomer)
+    (fiche,) = _fiches(newcomer, _recus(inst))
+    assert fiche["To"] == inst.address("avocat3")
+    newcomer.logout()
+    msg = EmailMessage()
+    msg["From"] = inst.address("avocat3")
+    msg["To"] = inst.dossier["address"]
+    msg["Subject"] = f"[{number}] Constitution pour SARL Dupont"
+    msg.set_content("Je me constitue pour la défenderesse.")
+    with smtplib.SMTP_SSL(
+        "localhost", inst.port("smtps"), context=inst.client_context("avocat3"), timeout=10
+    ) as smtp:
+        assert smtp.send_message(msg) == {}
+
+
 def test_events_that_do_not_fit_are_refused_in_the_dialogue(inst: Instance) -> None:
     moved = {"kind": "hearing_moved", "hearing": {**HEARING, "id": "AUD-404"}}
     assert _refused(inst, moved) == (

@@ -27,6 +27,7 @@ from palais.mailbox.message import summarize
 from palais.mailbox.model import EventKind, MailboxEvent
 from palais.mailbox.routing import Destination, FilingPlan
 from palais.storage import Storage, open_storage, schema
+from palais.storage.directory import Directory
 from palais.storage.dossier_life import DossierLives, PurgeRunner, StaleLife, read_life
 from palais.storage.dossier_search import DossierSearch
 from palais.storage.hearing_slots import HearingSlotsStore, stored_slots
@@ -423,3 +424,51 @@ def test_the_dossier_search_finds_the_parties_the_court_s_events_leave(storage: 
     _push(storage, lives, 5, {"kind": "hearing_added", "hearing": _hearing()})
     assert lawyers() == [None, OTHER.address]
     assert card().defendeur == ("Léger Amélie",)
+
+
+def test_a_lawyer_the_court_constitutes_takes_part_with_the_fiche(storage: Storage) -> None:
+    """The court system's word that a lawyer represents a party: an active
+    lawyer's account joins the dossier (boxes, participants) and gets the
+    Fiche; an unknown address or another role stays a name on the Fiche."""
+    third = Identity(7, "c@x.test", Role.AVOCAT, "C", "9" * 64, "c@x.test")
+
+    def accounts(conn: Connection, _ctx: WriteContext) -> None:
+        Directory.add_account(conn, address=third.address, role=Role.AVOCAT, display_name="C")
+        Directory.add_account(conn, address="clerk2@x.test", role=Role.GREFFIER, display_name="G")
+
+    asyncio.run(storage.commits.submit(accounts))
+    forgotten: list[str] = []
+    lives = DossierLives(
+        storage.reader,
+        storage.commits,
+        storage.mail,
+        zone=PARIS,
+        sender="ne-pas-repondre@x.test",
+        clock=lambda: NOW,
+        forget_dossier=forgotten.append,
+    )
+    party = {"id": "P1", "quality": "defendeur", "person_type": "morale", "name": "Vins SAS"}
+    _push(storage, lives, 1, {"kind": "party_changed", "party": party})
+    assert forgotten == []  # nobody constituted yet
+
+    def constitute(n: int, address: str) -> None:
+        event = {
+            "kind": "lawyer_changed",
+            "party_id": "P1",
+            "change": "constituted",
+            "lawyer_address": address,
+        }
+        _push(storage, lives, n, event)
+
+    constitute(2, third.address)
+    assert forgotten == [NUMBER]
+    fresh = Directory(storage.reader, storage.commits)
+    assert third.address in asyncio.run(fresh.participants(NUMBER))
+    (fiche,) = _fiches(storage, third)  # in their Dossiers/<n>/Reçus, which they now have
+    assert fiche["To"] == third.address
+    constitute(3, "clerk2@x.test")
+    constitute(4, "inconnu@barreau.test")
+    again = Directory(storage.reader, storage.commits)
+    participants = asyncio.run(again.participants(NUMBER))
+    assert "clerk2@x.test" not in participants and "inconnu@barreau.test" not in participants
+    assert len(_fiches(storage, third)) == 1  # replaced at each event, never two
