@@ -47,7 +47,7 @@ RECUS = f"Dossiers/{NUMBER}/Reçus"
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
-def _lives(storage: Storage, clock: Any = lambda: NOW) -> DossierLives:
+def _lives(storage: Storage, clock: Any = lambda: NOW, **hooks: Any) -> DossierLives:
     return DossierLives(
         storage.reader,
         storage.commits,
@@ -55,6 +55,7 @@ def _lives(storage: Storage, clock: Any = lambda: NOW) -> DossierLives:
         zone=PARIS,
         sender="ne-pas-repondre@x.test",
         clock=clock,
+        **hooks,
     )
 
 
@@ -333,14 +334,7 @@ def test_each_event_applied_brings_the_notices_committed_with_it(storage: Storag
         told.append((number, at))
         return ()
 
-    lives = DossierLives(
-        storage.reader,
-        storage.commits,
-        storage.mail,
-        zone=PARIS,
-        sender="ne-pas-repondre@x.test",
-        notices=notices,
-    )
+    lives = _lives(storage, notices=notices)
     _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})
     _push(storage, lives, 1, {"kind": "hearing_added", "hearing": _hearing()})  # resent
     with pytest.raises(EventRefused):
@@ -438,15 +432,7 @@ def test_a_lawyer_the_court_constitutes_takes_part_with_the_fiche(storage: Stora
 
     asyncio.run(storage.commits.submit(accounts))
     forgotten: list[str] = []
-    lives = DossierLives(
-        storage.reader,
-        storage.commits,
-        storage.mail,
-        zone=PARIS,
-        sender="ne-pas-repondre@x.test",
-        clock=lambda: NOW,
-        forget_dossier=forgotten.append,
-    )
+    lives = _lives(storage, forget_dossier=forgotten.append)
     party = {"id": "P1", "quality": "defendeur", "person_type": "morale", "name": "Vins SAS"}
     _push(storage, lives, 1, {"kind": "party_changed", "party": party})
     assert forgotten == []  # nobody constituted yet
