@@ -38,7 +38,7 @@ from palais.juridictions_file import directory_file, load_directory
 from palais.mailbox.alerts import DossierEventAlert
 from palais.mailbox.delegated_access import DelegatedAccess
 from palais.mailbox.delegation import ActedFor
-from palais.mailbox.documents import refuse_invalid
+from palais.mailbox.documents import may_carry_documents, refuse_invalid
 from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.errors import NotAllowed
 from palais.mailbox.hearing_slots import booked_juridictions
@@ -262,6 +262,8 @@ class Gateway:
         stored_slots = HearingSlotsStore(storage.reader)
 
         async def documents(who: Identity, data: bytes) -> None:
+            if not may_carry_documents(data):
+                return  # most messages: a look at the part headers, as before
             # A booked slot is checked against the lists as stored, whichever
             # node filed the court's last one (the saisine's transaction
             # checks it again, with the places left: take_place).
