@@ -223,6 +223,9 @@ class CourtDkimSection:
     # The court systems' DKIM public keys, as zone-file TXT lines (the
     # dkim-dns.txt each publishes); there is no DNS lookup.
     records: list[Path] = field(default_factory=list)
+    # A court system's own setting, by its address, in place of ``failure``:
+    # one being connected may be "flag" while the others are refused.
+    systems: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,12 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(
             f"{path}: [court_dkim] failure must be one of {', '.join(COURT_DKIM_FAILURES)}"
         )
+    for system, failure in sections["court_dkim"].systems.items():
+        if failure not in COURT_DKIM_FAILURES:
+            raise ConfigError(
+                f"{path}: [court_dkim.systems] {system}: must be one of"
+                f" {', '.join(COURT_DKIM_FAILURES)}"
+            )
     try:
         zoneinfo.ZoneInfo(sections["departures"].timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

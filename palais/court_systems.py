@@ -34,12 +34,15 @@ class CourtSystemsError(OSError):
 
 
 def arrival_check(settings: Settings) -> Callable[[Identity, bytes], bytes] | None:
-    """The court listener's DKIM check, or None when ``[court_dkim] failure = "off"``.
+    """The court listener's DKIM check, or None when ``[court_dkim] failure = "off"``
+    and no court system has a setting of its own but "off".
 
     Raises CourtSystemsError for an unreadable or malformed records file.
     """
     failure = DkimFailure(settings.court_dkim.failure)
-    if failure is DkimFailure.OFF:
+    systems = {a: DkimFailure(f) for a, f in settings.court_dkim.systems.items()}
+    checked = [f for f in (failure, *systems.values()) if f is not DkimFailure.OFF]
+    if not checked:
         return None
     try:
         records = load_records(settings.court_dkim.records)
@@ -47,9 +50,9 @@ def arrival_check(settings: Settings) -> Callable[[Identity, bytes], bytes] | No
         raise CourtSystemsError(f"[court_dkim] records: {e}") from None
     if not records:
         raise CourtSystemsError(
-            f'[court_dkim] failure = "{failure}" needs records: the court systems\' DKIM keys'
+            f'[court_dkim] failure = "{checked[0]}" needs records: the court systems\' DKIM keys'
         )
-    return CourtDkim(records, failure, settings.instance.hostname).check
+    return CourtDkim(records, failure, settings.instance.hostname, systems).check
 
 
 def relayed_court_systems(settings: Settings) -> frozenset[str]:

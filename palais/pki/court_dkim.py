@@ -76,9 +76,18 @@ def load_records(paths: Iterable[Path]) -> dict[str, str]:
 class CourtDkim:
     """The court listener's check, given the court systems' published keys."""
 
-    def __init__(self, records: Mapping[str, str], failure: DkimFailure, authserv: str) -> None:
+    def __init__(
+        self,
+        records: Mapping[str, str],
+        failure: DkimFailure,
+        authserv: str,
+        systems: Mapping[str, DkimFailure] | None = None,
+    ) -> None:
+        """``systems``: a court system's own setting by its address, in place
+        of ``failure`` (one being connected flagged while the others are refused)."""
         self._records = {k.rstrip(".").lower(): v for k, v in records.items()}
         self._failure = failure
+        self._systems = {a.strip().lower(): f for a, f in (systems or {}).items()}
         self._authserv = authserv
 
     def _dns(self, name: bytes) -> bytes:
@@ -91,13 +100,14 @@ class CourtDkim:
         A field the message already had under this gateway's name is dropped
         (RFC 8601 section 5: nobody else may speak for this host).
         """
-        if self._failure is DkimFailure.OFF:
+        failure = self._systems.get(who.address.lower(), self._failure)
+        if failure is DkimFailure.OFF:
             return data
         head_end = data.find(b"\r\n\r\n")
         head = data if head_end < 0 else data[: head_end + 2]
         signed = re.search(rb"(?im)^dkim-signature:", head) is not None
         passed = signed and verify_incoming(data, self._dns)
-        if not passed and self._failure is DkimFailure.REFUSE:
+        if not passed and failure is DkimFailure.REFUSE:
             raise NotAllowed(
                 "No valid DKIM signature of your domain on this message"
                 if signed

@@ -513,6 +513,33 @@ def test_a_court_push_failing_dkim_is_flagged_under_the_other_setting(
     ]
 
 
+def test_a_court_system_s_own_dkim_setting_replaces_the_default(tmp_path: Path) -> None:
+    """Court mail is refused unsigned by default; court1, being connected,
+    has "flag" of its own: its unsigned push is stored, marked dkim=none."""
+    keys = tmp_path / "court-dkim"
+    keys.mkdir()
+    generate_dkim_keys(keys, COURT_DOMAIN, "portalis")
+    inst = create_instance(
+        tmp_path / "i",
+        extra_config=(f'[court_dkim]\nfailure = "refuse"\nrecords = ["{keys / "dkim-dns.txt"}"]\n'),
+    )
+    # court1's address is known once the instance is made (its demo.json).
+    with (inst.root / "palais.toml").open("a", encoding="utf-8") as f:
+        f.write(f'[court_dkim.systems]\n"{inst.address("court1")}" = "flag"\n')
+    inst.start()
+    try:
+        code, _ = court_push(inst, court_message(inst, "Audience non signee"))
+        assert code == 250
+        stored = _stored(inst, "Audience non signee")
+        assert stored is not None
+        results: Any = message_from_bytes(stored).get_all("Authentication-Results")
+        assert [" ".join(str(r).split()) for r in results] == [
+            f"localhost; dkim=none header.d={COURT_DOMAIN}"
+        ]
+    finally:
+        inst.stop()
+
+
 # -- settings that cannot be used stop the start, named ------------------------------
 
 

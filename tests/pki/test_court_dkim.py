@@ -98,3 +98,32 @@ def test_flag_stores_the_failure_and_drops_a_forged_verdict(
 def test_off_checks_nothing(keys: tuple[DkimKeys, Path]) -> None:
     _, records = keys
     assert _check(records, DkimFailure.OFF).check(COURT, MESSAGE) is MESSAGE
+
+
+def test_a_court_system_s_own_setting_replaces_the_default(keys: tuple[DkimKeys, Path]) -> None:
+    _, records = keys
+    other = Identity(
+        8, f"wincitgi@{DOMAIN}", Role.COURT_SYSTEM, "W", "b" * 64, f"wincitgi@{DOMAIN}"
+    )
+    # Refused by default, one system being connected flagged (its address in any case).
+    check = CourtDkim(
+        load_records([records]),
+        DkimFailure.REFUSE,
+        "gw.palais.test",
+        {COURT.address.upper(): DkimFailure.FLAG},
+    ).check
+    assert check(COURT, MESSAGE).startswith(
+        b"Authentication-Results: gw.palais.test;\r\n\tdkim=none"
+    )
+    with pytest.raises(NotAllowed):
+        check(other, MESSAGE)
+    # Unchecked by default, one system held to its signature.
+    strict = CourtDkim(
+        load_records([records]),
+        DkimFailure.OFF,
+        "gw.palais.test",
+        {COURT.address: DkimFailure.REFUSE},
+    ).check
+    assert strict(other, MESSAGE) is MESSAGE
+    with pytest.raises(NotAllowed):
+        strict(COURT, MESSAGE)

@@ -52,3 +52,18 @@ def test_event_loop_is_checked(tmp_path: Path) -> None:
         load_settings(p)
     p.write_text('[instance]\nevent_loop = "asyncio"\n')
     assert load_settings(p).instance.event_loop == "asyncio"
+
+
+def test_a_court_system_s_own_dkim_setting_is_read_and_checked(tmp_path: Path) -> None:
+    p = tmp_path / "palais.toml"
+    p.write_text(
+        '[court_dkim]\nfailure = "refuse"\n[court_dkim.systems]\n"portalis@cph.test" = "flag"\n'
+    )
+    dkim = load_settings(p).court_dkim
+    assert (dkim.failure, dkim.systems) == ("refuse", {"portalis@cph.test": "flag"})
+    p.write_text('[court_dkim.systems]\n"portalis@cph.test" = "maybe"\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"\[court_dkim.systems\] portalis@cph.test: must be one of off, flag, refuse",
+    ):
+        load_settings(p)
