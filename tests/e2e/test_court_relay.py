@@ -472,6 +472,14 @@ def _stored(inst: Instance, subject: str) -> bytes | None:
     return None
 
 
+def _verdicts(inst: Instance, subject: str) -> list[str]:
+    """The Authentication-Results fields of the stored message, whitespace folded."""
+    stored = _stored(inst, subject)
+    assert stored is not None
+    results: Any = message_from_bytes(stored).get_all("Authentication-Results")
+    return [" ".join(str(r).split()) for r in results]
+
+
 def test_a_court_push_with_a_valid_signature_is_accepted(refusing: CourtSide) -> None:
     inst = refusing.inst
     code, _ = court_push(inst, _signed(refusing, court_message(inst, "Audience signee")))
@@ -505,12 +513,7 @@ def test_a_court_push_failing_dkim_is_flagged_under_the_other_setting(
     forged = b"Authentication-Results: localhost; dkim=pass\r\n" + tampered
     code, _ = court_push(inst, forged)
     assert code == 250
-    stored = _stored(inst, "Audience marquee")
-    assert stored is not None
-    results: Any = message_from_bytes(stored).get_all("Authentication-Results")
-    assert [" ".join(str(r).split()) for r in results] == [
-        f"localhost; dkim=fail header.d={COURT_DOMAIN}"
-    ]
+    assert _verdicts(inst, "Audience marquee") == [f"localhost; dkim=fail header.d={COURT_DOMAIN}"]
 
 
 def test_a_court_system_s_own_dkim_setting_replaces_the_default(tmp_path: Path) -> None:
@@ -530,10 +533,7 @@ def test_a_court_system_s_own_dkim_setting_replaces_the_default(tmp_path: Path) 
     try:
         code, _ = court_push(inst, court_message(inst, "Audience non signee"))
         assert code == 250
-        stored = _stored(inst, "Audience non signee")
-        assert stored is not None
-        results: Any = message_from_bytes(stored).get_all("Authentication-Results")
-        assert [" ".join(str(r).split()) for r in results] == [
+        assert _verdicts(inst, "Audience non signee") == [
             f"localhost; dkim=none header.d={COURT_DOMAIN}"
         ]
     finally:
