@@ -57,7 +57,6 @@ from palais.storage.audit import AuditLog
 from palais.storage.blob_sweep import BlobSweeper, SweepCounts
 from palais.storage.delegation import Delegations, write_acted_for
 from palais.storage.departure import DepartureRunner
-from palais.storage.directory import Directory
 from palais.storage.dossier_life import DossierLives, PurgeRunner
 from palais.storage.dossier_search import DossierSearch
 from palais.storage.engine import is_sqlite
@@ -209,7 +208,7 @@ class Gateway:
             # Alerts tell who follows the dossier, with the event (Alerts
             # registers its writer at start, before anything is filed).
             notices=lambda number, at: (DossierEventAlert(number, at),),
-            # A lawyer the court constituted writes to the dossier at once.
+            # A dossier created, or a lawyer joining it, written to at once.
             forget_dossier=lambda number: storage.directory.forget_dossier(
                 number, dossier_address(number, s.instance.mail_domain)
             ),
@@ -225,7 +224,7 @@ class Gateway:
             lives,  # storage.mail, keeping the hearing slots a court system publishes
             registry,
             mail_domain=s.instance.mail_domain,
-            dossier_changed=_refreshing(lives, storage.directory, s.instance.mail_domain),
+            dossier_changed=lives.participants_changed,
         )
         desk = SubmissionDesk(
             CourtAddresses(storage.directory, juridictions),
@@ -488,23 +487,6 @@ class Gateway:
             # is on disk already; one in flight is stored even if its client left.
             await asyncio.to_thread(self.storage.close)
             self.storage = None
-
-
-def _refreshing(
-    lives: DossierLives, directory: Directory, domain: str
-) -> Callable[[str], Awaitable[None]]:
-    """After a registry decision created or joined a dossier: what this node
-    cached of it forgotten (the lawyer writes to it at once), its Fiche made
-    again; the decision is committed already, so a failure is logged."""
-
-    async def refresh(number: str) -> None:
-        directory.forget_dossier(number, dossier_address(number, domain))
-        try:
-            await lives.refresh_fiche(number)
-        except Exception:
-            log.exception("fiche not refreshed dossier=%s", number)
-
-    return refresh
 
 
 async def _watch(indexer: IndexerProcess, every: float = 30.0) -> None:

@@ -233,14 +233,12 @@ class _Found:
 
 
 def message_errors(
-    data: bytes, slots: Mapping[str, Sequence[HearingSlot]] | None, sender: Role | None = None
+    data: bytes, slots: Mapping[str, Sequence[HearingSlot]], sender: Role | None = None
 ) -> list[str]:
     """Every error of every structured document the message carries, one
     line each naming its field; [] when there is none, or all are valid.
 
-    ``slots``: the hearing slots each juridiction opened (by code), or None
-    when a booked slot is checked elsewhere (the gateway: against the stored
-    lists, in the saisine's transaction);
+    ``slots``: the hearing slots each juridiction opened (by code);
     ``sender``: the role of who sends it, if a document kind is not theirs
     to send (``NotAllowed`` raised).
     """
@@ -297,7 +295,7 @@ _SENDER_NAMES = {
 
 
 def refuse_invalid(
-    data: bytes, slots: Mapping[str, Sequence[HearingSlot]] | None, sender: Role | None = None
+    data: bytes, slots: Mapping[str, Sequence[HearingSlot]], sender: Role | None = None
 ) -> None:
     """Raise ``InvalidMessage`` listing every field error, if any (``NotAllowed``
     if the sender may not send a document of its kind)."""

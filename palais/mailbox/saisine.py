@@ -161,8 +161,7 @@ def check_saisine(saisine: Doc, context: DocumentContext) -> list[FieldError]:
     booking = table(saisine.get("date_booking"))
     slot_id, code = booking.get("slot_id"), juridiction.get("code")
     opened = () if context.slots is None else context.slots.get(str(code), ())
-    # Slots unknown here (None): the gateway checks the booking against the
-    # stored lists in the saisine's transaction (hearing_slots.take_place).
+    # Slots unknown here (None): the gateway, which knows them, checks it.
     if (
         isinstance(slot_id, str)
         and context.slots is not None

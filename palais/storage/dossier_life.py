@@ -284,9 +284,8 @@ class DossierLives:
         notices: Callable[[str, datetime], Sequence[CommittedRecord]] = lambda _n, _at: (),
         forget_dossier: Callable[[str], None] = lambda _n: None,
     ) -> None:
-        """``forget_dossier``: told the number of a dossier a lawyer the
-        court constituted may have joined (what the node cached of its
-        participants forgotten), once committed."""
+        """``forget_dossier``: told the number of a dossier whose participants
+        changed (what the node cached of them forgotten), once committed."""
         self._reader = reader
         self._forget = forget_dossier
         self._commits = commits
@@ -341,20 +340,21 @@ class DossierLives:
                 )
                 continue
             if record is not None and record.joining:
-                await self._joined(record.number)
+                await self.participants_changed(record.number)
             return filed
         raise TemporaryFailure(reason=f"dossier {plan.dossier}: life kept changing")
 
-    async def _joined(self, number: str) -> None:
-        """After lawyers the court constituted took part: this node forgets
-        what it cached of the dossier's participants, and every mailbox
-        showing it, theirs now included, gets its Fiche. The event is
-        committed already: a failure here is logged, not the court's."""
+    async def participants_changed(self, number: str) -> None:
+        """After a dossier was created or someone joined it (a registry's
+        decision, a lawyer the court constituted), committed: this node
+        forgets what it cached of its participants (a newcomer writes to it
+        at once) and every mailbox showing it, a newcomer's included, gets
+        its Fiche. The change stands already: a failure here is logged."""
         self._forget(number)
         try:
             await self.refresh_fiche(number)
         except Exception:
-            log.exception("fiche not refreshed after a constitution dossier=%s", number)
+            log.exception("fiche not refreshed dossier=%s", number)
 
     def _plan(
         self, events: Sequence[tuple[DossierEvent, str]], message_dossier: str | None

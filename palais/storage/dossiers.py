@@ -94,16 +94,17 @@ def admit_constituted(conn: Connection, dossier_id: int, lawyer: str) -> bool:
     ).first()
     if account is None or not joins_dossier(Role(account.role), bool(account.active)):
         return False
+    return _take_part(conn, dossier_id, int(account.id))
+
+
+def _take_part(conn: Connection, dossier_id: int, account: int) -> bool:
+    """The lawyer's account takes part in the dossier, unless it does; whether it joined."""
     already = conn.execute(
-        select(PA.c.account_id).where(
-            PA.c.dossier_id == dossier_id, PA.c.account_id == int(account.id)
-        )
+        select(PA.c.account_id).where(PA.c.dossier_id == dossier_id, PA.c.account_id == account)
     ).first()
     if already is not None:
         return False
-    Directory.add_participant(
-        conn, dossier_id=dossier_id, account_id=int(account.id), capacity="avocat"
-    )
+    Directory.add_participant(conn, dossier_id=dossier_id, account_id=account, capacity="avocat")
     return True
 
 
@@ -142,14 +143,7 @@ def join_dossier(
         raise CannotDoThat(
             f"dossier: aucun dossier {number}", reason=f"constitution in unknown {number}"
         )
-    account = _account(conn, lawyer)
-    already = conn.execute(
-        select(PA.c.account_id).where(PA.c.dossier_id == dossier_id, PA.c.account_id == account)
-    ).first()
-    if already is None:
-        Directory.add_participant(
-            conn, dossier_id=int(dossier_id), account_id=account, capacity="avocat"
-        )
+    _take_part(conn, int(dossier_id), _account(conn, lawyer))
     kept = conn.execute(
         select(LI.c.state).where(LI.c.dossier_id == dossier_id, LI.c.purged_at.is_(None))
     ).scalar()

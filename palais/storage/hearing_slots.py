@@ -55,11 +55,7 @@ def write_slot_booked(conn: Connection, ctx: WriteContext, record: SlotBooked) -
     """Take a place of the booked slot for the saisine just filed, or refuse it."""
     assert ctx.filed is not None, "a booking comes with the saisine's filing"
     saisine = int(ctx.filed[0])
-    listed = select(HS.c.document).where(HS.c.juridiction_code == record.juridiction_code)
-    if conn.dialect.name == "postgresql":
-        listed = listed.with_for_update()
-    text = conn.execute(listed).scalar()
-    opened = () if text is None else tuple(HearingSlots.model_validate_json(text).slots)
+    opened = _opened(conn, record.juridiction_code, lock=conn.dialect.name == "postgresql")
     taken = conn.execute(
         select(func.count())
         .select_from(HB)
@@ -75,6 +71,14 @@ def write_slot_booked(conn: Connection, ctx: WriteContext, record: SlotBooked) -
             booked_at=now,
         )
     )
+
+
+def _opened(conn: Connection, juridiction_code: str, *, lock: bool) -> tuple[HearingSlot, ...]:
+    """The juridiction's slots as last published; ``lock``: its row locked
+    until the transaction ends."""
+    listed = select(HS.c.document).where(HS.c.juridiction_code == juridiction_code)
+    text = conn.execute(listed.with_for_update() if lock else listed).scalar()
+    return () if text is None else tuple(HearingSlots.model_validate_json(text).slots)
 
 
 def free_booking(conn: Connection, saisine: int) -> None:
@@ -96,15 +100,12 @@ class HearingSlotsStore:
     def __init__(self, reader: Engine) -> None:
         self._reader = reader
 
-    def _opened(self, juridiction_code: str) -> tuple[HearingSlot, ...]:
+    def _read(self, juridiction_code: str) -> tuple[HearingSlot, ...]:
         with self._reader.connect() as conn:
-            text = conn.execute(
-                select(HS.c.document).where(HS.c.juridiction_code == juridiction_code)
-            ).scalar()
-        return () if text is None else tuple(HearingSlots.model_validate_json(text).slots)
+            return _opened(conn, juridiction_code, lock=False)
 
     async def opened(self, juridiction_code: str) -> tuple[HearingSlot, ...]:
-        return await asyncio.to_thread(self._opened, juridiction_code)
+        return await asyncio.to_thread(self._read, juridiction_code)
 
     async def booking_open(
         self, juridiction_code: str, slot_id: str, now: datetime | None = None

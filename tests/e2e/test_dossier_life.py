@@ -231,15 +231,7 @@ def test_a_lawyer_the_court_constitutes_joins_the_dossier(inst: Instance) -> Non
     (fiche,) = _fiches(newcomer, _recus(inst))
     assert fiche["To"] == inst.address("avocat3")
     newcomer.logout()
-    msg = EmailMessage()
-    msg["From"] = inst.address("avocat3")
-    msg["To"] = inst.dossier["address"]
-    msg["Subject"] = f"[{number}] Constitution pour SARL Dupont"
-    msg.set_content("Je me constitue pour la défenderesse.")
-    with smtplib.SMTP_SSL(
-        "localhost", inst.port("smtps"), context=inst.client_context("avocat3"), timeout=10
-    ) as smtp:
-        assert smtp.send_message(msg) == {}
+    inst.submit("Constitution pour SARL Dupont", "avocat3", "Je me constitue pour la défenderesse.")
 
 
 def test_events_that_do_not_fit_are_refused_in_the_dialogue(inst: Instance) -> None:
