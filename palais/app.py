@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,7 @@ from palais.gateway.https import HttpsHandle, start_https
 from palais.gateway.imap.server import start_imap_server
 from palais.gateway.juridictions_page import PATH as JURIDICTIONS_PATH
 from palais.gateway.juridictions_page import juridictions_route
-from palais.gateway.metrics import GatewayMetrics
+from palais.gateway.metrics import AllWriters, GatewayMetrics
 from palais.gateway.receipts_page import PREFIX as PRINTABLE_PREFIX
 from palais.gateway.receipts_page import receipts_route
 from palais.gateway.relay import RelayWorker
@@ -60,6 +61,7 @@ from palais.storage.departure import DepartureRunner
 from palais.storage.dossier_life import DossierLives, PurgeRunner
 from palais.storage.dossier_search import DossierSearch
 from palais.storage.engine import is_sqlite
+from palais.storage.filing_process import FilingProcess
 from palais.storage.hearing_slots import HearingSlotsStore
 from palais.storage.indexing import IndexerProcess
 from palais.storage.registry import RegistryStore
@@ -84,6 +86,26 @@ def evidence_key(settings: Settings) -> EvidenceKey:
     return load_file_key(e.certificate, e.key)
 
 
+def instance_evidence(
+    settings: Settings, key: EvidenceKey | None = None, *, worker: bool = False
+) -> KeyEvidenceService:
+    """The evidence service of the settings' key; ``worker``: receipts
+    written in a worker process (a gateway; a command that issues a few
+    needs none)."""
+    evidence = KeyEvidenceService(
+        key or evidence_key(settings), domain=settings.instance.mail_domain, worker=worker
+    )
+    if evidence.worker is not None:
+        evidence.worker.start()  # before the listeners: a spawn takes a moment
+    return evidence
+
+
+def filing_evidence(settings: Settings) -> KeyEvidenceService:
+    """The filing process's evidence service: the key opened there, its own
+    receipt worker (``palais.storage.filing_process``)."""
+    return instance_evidence(settings, worker=True)
+
+
 def open_instance_storage(
     settings: Settings, key: EvidenceKey | None = None, *, worker: bool = False
 ) -> Storage:
@@ -91,11 +113,7 @@ def open_instance_storage(
     (the gateway; a command that issues a few needs none)."""
     # No silent migration at start: `palais migrate` upgrades the schema once
     # (for every node); a database at another revision stops the start here.
-    evidence = KeyEvidenceService(
-        key or evidence_key(settings), domain=settings.instance.mail_domain, worker=worker
-    )
-    if evidence.worker is not None:
-        evidence.worker.start()  # before the listeners: a spawn takes a moment
+    evidence = instance_evidence(settings, key, worker=worker)
     try:
         return open_storage(
             settings.database_url(),
@@ -147,6 +165,7 @@ class Gateway:
     lives: DossierLives | None = None
     purges: PurgeRunner | None = None
     indexer: IndexerProcess | None = None
+    filings: FilingProcess | None = None
     alerts: Alerts | None = None
     relay: RelayWorker | None = None
     blob_sweep: BlobSweeper | None = None
@@ -158,6 +177,18 @@ class Gateway:
         self.evidence = evidence_key(s)
         self.storage = storage = open_instance_storage(s, self.evidence, worker=True)
         storage.start()
+        if is_sqlite(s.database_url()) and s.storage.filing_process:
+            # SMTP ingest's filings on a second core (PostgreSQL has --workers).
+            self.filings = filings = FilingProcess(
+                s.database_url(),
+                s.storage.blobs,
+                open_evidence=partial(filing_evidence, s),
+                publish=storage.hub.publish,
+                on_erased=storage.commits.tell_erased,
+                max_batch=s.storage.max_batch,
+            )
+            await filings.start()
+            storage.mail.filer = filings.file
         # The substring index is written by a process of its own, off the filing path.
         self.indexer = IndexerProcess(s.database_url(), s.storage.blobs)
         self.indexer.start()
@@ -167,7 +198,9 @@ class Gateway:
         self.recorded.node = s.instance.node
         # Refusals of every listener, queued and written in batches by the writer.
         self.audit = audit = AuditLog(storage.commits)
-        self.recorded.watch_writer(storage.commits)
+        self.recorded.watch_writer(
+            storage.commits if self.filings is None else AllWriters((storage.commits, self.filings))
+        )
         # What to trust comes from the database (seeded from [trust] files
         # when empty) and follows its changes without a restart.
         self.trust = live = LiveTrust(s)
@@ -479,6 +512,12 @@ class Gateway:
             except TimeoutError:
                 log.warning("some connections did not close in time")
         self.servers.clear()
+        if self.filings is not None:
+            if self.storage is not None:
+                self.storage.mail.filer = None
+            # What it was sent is filed and answered before the writer stops.
+            await self.filings.stop()
+            self.filings = None
         if self.audit is not None:
             await self.audit.close()  # the last refusals, before the writer stops
             self.audit = None

@@ -12,6 +12,7 @@ would let a client grow the registry without bound.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -57,6 +58,21 @@ class CommitCounts(Protocol):
     def batches(self) -> int: ...
     @property
     def jobs(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class AllWriters:
+    """Several writers counted as one: the gateway's and its filing process's."""
+
+    writers: tuple[CommitCounts, ...]
+
+    @property
+    def batches(self) -> int:
+        return sum(w.batches for w in self.writers)
+
+    @property
+    def jobs(self) -> int:
+        return sum(w.jobs for w in self.writers)
 
 
 class WriterCounts:

@@ -21,7 +21,7 @@ from palais.mailbox.enrolment import EnrolmentPolicy
 from palais.mailbox.ports import EventBus, EvidenceService, MessageBytes
 from palais.storage.blobs import BlobStore
 from palais.storage.directory import Directory
-from palais.storage.engine import is_sqlite, make_engine
+from palais.storage.engine import is_sqlite, make_engine, write_lock
 from palais.storage.hub import EventHub
 from palais.storage.mailstore import MailStore
 from palais.storage.migrate import SchemaMismatch, check_revision, upgrade
@@ -118,7 +118,9 @@ def open_storage(
     # gateway's indexing process's (palais.storage.indexing), and a search
     # reads them meanwhile. Indexing a backlog here delayed every start of
     # a node (and every `palais admin` command) by minutes after a burst.
-    commits = CommitQueue(writer_engine, blobs, bus.publish, max_batch=max_batch)
+    commits = CommitQueue(
+        writer_engine, blobs, bus.publish, max_batch=max_batch, lock=write_lock(url)
+    )
     mail = MailStore(reader, commits, blobs, bus, evidence=evidence)
     if notifier is not None:
         # Last: the events of what the other finishers file (receipt mails) too.

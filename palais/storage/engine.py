@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
@@ -51,6 +54,41 @@ def make_engine(url: str, *, writer: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
+
+
+class WriteLock:
+    """Several writers of one SQLite file, one at a time: the gateway's
+    writer and its filing process (``palais.storage.filing_process``).
+
+    SQLite makes a second writer poll (its busy handler sleeps 1, 2, 5, 10
+    ms... between tries); a lock file held from before BEGIN to after the
+    commit makes it wait in the kernel instead, woken when the first is done.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        # The thread waits without the interpreter lock.
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def write_lock(url: str) -> WriteLock | None:
+    """The lock file beside a SQLite database's file (none for PostgreSQL,
+    whose transactions wait on its own row locks, nor in memory)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or ":memory:" in url or len(url) == len(prefix):
+        return None
+    return WriteLock(Path(url[len(prefix) :] + "-writer.lock"))
 
 
 def _postgres_engine(url: str, *, writer: bool) -> Engine:

@@ -112,6 +112,11 @@ class Filing(Together[FiledMessage]):
                 uids.setdefault(f"{dest.owner}/{dest.kind.value}", uid)
         return uids
 
+    def elsewhere(self) -> bool:
+        """Whether the filing process may carry it out: it writes receipts,
+        and no other record (``palais.storage.filing_process``)."""
+        return self._plain()
+
     def _asks(self) -> bool:
         """Whether an earlier message with this Message-ID matters."""
         return self.resend_since is not None and bool(self.summary.message_id)

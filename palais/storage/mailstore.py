@@ -8,7 +8,7 @@ it commits whole or not at all, with whatever records the plan carries.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -105,6 +105,9 @@ class MailStore(MailReads):
         self._dossier_ids: dict[str, int] = {}
         self._box_kinds: dict[int, BoxKind] = {}
         writer.on_erased.append(self._forget_blob)
+        # The gateway's filing process (SMTP ingest on a second core): it
+        # carries out the filings it can, None when it is not running.
+        self.filer: Callable[[Filing], Awaitable[FiledMessage | None]] | None = None
 
     def add_record_writer(self, kind: type[CommittedRecord], writer: RecordWriter) -> None:
         """Write records of ``kind`` that plans carry, in their transaction (a
@@ -440,6 +443,10 @@ class MailStore(MailReads):
             # Messages a record files with this one (a dossier's new Fiche):
             # their bytes go to the pack before the transaction, as its own.
             blobs.extend(getattr(record, "blobs", ()))
+        if self.filer is not None and len(blobs) == 1 and work.elsewhere():
+            filed = await self.filer(work)
+            if filed is not None:
+                return filed
         return await self._writer.submit(work, blobs)
 
 

@@ -11,6 +11,7 @@ A job's future resolves only after the commit is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -26,6 +27,7 @@ from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.model import MailboxEvent
 from palais.mailbox.ports import BlobLocation, MessageBytes
 from palais.storage.blobs import sha256_hex
+from palais.storage.engine import WriteLock
 from palais.storage.sql import EVIDENCE_SEGMENT
 
 T = TypeVar("T")
@@ -148,8 +150,13 @@ class CommitQueue:
         publish: Callable[[list[MailboxEvent]], None],
         *,
         max_batch: int = 256,
+        lock: WriteLock | None = None,
     ) -> None:
         self._engine = engine
+        # Held around each transaction when other processes write the same
+        # SQLite file (the filing process, a command).
+        self._lock: contextlib.AbstractContextManager[Any] = lock or contextlib.nullcontext()
+        self._lock_file = lock
         self._blobs = blobs
         self._publish = publish
         self._max_batch = max_batch
@@ -172,6 +179,8 @@ class CommitQueue:
             self._queue.put(_STOP)
             self._thread.join()
         self._syncer.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     async def submit(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
         if not self._thread.is_alive():
@@ -190,7 +199,7 @@ class CommitQueue:
         ctx = WriteContext(cache=self._cache)
         self._append_blobs([(ctx, blobs)])
         self._blobs.sync()
-        with self._engine.begin() as conn:
+        with self._lock, self._engine.begin() as conn:
             result = work(conn, ctx)
             for finish in self.finishers:
                 finish(conn, [ctx])
@@ -212,18 +221,20 @@ class CommitQueue:
 
     def _erase(self, blobs: dict[str, BlobLocation]) -> None:
         for sha, where in blobs.items():
-            if where.segment == EVIDENCE_SEGMENT:
-                # A receipt mail deleted by its holder: its bytes stay in the
-                # evidence log, which is never purged.
-                for listener in self.on_erased:
-                    listener(sha)
-                continue
-            try:
-                self._blobs.erase(where)
-            except OSError:
-                log.exception("could not erase deleted blob bytes at %s", where)
-            for listener in self.on_erased:
-                listener(sha)
+            if where.segment != EVIDENCE_SEGMENT:
+                # (A receipt mail deleted by its holder: its bytes stay in the
+                # evidence log, which is never purged.)
+                try:
+                    self._blobs.erase(where)
+                except OSError:
+                    log.exception("could not erase deleted blob bytes at %s", where)
+            self.tell_erased(sha)
+
+    def tell_erased(self, sha: str) -> None:
+        """Those who keep facts about stored bytes forget these (erased here,
+        or by the filing process)."""
+        for listener in self.on_erased:
+            listener(sha)
 
     @staticmethod
     def _bare(conn: Connection, job: _Job[Any]) -> tuple[bool, Any]:
@@ -300,7 +311,7 @@ class CommitQueue:
                 for job in batch:
                     job.context.batch = scratch
                 try:
-                    with self._engine.begin() as conn:
+                    with self._lock, self._engine.begin() as conn:
                         run: list[_Job[Any]] = []  # consecutive jobs of one Together kind
                         for index, job in enumerate(batch):
                             excluded = refused_by_finisher.get(index)
