@@ -20,7 +20,6 @@ files in its place; a filing in flight when it ended is answered 451.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -29,6 +28,7 @@ import os
 import pickle
 import signal
 import socket
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -174,24 +174,25 @@ class FilingProcess:
         return await waiting
 
     def _received(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "events":
-            self._publish(message[1])
-        elif kind == "erased":
-            for sha in message[1]:
+        """A batch committed there: its events first, then its outcomes."""
+        events, erased, answers, self.batches, self.jobs = message
+        self._restart_after = _RESTART_FIRST
+        try:
+            if events:
+                self._publish(events)
+            for sha in erased:
                 self._on_erased(sha)
-        else:
-            _, ticket, ok, value, self.batches, self.jobs = message
-            waiting = self._waiting.pop(ticket, None)
-            if waiting is None or waiting.done():
-                return  # its client went away; the filing stands
-            if ok:
-                waiting.set_result(value)
-            else:
-                waiting.set_exception(
-                    value if value is not None else _unavailable("filing refused, not portable")
-                )
-            self._restart_after = _RESTART_FIRST
+        finally:  # a listener's failure leaves no client waiting
+            for ticket, ok, value in answers:
+                waiting = self._waiting.pop(ticket, None)
+                if waiting is None or waiting.done():
+                    continue  # its client went away; the filing stands
+                if ok:
+                    waiting.set_result(value)
+                else:
+                    waiting.set_exception(
+                        value if value is not None else _unavailable("a filing failed there")
+                    )
 
     def _lost(self, link: _Link) -> None:
         if self._link is link:
@@ -286,16 +287,20 @@ def _child(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_serve(url, Path(blob_dir), max_batch, open_evidence, sock))
+    _serve(url, Path(blob_dir), max_batch, open_evidence, sock)
 
 
-async def _serve(
+def _serve(
     url: str,
     blob_dir: Path,
     max_batch: int,
     open_evidence: Callable[[], EvidenceService],
     sock: socket.socket,
 ) -> None:
+    """One thread reads the filings, commits them a batch at a time and
+    answers each batch in one frame: what arrives during a batch waits in
+    the socket for the next, and no second thread takes turns at this
+    interpreter's lock with the writer's."""
     from palais.mailbox.evidence import ReceiptOrder
     from palais.storage.blobs import BlobStore
     from palais.storage.engine import make_engine, write_lock
@@ -303,61 +308,64 @@ async def _serve(
     from palais.storage.placement import RecordWriters
     from palais.storage.writer import CommitQueue
 
-    loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
-
-    def send(message: Any) -> None:
-        if not writer.is_closing():
-            writer.write(_frame(message))
-
     evidence = open_evidence()
     engine = make_engine(url, writer=True)
     # Its own segments (another node name): two processes never append to one file.
     blobs = BlobStore(blob_dir)
     commits = CommitQueue(
-        engine,
-        blobs,
-        lambda events: send(("events", events)),
-        max_batch=max_batch,
-        lock=write_lock(url),
+        engine, blobs, lambda _events: None, max_batch=max_batch, lock=write_lock(url)
     )
     commits.finishers += [receipts_finisher(evidence), tree_head_finisher(evidence)]
-
-    def erased(sha: str) -> None:  # in the writer's thread
-        loop.call_soon_threadsafe(send, ("erased", [sha]))
-
-    commits.on_erased.append(erased)
+    erased: list[str] = []
+    commits.on_erased.append(erased.append)
     writers: RecordWriters = {ReceiptOrder: ReceiptWriter(evidence)}
-    commits.start()
+    frames = _Frames()
+    waiting: deque[tuple[int, Filing]] = deque()
+    reading = True
+    sock.setblocking(True)
 
-    async def file(ticket: int, filing: Filing) -> None:
-        job = dataclasses.replace(filing, writers=writers)
+    def receive(flags: int) -> bool:
+        """What has come; False once the gateway's end is closed."""
         try:
-            filed = await commits.submit(job, [job.data])
-        except Exception as error:
-            send(("done", ticket, False, _portable(error), commits.batches, commits.jobs))
-        else:
-            send(("done", ticket, True, filed, commits.batches, commits.jobs))
+            data = sock.recv(1 << 20, flags)
+        except BlockingIOError:
+            return True
+        except OSError:  # reset: the gateway is gone
+            return False
+        if not data:
+            return False
+        waiting.extend(frames.feed(data))
+        return True
 
-    tasks: set[asyncio.Task[None]] = set()
     try:
         while True:
+            if reading and not waiting:
+                reading = receive(0)  # nothing to do: wait for a filing
+            while reading:  # and take every one that came meanwhile
+                before = len(waiting)
+                reading = receive(socket.MSG_DONTWAIT)
+                if len(waiting) == before:
+                    break
+            if not waiting:
+                if not reading:
+                    break
+                continue
+            batch = [waiting.popleft() for _ in range(min(max_batch, len(waiting)))]
+            jobs = [dataclasses.replace(filing, writers=writers) for _, filing in batch]
+            outcomes, events = commits.commit_batch([(job, [job.data]) for job in jobs])
+            answers = [
+                (ticket, ok, value if ok else _portable(value))
+                for (ticket, _), (ok, value) in zip(batch, outcomes, strict=True)
+            ]
+            gone = erased[:]
+            erased.clear()
             try:
-                size = int.from_bytes(await reader.readexactly(_HEADER), "big")
-                ticket, filing = pickle.loads(await reader.readexactly(size))
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break  # the gateway closed its end, or is gone
-            task = asyncio.create_task(file(ticket, filing))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
+                sock.sendall(_frame((events, gone, answers, commits.batches, commits.jobs)))
+            except OSError:
+                reading = False  # the gateway is gone; what is committed stands
     finally:
-        await asyncio.to_thread(commits.stop)
+        commits.stop()
         evidence.close()
         blobs.close()
         engine.dispose()
-        if not writer.is_closing():
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-            writer.close()
+        sock.close()

@@ -108,8 +108,9 @@ class RefuseJobs(Exception):
 class _Job(Generic[T]):
     work: Work[T]
     blobs: Sequence[bytes]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[T]
+    # Whom to tell: none for a batch its caller runs itself (``commit_batch``).
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[T] | None = None
     context: WriteContext = field(default_factory=WriteContext)
 
 
@@ -286,7 +287,44 @@ class CommitQueue:
             if stop_after:
                 return
 
+    def commit_batch(
+        self, works: Sequence[tuple[Work[Any], Sequence[bytes]]]
+    ) -> tuple[list[tuple[bool, Any]], list[MailboxEvent]]:
+        """Carry out these jobs as one batch in the caller's thread, which is
+        this queue's writer (the filing process's: its one thread reads the
+        jobs, commits them and answers): each job's (ok, result or error),
+        and the batch's events. The writer thread must not be running."""
+        assert not self._thread.is_alive(), "commit_batch is for a queue without its thread"
+        batch: list[_Job[Any]] = [_Job(work, blobs) for work, blobs in works]
+        outcomes = self._carry_out(batch)
+        return outcomes, self._committed(batch)
+
     def _commit(self, batch: list[_Job[Any]]) -> None:
+        outcomes = self._carry_out(batch)
+        events = self._committed(batch)
+        # One wake-up of each waiting event loop for the whole batch (each
+        # costs the writer a system call and a turn at the GIL), events
+        # first, so that a session's listener hears of a change no later
+        # than the command that made it completes.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Any], bool, Any]]] = {}
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            assert job.loop is not None
+            by_loop.setdefault(job.loop, []).append((job, ok, value))
+        for index, (loop, done) in enumerate(by_loop.items()):
+            # The hub lives on the gateway's one event loop: the first job's.
+            _call(loop, _deliver, self._publish if index == 0 else None, events, done)
+
+    def _committed(self, batch: list[_Job[Any]]) -> list[MailboxEvent]:
+        """After a batch: its counts, the bytes it freed erased, its events."""
+        self.batches += 1
+        self.jobs += len(batch)
+        events: list[MailboxEvent] = []
+        for job in batch:
+            self._erase(job.context.erase_after_commit)
+            events.extend(job.context.events)
+        return events
+
+    def _carry_out(self, batch: list[_Job[Any]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         try:
             for job in batch:
@@ -372,22 +410,7 @@ class CommitQueue:
             outcomes = [(False, error)] * len(batch)
             for job in batch:
                 _forget(job.context)
-        self.batches += 1
-        self.jobs += len(batch)
-        events: list[MailboxEvent] = []
-        for job in batch:
-            self._erase(job.context.erase_after_commit)
-            events.extend(job.context.events)
-        # One wake-up of each waiting event loop for the whole batch (each
-        # costs the writer a system call and a turn at the GIL), events
-        # first, so that a session's listener hears of a change no later
-        # than the command that made it completes.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Any], bool, Any]]] = {}
-        for job, (ok, value) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(job.loop, []).append((job, ok, value))
-        for index, (loop, done) in enumerate(by_loop.items()):
-            # The hub lives on the gateway's one event loop: the first job's.
-            _call(loop, _deliver, self._publish if index == 0 else None, events, done)
+        return outcomes
 
 
 def _unisolated(work: Callable[[], T]) -> T:
@@ -428,6 +451,7 @@ def _deliver(
             publish(events)
     finally:  # a listener's failure leaves no submitter waiting
         for job, ok, value in done:
+            assert job.future is not None
             _resolve(job.future, ok, value)
 
 
