@@ -198,9 +198,11 @@ class Gateway:
         self.recorded.node = s.instance.node
         # Refusals of every listener, queued and written in batches by the writer.
         self.audit = audit = AuditLog(storage.commits)
-        self.recorded.watch_writer(
-            storage.commits if self.filings is None else AllWriters((storage.commits, self.filings))
-        )
+        if self.filings is None:
+            self.recorded.watch_writer(storage.commits)
+        else:
+            self.recorded.watch_writer(AllWriters((storage.commits, self.filings)))
+            self.recorded.watch_filings(self.filings)
         # What to trust comes from the database (seeded from [trust] files
         # when empty) and follows its changes without a restart.
         self.trust = live = LiveTrust(s)

@@ -75,6 +75,43 @@ class AllWriters:
         return sum(w.jobs for w in self.writers)
 
 
+class FilingState(Protocol):
+    """What the filing process's owner counts (``palais.storage.filing_process``)."""
+
+    @property
+    def jobs(self) -> int: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def running(self) -> bool: ...
+
+
+class FilingCounts:
+    """A collector: the filing process's filings, restarts and whether it runs
+    (while it does not, the gateway's writer files in its place)."""
+
+    def __init__(self, filings: FilingState) -> None:
+        self._filings = filings
+
+    def collect(self) -> Iterator[Metric]:
+        filings = self._filings
+        yield CounterMetricFamily(
+            "palais_filing_process_jobs",
+            "Filings committed by the filing process (SMTP ingest on a second core)",
+            value=filings.jobs,
+        )
+        yield CounterMetricFamily(
+            "palais_filing_process_restarts",
+            "Times the filing process was started again after it ended",
+            value=filings.restarts,
+        )
+        yield GaugeMetricFamily(
+            "palais_filing_process_running",
+            "1 while the filing process takes filings, 0 while the gateway's writer does",
+            value=1 if filings.running else 0,
+        )
+
+
 class WriterCounts:
     """A collector: the writer's group commits and jobs, as counters."""
 
@@ -320,6 +357,7 @@ class GatewayMetrics:
         self._writer: WriterCounts | None = None
         self._lifecycle: LifecycleCounts | None = None
         self._relay: RelayCounts | None = None
+        self._filings: FilingCounts | None = None
         # One node of several: every sample carries node="..." (set before serving).
         self.node = ""
 
@@ -335,6 +373,13 @@ class GatewayMetrics:
             self.registry.unregister(self._writer)
         self._writer = WriterCounts(commits)
         self.registry.register(self._writer)
+
+    def watch_filings(self, filings: FilingState) -> None:
+        """Export the filing process's counts (read at every scrape)."""
+        if self._filings is not None:
+            self.registry.unregister(self._filings)
+        self._filings = FilingCounts(filings)
+        self.registry.register(self._filings)
 
     def watch_lifecycle(
         self,

@@ -132,7 +132,7 @@ class FilingProcess:
         self._stopping = False
         self._restart_after = _RESTART_FIRST
         self._restart: asyncio.TimerHandle | None = None
-        # The process's writer's counts (metrics), as its last outcome told them.
+        # Its batches and filings, over every start (metrics).
         self.batches = 0
         self.jobs = 0
         self.restarts = 0
@@ -159,6 +159,7 @@ class FilingProcess:
         link = _Link(self)
         await self._loop.create_unix_connection(lambda: link, sock=ours)
         self._process, self._link = process, link
+        log.info("filing process started (pid %s)", process.pid)
 
     async def file(self, filing: Filing) -> FiledMessage | None:
         """Carry out a filing there; None if the process is not running (the
@@ -175,7 +176,9 @@ class FilingProcess:
 
     def _received(self, message: tuple[Any, ...]) -> None:
         """A batch committed there: its events first, then its outcomes."""
-        events, erased, answers, self.batches, self.jobs = message
+        events, erased, answers = message
+        self.batches += 1
+        self.jobs += len(answers)
         self._restart_after = _RESTART_FIRST
         try:
             if events:
@@ -360,7 +363,7 @@ def _serve(
             gone = erased[:]
             erased.clear()
             try:
-                sock.sendall(_frame((events, gone, answers, commits.batches, commits.jobs)))
+                sock.sendall(_frame((events, gone, answers)))
             except OSError:
                 reading = False  # the gateway is gone; what is committed stands
     finally:

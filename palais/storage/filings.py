@@ -114,8 +114,9 @@ class Filing(Together[FiledMessage]):
 
     def elsewhere(self) -> bool:
         """Whether the filing process may carry it out: it writes receipts,
-        and no other record (``palais.storage.filing_process``)."""
-        return self._plain()
+        and no other record: the process has no other record's writer
+        (``palais.storage.filing_process``)."""
+        return all(isinstance(r, ReceiptOrder) for r in self.plan.records)
 
     def _asks(self) -> bool:
         """Whether an earlier message with this Message-ID matters."""
