@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from palais.alerts_service import Alerts
 from palais.config import Settings
 from palais.court_systems import arrival_check, relay_worker, relayed_court_systems
+from palais.evidence_setup import evidence_key, filing_evidence, instance_evidence
 from palais.gateway.admission import SMTP_GOODBYE, Admission, Gate
 from palais.gateway.delegation_api import PREFIX as DELEGATIONS_PREFIX
 from palais.gateway.delegation_api import delegations_route
@@ -49,10 +50,9 @@ from palais.mailbox.new_dossier import dossier_address
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_roles
 from palais.mailbox.saisine_flow import CourtActs, CourtAddresses
 from palais.mailbox.submission import SubmissionDesk
-from palais.pki.evidence_service import KeyEvidenceService
 from palais.pki.identify import CertificateRefused
 from palais.pki.printable import receipt_pdf
-from palais.pki.signing import EvidenceKey, load_certificates, load_file_key
+from palais.pki.signing import EvidenceKey, load_certificates
 from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
 from palais.storage.blob_sweep import BlobSweeper, SweepCounts
@@ -68,42 +68,6 @@ from palais.storage.registry import RegistryStore
 from palais.trust_live import LiveTrust
 
 log = logging.getLogger("palais")
-
-
-def evidence_key(settings: Settings) -> EvidenceKey:
-    """The evidence key the settings name: on an HSM, or in a key file."""
-    e = settings.evidence
-    if e.pkcs11_module:
-        from palais.pki.hsm import open_pkcs11_key, pin_from
-
-        return open_pkcs11_key(
-            e.pkcs11_module,
-            e.pkcs11_token,
-            e.pkcs11_key_label,
-            pin_from(e.pkcs11_pin),
-            e.certificate,
-        )
-    return load_file_key(e.certificate, e.key)
-
-
-def instance_evidence(
-    settings: Settings, key: EvidenceKey | None = None, *, worker: bool = False
-) -> KeyEvidenceService:
-    """The evidence service of the settings' key; ``worker``: receipts
-    written in a worker process (a gateway; a command that issues a few
-    needs none)."""
-    evidence = KeyEvidenceService(
-        key or evidence_key(settings), domain=settings.instance.mail_domain, worker=worker
-    )
-    if evidence.worker is not None:
-        evidence.worker.start()  # before the listeners: a spawn takes a moment
-    return evidence
-
-
-def filing_evidence(settings: Settings) -> KeyEvidenceService:
-    """The filing process's evidence service: the key opened there, its own
-    receipt worker (``palais.storage.filing_process``)."""
-    return instance_evidence(settings, worker=True)
 
 
 def open_instance_storage(
@@ -187,7 +151,7 @@ class Gateway:
                 on_erased=storage.commits.tell_erased,
                 max_batch=s.storage.max_batch,
             )
-            await filings.start()
+            # Spawned at the first filing, which the gateway's writer files.
             storage.mail.filer = filings.file
         # The substring index is written by a process of its own, off the filing path.
         self.indexer = IndexerProcess(s.database_url(), s.storage.blobs)

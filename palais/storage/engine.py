@@ -67,9 +67,11 @@ class WriteLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd = -1  # opened at first use, again after close (a command's run_now)
 
     def __enter__(self) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         # The thread waits without the interpreter lock.
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 

@@ -132,6 +132,7 @@ class FilingProcess:
         self._stopping = False
         self._restart_after = _RESTART_FIRST
         self._restart: asyncio.TimerHandle | None = None
+        self._first: asyncio.Task[None] | None = None
         # Its batches and filings, over every start (metrics).
         self.batches = 0
         self.jobs = 0
@@ -166,6 +167,7 @@ class FilingProcess:
         caller files it itself)."""
         link = self._link
         if link is None or link.transport is None or self._loop is None:
+            self._first_start()
             return None
         ticket = next(self._tickets)
         waiting: asyncio.Future[FiledMessage] = self._loop.create_future()
@@ -173,6 +175,15 @@ class FilingProcess:
         # Its record writers are the process's own (its receipts' evidence service).
         link.transport.write(_frame((ticket, dataclasses.replace(filing, writers={}))))
         return await waiting
+
+    def _first_start(self) -> None:
+        """Started at the first filing, not with the gateway: a gateway that
+        takes no SMTP mail spends nothing on it (its interpreter and its
+        receipt worker cost a second or two of CPU to start)."""
+        if self._process is not None or self._first is not None or self._stopping:
+            return
+        self._first = asyncio.get_running_loop().create_task(self.start())
+        self._first.add_done_callback(self._started_again)
 
     def _received(self, message: tuple[Any, ...]) -> None:
         """A batch committed there: its events first, then its outcomes."""
@@ -234,7 +245,7 @@ class FilingProcess:
     def _started_again(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
             return
-        log.error("the filing process could not be started again", exc_info=task.exception())
+        log.error("the filing process could not be started", exc_info=task.exception())
         if not self._stopping and self._loop is not None:
             self._restart = self._loop.call_later(self._restart_after, self._start_again)
 
@@ -246,6 +257,8 @@ class FilingProcess:
     async def stop(self, timeout: float = 60.0) -> None:
         """Let the process commit and answer what it was sent, then end."""
         self._stopping = True
+        if self._first is not None and not self._first.done():
+            await asyncio.wait([self._first])
         if self._restart is not None:
             self._restart.cancel()
             self._restart = None

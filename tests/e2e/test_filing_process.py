@@ -40,6 +40,10 @@ def _alive(pid: int) -> bool:
         return stat.read().rpartition(")")[2].split()[0] != "Z"
 
 
+def _scrape(inst: Instance) -> str:
+    return inst.curl_https("/metrics", "admin1").stdout
+
+
 def _subjects(inst: Instance) -> list[str]:
     imap = inst.imap("greffier1")
     try:
@@ -57,12 +61,15 @@ def test_ingest_is_filed_by_its_process_and_survives_its_death(tmp_path: Path) -
     inst = create_instance(tmp_path / "instance")
     inst.start()
     try:
+        # Started by the first message (filed by the gateway's writer meanwhile).
+        assert _pids(inst) == []
+        inst.submit("premier")
+        _wait_for(lambda: len(_pids(inst)) == 1)
         (first,) = _pids(inst)
         assert _alive(first)
+        _wait_for(lambda: _metric(_scrape(inst), "palais_filing_process_running") == 1)
         inst.submit("avant")
-        scraped = inst.curl_https("/metrics", "admin1").stdout
-        assert _metric(scraped, "palais_filing_process_jobs_total") == 1
-        assert _metric(scraped, "palais_filing_process_running") == 1
+        assert _metric(_scrape(inst), "palais_filing_process_jobs_total") == 1
 
         os.kill(first, signal.SIGKILL)
         _wait_for(lambda: "the filing process ended" in inst.read_log())
@@ -74,16 +81,16 @@ def test_ingest_is_filed_by_its_process_and_survives_its_death(tmp_path: Path) -
         assert second != first and _alive(second)
         inst.submit("apres")
 
-        scraped = inst.curl_https("/metrics", "admin1").stdout
+        scraped = _scrape(inst)
         assert _metric(scraped, "palais_filing_process_restarts_total") == 1
         assert _metric(scraped, "palais_filing_process_running") == 1
         assert _metric(scraped, "palais_filing_process_jobs_total") >= 2
-        assert _subjects(inst) == ["apres", "avant", "pendant"]
+        assert _subjects(inst) == ["apres", "avant", "pendant", "premier"]
         # Each has its deposit-and-delivery receipt, whoever filed it.
         lawyer = inst.imap("avocat1")
         try:
             typ, data = lawyer.select('"Accus&AOk-s de r&AOk-ception"', readonly=True)
-            assert typ == "OK" and int(data[0] or 0) == 3
+            assert typ == "OK" and int(data[0] or 0) == 4
         finally:
             lawyer.logout()
     finally:
