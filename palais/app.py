@@ -141,8 +141,14 @@ class Gateway:
         self.evidence = evidence_key(s)
         self.storage = storage = open_instance_storage(s, self.evidence, worker=True)
         storage.start()
-        if is_sqlite(s.database_url()) and s.storage.filing_process:
-            # SMTP ingest's filings on a second core (PostgreSQL has --workers).
+        # SMTP ingest's filings on a second core (PostgreSQL has --workers).
+        # Not with a key on an HSM: the gateway keeps its one session on the
+        # token, whose going away then stops acceptance at once (451).
+        if (
+            is_sqlite(s.database_url())
+            and s.storage.filing_process
+            and not s.evidence.pkcs11_module
+        ):
             self.filings = filings = FilingProcess(
                 s.database_url(),
                 s.storage.blobs,

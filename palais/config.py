@@ -47,8 +47,9 @@ class DatabaseSection:
 class StorageSection:
     blobs: Path = Path("blobs")
     max_batch: int = 256  # jobs committed together by the writer
-    # SQLite: SMTP ingest's filings written by a process of their own, on
-    # another core (palais.storage.filing_process); false keeps one process.
+    # SQLite with a key file: SMTP ingest's filings written by a process of
+    # their own, on another core (palais.storage.filing_process); false
+    # keeps one process (as an evidence key on an HSM does).
     filing_process: bool = True
     # PostgreSQL: large objects no blob row names (rolled-back batches) are
     # unlinked once seen unnamed for blob_sweep_grace seconds (longer than any
