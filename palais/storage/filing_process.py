@@ -132,7 +132,6 @@ class FilingProcess:
         self._stopping = False
         self._restart_after = _RESTART_FIRST
         self._restart: asyncio.TimerHandle | None = None
-        self._first: asyncio.Task[None] | None = None
         # Its batches and filings, over every start (metrics).
         self.batches = 0
         self.jobs = 0
@@ -167,7 +166,6 @@ class FilingProcess:
         caller files it itself)."""
         link = self._link
         if link is None or link.transport is None or self._loop is None:
-            self._first_start()
             return None
         ticket = next(self._tickets)
         waiting: asyncio.Future[FiledMessage] = self._loop.create_future()
@@ -175,15 +173,6 @@ class FilingProcess:
         # Its record writers are the process's own (its receipts' evidence service).
         link.transport.write(_frame((ticket, dataclasses.replace(filing, writers={}))))
         return await waiting
-
-    def _first_start(self) -> None:
-        """Started at the first filing, not with the gateway: a gateway that
-        takes no SMTP mail spends nothing on it (its interpreter and its
-        receipt worker cost a second or two of CPU to start)."""
-        if self._process is not None or self._first is not None or self._stopping:
-            return
-        self._first = asyncio.get_running_loop().create_task(self.start())
-        self._first.add_done_callback(self._started_again)
 
     def _received(self, message: tuple[Any, ...]) -> None:
         """A batch committed there: its events first, then its outcomes."""
@@ -257,8 +246,6 @@ class FilingProcess:
     async def stop(self, timeout: float = 60.0) -> None:
         """Let the process commit and answer what it was sent, then end."""
         self._stopping = True
-        if self._first is not None and not self._first.done():
-            await asyncio.wait([self._first])
         if self._restart is not None:
             self._restart.cancel()
             self._restart = None

@@ -61,15 +61,12 @@ def test_ingest_is_filed_by_its_process_and_survives_its_death(tmp_path: Path) -
     inst = create_instance(tmp_path / "instance")
     inst.start()
     try:
-        # Started by the first message (filed by the gateway's writer meanwhile).
-        assert _pids(inst) == []
-        inst.submit("premier")
-        _wait_for(lambda: len(_pids(inst)) == 1)
-        (first,) = _pids(inst)
+        (first,) = _pids(inst)  # started with the gateway
         assert _alive(first)
-        _wait_for(lambda: _metric(_scrape(inst), "palais_filing_process_running") == 1)
+        assert _metric(_scrape(inst), "palais_filing_process_running") == 1
+        inst.submit("premier")
         inst.submit("avant")
-        assert _metric(_scrape(inst), "palais_filing_process_jobs_total") == 1
+        assert _metric(_scrape(inst), "palais_filing_process_jobs_total") == 2
 
         os.kill(first, signal.SIGKILL)
         _wait_for(lambda: "the filing process ended" in inst.read_log())
@@ -84,7 +81,7 @@ def test_ingest_is_filed_by_its_process_and_survives_its_death(tmp_path: Path) -
         scraped = _scrape(inst)
         assert _metric(scraped, "palais_filing_process_restarts_total") == 1
         assert _metric(scraped, "palais_filing_process_running") == 1
-        assert _metric(scraped, "palais_filing_process_jobs_total") >= 2
+        assert _metric(scraped, "palais_filing_process_jobs_total") >= 3
         assert _subjects(inst) == ["apres", "avant", "pendant", "premier"]
         # Each has its deposit-and-delivery receipt, whoever filed it.
         lawyer = inst.imap("avocat1")
