@@ -26,19 +26,15 @@ from palais.mailbox.delegation import ActedFor
 from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.message import summarize
 from palais.mailbox.model import MailboxEvent
-from palais.pki.devpki import DevPki, create_dev_pki
+from palais.pki.devpki import DevPki
 from palais.pki.evidence_service import KeyEvidenceService
 from palais.pki.signing import load_file_key
 from palais.storage import Storage
 from palais.storage.filing_process import FilingProcess, _portable
 from palais.storage.filings import Filing
+from tests.storage import test_filing_runs
 from tests.storage.test_filing_runs import SINCE, _open, _plan, _state, _submissions
 from tests.storage.test_mailstore import GREFFE, ME, msg
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
-    return create_dev_pki(tmp_path_factory.mktemp("pki") / "pki")
 
 
 def evidence_service(certificate: Path, key: Path) -> KeyEvidenceService:
@@ -50,18 +46,14 @@ def evidence_service(certificate: Path, key: Path) -> KeyEvidenceService:
     return service
 
 
+# That module's development PKI (once a module) and reference store.
+pki = test_filing_runs.pki
+reference = test_filing_runs.reference
+
+
 @pytest.fixture
 def store(tmp_path: Path, pki: DevPki) -> Iterator[Storage]:
     st = _open(f"sqlite:///{tmp_path / 'palais.sqlite'}", tmp_path / "blobs", pki)
-    try:
-        yield st
-    finally:
-        st.close()
-
-
-@pytest.fixture
-def reference(tmp_path: Path, pki: DevPki) -> Iterator[Storage]:
-    st = _open(f"sqlite:///{tmp_path / 'reference.sqlite'}", tmp_path / "ref-blobs", pki)
     try:
         yield st
     finally:
