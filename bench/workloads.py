@@ -901,6 +901,11 @@ async def memory(target: Target, p: Params, run: Run) -> dict[str, Any]:
             "complete": False,
             "error": f"first IMAP session failed: {type(exc).__name__}: {exc}",
         }
+    # The restarted target's helper processes still start (Palais's filing
+    # process imports for a second or two once the ports answer): the
+    # baseline waits for a quiet machine, or their growth is counted as the
+    # sessions'.
+    await asyncio.to_thread(procs.settle, 30.0)
     await asyncio.sleep(1.0)
     exclude = target.memory_exclude
     before = procs.memory(roots, exclude)
