@@ -24,7 +24,6 @@ import dataclasses
 import itertools
 import logging
 import multiprocessing
-import os
 import pickle
 import signal
 import socket
@@ -33,11 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from palais.mailbox.errors import TemporaryFailure
 from palais.mailbox.model import MailboxEvent
 from palais.mailbox.ports import EvidenceService
 from palais.storage.filings import Filing
 from palais.storage.messages import FiledMessage
+from palais.storage.writer import CommitQueue, restarting
 
 log = logging.getLogger("palais.storage.filing_process")
 
@@ -87,9 +86,6 @@ class _Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         for message in self._frames.feed(data):
             self._owner._received(message)
-
-    def eof_received(self) -> bool | None:
-        return None  # closes the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._lost(self)
@@ -194,7 +190,7 @@ class FilingProcess:
                     waiting.set_result(value)
                 else:
                     waiting.set_exception(
-                        value if value is not None else _unavailable("a filing failed there")
+                        value if value is not None else restarting("a filing failed there")
                     )
 
     def _lost(self, link: _Link) -> None:
@@ -205,7 +201,7 @@ class FilingProcess:
         left, self._waiting = self._waiting, {}
         for waiting in left.values():
             if not waiting.done():
-                waiting.set_exception(_unavailable("filing process ended"))
+                waiting.set_exception(restarting("filing process ended"))
         if self._stopping or self._loop is None:
             return
         exitcode = self._process.exitcode if self._process is not None else None
@@ -238,11 +234,6 @@ class FilingProcess:
         if not self._stopping and self._loop is not None:
             self._restart = self._loop.call_later(self._restart_after, self._start_again)
 
-    def kill(self) -> None:
-        """The process ended at once (tests: what a crash does)."""
-        if self._process is not None and self._process.pid is not None:
-            os.kill(self._process.pid, 9)
-
     async def stop(self, timeout: float = 60.0) -> None:
         """Let the process commit and answer what it was sent, then end."""
         self._stopping = True
@@ -260,10 +251,6 @@ class FilingProcess:
             log.error("the filing process did not end in %.0f s; killed", timeout)
             process.kill()
             await asyncio.to_thread(process.join, 5)
-
-
-def _unavailable(reason: str) -> TemporaryFailure:
-    return TemporaryFailure("The gateway is restarting, please try again shortly", reason=reason)
 
 
 def _portable(error: BaseException) -> BaseException | None:
@@ -309,7 +296,6 @@ def _serve(
     from palais.storage.engine import make_engine, write_lock
     from palais.storage.evidence import ReceiptWriter, receipts_finisher, tree_head_finisher
     from palais.storage.placement import RecordWriters
-    from palais.storage.writer import CommitQueue
 
     evidence = open_evidence()
     engine = make_engine(url, writer=True)

@@ -186,9 +186,7 @@ class CommitQueue:
     async def submit(self, work: Work[T], blobs: Sequence[bytes] = ()) -> T:
         if not self._thread.is_alive():
             # Shutting down: the client is told to come back (4xx), nothing half-done.
-            raise TemporaryFailure(
-                "The gateway is restarting, please try again shortly", reason="writer stopped"
-            )
+            raise restarting("writer stopped")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Job(work, blobs, loop, fut))
@@ -411,6 +409,12 @@ class CommitQueue:
             for job in batch:
                 _forget(job.context)
         return outcomes
+
+
+def restarting(reason: str) -> TemporaryFailure:
+    """What a client is told when its change cannot be written now because a
+    writer is stopping or gone (4xx: nothing half-done, send again)."""
+    return TemporaryFailure("The gateway is restarting, please try again shortly", reason=reason)
 
 
 def _unisolated(work: Callable[[], T]) -> T:

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.instance import Instance, create_instance
@@ -21,10 +22,10 @@ def _pids(inst: Instance) -> list[int]:
     return [int(p) for p in _STARTED.findall(inst.read_log())]
 
 
-def _wait_for(check: object, seconds: float = 20.0) -> None:
+def _wait_for(check: Callable[[], bool], seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.05)
     raise AssertionError("timed out")
