@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
+import socket
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -45,6 +47,16 @@ def _serve(layout: ReceiptLayout, conn: Connection) -> None:
         except (EOFError, OSError):
             return
         conn.send((ticket, prepare_all(layout, requests)))
+
+
+def _shut_down(conn: Connection) -> None:
+    """Both directions of the pipe's socket ended, for every descriptor of
+    it: a thread blocked reading it wakes, the worker reads its end."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass  # closed already, or the worker gone
 
 
 class Preparing:
@@ -164,12 +176,17 @@ class SealingProcess:
         conn, self._conn = self._conn, None
         process, self._process = self._process, None
         if conn is not None:
-            conn.close()
+            # Shut down, not just closed: our receiving thread, blocked reading
+            # it, keeps the socket open, and the worker waited for its end
+            # until killed a second later (every stop of a gateway paid that).
+            _shut_down(conn)
         if process is not None:
             process.join(1.0)
             if process.is_alive():
                 process.kill()
                 process.join(1.0)
+        if conn is not None:
+            conn.close()
 
     def close(self) -> None:
         with self._lock:
