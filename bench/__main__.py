@@ -26,6 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from . import nodes, procs, report
 from .targets.base import Target, TargetUnavailable
 from .workloads import WORKLOADS as BASE_WORKLOADS
@@ -454,7 +456,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        doc = asyncio.run(run_all(args, p, work))
+        # The load generator shares the machine's two cores with the target:
+        # on uvloop (its TLS in C) it takes about a quarter less CPU away from
+        # whichever target it drives (client_cpu_pct 23 -> 17 on Palais's ingest).
+        doc = uvloop.run(run_all(args, p, work))
     except KeyboardInterrupt:
         _log("interrupted")
         return 130
