@@ -8,10 +8,8 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from palais.config import ConfigError, Settings, load_settings
 from palais.logformat import (
     NODE_TEXT_FORMAT,
     TEXT_FORMAT,
@@ -19,6 +17,11 @@ from palais.logformat import (
     log_uncaught_exceptions,
     name_node,
 )
+
+if TYPE_CHECKING:
+    from palais.config import Settings
+
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _setup_logging(level: str, fmt: str = "text", node: str | None = None) -> None:
@@ -64,6 +67,8 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from palais.instance import InstanceExists, init_instance
 
     try:
@@ -97,6 +102,8 @@ def cmd_node_add(args: argparse.Namespace) -> int:
 
 def _instance_settings(command: str, where: str) -> Settings | None:
     """The settings of an instance directory (or a palais.toml); None once the error is said."""
+    from palais.config import ConfigError, load_settings
+
     root = Path(where)
     try:
         return load_settings(root / "palais.toml" if root.is_dir() else root)
@@ -212,6 +219,39 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evidence(sub: _Commands) -> None:
+    from palais.evidence_cli import add_commands
+
+    add_commands(sub)
+
+
+def _add_verify(sub: _Commands) -> None:
+    from palais.verify_cli import add_command
+
+    add_command(sub)
+
+
+def _add_admin(sub: _Commands) -> None:
+    from palais.admin_cli import add_admin
+
+    add_admin(sub)
+
+
+def _add_client(sub: _Commands) -> None:
+    from palais.client_cli import add_client
+
+    add_client(sub)
+
+
+# The command groups defined by other modules, by the name that starts them.
+_GROUPS: dict[str, Callable[[_Commands], None]] = {
+    "evidence": _add_evidence,
+    "verify-receipt": _add_verify,
+    "admin": _add_admin,
+    "client": _add_client,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="palais", description="Palais secure message gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,18 +300,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("schemas", help="write the structured documents' JSON Schemas into DIR")
     p.add_argument("dir")
     p.set_defaults(func=cmd_schemas)
-    from palais.evidence_cli import add_commands as add_evidence_commands
-
-    add_evidence_commands(sub)
-    from palais.verify_cli import add_command as add_verify_command
-
-    add_verify_command(sub)
-    from palais.admin_cli import add_admin
-
-    add_admin(sub)
-    from palais.client_cli import add_client
-
-    add_client(sub)
+    # Each group's module imports what its commands need (the database,
+    # cryptography, pydantic): only the one named is imported, so that
+    # `palais verify-receipt` or `palais client` starts in a fraction of the
+    # time the whole took. Help, or a name no command has, needs them all.
+    words = sys.argv[1:] if argv is None else argv
+    at = next((i for i, w in enumerate(words) if not w.startswith("-")), len(words))
+    named = words[at] if at < len(words) else None
+    every = (
+        named is None
+        or (named not in sub.choices and named not in _GROUPS)
+        or any(w in ("-h", "--help") for w in words[:at])  # palais -h client
+    )
+    for group, add in _GROUPS.items():
+        if every or named == group:
+            add(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
