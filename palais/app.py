@@ -51,7 +51,6 @@ from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener, listener_role
 from palais.mailbox.saisine_flow import CourtActs, CourtAddresses
 from palais.mailbox.submission import SubmissionDesk
 from palais.pki.identify import CertificateRefused
-from palais.pki.printable import receipt_pdf
 from palais.pki.signing import EvidenceKey, load_certificates
 from palais.storage import Storage, open_storage
 from palais.storage.audit import AuditLog
@@ -392,6 +391,11 @@ class Gateway:
         key = self.evidence
 
         def printable(evidence: Mapping[str, Any]) -> bytes:
+            # Imported at the first PDF asked for (in a worker thread): pyHanko
+            # and reportlab, with what they import, took a third of the
+            # gateway's start and most of it is never used.
+            from palais.pki.printable import receipt_pdf
+
             return receipt_pdf(evidence, key)
 
         self.https = await start_https(
