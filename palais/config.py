@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from palais.mailbox.submission import DEFAULT_RESEND_WINDOW
+from palais.mailbox.filing import DEFAULT_RESEND_WINDOW
 
 EVENT_LOOPS = ("uvloop", "asyncio")
 

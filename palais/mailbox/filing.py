@@ -62,6 +62,10 @@ class EarlierMessage:
     held: frozenset[tuple[str, BoxKind]]  # (owner, kind) of its placements among the plan's owners
 
 
+# Seconds during which the same message sent again is a resend (``[smtp] resend_window``).
+DEFAULT_RESEND_WINDOW = 86400.0
+
+
 def resend_of(
     earlier: Sequence[EarlierMessage],
     sender: str,

@@ -35,7 +35,7 @@ from palais.mailbox.errors import (
     UnknownRecipient,
 )
 from palais.mailbox.evidence import deposit_and_delivery
-from palais.mailbox.filing import Filer
+from palais.mailbox.filing import DEFAULT_RESEND_WINDOW, Filer
 from palais.mailbox.identity import Identity
 from palais.mailbox.message import (
     MessageSummary,
@@ -70,10 +70,6 @@ class DelegationBook(Protocol):
     async def held_by(self, delegate: str) -> tuple[Delegation, ...]:
         """The delegations ``delegate`` holds now (an answer a few seconds old at most)."""
         ...
-
-
-# Seconds during which the same message sent again is a resend (``[smtp] resend_window``).
-DEFAULT_RESEND_WINDOW = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
