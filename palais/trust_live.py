@@ -33,13 +33,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Engine
 
 from palais.config import Settings
-from palais.gateway.https import HttpsHandle
 from palais.mailbox.audit import GATEWAY_ACTOR, AuditAction
 from palais.mailbox.identity import CertificateIdentity, TrustCommunity
 from palais.mailbox.routing import LISTENER_COMMUNITIES, Listener
@@ -60,6 +60,9 @@ from palais.pki.trust_update import (
 )
 from palais.storage import trust as store
 from palais.storage.engine import make_engine
+
+if TYPE_CHECKING:  # the HTTPS listener's twisted stays out of `palais admin`
+    from palais.gateway.https import HttpsHandle
 
 __all__ = [
     "FetchOutcome",
