@@ -73,9 +73,11 @@ class DossierMessages(Protocol):
         """The filed messages carrying this Message-ID (with or without angle brackets)."""
         ...
 
-    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+    async def decision_filed(
+        self, court: str, message_id: str, sha256: str, arrival: str | None = None
+    ) -> int | None:
         """The decision mail ``court`` sent already with this Message-ID and these
-        bytes, if any (``palais.mailbox.saisine_flow.SentActs``)."""
+        bytes, stored or as submitted, if any (``palais.mailbox.saisine_flow.SentActs``)."""
         ...
 
 
@@ -142,10 +144,16 @@ class MessageDecisions:
         self._messages = messages
 
     async def record(
-        self, who: Identity, number: str, data: bytes, summary: MessageSummary
+        self,
+        who: Identity,
+        number: str,
+        data: bytes,
+        summary: MessageSummary,
+        arrival: str | None = None,
     ) -> MessageDecided | None:
         """The record to file with ``who``'s message to dossier ``number``: its
-        decision, if it carries one (None for every other message)."""
+        decision, if it carries one (None for every other message). ``arrival``:
+        the digest of its bytes as submitted, which a resend shares."""
         if who.role not in REGISTRIES:
             return None
         decision = carried_decision(data)
@@ -159,6 +167,9 @@ class MessageDecisions:
             # the filer then finds and answers as its first 250, filing nothing.
             sha = hashlib.sha256(data).hexdigest()
             mid = summary.message_id
-            if mid and await self._messages.decision_filed(who.address, mid, sha) is not None:
+            filed = (
+                await self._messages.decision_filed(who.address, mid, sha, arrival) if mid else None
+            )
+            if filed is not None:
                 return None
             raise

@@ -115,14 +115,25 @@ class SentActs(Protocol):
         ...
 
     async def decide(
-        self, court: Identity, data: bytes, summary: MessageSummary, plan: DecisionPlan
+        self,
+        court: Identity,
+        data: bytes,
+        summary: MessageSummary,
+        plan: DecisionPlan,
+        arrival: str | None = None,
     ) -> int:
-        """Carry the plan out with the decision mail; that mail's row id."""
+        """Carry the plan out with the decision mail (``arrival``: the digest of
+        its bytes as submitted, ``palais.mailbox.completion.arrival_digest``);
+        that mail's row id."""
         ...
 
-    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+    async def decision_filed(
+        self, court: str, message_id: str, sha256: str, arrival: str | None = None
+    ) -> int | None:
         """The decision mail the court system sent already with this Message-ID
-        and these bytes (its 250 lost, it sends it again), if any: its row id."""
+        and these bytes (its 250 lost, it sends it again), if any: its row id.
+        The same bytes: those stored, or those submitted (``arrival``): the
+        trace line the gateway adds names the second it arrived."""
         ...
 
 
@@ -176,7 +187,7 @@ class CourtActs:
             raise NotAllowed(reason=f"no juridiction {addressee.juridiction}")
         documents = carried_documents(data)
         if who.address == juridiction.court_system.address:
-            return await self._from_court(who, juridiction, documents, data, summary)
+            return await self._from_court(who, juridiction, documents, data, summary, arrival)
         wanted = SAISINE if addressee.kind is AddresseeKind.SAISINE else CONSTITUTION
         what = "saisine" if wanted == SAISINE else "constitution"
         mine = [payload for kind, payload in documents if kind == wanted]
@@ -242,6 +253,7 @@ class CourtActs:
         documents: list[tuple[str, bytes]],
         data: bytes,
         summary: MessageSummary,
+        arrival: str | None = None,
     ) -> Decided:
         kinds = [kind for kind, _ in documents]
         if len(documents) != 1 or kinds[0] not in (REGISTRY_DECISION, HEARING_SLOTS):
@@ -282,11 +294,13 @@ class CourtActs:
             )
         sha = hashlib.sha256(data).hexdigest()
         if act.placement is None and summary.message_id:
-            earlier = await self._acts.decision_filed(court.address, summary.message_id, sha)
+            earlier = await self._acts.decision_filed(
+                court.address, summary.message_id, sha, arrival
+            )
             if earlier is not None:  # the same decision again: its first reply, nothing twice
                 return Decided(f"M{earlier}", earlier, sha, FilingPlan(None, ()), resent=True)
         plan = plan_decision(decision, act, court, juridiction, self._domain)
-        mid = await self._acts.decide(court, data, summary, plan)
+        mid = await self._acts.decide(court, data, summary, plan, arrival)
         number = plan.dossier.number if plan.dossier is not None else plan.joins
         if number is not None and self._changed is not None:
             await self._changed(number)

@@ -379,7 +379,7 @@ class Submission:
             plan = replace(plan, records=(*plan.records, receipt))
         if desk._decisions is not None and who.role in REGISTRIES:
             # A registry's message may carry a decision on a lawyer's message.
-            decided = await desk._decisions.record(who, number, data, summary)
+            decided = await desk._decisions.record(who, number, data, summary, arrival)
             if decided is not None:
                 plan = replace(plan, records=(*plan.records, decided))
         if delegate is not None:

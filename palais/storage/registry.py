@@ -132,16 +132,18 @@ class RegistryStore:
         """The mail store's writer of ``MessageDecided`` records."""
         write_message_decided(self._mail.receipts, conn, ctx, record)
 
-    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+    async def decision_filed(
+        self, court: str, message_id: str, sha256: str, arrival: str | None = None
+    ) -> int | None:
+        same = MS.c.blob == sha256
+        if arrival is not None:
+            same = or_(same, MS.c.arrival == arrival)
+
         def find() -> int | None:
             with self._reader.connect() as conn:
                 found = conn.execute(
                     select(MS.c.id)
-                    .where(
-                        MS.c.message_id == message_id,
-                        MS.c.sender == court.lower(),
-                        MS.c.blob == sha256,
-                    )
+                    .where(MS.c.message_id == message_id, MS.c.sender == court.lower(), same)
                     .limit(1)
                 ).scalar()
             return None if found is None else int(found)
@@ -149,13 +151,18 @@ class RegistryStore:
         return await asyncio.to_thread(find)
 
     async def decide(
-        self, court: Identity, data: bytes, summary: MessageSummary, plan: DecisionPlan
+        self,
+        court: Identity,
+        data: bytes,
+        summary: MessageSummary,
+        plan: DecisionPlan,
+        arrival: str | None = None,
     ) -> int:
         receipts = self._mail.receipts
         now = datetime.now(UTC)
 
         def work(conn: Connection, ctx: WriteContext) -> int:
-            return _carry_out(conn, ctx, court, data, summary, plan, receipts, now)
+            return _carry_out(conn, ctx, court, data, summary, plan, receipts, now, arrival)
 
         return await self._writer.submit(work, [data])
 
@@ -169,6 +176,7 @@ def _carry_out(
     plan: DecisionPlan,
     receipts: ReceiptWriter | None,
     now: datetime,
+    arrival: str | None,
 ) -> int:
     moved = plan.moved
     if (
@@ -201,6 +209,7 @@ def _carry_out(
         sender=court.address,
         fingerprint=court.fingerprint,
         dossier_id=dossier_id,
+        arrival=arrival,
     )
     holders = [(d.owner, d.kind, d.flags) for d in plan.filing.destinations]
     place_all(conn, ctx, mid, plan.filing.dossier, holders)

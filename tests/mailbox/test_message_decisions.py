@@ -100,7 +100,9 @@ class _Filed:
         self.asked.append(message_id)
         return [m for mid, m in self._messages if mid == message_id]
 
-    async def decision_filed(self, court: str, message_id: str, sha256: str) -> int | None:
+    async def decision_filed(
+        self, court: str, message_id: str, sha256: str, arrival: str | None = None
+    ) -> int | None:
         return self.filed.get((court, message_id, sha256))
 
 
