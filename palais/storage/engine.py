@@ -32,7 +32,9 @@ def make_engine(url: str, *, writer: bool) -> Engine:
         # The writer keeps its one connection open (opening one per batch
         # cost as much as the batch); readers pool theirs.
         pool_size=1 if writer else 5,
-        max_overflow=0 if writer else 10,
+        # (the writer holds its connection between batches; a command or a
+        # test writing beside it opens another)
+        max_overflow=2 if writer else 10,
         connect_args={"check_same_thread": False, "timeout": 30},
     )
 
