@@ -248,8 +248,8 @@ def encoded_words(text: str) -> str:
 
 
 def _base64(data: bytes) -> bytes:
-    text = base64.b64encode(data)
-    return b"".join(text[i : i + 76] + b"\r\n" for i in range(0, len(text), 76))
+    # Lines of 76 characters, each ended by CRLF (encodebytes ends them by LF).
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
 def _qp(text: str) -> bytes:
