@@ -70,6 +70,10 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
             reduce: Callable[[Any], Any] = _reduce_datetime
         elif isinstance(kind, enum.EnumMeta):
             reduce = _reduce_enum
+        elif issubclass(kind, type):
+            # A class whose class is not ``type`` (an enumeration's): by its
+            # name, as pickle would, without a KeyError for it every frame.
+            reduce = _reduce_class
         elif dataclasses.is_dataclass(kind) and _positional(kind):
             reduce = _fields_reducer(kind)
         else:
@@ -94,6 +98,10 @@ def _fields_reducer(kind: type) -> Callable[[Any], Any]:
         return kind, tuple([getattr(obj, name) for name in names])
 
     return reduce
+
+
+def _reduce_class(kind: type) -> str:
+    return kind.__qualname__
 
 
 def _reduce_enum(member: enum.Enum) -> Any:

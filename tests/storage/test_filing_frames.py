@@ -83,6 +83,8 @@ def test_a_filing_comes_out_as_it_went_in() -> None:
     kinds = [d.kind for d in out[1].plan.destinations]
     assert kinds == [BoxKind.ENVOYES, BoxKind.RECUS]
     assert kinds[0] is BoxKind.ENVOYES
+    # Classes go by name, enumerations' (whose class is not ``type``) too.
+    assert _through((BoxKind, Filing, datetime)) == (BoxKind, Filing, datetime)
 
 
 def test_times_keep_their_zone_to_the_microsecond() -> None:
