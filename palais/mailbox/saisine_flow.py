@@ -187,7 +187,9 @@ class CourtActs:
             raise NotAllowed(reason=f"no juridiction {addressee.juridiction}")
         documents = carried_documents(data)
         if who.address == juridiction.court_system.address:
-            return await self._from_court(who, juridiction, documents, data, summary, arrival)
+            return await self._from_court(
+                who, juridiction, documents, data, summary, resend_since, arrival
+            )
         wanted = SAISINE if addressee.kind is AddresseeKind.SAISINE else CONSTITUTION
         what = "saisine" if wanted == SAISINE else "constitution"
         mine = [payload for kind, payload in documents if kind == wanted]
@@ -253,6 +255,7 @@ class CourtActs:
         documents: list[tuple[str, bytes]],
         data: bytes,
         summary: MessageSummary,
+        resend_since: datetime | None = None,
         arrival: str | None = None,
     ) -> Decided:
         kinds = [kind for kind, _ in documents]
@@ -273,8 +276,13 @@ class CourtActs:
                 )
             # The filer keeps the list with the message (``SlotsPublished``):
             # bookings on every node read it there.
-            filed = await self._filer.file(court, data, summary, own)
-            return Decided(f"M{filed.message_id}", filed.message_id, filed.sha256, own)
+            # Sent again (its 250 lost), the same list is its first filing's.
+            filed = await self._filer.file(
+                court, data, summary, own, resend_since=resend_since, arrival=arrival
+            )
+            return Decided(
+                f"M{filed.message_id}", filed.message_id, filed.sha256, own, filed.resent
+            )
         decision = RegistryDecision.model_validate_json(payload)
         if decision.about == "message":
             raise InvalidMessage(
