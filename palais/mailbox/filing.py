@@ -87,10 +87,18 @@ def resend_of(
     "452 4.5.3 Too many recipients" sends the same message to the others in
     a second transaction, which must be filed.
     """
-    wanted = {(d.owner, d.kind) for d in plan.destinations}
+    wanted: set[tuple[str, BoxKind]] = {(d.owner, d.kind) for d in plan.destinations}
     # A plan without a dossier is a court act (a saisine, a constitution:
     # palais.mailbox.saisine_flow), filed outside dossiers: its boxes tell.
     court_act = plan.dossier is None
+    if court_act:
+        # The addressee's copy tells: the sender's own moves once the court
+        # decides (to Saisines/Rejetées, or into the dossier it opens), and
+        # a draft of the act, with the same bytes, is never in its Reçus.
+        addressed: set[tuple[str, BoxKind]] = {
+            (d.owner, d.kind) for d in plan.destinations if d.kind is BoxKind.RECUS
+        }
+        wanted = addressed or wanted
     for message in sorted(earlier, key=lambda m: m.id):
         if (
             (message.filed or court_act)

@@ -113,8 +113,15 @@ def _lawyer_sends(inst: Instance, who: str, msg: EmailMessage) -> None:
         assert smtp.send_message(msg) == {}
 
 
-def _court_sends(inst: Instance, msg: EmailMessage) -> str:
-    """The 250's text ("2.0.0 Accepted as M<id>")."""
+def _court_sends(inst: Instance, msg: EmailMessage) -> None:
+    _fixed(msg)
+    with smtplib.SMTP("localhost", inst.port("court"), timeout=10) as smtp:
+        smtp.starttls(context=inst.client_context("court1"))
+        assert smtp.send_message(msg) == {}
+
+
+def _court_reply(inst: Instance, msg: EmailMessage) -> str:
+    """The 250's text ("2.0.0 Accepted as M<id>") of a message to one address."""
     _fixed(msg)
     with smtplib.SMTP("localhost", inst.port("court"), timeout=10) as smtp:
         smtp.starttls(context=inst.client_context("court1"))
@@ -172,11 +179,11 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
     # The court system opens its slots for date booking.
     slots = _message(inst.address("court1"), j["saisine_address"], "Créneaux", "Créneaux.")
     _attach_json(slots, HEARING_SLOTS, samples.hearing_slots(), "creneaux.json")
-    published = _court_sends(inst, slots)
+    published = _court_reply(inst, slots)
     # Its 250 lost, the court system sends the list again, in another second
     # (the trace line the gateway adds names it): the first filing's reply.
     time.sleep(1.01 - time.time() % 1)
-    assert _court_sends(inst, slots) == published
+    assert _court_reply(inst, slots) == published
 
     # avocat1 saves the saisine, then sends it (same Message-ID: the draft leaves).
     first = _saisine(inst, samples.saisine(booking=True))
@@ -234,6 +241,14 @@ def test_saisine_rejected_corrected_accepted_then_a_constitution(inst: Instance)
     assert any(isinstance(p, bytes) and reason.encode() in p for p in parts)
     assert not _with_id(_fetch(lawyer, ENVOYEES), first["Message-ID"])
     assert any("Rejet par le greffe" in _subject(r) for r in _fetch(lawyer, ACCUSES))
+
+    # The same saisine sent again unchanged (its 250 lost before the court
+    # decided): its first filing's 250; the court does not get it twice, nor
+    # does it book the slot again, and the lawyer's copy stays in Rejetées.
+    _lawyer_sends(inst, "avocat1", first)
+    assert len(_with_id(_fetch(court, "INBOX"), first["Message-ID"])) == 1
+    assert not _with_id(_fetch(lawyer, ENVOYEES), first["Message-ID"])
+    assert len(_with_id(_fetch(lawyer, REJETEES), first["Message-ID"])) == 1
 
     # Corrected and sent again (a new message), booking the place the
     # rejection gave back; an IDLE session waits meanwhile.

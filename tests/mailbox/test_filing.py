@@ -124,3 +124,46 @@ def test_a_draft_with_the_same_bytes_is_no_filing() -> None:
 
 def test_a_filing_that_missed_a_destination_is_no_answer() -> None:
     assert _resend(earlier(held=frozenset({("me@x", BoxKind.ENVOYES)}))) is None
+
+
+# A saisine to a court: outside dossiers, the court's Reçus beside the
+# lawyer's Saisines/Envoyées.
+SAISINE_SENT = FilingPlan(
+    None,
+    (
+        Destination("me@x", BoxKind.SAISINE_ENVOYEE, frozenset({"\\Seen"})),
+        Destination("court@x", BoxKind.RECUS),
+    ),
+)
+COURT_HAS_IT = ("court@x", BoxKind.RECUS)
+
+
+def _act_resend(found: EarlierMessage) -> int | None:
+    return resend_of([found], "me@x", "ab" * 32, SINCE, SAISINE_SENT, None)
+
+
+def test_a_court_act_sent_again_after_its_decision_is_a_resend() -> None:
+    awaiting = earlier(
+        filed=False, held=frozenset({("me@x", BoxKind.SAISINE_ENVOYEE), COURT_HAS_IT})
+    )
+    assert _act_resend(awaiting) == 7
+    # Rejected: the lawyer's copy moved to Saisines/Rejetées.
+    rejected = frozenset({("me@x", BoxKind.SAISINE_REJETEE), COURT_HAS_IT})
+    assert _act_resend(earlier(filed=False, held=rejected)) == 7
+    # Accepted: it moved into the dossier the decision opened.
+    accepted = frozenset({("me@x", BoxKind.ENVOYES), COURT_HAS_IT})
+    assert _act_resend(earlier(filed=True, held=accepted)) == 7
+
+
+def test_a_draft_of_a_court_act_is_no_filing_of_it() -> None:
+    draft = frozenset({("me@x", BoxKind.SAISINE_ENREGISTREE)})
+    assert _act_resend(earlier(filed=False, held=draft)) is None
+
+
+def test_a_court_systems_own_filing_needs_every_box_of_its_plan() -> None:
+    # Hearing slots or a decision: the court's Envoyés only, no Reçus to tell.
+    own = FilingPlan(None, (Destination("court@x", BoxKind.ENVOYES, frozenset({"\\Seen"})),))
+    sent = earlier(sender="court@x", filed=False, held=frozenset({("court@x", BoxKind.ENVOYES)}))
+    assert resend_of([sent], "court@x", "ab" * 32, SINCE, own) == 7
+    kept = earlier(sender="court@x", filed=False, held=frozenset({("court@x", BoxKind.BROUILLONS)}))
+    assert resend_of([kept], "court@x", "ab" * 32, SINCE, own) is None
