@@ -341,9 +341,9 @@ class FilingProcess:
 
 def _portable(error: BaseException) -> BaseException | None:
     """The error itself if it crosses to the gateway intact, else None (a
-    451 there; the error is logged here)."""
+    451 there; the error is logged here). Tried as it crosses: in a frame."""
     try:
-        pickle.loads(pickle.dumps(error))
+        _Frames().feed(_frame(error))
     except Exception:
         log.error("a filing failed", exc_info=error)
         return None
